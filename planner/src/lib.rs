@@ -1,0 +1,1 @@
+//! klein-plan planner (placeholder while the crate is being written).
