@@ -1,0 +1,501 @@
+//! The CPU reference backend on candle-core: f32 arithmetic on BF16-rounded weights, with its
+//! own allocation accounting at the device dtype so its byte counts match the CUDA backend's.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor};
+
+use crate::backend::{
+    AttentionPath, Backend, BackendKind, GemmMode, HostTensor, MemoryStats, RopeStyle, StoreDtype, e4m3_to_f32,
+    quantize_e4m3, round_bf16,
+};
+use crate::{ExecError, Result};
+
+/// Live and peak bytes, shared by the backend and every tensor's allocation guard.
+#[derive(Debug, Default)]
+struct Counter {
+    state: Mutex<MemoryStats>,
+}
+
+impl Counter {
+    fn alloc(&self, bytes: u64) {
+        let mut s = self.state.lock().expect("memory counter poisoned");
+        s.allocated_bytes += bytes;
+        s.peak_bytes = s.peak_bytes.max(s.allocated_bytes);
+    }
+
+    fn free(&self, bytes: u64) {
+        let mut s = self.state.lock().expect("memory counter poisoned");
+        s.allocated_bytes -= bytes;
+    }
+
+    /// A workspace that lives only inside one operation (attention scores, a dequantized weight).
+    fn transient(&self, bytes: u64) {
+        let mut s = self.state.lock().expect("memory counter poisoned");
+        s.peak_bytes = s.peak_bytes.max(s.allocated_bytes + bytes);
+    }
+}
+
+/// One accounted allocation; freed from the counter when the last view of it drops.
+#[derive(Debug)]
+struct Alloc {
+    bytes: u64,
+    counter: Arc<Counter>,
+}
+
+impl Drop for Alloc {
+    fn drop(&mut self) {
+        self.counter.free(self.bytes);
+    }
+}
+
+/// A CPU tensor: candle f32 values plus the allocation it is accounted under.
+#[derive(Debug, Clone)]
+pub struct CpuTensor {
+    t: Tensor,
+    store: StoreDtype,
+    _alloc: Arc<Alloc>,
+}
+
+/// The candle CPU backend.
+#[derive(Debug)]
+pub struct CpuBackend {
+    counter: Arc<Counter>,
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend::new()
+    }
+}
+
+fn cpu_err(op: &str) -> impl Fn(candle_core::Error) -> ExecError + '_ {
+    move |e| ExecError::Cpu { op: op.to_string(), detail: e.to_string() }
+}
+
+/// Queries processed per tile by the fused attention path.
+const Q_TILE: usize = 64;
+/// Keys processed per tile by the fused attention path (the online-softmax step).
+const KV_TILE: usize = 64;
+
+impl CpuBackend {
+    /// A fresh backend with zeroed counters.
+    pub fn new() -> CpuBackend {
+        CpuBackend { counter: Arc::new(Counter::default()) }
+    }
+
+    /// Wraps a candle result as a new accounted BF16 tensor.
+    fn wrap(&self, t: Tensor) -> CpuTensor {
+        self.wrap_as(t, StoreDtype::Bf16)
+    }
+
+    fn wrap_as(&self, t: Tensor, store: StoreDtype) -> CpuTensor {
+        let bytes = t.elem_count() as u64 * store.size_bytes();
+        self.counter.alloc(bytes);
+        CpuTensor { t, store, _alloc: Arc::new(Alloc { bytes, counter: self.counter.clone() }) }
+    }
+
+    /// Rounds a computed result to BF16 the way a BF16 device tensor would store it.
+    fn out(&self, t: Tensor, op: &str) -> Result<CpuTensor> {
+        let t = t.to_dtype(DType::BF16).and_then(|t| t.to_dtype(DType::F32)).map_err(cpu_err(op))?;
+        Ok(self.wrap(t))
+    }
+
+    fn check_same(&self, op: &str, a: &CpuTensor, b: &CpuTensor) -> Result<()> {
+        if a.t.dims() != b.t.dims() {
+            return Err(ExecError::shape(op, format!("{:?} vs {:?}", a.t.dims(), b.t.dims())));
+        }
+        Ok(())
+    }
+
+    /// `[b, d]` per-batch vectors broadcast over the tokens of `[b, s, d]`.
+    fn per_batch(&self, op: &str, x: &CpuTensor, v: &CpuTensor) -> Result<Tensor> {
+        let xd = x.t.dims();
+        let vd = v.t.dims();
+        if xd.len() != 3 || vd.len() != 2 || xd[0] != vd[0] || xd[2] != vd[1] {
+            return Err(ExecError::shape(op, format!("x {xd:?} with per-batch vector {vd:?}")));
+        }
+        v.t.unsqueeze(1).map_err(cpu_err(op))
+    }
+
+    /// Math attention on `[b, h, sq, d]` tensors (k, v already expanded to h heads).
+    fn attn_math(&self, q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
+        let d = q.dim(D::Minus1)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+        let scores = if causal { scores.broadcast_add(&causal_mask(q.dim(2)?, k.dim(2)?, 0)?)? } else { scores };
+        let max = scores.max_keepdim(D::Minus1)?;
+        let e = scores.broadcast_sub(&max)?.exp()?;
+        let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+        p.matmul(v)
+    }
+
+    /// Tiled attention with an online softmax over key tiles, as a flash-attention kernel does it.
+    fn attn_fused(&self, q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
+        let (sq, sk, d) = (q.dim(2)?, k.dim(2)?, q.dim(3)?);
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut outs = Vec::new();
+        for q0 in (0..sq).step_by(Q_TILE) {
+            let ql = Q_TILE.min(sq - q0);
+            let qt = (q.narrow(2, q0, ql)? * scale)?;
+            let mut m: Option<Tensor> = None;
+            let mut l: Option<Tensor> = None;
+            let mut acc: Option<Tensor> = None;
+            for k0 in (0..sk).step_by(KV_TILE) {
+                if causal && k0 > q0 + ql - 1 {
+                    break;
+                }
+                let kl = KV_TILE.min(sk - k0);
+                let kt = k.narrow(2, k0, kl)?;
+                let vt = v.narrow(2, k0, kl)?;
+                let mut s = qt.matmul(&kt.t()?)?;
+                if causal {
+                    s = s.broadcast_add(&causal_tile_mask(q0, ql, k0, kl)?)?;
+                }
+                let tile_max = s.max_keepdim(D::Minus1)?;
+                let new_m = match &m {
+                    Some(m) => m.maximum(&tile_max)?,
+                    None => tile_max,
+                };
+                let p = s.broadcast_sub(&new_m)?.exp()?;
+                let pv = p.matmul(&vt)?;
+                let psum = p.sum_keepdim(D::Minus1)?;
+                let (nl, nacc) = match (&m, &l, &acc) {
+                    (Some(m), Some(l), Some(acc)) => {
+                        let corr = (m - &new_m)?.exp()?;
+                        ((l * &corr)?.add(&psum)?, acc.broadcast_mul(&corr)?.add(&pv)?)
+                    }
+                    _ => (psum, pv),
+                };
+                m = Some(new_m);
+                l = Some(nl);
+                acc = Some(nacc);
+            }
+            let (acc, l) = (acc.expect("at least one key tile"), l.expect("at least one key tile"));
+            outs.push(acc.broadcast_div(&l)?);
+        }
+        Tensor::cat(&outs, 2)
+    }
+}
+
+/// Additive causal mask `[sq, sk]` where query `i` sees keys `0..=i + offset`.
+fn causal_mask(sq: usize, sk: usize, offset: usize) -> candle_core::Result<Tensor> {
+    let data: Vec<f32> =
+        (0..sq).flat_map(|i| (0..sk).map(move |j| if j <= i + offset { 0.0 } else { f32::NEG_INFINITY })).collect();
+    Tensor::from_vec(data, (sq, sk), &Device::Cpu)
+}
+
+fn causal_tile_mask(q0: usize, ql: usize, k0: usize, kl: usize) -> candle_core::Result<Tensor> {
+    let data: Vec<f32> = (0..ql)
+        .flat_map(|i| (0..kl).map(move |j| if k0 + j <= q0 + i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Tensor::from_vec(data, (ql, kl), &Device::Cpu)
+}
+
+/// `[b, s, h, d] → [b, h, s, d]`, repeating each key/value head `rep` times for grouped queries.
+fn heads_first(t: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
+    let t = t.transpose(1, 2)?.contiguous()?;
+    if rep == 1 {
+        return Ok(t);
+    }
+    let (b, h, s, d) = t.dims4()?;
+    t.unsqueeze(2)?.expand((b, h, rep, s, d))?.reshape((b, h * rep, s, d))
+}
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+    type Mark = Instant;
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
+    }
+
+    fn context_bytes(&self) -> u64 {
+        0
+    }
+
+    fn upload(&self, t: &HostTensor) -> Result<CpuTensor> {
+        let data: Vec<f32> = t.data.iter().map(|&v| round_bf16(v)).collect();
+        let tt = Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu).map_err(cpu_err("upload"))?;
+        Ok(self.wrap(tt))
+    }
+
+    fn upload_weight(&self, t: &HostTensor, store: StoreDtype) -> Result<CpuTensor> {
+        // FP8 weights are kept dequantized in f32 (exactly the values a GPU dequantize yields) but
+        // accounted at one byte per value; `linear` accounts the BF16 copy a GEMM would need.
+        let data: Vec<f32> = match store {
+            StoreDtype::Bf16 => t.data.iter().map(|&v| round_bf16(v)).collect(),
+            StoreDtype::Fp8E4M3 => {
+                let (bytes, scale) = quantize_e4m3(&t.data);
+                bytes.into_iter().map(|b| round_bf16(e4m3_to_f32(b) * scale)).collect()
+            }
+        };
+        let tt = Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu).map_err(cpu_err("upload_weight"))?;
+        Ok(self.wrap_as(tt, store))
+    }
+
+    fn download(&self, t: &CpuTensor) -> Result<HostTensor> {
+        let data = t.t.flatten_all().and_then(|f| f.to_vec1::<f32>()).map_err(cpu_err("download"))?;
+        Ok(HostTensor::new(t.t.dims(), data))
+    }
+
+    fn shape(&self, t: &CpuTensor) -> Vec<usize> {
+        t.t.dims().to_vec()
+    }
+
+    fn reshape(&self, t: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
+        if shape.iter().product::<usize>() != t.t.elem_count() {
+            return Err(ExecError::shape("reshape", format!("{:?} to {shape:?}", t.t.dims())));
+        }
+        let r = t.t.reshape(shape).map_err(cpu_err("reshape"))?;
+        Ok(CpuTensor { t: r, store: t.store, _alloc: t._alloc.clone() })
+    }
+
+    fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, mode: GemmMode) -> Result<CpuTensor> {
+        let xd = x.t.dims();
+        let wd = w.t.dims();
+        let k = *xd.last().unwrap_or(&0);
+        if wd.len() != 2 || wd[1] != k {
+            return Err(ExecError::shape("linear", format!("x {xd:?} with weight {wd:?}")));
+        }
+        if mode == GemmMode::Fp8 {
+            return Err(ExecError::Unsupported {
+                what: "fp8 compute on the cpu backend".to_string(),
+                hint: "use fp8-storage on cpu; fp8 GEMMs run on the cuda backend".to_string(),
+            });
+        }
+        if w.store == StoreDtype::Fp8E4M3 {
+            self.counter.transient(w.t.elem_count() as u64 * 2);
+        }
+        let m = x.t.elem_count() / k.max(1);
+        let f = || -> candle_core::Result<Tensor> {
+            let y = x.t.reshape((m, k))?.matmul(&w.t.t()?)?;
+            let y = match bias {
+                Some(b) => y.broadcast_add(&b.t)?,
+                None => y,
+            };
+            let mut shape = xd.to_vec();
+            *shape.last_mut().expect("non-empty shape") = wd[0];
+            y.reshape(shape)
+        };
+        self.out(f().map_err(cpu_err("linear"))?, "linear")
+    }
+
+    fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
+        self.check_same("add", a, b)?;
+        self.out((&a.t + &b.t).map_err(cpu_err("add"))?, "add")
+    }
+
+    fn scaled_add(&self, a: &CpuTensor, b: &CpuTensor, alpha: f32) -> Result<CpuTensor> {
+        self.check_same("scaled_add", a, b)?;
+        let r = b.t.affine(alpha as f64, 0.0).and_then(|s| &a.t + s).map_err(cpu_err("scaled_add"))?;
+        self.out(r, "scaled_add")
+    }
+
+    fn silu(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        self.out(x.t.silu().map_err(cpu_err("silu"))?, "silu")
+    }
+
+    fn swiglu(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        let n2 = x.t.dim(D::Minus1).map_err(cpu_err("swiglu"))?;
+        if n2 % 2 != 0 {
+            return Err(ExecError::shape("swiglu", format!("odd last dimension in {:?}", x.t.dims())));
+        }
+        let n = n2 / 2;
+        let last = x.t.rank() - 1;
+        let r = (|| x.t.narrow(last, 0, n)?.silu()? * x.t.narrow(last, n, n)?)().map_err(cpu_err("swiglu"))?;
+        self.out(r, "swiglu")
+    }
+
+    fn modulate(&self, x: &CpuTensor, shift: &CpuTensor, scale: &CpuTensor) -> Result<CpuTensor> {
+        let sh = self.per_batch("modulate", x, shift)?;
+        let sc = self.per_batch("modulate", x, scale)?;
+        let r = (|| x.t.broadcast_mul(&(sc + 1.0)?)?.broadcast_add(&sh))().map_err(cpu_err("modulate"))?;
+        self.out(r, "modulate")
+    }
+
+    fn gated_add(&self, res: &CpuTensor, x: &CpuTensor, gate: &CpuTensor) -> Result<CpuTensor> {
+        self.check_same("gated_add", res, x)?;
+        let g = self.per_batch("gated_add", x, gate)?;
+        let r = (|| &res.t + x.t.broadcast_mul(&g)?)().map_err(cpu_err("gated_add"))?;
+        self.out(r, "gated_add")
+    }
+
+    fn layer_norm(&self, x: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        let r = (|| {
+            let mean = x.t.mean_keepdim(D::Minus1)?;
+            let c = x.t.broadcast_sub(&mean)?;
+            let var = c.sqr()?.mean_keepdim(D::Minus1)?;
+            c.broadcast_div(&(var + eps as f64)?.sqrt()?)
+        })()
+        .map_err(cpu_err("layer_norm"))?;
+        self.out(r, "layer_norm")
+    }
+
+    fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        if w.t.dims() != [*x.t.dims().last().unwrap_or(&0)] {
+            return Err(ExecError::shape("rms_norm", format!("x {:?} with weight {:?}", x.t.dims(), w.t.dims())));
+        }
+        let r = (|| {
+            let ms = x.t.sqr()?.mean_keepdim(D::Minus1)?;
+            x.t.broadcast_div(&(ms + eps as f64)?.sqrt()?)?.broadcast_mul(&w.t)
+        })()
+        .map_err(cpu_err("rms_norm"))?;
+        self.out(r, "rms_norm")
+    }
+
+    fn group_norm(&self, x: &CpuTensor, groups: usize, gamma: &CpuTensor, beta: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+        let (b, c, h, w) = x.t.dims4().map_err(cpu_err("group_norm"))?;
+        if c % groups != 0 || gamma.t.dims() != [c] || beta.t.dims() != [c] {
+            return Err(ExecError::shape("group_norm", format!("{:?} with {groups} groups", x.t.dims())));
+        }
+        let r = (|| {
+            let g = x.t.reshape((b, groups, (c / groups) * h * w))?;
+            let mean = g.mean_keepdim(D::Minus1)?;
+            let cen = g.broadcast_sub(&mean)?;
+            let var = cen.sqr()?.mean_keepdim(D::Minus1)?;
+            let n = cen.broadcast_div(&(var + eps as f64)?.sqrt()?)?.reshape((b, c, h, w))?;
+            n.broadcast_mul(&gamma.t.reshape((1, c, 1, 1))?)?.broadcast_add(&beta.t.reshape((1, c, 1, 1))?)
+        })()
+        .map_err(cpu_err("group_norm"))?;
+        self.out(r, "group_norm")
+    }
+
+    fn rope(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, style: RopeStyle) -> Result<CpuTensor> {
+        let (b, s, h, d) = x.t.dims4().map_err(cpu_err("rope"))?;
+        if cos.t.dims() != [s, d / 2] || sin.t.dims() != [s, d / 2] {
+            return Err(ExecError::shape("rope", format!("x {:?} with table {:?}", x.t.dims(), cos.t.dims())));
+        }
+        let r = (|| {
+            let c = cos.t.reshape((1, s, 1, d / 2))?;
+            let sn = sin.t.reshape((1, s, 1, d / 2))?;
+            match style {
+                RopeStyle::Interleaved => {
+                    let p = x.t.reshape((b, s, h, d / 2, 2))?;
+                    let x0 = p.narrow(4, 0, 1)?.squeeze(4)?;
+                    let x1 = p.narrow(4, 1, 1)?.squeeze(4)?;
+                    let o0 = (x0.broadcast_mul(&c)? - x1.broadcast_mul(&sn)?)?;
+                    let o1 = (x1.broadcast_mul(&c)? + x0.broadcast_mul(&sn)?)?;
+                    Tensor::stack(&[o0, o1], 4)?.reshape((b, s, h, d))
+                }
+                RopeStyle::Halves => {
+                    let x0 = x.t.narrow(3, 0, d / 2)?;
+                    let x1 = x.t.narrow(3, d / 2, d / 2)?;
+                    let o0 = (x0.broadcast_mul(&c)? - x1.broadcast_mul(&sn)?)?;
+                    let o1 = (x1.broadcast_mul(&c)? + x0.broadcast_mul(&sn)?)?;
+                    Tensor::cat(&[o0, o1], 3)
+                }
+            }
+        })()
+        .map_err(cpu_err("rope"))?;
+        self.out(r, "rope")
+    }
+
+    fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, causal: bool, path: AttentionPath) -> Result<CpuTensor> {
+        let (b, sq, h, d) = q.t.dims4().map_err(cpu_err("attention"))?;
+        let (kb, sk, hkv, kd) = k.t.dims4().map_err(cpu_err("attention"))?;
+        if kb != b || kd != d || hkv == 0 || h % hkv != 0 || v.t.dims() != k.t.dims() {
+            return Err(ExecError::shape(
+                "attention",
+                format!("q {:?}, k {:?}, v {:?}", q.t.dims(), k.t.dims(), v.t.dims()),
+            ));
+        }
+        // The CUDA math path writes f32 scores and softmaxes them in place; the fused path keeps its
+        // tiles on chip. Account what the device would allocate, not candle's own temporaries.
+        if path == AttentionPath::Math {
+            self.counter.transient((b * h * sq * sk * 4) as u64);
+        }
+        let r = (|| {
+            let qh = heads_first(&q.t, 1)?;
+            let kh = heads_first(&k.t, h / hkv)?;
+            let vh = heads_first(&v.t, h / hkv)?;
+            let o = match path {
+                AttentionPath::Math => self.attn_math(&qh, &kh, &vh, causal)?,
+                AttentionPath::Fused => self.attn_fused(&qh, &kh, &vh, causal)?,
+            };
+            o.transpose(1, 2)?.contiguous()
+        })()
+        .map_err(cpu_err("attention"))?;
+        self.out(r, "attention")
+    }
+
+    fn conv2d(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, padding: usize) -> Result<CpuTensor> {
+        let xd = x.t.dims();
+        let wd = w.t.dims();
+        if xd.len() != 4 || wd.len() != 4 || xd[1] != wd[1] {
+            return Err(ExecError::shape("conv2d", format!("x {xd:?} with kernel {wd:?}")));
+        }
+        // candle's CPU conv materialises an im2col buffer; the CUDA backend does the same, so it
+        // is accounted as a transient of (ci·kh·kw) × (h·w) per image.
+        self.counter.transient((wd[1] * wd[2] * wd[3] * xd[2] * xd[3] * 2) as u64);
+        let r = (|| {
+            let y = x.t.conv2d(&w.t, padding, 1, 1, 1)?;
+            match bias {
+                Some(b) => y.broadcast_add(&b.t.reshape((1, wd[0], 1, 1))?),
+                None => Ok(y),
+            }
+        })()
+        .map_err(cpu_err("conv2d"))?;
+        self.out(r, "conv2d")
+    }
+
+    fn upsample_nearest2x(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        let (_, _, h, w) = x.t.dims4().map_err(cpu_err("upsample"))?;
+        self.out(x.t.upsample_nearest2d(h * 2, w * 2).map_err(cpu_err("upsample"))?, "upsample")
+    }
+
+    fn cat(&self, xs: &[&CpuTensor], dim: usize) -> Result<CpuTensor> {
+        let ts: Vec<&Tensor> = xs.iter().map(|x| &x.t).collect();
+        self.out(Tensor::cat(&ts, dim).map_err(cpu_err("cat"))?, "cat")
+    }
+
+    fn narrow(&self, x: &CpuTensor, dim: usize, start: usize, len: usize) -> Result<CpuTensor> {
+        let r = x.t.narrow(dim, start, len).and_then(|t| t.contiguous()).map_err(cpu_err("narrow"))?;
+        self.out(r, "narrow")
+    }
+
+    fn transpose12(&self, x: &CpuTensor) -> Result<CpuTensor> {
+        let r = x.t.transpose(1, 2).and_then(|t| t.contiguous()).map_err(cpu_err("transpose12"))?;
+        self.out(r, "transpose12")
+    }
+
+    fn embedding(&self, table: &CpuTensor, ids: &[u32]) -> Result<CpuTensor> {
+        let v = table.t.dim(0).map_err(cpu_err("embedding"))?;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
+            return Err(ExecError::shape("embedding", format!("token id {bad} outside a vocabulary of {v}")));
+        }
+        let idx = Tensor::from_vec(ids.to_vec(), ids.len(), &Device::Cpu).map_err(cpu_err("embedding"))?;
+        self.out(table.t.index_select(&idx, 0).map_err(cpu_err("embedding"))?, "embedding")
+    }
+
+    fn l1_change(&self, a: &CpuTensor, b: &CpuTensor) -> Result<(f64, f64)> {
+        self.check_same("l1_change", a, b)?;
+        let f = || -> candle_core::Result<(f64, f64)> {
+            let diff = (&a.t - &b.t)?.abs()?.sum_all()?.to_scalar::<f32>()? as f64;
+            let base = b.t.abs()?.sum_all()?.to_scalar::<f32>()? as f64;
+            Ok((diff, base))
+        };
+        f().map_err(cpu_err("l1_change"))
+    }
+
+    fn memory(&self) -> MemoryStats {
+        *self.counter.state.lock().expect("memory counter poisoned")
+    }
+
+    fn reset_peak(&self) {
+        let mut s = self.counter.state.lock().expect("memory counter poisoned");
+        s.peak_bytes = s.allocated_bytes;
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn mark(&self) -> Result<Instant> {
+        Ok(Instant::now())
+    }
+
+    fn elapsed_ms(&self, start: &Instant, end: &Instant) -> Result<f64> {
+        Ok(end.duration_since(*start).as_secs_f64() * 1e3)
+    }
+}

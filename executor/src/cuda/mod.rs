@@ -1,0 +1,14 @@
+//! The CUDA backend, picked at build time: `enabled.rs` with the `cuda` feature, otherwise
+//! `disabled.rs`, whose constructor returns "not enabled in this build" instead of panicking.
+
+#[cfg(feature = "cuda")]
+mod enabled;
+#[cfg(feature = "cuda")]
+pub mod kernels;
+#[cfg(feature = "cuda")]
+pub use enabled::{CudaBackend, CudaTensor, driver_present};
+
+#[cfg(not(feature = "cuda"))]
+mod disabled;
+#[cfg(not(feature = "cuda"))]
+pub use disabled::{CudaBackend, driver_present};

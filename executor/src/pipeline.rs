@@ -1,0 +1,317 @@
+//! Runs one deployment end to end (text encoder → denoising steps → VAE decode) on a backend and
+//! measures each stage: activation peak above the stage's starting allocation, and median time.
+
+use crate::backend::{Backend, GemmMode, HostTensor, StoreDtype};
+use crate::config::{RunConfig, TextEncoderPlacement, WeightsDtype};
+use crate::dims::ModelDims;
+use crate::model::transformer::{self, BlockCache, Transformer};
+use crate::model::vae::{self, Decoder};
+use crate::model::{DeviceWeights, text_encoder};
+use crate::weights::{HostWeights, Rng, WeightSource};
+use crate::{ExecError, Result};
+
+/// One stage's measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageMeasurement {
+    /// `text_encoder`, `denoise` or `vae_decode`.
+    pub name: String,
+    /// Peak device bytes above what was allocated when the stage began (weights the stage itself
+    /// uploads under offload are excluded: they are the component's `weights_bytes`).
+    pub activation_peak_bytes: u64,
+    /// Median wall time of the stage over the measured runs, weight copies included.
+    pub ms: f64,
+}
+
+/// Bytes one component's weights take on the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComponentWeights {
+    /// `text_encoder`, `transformer` or `vae`.
+    pub name: String,
+    /// Accounted device bytes.
+    pub bytes: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// Device memory the CUDA context takes (`cuMemGetInfo` before and after creating it; 0 on CPU).
+    pub context_bytes: u64,
+    /// Per stage, in pipeline order.
+    pub stages: Vec<StageMeasurement>,
+    /// Per component, as uploaded.
+    pub weights: Vec<ComponentWeights>,
+    /// Highest accounted device allocation over the whole last run (weights included, context not).
+    pub peak_allocated_bytes: u64,
+    /// Transformer blocks run in the last request (all steps and guidance passes).
+    pub blocks_computed: usize,
+    /// Transformer blocks skipped by the cache in the last request.
+    pub blocks_skipped: usize,
+}
+
+/// A measurement plus the outputs of the last run, for checks.
+#[derive(Debug, Clone)]
+pub struct Execution {
+    /// The measurement.
+    pub measurement: Measurement,
+    /// Text context `[batch × cfg_passes, txt_tokens, context_dim]`.
+    pub context: HostTensor,
+    /// Final latents as transformer tokens `[batch, img_tokens, in_channels]`.
+    pub latents: HostTensor,
+    /// Decoded images `[batch, 3, height, width]`.
+    pub image: HostTensor,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Everything that stays alive across the runs of one `execute` call.
+struct Setup<B: Backend> {
+    te_host: Option<HostWeights>,
+    tr_host: HostWeights,
+    vae_host: HostWeights,
+    te_dev: Option<DeviceWeights<B>>,
+    tr_dev: Option<DeviceWeights<B>>,
+    vae_dev: Option<DeviceWeights<B>>,
+    ids: Vec<u32>,
+    noise: HostTensor,
+}
+
+/// Per-run stage results: (activation peak, ms) for each stage, plus outputs.
+struct RunResult {
+    stages: [(u64, f64); 3],
+    context: HostTensor,
+    latents: HostTensor,
+    image: HostTensor,
+    peak_allocated: u64,
+    blocks: (usize, usize),
+}
+
+fn tr_store(cfg: &RunConfig) -> impl Fn(&str, &[usize]) -> StoreDtype + '_ {
+    move |name, shape| match cfg.weights {
+        WeightsDtype::Bf16 => StoreDtype::Bf16,
+        _ if transformer::is_gemm_weight(name, shape) => StoreDtype::Fp8E4M3,
+        _ => StoreDtype::Bf16,
+    }
+}
+
+/// Runs the deployment `cfg` of the model `dims` on `b`: warm-up runs, then measured runs.
+pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<Execution> {
+    dims.validate()?;
+    cfg.validate()?;
+    let source = match &cfg.weights_path {
+        Some(p) => WeightSource::Folder(p.clone()),
+        None => WeightSource::Random(cfg.seed),
+    };
+    let te_specs = text_encoder::weight_specs(dims);
+    let mut weights = Vec::new();
+    let mut setup = Setup::<B> {
+        te_host: Some(source.load("text_encoder", &te_specs)?),
+        tr_host: source.load("transformer", &transformer::weight_specs(dims))?,
+        vae_host: source.load("vae", &vae::weight_specs(dims))?,
+        te_dev: None,
+        tr_dev: None,
+        vae_dev: None,
+        ids: Vec::new(),
+        noise: HostTensor::new(&[0], vec![]),
+    };
+    // Upload each component once to learn its device bytes; keep it if it stays resident.
+    let measure_upload = |name: &str, f: &dyn Fn() -> Result<DeviceWeights<B>>| -> Result<(DeviceWeights<B>, ComponentWeights)> {
+        let before = b.memory().allocated_bytes;
+        let w = f()?;
+        let bytes = b.memory().allocated_bytes - before;
+        Ok((w, ComponentWeights { name: name.to_string(), bytes }))
+    };
+    let te_host = setup.te_host.clone().expect("loaded above");
+    let (w, cw) = measure_upload("text_encoder", &|| text_encoder::upload(b, dims, &te_host)).map_err(|e| e.in_stage("text_encoder"))?;
+    weights.push(cw);
+    if cfg.text_encoder == TextEncoderPlacement::Resident && !cfg.model_offload {
+        setup.te_dev = Some(w);
+    } else {
+        drop(w);
+    }
+    if cfg.text_encoder == TextEncoderPlacement::Drop {
+        setup.te_host = None;
+    }
+    let (w, cw) = measure_upload("transformer", &|| DeviceWeights::upload(b, &setup.tr_host, tr_store(cfg))).map_err(|e| e.in_stage("denoise"))?;
+    weights.push(cw);
+    setup.tr_dev = (!cfg.model_offload).then_some(w);
+    let (w, cw) = measure_upload("vae", &|| DeviceWeights::upload(b, &setup.vae_host, |_, _| StoreDtype::Bf16)).map_err(|e| e.in_stage("vae_decode"))?;
+    weights.push(cw);
+    setup.vae_dev = (!cfg.model_offload).then_some(w);
+
+    // The prompt: klein has no tokenizer here, so token ids are drawn from the seed.
+    let mut rng = Rng::new(cfg.seed ^ 0x5eed_1d5);
+    let prompts = cfg.batch * cfg.cfg_passes;
+    setup.ids = (0..prompts * dims.txt_tokens).map(|_| (rng.next_u64() % dims.te_vocab as u64) as u32).collect();
+    let mut rng = Rng::new(cfg.seed ^ 0x0015_e000);
+    let n = cfg.batch * cfg.img_tokens() * dims.in_channels;
+    setup.noise = HostTensor::new(&[cfg.batch, cfg.img_tokens(), dims.in_channels], (0..n).map(|_| rng.normal()).collect());
+
+    let mut times: [Vec<f64>; 3] = Default::default();
+    let mut peaks = [0u64; 3];
+    let mut last = None;
+    for run in 0..cfg.warmup_runs + cfg.measured_runs {
+        let r = run_once(b, dims, cfg, &source, &te_specs, &setup)?;
+        if run >= cfg.warmup_runs {
+            for (i, (peak, ms)) in r.stages.iter().enumerate() {
+                times[i].push(*ms);
+                peaks[i] = peaks[i].max(*peak);
+            }
+        }
+        last = Some(r);
+    }
+    let last = last.expect("at least one measured run");
+    let names = ["text_encoder", "denoise", "vae_decode"];
+    let stages = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| StageMeasurement { name: n.to_string(), activation_peak_bytes: peaks[i], ms: median(times[i].clone()) })
+        .collect();
+    Ok(Execution {
+        measurement: Measurement {
+            context_bytes: b.context_bytes(),
+            stages,
+            weights,
+            peak_allocated_bytes: last.peak_allocated,
+            blocks_computed: last.blocks.0,
+            blocks_skipped: last.blocks.1,
+        },
+        context: last.context,
+        latents: last.latents,
+        image: last.image,
+    })
+}
+
+/// Times `f` between two device marks and records its peak above the allocation at the point
+/// `f` calls the `baseline` closure it is given (after its own weight uploads).
+fn stage<B: Backend, T>(b: &B, name: &str, f: impl FnOnce(&dyn Fn() -> u64) -> Result<(T, u64)>) -> Result<(T, u64, f64)> {
+    let wrap = |e: ExecError| e.in_stage(name);
+    b.synchronize().map_err(wrap)?;
+    let start = b.mark().map_err(wrap)?;
+    let baseline = || {
+        b.reset_peak();
+        b.memory().allocated_bytes
+    };
+    let (out, peak) = f(&baseline).map_err(wrap)?;
+    let end = b.mark().map_err(wrap)?;
+    let ms = b.elapsed_ms(&start, &end).map_err(wrap)?;
+    Ok((out, peak, ms))
+}
+
+fn run_once<B: Backend>(
+    b: &B,
+    dims: &ModelDims,
+    cfg: &RunConfig,
+    source: &WeightSource,
+    te_specs: &[crate::weights::WeightSpec],
+    s: &Setup<B>,
+) -> Result<RunResult> {
+    let mut overall_peak = 0u64;
+    let prompts = cfg.batch * cfg.cfg_passes;
+
+    // Text encoder.
+    let (ctx, te_peak, te_ms) = stage(b, "text_encoder", |baseline| {
+        let loaded;
+        let w = match &s.te_dev {
+            Some(w) => w,
+            None => {
+                let host = match &s.te_host {
+                    Some(h) => h.clone(),
+                    None => source.load("text_encoder", te_specs)?,
+                };
+                loaded = text_encoder::upload(b, dims, &host)?;
+                &loaded
+            }
+        };
+        let base = baseline();
+        let ctx = text_encoder::encode(b, w, dims, &s.ids, prompts, cfg.attention)?;
+        b.synchronize()?;
+        let m = b.memory();
+        Ok((ctx, m.peak_bytes - base))
+    })?;
+    overall_peak = overall_peak.max(b.memory().peak_bytes);
+
+    // Denoising.
+    let gemm = if cfg.weights == WeightsDtype::Fp8 { GemmMode::Fp8 } else { GemmMode::Bf16 };
+    let ((latents, blocks), dn_peak, dn_ms) = stage(b, "denoise", |baseline| {
+        let loaded;
+        let w = match &s.tr_dev {
+            Some(w) => w,
+            None => {
+                loaded = DeviceWeights::upload(b, &s.tr_host, tr_store(cfg))?;
+                &loaded
+            }
+        };
+        let base = baseline();
+        let tr = Transformer { b, w, d: dims, attention: cfg.attention, gemm };
+        let rope = transformer::rope_tables(b, dims, dims.txt_tokens, cfg.height / 16, cfg.width / 16)?;
+        let mut x = b.upload(&s.noise)?;
+        let ctx_c = b.narrow(&ctx, 0, 0, cfg.batch)?;
+        let ctx_u = if cfg.cfg_passes == 2 { Some(b.narrow(&ctx, 0, cfg.batch, cfg.batch)?) } else { None };
+        let mk = || cfg.cache.map(|c| BlockCache::<B>::new(c.compute_blocks, c.threshold, c.warmup_steps));
+        let (mut cache_c, mut cache_u) = (mk(), mk());
+        for step in 0..cfg.steps {
+            // Flow matching with a linear sigma schedule from 1 to 0 and Euler steps.
+            let sigma = 1.0 - step as f32 / cfg.steps as f32;
+            let next = 1.0 - (step + 1) as f32 / cfg.steps as f32;
+            let vc = tr.forward(&x, &ctx_c, sigma, step, &rope, cache_c.as_mut())?;
+            let v = match &ctx_u {
+                Some(cu) => {
+                    let vu = tr.forward(&x, cu, sigma, step, &rope, cache_u.as_mut())?;
+                    let delta = b.scaled_add(&vc, &vu, -1.0)?;
+                    b.scaled_add(&vu, &delta, cfg.guidance_scale)?
+                }
+                None => vc,
+            };
+            x = b.scaled_add(&x, &v, next - sigma)?;
+        }
+        let latents = b.download(&x)?;
+        b.synchronize()?;
+        let count = |c: &Option<BlockCache<B>>| c.as_ref().map_or((0, 0), |c| (c.blocks_computed, c.blocks_skipped));
+        let (a, z) = (count(&cache_c), count(&cache_u));
+        let total_blocks = (dims.double_blocks + dims.single_blocks) * cfg.steps * cfg.cfg_passes;
+        let blocks = if cfg.cache.is_some() { (a.0 + z.0, a.1 + z.1) } else { (total_blocks, 0) };
+        Ok(((latents, blocks), b.memory().peak_bytes - base))
+    })?;
+    overall_peak = overall_peak.max(b.memory().peak_bytes);
+    let context = b.download(&ctx).map_err(|e| e.in_stage("denoise"))?;
+    drop(ctx);
+
+    // VAE decode.
+    let (image, vae_peak, vae_ms) = stage(b, "vae_decode", |baseline| {
+        let loaded;
+        let w = match &s.vae_dev {
+            Some(w) => w,
+            None => {
+                loaded = DeviceWeights::upload(b, &s.vae_host, |_, _| StoreDtype::Bf16)?;
+                &loaded
+            }
+        };
+        let base = baseline();
+        let dec = Decoder { b, w, d: dims, attention: cfg.attention };
+        let z = vae::unpack_latents(&latents, &s.vae_host, dims.latent_channels, cfg.height / 8, cfg.width / 8)?;
+        let image = match cfg.vae_tile_latent {
+            Some(t) => dec.decode_tiled(&z, t)?,
+            None => {
+                let dz = b.upload(&z)?;
+                let img = dec.decode(&dz)?;
+                b.download(&img)?
+            }
+        };
+        b.synchronize()?;
+        Ok((image, b.memory().peak_bytes - base))
+    })?;
+    overall_peak = overall_peak.max(b.memory().peak_bytes);
+
+    Ok(RunResult {
+        stages: [(te_peak, te_ms), (dn_peak, dn_ms), (vae_peak, vae_ms)],
+        context,
+        latents,
+        image,
+        peak_allocated: overall_peak,
+        blocks,
+    })
+}

@@ -1,0 +1,78 @@
+//! Runtime profiles: the few physical parameters that describe how a software stack uses a GPU.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Achieved fractions of a GPU's dense tensor throughput per attention backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionEfficiency {
+    /// cuDNN fused attention.
+    pub cudnn: f64,
+    /// FlashAttention-2 class kernel.
+    pub flash: f64,
+    /// Memory-efficient (xFormers/CUTLASS) kernel.
+    pub efficient: f64,
+    /// Unfused math path (BMM, softmax, BMM in FP32).
+    pub math: f64,
+}
+
+/// A runtime profile (see `catalog/runtimes.yaml` for values and how they were fitted).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeProfile {
+    /// Catalog id.
+    pub id: String,
+    /// What the profile describes.
+    pub description: String,
+    /// Achieved fraction of dense tensor throughput for large GEMMs, per precision name.
+    pub gemm_efficiency: BTreeMap<String, f64>,
+    /// Output tile (rows, cols) of the GEMM kernels, for wave quantization.
+    pub gemm_tile: [u64; 2],
+    /// Achieved fraction of dense BF16 throughput per attention backend.
+    pub attention_efficiency: AttentionEfficiency,
+    /// Fused backend the `sdpa` choice resolves to on this runtime.
+    pub sdpa_backend: String,
+    /// Bytes per attention score element on the math path.
+    pub math_bytes_per_score: f64,
+    /// Bytes per (head, token, head-dim) element of the math path's FP32 copies of q, k, v and out.
+    pub math_bytes_per_qkv_element: f64,
+    /// Achieved fraction of HBM bandwidth for elementwise and normalization kernels.
+    pub elementwise_bw_efficiency: f64,
+    /// Achieved fraction of dense BF16 throughput for the VAE's 3x3 convolutions.
+    pub conv_efficiency: f64,
+    /// GPU-side minimum time of one kernel, microseconds.
+    pub kernel_latency_us: f64,
+    /// Host-side time to dispatch one op, microseconds (Python + framework overhead).
+    pub cpu_dispatch_us: f64,
+    /// Achieved fraction of the PCIe rate for pinned host copies.
+    pub pinned_copy_efficiency: f64,
+    /// Achieved fraction of the PCIe rate for pageable host copies.
+    pub pageable_copy_efficiency: f64,
+    /// Achieved fraction of the GPU-to-GPU link rate for collectives.
+    pub link_efficiency: f64,
+    /// Attention path the text encoder takes (the pipeline passes a padding mask).
+    pub text_encoder_attention: String,
+    /// Attention path of the VAE's mid-block (one 512-wide head: too wide for the fused kernels).
+    pub vae_attention: String,
+    /// Whether the text encoder runs every layer (true) or stops at the last one it needs.
+    pub text_encoder_runs_all_layers: bool,
+    /// Whether the runtime keeps every hidden state of the text encoder alive.
+    pub text_encoder_keeps_all_hidden_states: bool,
+    /// CUDA context and runtime modules, bytes (not seen by the allocator).
+    pub context_bytes: u64,
+    /// GEMM library workspace allocated on first use, bytes.
+    pub gemm_workspace_bytes: u64,
+    /// Allocator slack: reserved over allocated at the peak, as a fraction of the peak transient.
+    pub allocator_slack: f64,
+    /// Where the parameters come from and how they were fitted.
+    pub source: String,
+}
+
+impl RuntimeProfile {
+    /// GEMM efficiency for a precision name (`bf16`, `fp8`, `int4`, `nvfp4`).
+    pub fn gemm_eff(&self, precision: &str) -> f64 {
+        self.gemm_efficiency.get(precision).copied().unwrap_or(self.gemm_efficiency["bf16"])
+    }
+}

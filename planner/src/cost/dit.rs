@@ -1,0 +1,339 @@
+//! The flow transformer's forward pass as ops with liveness, in diffusers' eager order.
+//!
+//! Sizes are per GPU: under sequence parallelism each GPU holds `tokens / degree` tokens for
+//! the projections and MLPs, and attention sees the whole sequence for `heads / ulysses` heads.
+
+use crate::catalog::{Family, TransformerDims};
+use crate::deployment::Precision;
+
+use super::ops::{AttnKernel, AttnShape, BF16};
+use super::trace::{Buf, Trace};
+
+/// What one forward pass needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct DitPass<'a> {
+    /// Transformer dimensions.
+    pub dims: &'a TransformerDims,
+    /// Images in the pass.
+    pub batch: u64,
+    /// Image tokens per image (whole sequence).
+    pub img_tokens: u64,
+    /// Text tokens per image.
+    pub txt_tokens: u64,
+    /// Reference-image tokens attended from a K/V cache (0 without).
+    pub ref_tokens: u64,
+    /// Sequence-parallel degrees.
+    pub ulysses: u64,
+    /// Ring degree.
+    pub ring: u64,
+    /// Weight precision.
+    pub precision: Precision,
+    /// Attention kernel.
+    pub attn: AttnKernel,
+    /// Bytes per second of the GPU link for collectives (0 on one GPU).
+    pub link_bytes_per_s: f64,
+}
+
+impl DitPass<'_> {
+    fn seq(&self) -> u64 {
+        self.ulysses * self.ring
+    }
+
+    fn local(&self, tokens: u64) -> u64 {
+        tokens.div_ceil(self.seq())
+    }
+}
+
+/// Emits one block's attention: RoPE on q and k, the kernel, and the sequence-parallel traffic.
+fn attention(t: &mut Trace, p: &DitPass, tokens_local: u64) -> Buf {
+    let d = p.dims.width();
+    let u = p.batch * tokens_local * d * BF16;
+    for _ in 0..2 {
+        rope(t, u);
+    }
+    let kv_tokens = p.local(p.img_tokens + p.txt_tokens) * p.seq() + p.ref_tokens;
+    let shape = AttnShape {
+        batch: p.batch,
+        heads: p.dims.heads / p.ulysses,
+        q_tokens: tokens_local * p.ulysses,
+        kv_tokens,
+        head_dim: p.dims.head_dim,
+    };
+    if p.ulysses > 1 {
+        // All-to-all of q, k, v before and of the output after attention.
+        let bytes = 4.0 * u as f64 * (p.ulysses - 1) as f64 / p.ulysses as f64;
+        t.launch(bytes / p.link_bytes_per_s);
+    }
+    let start = t.elapsed_s();
+    let out = t.attention(shape, p.attn);
+    if p.ring > 1 {
+        // K/V chunks rotate around the ring, overlapped with the partial attentions.
+        let attn_s = t.elapsed_s() - start;
+        let comm = 2.0 * u as f64 * (p.ring - 1) as f64 / p.link_bytes_per_s;
+        t.blocking((comm - attn_s).max(0.0));
+    }
+    out
+}
+
+/// diffusers' real-valued RoPE: FP32 products of x and its rotation with cos/sin tables.
+fn rope(t: &mut Trace, u: u64) {
+    let neg = t.ew_new(u / 2, u / 2);
+    let rot = t.ew_new(u, u);
+    t.free(neg);
+    let a = t.ew_new(u, 2 * u);
+    let b = t.ew_new(2 * u, 2 * u);
+    t.free(a);
+    let c = t.ew_new(u, 2 * u);
+    let d = t.ew_new(2 * u, 2 * u);
+    t.free(c);
+    let e = t.ew_new(4 * u, 2 * u);
+    t.free_all([b, d, rot]);
+    let out = t.ew_new(2 * u, u);
+    t.free(e);
+    // The rotated tensor replaces the normed one: net zero, the caller holds one tensor of `u`.
+    t.free(out);
+}
+
+/// LayerNorm then `(1 + scale) * x + shift`: returns the modulated tensor.
+fn norm_modulate(t: &mut Trace, u: u64) -> Buf {
+    let n = t.ew_new(u, u);
+    let a = t.ew_new(u, u);
+    let m = t.ew_new(u, u);
+    t.free_all([a, n]);
+    m
+}
+
+/// A FLUX.2 double-stream block. `x_img`/`x_txt` stay owned by the caller.
+fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
+    let d = p.dims.width();
+    let f = p.dims.mlp_hidden();
+    let (b, w) = (p.batch, p.precision);
+    let ui = b * ti * d * BF16;
+    let ut = b * tt * d * BF16;
+    let ni = norm_modulate(t, ui);
+    let nt = norm_modulate(t, ut);
+    // Projections and QK RMSNorm per stream.
+    let mut img_qkv = Vec::new();
+    let mut txt_qkv = Vec::new();
+    for _ in 0..3 {
+        img_qkv.push(t.gemm(b * ti, d, d, w));
+        txt_qkv.push(t.gemm(b * tt, d, d, w));
+    }
+    for _ in 0..2 {
+        let nq = t.ew_new(ui, ui);
+        t.free(std::mem::replace(&mut img_qkv[0], nq));
+        img_qkv.rotate_left(1);
+        let nq = t.ew_new(ut, ut);
+        t.free(std::mem::replace(&mut txt_qkv[0], nq));
+        txt_qkv.rotate_left(1);
+    }
+    img_qkv.rotate_left(1);
+    txt_qkv.rotate_left(1);
+    // Joint q, k, v = cat([txt, img]); the image parts die, the text parts stay referenced.
+    let joint: Vec<Buf> = (0..3).map(|_| t.ew_new(ui + ut, ui + ut)).collect();
+    t.free_all(img_qkv);
+    let o = attention(t, p, ti + tt);
+    let flat = t.ew_new(ui + ut, ui + ut);
+    t.free(o);
+    let oi = t.gemm(b * ti, d, d, w);
+    let ot = t.gemm(b * tt, d, d, w);
+    t.free_all(joint);
+    t.free_all(txt_qkv);
+    t.free(flat);
+    // Image stream: gate, residual, norm2, SwiGLU MLP, gate, residual.
+    for (n, o, tok, u) in [(ni, oi, ti, ui), (nt, ot, tt, ut)] {
+        let g = t.ew_new(u, u);
+        t.free(o);
+        let x1 = t.ew_new(2 * u, u);
+        let n2 = norm_modulate(t, u);
+        t.free(n);
+        let h = t.gemm(b * tok, d, 2 * f, w);
+        let hu = h.bytes();
+        let s = t.ew_new(hu / 2, hu / 2);
+        let a = t.ew_new(hu, hu / 2);
+        t.free_all([s, h]);
+        let ff = t.gemm(b * tok, f, d, w);
+        t.free(a);
+        let gf = t.ew_new(u, u);
+        t.free(ff);
+        let x2 = t.ew_new(2 * u, u);
+        t.free_all([gf, n2, g, x1]);
+        // The block's output replaces its input in the caller.
+        t.free(x2);
+    }
+}
+
+/// A FLUX.2 single-stream (parallel) block over all tokens.
+fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
+    let d = p.dims.width();
+    let f = p.dims.mlp_hidden();
+    let (b, w) = (p.batch, p.precision);
+    let u = b * tokens * d * BF16;
+    let n = norm_modulate(t, u);
+    let proj = t.gemm(b * tokens, d, 3 * d + 2 * f, w);
+    let q = t.ew_new(u, u);
+    let k = t.ew_new(u, u);
+    let o = attention(t, p, tokens);
+    let mlp_in = b * tokens * f * BF16;
+    let s = t.ew_new(mlp_in, mlp_in);
+    let m = t.ew_new(2 * mlp_in, mlp_in);
+    t.free(s);
+    let cat = t.ew_new(u + mlp_in, u + mlp_in);
+    let out = t.gemm(b * tokens, d + f, d, w);
+    t.free_all([proj, q, k, o, m, cat]);
+    let g = t.ew_new(2 * u, u);
+    t.free(out);
+    let x = t.ew_new(2 * u, u);
+    t.free_all([g, n, x]);
+}
+
+/// A FLUX.1 double-stream block (biases, AdaLayerNormZero per block, GELU MLP).
+fn flux1_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
+    let d = p.dims.width();
+    for tok in [ti, tt] {
+        let m = t.gemm(p.batch, d, 6 * d, p.precision);
+        t.free(m);
+        let _ = tok;
+    }
+    flux2_double(t, p, ti, tt);
+}
+
+/// A FLUX.1 single-stream block: AdaLayerNormZeroSingle, q/k/v and proj_mlp, fused proj_out.
+fn flux1_single(t: &mut Trace, p: &DitPass, tokens: u64) {
+    let m = t.gemm(p.batch, p.dims.width(), 3 * p.dims.width(), p.precision);
+    t.free(m);
+    flux2_single(t, p, tokens);
+}
+
+/// One transformer forward pass (one CFG branch). Returns the per-block time split
+/// `(first_block_s, rest_s)` used by caching, measured on the trace's clock.
+pub fn forward(t: &mut Trace, p: &DitPass) -> (f64, f64) {
+    let dims = p.dims;
+    let d = dims.width();
+    let (b, w) = (p.batch, p.precision);
+    let ti = p.local(p.img_tokens);
+    let tt = p.local(p.txt_tokens);
+    // Timestep (and guidance) embedding, shared modulation: tiny GEMMs at m = batch.
+    let embedders = if dims.guidance_embeds { 2 } else { 1 };
+    for _ in 0..embedders {
+        let a = t.gemm(b, 256, d, w);
+        let c = t.gemm(b, d, d, w);
+        t.free_all([a, c]);
+    }
+    if dims.family == Family::Flux2 {
+        for n in [6 * d, 6 * d, 3 * d] {
+            let m = t.gemm(b, d, n, w);
+            t.free(m);
+        }
+    }
+    // RoPE tables (FP32 cos and sin) live for the whole pass.
+    let tables = t.alloc((ti + tt) * dims.head_dim * 4 * 2);
+    for _ in 0..8 {
+        t.launch(0.0);
+    }
+    let x_img = t.gemm(b * ti, dims.in_channels, d, w);
+    let x_txt = t.gemm(b * tt, dims.context_dim, d, w);
+    if p.ref_tokens > 0 {
+        // Cached reference K/V per block, read by every step.
+        let blocks = dims.double_blocks + dims.single_blocks;
+        let kv = t.alloc(blocks * 2 * b * p.ref_tokens * d * BF16);
+        t.free(kv);
+    }
+    let start = t.elapsed_s();
+    let mut first_block_s = 0.0;
+    for i in 0..dims.double_blocks {
+        match dims.family {
+            Family::Flux2 => flux2_double(t, p, ti, tt),
+            Family::Flux1 => flux1_double(t, p, ti, tt),
+        }
+        if i == 0 {
+            first_block_s = t.elapsed_s() - start;
+        }
+    }
+    let tokens = ti + tt;
+    let joint = t.ew_new(b * tokens * d * BF16, b * tokens * d * BF16);
+    t.free_all([x_img, x_txt]);
+    for _ in 0..dims.single_blocks {
+        match dims.family {
+            Family::Flux2 => flux2_single(t, p, tokens),
+            Family::Flux1 => flux1_single(t, p, tokens),
+        }
+    }
+    let rest_s = t.elapsed_s() - start - first_block_s;
+    // Output: AdaLayerNormContinuous and proj_out on the image tokens.
+    let m = t.gemm(b, d, 2 * d, w);
+    let n = norm_modulate(t, b * ti * d * BF16);
+    let out = t.gemm(b * ti, d, dims.in_channels, w);
+    if p.seq() > 1 {
+        // Gather the sequence shards of the output.
+        let bytes = (b * ti * dims.in_channels * BF16) as f64 * (p.seq() - 1) as f64;
+        t.launch(bytes / p.link_bytes_per_s);
+    }
+    t.free_all([m, n, out, joint, tables]);
+    (first_block_s, rest_s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::cost::trace::Hw;
+
+    fn pass(dims: &TransformerDims, img_tokens: u64, batch: u64) -> DitPass<'_> {
+        DitPass {
+            dims,
+            batch,
+            img_tokens,
+            txt_tokens: 512,
+            ref_tokens: 0,
+            ulysses: 1,
+            ring: 1,
+            precision: Precision::Bf16,
+            attn: AttnKernel::Flash,
+            link_bytes_per_s: 0.0,
+        }
+    }
+
+    fn run(p: &DitPass) -> Trace<'static> {
+        let c = Catalog::get();
+        let mut t = Trace::new(Hw { gpu: c.gpu("h200").unwrap(), rt: c.runtime("diffusers").unwrap() });
+        forward(&mut t, p);
+        t
+    }
+
+    #[test]
+    fn forward_flops_are_two_per_parameter_per_token_plus_attention() {
+        let dims = &Catalog::get().model("flux2-klein-4b").unwrap().transformer;
+        let t = run(&pass(dims, 4096, 1));
+        let d = dims.width() as f64;
+        let tokens = 4608.0;
+        // Block GEMMs: 13 d^2 per token per block (double: per stream), then attention 4 S^2 d.
+        let blocks = (dims.double_blocks + dims.single_blocks) as f64;
+        let expect = 2.0 * 13.0 * d * d * tokens * blocks + 4.0 * tokens * tokens * d * blocks;
+        let got = t.summary().flops;
+        assert!((got / expect - 1.0).abs() < 0.01, "{got} vs {expect}");
+    }
+
+    #[test]
+    fn transient_is_linear_in_tokens_times_batch_with_a_fused_kernel() {
+        let dims = &Catalog::get().model("flux2-klein-4b").unwrap().transformer;
+        let one = run(&pass(dims, 4096, 1)).peak_bytes() as f64;
+        let two = run(&pass(dims, 4096, 2)).peak_bytes() as f64;
+        assert!((two / one - 2.0).abs() < 0.02, "{}", two / one);
+        let big = run(&pass(dims, 16384, 1)).peak_bytes() as f64;
+        let ratio = big / one;
+        let tokens_ratio = (16384.0 + 512.0) / 4608.0;
+        assert!((ratio / tokens_ratio - 1.0).abs() < 0.02, "{ratio} vs {tokens_ratio}");
+    }
+
+    #[test]
+    fn ulysses_divides_the_per_gpu_transient() {
+        let dims = &Catalog::get().model("flux2-klein-4b").unwrap().transformer;
+        let one = run(&pass(dims, 16384, 1)).peak_bytes() as f64;
+        let mut p = pass(dims, 16384, 1);
+        p.ulysses = 4;
+        p.link_bytes_per_s = 450e9;
+        let four = run(&p).peak_bytes() as f64;
+        assert!((one / four - 4.0).abs() < 0.2, "{}", one / four);
+    }
+}

@@ -1,0 +1,203 @@
+//! Kernel cost models on a trace: GEMM, attention, elementwise, convolution and copies.
+
+use crate::deployment::{Attention, Precision};
+
+use super::trace::{Buf, Trace};
+
+/// Bytes of one BF16 element.
+pub const BF16: u64 = 2;
+
+/// Attention backends as kernels (the spec's `sdpa` resolves through the runtime profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnKernel {
+    /// cuDNN fused attention.
+    Cudnn,
+    /// FlashAttention-2 class.
+    Flash,
+    /// Memory-efficient (CUTLASS) kernel.
+    Efficient,
+    /// Unfused math path.
+    Math,
+}
+
+impl AttnKernel {
+    /// Resolves a spec choice; `sdpa` names what the runtime's dispatcher picks.
+    pub fn resolve(a: Attention, sdpa_backend: &str) -> AttnKernel {
+        match a {
+            Attention::Flash => AttnKernel::Flash,
+            Attention::Cudnn => AttnKernel::Cudnn,
+            Attention::Math => AttnKernel::Math,
+            Attention::Sdpa => AttnKernel::from_name(sdpa_backend),
+        }
+    }
+
+    /// By runtime-profile name.
+    pub fn from_name(s: &str) -> AttnKernel {
+        match s {
+            "cudnn" => AttnKernel::Cudnn,
+            "flash" => AttnKernel::Flash,
+            "efficient" => AttnKernel::Efficient,
+            _ => AttnKernel::Math,
+        }
+    }
+
+    /// Fused kernels keep memory linear in tokens.
+    pub fn fused(self) -> bool {
+        self != AttnKernel::Math
+    }
+}
+
+/// Shape of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    /// Batch.
+    pub batch: u64,
+    /// Heads on this GPU.
+    pub heads: u64,
+    /// Query tokens on this GPU.
+    pub q_tokens: u64,
+    /// Key/value tokens attended.
+    pub kv_tokens: u64,
+    /// Head width.
+    pub head_dim: u64,
+}
+
+impl Trace<'_> {
+    /// `out = a @ w^T` with `a` m x k in BF16 and `w` n x k stored in `p`; returns the output (m x n, BF16).
+    pub fn gemm(&mut self, m: u64, k: u64, n: u64, p: Precision) -> Buf {
+        let out = self.alloc(m * n * BF16);
+        self.gemm_into(m, k, n, p);
+        out
+    }
+
+    /// A GEMM whose output the caller accounts for.
+    pub fn gemm_into(&mut self, m: u64, k: u64, n: u64, p: Precision) {
+        let (gpu, rt) = (self.hw.gpu, self.hw.rt);
+        let w_bytes = (n * k) as f64 * p.weight_bytes();
+        let compute = match p {
+            Precision::Fp8Storage => {
+                // Layerwise casting: upcast the stored FP8 weight to a BF16 copy, then a BF16 GEMM.
+                let tmp = self.alloc(n * k * BF16);
+                self.kernel(0.0, 0.0, w_bytes + (n * k * BF16) as f64);
+                self.free(tmp);
+                Precision::Bf16
+            }
+            other => other,
+        };
+        let rate = gpu.gemm_flops_per_s(compute) * rt.gemm_eff(compute.name());
+        let bytes = ((m * k + m * n) * BF16) as f64 + if p == Precision::Fp8Storage { (n * k * BF16) as f64 } else { w_bytes };
+        if matches!(compute, Precision::Fp8 | Precision::Int4 | Precision::Nvfp4) {
+            // Activations are quantized on the fly: one extra pass over the input.
+            self.kernel(0.0, 0.0, ((m * k) * BF16) as f64 * 1.5);
+        }
+        self.kernel(2.0 * (m * k * n) as f64, rate, bytes);
+    }
+
+    /// An elementwise or normalization kernel over `read` bytes in and `written` bytes out.
+    pub fn ew(&mut self, read: u64, written: u64) {
+        self.kernel(0.0, 0.0, (read + written) as f64);
+    }
+
+    /// An elementwise op producing a new tensor of `out` bytes from `read` bytes.
+    pub fn ew_new(&mut self, read: u64, out: u64) -> Buf {
+        let b = self.alloc(out);
+        self.ew(read, out);
+        b
+    }
+
+    /// One attention call; returns its output (BF16, batch x q_tokens x heads x head_dim).
+    pub fn attention(&mut self, s: AttnShape, kernel: AttnKernel) -> Buf {
+        let (gpu, rt) = (self.hw.gpu, self.hw.rt);
+        let bh = s.batch * s.heads;
+        let out = self.alloc(bh * s.q_tokens * s.head_dim * BF16);
+        let flops = 4.0 * (bh * s.q_tokens * s.kv_tokens * s.head_dim) as f64;
+        let io = (bh * (2 * s.q_tokens + 2 * s.kv_tokens) * s.head_dim * BF16) as f64;
+        let eff = match kernel {
+            AttnKernel::Cudnn => rt.attention_efficiency.cudnn,
+            AttnKernel::Flash => rt.attention_efficiency.flash,
+            AttnKernel::Efficient => rt.attention_efficiency.efficient,
+            AttnKernel::Math => rt.attention_efficiency.math,
+        };
+        if kernel.fused() {
+            // One CTA per (batch, head, 128-query tile): a partial last wave idles SMs.
+            let ctas = bh * s.q_tokens.div_ceil(128);
+            let waves = ctas.div_ceil(gpu.sms);
+            let wave_eff = ctas as f64 / (waves * gpu.sms) as f64;
+            // Log-sum-exp per query row, FP32.
+            self.transient(bh * s.q_tokens * 4);
+            self.kernel(flops, gpu.bf16_flops_per_s() * eff * wave_eff, io);
+        } else {
+            // FP32 copies of q, k, v and the output, then FP32 scores and probabilities.
+            let copies = (rt.math_bytes_per_qkv_element * (bh * s.q_tokens * s.head_dim) as f64) as u64;
+            let scores = (rt.math_bytes_per_score * (bh * s.q_tokens * s.kv_tokens) as f64) as u64;
+            self.transient(copies + scores);
+            // Its throughput is measured end to end (BMM, softmax, BMM): one op at the math rate,
+            // plus the launches of its pieces.
+            self.kernel(flops, gpu.bf16_flops_per_s() * eff, io + scores as f64);
+            for _ in 0..5 {
+                self.launch(0.0);
+            }
+        }
+        out
+    }
+
+    /// A 2-D convolution (BF16, NCHW) with a k x k kernel at output size h x w; returns its output.
+    pub fn conv(&mut self, batch: u64, cin: u64, cout: u64, h: u64, w: u64, k: u64) -> Buf {
+        let (gpu, rt) = (self.hw.gpu, self.hw.rt);
+        let out = self.alloc(batch * cout * h * w * BF16);
+        let flops = 2.0 * (batch * cout * h * w * cin * k * k) as f64;
+        let bytes = ((batch * (cin + cout) * h * w + cin * cout * k * k) * BF16) as f64;
+        self.kernel(flops, gpu.bf16_flops_per_s() * rt.conv_efficiency, bytes);
+        out
+    }
+
+    /// A copy of `bytes` over the host link (pinned or pageable), seconds.
+    pub fn host_copy_s(&self, bytes: u64, pinned: bool) -> f64 {
+        let rt = self.hw.rt;
+        let eff = if pinned { rt.pinned_copy_efficiency } else { rt.pageable_copy_efficiency };
+        bytes as f64 / (self.hw.gpu.host_link_gbps * 1e9 * eff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::cost::trace::Hw;
+
+    fn hw() -> Hw<'static> {
+        let c = Catalog::get();
+        Hw { gpu: c.gpu("h200").unwrap(), rt: c.runtime("diffusers").unwrap() }
+    }
+
+    #[test]
+    fn gemm_costs_two_flops_per_multiply_add() {
+        let mut t = Trace::new(hw());
+        let o = t.gemm(4096, 3072, 3072, Precision::Bf16);
+        assert_eq!(o.bytes(), 4096 * 3072 * 2);
+        assert_eq!(t.summary().flops, 2.0 * 4096.0 * 3072.0 * 3072.0);
+        t.free(o);
+    }
+
+    #[test]
+    fn fp8_storage_holds_a_bf16_copy_of_one_weight() {
+        let mut t = Trace::new(hw());
+        t.gemm_into(16, 3072, 27648, Precision::Fp8Storage);
+        assert_eq!(t.peak_bytes(), 3072 * 27648 * 2);
+    }
+
+    #[test]
+    fn math_attention_memory_is_quadratic_and_fused_is_linear() {
+        let shape = |s| AttnShape { batch: 1, heads: 24, q_tokens: s, kv_tokens: s, head_dim: 128 };
+        let peak = |s, k| {
+            let mut t = Trace::new(hw());
+            let o = t.attention(shape(s), k);
+            t.free(o);
+            t.peak_bytes() as f64
+        };
+        let r_math = peak(8192, AttnKernel::Math) / peak(4096, AttnKernel::Math);
+        let r_fused = peak(8192, AttnKernel::Flash) / peak(4096, AttnKernel::Flash);
+        assert!(r_math > 3.8 && r_math < 4.0, "{r_math}");
+        assert!((r_fused - 2.0).abs() < 1e-9, "{r_fused}");
+    }
+}

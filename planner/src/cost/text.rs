@@ -1,0 +1,78 @@
+//! Text encoders as ops with liveness: decoder LMs (Qwen3, Mistral), T5 and CLIP encoders.
+
+use crate::catalog::{TextEncoderDims, TextEncoderKind};
+use crate::deployment::Precision;
+
+use super::ops::{AttnKernel, AttnShape, BF16};
+use super::trace::{Buf, Trace};
+
+/// Emits one encode of `batch` prompts. `layers` is how many layers run; hidden states of every
+/// layer are kept when `keep_all` (transformers' `output_hidden_states=True`).
+pub fn encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, layers: u64, keep_all: bool, attn: AttnKernel) {
+    let tok = batch * d.tokens;
+    let h = d.hidden;
+    let u = tok * h * BF16;
+    let qw = d.heads * d.head_dim;
+    let kvw = d.kv_heads * d.head_dim;
+    let p = Precision::Bf16;
+    let mut kept: Vec<Buf> = Vec::new();
+    let mut x = t.ew_new(tok * 8, u);
+    for _ in 0..layers {
+        // Norm (RMS in FP32 pieces for HF eager: several kernels).
+        let n = t.ew_new(u, u);
+        for _ in 0..5 {
+            t.ew(u, u);
+        }
+        let q = t.gemm(tok, h, qw, p);
+        let k = t.gemm(tok, h, kvw, p);
+        let v = t.gemm(tok, h, kvw, p);
+        if d.qk_norm {
+            for _ in 0..12 {
+                t.ew(tok * qw * BF16, tok * qw * BF16);
+            }
+        }
+        if d.kind == TextEncoderKind::DecoderLm {
+            // RoPE on q and k: mul, rotate-half (slice, neg, cat), mul, add.
+            for _ in 0..10 {
+                t.ew(tok * qw * BF16, tok * qw * BF16);
+            }
+        }
+        let shape = AttnShape { batch, heads: d.heads, q_tokens: d.tokens, kv_tokens: d.tokens, head_dim: d.head_dim };
+        let o = t.attention(shape, attn);
+        t.free_all([q, k, v]);
+        let o2 = t.gemm(tok, qw, h, p);
+        t.free_all([o, n]);
+        let r = t.ew_new(2 * u, u);
+        t.free(o2);
+        let n2 = t.ew_new(u, u);
+        for _ in 0..5 {
+            t.ew(u, u);
+        }
+        let gated = d.kind != TextEncoderKind::ClipText;
+        let g = t.gemm(tok, h, d.intermediate, p);
+        let up = gated.then(|| t.gemm(tok, h, d.intermediate, p));
+        let a = t.ew_new(g.bytes(), g.bytes());
+        let m = match up {
+            Some(up) => {
+                let m = t.ew_new(2 * g.bytes(), g.bytes());
+                t.free(up);
+                m
+            }
+            None => t.ew_new(g.bytes(), g.bytes()),
+        };
+        t.free_all([g, a]);
+        let down = t.gemm(tok, d.intermediate, h, p);
+        t.free_all([m, n2]);
+        let out = t.ew_new(2 * u, u);
+        t.free_all([down, r]);
+        let prev = std::mem::replace(&mut x, out);
+        if keep_all {
+            kept.push(prev);
+        } else {
+            t.free(prev);
+        }
+    }
+    let fin = t.ew_new(u, u);
+    t.free_all([fin, x]);
+    t.free_all(kept);
+}

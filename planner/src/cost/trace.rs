@@ -1,0 +1,201 @@
+//! An op trace: the ops of one stage in launch order, with tensor liveness and a launch-queue clock.
+//!
+//! Memory comes from liveness: every tensor an op creates is allocated, and freed where the runtime
+//! drops its last reference, so the peak is the largest sum of live bytes. Time comes from a
+//! roofline per op (its FLOPs over the achieved rate, or its bytes over the achieved bandwidth,
+//! whichever is larger, plus a fixed kernel latency) run through a model of the asynchronous launch
+//! queue: the host needs `cpu_dispatch` per op, and the GPU cannot start an op before it was launched.
+
+use crate::catalog::{Gpu, RuntimeProfile};
+
+/// A live tensor: its size, to be returned by `free`.
+#[derive(Debug)]
+#[must_use = "a tensor that is never freed stays live to the end of the stage"]
+pub struct Buf(u64);
+
+impl Buf {
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The hardware an op runs on: a GPU and the runtime's efficiencies on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hw<'a> {
+    /// GPU.
+    pub gpu: &'a Gpu,
+    /// Runtime profile.
+    pub rt: &'a RuntimeProfile,
+}
+
+/// One stage's trace.
+#[derive(Debug)]
+pub struct Trace<'a> {
+    /// Hardware.
+    pub hw: Hw<'a>,
+    live_bytes: u64,
+    peak_bytes: u64,
+    cpu_s: f64,
+    gpu_s: f64,
+    flops: f64,
+    hbm_bytes: f64,
+    compute_bound_s: f64,
+    memory_bound_s: f64,
+    ops: u64,
+}
+
+impl<'a> Trace<'a> {
+    /// An empty trace.
+    pub fn new(hw: Hw<'a>) -> Self {
+        Trace {
+            hw,
+            live_bytes: 0,
+            peak_bytes: 0,
+            cpu_s: 0.0,
+            gpu_s: 0.0,
+            flops: 0.0,
+            hbm_bytes: 0.0,
+            compute_bound_s: 0.0,
+            memory_bound_s: 0.0,
+            ops: 0,
+        }
+    }
+
+    /// Allocates a tensor of `bytes`.
+    pub fn alloc(&mut self, bytes: u64) -> Buf {
+        self.live_bytes += bytes;
+        self.peak_bytes = self.peak_bytes.max(self.live_bytes);
+        Buf(bytes)
+    }
+
+    /// Frees a tensor.
+    pub fn free(&mut self, b: Buf) {
+        self.live_bytes -= b.0;
+    }
+
+    /// Frees several tensors.
+    pub fn free_all(&mut self, bufs: impl IntoIterator<Item = Buf>) {
+        for b in bufs {
+            self.free(b);
+        }
+    }
+
+    /// Records a transient that exists only inside one op (workspace, softmax buffers).
+    pub fn transient(&mut self, bytes: u64) {
+        let b = self.alloc(bytes);
+        self.free(b);
+    }
+
+    /// Runs one kernel of `flops` at `flops_per_s` that moves `bytes` through HBM.
+    pub fn kernel(&mut self, flops: f64, flops_per_s: f64, bytes: f64) {
+        let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency;
+        let compute_s = if flops_per_s > 0.0 { flops / flops_per_s } else { 0.0 };
+        let memory_s = bytes / bw;
+        if compute_s >= memory_s {
+            self.compute_bound_s += compute_s;
+        } else {
+            self.memory_bound_s += memory_s;
+        }
+        self.flops += flops;
+        self.hbm_bytes += bytes;
+        self.launch(compute_s.max(memory_s) + self.hw.rt.kernel_latency_us * 1e-6);
+    }
+
+    /// Puts `gpu_s` of GPU work behind one host dispatch in the launch queue.
+    pub fn launch(&mut self, gpu_s: f64) {
+        self.ops += 1;
+        self.cpu_s += self.hw.rt.cpu_dispatch_us * 1e-6;
+        self.gpu_s = self.gpu_s.max(self.cpu_s) + gpu_s;
+    }
+
+    /// Host work that blocks the queue (a synchronous copy): both clocks advance together.
+    pub fn blocking(&mut self, s: f64) {
+        let t = self.gpu_s.max(self.cpu_s) + s;
+        self.gpu_s = t;
+        self.cpu_s = t;
+    }
+
+    /// GPU work overlapped with the queue (a prefetch on a side stream): it only bounds the end.
+    pub fn overlapped(&mut self, s: f64) {
+        self.gpu_s = self.gpu_s.max(s);
+    }
+
+    /// Elapsed time of the stage so far, seconds.
+    pub fn elapsed_s(&self) -> f64 {
+        self.gpu_s.max(self.cpu_s)
+    }
+
+    /// Peak of live bytes.
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak_bytes
+    }
+
+    /// Live bytes now.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// Summary of the work.
+    pub fn summary(&self) -> TraceSummary {
+        TraceSummary {
+            flops: self.flops,
+            hbm_bytes: self.hbm_bytes,
+            compute_bound_s: self.compute_bound_s,
+            memory_bound_s: self.memory_bound_s,
+            ops: self.ops,
+        }
+    }
+}
+
+/// Totals of a trace, for arithmetic intensity and boundness.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TraceSummary {
+    /// FLOPs.
+    pub flops: f64,
+    /// Bytes through HBM.
+    pub hbm_bytes: f64,
+    /// Time in ops limited by compute.
+    pub compute_bound_s: f64,
+    /// Time in ops limited by bandwidth.
+    pub memory_bound_s: f64,
+    /// Ops launched.
+    pub ops: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn hw() -> Hw<'static> {
+        let c = Catalog::get();
+        Hw { gpu: c.gpu("h200").unwrap(), rt: c.runtime("diffusers").unwrap() }
+    }
+
+    #[test]
+    fn peak_is_the_largest_live_sum() {
+        let mut t = Trace::new(hw());
+        let a = t.alloc(10);
+        let b = t.alloc(20);
+        t.free(a);
+        let c = t.alloc(5);
+        assert_eq!(t.peak_bytes(), 30);
+        t.free_all([b, c]);
+        assert_eq!(t.live_bytes(), 0);
+    }
+
+    #[test]
+    fn tiny_ops_are_bound_by_the_host_and_big_ops_by_the_gpu() {
+        let h = hw();
+        let mut t = Trace::new(h);
+        for _ in 0..100 {
+            t.kernel(1.0, 1e15, 1.0);
+        }
+        let host = 100.0 * h.rt.cpu_dispatch_us * 1e-6;
+        assert!((t.elapsed_s() - host).abs() / host < 0.5, "{} vs {host}", t.elapsed_s());
+        let mut t = Trace::new(h);
+        t.kernel(1e15, 1e15, 0.0);
+        assert!((t.elapsed_s() - 1.0).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,180 @@
+//! The VAE decoder as ops with liveness, in diffusers' eager order (AutoencoderKL `Decoder`).
+//!
+//! Convolutions run at up to full output resolution; the mid-block self-attention runs over every
+//! latent pixel with one head as wide as the deepest level (512), which the fused kernels do not
+//! take, so it runs on the runtime's `vae_attention` path (math on PyTorch: quadratic memory).
+
+use crate::catalog::VaeDims;
+
+use super::ops::{AttnKernel, AttnShape, BF16};
+use super::trace::Trace;
+
+/// One decode call.
+#[derive(Debug, Clone, Copy)]
+pub struct VaeDecode<'a> {
+    /// VAE dimensions.
+    pub dims: &'a VaeDims,
+    /// Images.
+    pub batch: u64,
+    /// Output height in pixels (of this call: a tile when tiled).
+    pub height: u64,
+    /// Output width in pixels.
+    pub width: u64,
+    /// Mid-block attention kernel.
+    pub attn: AttnKernel,
+}
+
+fn resnet(t: &mut Trace, b: u64, cin: u64, cout: u64, h: u64, w: u64) {
+    let uin = b * cin * h * w * BF16;
+    let uout = b * cout * h * w * BF16;
+    let n1 = t.ew_new(uin, uin);
+    let s1 = t.ew_new(uin, uin);
+    t.free(n1);
+    let c1 = t.conv(b, cin, cout, h, w, 3);
+    t.free(s1);
+    let n2 = t.ew_new(uout, uout);
+    t.free(c1);
+    let s2 = t.ew_new(uout, uout);
+    t.free(n2);
+    let c2 = t.conv(b, cout, cout, h, w, 3);
+    t.free(s2);
+    let sc = (cin != cout).then(|| t.conv(b, cin, cout, h, w, 1));
+    let add = t.ew_new(2 * uout, uout);
+    let out = t.ew_new(uout, uout);
+    t.free_all([c2, add]);
+    if let Some(sc) = sc {
+        t.free(sc);
+    }
+    // The output replaces the input in the caller's variable.
+    t.free(out);
+}
+
+/// Nearest 2x upsample (diffusers casts BF16 to FP32 around `interpolate`) then a 3x3 conv.
+fn upsample(t: &mut Trace, b: u64, c: u64, h: u64, w: u64) {
+    let u = b * c * h * w * BF16;
+    let f32 = t.ew_new(u, 2 * u);
+    let up = t.ew_new(2 * u, 8 * u);
+    t.free(f32);
+    let bf = t.ew_new(8 * u, 4 * u);
+    t.free(up);
+    let conv = t.conv(b, c, c, 2 * h, 2 * w, 3);
+    t.free_all([bf, conv]);
+}
+
+fn mid_attention(t: &mut Trace, p: &VaeDecode, c: u64, h: u64, w: u64) {
+    let b = p.batch;
+    let tokens = h * w;
+    let u = b * c * tokens * BF16;
+    let n = t.ew_new(u, u);
+    let q = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
+    let k = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
+    let v = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
+    let shape = AttnShape { batch: b, heads: 1, q_tokens: tokens, kv_tokens: tokens, head_dim: c };
+    let o = t.attention(shape, p.attn);
+    t.free_all([q, k, v, n]);
+    let flat = t.ew_new(u, u);
+    t.free(o);
+    let proj = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
+    t.free(flat);
+    let back = t.ew_new(u, u);
+    t.free(proj);
+    let res = t.ew_new(2 * u, u);
+    t.free(back);
+    let out = t.ew_new(u, u);
+    t.free_all([res, out]);
+}
+
+/// Emits one decode call (no tiling logic: see `decode_tiled`).
+pub fn decode(t: &mut Trace, p: &VaeDecode) {
+    let d = p.dims;
+    let b = p.batch;
+    let levels = d.block_out_channels.len() as u32;
+    let (mut h, mut w) = (p.height >> (levels - 1), p.width >> (levels - 1));
+    let deep = d.deepest();
+    let pq = if d.quant_convs { Some(t.conv(b, d.latent_channels, d.latent_channels, h, w, 1)) } else { None };
+    let x = t.conv(b, d.latent_channels, deep, h, w, 3);
+    if let Some(pq) = pq {
+        t.free(pq);
+    }
+    resnet(t, b, deep, deep, h, w);
+    mid_attention(t, p, deep, h, w);
+    resnet(t, b, deep, deep, h, w);
+    t.free(x);
+    let mut prev = deep;
+    for (level, &out) in d.block_out_channels.iter().rev().enumerate() {
+        // The level's input stays referenced by the caller while its first resnet runs.
+        let held = t.alloc(b * prev * h * w * BF16);
+        for j in 0..=d.layers_per_block {
+            resnet(t, b, if j == 0 { prev } else { out }, out, h, w);
+        }
+        t.free(held);
+        let held = t.alloc(b * out * h * w * BF16);
+        if level + 1 < d.block_out_channels.len() {
+            upsample(t, b, out, h, w);
+            h *= 2;
+            w *= 2;
+        }
+        t.free(held);
+        prev = out;
+    }
+    let c0 = d.block_out_channels[0];
+    let u = b * c0 * h * w * BF16;
+    let held = t.alloc(u);
+    let n = t.ew_new(u, u);
+    let s = t.ew_new(u, u);
+    t.free(n);
+    let img = t.conv(b, c0, 3, h, w, 3);
+    t.free_all([s, held, img]);
+}
+
+/// diffusers' tiled decode: latent tiles of `tile` pixels with 25 % overlap, blended.
+pub fn decode_tiled(t: &mut Trace, p: &VaeDecode, tile: u64) {
+    if p.height <= tile && p.width <= tile {
+        return decode(t, p);
+    }
+    let stride = tile * 3 / 4;
+    let rows = p.height.div_ceil(stride);
+    let cols = p.width.div_ceil(stride);
+    // Decoded tiles are kept until blending: one full-resolution image worth plus overlaps.
+    let kept = t.alloc(p.batch * 3 * rows * cols * tile * tile * BF16);
+    let tile_call = VaeDecode { height: tile, width: tile, ..*p };
+    for _ in 0..rows * cols {
+        decode(t, &tile_call);
+    }
+    let out = t.ew_new(kept.bytes(), p.batch * 3 * p.height * p.width * BF16);
+    t.free_all([kept, out]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::cost::trace::Hw;
+
+    fn peak(px: u64, tiled: bool) -> u64 {
+        let c = Catalog::get();
+        let mut t = Trace::new(Hw { gpu: c.gpu("h200").unwrap(), rt: c.runtime("diffusers").unwrap() });
+        let p = VaeDecode {
+            dims: &c.model("flux2-klein-4b").unwrap().vae,
+            batch: 1,
+            height: px,
+            width: px,
+            attn: AttnKernel::Math,
+        };
+        if tiled { decode_tiled(&mut t, &p, 1024) } else { decode(&mut t, &p) }
+        t.peak_bytes()
+    }
+
+    #[test]
+    fn math_mid_attention_makes_untiled_decode_grow_faster_than_pixels() {
+        let r = peak(2048, false) as f64 / peak(1024, false) as f64;
+        assert!(r > 8.0, "{r}");
+    }
+
+    #[test]
+    fn tiling_bounds_the_transient_by_the_tile() {
+        let tiled = peak(2048, true);
+        assert!(tiled < peak(2048, false) / 4);
+        assert!(tiled >= peak(1024, false));
+    }
+}

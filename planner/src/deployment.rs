@@ -1,0 +1,271 @@
+//! The deployment: every knob of one replica, validated and defaulted.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Weight storage / compute precision of the transformer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// BF16 weights and GEMMs.
+    Bf16,
+    /// FP8 E4M3 storage, upcast to BF16 per layer (diffusers' layerwise casting).
+    Fp8Storage,
+    /// FP8 E4M3 weights and activations in the GEMMs (needs sm_89+).
+    Fp8,
+    /// SVDQuant-class W4A4 (Nunchaku kernels: sm_80, sm_86, sm_89, sm_120; not sm_90).
+    Int4,
+    /// NVFP4 (Blackwell tensor cores).
+    Nvfp4,
+}
+
+impl Precision {
+    /// All precisions, in search order.
+    pub const ALL: [Precision; 5] =
+        [Precision::Bf16, Precision::Fp8Storage, Precision::Fp8, Precision::Int4, Precision::Nvfp4];
+
+    /// Spec spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Bf16 => "bf16",
+            Precision::Fp8Storage => "fp8-storage",
+            Precision::Fp8 => "fp8",
+            Precision::Int4 => "int4",
+            Precision::Nvfp4 => "nvfp4",
+        }
+    }
+
+    /// Bytes per quantized weight (INT4/NVFP4 carry a scale per 16-64 values: counted here).
+    pub fn weight_bytes(self) -> f64 {
+        match self {
+            Precision::Bf16 => 2.0,
+            Precision::Fp8Storage | Precision::Fp8 => 1.0,
+            // 4 bits plus one FP8 scale per 16 values (NVFP4) / FP16 per 64 plus low-rank branch (SVDQuant).
+            Precision::Int4 => 0.5 + 2.0 / 64.0 + 0.03,
+            Precision::Nvfp4 => 0.5 + 1.0 / 16.0,
+        }
+    }
+
+    /// Whether the precision changes the output relative to BF16 (a quality risk).
+    pub fn lossy(self) -> bool {
+        self != Precision::Bf16
+    }
+}
+
+/// Attention implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attention {
+    /// The runtime's fused default (PyTorch SDPA dispatch).
+    Sdpa,
+    /// FlashAttention-2 class kernel.
+    Flash,
+    /// cuDNN fused attention (sm_80+, fastest on Hopper).
+    Cudnn,
+    /// Unfused math path: materialises heads x tokens^2 scores.
+    Math,
+}
+
+impl Attention {
+    /// All choices.
+    pub const ALL: [Attention; 4] = [Attention::Sdpa, Attention::Flash, Attention::Cudnn, Attention::Math];
+
+    /// Spec spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Attention::Sdpa => "sdpa",
+            Attention::Flash => "flash",
+            Attention::Cudnn => "cudnn",
+            Attention::Math => "math",
+        }
+    }
+}
+
+/// Where the text encoder lives between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextEncoderPlacement {
+    /// Resident on the GPU.
+    Resident,
+    /// Kept in pinned host memory, copied in for each request and out again.
+    Offload,
+    /// Freed after encoding (prompt embeddings precomputed or served elsewhere): not on the GPU
+    /// during denoising; its encode cost is paid by the service that produces the embeddings.
+    Drop,
+}
+
+impl TextEncoderPlacement {
+    /// All choices.
+    pub const ALL: [TextEncoderPlacement; 3] =
+        [TextEncoderPlacement::Resident, TextEncoderPlacement::Offload, TextEncoderPlacement::Drop];
+
+    /// Spec spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            TextEncoderPlacement::Resident => "resident",
+            TextEncoderPlacement::Offload => "offload",
+            TextEncoderPlacement::Drop => "drop",
+        }
+    }
+}
+
+/// Whole-model offload mode (diffusers' names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Offload {
+    /// Everything resident.
+    None,
+    /// `enable_model_cpu_offload`: one component on the GPU at a time, moved whole (pageable).
+    Model,
+    /// Group offload per block with a prefetch stream (pinned): weights stream every step.
+    GroupBlock,
+    /// Group offload per leaf module: the least memory, the most transfers.
+    GroupLeaf,
+}
+
+impl Offload {
+    /// All choices.
+    pub const ALL: [Offload; 4] = [Offload::None, Offload::Model, Offload::GroupBlock, Offload::GroupLeaf];
+
+    /// Spec spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Offload::None => "none",
+            Offload::Model => "model",
+            Offload::GroupBlock => "group-block",
+            Offload::GroupLeaf => "group-leaf",
+        }
+    }
+}
+
+/// Block caching.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Cache {
+    /// No caching.
+    None,
+    /// TeaCache: skip the whole transformer when the accumulated modulated-input change is small.
+    Teacache {
+        /// Relative L1 threshold.
+        threshold: f64,
+    },
+    /// DBCache / First-Block-Cache: compute the first blocks, skip the rest when the residual barely moved.
+    Dbcache {
+        /// Relative L1 threshold on the first blocks' residual.
+        threshold: f64,
+        /// Steps always computed in full at the start.
+        warmup_steps: u32,
+        /// Blocks always computed at the front (Fn).
+        compute_blocks: u32,
+    },
+}
+
+impl Cache {
+    /// Spec spelling of the kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Cache::None => "none",
+            Cache::Teacache { .. } => "teacache",
+            Cache::Dbcache { .. } => "dbcache",
+        }
+    }
+}
+
+/// Weight sharding across the GPUs of a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shard {
+    /// Every GPU holds all weights.
+    None,
+    /// Hybrid-sharded data parallel: each GPU holds 1/N of the transformer, gathered per layer.
+    Hsdp,
+}
+
+/// Parallelism inside one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Parallel {
+    /// GPUs per replica.
+    pub gpus: u32,
+    /// Ulysses (all-to-all over heads) degree.
+    pub ulysses: u32,
+    /// Ring attention (peer-to-peer K/V rotation) degree.
+    pub ring: u32,
+    /// CFG-parallel degree (1 or 2: conditional and unconditional passes on separate GPUs).
+    pub cfg: u32,
+    /// Weight sharding.
+    pub shard: Shard,
+    /// VAE decode split into patches over the replica's GPUs.
+    pub vae_patch: bool,
+}
+
+impl Parallel {
+    /// One GPU, nothing parallel.
+    pub const SINGLE: Parallel =
+        Parallel { gpus: 1, ulysses: 1, ring: 1, cfg: 1, shard: Shard::None, vae_patch: false };
+
+    /// Sequence-parallel degree (Ulysses x Ring).
+    pub fn sequence(&self) -> u32 {
+        self.ulysses * self.ring
+    }
+}
+
+/// Image size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Resolution {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl Resolution {
+    /// Image tokens after 8x VAE downsampling and 2x2 patchify.
+    pub fn image_tokens(&self) -> u64 {
+        (self.width as u64 / 16) * (self.height as u64 / 16)
+    }
+
+    /// Pixels.
+    pub fn pixels(&self) -> u64 {
+        self.width as u64 * self.height as u64
+    }
+}
+
+impl fmt::Display for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+impl Serialize for Resolution {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One fully specified deployment of a replica.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deployment {
+    /// Image size.
+    pub resolution: Resolution,
+    /// Images per forward pass.
+    pub batch: u32,
+    /// Denoising steps.
+    pub steps: u32,
+    /// Transformer precision.
+    pub weights: Precision,
+    /// Attention path.
+    pub attention: Attention,
+    /// Text-encoder placement.
+    pub text_encoder: TextEncoderPlacement,
+    /// Whole-model offload.
+    pub offload: Offload,
+    /// Tiled VAE decode.
+    pub vae_tiling: bool,
+    /// Block caching.
+    pub cache: Cache,
+    /// Parallelism.
+    pub parallel: Parallel,
+    /// Reference images whose tokens join attention (editing; 0 for text-to-image).
+    pub reference_images: u32,
+}

@@ -1,0 +1,409 @@
+//! Costs one fixed deployment: per-stage bytes and milliseconds, the request's memory peak, latency
+//! and throughput. This is `klein-plan estimate` and the inner loop of the search.
+
+use serde::Serialize;
+
+use crate::catalog::{Family, Gpu, Model, RuntimeProfile};
+use crate::cost::cache::{self, CacheEffect};
+use crate::cost::dit::{self, DitPass};
+use crate::cost::ops::{AttnKernel, BF16};
+use crate::cost::text;
+use crate::cost::trace::{Hw, Trace, TraceSummary};
+use crate::cost::vae::{self, VaeDecode};
+use crate::deployment::{Deployment, Offload, Precision, Shard, TextEncoderPlacement};
+use crate::rules::{self, Violation};
+
+/// JSON schema version of estimates and plans.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Tile edge of tiled VAE decode, pixels (diffusers' `sample_size` for the FLUX VAEs).
+pub const VAE_TILE_PX: u64 = 1024;
+
+/// Tokens of one reference image (a 1024x1024 reference).
+pub const REF_IMAGE_TOKENS: u64 = 4096;
+
+/// One stage of the request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// `text_encoder`, `denoise` or `vae_decode`.
+    pub name: &'static str,
+    /// The component's weights on one GPU while the stage runs.
+    pub weights_bytes: u64,
+    /// Transient peak above what was allocated when the stage began.
+    pub activation_peak_bytes: u64,
+    /// One denoising step (all CFG passes), denoise only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<f64>,
+    /// Steps, denoise only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    /// The whole stage for one batch, transfers included.
+    pub ms: f64,
+    /// Host-link transfers inside `ms` (offload).
+    pub transfer_ms: f64,
+    /// FLOPs of the stage per batch.
+    pub flops: f64,
+    /// Bytes moved through HBM per batch.
+    pub hbm_bytes: f64,
+    /// FLOPs per HBM byte.
+    pub arithmetic_intensity: f64,
+    /// `compute`, `memory` or `host` (launch overhead or PCIe).
+    pub bound: &'static str,
+}
+
+/// The request's memory on one GPU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Memory {
+    /// Peak over the request, CUDA context and allocator overhead included.
+    pub peak_bytes: u64,
+    /// The GPU's usable memory.
+    pub capacity_bytes: u64,
+    /// Whether the peak fits.
+    pub fits: bool,
+    /// The stage where the peak happens.
+    pub binding_stage: &'static str,
+    /// CUDA context and runtime modules.
+    pub context_bytes: u64,
+    /// Weights resident at the peak.
+    pub resident_weights_bytes: u64,
+}
+
+/// Latency of one batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    /// One batch end to end.
+    pub per_batch_ms: f64,
+    /// `per_batch_ms / batch`.
+    pub per_image_ms: f64,
+    /// Low end of the uncertainty range of `per_batch_ms`.
+    pub low_ms: f64,
+    /// High end.
+    pub high_ms: f64,
+}
+
+/// Throughput of one replica.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Throughput {
+    /// Images per second of one replica running batches back to back.
+    pub images_per_s: f64,
+}
+
+/// Output-quality consequences of the deployment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quality {
+    /// Whether the output differs from the BF16, uncached reference beyond run-to-run noise.
+    pub changes_output: bool,
+    /// Why.
+    pub notes: Vec<String>,
+}
+
+/// A costed deployment (the contract's `estimate` JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    /// Schema version.
+    pub schema_version: u32,
+    /// Model id.
+    pub model: String,
+    /// GPU id.
+    pub gpu: String,
+    /// Runtime id.
+    pub runtime: String,
+    /// The full, defaulted deployment.
+    pub deployment: Deployment,
+    /// Stages in request order.
+    pub stages: Vec<Stage>,
+    /// Memory.
+    pub memory: Memory,
+    /// Latency.
+    pub latency: Latency,
+    /// Throughput.
+    pub throughput: Throughput,
+    /// Quality.
+    pub quality: Quality,
+}
+
+/// Everything an estimate needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// Model.
+    pub model: &'a Model,
+    /// GPU.
+    pub gpu: &'a Gpu,
+    /// Runtime.
+    pub runtime: &'a RuntimeProfile,
+}
+
+/// Transformer weight bytes in `p` (FP8/INT4 keep norms and `norm_out` in BF16).
+pub fn transformer_weight_bytes(model: &Model, p: Precision) -> u64 {
+    let s = model.transformer.params();
+    (s.quantizable as f64 * p.weight_bytes()).round() as u64 + s.kept_bf16 * BF16
+}
+
+/// Bytes of the largest transformer block in `p` (what streams and HSDP gather one at a time).
+fn block_bytes(model: &Model, p: Precision) -> u64 {
+    let t = &model.transformer;
+    let d = t.width();
+    let f = t.mlp_hidden();
+    let double = 8 * d * d + 2 * 3 * d * f;
+    let single = d * (3 * d + 2 * f) + (d + f) * d;
+    let per_block = if t.family == Family::Flux1 { double + 12 * d * d } else { double.max(single) };
+    (per_block as f64 * p.weight_bytes()) as u64
+}
+
+fn text_encoder_bytes(model: &Model) -> u64 {
+    model.text_encoders.iter().map(|t| t.params() * BF16).sum()
+}
+
+fn bound_of(s: &TraceSummary, elapsed_s: f64) -> &'static str {
+    let gpu_s = s.compute_bound_s + s.memory_bound_s;
+    if gpu_s < 0.6 * elapsed_s {
+        "host"
+    } else if s.compute_bound_s >= s.memory_bound_s {
+        "compute"
+    } else {
+        "memory"
+    }
+}
+
+fn stage(name: &'static str, weights: u64, t: &Trace, ms: f64, transfer_ms: f64) -> Stage {
+    let s = t.summary();
+    Stage {
+        name,
+        weights_bytes: weights,
+        activation_peak_bytes: t.peak_bytes(),
+        step_ms: None,
+        steps: None,
+        ms,
+        transfer_ms,
+        flops: s.flops,
+        hbm_bytes: s.hbm_bytes,
+        arithmetic_intensity: if s.hbm_bytes > 0.0 { s.flops / s.hbm_bytes } else { 0.0 },
+        bound: if transfer_ms > 0.5 * ms { "host" } else { bound_of(&s, t.elapsed_s()) },
+    }
+}
+
+/// Costs `d`, or returns the legality rules it breaks.
+pub fn estimate(inp: Inputs, d: &Deployment) -> Result<Estimate, Vec<Violation>> {
+    let violations = rules::check(inp.model, inp.gpu, d);
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    Ok(cost(inp, d))
+}
+
+fn cost(inp: Inputs, d: &Deployment) -> Estimate {
+    let (model, gpu, rt) = (inp.model, inp.gpu, inp.runtime);
+    let hw = Hw { gpu, rt };
+    let par = d.parallel;
+    let batch = d.batch as u64;
+    let link_bytes_per_s = gpu.gpu_link.gbps * 1e9 * rt.link_efficiency;
+    let pcie = |bytes: u64, pinned: bool| Trace::new(hw).host_copy_s(bytes, pinned) * 1e3;
+
+    // Weights of each component on one GPU.
+    let dit_full = transformer_weight_bytes(model, d.weights);
+    let blk = block_bytes(model, d.weights);
+    let dit_resident = match (d.offload, par.shard) {
+        (Offload::GroupBlock, _) => 2 * blk + (dit_full as f64 * 0.02) as u64,
+        (Offload::GroupLeaf, _) => 2 * blk / 3 + (dit_full as f64 * 0.02) as u64,
+        (_, Shard::Hsdp) => dit_full.div_ceil(par.gpus as u64) + 2 * blk,
+        _ => dit_full,
+    };
+    let te_full = text_encoder_bytes(model);
+    let vae_full = model.vae.params() * BF16;
+
+    // Text encoder stage.
+    let mut te_trace = Trace::new(hw);
+    let mut te_transfer_ms = 0.0;
+    let te_weights = match d.text_encoder {
+        TextEncoderPlacement::Drop => 0,
+        placement => {
+            let attn = AttnKernel::from_name(&rt.text_encoder_attention);
+            for te in &model.text_encoders {
+                let layers = if rt.text_encoder_runs_all_layers { te.layers } else { te.layers_needed() };
+                text::encode(&mut te_trace, te, batch, layers, rt.text_encoder_keeps_all_hidden_states, attn);
+            }
+            if placement == TextEncoderPlacement::Offload {
+                te_transfer_ms += pcie(te_full, true);
+            }
+            match d.offload {
+                Offload::Model => te_transfer_ms += pcie(te_full, false) * 2.0,
+                Offload::GroupBlock | Offload::GroupLeaf => {
+                    te_transfer_ms += (pcie(te_full, true) - te_trace.elapsed_s() * 1e3).max(0.0)
+                }
+                Offload::None => {}
+            }
+            match d.offload {
+                Offload::None | Offload::Model => te_full,
+                _ => te_full / model.text_encoders[0].layers.max(1) * 2,
+            }
+        }
+    };
+    let te_ms = te_trace.elapsed_s() * 1e3 + te_transfer_ms;
+    let te_stage = stage("text_encoder", te_weights, &te_trace, te_ms, te_transfer_ms);
+
+    // Denoise stage: one step = CFG passes (split over GPUs with cfg-parallel).
+    let passes_per_gpu = model.cfg_passes() / par.cfg as u64;
+    let attn = AttnKernel::resolve(d.attention, &rt.sdpa_backend);
+    let pass = DitPass {
+        dims: &model.transformer,
+        batch,
+        img_tokens: d.resolution.image_tokens(),
+        txt_tokens: model.text_encoders[0].tokens,
+        ref_tokens: d.reference_images as u64 * REF_IMAGE_TOKENS,
+        ulysses: par.ulysses as u64,
+        ring: par.ring as u64,
+        precision: d.weights,
+        attn,
+        link_bytes_per_s,
+    };
+    let mut dit_trace = Trace::new(hw);
+    let (first_s, rest_s) = dit::forward(&mut dit_trace, &pass);
+    let mut pass_s = dit_trace.elapsed_s();
+    // Weight movement per pass that overlaps compute: HSDP gathers, group offload streams.
+    let moved_per_pass = match (d.offload, par.shard) {
+        (Offload::GroupBlock | Offload::GroupLeaf, _) => Some(pcie(dit_full, true) / 1e3),
+        (_, Shard::Hsdp) => {
+            Some(dit_full as f64 * (par.gpus - 1) as f64 / par.gpus as f64 / link_bytes_per_s)
+        }
+        _ => None,
+    };
+    let mut dit_transfer_ms = 0.0;
+    if let Some(move_s) = moved_per_pass {
+        let groups = (model.transformer.double_blocks + model.transformer.single_blocks) as f64;
+        let groups = if d.offload == Offload::GroupLeaf { groups * 8.0 } else { groups };
+        let extra = (move_s - pass_s).max(0.0) + groups * 2.0 * rt.cpu_dispatch_us * 1e-6;
+        pass_s += extra;
+        if d.offload != Offload::None {
+            dit_transfer_ms += extra * 1e3 * passes_per_gpu as f64 * d.steps as f64;
+        }
+    }
+    let step_s = pass_s * passes_per_gpu as f64;
+    let blocks = model.transformer.double_blocks + model.transformer.single_blocks;
+    let residual_bytes = batch * (pass.img_tokens + pass.txt_tokens) * model.transformer.width() * BF16;
+    let ce: CacheEffect = cache::effect(&d.cache, d.steps, blocks, residual_bytes);
+    let block_s = first_s + rest_s;
+    let saved_s = ce.skipped_steps * (1.0 - ce.kept_fraction_on_skip) * block_s * passes_per_gpu as f64;
+    let mut denoise_ms = (step_s * d.steps as f64 - saved_s) * 1e3;
+    if d.offload == Offload::Model {
+        let t = pcie(dit_full, false) * 2.0;
+        dit_transfer_ms += t;
+        denoise_ms += t;
+    }
+    if par.cfg == 2 {
+        // The unconditional branch's prediction crosses the link every step.
+        let latent = batch * pass.img_tokens * model.transformer.in_channels * BF16;
+        denoise_ms += d.steps as f64 * (latent as f64 / link_bytes_per_s * 1e3 + rt.kernel_latency_us * 1e-3);
+    }
+    let mut dn_stage = stage("denoise", dit_resident, &dit_trace, denoise_ms, dit_transfer_ms);
+    dn_stage.activation_peak_bytes += ce.cached_bytes;
+    dn_stage.step_ms = Some(step_s * 1e3);
+    dn_stage.steps = Some(d.steps);
+    dn_stage.flops *= (passes_per_gpu * d.steps as u64) as f64;
+    dn_stage.hbm_bytes *= (passes_per_gpu * d.steps as u64) as f64;
+
+    // VAE decode stage (patch-parallel splits rows across the replica's GPUs, with a halo).
+    let mut vae_trace = Trace::new(hw);
+    let split = if par.vae_patch { par.gpus as u64 } else { 1 };
+    let rows = if split > 1 {
+        ((d.resolution.height as u64).div_ceil(split) + 64).div_ceil(16) * 16
+    } else {
+        d.resolution.height as u64
+    };
+    let call = VaeDecode {
+        dims: &model.vae,
+        batch,
+        height: rows,
+        width: d.resolution.width as u64,
+        attn: AttnKernel::from_name(&rt.vae_attention),
+    };
+    if d.vae_tiling {
+        vae::decode_tiled(&mut vae_trace, &call, VAE_TILE_PX);
+    } else {
+        vae::decode(&mut vae_trace, &call);
+    }
+    let mut vae_transfer_ms = 0.0;
+    let mut vae_ms = vae_trace.elapsed_s() * 1e3;
+    if split > 1 {
+        let img = batch * 3 * d.resolution.pixels() * BF16;
+        vae_ms += img as f64 / link_bytes_per_s * 1e3;
+    }
+    if d.offload == Offload::Model {
+        vae_transfer_ms = pcie(vae_full, false) * 2.0;
+        vae_ms += vae_transfer_ms;
+    }
+    let vae_stage = stage("vae_decode", vae_full, &vae_trace, vae_ms, vae_transfer_ms);
+
+    // The request's memory timeline: what is resident during each stage, plus its transient.
+    let embeds = batch * pass.txt_tokens * model.transformer.context_dim * BF16;
+    let latents = batch * pass.img_tokens * model.transformer.in_channels * BF16 * 4;
+    let resident = |stage: &str| -> u64 {
+        let te_res = match (d.text_encoder, d.offload) {
+            (TextEncoderPlacement::Resident, Offload::None) => te_full,
+            _ if stage == "text_encoder" => te_weights,
+            _ => 0,
+        };
+        match d.offload {
+            Offload::None => te_res + dit_resident + vae_full,
+            _ => match stage {
+                "text_encoder" => te_weights,
+                "denoise" => dit_resident,
+                _ => vae_full,
+            },
+        }
+    };
+    let slack = 1.0 + rt.allocator_slack;
+    let mut peak = 0;
+    let mut binding = "denoise";
+    let mut resident_at_peak = 0;
+    for s in [&te_stage, &dn_stage, &vae_stage] {
+        if s.name == "text_encoder" && d.text_encoder == TextEncoderPlacement::Drop {
+            continue;
+        }
+        let r = resident(s.name);
+        let held = if s.name == "text_encoder" { 0 } else { embeds + latents };
+        let p = rt.context_bytes + r + held + rt.gemm_workspace_bytes + (s.activation_peak_bytes as f64 * slack) as u64;
+        if p > peak {
+            peak = p;
+            binding = s.name;
+            resident_at_peak = r;
+        }
+    }
+    let stages = vec![te_stage, dn_stage, vae_stage];
+    let per_batch_ms: f64 = stages.iter().map(|s| s.ms).sum();
+    let spread = if gpu.measured { 0.08 } else { 0.25 };
+    let cache_spread = if ce.skipped_steps > 0.0 { 0.5 * saved_s * 1e3 / per_batch_ms } else { 0.0 };
+    let mut notes = Vec::new();
+    if d.weights.lossy() {
+        notes.push(format!("{} weights change the output (quantization error)", d.weights.name()));
+    }
+    if ce.changes_output {
+        notes.push(format!("{} skips ~{:.1} of {} steps; the output changes", d.cache.name(), ce.skipped_steps, d.steps));
+    }
+    if d.vae_tiling {
+        notes.push("tiled VAE decode blends tile seams".into());
+    }
+    Estimate {
+        schema_version: SCHEMA_VERSION,
+        model: model.id.clone(),
+        gpu: gpu.id.clone(),
+        runtime: rt.id.clone(),
+        deployment: d.clone(),
+        stages,
+        memory: Memory {
+            peak_bytes: peak,
+            capacity_bytes: gpu.hbm_bytes,
+            fits: peak <= gpu.hbm_bytes,
+            binding_stage: binding,
+            context_bytes: rt.context_bytes,
+            resident_weights_bytes: resident_at_peak,
+        },
+        latency: Latency {
+            per_batch_ms,
+            per_image_ms: per_batch_ms / batch as f64,
+            low_ms: per_batch_ms * (1.0 - spread - cache_spread),
+            high_ms: per_batch_ms * (1.0 + spread + cache_spread),
+        },
+        throughput: Throughput { images_per_s: batch as f64 / (per_batch_ms / 1e3) },
+        quality: Quality { changes_output: !notes.is_empty() && (d.weights.lossy() || ce.changes_output), notes },
+    }
+}
