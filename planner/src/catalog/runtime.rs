@@ -36,8 +36,10 @@ pub struct RuntimeProfile {
     pub sdpa_backend: String,
     /// Bytes per attention score element on the math path.
     pub math_bytes_per_score: f64,
-    /// Bytes per (head, token, head-dim) element of the math path's FP32 copies of q, k, v and out.
+    /// Bytes per element of q, k, v and the output on the math path (their FP32 copies).
     pub math_bytes_per_qkv_element: f64,
+    /// cuDNN convolution workspace per byte of the convolution's input.
+    pub conv_workspace_per_input_byte: f64,
     /// Achieved fraction of HBM bandwidth for elementwise and normalization kernels.
     pub elementwise_bw_efficiency: f64,
     /// Achieved fraction of dense BF16 throughput for the VAE's 3x3 convolutions.
@@ -46,6 +48,9 @@ pub struct RuntimeProfile {
     pub kernel_latency_us: f64,
     /// Host-side time to dispatch one op, microseconds (Python + framework overhead).
     pub cpu_dispatch_us: f64,
+    /// Extra host time of one transformer attention call, microseconds (diffusers' processor and
+    /// `dispatch_attention_fn`: signature inspection, backend lookup, layout permutes).
+    pub attention_dispatch_us: f64,
     /// Achieved fraction of the PCIe rate for pinned host copies.
     pub pinned_copy_efficiency: f64,
     /// Achieved fraction of the PCIe rate for pageable host copies.

@@ -55,6 +55,7 @@ fn attention(t: &mut Trace, p: &DitPass, tokens_local: u64) -> Buf {
     let shape = AttnShape {
         batch: p.batch,
         heads: p.dims.heads / p.ulysses,
+        kv_heads: p.dims.heads / p.ulysses,
         q_tokens: tokens_local * p.ulysses,
         kv_tokens,
         head_dim: p.dims.head_dim,
@@ -64,6 +65,7 @@ fn attention(t: &mut Trace, p: &DitPass, tokens_local: u64) -> Buf {
         let bytes = 4.0 * u as f64 * (p.ulysses - 1) as f64 / p.ulysses as f64;
         t.launch(bytes / p.link_bytes_per_s);
     }
+    t.host(t.hw.rt.attention_dispatch_us * 1e-6);
     let start = t.elapsed_s();
     let out = t.attention(shape, p.attn);
     if p.ring > 1 {
@@ -94,6 +96,23 @@ fn rope(t: &mut Trace, u: u64) {
     t.free(out);
 }
 
+/// PyTorch's composite RMSNorm over head_dim (FP32 upcast, pow, mean, add, rsqrt, mul, cast back,
+/// weight): eight kernels for a tensor of `u` BF16 bytes. Returns the normed tensor.
+fn rms_norm(t: &mut Trace, u: u64) -> Buf {
+    let up = t.ew_new(u, 2 * u);
+    let sq = t.ew_new(2 * u, 2 * u);
+    let mean = t.ew_new(2 * u, u / 64);
+    t.free(sq);
+    t.ew(u / 64, u / 64);
+    t.ew(u / 64, u / 64);
+    let m = t.ew_new(2 * u, 2 * u);
+    t.free(up);
+    let out = t.ew_new(2 * u, u);
+    t.free_all([m, mean]);
+    t.ew(u, u);
+    out
+}
+
 /// LayerNorm then `(1 + scale) * x + shift`: returns the modulated tensor.
 fn norm_modulate(t: &mut Trace, u: u64) -> Buf {
     let n = t.ew_new(u, u);
@@ -120,10 +139,10 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
         txt_qkv.push(t.gemm(b * tt, d, d, w));
     }
     for _ in 0..2 {
-        let nq = t.ew_new(ui, ui);
+        let nq = rms_norm(t, ui);
         t.free(std::mem::replace(&mut img_qkv[0], nq));
         img_qkv.rotate_left(1);
-        let nq = t.ew_new(ut, ut);
+        let nq = rms_norm(t, ut);
         t.free(std::mem::replace(&mut txt_qkv[0], nq));
         txt_qkv.rotate_left(1);
     }
@@ -171,16 +190,18 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     let u = b * tokens * d * BF16;
     let n = norm_modulate(t, u);
     let proj = t.gemm(b * tokens, d, 3 * d + 2 * f, w);
-    let q = t.ew_new(u, u);
-    let k = t.ew_new(u, u);
+    let q = rms_norm(t, u);
+    let k = rms_norm(t, u);
     let o = attention(t, p, tokens);
     let mlp_in = b * tokens * f * BF16;
     let s = t.ew_new(mlp_in, mlp_in);
     let m = t.ew_new(2 * mlp_in, mlp_in);
     t.free(s);
+    // `cat` is assigned to the name that held the attention output, which dies here.
     let cat = t.ew_new(u + mlp_in, u + mlp_in);
+    t.free(o);
     let out = t.gemm(b * tokens, d + f, d, w);
-    t.free_all([proj, q, k, o, m, cat]);
+    t.free_all([proj, q, k, m, cat]);
     let g = t.ew_new(2 * u, u);
     t.free(out);
     let x = t.ew_new(2 * u, u);

@@ -58,6 +58,8 @@ pub struct AttnShape {
     pub q_tokens: u64,
     /// Key/value tokens attended.
     pub kv_tokens: u64,
+    /// Key/value heads (fewer than `heads` with grouped-query attention).
+    pub kv_heads: u64,
     /// Head width.
     pub head_dim: u64,
 }
@@ -111,7 +113,7 @@ impl Trace<'_> {
         let bh = s.batch * s.heads;
         let out = self.alloc(bh * s.q_tokens * s.head_dim * BF16);
         let flops = 4.0 * (bh * s.q_tokens * s.kv_tokens * s.head_dim) as f64;
-        let io = (bh * (2 * s.q_tokens + 2 * s.kv_tokens) * s.head_dim * BF16) as f64;
+        let io = (s.batch * (2 * s.heads * s.q_tokens + 2 * s.kv_heads * s.kv_tokens) * s.head_dim * BF16) as f64;
         let eff = match kernel {
             AttnKernel::Cudnn => rt.attention_efficiency.cudnn,
             AttnKernel::Flash => rt.attention_efficiency.flash,
@@ -128,7 +130,8 @@ impl Trace<'_> {
             self.kernel(flops, gpu.bf16_flops_per_s() * eff * wave_eff, io);
         } else {
             // FP32 copies of q, k, v and the output, then FP32 scores and probabilities.
-            let copies = (rt.math_bytes_per_qkv_element * (bh * s.q_tokens * s.head_dim) as f64) as u64;
+            let elements = s.batch * (2 * s.heads * s.q_tokens + 2 * s.kv_heads * s.kv_tokens) * s.head_dim;
+            let copies = (rt.math_bytes_per_qkv_element * elements as f64) as u64;
             let scores = (rt.math_bytes_per_score * (bh * s.q_tokens * s.kv_tokens) as f64) as u64;
             self.transient(copies + scores);
             // Its throughput is measured end to end (BMM, softmax, BMM): one op at the math rate,
@@ -147,6 +150,10 @@ impl Trace<'_> {
         let out = self.alloc(batch * cout * h * w * BF16);
         let flops = 2.0 * (batch * cout * h * w * cin * k * k) as f64;
         let bytes = ((batch * (cin + cout) * h * w + cin * cout * k * k) * BF16) as f64;
+        if k > 1 {
+            // cuDNN's implicit-GEMM algorithms take a workspace that grows with the input.
+            self.transient((rt.conv_workspace_per_input_byte * (batch * cin * h * w * BF16) as f64) as u64);
+        }
         self.kernel(flops, gpu.bf16_flops_per_s() * rt.conv_efficiency, bytes);
         out
     }
@@ -188,7 +195,7 @@ mod tests {
 
     #[test]
     fn math_attention_memory_is_quadratic_and_fused_is_linear() {
-        let shape = |s| AttnShape { batch: 1, heads: 24, q_tokens: s, kv_tokens: s, head_dim: 128 };
+        let shape = |s| AttnShape { batch: 1, heads: 24, q_tokens: s, kv_tokens: s, kv_heads: 24, head_dim: 128 };
         let peak = |s, k| {
             let mut t = Trace::new(hw());
             let o = t.attention(shape(s), k);

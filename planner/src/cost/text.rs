@@ -37,7 +37,7 @@ pub fn encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, layers: u64, keep_
                 t.ew(tok * qw * BF16, tok * qw * BF16);
             }
         }
-        let shape = AttnShape { batch, heads: d.heads, q_tokens: d.tokens, kv_tokens: d.tokens, head_dim: d.head_dim };
+        let shape = AttnShape { batch, heads: d.heads, kv_heads: d.kv_heads, q_tokens: d.tokens, kv_tokens: d.tokens, head_dim: d.head_dim };
         let o = t.attention(shape, attn);
         t.free_all([q, k, v]);
         let o2 = t.gemm(tok, qw, h, p);

@@ -109,6 +109,11 @@ impl<'a> Trace<'a> {
         self.gpu_s = self.gpu_s.max(self.cpu_s) + gpu_s;
     }
 
+    /// Host work that launches nothing (Python between ops): only the host clock advances.
+    pub fn host(&mut self, s: f64) {
+        self.cpu_s += s;
+    }
+
     /// Host work that blocks the queue (a synchronous copy): both clocks advance together.
     pub fn blocking(&mut self, s: f64) {
         let t = self.gpu_s.max(self.cpu_s) + s;

@@ -1,8 +1,9 @@
 //! The VAE decoder as ops with liveness, in diffusers' eager order (AutoencoderKL `Decoder`).
 //!
 //! Convolutions run at up to full output resolution; the mid-block self-attention runs over every
-//! latent pixel with one head as wide as the deepest level (512), which the fused kernels do not
-//! take, so it runs on the runtime's `vae_attention` path (math on PyTorch: quadratic memory).
+//! latent pixel with one head as wide as the deepest level (512): too wide for FlashAttention, so
+//! it runs on the runtime's `vae_attention` path (PyTorch picks the memory-efficient kernel; the
+//! measured decode times rule out the math path, which would add ~20 ms at 1024x1024).
 
 use crate::catalog::VaeDims;
 
@@ -69,7 +70,7 @@ fn mid_attention(t: &mut Trace, p: &VaeDecode, c: u64, h: u64, w: u64) {
     let q = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
     let k = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
     let v = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
-    let shape = AttnShape { batch: b, heads: 1, q_tokens: tokens, kv_tokens: tokens, head_dim: c };
+    let shape = AttnShape { batch: b, heads: 1, kv_heads: 1, q_tokens: tokens, kv_tokens: tokens, head_dim: c };
     let o = t.attention(shape, p.attn);
     t.free_all([q, k, v, n]);
     let flat = t.ew_new(u, u);
@@ -159,22 +160,22 @@ mod tests {
             batch: 1,
             height: px,
             width: px,
-            attn: AttnKernel::Math,
+            attn: AttnKernel::Efficient,
         };
         if tiled { decode_tiled(&mut t, &p, 1024) } else { decode(&mut t, &p) }
         t.peak_bytes()
     }
 
     #[test]
-    fn math_mid_attention_makes_untiled_decode_grow_faster_than_pixels() {
+    fn untiled_decode_transient_grows_with_pixels() {
         let r = peak(2048, false) as f64 / peak(1024, false) as f64;
-        assert!(r > 8.0, "{r}");
+        assert!((r - 4.0).abs() < 0.3, "{r}");
     }
 
     #[test]
     fn tiling_bounds_the_transient_by_the_tile() {
         let tiled = peak(2048, true);
-        assert!(tiled < peak(2048, false) / 4);
+        assert!(tiled < peak(2048, false) / 2);
         assert!(tiled >= peak(1024, false));
     }
 }
