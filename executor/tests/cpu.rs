@@ -141,10 +141,24 @@ fn memory_accounting_grows_with_resolution_and_with_math_attention() {
     }
     // The text stage does not depend on the image size.
     assert_eq!(big.stages[0].activation_peak_bytes, small.stages[0].activation_peak_bytes);
-    // At 272 tokens the math path's f32 scores outgrow everything else the step holds.
-    let at = |attention| exec(&RunConfig { width: 256, height: 256, steps: 1, attention, ..quick() }).measurement.stages[1].activation_peak_bytes;
-    let (math, fused) = (at(AttentionPath::Math), at(AttentionPath::Fused));
-    assert!(math > fused, "math {math} vs fused {fused}");
+    // One transformer forward over 1024 + 16 tokens: the math path's f32 scores (2 × 1040² × 4
+    // bytes) outgrow everything else the forward holds; the fused path never allocates them.
+    let dims = ModelDims::flux2_tiny();
+    let peak = |attention| {
+        let b = CpuBackend::new();
+        let host = WeightSource::Random(0).load("transformer", &transformer::weight_specs(&dims)).unwrap();
+        let w = executor::model::DeviceWeights::upload(&b, &host, |_, _| StoreDtype::Bf16).unwrap();
+        let rope = transformer::rope_tables(&b, &dims, 16, 32, 32).unwrap();
+        let x = b.upload(&HostTensor::new(&[1, 1024, 128], vec![0.1; 1024 * 128])).unwrap();
+        let ctx = b.upload(&HostTensor::new(&[1, 16, 192], vec![0.1; 16 * 192])).unwrap();
+        b.reset_peak();
+        let base = b.memory().allocated_bytes;
+        let tr = transformer::Transformer { b: &b, w: &w, d: &dims, attention, gemm: executor::backend::GemmMode::Bf16 };
+        tr.forward(&x, &ctx, 0.5, 0, &rope, None).unwrap();
+        b.memory().peak_bytes - base
+    };
+    let (math, fused) = (peak(AttentionPath::Math), peak(AttentionPath::Fused));
+    assert!(math >= fused + 2 * 1040 * 1040 * 4 / 2, "math {math} vs fused {fused}");
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

@@ -15,3 +15,4 @@ pub mod cost;
 pub mod deployment;
 pub mod estimate;
 pub mod rules;
+pub mod spec;

@@ -1,0 +1,231 @@
+//! Specs: YAML text in, a validated goal out. Parsing is pure (a string, no files) and reports
+//! every problem it can find at once, each with its field, line, column and a hint.
+
+mod raw;
+mod validate;
+
+use std::fmt;
+
+use crate::catalog::{Gpu, Model, RuntimeProfile};
+use crate::deployment::{Attention, Cache, Deployment, Offload, Parallel, Precision, Resolution, TextEncoderPlacement};
+
+pub use validate::parse;
+
+/// Where in the YAML a problem sits (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    /// Line.
+    pub line: u64,
+    /// Column.
+    pub column: u64,
+}
+
+/// One problem in a spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the field (`deployment.weights`).
+    pub field: String,
+    /// Where it is, when known.
+    pub location: Option<Location>,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(l) = self.location {
+            write!(f, "{}:{}: ", l.line, l.column)?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    /// The problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(f, "{n} problem{} in the spec", if n == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            write!(f, "\n  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The plan's objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Cheapest fleet (USD per hour) that meets the goal.
+    MinCost,
+    /// Lowest p50 latency that meets the goal.
+    MinLatency,
+    /// Most images per second from the available GPUs.
+    MaxThroughput,
+}
+
+/// A resolution and its share of the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Share {
+    /// Image size.
+    pub resolution: Resolution,
+    /// Fraction of requests (the shares sum to 1).
+    pub share: f64,
+}
+
+/// What is asked of the deployment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Goal {
+    /// p50 latency of one request (one batch), milliseconds.
+    pub p50_latency_ms: Option<f64>,
+    /// Images per second the fleet must sustain.
+    pub images_per_s: Option<f64>,
+    /// What to optimise among deployments that meet the goal.
+    pub objective: Objective,
+}
+
+/// One GPU type the fleet may use.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FleetEntry {
+    /// The GPU.
+    #[serde(serialize_with = "ser_gpu")]
+    pub gpu: &'static Gpu,
+    /// How many can be had.
+    pub available: u32,
+    /// USD per GPU-hour.
+    pub price_per_hour: f64,
+}
+
+fn ser_gpu<S: serde::Serializer>(g: &&'static Gpu, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&g.id)
+}
+
+/// Knobs the search may use.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Allow {
+    /// Precisions.
+    pub weights: Vec<Precision>,
+    /// Attention paths.
+    pub attention: Vec<Attention>,
+    /// Text-encoder placements.
+    pub text_encoder: Vec<TextEncoderPlacement>,
+    /// Offload modes.
+    pub offload: Vec<Offload>,
+    /// Whether tiled VAE decode may be used.
+    pub vae_tiling: bool,
+    /// Caches.
+    pub cache: Vec<Cache>,
+    /// Batch sizes.
+    pub batch: Vec<u32>,
+    /// GPUs per replica at most.
+    pub max_gpus_per_replica: u32,
+    /// Ulysses / Ring.
+    pub sequence_parallel: bool,
+    /// CFG-parallel.
+    pub cfg_parallel: bool,
+    /// HSDP weight sharding.
+    pub hsdp: bool,
+    /// VAE patch-parallel decode.
+    pub vae_patch: bool,
+}
+
+/// Deployment keys the spec fixes (`estimate` defaults the rest; `plan` searches the rest).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pins {
+    /// Image size.
+    pub resolution: Option<Resolution>,
+    /// Batch.
+    pub batch: Option<u32>,
+    /// Steps.
+    pub steps: Option<u32>,
+    /// Precision.
+    pub weights: Option<Precision>,
+    /// Attention.
+    pub attention: Option<Attention>,
+    /// Text encoder.
+    pub text_encoder: Option<TextEncoderPlacement>,
+    /// Offload.
+    pub offload: Option<Offload>,
+    /// Tiled decode.
+    pub vae_tiling: Option<bool>,
+    /// Cache.
+    pub cache: Option<Cache>,
+    /// Parallelism.
+    pub parallel: Option<Parallel>,
+    /// Reference images.
+    pub reference_images: Option<u32>,
+}
+
+/// A validated spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Model.
+    pub model: &'static Model,
+    /// Runtime profile.
+    pub runtime: &'static RuntimeProfile,
+    /// The GPU named by `gpu:` (estimate).
+    pub gpu: Option<&'static Gpu>,
+    /// Keys of `deployment:`.
+    pub pins: Pins,
+    /// Whether the spec had a `deployment:` section.
+    pub has_deployment: bool,
+    /// Traffic mix.
+    pub mix: Vec<Share>,
+    /// Steps of the workload.
+    pub steps: u32,
+    /// Reference images per request.
+    pub reference_images: u32,
+    /// Goal.
+    pub goal: Goal,
+    /// Fleet.
+    pub fleet: Vec<FleetEntry>,
+    /// Search space.
+    pub allow: Allow,
+}
+
+impl Spec {
+    /// The fixed deployment of `estimate`, defaults filled in.
+    pub fn deployment(&self) -> Deployment {
+        let p = &self.pins;
+        Deployment {
+            resolution: p.resolution.unwrap_or(self.mix[0].resolution),
+            batch: p.batch.unwrap_or(1),
+            steps: p.steps.unwrap_or(self.steps),
+            weights: p.weights.unwrap_or(Precision::Bf16),
+            attention: p.attention.unwrap_or(Attention::Sdpa),
+            text_encoder: p.text_encoder.unwrap_or(TextEncoderPlacement::Resident),
+            offload: p.offload.unwrap_or(Offload::None),
+            vae_tiling: p.vae_tiling.unwrap_or(false),
+            cache: p.cache.clone().unwrap_or(Cache::None),
+            parallel: p.parallel.unwrap_or(Parallel::SINGLE),
+            reference_images: p.reference_images.unwrap_or(self.reference_images),
+        }
+    }
+
+    /// The GPU of `estimate`, or the problem to report.
+    pub fn estimate_gpu(&self) -> Result<&'static Gpu, SpecError> {
+        self.gpu.or_else(|| (self.fleet.len() == 1).then(|| self.fleet[0].gpu)).ok_or_else(|| SpecError {
+            problems: vec![Problem {
+                field: "gpu".into(),
+                location: None,
+                message: "estimate needs one GPU".into(),
+                hint: Some("add `gpu: h200` (see `klein-plan gpus`)".into()),
+            }],
+        })
+    }
+}
