@@ -17,7 +17,19 @@ pub fn encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, layers: u64, keep_
     let p = Precision::Bf16;
     let mut kept: Vec<Buf> = Vec::new();
     let mut x = t.ew_new(tok * 8, u);
-    for _ in 0..layers {
+    // Layers are identical; the last one sees the most kept hidden states, so the states of the
+    // earlier layers are allocated first, one layer is traced, and its time repeated.
+    if keep_all {
+        for _ in 2..layers {
+            kept.push(t.alloc(u));
+        }
+    }
+    let mut mark = t.mark();
+    for i in 0..layers.min(2) {
+        if i == 1 && keep_all {
+            kept.push(t.alloc(u));
+        }
+        mark = t.mark();
         // Norm (RMS in FP32 pieces for HF eager: several kernels).
         let n = t.ew_new(u, u);
         for _ in 0..5 {
@@ -66,12 +78,9 @@ pub fn encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, layers: u64, keep_
         let out = t.ew_new(2 * u, u);
         t.free_all([down, r]);
         let prev = std::mem::replace(&mut x, out);
-        if keep_all {
-            kept.push(prev);
-        } else {
-            t.free(prev);
-        }
+        t.free(prev);
     }
+    t.repeat_since(mark, layers.saturating_sub(2));
     let fin = t.ew_new(u, u);
     t.free_all([fin, x]);
     t.free_all(kept);

@@ -126,6 +126,38 @@ impl<'a> Trace<'a> {
         self.gpu_s = self.gpu_s.max(s);
     }
 
+    /// A snapshot of the clocks and counters, to repeat the ops that follow it.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            cpu_s: self.cpu_s,
+            gpu_s: self.gpu_s,
+            flops: self.flops,
+            hbm_bytes: self.hbm_bytes,
+            compute_bound_s: self.compute_bound_s,
+            memory_bound_s: self.memory_bound_s,
+            ops: self.ops,
+        }
+    }
+
+    /// Repeats everything since `m` another `times` times. Identical layers reach the same queue
+    /// state after each other (the host and GPU clocks advance by the same amounts), and their
+    /// liveness returns to where it started, so repeating the deltas is exact for time and leaves
+    /// the peak unchanged.
+    pub fn repeat_since(&mut self, m: Mark, times: u64) {
+        let k = times as f64;
+        let d_cpu = self.cpu_s - m.cpu_s;
+        let d_gpu = self.gpu_s - m.gpu_s;
+        // Each repetition starts when both the host and the GPU are free of the previous one.
+        let step = d_gpu.max(d_cpu);
+        self.cpu_s += d_cpu * k;
+        self.gpu_s += step * k;
+        self.flops += (self.flops - m.flops) * k;
+        self.hbm_bytes += (self.hbm_bytes - m.hbm_bytes) * k;
+        self.compute_bound_s += (self.compute_bound_s - m.compute_bound_s) * k;
+        self.memory_bound_s += (self.memory_bound_s - m.memory_bound_s) * k;
+        self.ops += (self.ops - m.ops) * times;
+    }
+
     /// Elapsed time of the stage so far, seconds.
     pub fn elapsed_s(&self) -> f64 {
         self.gpu_s.max(self.cpu_s)
@@ -151,6 +183,18 @@ impl<'a> Trace<'a> {
             ops: self.ops,
         }
     }
+}
+
+/// Clocks and counters at one point of a trace.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    cpu_s: f64,
+    gpu_s: f64,
+    flops: f64,
+    hbm_bytes: f64,
+    compute_bound_s: f64,
+    memory_bound_s: f64,
+    ops: u64,
 }
 
 /// Totals of a trace, for arithmetic intensity and boundness.
