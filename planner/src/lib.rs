@@ -15,4 +15,5 @@ pub mod cost;
 pub mod deployment;
 pub mod estimate;
 pub mod rules;
+pub mod search;
 pub mod spec;

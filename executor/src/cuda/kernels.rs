@@ -1,0 +1,305 @@
+//! CUDA C source of the executor's own kernels, compiled with NVRTC when the backend starts.
+//!
+//! BF16 is handled as raw 16-bit words with explicit conversions so the source needs no CUDA
+//! headers (NVRTC then needs no include path). All arithmetic is f32.
+
+/// Names of every kernel in [`SOURCE`], loaded once per backend.
+pub const KERNELS: &[&str] = &[
+    "add_k",
+    "scaled_add_k",
+    "silu_k",
+    "swiglu_k",
+    "modulate_k",
+    "gated_add_k",
+    "layer_norm_k",
+    "rms_norm_k",
+    "group_norm_k",
+    "rope_k",
+    "copy2d_k",
+    "transpose12_k",
+    "upsample2x_k",
+    "embedding_k",
+    "im2col_k",
+    "channel_bias_k",
+    "fp8_dequant_k",
+    "softmax_rows_k",
+    "repeat_kv_k",
+    "l1_k",
+    "flash_attn_k",
+];
+
+/// Query rows per block of `flash_attn_k` (one thread per row).
+pub const FLASH_BQ: u32 = 64;
+/// Largest head width `flash_attn_k` supports.
+pub const FLASH_MAX_D: usize = 128;
+/// Threads per block of the row-reduction kernels.
+pub const ROW_THREADS: u32 = 256;
+
+/// The kernels.
+pub const SOURCE: &str = r#"
+typedef unsigned short bf16;
+typedef unsigned long long u64;
+#define INF __int_as_float(0x7f800000)
+
+__device__ __forceinline__ float ld(bf16 x) { return __uint_as_float(((unsigned int)x) << 16); }
+__device__ __forceinline__ bf16 st(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (bf16)(u >> 16);
+}
+#define GRID_LOOP(i, n) for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (u64)gridDim.x * blockDim.x)
+
+// Sum of one float across a block (blockDim.x a multiple of 32, at most 1024).
+__device__ float block_sum(float v, float* sh) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    int nw = blockDim.x >> 5;
+    v = (threadIdx.x < nw) ? sh[threadIdx.x] : 0.0f;
+    if (w == 0) for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+__device__ float block_max(float v, float* sh) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    int nw = blockDim.x >> 5;
+    v = (threadIdx.x < nw) ? sh[threadIdx.x] : -INF;
+    if (w == 0) for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if (threadIdx.x == 0) sh[0] = v;
+    __syncthreads();
+    float r = sh[0];
+    __syncthreads();
+    return r;
+}
+
+extern "C" __global__ void add_k(const bf16* a, const bf16* b, bf16* o, u64 n) {
+    GRID_LOOP(i, n) o[i] = st(ld(a[i]) + ld(b[i]));
+}
+extern "C" __global__ void scaled_add_k(const bf16* a, const bf16* b, bf16* o, float alpha, u64 n) {
+    GRID_LOOP(i, n) o[i] = st(ld(a[i]) + alpha * ld(b[i]));
+}
+extern "C" __global__ void silu_k(const bf16* x, bf16* o, u64 n) {
+    GRID_LOOP(i, n) { float v = ld(x[i]); o[i] = st(v / (1.0f + expf(-v))); }
+}
+// x: [rows, 2h] -> o: [rows, h] = silu(x[:, :h]) * x[:, h:]
+extern "C" __global__ void swiglu_k(const bf16* x, bf16* o, u64 h, u64 n) {
+    GRID_LOOP(i, n) {
+        u64 r = i / h, c = i % h;
+        float g = ld(x[r * 2 * h + c]), u = ld(x[r * 2 * h + h + c]);
+        o[i] = st(g / (1.0f + expf(-g)) * u);
+    }
+}
+// x: [b, s, d]; shift, scale: [b, d]
+extern "C" __global__ void modulate_k(const bf16* x, const bf16* shift, const bf16* scale, bf16* o, u64 s, u64 d, u64 n) {
+    GRID_LOOP(i, n) {
+        u64 b = i / (s * d), c = i % d;
+        o[i] = st(ld(x[i]) * (1.0f + ld(scale[b * d + c])) + ld(shift[b * d + c]));
+    }
+}
+extern "C" __global__ void gated_add_k(const bf16* res, const bf16* x, const bf16* gate, bf16* o, u64 s, u64 d, u64 n) {
+    GRID_LOOP(i, n) {
+        u64 b = i / (s * d), c = i % d;
+        o[i] = st(ld(res[i]) + ld(gate[b * d + c]) * ld(x[i]));
+    }
+}
+// One block per row of d values.
+extern "C" __global__ void layer_norm_k(const bf16* x, bf16* o, u64 d, float eps) {
+    __shared__ float sh[32];
+    const bf16* r = x + (u64)blockIdx.x * d;
+    float s = 0.0f;
+    for (u64 j = threadIdx.x; j < d; j += blockDim.x) s += ld(r[j]);
+    float mean = block_sum(s, sh) / (float)d;
+    float v = 0.0f;
+    for (u64 j = threadIdx.x; j < d; j += blockDim.x) { float c = ld(r[j]) - mean; v += c * c; }
+    float inv = rsqrtf(block_sum(v, sh) / (float)d + eps);
+    for (u64 j = threadIdx.x; j < d; j += blockDim.x) o[(u64)blockIdx.x * d + j] = st((ld(r[j]) - mean) * inv);
+}
+extern "C" __global__ void rms_norm_k(const bf16* x, const bf16* w, bf16* o, u64 d, float eps) {
+    __shared__ float sh[32];
+    const bf16* r = x + (u64)blockIdx.x * d;
+    float s = 0.0f;
+    for (u64 j = threadIdx.x; j < d; j += blockDim.x) { float v = ld(r[j]); s += v * v; }
+    float inv = rsqrtf(block_sum(s, sh) / (float)d + eps);
+    for (u64 j = threadIdx.x; j < d; j += blockDim.x) o[(u64)blockIdx.x * d + j] = st(ld(r[j]) * inv * ld(w[j]));
+}
+// One block per (image, group); x: [b, c, hw].
+extern "C" __global__ void group_norm_k(const bf16* x, const bf16* gamma, const bf16* beta, bf16* o, u64 c, u64 hw, u64 groups, float eps) {
+    __shared__ float sh[32];
+    u64 b = blockIdx.x / groups, g = blockIdx.x % groups;
+    u64 cg = c / groups, n = cg * hw;
+    u64 base = (b * c + g * cg) * hw;
+    float s = 0.0f;
+    for (u64 j = threadIdx.x; j < n; j += blockDim.x) s += ld(x[base + j]);
+    float mean = block_sum(s, sh) / (float)n;
+    float v = 0.0f;
+    for (u64 j = threadIdx.x; j < n; j += blockDim.x) { float t = ld(x[base + j]) - mean; v += t * t; }
+    float inv = rsqrtf(block_sum(v, sh) / (float)n + eps);
+    for (u64 j = threadIdx.x; j < n; j += blockDim.x) {
+        u64 ch = g * cg + j / hw;
+        o[base + j] = st((ld(x[base + j]) - mean) * inv * ld(gamma[ch]) + ld(beta[ch]));
+    }
+}
+// x: [b, s, h, d]; cos, sin: [s, d/2]; one thread per channel pair.
+extern "C" __global__ void rope_k(const bf16* x, const bf16* cs, const bf16* sn, bf16* o, u64 s, u64 h, u64 d, int interleaved, u64 n) {
+    GRID_LOOP(i, n) {
+        u64 half = d / 2, p = i % half, row = i / half;  // row = (b, s, h)
+        u64 si = (row / h) % s;
+        u64 base = row * d;
+        u64 i0 = interleaved ? base + 2 * p : base + p;
+        u64 i1 = interleaved ? base + 2 * p + 1 : base + p + half;
+        float c = ld(cs[si * half + p]), sv = ld(sn[si * half + p]);
+        float x0 = ld(x[i0]), x1 = ld(x[i1]);
+        o[i0] = st(x0 * c - x1 * sv);
+        o[i1] = st(x1 * c + x0 * sv);
+    }
+}
+// rows × cols block copy between strided row-major buffers.
+extern "C" __global__ void copy2d_k(const bf16* src, bf16* dst, u64 cols, u64 src_stride, u64 src_off, u64 dst_stride, u64 dst_off, u64 n) {
+    GRID_LOOP(i, n) {
+        u64 r = i / cols, c = i % cols;
+        dst[dst_off + r * dst_stride + c] = src[src_off + r * src_stride + c];
+    }
+}
+// [a, b, c] -> [a, c, b]
+extern "C" __global__ void transpose12_k(const bf16* x, bf16* o, u64 bdim, u64 cdim, u64 n) {
+    GRID_LOOP(i, n) {
+        u64 c = i % cdim, b = (i / cdim) % bdim, a = i / (cdim * bdim);
+        o[(a * cdim + c) * bdim + b] = x[i];
+    }
+}
+extern "C" __global__ void upsample2x_k(const bf16* x, bf16* o, u64 h, u64 w, u64 n) {
+    GRID_LOOP(i, n) {
+        u64 ox = i % (2 * w), oy = (i / (2 * w)) % (2 * h), bc = i / (4 * h * w);
+        o[i] = x[(bc * h + oy / 2) * w + ox / 2];
+    }
+}
+extern "C" __global__ void embedding_k(const bf16* table, const unsigned int* ids, bf16* o, u64 d, u64 n) {
+    GRID_LOOP(i, n) o[i] = table[(u64)ids[i / d] * d + i % d];
+}
+// One image x: [c, h, w] -> col: [pixels p0..p0+np, c*k*k] (patches as rows).
+extern "C" __global__ void im2col_k(const bf16* x, bf16* col, u64 c, u64 h, u64 w, u64 k, u64 pad, u64 p0, u64 n) {
+    GRID_LOOP(i, n) {
+        u64 kk = c * k * k;
+        u64 p = p0 + i / kk, q = i % kk;
+        u64 ch = q / (k * k), ky = (q / k) % k, kx = q % k;
+        long long y = (long long)(p / w) + (long long)ky - (long long)pad;
+        long long xx = (long long)(p % w) + (long long)kx - (long long)pad;
+        col[i] = (y >= 0 && y < (long long)h && xx >= 0 && xx < (long long)w) ? x[(ch * h + y) * w + xx] : (bf16)0;
+    }
+}
+extern "C" __global__ void channel_bias_k(bf16* y, const bf16* bias, u64 c, u64 hw, u64 n) {
+    GRID_LOOP(i, n) y[i] = st(ld(y[i]) + ld(bias[(i / hw) % c]));
+}
+// OCP FP8 E4M3 bytes times a per-tensor scale -> BF16.
+extern "C" __global__ void fp8_dequant_k(const unsigned char* w, bf16* o, float scale, u64 n) {
+    GRID_LOOP(i, n) {
+        unsigned int b = w[i];
+        unsigned int e = (b >> 3) & 15u, m = b & 7u;
+        float v = (e == 0) ? (float)m / 8.0f * 0.015625f : (1.0f + (float)m / 8.0f) * exp2f((float)e - 7.0f);
+        if (e == 15u && m == 7u) v = __int_as_float(0x7fc00000);
+        o[i] = st(((b & 128u) ? -v : v) * scale);
+    }
+}
+// In-place softmax of each row of `cols` scores; row r is query r % sq; causal masks keys past
+// the query's position (aligned to the end, as for a prefix of sk - sq keys).
+extern "C" __global__ void softmax_rows_k(bf16* x, u64 cols, u64 sq, int causal) {
+    __shared__ float sh[32];
+    bf16* r = x + (u64)blockIdx.x * cols;
+    u64 qi = blockIdx.x % sq;
+    u64 limit = causal ? qi + (cols - sq) + 1 : cols;
+    float m = -INF;
+    for (u64 j = threadIdx.x; j < limit; j += blockDim.x) m = fmaxf(m, ld(r[j]));
+    m = block_max(m, sh);
+    float s = 0.0f;
+    for (u64 j = threadIdx.x; j < limit; j += blockDim.x) s += expf(ld(r[j]) - m);
+    s = block_sum(s, sh);
+    for (u64 j = threadIdx.x; j < cols; j += blockDim.x) r[j] = st(j < limit ? expf(ld(r[j]) - m) / s : 0.0f);
+}
+// [b, s, hkv, d] -> [b, s, hkv*rep, d]
+extern "C" __global__ void repeat_kv_k(const bf16* x, bf16* o, u64 hkv, u64 rep, u64 d, u64 n) {
+    GRID_LOOP(i, n) {
+        u64 dd = i % d, h = (i / d) % (hkv * rep), row = i / (d * hkv * rep);
+        o[i] = x[(row * hkv + h / rep) * d + dd];
+    }
+}
+// out[0] += sum |a - b|, out[1] += sum |b|
+extern "C" __global__ void l1_k(const bf16* a, const bf16* b, float* out, u64 n) {
+    __shared__ float sh[32];
+    float s0 = 0.0f, s1 = 0.0f;
+    GRID_LOOP(i, n) { float bv = ld(b[i]); s0 += fabsf(ld(a[i]) - bv); s1 += fabsf(bv); }
+    s0 = block_sum(s0, sh);
+    s1 = block_sum(s1, sh);
+    if (threadIdx.x == 0) { atomicAdd(out, s0); atomicAdd(out + 1, s1); }
+}
+
+// Flash-attention-style fused attention: one thread per query row, key/value tiles staged in
+// shared memory, online softmax; never writes the score matrix. q: [b, sq, h, d],
+// k, v: [b, sk, hkv, d], o: [b, sq, h, d]. Grid (ceil(sq/BQ), h, b), block BQ.
+#define BQ 64
+#define BK 32
+#define MAXD 128
+extern "C" __global__ void flash_attn_k(const bf16* q, const bf16* k, const bf16* v, bf16* o,
+                                        int sq, int sk, int h, int hkv, int d, float scale, int causal) {
+    __shared__ float ks[BK * MAXD];
+    __shared__ float vs[BK * MAXD];
+    int b = blockIdx.z, hh = blockIdx.y, hk = hh / (h / hkv);
+    int qi = blockIdx.x * BQ + threadIdx.x;
+    bool active = qi < sq;
+    float qr[MAXD], acc[MAXD];
+    for (int j = 0; j < d; j++) {
+        qr[j] = active ? ld(q[(((u64)b * sq + qi) * h + hh) * d + j]) * scale : 0.0f;
+        acc[j] = 0.0f;
+    }
+    float m = -INF, l = 0.0f;
+    int shift = sk - sq;
+    int kend = causal ? min(sk, (int)(blockIdx.x * BQ + BQ) + shift) : sk;
+    for (int k0 = 0; k0 < kend; k0 += BK) {
+        int kl = min(BK, sk - k0);
+        for (int i = threadIdx.x; i < kl * d; i += blockDim.x) {
+            int j = i / d, c = i % d;
+            u64 src = (((u64)b * sk + k0 + j) * hkv + hk) * d + c;
+            ks[j * MAXD + c] = ld(k[src]);
+            vs[j * MAXD + c] = ld(v[src]);
+        }
+        __syncthreads();
+        if (active) {
+            float s[BK];
+            float tmax = -INF;
+            for (int j = 0; j < kl; j++) {
+                float dot = 0.0f;
+                for (int c = 0; c < d; c++) dot += qr[c] * ks[j * MAXD + c];
+                if (causal && k0 + j > qi + shift) dot = -INF;
+                s[j] = dot;
+                tmax = fmaxf(tmax, dot);
+            }
+            float mn = fmaxf(m, tmax);
+            if (mn > -INF) {
+                float corr = expf(m - mn);
+                l *= corr;
+                for (int c = 0; c < d; c++) acc[c] *= corr;
+                for (int j = 0; j < kl; j++) {
+                    float p = expf(s[j] - mn);
+                    l += p;
+                    for (int c = 0; c < d; c++) acc[c] += p * vs[j * MAXD + c];
+                }
+                m = mn;
+            }
+        }
+        __syncthreads();
+    }
+    if (active) {
+        float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        for (int c = 0; c < d; c++) o[(((u64)b * sq + qi) * h + hh) * d + c] = st(acc[c] * inv);
+    }
+}
+"#;

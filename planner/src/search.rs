@@ -1,0 +1,599 @@
+//! The search: enumerate deployments per GPU type, prune illegal and out-of-memory ones before any
+//! time is estimated, cost the rest in parallel, and choose by the goal's objective.
+
+use std::cmp::Ordering;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::catalog::Guidance;
+use crate::deployment::*;
+use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION, estimate};
+use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
+
+/// A candidate's outcome over the whole traffic mix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// GPU type.
+    pub gpu: String,
+    /// Knobs (resolution is the first of the mix; the others use the same knobs).
+    pub deployment: Deployment,
+    /// p50 request latency over the mix, milliseconds.
+    pub p50_latency_ms: f64,
+    /// Worst resolution's latency, milliseconds.
+    pub max_latency_ms: f64,
+    /// Images per second of one replica over the mix.
+    pub replica_images_per_s: f64,
+    /// Replicas needed for the goal's rate (1 without one).
+    pub replicas: u32,
+    /// GPUs in all.
+    pub gpus: u32,
+    /// USD per hour of the fleet.
+    pub cost_per_hour: f64,
+    /// USD per 1,000 images at full utilisation.
+    pub cost_per_1000_images: f64,
+    /// Highest per-GPU memory peak over the mix, bytes.
+    pub peak_bytes: u64,
+    /// The GPU's capacity, bytes.
+    pub capacity_bytes: u64,
+    /// Whether the output differs from the BF16 uncached reference.
+    pub changes_output: bool,
+}
+
+/// A candidate that lost, with the reason in numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejected {
+    /// The candidate (costed when it could be).
+    pub gpu: String,
+    /// Knobs.
+    pub deployment: Deployment,
+    /// Constraint or objective that ruled it out: `illegal`, `memory`, `latency`, `availability`, `objective`.
+    pub constraint: &'static str,
+    /// The reason in numbers.
+    pub reason: String,
+}
+
+/// Which constraint makes the goal infeasible and what would relax it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Infeasible {
+    /// `memory`, `latency`, `availability` or `illegal`.
+    pub binding: &'static str,
+    /// What binds, in numbers.
+    pub reason: String,
+    /// The nearest feasible relaxation.
+    pub relaxation: String,
+}
+
+/// Counts of the search.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Searched {
+    /// Candidates enumerated.
+    pub candidates: usize,
+    /// Broke a legality rule.
+    pub illegal: usize,
+    /// Did not fit in memory at some resolution.
+    pub out_of_memory: usize,
+    /// Fit but missed the latency goal.
+    pub too_slow: usize,
+    /// Needed more GPUs than available.
+    pub unavailable: usize,
+    /// Met every constraint.
+    pub feasible: usize,
+}
+
+/// The plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// Schema version.
+    pub schema_version: u32,
+    /// Model id.
+    pub model: String,
+    /// Runtime id.
+    pub runtime: String,
+    /// The goal.
+    pub goal: Goal,
+    /// The traffic mix.
+    pub mix: Vec<Share>,
+    /// The chosen deployment.
+    pub chosen: Option<Candidate>,
+    /// Its full breakdown per resolution of the mix.
+    pub breakdown: Vec<Estimate>,
+    /// Non-dominated feasible candidates (latency, cost per 1,000 images, memory).
+    pub pareto: Vec<Candidate>,
+    /// The closest rejected alternatives and why each lost.
+    pub rejected: Vec<Rejected>,
+    /// Why no plan exists, when none does.
+    pub infeasible: Option<Infeasible>,
+    /// Counts.
+    pub searched: Searched,
+}
+
+fn parallel_options(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
+    if let Some(p) = s.pins.parallel {
+        return vec![p];
+    }
+    let a = &s.allow;
+    let heads = s.model.transformer.heads as u32;
+    let cfg_model = s.model.guidance == Guidance::Cfg;
+    let mut out = vec![Parallel::SINGLE];
+    for g in [2u32, 4, 8] {
+        if g > a.max_gpus_per_replica || g > f.available {
+            break;
+        }
+        let mut push = |p: Parallel| {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        };
+        let base = Parallel { gpus: g, ..Parallel::SINGLE };
+        if a.sequence_parallel {
+            if heads % g == 0 {
+                push(Parallel { ulysses: g, vae_patch: a.vae_patch, ..base });
+                if a.hsdp {
+                    push(Parallel { ulysses: g, shard: Shard::Hsdp, vae_patch: a.vae_patch, ..base });
+                }
+            }
+            push(Parallel { ring: g, vae_patch: a.vae_patch, ..base });
+        }
+        if a.cfg_parallel && cfg_model {
+            let rest = g / 2;
+            if rest == 1 {
+                push(Parallel { cfg: 2, vae_patch: a.vae_patch, ..base });
+            } else if a.sequence_parallel && heads % rest == 0 {
+                push(Parallel { cfg: 2, ulysses: rest, vae_patch: a.vae_patch, ..base });
+            }
+        }
+    }
+    out
+}
+
+fn pick<T: Clone>(pin: &Option<T>, allowed: &[T]) -> Vec<T> {
+    match pin {
+        Some(p) => vec![p.clone()],
+        None => allowed.to_vec(),
+    }
+}
+
+fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
+    let a = &s.allow;
+    let p = &s.pins;
+    let mut out = Vec::new();
+    let tiling = match p.vae_tiling {
+        Some(t) => vec![t],
+        None if a.vae_tiling => vec![false, true],
+        None => vec![false],
+    };
+    for (fi, f) in s.fleet.iter().enumerate() {
+        for parallel in parallel_options(s, f) {
+            for &weights in &pick(&p.weights, &a.weights) {
+                for &attention in &pick(&p.attention, &a.attention) {
+                    for &text_encoder in &pick(&p.text_encoder, &a.text_encoder) {
+                        for &offload in &pick(&p.offload, &a.offload) {
+                            for &vae_tiling in &tiling {
+                                for cache in pick(&p.cache, &a.cache) {
+                                    for &batch in &pick(&p.batch, &a.batch) {
+                                        out.push((
+                                            fi,
+                                            Deployment {
+                                                resolution: s.mix[0].resolution,
+                                                batch,
+                                                steps: s.steps,
+                                                weights,
+                                                attention,
+                                                text_encoder,
+                                                offload,
+                                                vae_tiling,
+                                                cache: cache.clone(),
+                                                parallel,
+                                                reference_images: s.reference_images,
+                                            },
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// How a candidate fared.
+enum Outcome {
+    Illegal(String),
+    Memory { peak: u64, capacity: u64, at: Resolution, stage: &'static str },
+    Costed(Box<Candidate>, Vec<Estimate>),
+}
+
+/// The latency below which at least half of requests complete, over the mix.
+fn weighted_median(mut xs: Vec<(f64, f64)>) -> f64 {
+    xs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut acc = 0.0;
+    for (v, w) in &xs {
+        acc += w;
+        if acc >= 0.5 - 1e-9 {
+            return *v;
+        }
+    }
+    xs.last().map(|x| x.0).unwrap_or(0.0)
+}
+
+fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
+    let inp = Inputs { model: s.model, gpu: f.gpu, runtime: s.runtime };
+    let mut ests = Vec::with_capacity(s.mix.len());
+    for share in &s.mix {
+        let dd = Deployment { resolution: share.resolution, ..d.clone() };
+        match estimate(inp, &dd) {
+            Err(v) => return Outcome::Illegal(v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ")),
+            Ok(e) if !e.memory.fits => {
+                return Outcome::Memory {
+                    peak: e.memory.peak_bytes,
+                    capacity: e.memory.capacity_bytes,
+                    at: share.resolution,
+                    stage: e.memory.binding_stage,
+                };
+            }
+            Ok(e) => ests.push(e),
+        }
+    }
+    let p50 = weighted_median(ests.iter().zip(&s.mix).map(|(e, m)| (e.latency.per_batch_ms, m.share)).collect());
+    let max_latency = ests.iter().map(|e| e.latency.per_batch_ms).fold(0.0, f64::max);
+    // Mean time per image over the mix, then images per second of one replica.
+    let s_per_image: f64 = ests.iter().zip(&s.mix).map(|(e, m)| m.share / e.throughput.images_per_s).sum();
+    let ips = 1.0 / s_per_image;
+    let replicas = match s.goal.images_per_s {
+        Some(rate) => (rate / ips - 1e-9).ceil().max(1.0) as u32,
+        None => 1,
+    };
+    let gpus = replicas * d.parallel.gpus;
+    let cost_per_hour = gpus as f64 * f.price_per_hour;
+    let replica_cost = d.parallel.gpus as f64 * f.price_per_hour;
+    let cand = Candidate {
+        gpu: f.gpu.id.clone(),
+        deployment: d.clone(),
+        p50_latency_ms: p50,
+        max_latency_ms: max_latency,
+        replica_images_per_s: ips,
+        replicas,
+        gpus,
+        cost_per_hour,
+        cost_per_1000_images: replica_cost / (ips * 3600.0) * 1000.0,
+        peak_bytes: ests.iter().map(|e| e.memory.peak_bytes).max().unwrap_or(0),
+        capacity_bytes: f.gpu.hbm_bytes,
+        changes_output: ests.iter().any(|e| e.quality.changes_output),
+    };
+    Outcome::Costed(Box::new(cand), ests)
+}
+
+fn gb(b: u64) -> String {
+    format!("{:.1} GB", b as f64 / 1e9)
+}
+
+/// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
+fn better(obj: Objective, has_rate: bool, a: &Candidate, b: &Candidate) -> Ordering {
+    let cost = |c: &Candidate| if has_rate { c.cost_per_hour } else { c.cost_per_1000_images };
+    let primary = match obj {
+        Objective::MinCost => cost(a).total_cmp(&cost(b)),
+        Objective::MinLatency => a.p50_latency_ms.total_cmp(&b.p50_latency_ms),
+        Objective::MaxThroughput => b.replica_images_per_s.total_cmp(&a.replica_images_per_s),
+    };
+    primary
+        .then(a.p50_latency_ms.total_cmp(&b.p50_latency_ms))
+        .then(a.cost_per_1000_images.total_cmp(&b.cost_per_1000_images))
+        .then(a.peak_bytes.cmp(&b.peak_bytes))
+}
+
+/// Searches the spec's decision space.
+pub fn plan(s: &Spec) -> Plan {
+    let cands = enumerate(s);
+    let outcomes: Vec<Outcome> = cands.par_iter().map(|(fi, d)| evaluate(s, &s.fleet[*fi], d)).collect();
+    let has_rate = s.goal.images_per_s.is_some();
+    let mut searched = Searched { candidates: cands.len(), ..Searched::default() };
+    let mut feasible: Vec<(usize, Candidate)> = Vec::new();
+    let mut rejected: Vec<(usize, Rejected, f64)> = Vec::new();
+    let mut best_latency: Option<Candidate> = None;
+    let mut best_rate: Option<Candidate> = None;
+    let mut best_memory: Option<(u64, u64, String)> = None;
+    for (i, ((fi, d), o)) in cands.iter().zip(&outcomes).enumerate() {
+        let f = &s.fleet[*fi];
+        let reject = |constraint, reason| Rejected { gpu: f.gpu.id.clone(), deployment: d.clone(), constraint, reason };
+        match o {
+            Outcome::Illegal(r) => {
+                searched.illegal += 1;
+                rejected.push((i, reject("illegal", r.clone()), f64::MAX));
+            }
+            Outcome::Memory { peak, capacity, at, stage } => {
+                searched.out_of_memory += 1;
+                let over = *peak as f64 / *capacity as f64;
+                if best_memory.as_ref().is_none_or(|m| peak * m.1 < m.0 * capacity) {
+                    best_memory = Some((*peak, *capacity, f.gpu.id.clone()));
+                }
+                rejected.push((
+                    i,
+                    reject("memory", format!("peak {} > {} on {} at {at} ({stage})", gb(*peak), gb(*capacity), f.gpu.id)),
+                    1e6 * over,
+                ));
+            }
+            Outcome::Costed(c, _) => {
+                if best_latency.as_ref().is_none_or(|b| c.p50_latency_ms < b.p50_latency_ms) {
+                    best_latency = Some((**c).clone());
+                }
+                if let Some(goal) = s.goal.p50_latency_ms
+                    && c.p50_latency_ms > goal
+                {
+                    searched.too_slow += 1;
+                    rejected.push((
+                        i,
+                        reject("latency", format!("p50 {:.0} ms > goal {goal:.0} ms", c.p50_latency_ms)),
+                        1e3 * c.p50_latency_ms / goal,
+                    ));
+                    continue;
+                }
+                // Per GPU, the fastest candidate that meets the latency goal (for the relaxation).
+                let per_gpu = |c: &Candidate| c.replica_images_per_s / c.deployment.parallel.gpus as f64;
+                if best_rate.as_ref().is_none_or(|b| per_gpu(c) > per_gpu(b)) {
+                    best_rate = Some((**c).clone());
+                }
+                if c.gpus > f.available {
+                    searched.unavailable += 1;
+                    rejected.push((
+                        i,
+                        reject("availability", format!("needs {} x {} ({} replicas), {} available", c.gpus, f.gpu.id, c.replicas, f.available)),
+                        1e3 * c.gpus as f64 / f.available as f64,
+                    ));
+                    continue;
+                }
+                searched.feasible += 1;
+                feasible.push((i, (**c).clone()));
+            }
+        }
+    }
+    feasible.sort_by(|a, b| better(s.goal.objective, has_rate, &a.1, &b.1).then(a.0.cmp(&b.0)));
+    let chosen = feasible.first().map(|c| c.1.clone());
+    let breakdown = match &chosen {
+        Some(_) => match &outcomes[feasible[0].0] {
+            Outcome::Costed(_, e) => e.clone(),
+            _ => Vec::new(),
+        },
+        None => Vec::new(),
+    };
+    // The closest alternatives: for every GPU type, its best feasible candidate (it lost on the
+    // objective) or, without one, its nearest miss; then, on the chosen GPU type, the best
+    // candidate of each other precision and offload mode. Deterministic: ties by enumeration order.
+    let order = |c: &str| match c {
+        "objective" => 0,
+        "latency" => 1,
+        "availability" => 2,
+        "memory" => 3,
+        _ => 4,
+    };
+    let mut misses: Vec<&(usize, Rejected, f64)> = rejected.iter().collect();
+    misses.sort_by(|a, b| order(a.1.constraint).cmp(&order(b.1.constraint)).then(a.2.total_cmp(&b.2)).then(a.0.cmp(&b.0)));
+    let objective_reason = |c: &Candidate, ch: &Candidate| match s.goal.objective {
+        Objective::MinCost if has_rate => format!(
+            "${:.2}/h vs ${:.2}/h chosen ({:+.0} %)",
+            c.cost_per_hour,
+            ch.cost_per_hour,
+            (c.cost_per_hour / ch.cost_per_hour - 1.0) * 100.0
+        ),
+        Objective::MinCost => format!(
+            "${:.3} per 1,000 images vs ${:.3} chosen ({:+.0} %)",
+            c.cost_per_1000_images,
+            ch.cost_per_1000_images,
+            (c.cost_per_1000_images / ch.cost_per_1000_images - 1.0) * 100.0
+        ),
+        Objective::MinLatency => format!("p50 {:.0} ms vs {:.0} ms chosen", c.p50_latency_ms, ch.p50_latency_ms),
+        Objective::MaxThroughput => {
+            format!("{:.2} images/s per replica vs {:.2} chosen", c.replica_images_per_s, ch.replica_images_per_s)
+        }
+    };
+    let loser = |c: &Candidate, ch: &Candidate| {
+        let tie = better(s.goal.objective, has_rate, c, ch) != Ordering::Less
+            && match s.goal.objective {
+                Objective::MinCost if has_rate => c.cost_per_hour == ch.cost_per_hour,
+                Objective::MinCost => c.cost_per_1000_images == ch.cost_per_1000_images,
+                Objective::MinLatency => c.p50_latency_ms == ch.p50_latency_ms,
+                Objective::MaxThroughput => c.replica_images_per_s == ch.replica_images_per_s,
+            };
+        let reason = if tie {
+            format!(
+                "ties on the objective; loses the tie-break: p50 {:.0} ms vs {:.0} ms, ${:.3} vs ${:.3} per 1,000 images",
+                c.p50_latency_ms, ch.p50_latency_ms, c.cost_per_1000_images, ch.cost_per_1000_images
+            )
+        } else {
+            objective_reason(c, ch)
+        };
+        Rejected { gpu: c.gpu.clone(), deployment: c.deployment.clone(), constraint: "objective", reason }
+    };
+    let mut closest: Vec<Rejected> = Vec::new();
+    for f in &s.fleet {
+        let best = feasible.iter().find(|(_, c)| c.gpu == f.gpu.id);
+        match (best, &chosen) {
+            (Some((_, c)), Some(ch)) if c != ch => closest.push(loser(c, ch)),
+            (Some(_), _) => {}
+            (None, _) => {
+                if let Some(m) = misses.iter().find(|m| m.1.gpu == f.gpu.id) {
+                    closest.push(m.1.clone());
+                }
+            }
+        }
+    }
+    if let Some(ch) = &chosen {
+        let same_gpu = |c: &Candidate| c.gpu == ch.gpu;
+        for w in Precision::ALL.iter().filter(|w| **w != ch.deployment.weights) {
+            if let Some((_, c)) = feasible.iter().find(|(_, c)| same_gpu(c) && c.deployment.weights == *w) {
+                closest.push(loser(c, ch));
+            } else if let Some(m) = misses.iter().find(|m| m.1.gpu == ch.gpu && m.1.deployment.weights == *w) {
+                closest.push(m.1.clone());
+            }
+        }
+        for o in Offload::ALL.iter().filter(|o| **o != ch.deployment.offload) {
+            if let Some((_, c)) = feasible.iter().find(|(_, c)| same_gpu(c) && c.deployment.offload == *o) {
+                closest.push(loser(c, ch));
+            }
+        }
+        if let Some((_, c)) = feasible.iter().find(|(_, c)| same_gpu(c) && c.deployment.parallel.gpus != ch.deployment.parallel.gpus) {
+            closest.push(loser(c, ch));
+        }
+    }
+    // And the nearest miss of each constraint that ruled candidates out.
+    for kind in ["latency", "availability", "memory", "illegal"] {
+        if let Some(m) = misses.iter().find(|m| m.1.constraint == kind) {
+            closest.push(m.1.clone());
+        }
+    }
+    let mut seen = Vec::new();
+    closest.retain(|r| {
+        let key = (r.gpu.clone(), r.deployment.clone());
+        if seen.contains(&key) {
+            false
+        } else {
+            seen.push(key);
+            true
+        }
+    });
+    let pareto = pareto_front(&feasible);
+    let infeasible = chosen.is_none().then(|| infeasibility(s, &searched, best_latency.as_ref(), best_rate.as_ref(), best_memory));
+    Plan {
+        schema_version: SCHEMA_VERSION,
+        model: s.model.id.clone(),
+        runtime: s.runtime.id.clone(),
+        goal: s.goal.clone(),
+        mix: s.mix.clone(),
+        chosen,
+        breakdown,
+        pareto,
+        rejected: closest,
+        infeasible,
+        searched,
+    }
+}
+
+fn pareto_front(feasible: &[(usize, Candidate)]) -> Vec<Candidate> {
+    let dominates = |a: &Candidate, b: &Candidate| {
+        a.p50_latency_ms <= b.p50_latency_ms
+            && a.cost_per_1000_images <= b.cost_per_1000_images
+            && a.peak_bytes <= b.peak_bytes
+            && (a.p50_latency_ms < b.p50_latency_ms || a.cost_per_1000_images < b.cost_per_1000_images || a.peak_bytes < b.peak_bytes)
+    };
+    let mut front: Vec<(usize, Candidate)> = feasible
+        .iter()
+        .filter(|(_, c)| !feasible.iter().any(|(_, o)| dominates(o, c)))
+        .cloned()
+        .collect();
+    front.sort_by(|a, b| a.1.p50_latency_ms.total_cmp(&b.1.p50_latency_ms).then(a.0.cmp(&b.0)));
+    front.dedup_by(|a, b| a.1.p50_latency_ms == b.1.p50_latency_ms && a.1.cost_per_1000_images == b.1.cost_per_1000_images && a.1.peak_bytes == b.1.peak_bytes);
+    // Keep the front readable: at most 12 points spread along latency.
+    if front.len() > 12 {
+        let n = front.len();
+        front = (0..12).map(|k| front[k * (n - 1) / 11].clone()).collect();
+    }
+    front.into_iter().map(|(_, c)| c).collect()
+}
+
+fn infeasibility(
+    s: &Spec,
+    n: &Searched,
+    best_latency: Option<&Candidate>,
+    best_rate: Option<&Candidate>,
+    best_memory: Option<(u64, u64, String)>,
+) -> Infeasible {
+    if n.candidates == n.illegal {
+        return Infeasible {
+            binding: "illegal",
+            reason: "every candidate breaks a legality rule (see rejected)".into(),
+            relaxation: "allow other precisions or GPU types (`allow:`, `fleet:`)".into(),
+        };
+    }
+    if n.out_of_memory + n.illegal == n.candidates {
+        let (peak, cap, gpu) = best_memory.unwrap_or((0, 0, String::new()));
+        return Infeasible {
+            binding: "memory",
+            reason: format!("no candidate fits: the smallest peak is {} on {gpu} ({} usable)", gb(peak), gb(cap)),
+            relaxation: format!(
+                "a GPU with at least {} of memory, or allow offload / fp8-storage / vae_tiling / more GPUs per replica",
+                gb(peak)
+            ),
+        };
+    }
+    if let (Some(goal), Some(b)) = (s.goal.p50_latency_ms, best_latency)
+        && b.p50_latency_ms > goal
+    {
+        return Infeasible {
+            binding: "latency",
+            reason: format!("the fastest candidate ({} x {}) has p50 {:.0} ms > goal {goal:.0} ms", b.deployment.parallel.gpus, b.gpu, b.p50_latency_ms),
+            relaxation: format!("p50_latency_ms: {:.0}", b.p50_latency_ms.ceil()),
+        };
+    }
+    let rate = s.goal.images_per_s.unwrap_or(0.0);
+    Infeasible {
+        binding: "availability",
+        reason: format!("meeting {rate} images/s within the latency goal needs more GPUs than the fleet has"),
+        relaxation: best_rate
+            .map(|b| {
+                let f = s.fleet.iter().find(|f| f.gpu.id == b.gpu);
+                let available = f.map(|f| f.available).unwrap_or(0);
+                let max = (available / b.deployment.parallel.gpus) as f64 * b.replica_images_per_s;
+                format!("available: {} for {} (or images_per_s: {:.2} with the {available} there are)", b.gpus, b.gpu, max)
+            })
+            .unwrap_or_else(|| "more GPUs in `fleet:`".into()),
+    }
+}
+
+/// One GPU type's answer in a capacity plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetOption {
+    /// GPU type.
+    pub gpu: String,
+    /// Its best deployment for the goal, with replica and GPU counts.
+    pub candidate: Option<Candidate>,
+    /// Why it cannot meet the goal.
+    pub infeasible: Option<Infeasible>,
+}
+
+/// A capacity plan: per GPU type, how many GPUs the traffic mix needs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetPlan {
+    /// Schema version.
+    pub schema_version: u32,
+    /// Model id.
+    pub model: String,
+    /// Runtime id.
+    pub runtime: String,
+    /// Goal.
+    pub goal: Goal,
+    /// Traffic mix.
+    pub mix: Vec<Share>,
+    /// One option per GPU type, feasible ones first by the objective.
+    pub options: Vec<FleetOption>,
+}
+
+/// Plans each GPU type of the fleet on its own.
+pub fn fleet(s: &Spec) -> FleetPlan {
+    let has_rate = s.goal.images_per_s.is_some();
+    let mut options: Vec<FleetOption> = s
+        .fleet
+        .iter()
+        .map(|f| {
+            let one = Spec { fleet: vec![f.clone()], ..s.clone() };
+            let p = plan(&one);
+            FleetOption { gpu: f.gpu.id.clone(), candidate: p.chosen, infeasible: p.infeasible }
+        })
+        .collect();
+    options.sort_by(|a, b| match (&a.candidate, &b.candidate) {
+        (Some(x), Some(y)) => better(s.goal.objective, has_rate, x, y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    });
+    FleetPlan {
+        schema_version: SCHEMA_VERSION,
+        model: s.model.id.clone(),
+        runtime: s.runtime.id.clone(),
+        goal: s.goal.clone(),
+        mix: s.mix.clone(),
+        options,
+    }
+}

@@ -1,0 +1,354 @@
+//! Text views of estimates, plans and catalogs (JSON and YAML are the serde views of the same types).
+//! Sizes print in GB (10^9 bytes) and times in ms.
+
+use std::fmt::Write;
+
+use planner::catalog::{Gpu, Model};
+use planner::deployment::{Cache, Deployment, Shard};
+use planner::estimate::{Estimate, Stage};
+use planner::search::{Candidate, FleetPlan, Plan};
+use planner::spec::Objective;
+use serde::Serialize;
+
+fn gb(b: u64) -> String {
+    format!("{:.2} GB", b as f64 / 1e9)
+}
+
+fn ms(x: f64) -> String {
+    if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.1}") }
+}
+
+/// One line describing a deployment's knobs.
+pub fn knobs(d: &Deployment) -> String {
+    let p = &d.parallel;
+    let mut par = format!("{} GPU{}", p.gpus, if p.gpus == 1 { "" } else { "s" });
+    let mut parts = Vec::new();
+    if p.ulysses > 1 {
+        parts.push(format!("ulysses {}", p.ulysses));
+    }
+    if p.ring > 1 {
+        parts.push(format!("ring {}", p.ring));
+    }
+    if p.cfg > 1 {
+        parts.push("cfg-parallel".to_string());
+    }
+    if p.shard == Shard::Hsdp {
+        parts.push("hsdp".to_string());
+    }
+    if p.vae_patch {
+        parts.push("vae patch".to_string());
+    }
+    if !parts.is_empty() {
+        par = format!("{par} ({})", parts.join(", "));
+    }
+    let cache = match &d.cache {
+        Cache::None => "none".to_string(),
+        Cache::Teacache { threshold } => format!("teacache {threshold}"),
+        Cache::Dbcache { threshold, warmup_steps, compute_blocks } => {
+            format!("dbcache {threshold} (warm-up {warmup_steps}, F{compute_blocks})")
+        }
+    };
+    format!(
+        "batch {} · {} steps · weights {} · attention {} · text encoder {} · offload {} · vae tiling {} · cache {} · {}",
+        d.batch,
+        d.steps,
+        d.weights.name(),
+        d.attention.name(),
+        d.text_encoder.name(),
+        d.offload.name(),
+        if d.vae_tiling { "on" } else { "off" },
+        cache,
+        par
+    )
+}
+
+fn stage_table(out: &mut String, stages: &[Stage], ridge: f64) {
+    let _ = writeln!(
+        out,
+        "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>10} {:>12}  {}",
+        "stage", "weights", "transient", "step ms", "ms", "PCIe ms", "FLOP/byte", "bound (time share)"
+    );
+    for s in stages {
+        let _ = writeln!(
+            out,
+            "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>10} {:>12.0}  {}",
+            s.name,
+            gb(s.weights_bytes),
+            gb(s.activation_peak_bytes),
+            s.step_ms.map(ms).unwrap_or_else(|| "-".into()),
+            ms(s.ms),
+            ms(s.transfer_ms),
+            s.arithmetic_intensity,
+            s.bound
+        );
+    }
+    let _ = writeln!(out, "    (ridge point of the GPU: {ridge:.0} FLOP/byte; above it a kernel is compute-bound)");
+}
+
+fn estimate_body(out: &mut String, e: &Estimate) {
+    let gpu = planner::catalog::Catalog::get().gpu(&e.gpu).expect("estimate names a catalog GPU");
+    let _ = writeln!(
+        out,
+        "  {} · per batch {} ms (range {}-{}) · per image {} ms · {:.2} images/s per replica",
+        e.deployment.resolution,
+        ms(e.latency.per_batch_ms),
+        ms(e.latency.low_ms),
+        ms(e.latency.high_ms),
+        ms(e.latency.per_image_ms),
+        e.throughput.images_per_s
+    );
+    let _ = writeln!(
+        out,
+        "  memory: peak {} of {} ({}) · binding stage {} · context {} · weights resident {}",
+        gb(e.memory.peak_bytes),
+        gb(e.memory.capacity_bytes),
+        if e.memory.fits { "fits" } else { "DOES NOT FIT" },
+        e.memory.binding_stage,
+        gb(e.memory.context_bytes),
+        gb(e.memory.resident_weights_bytes)
+    );
+    stage_table(out, &e.stages, gpu.ridge_flops_per_byte());
+    for n in &e.quality.notes {
+        let _ = writeln!(out, "  quality: {n}");
+    }
+}
+
+/// `estimate` as text.
+pub fn estimate(e: &Estimate) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} on {} ({} runtime)", e.model, e.gpu, e.runtime);
+    let _ = writeln!(out, "  {}", knobs(&e.deployment));
+    estimate_body(&mut out, e);
+    if !e.memory.fits {
+        let _ = writeln!(
+            out,
+            "  does not fit: {} over capacity; try `klein-plan plan` to find what does",
+            gb(e.memory.peak_bytes - e.memory.capacity_bytes)
+        );
+    }
+    out
+}
+
+fn candidate_line(c: &Candidate) -> String {
+    format!(
+        "{} x {} ({} replica{} of {} GPU{}) · ${:.2}/h · ${:.3} per 1,000 images · p50 {} ms (max {} ms) · {:.2} images/s per replica · peak {} of {}",
+        c.gpus,
+        c.gpu,
+        c.replicas,
+        if c.replicas == 1 { "" } else { "s" },
+        c.deployment.parallel.gpus,
+        if c.deployment.parallel.gpus == 1 { "" } else { "s" },
+        c.cost_per_hour,
+        c.cost_per_1000_images,
+        ms(c.p50_latency_ms),
+        ms(c.max_latency_ms),
+        c.replica_images_per_s,
+        gb(c.peak_bytes),
+        gb(c.capacity_bytes)
+    )
+}
+
+fn goal_line(p: &Plan) -> String {
+    let mut g = Vec::new();
+    if let Some(l) = p.goal.p50_latency_ms {
+        g.push(format!("p50 ≤ {l:.0} ms"));
+    }
+    if let Some(r) = p.goal.images_per_s {
+        g.push(format!("{r} images/s"));
+    }
+    g.push(
+        match p.goal.objective {
+            Objective::MinCost => "min_cost",
+            Objective::MinLatency => "min_latency",
+            Objective::MaxThroughput => "max_throughput",
+        }
+        .to_string(),
+    );
+    let mix: Vec<String> = p.mix.iter().map(|m| format!("{} {:.0} %", m.resolution, m.share * 100.0)).collect();
+    format!("goal: {} · traffic: {}", g.join(", "), mix.join(", "))
+}
+
+/// `plan` as text.
+pub fn plan(p: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} ({} runtime)", p.model, p.runtime);
+    let _ = writeln!(out, "{}", goal_line(p));
+    let s = &p.searched;
+    let _ = writeln!(
+        out,
+        "searched {} candidates: {} illegal, {} out of memory, {} too slow, {} short of GPUs, {} feasible",
+        s.candidates, s.illegal, s.out_of_memory, s.too_slow, s.unavailable, s.feasible
+    );
+    let _ = writeln!(out);
+    match &p.chosen {
+        Some(c) => {
+            let _ = writeln!(out, "CHOSEN {}", candidate_line(c));
+            let _ = writeln!(out, "  {}", knobs(&c.deployment));
+            for e in &p.breakdown {
+                let _ = writeln!(out);
+                estimate_body(&mut out, e);
+            }
+        }
+        None => {
+            let _ = writeln!(out, "NO FEASIBLE PLAN");
+            if let Some(i) = &p.infeasible {
+                let _ = writeln!(out, "  binding constraint: {} — {}", i.binding, i.reason);
+                let _ = writeln!(out, "  nearest feasible relaxation: {}", i.relaxation);
+            }
+        }
+    }
+    if !p.pareto.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "PARETO FRONT (p50 latency, cost per 1,000 images, memory)");
+        for c in &p.pareto {
+            let _ = writeln!(out, "  {}", candidate_line(c));
+            let _ = writeln!(out, "      {}", knobs(&c.deployment));
+        }
+    }
+    if !p.rejected.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "CLOSEST REJECTED");
+        for r in &p.rejected {
+            let _ = writeln!(out, "  [{}] {} · {}", r.constraint, r.gpu, r.reason);
+            let _ = writeln!(out, "      {}", knobs(&r.deployment));
+        }
+    }
+    out
+}
+
+/// `fleet` as text.
+pub fn fleet(f: &FleetPlan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} ({} runtime) capacity plan", f.model, f.runtime);
+    for o in &f.options {
+        match (&o.candidate, &o.infeasible) {
+            (Some(c), _) => {
+                let _ = writeln!(out, "  {:<10} {}", o.gpu, candidate_line(c));
+                let _ = writeln!(out, "  {:<10}     {}", "", knobs(&c.deployment));
+            }
+            (None, Some(i)) => {
+                let _ = writeln!(out, "  {:<10} infeasible ({}): {}; relax: {}", o.gpu, i.binding, i.reason, i.relaxation);
+            }
+            (None, None) => {
+                let _ = writeln!(out, "  {:<10} infeasible", o.gpu);
+            }
+        }
+    }
+    out
+}
+
+/// A model as listed by `klein-plan models`.
+#[derive(Debug, Serialize)]
+pub struct ModelRow {
+    id: String,
+    name: String,
+    transformer_params: u64,
+    text_encoders: Vec<String>,
+    text_encoder_params: u64,
+    vae: String,
+    vae_params: u64,
+    default_steps: u32,
+    cfg_passes: u64,
+    source: String,
+}
+
+impl From<&Model> for ModelRow {
+    fn from(m: &Model) -> Self {
+        ModelRow {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            transformer_params: m.transformer.params().total(),
+            text_encoders: m.text_encoders.iter().map(|t| t.id.clone()).collect(),
+            text_encoder_params: m.text_encoders.iter().map(|t| t.params()).sum(),
+            vae: m.vae.id.clone(),
+            vae_params: m.vae.params(),
+            default_steps: m.default_steps,
+            cfg_passes: m.cfg_passes(),
+            source: m.source.clone(),
+        }
+    }
+}
+
+/// `models` as text.
+pub fn models(rows: &[ModelRow]) -> String {
+    let mut out = format!("{:<22} {:>10} {:<36} {:>10} {:>6} {:>4}\n", "id", "DiT", "text encoder(s)", "TE params", "steps", "CFG");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<22} {:>9.2}B {:<36} {:>9.2}B {:>6} {:>4}",
+            r.id,
+            r.transformer_params as f64 / 1e9,
+            r.text_encoders.join(" + "),
+            r.text_encoder_params as f64 / 1e9,
+            r.default_steps,
+            if r.cfg_passes == 2 { "yes" } else { "no" }
+        );
+    }
+    out
+}
+
+/// A GPU as listed by `klein-plan gpus`.
+#[derive(Debug, Serialize)]
+pub struct GpuRow {
+    id: String,
+    name: String,
+    sm: u32,
+    hbm_bytes: u64,
+    hbm_bandwidth_gbps: f64,
+    bf16_tflops: f64,
+    fp8_tflops: f64,
+    nvfp4_tflops: f64,
+    native: Vec<String>,
+    gpu_link: String,
+    gpu_link_gbps: f64,
+    host_link_gbps: f64,
+    price_per_hour: f64,
+    measured: bool,
+    source: String,
+}
+
+impl From<&Gpu> for GpuRow {
+    fn from(g: &Gpu) -> Self {
+        GpuRow {
+            id: g.id.clone(),
+            name: g.name.clone(),
+            sm: g.sm,
+            hbm_bytes: g.hbm_bytes,
+            hbm_bandwidth_gbps: g.hbm_bandwidth_gbps,
+            bf16_tflops: g.dense_tflops.bf16,
+            fp8_tflops: g.dense_tflops.fp8,
+            nvfp4_tflops: g.dense_tflops.nvfp4,
+            native: g.native.clone(),
+            gpu_link: g.gpu_link.kind.clone(),
+            gpu_link_gbps: g.gpu_link.gbps,
+            host_link_gbps: g.host_link_gbps,
+            price_per_hour: g.price_per_hour,
+            measured: g.measured,
+            source: g.source.clone(),
+        }
+    }
+}
+
+/// `gpus` as text.
+pub fn gpus(gpus: &[Gpu]) -> String {
+    let mut out = format!(
+        "{:<10} {:>6} {:>10} {:>9} {:>9} {:>9} {:<14} {:>8}  {}\n",
+        "id", "sm", "memory", "HBM GB/s", "BF16 TF", "FP8 TF", "link", "$/h", "calibrated"
+    );
+    for g in gpus {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>6} {:>10} {:>9.0} {:>9.1} {:>9.1} {:<14} {:>8.2}  {}",
+            g.id,
+            format!("sm_{}", g.sm),
+            gb(g.hbm_bytes),
+            g.hbm_bandwidth_gbps,
+            g.dense_tflops.bf16,
+            g.dense_tflops.fp8,
+            format!("{} {:.0}", g.gpu_link.kind, g.gpu_link.gbps),
+            g.price_per_hour,
+            if g.measured { "yes" } else { "no (wider range)" }
+        );
+    }
+    out
+}
