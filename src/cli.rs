@@ -24,7 +24,11 @@ pub enum Format {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "klein-plan", version, about = "Plan and verify deployments of FLUX.2 [klein] and other diffusion transformers")]
+#[command(
+    name = "klein-plan",
+    version,
+    about = "Plan and verify deployments of FLUX.2 [klein] and other diffusion transformers"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Args {
     #[command(subcommand)]
@@ -60,9 +64,15 @@ enum Command {
 }
 
 fn read_spec(path: &Path) -> Result<Spec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read spec {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read spec {}", path.display()))?;
     spec::parse(&text).map_err(|e| {
-        let mut msg = format!("{} problem{} in {}", e.problems.len(), if e.problems.len() == 1 { "" } else { "s" }, path.display());
+        let mut msg = format!(
+            "{} problem{} in {}",
+            e.problems.len(),
+            if e.problems.len() == 1 { "" } else { "s" },
+            path.display()
+        );
         for p in &e.problems {
             msg.push_str(&format!("\n  {}:{p}", path.display()));
         }
@@ -70,11 +80,17 @@ fn read_spec(path: &Path) -> Result<Spec> {
     })
 }
 
-fn emit<T: serde::Serialize>(format: Format, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+fn emit<T: serde::Serialize>(
+    format: Format,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
     let out = match format {
         Format::Text => text(),
         Format::Json => serde_json::to_string_pretty(value)? + "\n",
-        Format::Yaml => serde_saphyr::to_string(value).map_err(|e| anyhow::anyhow!("yaml output: {e}"))?,
+        Format::Yaml => {
+            serde_saphyr::to_string(value).map_err(|e| anyhow::anyhow!("yaml output: {e}"))?
+        }
     };
     let mut stdout = io::stdout().lock();
     stdout.write_all(out.as_bytes())?;
@@ -100,14 +116,22 @@ pub fn run() -> Result<u8> {
         }
         Command::Gpus => {
             let c = Catalog::get();
-            emit(format, &c.gpus.iter().map(render::GpuRow::from).collect::<Vec<_>>(), || render::gpus(&c.gpus))?;
+            emit(
+                format,
+                &c.gpus.iter().map(render::GpuRow::from).collect::<Vec<_>>(),
+                || render::gpus(&c.gpus),
+            )?;
             Ok(0)
         }
         Command::Estimate { spec } => {
             let s = read_spec(&spec)?;
             let gpu = s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
             let d = s.deployment();
-            let inp = Inputs { model: s.model, gpu, runtime: s.runtime };
+            let inp = Inputs {
+                model: s.model,
+                gpu,
+                runtime: s.runtime,
+            };
             match estimate(inp, &d) {
                 Ok(e) => {
                     emit(format, &e, || render::estimate(&e))?;
@@ -115,7 +139,11 @@ pub fn run() -> Result<u8> {
                 }
                 Err(v) => {
                     let reasons: Vec<String> = v.iter().map(|v| format!("  {v}")).collect();
-                    bail!("the deployment cannot run on {}:\n{}", gpu.id, reasons.join("\n"))
+                    bail!(
+                        "the deployment cannot run on {}:\n{}",
+                        gpu.id,
+                        reasons.join("\n")
+                    )
                 }
             }
         }
@@ -129,7 +157,11 @@ pub fn run() -> Result<u8> {
             let s = read_spec(&spec)?;
             let f = search::fleet(&s);
             emit(format, &f, || render::fleet(&f))?;
-            Ok(if f.options.iter().any(|o| o.candidate.is_some()) { 0 } else { 1 })
+            Ok(if f.options.iter().any(|o| o.candidate.is_some()) {
+                0
+            } else {
+                1
+            })
         }
     }
 }

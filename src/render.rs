@@ -15,7 +15,11 @@ fn gb(b: u64) -> String {
 }
 
 fn ms(x: f64) -> String {
-    if x >= 100.0 { format!("{x:.0}") } else { format!("{x:.1}") }
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
 }
 
 /// One line describing a deployment's knobs.
@@ -44,7 +48,11 @@ pub fn knobs(d: &Deployment) -> String {
     let cache = match &d.cache {
         Cache::None => "none".to_string(),
         Cache::Teacache { threshold } => format!("teacache {threshold}"),
-        Cache::Dbcache { threshold, warmup_steps, compute_blocks } => {
+        Cache::Dbcache {
+            threshold,
+            warmup_steps,
+            compute_blocks,
+        } => {
             format!("dbcache {threshold} (warm-up {warmup_steps}, F{compute_blocks})")
         }
     };
@@ -65,8 +73,8 @@ pub fn knobs(d: &Deployment) -> String {
 fn stage_table(out: &mut String, stages: &[Stage], ridge: f64) {
     let _ = writeln!(
         out,
-        "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>10} {:>12}  {}",
-        "stage", "weights", "transient", "step ms", "ms", "PCIe ms", "FLOP/byte", "bound (time share)"
+        "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>10} {:>12}  bound (time share)",
+        "stage", "weights", "transient", "step ms", "ms", "PCIe ms", "FLOP/byte"
     );
     for s in stages {
         let _ = writeln!(
@@ -82,11 +90,16 @@ fn stage_table(out: &mut String, stages: &[Stage], ridge: f64) {
             s.bound
         );
     }
-    let _ = writeln!(out, "    (ridge point of the GPU: {ridge:.0} FLOP/byte; above it a kernel is compute-bound)");
+    let _ = writeln!(
+        out,
+        "    (ridge point of the GPU: {ridge:.0} FLOP/byte; above it a kernel is compute-bound)"
+    );
 }
 
 fn estimate_body(out: &mut String, e: &Estimate) {
-    let gpu = planner::catalog::Catalog::get().gpu(&e.gpu).expect("estimate names a catalog GPU");
+    let gpu = planner::catalog::Catalog::get()
+        .gpu(&e.gpu)
+        .expect("estimate names a catalog GPU");
     let _ = writeln!(
         out,
         "  {} · per batch {} ms (range {}-{}) · per image {} ms · {:.2} images/s per replica",
@@ -102,7 +115,11 @@ fn estimate_body(out: &mut String, e: &Estimate) {
         "  memory: peak {} of {} ({}) · binding stage {} · context {} · weights resident {}",
         gb(e.memory.peak_bytes),
         gb(e.memory.capacity_bytes),
-        if e.memory.fits { "fits" } else { "DOES NOT FIT" },
+        if e.memory.fits {
+            "fits"
+        } else {
+            "DOES NOT FIT"
+        },
         e.memory.binding_stage,
         gb(e.memory.context_bytes),
         gb(e.memory.resident_weights_bytes)
@@ -137,7 +154,11 @@ fn candidate_line(c: &Candidate) -> String {
         c.replicas,
         if c.replicas == 1 { "" } else { "s" },
         c.deployment.parallel.gpus,
-        if c.deployment.parallel.gpus == 1 { "" } else { "s" },
+        if c.deployment.parallel.gpus == 1 {
+            ""
+        } else {
+            "s"
+        },
         c.cost_per_hour,
         c.cost_per_1000_images,
         ms(c.p50_latency_ms),
@@ -164,7 +185,11 @@ fn goal_line(p: &Plan) -> String {
         }
         .to_string(),
     );
-    let mix: Vec<String> = p.mix.iter().map(|m| format!("{} {:.0} %", m.resolution, m.share * 100.0)).collect();
+    let mix: Vec<String> = p
+        .mix
+        .iter()
+        .map(|m| format!("{} {:.0} %", m.resolution, m.share * 100.0))
+        .collect();
     format!("goal: {} · traffic: {}", g.join(", "), mix.join(", "))
 }
 
@@ -199,7 +224,10 @@ pub fn plan(p: &Plan) -> String {
     }
     if !p.pareto.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "PARETO FRONT (p50 latency, cost per 1,000 images, memory)");
+        let _ = writeln!(
+            out,
+            "PARETO FRONT (p50 latency, cost per 1,000 images, memory)"
+        );
         for c in &p.pareto {
             let _ = writeln!(out, "  {}", candidate_line(c));
             let _ = writeln!(out, "      {}", knobs(&c.deployment));
@@ -227,7 +255,11 @@ pub fn fleet(f: &FleetPlan) -> String {
                 let _ = writeln!(out, "  {:<10}     {}", "", knobs(&c.deployment));
             }
             (None, Some(i)) => {
-                let _ = writeln!(out, "  {:<10} infeasible ({}): {}; relax: {}", o.gpu, i.binding, i.reason, i.relaxation);
+                let _ = writeln!(
+                    out,
+                    "  {:<10} infeasible ({}): {}; relax: {}",
+                    o.gpu, i.binding, i.reason, i.relaxation
+                );
             }
             (None, None) => {
                 let _ = writeln!(out, "  {:<10} infeasible", o.gpu);
@@ -271,7 +303,10 @@ impl From<&Model> for ModelRow {
 
 /// `models` as text.
 pub fn models(rows: &[ModelRow]) -> String {
-    let mut out = format!("{:<22} {:>10} {:<36} {:>10} {:>6} {:>4}\n", "id", "DiT", "text encoder(s)", "TE params", "steps", "CFG");
+    let mut out = format!(
+        "{:<22} {:>10} {:<36} {:>10} {:>6} {:>4}\n",
+        "id", "DiT", "text encoder(s)", "TE params", "steps", "CFG"
+    );
     for r in rows {
         let _ = writeln!(
             out,
@@ -347,7 +382,11 @@ pub fn gpus(gpus: &[Gpu]) -> String {
             g.dense_tflops.fp8,
             format!("{} {:.0}", g.gpu_link.kind, g.gpu_link.gbps),
             g.price_per_hour,
-            if g.measured { "yes" } else { "no (wider range)" }
+            if g.measured {
+                "yes"
+            } else {
+                "no (wider range)"
+            }
         );
     }
     out

@@ -7,10 +7,17 @@ use planner::estimate::{Inputs, estimate};
 
 fn main() {
     let c = Catalog::get();
-    let inp = Inputs { model: c.model("flux2-klein-4b").unwrap(), gpu: c.gpu("h200").unwrap(), runtime: c.runtime("diffusers").unwrap() };
+    let inp = Inputs {
+        model: c.model("flux2-klein-4b").unwrap(),
+        gpu: c.gpu("h200").unwrap(),
+        runtime: c.runtime("diffusers").unwrap(),
+    };
     for (res, batch) in [(512u32, 1u32), (768, 1), (1024, 1), (1024, 2), (2048, 1)] {
         let d = Deployment {
-            resolution: Resolution { width: res, height: res },
+            resolution: Resolution {
+                width: res,
+                height: res,
+            },
             batch,
             steps: 1,
             weights: Precision::Bf16,

@@ -8,7 +8,10 @@ use planner::catalog::{Catalog, RuntimeProfile};
 use planner::deployment::*;
 use planner::estimate::{Inputs, estimate};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/h200-diffusers-calibration.jsonl");
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/h200-diffusers-calibration.jsonl"
+);
 
 struct Row {
     stage: usize,
@@ -49,12 +52,19 @@ fn rows() -> Vec<Row> {
 
 fn worst(rt: &RuntimeProfile, rows: &[Row], print: bool) -> f64 {
     let c = Catalog::get();
-    let inp = Inputs { model: c.model("flux2-klein-4b").unwrap(), gpu: c.gpu("h200").unwrap(), runtime: rt };
+    let inp = Inputs {
+        model: c.model("flux2-klein-4b").unwrap(),
+        gpu: c.gpu("h200").unwrap(),
+        runtime: rt,
+    };
     let mut w: f64 = 0.0;
     let mut sq = 0.0;
     for r in rows {
         let d = Deployment {
-            resolution: Resolution { width: r.res, height: r.res },
+            resolution: Resolution {
+                width: r.res,
+                height: r.res,
+            },
             batch: r.batch,
             steps: 1,
             weights: Precision::Bf16,
@@ -71,7 +81,14 @@ fn worst(rt: &RuntimeProfile, rows: &[Row], print: bool) -> f64 {
         let p = s.step_ms.unwrap_or(s.ms);
         let err = p / r.ms - 1.0;
         if print {
-            println!("{:<13} {}px b{}: predicted {p:8.2} ms, measured {:8.2} ms, {:+.2} %", s.name, r.res, r.batch, r.ms, err * 100.0);
+            println!(
+                "{:<13} {}px b{}: predicted {p:8.2} ms, measured {:8.2} ms, {:+.2} %",
+                s.name,
+                r.res,
+                r.batch,
+                r.ms,
+                err * 100.0
+            );
         }
         w = w.max(err.abs());
         sq += err * err;
@@ -86,10 +103,26 @@ fn main() {
     // Coordinate descent over the fitted parameters, each on a grid, for a few rounds.
     type Setter = fn(&mut RuntimeProfile, f64);
     let params: [(&str, Setter, Vec<f64>); 4] = [
-        ("cpu_dispatch_us", |r, v| r.cpu_dispatch_us = v, (5..=45).map(|x| x as f64).collect()),
-        ("attention_dispatch_us", |r, v| r.attention_dispatch_us = v, (0..=60).map(|x| x as f64 * 10.0).collect()),
-        ("elementwise_bw_efficiency", |r, v| r.elementwise_bw_efficiency = v, (20..=95).map(|x| x as f64 / 100.0).collect()),
-        ("conv_efficiency", |r, v| r.conv_efficiency = v, (4..=60).map(|x| x as f64 / 100.0).collect()),
+        (
+            "cpu_dispatch_us",
+            |r, v| r.cpu_dispatch_us = v,
+            (5..=45).map(|x| x as f64).collect(),
+        ),
+        (
+            "attention_dispatch_us",
+            |r, v| r.attention_dispatch_us = v,
+            (0..=60).map(|x| x as f64 * 10.0).collect(),
+        ),
+        (
+            "elementwise_bw_efficiency",
+            |r, v| r.elementwise_bw_efficiency = v,
+            (20..=95).map(|x| x as f64 / 100.0).collect(),
+        ),
+        (
+            "conv_efficiency",
+            |r, v| r.conv_efficiency = v,
+            (4..=60).map(|x| x as f64 / 100.0).collect(),
+        ),
     ];
     for backend in ["flash", "cudnn"] {
         let mut cand = rt.clone();
@@ -117,7 +150,12 @@ fn main() {
     }
     println!(
         "sdpa_backend: {}\ncpu_dispatch_us: {}\nattention_dispatch_us: {}\nelementwise_bw_efficiency: {}\nconv_efficiency: {}\nsum of squared errors: {:.5}",
-        rt.sdpa_backend, rt.cpu_dispatch_us, rt.attention_dispatch_us, rt.elementwise_bw_efficiency, rt.conv_efficiency, best
+        rt.sdpa_backend,
+        rt.cpu_dispatch_us,
+        rt.attention_dispatch_us,
+        rt.elementwise_bw_efficiency,
+        rt.conv_efficiency,
+        best
     );
     let w = worst(&rt, &rows, true);
     println!("worst error: {:.2} %", w * 100.0);

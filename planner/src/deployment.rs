@@ -22,8 +22,13 @@ pub enum Precision {
 
 impl Precision {
     /// All precisions, in search order.
-    pub const ALL: [Precision; 5] =
-        [Precision::Bf16, Precision::Fp8Storage, Precision::Fp8, Precision::Int4, Precision::Nvfp4];
+    pub const ALL: [Precision; 5] = [
+        Precision::Bf16,
+        Precision::Fp8Storage,
+        Precision::Fp8,
+        Precision::Int4,
+        Precision::Nvfp4,
+    ];
 
     /// Spec spelling.
     pub fn name(self) -> &'static str {
@@ -69,7 +74,12 @@ pub enum Attention {
 
 impl Attention {
     /// All choices.
-    pub const ALL: [Attention; 4] = [Attention::Sdpa, Attention::Flash, Attention::Cudnn, Attention::Math];
+    pub const ALL: [Attention; 4] = [
+        Attention::Sdpa,
+        Attention::Flash,
+        Attention::Cudnn,
+        Attention::Math,
+    ];
 
     /// Spec spelling.
     pub fn name(self) -> &'static str {
@@ -97,8 +107,11 @@ pub enum TextEncoderPlacement {
 
 impl TextEncoderPlacement {
     /// All choices.
-    pub const ALL: [TextEncoderPlacement; 3] =
-        [TextEncoderPlacement::Resident, TextEncoderPlacement::Offload, TextEncoderPlacement::Drop];
+    pub const ALL: [TextEncoderPlacement; 3] = [
+        TextEncoderPlacement::Resident,
+        TextEncoderPlacement::Offload,
+        TextEncoderPlacement::Drop,
+    ];
 
     /// Spec spelling.
     pub fn name(self) -> &'static str {
@@ -126,7 +139,12 @@ pub enum Offload {
 
 impl Offload {
     /// All choices.
-    pub const ALL: [Offload; 4] = [Offload::None, Offload::Model, Offload::GroupBlock, Offload::GroupLeaf];
+    pub const ALL: [Offload; 4] = [
+        Offload::None,
+        Offload::Model,
+        Offload::GroupBlock,
+        Offload::GroupLeaf,
+    ];
 
     /// Spec spelling.
     pub fn name(self) -> &'static str {
@@ -201,8 +219,14 @@ pub struct Parallel {
 
 impl Parallel {
     /// One GPU, nothing parallel.
-    pub const SINGLE: Parallel =
-        Parallel { gpus: 1, ulysses: 1, ring: 1, cfg: 1, shard: Shard::None, vae_patch: false };
+    pub const SINGLE: Parallel = Parallel {
+        gpus: 1,
+        ulysses: 1,
+        ring: 1,
+        cfg: 1,
+        shard: Shard::None,
+        vae_patch: false,
+    };
 
     /// Sequence-parallel degree (Ulysses x Ring).
     pub fn sequence(&self) -> u32 {

@@ -146,7 +146,11 @@ fn block_bytes(model: &Model, p: Precision) -> u64 {
     let f = t.mlp_hidden();
     let double = 8 * d * d + 2 * 3 * d * f;
     let single = d * (3 * d + 2 * f) + (d + f) * d;
-    let per_block = if t.family == Family::Flux1 { double + 12 * d * d } else { double.max(single) };
+    let per_block = if t.family == Family::Flux1 {
+        double + 12 * d * d
+    } else {
+        double.max(single)
+    };
     (per_block as f64 * p.weight_bytes()) as u64
 }
 
@@ -177,8 +181,16 @@ fn stage(name: &'static str, weights: u64, t: &Trace, ms: f64, transfer_ms: f64)
         transfer_ms,
         flops: s.flops,
         hbm_bytes: s.hbm_bytes,
-        arithmetic_intensity: if s.hbm_bytes > 0.0 { s.flops / s.hbm_bytes } else { 0.0 },
-        bound: if transfer_ms > 0.5 * ms { "host" } else { bound_of(&s, t.elapsed_s()) },
+        arithmetic_intensity: if s.hbm_bytes > 0.0 {
+            s.flops / s.hbm_bytes
+        } else {
+            0.0
+        },
+        bound: if transfer_ms > 0.5 * ms {
+            "host"
+        } else {
+            bound_of(&s, t.elapsed_s())
+        },
     }
 }
 
@@ -219,8 +231,19 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         placement => {
             let attn = AttnKernel::from_name(&rt.text_encoder_attention);
             for te in &model.text_encoders {
-                let layers = if rt.text_encoder_runs_all_layers { te.layers } else { te.layers_needed() };
-                text::encode(&mut te_trace, te, batch, layers, rt.text_encoder_keeps_all_hidden_states, attn);
+                let layers = if rt.text_encoder_runs_all_layers {
+                    te.layers
+                } else {
+                    te.layers_needed()
+                };
+                text::encode(
+                    &mut te_trace,
+                    te,
+                    batch,
+                    layers,
+                    rt.text_encoder_keeps_all_hidden_states,
+                    attn,
+                );
             }
             if placement == TextEncoderPlacement::Offload {
                 te_transfer_ms += pcie(te_full, true);
@@ -270,7 +293,11 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     let mut dit_transfer_ms = 0.0;
     if let Some(move_s) = moved_per_pass {
         let groups = (model.transformer.double_blocks + model.transformer.single_blocks) as f64;
-        let groups = if d.offload == Offload::GroupLeaf { groups * 8.0 } else { groups };
+        let groups = if d.offload == Offload::GroupLeaf {
+            groups * 8.0
+        } else {
+            groups
+        };
         let extra = (move_s - pass_s).max(0.0) + groups * 2.0 * rt.cpu_dispatch_us * 1e-6;
         pass_s += extra;
         if d.offload != Offload::None {
@@ -279,10 +306,12 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     }
     let step_s = pass_s * passes_per_gpu as f64;
     let blocks = model.transformer.double_blocks + model.transformer.single_blocks;
-    let residual_bytes = batch * (pass.img_tokens + pass.txt_tokens) * model.transformer.width() * BF16;
+    let residual_bytes =
+        batch * (pass.img_tokens + pass.txt_tokens) * model.transformer.width() * BF16;
     let ce: CacheEffect = cache::effect(&d.cache, d.steps, blocks, residual_bytes);
     let block_s = first_s + rest_s;
-    let saved_s = ce.skipped_steps * (1.0 - ce.kept_fraction_on_skip) * block_s * passes_per_gpu as f64;
+    let saved_s =
+        ce.skipped_steps * (1.0 - ce.kept_fraction_on_skip) * block_s * passes_per_gpu as f64;
     let mut denoise_ms = (step_s * d.steps as f64 - saved_s) * 1e3;
     if d.offload == Offload::Model {
         let t = pcie(dit_full, false) * 2.0;
@@ -292,9 +321,16 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     if par.cfg == 2 {
         // The unconditional branch's prediction crosses the link every step.
         let latent = batch * pass.img_tokens * model.transformer.in_channels * BF16;
-        denoise_ms += d.steps as f64 * (latent as f64 / link_bytes_per_s * 1e3 + rt.kernel_latency_us * 1e-3);
+        denoise_ms +=
+            d.steps as f64 * (latent as f64 / link_bytes_per_s * 1e3 + rt.kernel_latency_us * 1e-3);
     }
-    let mut dn_stage = stage("denoise", dit_resident, &dit_trace, denoise_ms, dit_transfer_ms);
+    let mut dn_stage = stage(
+        "denoise",
+        dit_resident,
+        &dit_trace,
+        denoise_ms,
+        dit_transfer_ms,
+    );
     dn_stage.activation_peak_bytes += ce.cached_bytes;
     dn_stage.step_ms = Some(step_s * 1e3);
     dn_stage.steps = Some(d.steps);
@@ -360,8 +396,16 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             continue;
         }
         let r = resident(s.name);
-        let held = if s.name == "text_encoder" { 0 } else { embeds + latents };
-        let p = rt.context_bytes + r + held + rt.gemm_workspace_bytes + (s.activation_peak_bytes as f64 * slack) as u64;
+        let held = if s.name == "text_encoder" {
+            0
+        } else {
+            embeds + latents
+        };
+        let p = rt.context_bytes
+            + r
+            + held
+            + rt.gemm_workspace_bytes
+            + (s.activation_peak_bytes as f64 * slack) as u64;
         if p > peak {
             peak = p;
             binding = s.name;
@@ -371,13 +415,25 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     let stages = vec![te_stage, dn_stage, vae_stage];
     let per_batch_ms: f64 = stages.iter().map(|s| s.ms).sum();
     let spread = if gpu.measured { 0.08 } else { 0.25 };
-    let cache_spread = if ce.skipped_steps > 0.0 { 0.5 * saved_s * 1e3 / per_batch_ms } else { 0.0 };
+    let cache_spread = if ce.skipped_steps > 0.0 {
+        0.5 * saved_s * 1e3 / per_batch_ms
+    } else {
+        0.0
+    };
     let mut notes = Vec::new();
     if d.weights.lossy() {
-        notes.push(format!("{} weights change the output (quantization error)", d.weights.name()));
+        notes.push(format!(
+            "{} weights change the output (quantization error)",
+            d.weights.name()
+        ));
     }
     if ce.changes_output {
-        notes.push(format!("{} skips ~{:.1} of {} steps; the output changes", d.cache.name(), ce.skipped_steps, d.steps));
+        notes.push(format!(
+            "{} skips ~{:.1} of {} steps; the output changes",
+            d.cache.name(),
+            ce.skipped_steps,
+            d.steps
+        ));
     }
     if d.vae_tiling {
         notes.push("tiled VAE decode blends tile seams".into());
@@ -403,7 +459,12 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             low_ms: per_batch_ms * (1.0 - spread - cache_spread),
             high_ms: per_batch_ms * (1.0 + spread + cache_spread),
         },
-        throughput: Throughput { images_per_s: batch as f64 / (per_batch_ms / 1e3) },
-        quality: Quality { changes_output: !notes.is_empty() && (d.weights.lossy() || ce.changes_output), notes },
+        throughput: Throughput {
+            images_per_s: batch as f64 / (per_batch_ms / 1e3),
+        },
+        quality: Quality {
+            changes_output: !notes.is_empty() && (d.weights.lossy() || ce.changes_output),
+            notes,
+        },
     }
 }

@@ -125,22 +125,47 @@ fn parallel_options(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
                 out.push(p);
             }
         };
-        let base = Parallel { gpus: g, ..Parallel::SINGLE };
+        let base = Parallel {
+            gpus: g,
+            ..Parallel::SINGLE
+        };
         if a.sequence_parallel {
-            if heads % g == 0 {
-                push(Parallel { ulysses: g, vae_patch: a.vae_patch, ..base });
+            if heads.is_multiple_of(g) {
+                push(Parallel {
+                    ulysses: g,
+                    vae_patch: a.vae_patch,
+                    ..base
+                });
                 if a.hsdp {
-                    push(Parallel { ulysses: g, shard: Shard::Hsdp, vae_patch: a.vae_patch, ..base });
+                    push(Parallel {
+                        ulysses: g,
+                        shard: Shard::Hsdp,
+                        vae_patch: a.vae_patch,
+                        ..base
+                    });
                 }
             }
-            push(Parallel { ring: g, vae_patch: a.vae_patch, ..base });
+            push(Parallel {
+                ring: g,
+                vae_patch: a.vae_patch,
+                ..base
+            });
         }
         if a.cfg_parallel && cfg_model {
             let rest = g / 2;
             if rest == 1 {
-                push(Parallel { cfg: 2, vae_patch: a.vae_patch, ..base });
-            } else if a.sequence_parallel && heads % rest == 0 {
-                push(Parallel { cfg: 2, ulysses: rest, vae_patch: a.vae_patch, ..base });
+                push(Parallel {
+                    cfg: 2,
+                    vae_patch: a.vae_patch,
+                    ..base
+                });
+            } else if a.sequence_parallel && heads.is_multiple_of(rest) {
+                push(Parallel {
+                    cfg: 2,
+                    ulysses: rest,
+                    vae_patch: a.vae_patch,
+                    ..base
+                });
             }
         }
     }
@@ -203,7 +228,12 @@ fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
 /// How a candidate fared.
 enum Outcome {
     Illegal(String),
-    Memory { peak: u64, capacity: u64, at: Resolution, stage: &'static str },
+    Memory {
+        peak: u64,
+        capacity: u64,
+        at: Resolution,
+        stage: &'static str,
+    },
     Costed(Box<Candidate>, Vec<Estimate>),
 }
 
@@ -221,12 +251,26 @@ fn weighted_median(mut xs: Vec<(f64, f64)>) -> f64 {
 }
 
 fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
-    let inp = Inputs { model: s.model, gpu: f.gpu, runtime: s.runtime };
+    let inp = Inputs {
+        model: s.model,
+        gpu: f.gpu,
+        runtime: s.runtime,
+    };
     let mut ests = Vec::with_capacity(s.mix.len());
     for share in &s.mix {
-        let dd = Deployment { resolution: share.resolution, ..d.clone() };
+        let dd = Deployment {
+            resolution: share.resolution,
+            ..d.clone()
+        };
         match estimate(inp, &dd) {
-            Err(v) => return Outcome::Illegal(v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("; ")),
+            Err(v) => {
+                return Outcome::Illegal(
+                    v.iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                );
+            }
             Ok(e) if !e.memory.fits => {
                 return Outcome::Memory {
                     peak: e.memory.peak_bytes,
@@ -238,10 +282,22 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
             Ok(e) => ests.push(e),
         }
     }
-    let p50 = weighted_median(ests.iter().zip(&s.mix).map(|(e, m)| (e.latency.per_batch_ms, m.share)).collect());
-    let max_latency = ests.iter().map(|e| e.latency.per_batch_ms).fold(0.0, f64::max);
+    let p50 = weighted_median(
+        ests.iter()
+            .zip(&s.mix)
+            .map(|(e, m)| (e.latency.per_batch_ms, m.share))
+            .collect(),
+    );
+    let max_latency = ests
+        .iter()
+        .map(|e| e.latency.per_batch_ms)
+        .fold(0.0, f64::max);
     // Mean time per image over the mix, then images per second of one replica.
-    let s_per_image: f64 = ests.iter().zip(&s.mix).map(|(e, m)| m.share / e.throughput.images_per_s).sum();
+    let s_per_image: f64 = ests
+        .iter()
+        .zip(&s.mix)
+        .map(|(e, m)| m.share / e.throughput.images_per_s)
+        .sum();
     let ips = 1.0 / s_per_image;
     let replicas = match s.goal.images_per_s {
         Some(rate) => (rate / ips - 1e-9).ceil().max(1.0) as u32,
@@ -273,7 +329,13 @@ fn gb(b: u64) -> String {
 
 /// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
 fn better(obj: Objective, has_rate: bool, a: &Candidate, b: &Candidate) -> Ordering {
-    let cost = |c: &Candidate| if has_rate { c.cost_per_hour } else { c.cost_per_1000_images };
+    let cost = |c: &Candidate| {
+        if has_rate {
+            c.cost_per_hour
+        } else {
+            c.cost_per_1000_images
+        }
+    };
     let primary = match obj {
         Objective::MinCost => cost(a).total_cmp(&cost(b)),
         Objective::MinLatency => a.p50_latency_ms.total_cmp(&b.p50_latency_ms),
@@ -288,9 +350,15 @@ fn better(obj: Objective, has_rate: bool, a: &Candidate, b: &Candidate) -> Order
 /// Searches the spec's decision space.
 pub fn plan(s: &Spec) -> Plan {
     let cands = enumerate(s);
-    let outcomes: Vec<Outcome> = cands.par_iter().map(|(fi, d)| evaluate(s, &s.fleet[*fi], d)).collect();
+    let outcomes: Vec<Outcome> = cands
+        .par_iter()
+        .map(|(fi, d)| evaluate(s, &s.fleet[*fi], d))
+        .collect();
     let has_rate = s.goal.images_per_s.is_some();
-    let mut searched = Searched { candidates: cands.len(), ..Searched::default() };
+    let mut searched = Searched {
+        candidates: cands.len(),
+        ..Searched::default()
+    };
     let mut feasible: Vec<(usize, Candidate)> = Vec::new();
     let mut rejected: Vec<(usize, Rejected, f64)> = Vec::new();
     let mut best_latency: Option<Candidate> = None;
@@ -298,26 +366,50 @@ pub fn plan(s: &Spec) -> Plan {
     let mut best_memory: Option<(u64, u64, String)> = None;
     for (i, ((fi, d), o)) in cands.iter().zip(&outcomes).enumerate() {
         let f = &s.fleet[*fi];
-        let reject = |constraint, reason| Rejected { gpu: f.gpu.id.clone(), deployment: d.clone(), constraint, reason };
+        let reject = |constraint, reason| Rejected {
+            gpu: f.gpu.id.clone(),
+            deployment: d.clone(),
+            constraint,
+            reason,
+        };
         match o {
             Outcome::Illegal(r) => {
                 searched.illegal += 1;
                 rejected.push((i, reject("illegal", r.clone()), f64::MAX));
             }
-            Outcome::Memory { peak, capacity, at, stage } => {
+            Outcome::Memory {
+                peak,
+                capacity,
+                at,
+                stage,
+            } => {
                 searched.out_of_memory += 1;
                 let over = *peak as f64 / *capacity as f64;
-                if best_memory.as_ref().is_none_or(|m| peak * m.1 < m.0 * capacity) {
+                if best_memory
+                    .as_ref()
+                    .is_none_or(|m| peak * m.1 < m.0 * capacity)
+                {
                     best_memory = Some((*peak, *capacity, f.gpu.id.clone()));
                 }
                 rejected.push((
                     i,
-                    reject("memory", format!("peak {} > {} on {} at {at} ({stage})", gb(*peak), gb(*capacity), f.gpu.id)),
+                    reject(
+                        "memory",
+                        format!(
+                            "peak {} > {} on {} at {at} ({stage})",
+                            gb(*peak),
+                            gb(*capacity),
+                            f.gpu.id
+                        ),
+                    ),
                     1e6 * over,
                 ));
             }
             Outcome::Costed(c, _) => {
-                if best_latency.as_ref().is_none_or(|b| c.p50_latency_ms < b.p50_latency_ms) {
+                if best_latency
+                    .as_ref()
+                    .is_none_or(|b| c.p50_latency_ms < b.p50_latency_ms)
+                {
                     best_latency = Some((**c).clone());
                 }
                 if let Some(goal) = s.goal.p50_latency_ms
@@ -326,13 +418,17 @@ pub fn plan(s: &Spec) -> Plan {
                     searched.too_slow += 1;
                     rejected.push((
                         i,
-                        reject("latency", format!("p50 {:.0} ms > goal {goal:.0} ms", c.p50_latency_ms)),
+                        reject(
+                            "latency",
+                            format!("p50 {:.0} ms > goal {goal:.0} ms", c.p50_latency_ms),
+                        ),
                         1e3 * c.p50_latency_ms / goal,
                     ));
                     continue;
                 }
                 // Per GPU, the fastest candidate that meets the latency goal (for the relaxation).
-                let per_gpu = |c: &Candidate| c.replica_images_per_s / c.deployment.parallel.gpus as f64;
+                let per_gpu =
+                    |c: &Candidate| c.replica_images_per_s / c.deployment.parallel.gpus as f64;
                 if best_rate.as_ref().is_none_or(|b| per_gpu(c) > per_gpu(b)) {
                     best_rate = Some((**c).clone());
                 }
@@ -340,7 +436,13 @@ pub fn plan(s: &Spec) -> Plan {
                     searched.unavailable += 1;
                     rejected.push((
                         i,
-                        reject("availability", format!("needs {} x {} ({} replicas), {} available", c.gpus, f.gpu.id, c.replicas, f.available)),
+                        reject(
+                            "availability",
+                            format!(
+                                "needs {} x {} ({} replicas), {} available",
+                                c.gpus, f.gpu.id, c.replicas, f.available
+                            ),
+                        ),
                         1e3 * c.gpus as f64 / f.available as f64,
                     ));
                     continue;
@@ -370,7 +472,12 @@ pub fn plan(s: &Spec) -> Plan {
         _ => 4,
     };
     let mut misses: Vec<&(usize, Rejected, f64)> = rejected.iter().collect();
-    misses.sort_by(|a, b| order(a.1.constraint).cmp(&order(b.1.constraint)).then(a.2.total_cmp(&b.2)).then(a.0.cmp(&b.0)));
+    misses.sort_by(|a, b| {
+        order(a.1.constraint)
+            .cmp(&order(b.1.constraint))
+            .then(a.2.total_cmp(&b.2))
+            .then(a.0.cmp(&b.0))
+    });
     let objective_reason = |c: &Candidate, ch: &Candidate| match s.goal.objective {
         Objective::MinCost if has_rate => format!(
             "${:.2}/h vs ${:.2}/h chosen ({:+.0} %)",
@@ -384,9 +491,15 @@ pub fn plan(s: &Spec) -> Plan {
             ch.cost_per_1000_images,
             (c.cost_per_1000_images / ch.cost_per_1000_images - 1.0) * 100.0
         ),
-        Objective::MinLatency => format!("p50 {:.0} ms vs {:.0} ms chosen", c.p50_latency_ms, ch.p50_latency_ms),
+        Objective::MinLatency => format!(
+            "p50 {:.0} ms vs {:.0} ms chosen",
+            c.p50_latency_ms, ch.p50_latency_ms
+        ),
         Objective::MaxThroughput => {
-            format!("{:.2} images/s per replica vs {:.2} chosen", c.replica_images_per_s, ch.replica_images_per_s)
+            format!(
+                "{:.2} images/s per replica vs {:.2} chosen",
+                c.replica_images_per_s, ch.replica_images_per_s
+            )
         }
     };
     let loser = |c: &Candidate, ch: &Candidate| {
@@ -400,12 +513,20 @@ pub fn plan(s: &Spec) -> Plan {
         let reason = if tie {
             format!(
                 "ties on the objective; loses the tie-break: p50 {:.0} ms vs {:.0} ms, ${:.3} vs ${:.3} per 1,000 images",
-                c.p50_latency_ms, ch.p50_latency_ms, c.cost_per_1000_images, ch.cost_per_1000_images
+                c.p50_latency_ms,
+                ch.p50_latency_ms,
+                c.cost_per_1000_images,
+                ch.cost_per_1000_images
             )
         } else {
             objective_reason(c, ch)
         };
-        Rejected { gpu: c.gpu.clone(), deployment: c.deployment.clone(), constraint: "objective", reason }
+        Rejected {
+            gpu: c.gpu.clone(),
+            deployment: c.deployment.clone(),
+            constraint: "objective",
+            reason,
+        }
     };
     let mut closest: Vec<Rejected> = Vec::new();
     for f in &s.fleet {
@@ -422,19 +543,34 @@ pub fn plan(s: &Spec) -> Plan {
     }
     if let Some(ch) = &chosen {
         let same_gpu = |c: &Candidate| c.gpu == ch.gpu;
-        for w in Precision::ALL.iter().filter(|w| **w != ch.deployment.weights) {
-            if let Some((_, c)) = feasible.iter().find(|(_, c)| same_gpu(c) && c.deployment.weights == *w) {
+        for w in Precision::ALL
+            .iter()
+            .filter(|w| **w != ch.deployment.weights)
+        {
+            if let Some((_, c)) = feasible
+                .iter()
+                .find(|(_, c)| same_gpu(c) && c.deployment.weights == *w)
+            {
                 closest.push(loser(c, ch));
-            } else if let Some(m) = misses.iter().find(|m| m.1.gpu == ch.gpu && m.1.deployment.weights == *w) {
+            } else if let Some(m) = misses
+                .iter()
+                .find(|m| m.1.gpu == ch.gpu && m.1.deployment.weights == *w)
+            {
                 closest.push(m.1.clone());
             }
         }
         for o in Offload::ALL.iter().filter(|o| **o != ch.deployment.offload) {
-            if let Some((_, c)) = feasible.iter().find(|(_, c)| same_gpu(c) && c.deployment.offload == *o) {
+            if let Some((_, c)) = feasible
+                .iter()
+                .find(|(_, c)| same_gpu(c) && c.deployment.offload == *o)
+            {
                 closest.push(loser(c, ch));
             }
         }
-        if let Some((_, c)) = feasible.iter().find(|(_, c)| same_gpu(c) && c.deployment.parallel.gpus != ch.deployment.parallel.gpus) {
+        if let Some((_, c)) = feasible
+            .iter()
+            .find(|(_, c)| same_gpu(c) && c.deployment.parallel.gpus != ch.deployment.parallel.gpus)
+        {
             closest.push(loser(c, ch));
         }
     }
@@ -455,7 +591,15 @@ pub fn plan(s: &Spec) -> Plan {
         }
     });
     let pareto = pareto_front(&feasible);
-    let infeasible = chosen.is_none().then(|| infeasibility(s, &searched, best_latency.as_ref(), best_rate.as_ref(), best_memory));
+    let infeasible = chosen.is_none().then(|| {
+        infeasibility(
+            s,
+            &searched,
+            best_latency.as_ref(),
+            best_rate.as_ref(),
+            best_memory,
+        )
+    });
     Plan {
         schema_version: SCHEMA_VERSION,
         model: s.model.id.clone(),
@@ -476,15 +620,25 @@ fn pareto_front(feasible: &[(usize, Candidate)]) -> Vec<Candidate> {
         a.p50_latency_ms <= b.p50_latency_ms
             && a.cost_per_1000_images <= b.cost_per_1000_images
             && a.peak_bytes <= b.peak_bytes
-            && (a.p50_latency_ms < b.p50_latency_ms || a.cost_per_1000_images < b.cost_per_1000_images || a.peak_bytes < b.peak_bytes)
+            && (a.p50_latency_ms < b.p50_latency_ms
+                || a.cost_per_1000_images < b.cost_per_1000_images
+                || a.peak_bytes < b.peak_bytes)
     };
     let mut front: Vec<(usize, Candidate)> = feasible
         .iter()
         .filter(|(_, c)| !feasible.iter().any(|(_, o)| dominates(o, c)))
         .cloned()
         .collect();
-    front.sort_by(|a, b| a.1.p50_latency_ms.total_cmp(&b.1.p50_latency_ms).then(a.0.cmp(&b.0)));
-    front.dedup_by(|a, b| a.1.p50_latency_ms == b.1.p50_latency_ms && a.1.cost_per_1000_images == b.1.cost_per_1000_images && a.1.peak_bytes == b.1.peak_bytes);
+    front.sort_by(|a, b| {
+        a.1.p50_latency_ms
+            .total_cmp(&b.1.p50_latency_ms)
+            .then(a.0.cmp(&b.0))
+    });
+    front.dedup_by(|a, b| {
+        a.1.p50_latency_ms == b.1.p50_latency_ms
+            && a.1.cost_per_1000_images == b.1.cost_per_1000_images
+            && a.1.peak_bytes == b.1.peak_bytes
+    });
     // Keep the front readable: at most 12 points spread along latency.
     if front.len() > 12 {
         let n = front.len();
@@ -511,7 +665,11 @@ fn infeasibility(
         let (peak, cap, gpu) = best_memory.unwrap_or((0, 0, String::new()));
         return Infeasible {
             binding: "memory",
-            reason: format!("no candidate fits: the smallest peak is {} on {gpu} ({} usable)", gb(peak), gb(cap)),
+            reason: format!(
+                "no candidate fits: the smallest peak is {} on {gpu} ({} usable)",
+                gb(peak),
+                gb(cap)
+            ),
             relaxation: format!(
                 "a GPU with at least {} of memory, or allow offload / fp8-storage / vae_tiling / more GPUs per replica",
                 gb(peak)
@@ -523,20 +681,28 @@ fn infeasibility(
     {
         return Infeasible {
             binding: "latency",
-            reason: format!("the fastest candidate ({} x {}) has p50 {:.0} ms > goal {goal:.0} ms", b.deployment.parallel.gpus, b.gpu, b.p50_latency_ms),
+            reason: format!(
+                "the fastest candidate ({} x {}) has p50 {:.0} ms > goal {goal:.0} ms",
+                b.deployment.parallel.gpus, b.gpu, b.p50_latency_ms
+            ),
             relaxation: format!("p50_latency_ms: {:.0}", b.p50_latency_ms.ceil()),
         };
     }
     let rate = s.goal.images_per_s.unwrap_or(0.0);
     Infeasible {
         binding: "availability",
-        reason: format!("meeting {rate} images/s within the latency goal needs more GPUs than the fleet has"),
+        reason: format!(
+            "meeting {rate} images/s within the latency goal needs more GPUs than the fleet has"
+        ),
         relaxation: best_rate
             .map(|b| {
                 let f = s.fleet.iter().find(|f| f.gpu.id == b.gpu);
                 let available = f.map(|f| f.available).unwrap_or(0);
                 let max = (available / b.deployment.parallel.gpus) as f64 * b.replica_images_per_s;
-                format!("available: {} for {} (or images_per_s: {:.2} with the {available} there are)", b.gpus, b.gpu, max)
+                format!(
+                    "available: {} for {} (or images_per_s: {:.2} with the {available} there are)",
+                    b.gpus, b.gpu, max
+                )
             })
             .unwrap_or_else(|| "more GPUs in `fleet:`".into()),
     }
@@ -577,9 +743,16 @@ pub fn fleet(s: &Spec) -> FleetPlan {
         .fleet
         .iter()
         .map(|f| {
-            let one = Spec { fleet: vec![f.clone()], ..s.clone() };
+            let one = Spec {
+                fleet: vec![f.clone()],
+                ..s.clone()
+            };
             let p = plan(&one);
-            FleetOption { gpu: f.gpu.id.clone(), candidate: p.chosen, infeasible: p.infeasible }
+            FleetOption {
+                gpu: f.gpu.id.clone(),
+                candidate: p.chosen,
+                infeasible: p.infeasible,
+            }
         })
         .collect();
     options.sort_by(|a, b| match (&a.candidate, &b.candidate) {

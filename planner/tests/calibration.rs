@@ -6,16 +6,26 @@ use planner::deployment::*;
 use planner::estimate::{Estimate, Inputs, estimate, transformer_weight_bytes};
 use serde_json::Value;
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/h200-diffusers-calibration.jsonl");
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/h200-diffusers-calibration.jsonl"
+);
 
 fn rows() -> Vec<Value> {
-    let text = std::fs::read_to_string(DATA).unwrap_or_else(|e| panic!("read {DATA}: {e} (shared/ must sit beside the checkout)"));
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    let text = std::fs::read_to_string(DATA)
+        .unwrap_or_else(|e| panic!("read {DATA}: {e} (shared/ must sit beside the checkout)"));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn deployment(res: u64, batch: u64, tiling: bool) -> Deployment {
     Deployment {
-        resolution: Resolution { width: res as u32, height: res as u32 },
+        resolution: Resolution {
+            width: res as u32,
+            height: res as u32,
+        },
         batch: batch as u32,
         steps: 1,
         weights: Precision::Bf16,
@@ -31,7 +41,11 @@ fn deployment(res: u64, batch: u64, tiling: bool) -> Deployment {
 
 fn run(model: &str, d: &Deployment) -> Estimate {
     let c = Catalog::get();
-    let inp = Inputs { model: c.model(model).unwrap(), gpu: c.gpu("h200").unwrap(), runtime: c.runtime("diffusers").unwrap() };
+    let inp = Inputs {
+        model: c.model(model).unwrap(),
+        gpu: c.gpu("h200").unwrap(),
+        runtime: c.runtime("diffusers").unwrap(),
+    };
     estimate(inp, d).unwrap()
 }
 
@@ -57,7 +71,11 @@ fn checks() -> Vec<Check> {
         match (comp, kind) {
             ("transformer", "weights") => {
                 let fp8 = r["options"]["fp8_storage"].as_bool().unwrap_or(false);
-                let p = if fp8 { Precision::Fp8Storage } else { Precision::Bf16 };
+                let p = if fp8 {
+                    Precision::Fp8Storage
+                } else {
+                    Precision::Bf16
+                };
                 out.push(Check {
                     what: format!("transformer weights {}", p.name()),
                     predicted: transformer_weight_bytes(klein, p) as f64,
@@ -81,7 +99,11 @@ fn checks() -> Vec<Check> {
                 let (h, b) = (r["height"].as_u64().unwrap(), r["batch"].as_u64().unwrap());
                 let e = run("flux2-klein-4b", &deployment(h, b, false));
                 let s = &e.stages[1];
-                let ws = if std::mem::take(&mut workspace_pending) { rt.gemm_workspace_bytes } else { 0 };
+                let ws = if std::mem::take(&mut workspace_pending) {
+                    rt.gemm_workspace_bytes
+                } else {
+                    0
+                };
                 out.push(Check {
                     what: format!("step {h}px b{b} transient"),
                     predicted: (s.activation_peak_bytes + ws) as f64,
@@ -97,7 +119,10 @@ fn checks() -> Vec<Check> {
             }
             ("vae", "decode") => {
                 let (h, b) = (r["height"].as_u64().unwrap(), r["batch"].as_u64().unwrap());
-                let e = run("flux2-klein-4b", &deployment(h, b, r["tiling"].as_bool().unwrap()));
+                let e = run(
+                    "flux2-klein-4b",
+                    &deployment(h, b, r["tiling"].as_bool().unwrap()),
+                );
                 let s = &e.stages[2];
                 out.push(Check {
                     what: format!("decode {h}px b{b} transient"),
@@ -105,7 +130,12 @@ fn checks() -> Vec<Check> {
                     measured: mem(&r["peak_above_weights_bytes"]),
                     tolerance: 0.03,
                 });
-                out.push(Check { what: format!("decode {h}px b{b} ms"), predicted: s.ms, measured: mem(&r["ms_median"]), tolerance: 0.08 });
+                out.push(Check {
+                    what: format!("decode {h}px b{b} ms"),
+                    predicted: s.ms,
+                    measured: mem(&r["ms_median"]),
+                    tolerance: 0.08,
+                });
             }
             ("text_encoder", "encode") => {
                 let b = r["batch"].as_u64().unwrap();
@@ -117,7 +147,12 @@ fn checks() -> Vec<Check> {
                     measured: mem(&r["peak_above_weights_bytes"]),
                     tolerance: 0.03,
                 });
-                out.push(Check { what: format!("encode b{b} ms"), predicted: s.ms, measured: mem(&r["ms_median"]), tolerance: 0.08 });
+                out.push(Check {
+                    what: format!("encode b{b} ms"),
+                    predicted: s.ms,
+                    measured: mem(&r["ms_median"]),
+                    tolerance: 0.08,
+                });
             }
             _ => {}
         }
@@ -128,15 +163,29 @@ fn checks() -> Vec<Check> {
 #[test]
 fn every_calibration_row_is_within_tolerance() {
     let checks = checks();
-    assert!(checks.len() >= 15, "expected every row to be checked, got {}", checks.len());
+    assert!(
+        checks.len() >= 15,
+        "expected every row to be checked, got {}",
+        checks.len()
+    );
     let mut failed = Vec::new();
     for c in &checks {
         let err = c.predicted / c.measured - 1.0;
-        let line = format!("{:<32} predicted {:>16.3} measured {:>16.3} error {:+6.2} %", c.what, c.predicted, c.measured, err * 100.0);
+        let line = format!(
+            "{:<32} predicted {:>16.3} measured {:>16.3} error {:+6.2} %",
+            c.what,
+            c.predicted,
+            c.measured,
+            err * 100.0
+        );
         println!("{line}");
         if err.abs() > c.tolerance {
             failed.push(line);
         }
     }
-    assert!(failed.is_empty(), "outside tolerance:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "outside tolerance:\n{}",
+        failed.join("\n")
+    );
 }

@@ -69,12 +69,16 @@ impl Catalog {
     /// failure is a build defect, reported loudly.
     pub fn get() -> &'static Catalog {
         static CATALOG: OnceLock<Catalog> = OnceLock::new();
-        CATALOG.get_or_init(|| Catalog::parse().expect("embedded catalog is valid (see catalog tests)"))
+        CATALOG.get_or_init(|| {
+            Catalog::parse().expect("embedded catalog is valid (see catalog tests)")
+        })
     }
 
     fn parse() -> Result<Catalog, String> {
-        let raw: RawModels = serde_saphyr::from_str(MODELS_YAML).map_err(|e| format!("models.yaml: {e}"))?;
-        let gpus: RawGpus = serde_saphyr::from_str(GPUS_YAML).map_err(|e| format!("gpus.yaml: {e}"))?;
+        let raw: RawModels =
+            serde_saphyr::from_str(MODELS_YAML).map_err(|e| format!("models.yaml: {e}"))?;
+        let gpus: RawGpus =
+            serde_saphyr::from_str(GPUS_YAML).map_err(|e| format!("gpus.yaml: {e}"))?;
         let runtimes: RawRuntimes =
             serde_saphyr::from_str(RUNTIMES_YAML).map_err(|e| format!("runtimes.yaml: {e}"))?;
         let mut models = Vec::new();
@@ -108,7 +112,11 @@ impl Catalog {
                 source: m.source,
             });
         }
-        Ok(Catalog { models, gpus: gpus.gpus, runtimes: runtimes.runtimes })
+        Ok(Catalog {
+            models,
+            gpus: gpus.gpus,
+            runtimes: runtimes.runtimes,
+        })
     }
 
     /// A model by id.
@@ -146,7 +154,18 @@ mod tests {
         ] {
             assert!(c.model(id).is_some(), "missing model {id}");
         }
-        for id in ["h100-sxm", "h100-pcie", "h200", "b200", "a100-80gb", "l40s", "l20", "rtx-4090", "rtx-5090", "rtx-3090"] {
+        for id in [
+            "h100-sxm",
+            "h100-pcie",
+            "h200",
+            "b200",
+            "a100-80gb",
+            "l40s",
+            "l20",
+            "rtx-4090",
+            "rtx-5090",
+            "rtx-3090",
+        ] {
             assert!(c.gpu(id).is_some(), "missing gpu {id}");
         }
         assert!(c.runtime("diffusers").is_some() && c.runtime("klein").is_some());
@@ -155,9 +174,26 @@ mod tests {
     #[test]
     fn parameter_counts_equal_the_published_ones() {
         let c = Catalog::get();
-        assert_eq!(c.model("flux2-klein-4b").unwrap().transformer.params().total(), 3_875_544_576);
-        assert_eq!(c.model("flux2-klein-9b").unwrap().transformer.params().total(), 9_078_581_248);
-        assert_eq!(c.model("flux1-dev").unwrap().transformer.params().total(), 11_901_408_320);
+        assert_eq!(
+            c.model("flux2-klein-4b")
+                .unwrap()
+                .transformer
+                .params()
+                .total(),
+            3_875_544_576
+        );
+        assert_eq!(
+            c.model("flux2-klein-9b")
+                .unwrap()
+                .transformer
+                .params()
+                .total(),
+            9_078_581_248
+        );
+        assert_eq!(
+            c.model("flux1-dev").unwrap().transformer.params().total(),
+            11_901_408_320
+        );
         let klein = c.model("flux2-klein-4b").unwrap();
         assert_eq!(klein.text_encoders[0].params(), 4_022_468_096);
         assert_eq!(klein.vae.params(), 84_046_115);
@@ -173,7 +209,12 @@ mod tests {
         for m in &Catalog::get().models {
             let te = &m.text_encoders[0];
             if m.transformer.family == Family::Flux2 {
-                assert_eq!(te.output_layers.len() as u64 * te.hidden, m.transformer.context_dim, "{}", m.id);
+                assert_eq!(
+                    te.output_layers.len() as u64 * te.hidden,
+                    m.transformer.context_dim,
+                    "{}",
+                    m.id
+                );
             }
         }
     }

@@ -111,7 +111,9 @@ impl TransformerDims {
                 + self.double_blocks * double_lin
                 + self.single_blocks * single_lin
                 + proj_out,
-            kept_bf16: self.double_blocks * double_norm + self.single_blocks * single_norm + norm_out,
+            kept_bf16: self.double_blocks * double_norm
+                + self.single_blocks * single_norm
+                + norm_out,
         }
     }
 
@@ -137,7 +139,9 @@ impl TransformerDims {
                 + self.double_blocks * double_lin
                 + self.single_blocks * single_lin
                 + proj_out,
-            kept_bf16: self.double_blocks * double_norm + self.single_blocks * single_norm + norm_out,
+            kept_bf16: self.double_blocks * double_norm
+                + self.single_blocks * single_norm
+                + norm_out,
         }
     }
 }
@@ -191,14 +195,24 @@ pub struct TextEncoderDims {
 impl TextEncoderDims {
     /// Parameters of the whole checkpoint (LM head included when untied), as `model.num_parameters()`.
     pub fn params(&self) -> u64 {
-        let (h, q, kv, i) = (self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate);
+        let (h, q, kv, i) = (
+            self.hidden,
+            self.heads * self.head_dim,
+            self.kv_heads * self.head_dim,
+            self.intermediate,
+        );
         match self.kind {
             TextEncoderKind::DecoderLm => {
-                let attn = h * q + 2 * h * kv + q * h + if self.qk_norm { 2 * self.head_dim } else { 0 };
+                let attn =
+                    h * q + 2 * h * kv + q * h + if self.qk_norm { 2 * self.head_dim } else { 0 };
                 let mlp = 3 * h * i;
                 let layer = attn + mlp + 2 * h;
                 let embed = self.vocab * h;
-                let head = if self.tied_embeddings { 0 } else { self.vocab * h };
+                let head = if self.tied_embeddings {
+                    0
+                } else {
+                    self.vocab * h
+                };
                 self.layers * layer + h + embed + head
             }
             TextEncoderKind::T5Encoder => {
@@ -215,7 +229,12 @@ impl TextEncoderDims {
 
     /// Layers that must run to produce every output layer (the pipeline may run more).
     pub fn layers_needed(&self) -> u64 {
-        self.output_layers.iter().copied().max().unwrap_or(self.layers).min(self.layers)
+        self.output_layers
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(self.layers)
+            .min(self.layers)
     }
 }
 
@@ -265,7 +284,8 @@ impl VaeDims {
     pub fn decoder_params(&self) -> u64 {
         let ch = &self.block_out_channels;
         let levels = ch.len();
-        let mut p = conv_params(self.latent_channels, self.deepest(), 3) + mid_block_params(self.deepest());
+        let mut p =
+            conv_params(self.latent_channels, self.deepest(), 3) + mid_block_params(self.deepest());
         let mut prev = self.deepest();
         for (level, &out) in ch.iter().rev().enumerate() {
             for j in 0..=self.layers_per_block {
@@ -297,7 +317,9 @@ impl VaeDims {
             }
             prev = out;
         }
-        p += mid_block_params(self.deepest()) + 2 * self.deepest() + conv_params(self.deepest(), 2 * self.latent_channels, 3);
+        p += mid_block_params(self.deepest())
+            + 2 * self.deepest()
+            + conv_params(self.deepest(), 2 * self.latent_channels, 3);
         if self.quant_convs {
             p += conv_params(2 * self.latent_channels, 2 * self.latent_channels, 1);
         }

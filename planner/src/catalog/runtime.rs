@@ -78,6 +78,9 @@ pub struct RuntimeProfile {
 impl RuntimeProfile {
     /// GEMM efficiency for a precision name (`bf16`, `fp8`, `int4`, `nvfp4`).
     pub fn gemm_eff(&self, precision: &str) -> f64 {
-        self.gemm_efficiency.get(precision).copied().unwrap_or(self.gemm_efficiency["bf16"])
+        self.gemm_efficiency
+            .get(precision)
+            .copied()
+            .unwrap_or(self.gemm_efficiency["bf16"])
     }
 }

@@ -32,7 +32,12 @@ pub fn skip_probability(threshold: f64, steps: u32) -> f64 {
 /// hidden state is `residual_bytes`.
 pub fn effect(cache: &Cache, steps: u32, blocks: u64, residual_bytes: u64) -> CacheEffect {
     match *cache {
-        Cache::None => CacheEffect { skipped_steps: 0.0, kept_fraction_on_skip: 1.0, cached_bytes: 0, changes_output: false },
+        Cache::None => CacheEffect {
+            skipped_steps: 0.0,
+            kept_fraction_on_skip: 1.0,
+            cached_bytes: 0,
+            changes_output: false,
+        },
         Cache::Teacache { threshold } => {
             // The first and last steps are always computed.
             let eligible = steps.saturating_sub(2) as f64;
@@ -43,7 +48,11 @@ pub fn effect(cache: &Cache, steps: u32, blocks: u64, residual_bytes: u64) -> Ca
                 changes_output: threshold > 0.0,
             }
         }
-        Cache::Dbcache { threshold, warmup_steps, compute_blocks } => {
+        Cache::Dbcache {
+            threshold,
+            warmup_steps,
+            compute_blocks,
+        } => {
             let eligible = steps.saturating_sub(warmup_steps.max(1)).saturating_sub(1) as f64;
             CacheEffect {
                 skipped_steps: eligible * skip_probability(threshold, steps),
@@ -62,7 +71,11 @@ mod tests {
 
     #[test]
     fn four_steps_leave_little_to_skip() {
-        let c = Cache::Dbcache { threshold: 0.12, warmup_steps: 1, compute_blocks: 1 };
+        let c = Cache::Dbcache {
+            threshold: 0.12,
+            warmup_steps: 1,
+            compute_blocks: 1,
+        };
         let few = effect(&c, 4, 25, 1);
         let many = effect(&c, 50, 25, 1);
         assert!(few.skipped_steps < 0.5, "{}", few.skipped_steps);

@@ -327,7 +327,10 @@ mod tests {
 
     fn run(p: &DitPass) -> Trace<'static> {
         let c = Catalog::get();
-        let mut t = Trace::new(Hw { gpu: c.gpu("h200").unwrap(), rt: c.runtime("diffusers").unwrap() });
+        let mut t = Trace::new(Hw {
+            gpu: c.gpu("h200").unwrap(),
+            rt: c.runtime("diffusers").unwrap(),
+        });
         forward(&mut t, p);
         t
     }
@@ -354,7 +357,10 @@ mod tests {
         let big = run(&pass(dims, 16384, 1)).peak_bytes() as f64;
         let ratio = big / one;
         let tokens_ratio = (16384.0 + 512.0) / 4608.0;
-        assert!((ratio / tokens_ratio - 1.0).abs() < 0.02, "{ratio} vs {tokens_ratio}");
+        assert!(
+            (ratio / tokens_ratio - 1.0).abs() < 0.02,
+            "{ratio} vs {tokens_ratio}"
+        );
     }
 
     #[test]

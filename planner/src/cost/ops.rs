@@ -87,7 +87,12 @@ impl Trace<'_> {
             other => other,
         };
         let rate = gpu.gemm_flops_per_s(compute) * rt.gemm_eff(compute.name());
-        let bytes = ((m * k + m * n) * BF16) as f64 + if p == Precision::Fp8Storage { (n * k * BF16) as f64 } else { w_bytes };
+        let bytes = ((m * k + m * n) * BF16) as f64
+            + if p == Precision::Fp8Storage {
+                (n * k * BF16) as f64
+            } else {
+                w_bytes
+            };
         if matches!(compute, Precision::Fp8 | Precision::Int4 | Precision::Nvfp4) {
             // Activations are quantized on the fly: one extra pass over the input.
             self.kernel(0.0, 0.0, ((m * k) * BF16) as f64 * 1.5);
@@ -113,7 +118,10 @@ impl Trace<'_> {
         let bh = s.batch * s.heads;
         let out = self.alloc(bh * s.q_tokens * s.head_dim * BF16);
         let flops = 4.0 * (bh * s.q_tokens * s.kv_tokens * s.head_dim) as f64;
-        let io = (s.batch * (2 * s.heads * s.q_tokens + 2 * s.kv_heads * s.kv_tokens) * s.head_dim * BF16) as f64;
+        let io = (s.batch
+            * (2 * s.heads * s.q_tokens + 2 * s.kv_heads * s.kv_tokens)
+            * s.head_dim
+            * BF16) as f64;
         let eff = match kernel {
             AttnKernel::Cudnn => rt.attention_efficiency.cudnn,
             AttnKernel::Flash => rt.attention_efficiency.flash,
@@ -130,7 +138,8 @@ impl Trace<'_> {
             self.kernel(flops, gpu.bf16_flops_per_s() * eff * wave_eff, io);
         } else {
             // FP32 copies of q, k, v and the output, then FP32 scores and probabilities.
-            let elements = s.batch * (2 * s.heads * s.q_tokens + 2 * s.kv_heads * s.kv_tokens) * s.head_dim;
+            let elements =
+                s.batch * (2 * s.heads * s.q_tokens + 2 * s.kv_heads * s.kv_tokens) * s.head_dim;
             let copies = (rt.math_bytes_per_qkv_element * elements as f64) as u64;
             let scores = (rt.math_bytes_per_score * (bh * s.q_tokens * s.kv_tokens) as f64) as u64;
             self.transient(copies + scores);
@@ -152,7 +161,9 @@ impl Trace<'_> {
         let bytes = ((batch * (cin + cout) * h * w + cin * cout * k * k) * BF16) as f64;
         if k > 1 {
             // cuDNN's implicit-GEMM algorithms take a workspace that grows with the input.
-            self.transient((rt.conv_workspace_per_input_byte * (batch * cin * h * w * BF16) as f64) as u64);
+            self.transient(
+                (rt.conv_workspace_per_input_byte * (batch * cin * h * w * BF16) as f64) as u64,
+            );
         }
         self.kernel(flops, gpu.bf16_flops_per_s() * rt.conv_efficiency, bytes);
         out
@@ -161,7 +172,11 @@ impl Trace<'_> {
     /// A copy of `bytes` over the host link (pinned or pageable), seconds.
     pub fn host_copy_s(&self, bytes: u64, pinned: bool) -> f64 {
         let rt = self.hw.rt;
-        let eff = if pinned { rt.pinned_copy_efficiency } else { rt.pageable_copy_efficiency };
+        let eff = if pinned {
+            rt.pinned_copy_efficiency
+        } else {
+            rt.pageable_copy_efficiency
+        };
         bytes as f64 / (self.hw.gpu.host_link_gbps * 1e9 * eff)
     }
 }
@@ -174,7 +189,10 @@ mod tests {
 
     fn hw() -> Hw<'static> {
         let c = Catalog::get();
-        Hw { gpu: c.gpu("h200").unwrap(), rt: c.runtime("diffusers").unwrap() }
+        Hw {
+            gpu: c.gpu("h200").unwrap(),
+            rt: c.runtime("diffusers").unwrap(),
+        }
     }
 
     #[test]
@@ -195,7 +213,14 @@ mod tests {
 
     #[test]
     fn math_attention_memory_is_quadratic_and_fused_is_linear() {
-        let shape = |s| AttnShape { batch: 1, heads: 24, q_tokens: s, kv_tokens: s, kv_heads: 24, head_dim: 128 };
+        let shape = |s| AttnShape {
+            batch: 1,
+            heads: 24,
+            q_tokens: s,
+            kv_tokens: s,
+            kv_heads: 24,
+            head_dim: 128,
+        };
         let peak = |s, k| {
             let mut t = Trace::new(hw());
             let o = t.attention(shape(s), k);

@@ -8,7 +8,14 @@ use super::trace::{Buf, Trace};
 
 /// Emits one encode of `batch` prompts. `layers` is how many layers run; hidden states of every
 /// layer are kept when `keep_all` (transformers' `output_hidden_states=True`).
-pub fn encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, layers: u64, keep_all: bool, attn: AttnKernel) {
+pub fn encode(
+    t: &mut Trace,
+    d: &TextEncoderDims,
+    batch: u64,
+    layers: u64,
+    keep_all: bool,
+    attn: AttnKernel,
+) {
     let tok = batch * d.tokens;
     let h = d.hidden;
     let u = tok * h * BF16;
@@ -49,7 +56,14 @@ pub fn encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, layers: u64, keep_
                 t.ew(tok * qw * BF16, tok * qw * BF16);
             }
         }
-        let shape = AttnShape { batch, heads: d.heads, kv_heads: d.kv_heads, q_tokens: d.tokens, kv_tokens: d.tokens, head_dim: d.head_dim };
+        let shape = AttnShape {
+            batch,
+            heads: d.heads,
+            kv_heads: d.kv_heads,
+            q_tokens: d.tokens,
+            kv_tokens: d.tokens,
+            head_dim: d.head_dim,
+        };
         let o = t.attention(shape, attn);
         t.free_all([q, k, v]);
         let o2 = t.gemm(tok, qw, h, p);

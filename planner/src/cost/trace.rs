@@ -90,7 +90,11 @@ impl<'a> Trace<'a> {
     /// Runs one kernel of `flops` at `flops_per_s` that moves `bytes` through HBM.
     pub fn kernel(&mut self, flops: f64, flops_per_s: f64, bytes: f64) {
         let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency;
-        let compute_s = if flops_per_s > 0.0 { flops / flops_per_s } else { 0.0 };
+        let compute_s = if flops_per_s > 0.0 {
+            flops / flops_per_s
+        } else {
+            0.0
+        };
         let memory_s = bytes / bw;
         if compute_s >= memory_s {
             self.compute_bound_s += compute_s;
@@ -219,7 +223,10 @@ mod tests {
 
     fn hw() -> Hw<'static> {
         let c = Catalog::get();
-        Hw { gpu: c.gpu("h200").unwrap(), rt: c.runtime("diffusers").unwrap() }
+        Hw {
+            gpu: c.gpu("h200").unwrap(),
+            rt: c.runtime("diffusers").unwrap(),
+        }
     }
 
     #[test]
@@ -242,7 +249,11 @@ mod tests {
             t.kernel(1.0, 1e15, 1.0);
         }
         let host = 100.0 * h.rt.cpu_dispatch_us * 1e-6;
-        assert!((t.elapsed_s() - host).abs() / host < 0.5, "{} vs {host}", t.elapsed_s());
+        assert!(
+            (t.elapsed_s() - host).abs() / host < 0.5,
+            "{} vs {host}",
+            t.elapsed_s()
+        );
         let mut t = Trace::new(h);
         t.kernel(1e15, 1e15, 0.0);
         assert!((t.elapsed_s() - 1.0).abs() < 1e-3);

@@ -70,7 +70,14 @@ fn mid_attention(t: &mut Trace, p: &VaeDecode, c: u64, h: u64, w: u64) {
     let q = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
     let k = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
     let v = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
-    let shape = AttnShape { batch: b, heads: 1, kv_heads: 1, q_tokens: tokens, kv_tokens: tokens, head_dim: c };
+    let shape = AttnShape {
+        batch: b,
+        heads: 1,
+        kv_heads: 1,
+        q_tokens: tokens,
+        kv_tokens: tokens,
+        head_dim: c,
+    };
     let o = t.attention(shape, p.attn);
     t.free_all([q, k, v, n]);
     let flat = t.ew_new(u, u);
@@ -92,7 +99,11 @@ pub fn decode(t: &mut Trace, p: &VaeDecode) {
     let levels = d.block_out_channels.len() as u32;
     let (mut h, mut w) = (p.height >> (levels - 1), p.width >> (levels - 1));
     let deep = d.deepest();
-    let pq = if d.quant_convs { Some(t.conv(b, d.latent_channels, d.latent_channels, h, w, 1)) } else { None };
+    let pq = if d.quant_convs {
+        Some(t.conv(b, d.latent_channels, d.latent_channels, h, w, 1))
+    } else {
+        None
+    };
     let x = t.conv(b, d.latent_channels, deep, h, w, 3);
     if let Some(pq) = pq {
         t.free(pq);
@@ -138,7 +149,11 @@ pub fn decode_tiled(t: &mut Trace, p: &VaeDecode, tile: u64) {
     let cols = p.width.div_ceil(stride);
     // Decoded tiles are kept until blending: one full-resolution image worth plus overlaps.
     let kept = t.alloc(p.batch * 3 * rows * cols * tile * tile * BF16);
-    let tile_call = VaeDecode { height: tile, width: tile, ..*p };
+    let tile_call = VaeDecode {
+        height: tile,
+        width: tile,
+        ..*p
+    };
     let tiles = rows * cols;
     for i in 0..tiles.min(2) {
         let mark = t.mark();
@@ -159,7 +174,10 @@ mod tests {
 
     fn peak(px: u64, tiled: bool) -> u64 {
         let c = Catalog::get();
-        let mut t = Trace::new(Hw { gpu: c.gpu("h200").unwrap(), rt: c.runtime("diffusers").unwrap() });
+        let mut t = Trace::new(Hw {
+            gpu: c.gpu("h200").unwrap(),
+            rt: c.runtime("diffusers").unwrap(),
+        });
         let p = VaeDecode {
             dims: &c.model("flux2-klein-4b").unwrap().vae,
             batch: 1,
@@ -167,7 +185,11 @@ mod tests {
             width: px,
             attn: AttnKernel::Efficient,
         };
-        if tiled { decode_tiled(&mut t, &p, 1024) } else { decode(&mut t, &p) }
+        if tiled {
+            decode_tiled(&mut t, &p, 1024)
+        } else {
+            decode(&mut t, &p)
+        }
         t.peak_bytes()
     }
 

@@ -7,7 +7,9 @@ mod validate;
 use std::fmt;
 
 use crate::catalog::{Gpu, Model, RuntimeProfile};
-use crate::deployment::{Attention, Cache, Deployment, Offload, Parallel, Precision, Resolution, TextEncoderPlacement};
+use crate::deployment::{
+    Attention, Cache, Deployment, Offload, Parallel, Precision, Resolution, TextEncoderPlacement,
+};
 
 pub use validate::parse;
 
@@ -59,7 +61,11 @@ pub struct SpecError {
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.problems.len();
-        write!(f, "{n} problem{} in the spec", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{n} problem{} in the spec",
+            if n == 1 { "" } else { "s" }
+        )?;
         for p in &self.problems {
             write!(f, "\n  {p}")?;
         }
@@ -219,13 +225,15 @@ impl Spec {
 
     /// The GPU of `estimate`, or the problem to report.
     pub fn estimate_gpu(&self) -> Result<&'static Gpu, SpecError> {
-        self.gpu.or_else(|| (self.fleet.len() == 1).then(|| self.fleet[0].gpu)).ok_or_else(|| SpecError {
-            problems: vec![Problem {
-                field: "gpu".into(),
-                location: None,
-                message: "estimate needs one GPU".into(),
-                hint: Some("add `gpu: h200` (see `klein-plan gpus`)".into()),
-            }],
-        })
+        self.gpu
+            .or_else(|| (self.fleet.len() == 1).then(|| self.fleet[0].gpu))
+            .ok_or_else(|| SpecError {
+                problems: vec![Problem {
+                    field: "gpu".into(),
+                    location: None,
+                    message: "estimate needs one GPU".into(),
+                    hint: Some("add `gpu: h200` (see `klein-plan gpus`)".into()),
+                }],
+            })
     }
 }

@@ -10,7 +10,10 @@ use crate::deployment::*;
 /// Parses and validates a spec.
 pub fn parse(text: &str) -> Result<Spec, SpecError> {
     let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| {
-        let location = e.location().map(|l| Location { line: l.line(), column: l.column() });
+        let location = e.location().map(|l| Location {
+            line: l.line(),
+            column: l.column(),
+        });
         let message = e.without_snippet().to_string();
         let message = message.lines().next().unwrap_or("").to_string();
         let hint = if message.contains("unknown field") {
@@ -18,15 +21,27 @@ pub fn parse(text: &str) -> Result<Spec, SpecError> {
         } else {
             Some("the spec must be a YAML mapping with the keys in README.md".to_string())
         };
-        SpecError { problems: vec![Problem { field: String::new(), location, message, hint }] }
+        SpecError {
+            problems: vec![Problem {
+                field: String::new(),
+                location,
+                message,
+                hint,
+            }],
+        }
     })?;
-    let mut v = Validator { problems: Vec::new() };
+    let mut v = Validator {
+        problems: Vec::new(),
+    };
     let spec = v.spec(raw);
     match spec {
         Some(s) if v.problems.is_empty() => Ok(s),
         _ => {
-            v.problems.sort_by_key(|p| p.location.map(|l| (l.line, l.column)).unwrap_or((0, 0)));
-            Err(SpecError { problems: v.problems })
+            v.problems
+                .sort_by_key(|p| p.location.map(|l| (l.line, l.column)).unwrap_or((0, 0)));
+            Err(SpecError {
+                problems: v.problems,
+            })
         }
     }
 }
@@ -37,7 +52,10 @@ struct Validator {
 
 fn loc<T>(s: &Spanned<T>) -> Option<Location> {
     let l = s.referenced;
-    (l.line() > 0).then(|| Location { line: l.line(), column: l.column() })
+    (l.line() > 0).then(|| Location {
+        line: l.line(),
+        column: l.column(),
+    })
 }
 
 fn one_of<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str, s: &str) -> Option<T> {
@@ -51,11 +69,20 @@ fn names<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> String {
 /// Parses `WIDTHxHEIGHT`.
 pub fn parse_resolution(s: &str) -> Option<Resolution> {
     let (w, h) = s.trim().split_once(['x', 'X'])?;
-    Some(Resolution { width: w.trim().parse().ok()?, height: h.trim().parse().ok()? })
+    Some(Resolution {
+        width: w.trim().parse().ok()?,
+        height: h.trim().parse().ok()?,
+    })
 }
 
 impl Validator {
-    fn problem(&mut self, field: &str, location: Option<Location>, message: impl Into<String>, hint: impl Into<String>) {
+    fn problem(
+        &mut self,
+        field: &str,
+        location: Option<Location>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
         let hint = hint.into();
         self.problems.push(Problem {
             field: field.into(),
@@ -65,17 +92,33 @@ impl Validator {
         });
     }
 
-    fn choice<T: Copy>(&mut self, field: &str, s: &Spanned<String>, all: &[T], name: impl Fn(T) -> &'static str + Copy) -> Option<T> {
+    fn choice<T: Copy>(
+        &mut self,
+        field: &str,
+        s: &Spanned<String>,
+        all: &[T],
+        name: impl Fn(T) -> &'static str + Copy,
+    ) -> Option<T> {
         let got = one_of(all, name, &s.value);
         if got.is_none() {
-            self.problem(field, loc(s), format!("unknown value '{}'", s.value), format!("expected one of {}", names(all, name)));
+            self.problem(
+                field,
+                loc(s),
+                format!("unknown value '{}'", s.value),
+                format!("expected one of {}", names(all, name)),
+            );
         }
         got
     }
 
     fn count(&mut self, field: &str, s: &Spanned<i64>, min: i64, max: i64) -> Option<u32> {
         if s.value < min || s.value > max {
-            self.problem(field, loc(s), format!("{} is out of range", s.value), format!("use an integer from {min} to {max}"));
+            self.problem(
+                field,
+                loc(s),
+                format!("{} is out of range", s.value),
+                format!("use an integer from {min} to {max}"),
+            );
             None
         } else {
             Some(s.value as u32)
@@ -86,20 +129,44 @@ impl Validator {
         if s.value.is_finite() && s.value > 0.0 {
             Some(s.value)
         } else {
-            self.problem(field, loc(s), format!("{} must be a positive number", s.value), "");
+            self.problem(
+                field,
+                loc(s),
+                format!("{} must be a positive number", s.value),
+                "",
+            );
             None
         }
     }
 
     fn resolution(&mut self, field: &str, s: &Spanned<String>) -> Option<Resolution> {
         match parse_resolution(&s.value) {
-            Some(r) if r.width >= 256 && r.height >= 256 && r.width <= 8192 && r.height <= 8192 && r.width % 16 == 0 && r.height % 16 == 0 => Some(r),
+            Some(r)
+                if r.width >= 256
+                    && r.height >= 256
+                    && r.width <= 8192
+                    && r.height <= 8192
+                    && r.width % 16 == 0
+                    && r.height % 16 == 0 =>
+            {
+                Some(r)
+            }
             Some(_) => {
-                self.problem(field, loc(s), format!("'{}' is not a usable image size", s.value), "use multiples of 16 pixels between 256 and 8192, e.g. 1024x1024");
+                self.problem(
+                    field,
+                    loc(s),
+                    format!("'{}' is not a usable image size", s.value),
+                    "use multiples of 16 pixels between 256 and 8192, e.g. 1024x1024",
+                );
                 None
             }
             None => {
-                self.problem(field, loc(s), format!("'{}' is not WIDTHxHEIGHT", s.value), "write the size as e.g. 1024x1024");
+                self.problem(
+                    field,
+                    loc(s),
+                    format!("'{}' is not WIDTHxHEIGHT", s.value),
+                    "write the size as e.g. 1024x1024",
+                );
                 None
             }
         }
@@ -108,28 +175,52 @@ impl Validator {
     fn cache(&mut self, field: &str, l: Option<Location>, raw: &RawCache) -> Option<Cache> {
         let (kind, threshold, warmup, blocks) = match raw {
             RawCache::Kind(k) => (k.as_str(), None, None, None),
-            RawCache::Map(m) => (m.kind.as_str(), m.threshold, m.warmup_steps, m.compute_blocks),
+            RawCache::Map(m) => (
+                m.kind.as_str(),
+                m.threshold,
+                m.warmup_steps,
+                m.compute_blocks,
+            ),
         };
         if let Some(t) = threshold
             && !(0.0..=1.0).contains(&t)
         {
-            self.problem(field, l, format!("threshold {t} is outside 0..1"), "relative L1 thresholds are typically 0.05-0.3");
+            self.problem(
+                field,
+                l,
+                format!("threshold {t} is outside 0..1"),
+                "relative L1 thresholds are typically 0.05-0.3",
+            );
             return None;
         }
-        if warmup.is_some_and(|w| !(0..=1000).contains(&w)) || blocks.is_some_and(|b| !(1..=1000).contains(&b)) {
-            self.problem(field, l, "warmup_steps/compute_blocks out of range", "use small non-negative integers (compute_blocks >= 1)");
+        if warmup.is_some_and(|w| !(0..=1000).contains(&w))
+            || blocks.is_some_and(|b| !(1..=1000).contains(&b))
+        {
+            self.problem(
+                field,
+                l,
+                "warmup_steps/compute_blocks out of range",
+                "use small non-negative integers (compute_blocks >= 1)",
+            );
             return None;
         }
         match kind {
             "none" => Some(Cache::None),
-            "teacache" => Some(Cache::Teacache { threshold: threshold.unwrap_or(0.1) }),
+            "teacache" => Some(Cache::Teacache {
+                threshold: threshold.unwrap_or(0.1),
+            }),
             "dbcache" => Some(Cache::Dbcache {
                 threshold: threshold.unwrap_or(0.12),
                 warmup_steps: warmup.unwrap_or(1) as u32,
                 compute_blocks: blocks.unwrap_or(1) as u32,
             }),
             other => {
-                self.problem(field, l, format!("unknown cache '{other}'"), "expected one of none, teacache, dbcache");
+                self.problem(
+                    field,
+                    l,
+                    format!("unknown cache '{other}'"),
+                    "expected one of none, teacache, dbcache",
+                );
                 None
             }
         }
@@ -157,7 +248,12 @@ impl Validator {
                 "none" => out.shard = Shard::None,
                 "hsdp" => out.shard = Shard::Hsdp,
                 _ => {
-                    self.problem("deployment.parallel.shard", loc(s), format!("unknown value '{}'", s.value), "expected one of none, hsdp");
+                    self.problem(
+                        "deployment.parallel.shard",
+                        loc(s),
+                        format!("unknown value '{}'", s.value),
+                        "expected one of none, hsdp",
+                    );
                     ok = false;
                 }
             }
@@ -193,7 +289,12 @@ impl Validator {
             p.attention = self.choice("deployment.attention", a, &Attention::ALL, Attention::name);
         }
         if let Some(t) = &raw.text_encoder {
-            p.text_encoder = self.choice("deployment.text_encoder", t, &TextEncoderPlacement::ALL, TextEncoderPlacement::name);
+            p.text_encoder = self.choice(
+                "deployment.text_encoder",
+                t,
+                &TextEncoderPlacement::ALL,
+                TextEncoderPlacement::name,
+            );
         }
         if let Some(o) = &raw.offload {
             p.offload = self.choice("deployment.offload", o, &Offload::ALL, Offload::name);
@@ -211,7 +312,10 @@ impl Validator {
                 self.problem(
                     "deployment.parallel.cfg",
                     loc(par),
-                    format!("cfg-parallel needs real CFG, but {} is guidance-distilled", m.id),
+                    format!(
+                        "cfg-parallel needs real CFG, but {} is guidance-distilled",
+                        m.id
+                    ),
                     "remove `cfg: 2` or pick a base model (flux2-klein-base-4b/9b)",
                 );
             }
@@ -222,13 +326,29 @@ impl Validator {
         p
     }
 
-    fn list<T: Copy>(&mut self, field: &str, raw: &Option<Spanned<Vec<Spanned<String>>>>, all: &[T], name: impl Fn(T) -> &'static str + Copy, default: &[T]) -> Vec<T> {
+    fn list<T: Copy>(
+        &mut self,
+        field: &str,
+        raw: &Option<Spanned<Vec<Spanned<String>>>>,
+        all: &[T],
+        name: impl Fn(T) -> &'static str + Copy,
+        default: &[T],
+    ) -> Vec<T> {
         match raw {
             None => default.to_vec(),
             Some(list) => {
-                let out: Vec<T> = list.value.iter().filter_map(|s| self.choice(field, s, all, name)).collect();
+                let out: Vec<T> = list
+                    .value
+                    .iter()
+                    .filter_map(|s| self.choice(field, s, all, name))
+                    .collect();
                 if list.value.is_empty() {
-                    self.problem(field, loc(list), "the list is empty", "name at least one choice, or drop the key for the default");
+                    self.problem(
+                        field,
+                        loc(list),
+                        "the list is empty",
+                        "name at least one choice, or drop the key for the default",
+                    );
                 }
                 out
             }
@@ -254,27 +374,58 @@ impl Validator {
         let flag = |b: &Option<Spanned<bool>>| b.as_ref().is_none_or(|b| b.value);
         let cache = match &a.cache {
             None => vec![Cache::None],
-            Some(list) => list.value.iter().filter_map(|c| self.cache("allow.cache", loc(c), &c.value)).collect(),
+            Some(list) => list
+                .value
+                .iter()
+                .filter_map(|c| self.cache("allow.cache", loc(c), &c.value))
+                .collect(),
         };
         let batch = match &a.batch {
             None => vec![1, 2, 4],
-            Some(list) => list.value.iter().filter_map(|b| self.count("allow.batch", b, 1, 64)).collect(),
+            Some(list) => list
+                .value
+                .iter()
+                .filter_map(|b| self.count("allow.batch", b, 1, 64))
+                .collect(),
         };
         let max_gpus = match &a.max_gpus_per_replica {
             None => 8,
-            Some(m) => self.count("allow.max_gpus_per_replica", m, 1, 8).unwrap_or(8),
+            Some(m) => self
+                .count("allow.max_gpus_per_replica", m, 1, 8)
+                .unwrap_or(8),
         };
         Allow {
-            weights: self.list("allow.weights", &a.weights, &Precision::ALL, Precision::name, &Precision::ALL),
-            attention: self.list("allow.attention", &a.attention, &Attention::ALL, Attention::name, &Attention::ALL),
+            weights: self.list(
+                "allow.weights",
+                &a.weights,
+                &Precision::ALL,
+                Precision::name,
+                &Precision::ALL,
+            ),
+            attention: self.list(
+                "allow.attention",
+                &a.attention,
+                &Attention::ALL,
+                Attention::name,
+                &Attention::ALL,
+            ),
             text_encoder: self.list(
                 "allow.text_encoder",
                 &a.text_encoder,
                 &TextEncoderPlacement::ALL,
                 TextEncoderPlacement::name,
-                &[TextEncoderPlacement::Resident, TextEncoderPlacement::Offload],
+                &[
+                    TextEncoderPlacement::Resident,
+                    TextEncoderPlacement::Offload,
+                ],
             ),
-            offload: self.list("allow.offload", &a.offload, &Offload::ALL, Offload::name, &Offload::ALL),
+            offload: self.list(
+                "allow.offload",
+                &a.offload,
+                &Offload::ALL,
+                Offload::name,
+                &Offload::ALL,
+            ),
             vae_tiling: flag(&a.vae_tiling),
             cache,
             batch,
@@ -290,14 +441,24 @@ impl Validator {
         let c = Catalog::get();
         let model = match &raw.model {
             None => {
-                self.problem("model", None, "missing", "add `model: flux2-klein-4b` (see `klein-plan models`)");
+                self.problem(
+                    "model",
+                    None,
+                    "missing",
+                    "add `model: flux2-klein-4b` (see `klein-plan models`)",
+                );
                 None
             }
             Some(m) => {
                 let found = c.model(&m.value);
                 if found.is_none() {
                     let ids: Vec<&str> = c.models.iter().map(|m| m.id.as_str()).collect();
-                    self.problem("model", loc(m), format!("unknown model '{}'", m.value), format!("expected one of {}", ids.join(", ")));
+                    self.problem(
+                        "model",
+                        loc(m),
+                        format!("unknown model '{}'", m.value),
+                        format!("expected one of {}", ids.join(", ")),
+                    );
                 }
                 found
             }
@@ -307,20 +468,40 @@ impl Validator {
             Some(r) => {
                 let found = c.runtime(&r.value);
                 if found.is_none() {
-                    self.problem("runtime", loc(r), format!("unknown runtime '{}'", r.value), "expected one of diffusers, klein");
+                    self.problem(
+                        "runtime",
+                        loc(r),
+                        format!("unknown runtime '{}'", r.value),
+                        "expected one of diffusers, klein",
+                    );
                 }
                 found
             }
         };
-        let gpu_ids = || c.gpus.iter().map(|g| g.id.as_str()).collect::<Vec<_>>().join(", ");
+        let gpu_ids = || {
+            c.gpus
+                .iter()
+                .map(|g| g.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let gpu = raw.gpu.as_ref().and_then(|g| {
             let found = c.gpu(&g.value);
             if found.is_none() {
-                self.problem("gpu", loc(g), format!("unknown gpu '{}'", g.value), format!("expected one of {}", gpu_ids()));
+                self.problem(
+                    "gpu",
+                    loc(g),
+                    format!("unknown gpu '{}'", g.value),
+                    format!("expected one of {}", gpu_ids()),
+                );
             }
             found
         });
-        let pins = raw.deployment.as_ref().map(|d| self.pins(&d.value, model)).unwrap_or_default();
+        let pins = raw
+            .deployment
+            .as_ref()
+            .map(|d| self.pins(&d.value, model))
+            .unwrap_or_default();
 
         // Workload: the traffic mix, steps and reference images.
         let mut mix = Vec::new();
@@ -339,7 +520,12 @@ impl Validator {
                     }
                 }
                 if list.value.is_empty() {
-                    self.problem("workload.resolutions", loc(list), "the list is empty", "name at least one `size: 1024x1024`");
+                    self.problem(
+                        "workload.resolutions",
+                        loc(list),
+                        "the list is empty",
+                        "name at least one `size: 1024x1024`",
+                    );
                 }
                 let total: f64 = mix.iter().map(|s| s.share).sum();
                 if !mix.is_empty() && (total - 1.0).abs() > 0.01 {
@@ -355,15 +541,27 @@ impl Validator {
                 steps = self.count("workload.steps", s, 1, 1000);
             }
             if let Some(r) = &w.value.reference_images {
-                reference_images = self.count("workload.reference_images", r, 0, 10).unwrap_or(0);
+                reference_images = self
+                    .count("workload.reference_images", r, 0, 10)
+                    .unwrap_or(0);
             }
         }
         if mix.is_empty() {
-            mix.push(Share { resolution: pins.resolution.unwrap_or(Resolution { width: 1024, height: 1024 }), share: 1.0 });
+            mix.push(Share {
+                resolution: pins.resolution.unwrap_or(Resolution {
+                    width: 1024,
+                    height: 1024,
+                }),
+                share: 1.0,
+            });
         }
 
         let goal = match &raw.goal {
-            None => Goal { p50_latency_ms: None, images_per_s: None, objective: Objective::MinCost },
+            None => Goal {
+                p50_latency_ms: None,
+                images_per_s: None,
+                objective: Objective::MinCost,
+            },
             Some(g) => {
                 let g = &g.value;
                 let objective = match &g.objective {
@@ -373,14 +571,25 @@ impl Validator {
                         "min_latency" => Some(Objective::MinLatency),
                         "max_throughput" => Some(Objective::MaxThroughput),
                         other => {
-                            self.problem("goal.objective", loc(o), format!("unknown objective '{other}'"), "expected one of min_cost, min_latency, max_throughput");
+                            self.problem(
+                                "goal.objective",
+                                loc(o),
+                                format!("unknown objective '{other}'"),
+                                "expected one of min_cost, min_latency, max_throughput",
+                            );
                             None
                         }
                     },
                 };
                 Goal {
-                    p50_latency_ms: g.p50_latency_ms.as_ref().and_then(|v| self.positive("goal.p50_latency_ms", v)),
-                    images_per_s: g.images_per_s.as_ref().and_then(|v| self.positive("goal.images_per_s", v)),
+                    p50_latency_ms: g
+                        .p50_latency_ms
+                        .as_ref()
+                        .and_then(|v| self.positive("goal.p50_latency_ms", v)),
+                    images_per_s: g
+                        .images_per_s
+                        .as_ref()
+                        .and_then(|v| self.positive("goal.images_per_s", v)),
                     objective: objective.unwrap_or(Objective::MinCost),
                 }
             }
@@ -390,16 +599,31 @@ impl Validator {
         match &raw.fleet {
             Some(list) => {
                 if list.value.is_empty() {
-                    self.problem("fleet", loc(list), "the fleet is empty", "list at least one `- gpu: h200`");
+                    self.problem(
+                        "fleet",
+                        loc(list),
+                        "the fleet is empty",
+                        "list at least one `- gpu: h200`",
+                    );
                 }
                 for e in &list.value {
                     let e = &e.value;
                     let Some(g) = c.gpu(&e.gpu.value) else {
-                        self.problem("fleet.gpu", loc(&e.gpu), format!("unknown gpu '{}'", e.gpu.value), format!("expected one of {}", gpu_ids()));
+                        self.problem(
+                            "fleet.gpu",
+                            loc(&e.gpu),
+                            format!("unknown gpu '{}'", e.gpu.value),
+                            format!("expected one of {}", gpu_ids()),
+                        );
                         continue;
                     };
                     if fleet.iter().any(|f: &FleetEntry| f.gpu.id == g.id) {
-                        self.problem("fleet.gpu", loc(&e.gpu), format!("{} is listed twice", g.id), "merge the entries");
+                        self.problem(
+                            "fleet.gpu",
+                            loc(&e.gpu),
+                            format!("{} is listed twice", g.id),
+                            "merge the entries",
+                        );
                         continue;
                     }
                     let available = match &e.available {
@@ -407,17 +631,31 @@ impl Validator {
                         None => 64,
                     };
                     let price = match &e.price_per_hour {
-                        Some(p) => self.positive("fleet.price_per_hour", p).unwrap_or(g.price_per_hour),
+                        Some(p) => self
+                            .positive("fleet.price_per_hour", p)
+                            .unwrap_or(g.price_per_hour),
                         None => g.price_per_hour,
                     };
-                    fleet.push(FleetEntry { gpu: g, available, price_per_hour: price });
+                    fleet.push(FleetEntry {
+                        gpu: g,
+                        available,
+                        price_per_hour: price,
+                    });
                 }
             }
             None => match gpu {
-                Some(g) => fleet.push(FleetEntry { gpu: g, available: 64, price_per_hour: g.price_per_hour }),
+                Some(g) => fleet.push(FleetEntry {
+                    gpu: g,
+                    available: 64,
+                    price_per_hour: g.price_per_hour,
+                }),
                 None => {
                     for g in &c.gpus {
-                        fleet.push(FleetEntry { gpu: g, available: 64, price_per_hour: g.price_per_hour });
+                        fleet.push(FleetEntry {
+                            gpu: g,
+                            available: 64,
+                            price_per_hour: g.price_per_hour,
+                        });
                     }
                 }
             },
@@ -452,19 +690,33 @@ mod tests {
         )
         .unwrap();
         let d = s.deployment();
-        assert_eq!(d.resolution, Resolution { width: 1024, height: 1024 });
+        assert_eq!(
+            d.resolution,
+            Resolution {
+                width: 1024,
+                height: 1024
+            }
+        );
         assert_eq!(d.steps, 4);
         assert_eq!(s.estimate_gpu().unwrap().id, "h200");
     }
 
     #[test]
     fn every_problem_is_reported_with_its_line() {
-        let e = parse("model: flux2-klein-4b\ngpu: h201\ndeployment:\n  weights: fp16\n  batch: 0\n").unwrap_err();
+        let e =
+            parse("model: flux2-klein-4b\ngpu: h201\ndeployment:\n  weights: fp16\n  batch: 0\n")
+                .unwrap_err();
         assert_eq!(e.problems.len(), 3, "{e}");
         assert_eq!(e.problems[0].location.unwrap().line, 2);
         assert_eq!(e.problems[1].field, "deployment.weights");
         assert_eq!(e.problems[1].location.unwrap().line, 4);
-        assert!(e.problems[1].hint.as_deref().unwrap().contains("fp8-storage"));
+        assert!(
+            e.problems[1]
+                .hint
+                .as_deref()
+                .unwrap()
+                .contains("fp8-storage")
+        );
     }
 
     #[test]
@@ -478,6 +730,13 @@ mod tests {
     #[test]
     fn dbcache_parameters_come_as_a_map() {
         let s = parse("model: flux2-klein-base-4b\ngpu: h200\ndeployment:\n  cache: {kind: dbcache, threshold: 0.2, warmup_steps: 3, compute_blocks: 2}\n").unwrap();
-        assert_eq!(s.deployment().cache, Cache::Dbcache { threshold: 0.2, warmup_steps: 3, compute_blocks: 2 });
+        assert_eq!(
+            s.deployment().cache,
+            Cache::Dbcache {
+                threshold: 0.2,
+                warmup_steps: 3,
+                compute_blocks: 2
+            }
+        );
     }
 }
