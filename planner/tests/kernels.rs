@@ -1,0 +1,174 @@
+//! Holds the kernel-level cost models to `../shared/data/h200-kernels-torch-2.11.jsonl`: GEMM and
+//! attention times, attention transient memory, host-link copies and the CUDA context. These are
+//! the measurements the profile's efficiencies were read from; the test keeps them consistent.
+
+use planner::catalog::Catalog;
+use planner::cost::ops::{AttnKernel, AttnShape};
+use planner::cost::trace::{Hw, Trace};
+use planner::deployment::Precision;
+use serde_json::Value;
+
+const DATA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/h200-kernels-torch-2.11.jsonl"
+);
+
+fn rows() -> Vec<Value> {
+    let text = std::fs::read_to_string(DATA).unwrap_or_else(|e| panic!("read {DATA}: {e}"));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn hw() -> Hw<'static> {
+    let c = Catalog::get();
+    Hw {
+        gpu: c.gpu("h200").unwrap(),
+        rt: c.runtime("diffusers").unwrap(),
+    }
+}
+
+/// Relative errors of the predictions, printed, with the worst returned.
+fn report(name: &str, pairs: &[(String, f64, f64)]) -> f64 {
+    let mut worst: f64 = 0.0;
+    for (what, p, m) in pairs {
+        let e = p / m - 1.0;
+        println!(
+            "{name:<10} {what:<32} predicted {p:>12.4} measured {m:>12.4} {:+7.1} %",
+            e * 100.0
+        );
+        worst = worst.max(e.abs());
+    }
+    worst
+}
+
+#[test]
+fn large_gemms_run_at_the_profiles_efficiency() {
+    let mut pairs = Vec::new();
+    for r in rows().iter().filter(|r| r["kind"] == "gemm") {
+        let (m, k, n) = (
+            r["m"].as_u64().unwrap(),
+            r["k"].as_u64().unwrap(),
+            r["n"].as_u64().unwrap(),
+        );
+        // Below ~1k rows the kernels run partial waves: not what the profile's figure describes.
+        if m < 4096 {
+            continue;
+        }
+        let p = if r["dtype"] == "fp8" {
+            Precision::Fp8
+        } else {
+            Precision::Bf16
+        };
+        let mut t = Trace::new(hw());
+        t.gemm_into(m, k, n, p);
+        pairs.push((
+            format!("{} {m}x{k}x{n}", r["dtype"].as_str().unwrap()),
+            t.elapsed_s() * 1e3,
+            r["ms"].as_f64().unwrap(),
+        ));
+    }
+    let worst = report("gemm", &pairs);
+    assert!(pairs.len() >= 20);
+    assert!(worst < 0.25, "worst GEMM error {:.1} %", worst * 100.0);
+}
+
+#[test]
+fn attention_time_and_memory_follow_the_backend() {
+    let mut times = Vec::new();
+    let mut mems = Vec::new();
+    for r in rows().iter().filter(|r| r["kind"] == "attention") {
+        let (h, s) = (r["heads"].as_u64().unwrap(), r["seq"].as_u64().unwrap());
+        let kernel = match r["backend"].as_str().unwrap() {
+            "FLASH_ATTENTION" => AttnKernel::Flash,
+            "CUDNN_ATTENTION" => AttnKernel::Cudnn,
+            "EFFICIENT_ATTENTION" => AttnKernel::Efficient,
+            _ => AttnKernel::Math,
+        };
+        let mut t = Trace::new(hw());
+        let shape = AttnShape {
+            batch: 1,
+            heads: h,
+            kv_heads: h,
+            q_tokens: s,
+            kv_tokens: s,
+            head_dim: 128,
+        };
+        let out = t.attention(shape, kernel);
+        t.free(out);
+        let what = format!("{} h{h} s{s}", r["backend"].as_str().unwrap());
+        mems.push((
+            what.clone(),
+            t.peak_bytes() as f64,
+            r["peak_above_inputs_bytes"].as_f64().unwrap(),
+        ));
+        if s >= 4608 {
+            times.push((what, t.elapsed_s() * 1e3, r["ms"].as_f64().unwrap()));
+        }
+    }
+    let worst_mem = report("attn mem", &mems);
+    let worst_time = report("attn ms", &times);
+    assert!(
+        worst_mem < 0.03,
+        "worst attention memory error {:.1} %",
+        worst_mem * 100.0
+    );
+    assert!(
+        worst_time < 0.20,
+        "worst attention time error {:.1} %",
+        worst_time * 100.0
+    );
+}
+
+#[test]
+fn pinned_copies_and_context_match() {
+    let rows = rows();
+    let t = Trace::new(hw());
+    let pinned = rows
+        .iter()
+        .find(|r| r["kind"] == "copy" && r["pinned"] == true)
+        .unwrap();
+    let bytes = pinned["bytes"].as_u64().unwrap();
+    let predicted_gbps = bytes as f64 / t.host_copy_s(bytes, true) / 1e9;
+    let pageable = rows
+        .iter()
+        .find(|r| r["kind"] == "copy" && r["pinned"] == false)
+        .unwrap();
+    let predicted_pageable = bytes as f64 / t.host_copy_s(bytes, false) / 1e9;
+    let ctx = rows.iter().find(|r| r["kind"] == "context").unwrap();
+    let worst = report(
+        "copy",
+        &[
+            (
+                "pinned h2d GB/s".into(),
+                predicted_gbps,
+                pinned["h2d_GBps"].as_f64().unwrap(),
+            ),
+            (
+                "pageable h2d GB/s".into(),
+                predicted_pageable,
+                pageable["h2d_GBps"].as_f64().unwrap(),
+            ),
+            (
+                "context bytes".into(),
+                hw().rt.context_bytes as f64,
+                ctx["smi_used_after_init"].as_f64().unwrap(),
+            ),
+        ],
+    );
+    assert!(worst < 0.05, "{worst}");
+}
+
+#[test]
+fn flux1_dev_weights_match_the_measured_module() {
+    let c = Catalog::get();
+    let row = rows().into_iter().find(|r| r["kind"] == "weights").unwrap();
+    let m = c.model("flux1-dev").unwrap();
+    assert_eq!(
+        m.transformer.params().total(),
+        row["params"].as_u64().unwrap()
+    );
+    let bytes = planner::estimate::transformer_weight_bytes(m, Precision::Bf16) as f64;
+    assert!((bytes / row["weights_bytes"].as_f64().unwrap() - 1.0).abs() < 0.03);
+}
