@@ -72,31 +72,37 @@ impl Trace<'_> {
         out
     }
 
-    /// A GEMM whose output the caller accounts for.
+    /// A GEMM whose output the caller accounts for: the weight upcast of FP8 storage or the
+    /// on-the-fly activation quantization of FP8/INT4/NVFP4 compute, then the product itself.
     pub fn gemm_into(&mut self, m: u64, k: u64, n: u64, p: Precision) {
-        let (gpu, rt) = (self.hw.gpu, self.hw.rt);
-        let w_bytes = (n * k) as f64 * p.weight_bytes();
-        let compute = match p {
+        match p {
             Precision::Fp8Storage => {
                 // Layerwise casting: upcast the stored FP8 weight to a BF16 copy, then a BF16 GEMM.
                 let tmp = self.alloc(n * k * BF16);
-                self.kernel(0.0, 0.0, w_bytes + (n * k * BF16) as f64);
+                self.kernel(
+                    0.0,
+                    0.0,
+                    (n * k) as f64 * p.weight_bytes() + (n * k * BF16) as f64,
+                );
+                self.gemm_kernel(m, k, n, Precision::Bf16);
                 self.free(tmp);
-                Precision::Bf16
             }
-            other => other,
-        };
-        let rate = gpu.gemm_flops_per_s(compute) * rt.gemm_eff(compute.name());
-        let bytes = ((m * k + m * n) * BF16) as f64
-            + if p == Precision::Fp8Storage {
-                (n * k * BF16) as f64
-            } else {
-                w_bytes
-            };
-        if matches!(compute, Precision::Fp8 | Precision::Int4 | Precision::Nvfp4) {
-            // Activations are quantized on the fly: one extra pass over the input.
-            self.kernel(0.0, 0.0, ((m * k) * BF16) as f64 * 1.5);
+            Precision::Fp8 | Precision::Int4 | Precision::Nvfp4 => {
+                // Dynamic activation quantization: read BF16, write the low-precision copy and scales.
+                let q = self.alloc((m * k) as u64 / 2 + m * k / 2);
+                self.kernel(0.0, 0.0, ((m * k) * BF16) as f64 * 1.5);
+                self.gemm_kernel(m, k, n, p);
+                self.free(q);
+            }
+            Precision::Bf16 => self.gemm_kernel(m, k, n, p),
         }
+    }
+
+    /// The matrix product alone, its operands already in `p`.
+    pub fn gemm_kernel(&mut self, m: u64, k: u64, n: u64, p: Precision) {
+        let (gpu, rt) = (self.hw.gpu, self.hw.rt);
+        let rate = gpu.gemm_flops_per_s(p) * rt.gemm_eff(p.name());
+        let bytes = ((m * k + m * n) * BF16) as f64 + (n * k) as f64 * p.weight_bytes();
         self.kernel(2.0 * (m * k * n) as f64, rate, bytes);
     }
 
