@@ -178,6 +178,9 @@ pub trait Backend {
     fn elapsed_ms(&self, start: &Self::Mark, end: &Self::Mark) -> Result<f64>;
 }
 
+/// Output pixels per im2col workspace of a convolution (bounds its transient memory).
+pub const CONV_CHUNK_PIXELS: usize = 1 << 16;
+
 /// Rounds an f32 to the nearest BF16 value (ties to even), keeping it as f32.
 pub fn round_bf16(v: f32) -> f32 {
     half::bf16::from_f32(v).to_f32()

@@ -14,24 +14,24 @@ use crate::{ExecError, Result};
 
 /// Live and peak bytes, shared by the backend and every tensor's allocation guard.
 #[derive(Debug, Default)]
-struct Counter {
-    state: Mutex<MemoryStats>,
+pub(crate) struct Counter {
+    pub(crate) state: Mutex<MemoryStats>,
 }
 
 impl Counter {
-    fn alloc(&self, bytes: u64) {
+    pub(crate) fn alloc(&self, bytes: u64) {
         let mut s = self.state.lock().expect("memory counter poisoned");
         s.allocated_bytes += bytes;
         s.peak_bytes = s.peak_bytes.max(s.allocated_bytes);
     }
 
-    fn free(&self, bytes: u64) {
+    pub(crate) fn free(&self, bytes: u64) {
         let mut s = self.state.lock().expect("memory counter poisoned");
         s.allocated_bytes -= bytes;
     }
 
     /// A workspace that lives only inside one operation (attention scores, a dequantized weight).
-    fn transient(&self, bytes: u64) {
+    pub(crate) fn transient(&self, bytes: u64) {
         let mut s = self.state.lock().expect("memory counter poisoned");
         s.peak_bytes = s.peak_bytes.max(s.allocated_bytes + bytes);
     }
@@ -39,9 +39,17 @@ impl Counter {
 
 /// One accounted allocation; freed from the counter when the last view of it drops.
 #[derive(Debug)]
-struct Alloc {
+pub(crate) struct Alloc {
     bytes: u64,
     counter: Arc<Counter>,
+}
+
+impl Alloc {
+    /// Counts `bytes` as allocated until the guard drops.
+    pub(crate) fn new(bytes: u64, counter: &Arc<Counter>) -> Alloc {
+        counter.alloc(bytes);
+        Alloc { bytes, counter: counter.clone() }
+    }
 }
 
 impl Drop for Alloc {
@@ -92,8 +100,7 @@ impl CpuBackend {
 
     fn wrap_as(&self, t: Tensor, store: StoreDtype) -> CpuTensor {
         let bytes = t.elem_count() as u64 * store.size_bytes();
-        self.counter.alloc(bytes);
-        CpuTensor { t, store, _alloc: Arc::new(Alloc { bytes, counter: self.counter.clone() }) }
+        CpuTensor { t, store, _alloc: Arc::new(Alloc::new(bytes, &self.counter)) }
     }
 
     /// Rounds a computed result to BF16 the way a BF16 device tensor would store it.
@@ -400,10 +407,12 @@ impl Backend for CpuBackend {
                 format!("q {:?}, k {:?}, v {:?}", q.t.dims(), k.t.dims(), v.t.dims()),
             ));
         }
-        // The CUDA math path writes f32 scores and softmaxes them in place; the fused path keeps its
-        // tiles on chip. Account what the device would allocate, not candle's own temporaries.
+        // The CUDA math path writes BF16 scores and softmaxes them in place (plus expanded key and
+        // value heads under GQA); the fused path keeps its tiles on chip. Account what the device
+        // allocates, not candle's own temporaries.
         if path == AttentionPath::Math {
-            self.counter.transient((b * h * sq * sk * 4) as u64);
+            let expanded = if hkv != h { 2 * b * sk * h * d * 2 } else { 0 };
+            self.counter.transient((b * h * sq * sk * 2 + expanded) as u64);
         }
         let r = (|| {
             let qh = heads_first(&q.t, 1)?;
@@ -425,9 +434,10 @@ impl Backend for CpuBackend {
         if xd.len() != 4 || wd.len() != 4 || xd[1] != wd[1] {
             return Err(ExecError::shape("conv2d", format!("x {xd:?} with kernel {wd:?}")));
         }
-        // candle's CPU conv materialises an im2col buffer; the CUDA backend does the same, so it
-        // is accounted as a transient of (ci·kh·kw) × (h·w) per image.
-        self.counter.transient((wd[1] * wd[2] * wd[3] * xd[2] * xd[3] * 2) as u64);
+        // The CUDA backend lowers convolutions to GEMMs over an im2col workspace of at most
+        // CONV_CHUNK_PIXELS patches; account the same workspace here.
+        let pixels = (xd[2] * xd[3]).min(crate::backend::CONV_CHUNK_PIXELS);
+        self.counter.transient((wd[1] * wd[2] * wd[3] * pixels * 2) as u64);
         let r = (|| {
             let y = x.t.conv2d(&w.t, padding, 1, 1, 1)?;
             match bias {

@@ -11,3 +11,138 @@ fn without_the_feature_cuda_is_a_clear_error() {
     assert!(err.to_string().contains("not enabled in this build"));
     assert!(matches!(executor::calibrate(BackendKind::Cuda), Err(ExecError::CudaNotEnabled)));
 }
+
+#[cfg(feature = "cuda")]
+mod gpu {
+    use super::*;
+    use executor::backend::{AttentionPath, Backend, GemmMode, HostTensor, RopeStyle, StoreDtype};
+    use executor::cpu::CpuBackend;
+    use executor::cuda::{CudaBackend, driver_present};
+    use executor::weights::Rng;
+
+    /// The CUDA backend, or `None` after saying loudly why the test did not run.
+    fn gpu(test: &str) -> Option<CudaBackend> {
+        match driver_present() {
+            Err(ExecError::NoCudaDriver { detail }) => {
+                eprintln!("SKIPPED: no CUDA driver ({test}: {detail})");
+                None
+            }
+            Err(e) => panic!("CUDA libraries incomplete: {e}"),
+            Ok(()) => Some(CudaBackend::new().expect("a CUDA backend starts where the driver loads")),
+        }
+    }
+
+    #[test]
+    fn missing_driver_is_an_error_not_a_panic() {
+        match driver_present() {
+            Err(ExecError::NoCudaDriver { .. }) => {
+                eprintln!("SKIPPED: no CUDA driver (checking the error path instead)");
+                let err = executor::run(&ModelDims::flux2_tiny(), &RunConfig::tiny(), BackendKind::Cuda).unwrap_err();
+                assert!(err.to_string().contains("no CUDA driver on this machine"), "{err}");
+                assert!(executor::calibrate(BackendKind::Cuda).is_err());
+            }
+            other => other.expect("libraries present"),
+        }
+    }
+
+    fn random(shape: &[usize], seed: u64) -> HostTensor {
+        let mut rng = Rng::new(seed);
+        let n = shape.iter().product();
+        HostTensor::new(shape, (0..n).map(|_| rng.normal()).collect())
+    }
+
+    fn close(name: &str, got: &HostTensor, want: &HostTensor, tol: f32) {
+        assert_eq!(got.shape, want.shape, "{name}");
+        let r = got.max_abs_diff(want) / want.mean_abs().max(1e-3);
+        eprintln!("{name}: max |diff| / mean |ref| = {r:.4}");
+        assert!(r < tol, "{name}: {r}");
+    }
+
+    /// Every backend op on the GPU against the CPU reference, on random inputs.
+    #[test]
+    fn each_op_matches_the_cpu_reference() {
+        let Some(g) = gpu("each_op_matches_the_cpu_reference") else { return };
+        let c = CpuBackend::new();
+        let x = random(&[2, 37, 96], 1);
+        let w = random(&[80, 96], 2);
+        let bias = random(&[80], 3);
+        macro_rules! both {
+            ($name:expr, $tol:expr, |$b:ident| $body:expr) => {{
+                let want = { let $b = &c; $b.download(&$body).unwrap() };
+                let got = { let $b = &g; $b.download(&$body).unwrap() };
+                close($name, &got, &want, $tol);
+            }};
+        }
+        both!("linear", 0.05, |b| b.linear(&b.upload(&x).unwrap(), &b.upload_weight(&w, StoreDtype::Bf16).unwrap(), Some(&b.upload(&bias).unwrap()), GemmMode::Bf16).unwrap());
+        both!("linear fp8-storage", 0.05, |b| b.linear(&b.upload(&x).unwrap(), &b.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(), None, GemmMode::Bf16).unwrap());
+        both!("add", 0.02, |b| b.add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap()).unwrap());
+        both!("scaled_add", 0.02, |b| b.scaled_add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap(), -0.25).unwrap());
+        both!("silu", 0.02, |b| b.silu(&b.upload(&x).unwrap()).unwrap());
+        both!("swiglu", 0.02, |b| b.swiglu(&b.upload(&x).unwrap()).unwrap());
+        let v = random(&[2, 96], 4);
+        both!("modulate", 0.05, |b| b.modulate(&b.upload(&x).unwrap(), &b.upload(&v).unwrap(), &b.upload(&v).unwrap()).unwrap());
+        both!("gated_add", 0.05, |b| b.gated_add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap(), &b.upload(&v).unwrap()).unwrap());
+        both!("layer_norm", 0.05, |b| b.layer_norm(&b.upload(&x).unwrap(), 1e-6).unwrap());
+        both!("rms_norm", 0.05, |b| b.rms_norm(&b.upload(&x).unwrap(), &b.upload(&random(&[96], 5)).unwrap(), 1e-6).unwrap());
+        let img = random(&[2, 16, 9, 11], 6);
+        let gamma = random(&[16], 7);
+        both!("group_norm", 0.05, |b| b.group_norm(&b.upload(&img).unwrap(), 8, &b.upload(&gamma).unwrap(), &b.upload(&gamma).unwrap(), 1e-6).unwrap());
+        let k3 = random(&[24, 16, 3, 3], 8);
+        both!("conv2d 3x3", 0.05, |b| b.conv2d(&b.upload(&img).unwrap(), &b.upload_weight(&k3, StoreDtype::Bf16).unwrap(), Some(&b.upload(&random(&[24], 9)).unwrap()), 1).unwrap());
+        let k1 = random(&[24, 16, 1, 1], 10);
+        both!("conv2d 1x1", 0.05, |b| b.conv2d(&b.upload(&img).unwrap(), &b.upload_weight(&k1, StoreDtype::Bf16).unwrap(), None, 0).unwrap());
+        both!("upsample", 0.0, |b| b.upsample_nearest2x(&b.upload(&img).unwrap()).unwrap());
+        both!("cat", 0.0, |b| b.cat(&[&b.upload(&x).unwrap(), &b.upload(&x).unwrap()], 1).unwrap());
+        both!("narrow", 0.0, |b| b.narrow(&b.upload(&x).unwrap(), 2, 10, 30).unwrap());
+        both!("transpose12", 0.0, |b| b.transpose12(&b.upload(&x).unwrap()).unwrap());
+        let table = random(&[50, 8], 11);
+        both!("embedding", 0.0, |b| b.embedding(&b.upload(&table).unwrap(), &[3, 49, 0, 7]).unwrap());
+        let q = random(&[2, 70, 4, 64], 12);
+        let kv = random(&[2, 70, 2, 64], 13);
+        let (cs, sn) = (random(&[70, 32], 14), random(&[70, 32], 15));
+        for style in [RopeStyle::Interleaved, RopeStyle::Halves] {
+            both!("rope", 0.05, |b| b.rope(&b.upload(&q).unwrap(), &b.upload(&cs).unwrap(), &b.upload(&sn).unwrap(), style).unwrap());
+        }
+        for path in [AttentionPath::Fused, AttentionPath::Math] {
+            for causal in [false, true] {
+                both!(&format!("attention {path:?} causal={causal}"), 0.08, |b| b
+                    .attention(&b.upload(&q).unwrap(), &b.upload(&kv).unwrap(), &b.upload(&kv).unwrap(), causal, path)
+                    .unwrap());
+            }
+        }
+        let (d_gpu, base_gpu) = g.l1_change(&g.upload(&x).unwrap(), &g.upload(&v.clone()).map(|_| g.upload(&x).unwrap()).unwrap()).unwrap();
+        assert_eq!(d_gpu, 0.0);
+        assert!(base_gpu > 0.0);
+    }
+
+    /// flux2-tiny end to end: the GPU matches the CPU reference within BF16 tolerance.
+    #[test]
+    fn flux2_tiny_matches_the_cpu_reference() {
+        let Some(g) = gpu("flux2_tiny_matches_the_cpu_reference") else { return };
+        let dims = ModelDims::flux2_tiny();
+        for attention in [AttentionPath::Fused, AttentionPath::Math] {
+            let cfg = RunConfig { attention, warmup_runs: 1, measured_runs: 2, ..RunConfig::tiny() };
+            let want = executor::execute(&CpuBackend::new(), &dims, &cfg).unwrap();
+            let got = executor::execute(&g, &dims, &cfg).unwrap();
+            close("context", &got.context, &want.context, 0.1);
+            close("latents", &got.latents, &want.latents, 0.15);
+            close("image", &got.image, &want.image, 0.25);
+            // Same graph, same accounting: activation bytes agree exactly.
+            for (a, b) in got.measurement.stages.iter().zip(&want.measurement.stages) {
+                assert_eq!(a.activation_peak_bytes, b.activation_peak_bytes, "{}", a.name);
+                eprintln!("{}: {} bytes, {:.3} ms on GPU", a.name, a.activation_peak_bytes, a.ms);
+            }
+            assert!(got.measurement.context_bytes > 0);
+        }
+        let m = executor::run(&dims, &RunConfig { weights: executor::WeightsDtype::Fp8Storage, vae_tile_latent: Some(4), ..RunConfig::tiny() }, BackendKind::Cuda).unwrap();
+        assert_eq!(m.stages.len(), 3);
+    }
+
+    #[test]
+    fn calibrate_runs_on_the_gpu() {
+        let Some(g) = gpu("calibrate_runs_on_the_gpu") else { return };
+        let r = executor::calibrate::calibrate_on(&g, &executor::calibrate::CalibrationSizes::cpu()).unwrap();
+        assert!(r.gemm.iter().all(|x| x.tflops > 0.0));
+        eprintln!("{r:#?}");
+    }
+}

@@ -1,0 +1,748 @@
+//! The CUDA backend on cudarc: BF16 tensors in device memory it accounts itself, GEMMs through
+//! cuBLASLt, and the executor's own kernels (norms, RoPE, SwiGLU, attention, im2col...) compiled
+//! with NVRTC at start-up. Libraries are loaded at run time, so building needs no CUDA toolkit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::CompileOptions;
+use half::bf16;
+
+use super::kernels::{FLASH_BQ, FLASH_MAX_D, KERNELS, ROW_THREADS, SOURCE};
+use crate::backend::{
+    AttentionPath, Backend, BackendKind, CONV_CHUNK_PIXELS, GemmMode, HostTensor, MemoryStats, RopeStyle, StoreDtype,
+    e4m3_to_f32, quantize_e4m3,
+};
+use crate::cpu::{Alloc, Counter};
+use crate::{ExecError, Result};
+
+/// Tries every file name cudarc would try for `lib`; returns the loader's last complaint.
+fn try_load(lib: &str) -> std::result::Result<(), String> {
+    let mut last = String::from("no candidate names");
+    for name in cudarc::get_lib_name_candidates(lib) {
+        // SAFETY: loading a system library runs its initialisers; these are NVIDIA's own
+        // libraries, which cudarc is about to load the same way.
+        match unsafe { libloading::Library::new(&name) } {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// Checks that the driver (`libcuda`), NVRTC and cuBLASLt can be loaded, because cudarc panics
+/// instead of returning an error when a dynamically loaded library is missing.
+pub fn driver_present() -> Result<()> {
+    try_load("cuda").map_err(|detail| ExecError::NoCudaDriver { detail })?;
+    for (lib, what) in [("nvrtc", "NVRTC"), ("cublasLt", "cuBLASLt")] {
+        try_load(lib).map_err(|e| ExecError::Cuda {
+            op: format!("loading {what} (lib{lib})"),
+            detail: format!("{e}; install the CUDA 13 runtime libraries or add them to LD_LIBRARY_PATH"),
+        })?;
+    }
+    Ok(())
+}
+
+/// Device storage of one tensor.
+enum Data {
+    Bf16(CudaSlice<bf16>),
+    Fp8 { bytes: CudaSlice<u8>, scale: f32 },
+}
+
+/// A device buffer and the accounting guard that frees its bytes from the counter.
+struct Buf {
+    data: Data,
+    _alloc: Alloc,
+}
+
+/// A tensor on the GPU: a contiguous row-major buffer (shared by reshaped views) and a shape.
+#[derive(Clone)]
+pub struct CudaTensor {
+    buf: Arc<Buf>,
+    shape: Vec<usize>,
+}
+
+impl CudaTensor {
+    fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    fn bf16(&self, op: &str) -> Result<&CudaSlice<bf16>> {
+        match &self.buf.data {
+            Data::Bf16(s) => Ok(s),
+            Data::Fp8 { .. } => Err(ExecError::shape(op, "an fp8 weight cannot be used as an activation")),
+        }
+    }
+}
+
+/// The CUDA backend on device 0.
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlasLT,
+    funcs: HashMap<&'static str, CudaFunction>,
+    counter: Arc<Counter>,
+    context_bytes: u64,
+}
+
+fn driver_err(op: &str, bytes: usize) -> impl Fn(DriverError) -> ExecError + '_ {
+    move |e| {
+        if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            ExecError::OutOfMemory { bytes: bytes as u64 }
+        } else {
+            ExecError::Cuda { op: op.to_string(), detail: format!("{e:?}") }
+        }
+    }
+}
+
+/// One thread per element, grid-stride loop for the rest.
+fn grid1d(n: usize) -> LaunchConfig {
+    let blocks = n.div_ceil(256).clamp(1, 1 << 20) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// One block per row.
+fn rows(n: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (ROW_THREADS, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// NVRTC's architecture flag for the device's compute capability.
+fn arch(cc: (i32, i32)) -> Option<&'static str> {
+    Some(match cc {
+        (7, 5) => "sm_75",
+        (8, 0) => "sm_80",
+        (8, 6) => "sm_86",
+        (8, 9) => "sm_89",
+        (9, 0) => "sm_90",
+        (10, 0) => "sm_100",
+        (12, 0) => "sm_120",
+        _ => return None,
+    })
+}
+
+/// One GEMM operand: a buffer, an element offset and a leading dimension (row stride).
+struct Operand<'a> {
+    s: &'a CudaSlice<bf16>,
+    off: usize,
+    ld: usize,
+}
+
+impl CudaBackend {
+    /// Loads the libraries, creates a context on device 0, compiles the kernels.
+    pub fn new() -> Result<CudaBackend> {
+        driver_present()?;
+        let ctx = CudaContext::new(0).map_err(driver_err("creating the context", 0))?;
+        // Device memory in use right after the context exists: the context itself plus whatever
+        // other processes hold (run on an idle GPU for a clean number).
+        let (free, total) = ctx.mem_get_info().map_err(driver_err("cuMemGetInfo", 0))?;
+        let stream = ctx.default_stream();
+        let cc = ctx.compute_capability().map_err(driver_err("reading the compute capability", 0))?;
+        let opts = CompileOptions { arch: arch(cc), ..Default::default() };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
+            .map_err(|e| ExecError::Cuda { op: "compiling the kernels with NVRTC".into(), detail: format!("{e:?}") })?;
+        let module = ctx.load_module(ptx).map_err(driver_err("loading the kernels", 0))?;
+        let mut funcs = HashMap::new();
+        for &name in KERNELS {
+            funcs.insert(name, module.load_function(name).map_err(driver_err(name, 0))?);
+        }
+        let blas = CudaBlasLT::new(stream.clone())
+            .map_err(|e| ExecError::Cuda { op: "creating the cuBLASLt handle".into(), detail: format!("{e:?}") })?;
+        Ok(CudaBackend { ctx, stream, blas, funcs, counter: Arc::new(Counter::default()), context_bytes: (total - free) as u64 })
+    }
+
+    /// The device's name and free/total memory, for reports.
+    pub fn describe(&self) -> Result<(String, usize, usize)> {
+        let name = self.ctx.name().map_err(driver_err("cuDeviceGetName", 0))?;
+        let (free, total) = self.ctx.mem_get_info().map_err(driver_err("cuMemGetInfo", 0))?;
+        Ok((name, free, total))
+    }
+
+    fn f(&self, name: &str) -> &CudaFunction {
+        &self.funcs[name]
+    }
+
+    fn alloc(&self, n: usize, op: &str) -> Result<CudaSlice<bf16>> {
+        // SAFETY: every caller writes all n elements before reading them.
+        unsafe { self.stream.alloc::<bf16>(n.max(1)) }.map_err(driver_err(op, n * 2))
+    }
+
+    fn wrap(&self, s: CudaSlice<bf16>, shape: &[usize]) -> CudaTensor {
+        let bytes = shape.iter().product::<usize>() as u64 * 2;
+        CudaTensor { buf: Arc::new(Buf { data: Data::Bf16(s), _alloc: Alloc::new(bytes, &self.counter) }), shape: shape.to_vec() }
+    }
+
+    fn launch_err(&self, op: &str) -> impl Fn(DriverError) -> ExecError + '_ {
+        let op = op.to_string();
+        move |e| ExecError::Cuda { op: format!("kernel {op}"), detail: format!("{e:?}") }
+    }
+
+    fn same(&self, op: &str, a: &CudaTensor, b: &CudaTensor) -> Result<()> {
+        if a.shape != b.shape {
+            return Err(ExecError::shape(op, format!("{:?} vs {:?}", a.shape, b.shape)));
+        }
+        Ok(())
+    }
+
+    /// `C[m, n] = alpha · A[m, k] · op(B)` with row-major operands, where `op(B)` is `Bᵀ` for
+    /// `B[n, k]` (`b_is_nk`) or `B` for `B[k, n]`; batched over `batch` with element strides.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        a: Operand<'_>,
+        b: Operand<'_>,
+        c: &mut CudaSlice<bf16>,
+        c_off: usize,
+        ldc: usize,
+        (m, n, k): (usize, usize, usize),
+        b_is_nk: bool,
+        alpha: f32,
+        batch: Option<(usize, usize, usize, usize)>,
+    ) -> Result<()> {
+        // Row-major C = A·op(B) is column-major Cᵀ = op(B)ᵀ·Aᵀ: cuBLASLt's "A" is our B.
+        let cfg = MatmulConfig {
+            transa: b_is_nk,
+            transb: false,
+            transc: false,
+            m: n as u64,
+            n: m as u64,
+            k: k as u64,
+            alpha,
+            lda: b.ld as i64,
+            ldb: a.ld as i64,
+            beta: 0.0,
+            ldc: ldc as i64,
+            stride_a: batch.map(|(_, _, sb, _)| sb as i64),
+            stride_b: batch.map(|(_, sa, _, _)| sa as i64),
+            stride_c: batch.map(|(_, _, _, sc)| sc as i64),
+            stride_bias: None,
+            batch_size: batch.map(|(count, _, _, _)| count as i32),
+        };
+        let bv = b.s.slice(b.off..);
+        let av = a.s.slice(a.off..);
+        let mut cv = c.slice_mut(c_off..);
+        // SAFETY: the callers size every operand for the shapes and strides passed.
+        unsafe { self.blas.matmul(cfg, &bv, &av, &mut cv, None, None) }
+            .map_err(|e| ExecError::Cuda { op: format!("cuBLASLt BF16 GEMM {m}×{n}×{k}"), detail: format!("{e:?}") })
+    }
+
+    fn copy2d(&self, src: &CudaSlice<bf16>, dst: &mut CudaSlice<bf16>, rows_n: usize, cols: usize, (ss, so): (usize, usize), (ds, dof): (usize, usize)) -> Result<()> {
+        let n = (rows_n * cols) as u64;
+        let (c, ss, so, ds, dof) = (cols as u64, ss as u64, so as u64, ds as u64, dof as u64);
+        unsafe {
+            self.stream.launch_builder(self.f("copy2d_k")).arg(src).arg(dst).arg(&c).arg(&ss).arg(&so).arg(&ds).arg(&dof).arg(&n).launch(grid1d(n as usize))
+        }
+        .map_err(self.launch_err("copy2d"))?;
+        Ok(())
+    }
+
+    fn attention_math(&self, q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, causal: bool) -> Result<CudaTensor> {
+        let (b, sq, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
+        let (sk, hkv) = (k.shape[1], k.shape[2]);
+        // Grouped queries: expand keys and values to one head per query head first.
+        let expand = |t: &CudaTensor| -> Result<CudaTensor> {
+            if hkv == h {
+                return Ok(t.clone());
+            }
+            let n = b * sk * h * d;
+            let mut out = self.alloc(n, "attention")?;
+            let (hkv64, rep, d64, n64) = (hkv as u64, (h / hkv) as u64, d as u64, n as u64);
+            unsafe {
+                self.stream.launch_builder(self.f("repeat_kv_k")).arg(t.bf16("attention")?).arg(&mut out).arg(&hkv64).arg(&rep).arg(&d64).arg(&n64).launch(grid1d(n))
+            }
+            .map_err(self.launch_err("repeat_kv"))?;
+            Ok(self.wrap(out, &[b, sk, h, d]))
+        };
+        let (kx, vx) = (expand(k)?, expand(v)?);
+        let mut scores = self.alloc(b * h * sq * sk, "attention scores")?;
+        let scores_guard = Alloc::new((b * h * sq * sk * 2) as u64, &self.counter);
+        let (qs, ks, vs) = (q.bf16("attention")?, kx.bf16("attention")?, vx.bf16("attention")?);
+        let scale = 1.0 / (d as f32).sqrt();
+        for bi in 0..b {
+            self.gemm(
+                Operand { s: qs, off: bi * sq * h * d, ld: h * d },
+                Operand { s: ks, off: bi * sk * h * d, ld: h * d },
+                &mut scores,
+                bi * h * sq * sk,
+                sk,
+                (sq, sk, d),
+                true,
+                scale,
+                Some((h, d, d, sq * sk)),
+            )?;
+        }
+        let (cols, sq64, c) = (sk as u64, sq as u64, causal as i32);
+        unsafe { self.stream.launch_builder(self.f("softmax_rows_k")).arg(&mut scores).arg(&cols).arg(&sq64).arg(&c).launch(rows(b * h * sq)) }
+            .map_err(self.launch_err("softmax_rows"))?;
+        let mut out = self.alloc(b * sq * h * d, "attention")?;
+        for bi in 0..b {
+            self.gemm(
+                Operand { s: &scores, off: bi * h * sq * sk, ld: sk },
+                Operand { s: vs, off: bi * sk * h * d, ld: h * d },
+                &mut out,
+                bi * sq * h * d,
+                h * d,
+                (sq, d, sk),
+                false,
+                1.0,
+                Some((h, sq * sk, d, d)),
+            )?;
+        }
+        drop((scores, scores_guard));
+        Ok(self.wrap(out, &[b, sq, h, d]))
+    }
+}
+
+impl Backend for CudaBackend {
+    type Tensor = CudaTensor;
+    type Mark = CudaEvent;
+
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cuda
+    }
+
+    fn context_bytes(&self) -> u64 {
+        self.context_bytes
+    }
+
+    fn upload(&self, t: &HostTensor) -> Result<CudaTensor> {
+        let host: Vec<bf16> = t.data.iter().map(|&v| bf16::from_f32(v)).collect();
+        let s = self.stream.clone_htod(&host).map_err(driver_err("host-to-device copy", host.len() * 2))?;
+        Ok(self.wrap(s, &t.shape))
+    }
+
+    fn upload_weight(&self, t: &HostTensor, store: StoreDtype) -> Result<CudaTensor> {
+        match store {
+            StoreDtype::Bf16 => self.upload(t),
+            StoreDtype::Fp8E4M3 => {
+                let (bytes, scale) = quantize_e4m3(&t.data);
+                let s = self.stream.clone_htod(&bytes).map_err(driver_err("host-to-device copy", bytes.len()))?;
+                let alloc = Alloc::new(bytes.len() as u64, &self.counter);
+                Ok(CudaTensor { buf: Arc::new(Buf { data: Data::Fp8 { bytes: s, scale }, _alloc: alloc }), shape: t.shape.clone() })
+            }
+        }
+    }
+
+    fn download(&self, t: &CudaTensor) -> Result<HostTensor> {
+        let data = match &t.buf.data {
+            Data::Bf16(s) => {
+                let v = self.stream.clone_dtoh(s).map_err(driver_err("device-to-host copy", 0))?;
+                v[..t.numel()].iter().map(|x| x.to_f32()).collect()
+            }
+            Data::Fp8 { bytes, scale } => {
+                let v = self.stream.clone_dtoh(bytes).map_err(driver_err("device-to-host copy", 0))?;
+                v[..t.numel()].iter().map(|&b| e4m3_to_f32(b) * scale).collect()
+            }
+        };
+        Ok(HostTensor::new(&t.shape, data))
+    }
+
+    fn shape(&self, t: &CudaTensor) -> Vec<usize> {
+        t.shape.clone()
+    }
+
+    fn reshape(&self, t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+        if shape.iter().product::<usize>() != t.numel() {
+            return Err(ExecError::shape("reshape", format!("{:?} to {shape:?}", t.shape)));
+        }
+        Ok(CudaTensor { buf: t.buf.clone(), shape: shape.to_vec() })
+    }
+
+    fn linear(&self, x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, mode: GemmMode) -> Result<CudaTensor> {
+        let k = *x.shape.last().unwrap_or(&0);
+        if w.shape.len() != 2 || w.shape[1] != k {
+            return Err(ExecError::shape("linear", format!("x {:?} with weight {:?}", x.shape, w.shape)));
+        }
+        let (m, n) = (x.numel() / k.max(1), w.shape[0]);
+        let dequant;
+        let ws = match &w.buf.data {
+            Data::Bf16(s) => s,
+            Data::Fp8 { bytes, scale } => {
+                if mode == GemmMode::Fp8 {
+                    return Err(ExecError::Unsupported {
+                        what: "fp8 compute (cuBLASLt E4M3 GEMMs with scales)".into(),
+                        hint: "use `weights: fp8-storage`, which dequantizes to BF16 before each GEMM".into(),
+                    });
+                }
+                // fp8-storage: a BF16 copy of the weight lives only for this GEMM.
+                let mut d = self.alloc(n * k, "fp8 dequantize")?;
+                let (sc, cnt) = (*scale, (n * k) as u64);
+                unsafe { self.stream.launch_builder(self.f("fp8_dequant_k")).arg(bytes).arg(&mut d).arg(&sc).arg(&cnt).launch(grid1d(n * k)) }
+                    .map_err(self.launch_err("fp8_dequant"))?;
+                dequant = self.wrap(d, &[n, k]);
+                dequant.bf16("linear")?
+            }
+        };
+        let mut out = self.alloc(m * n, "linear")?;
+        self.gemm(Operand { s: x.bf16("linear")?, off: 0, ld: k }, Operand { s: ws, off: 0, ld: k }, &mut out, 0, n, (m, n, k), true, 1.0, None)?;
+        if let Some(bias) = bias {
+            let (c, one, total) = (n as u64, 1u64, (m * n) as u64);
+            unsafe { self.stream.launch_builder(self.f("channel_bias_k")).arg(&mut out).arg(bias.bf16("linear")?).arg(&c).arg(&one).arg(&total).launch(grid1d(m * n)) }
+                .map_err(self.launch_err("bias"))?;
+        }
+        let mut shape = x.shape.clone();
+        *shape.last_mut().expect("non-empty shape") = n;
+        Ok(self.wrap(out, &shape))
+    }
+
+    fn add(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        self.same("add", a, b)?;
+        let n = a.numel();
+        let mut out = self.alloc(n, "add")?;
+        let n64 = n as u64;
+        unsafe { self.stream.launch_builder(self.f("add_k")).arg(a.bf16("add")?).arg(b.bf16("add")?).arg(&mut out).arg(&n64).launch(grid1d(n)) }
+            .map_err(self.launch_err("add"))?;
+        Ok(self.wrap(out, &a.shape))
+    }
+
+    fn scaled_add(&self, a: &CudaTensor, b: &CudaTensor, alpha: f32) -> Result<CudaTensor> {
+        self.same("scaled_add", a, b)?;
+        let n = a.numel();
+        let mut out = self.alloc(n, "scaled_add")?;
+        let n64 = n as u64;
+        unsafe {
+            self.stream.launch_builder(self.f("scaled_add_k")).arg(a.bf16("scaled_add")?).arg(b.bf16("scaled_add")?).arg(&mut out).arg(&alpha).arg(&n64).launch(grid1d(n))
+        }
+        .map_err(self.launch_err("scaled_add"))?;
+        Ok(self.wrap(out, &a.shape))
+    }
+
+    fn silu(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let n = x.numel();
+        let mut out = self.alloc(n, "silu")?;
+        let n64 = n as u64;
+        unsafe { self.stream.launch_builder(self.f("silu_k")).arg(x.bf16("silu")?).arg(&mut out).arg(&n64).launch(grid1d(n)) }
+            .map_err(self.launch_err("silu"))?;
+        Ok(self.wrap(out, &x.shape))
+    }
+
+    fn swiglu(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let n2 = *x.shape.last().unwrap_or(&0);
+        if n2 % 2 != 0 {
+            return Err(ExecError::shape("swiglu", format!("odd last dimension in {:?}", x.shape)));
+        }
+        let n = x.numel() / 2;
+        let mut out = self.alloc(n, "swiglu")?;
+        let (h, n64) = ((n2 / 2) as u64, n as u64);
+        unsafe { self.stream.launch_builder(self.f("swiglu_k")).arg(x.bf16("swiglu")?).arg(&mut out).arg(&h).arg(&n64).launch(grid1d(n)) }
+            .map_err(self.launch_err("swiglu"))?;
+        let mut shape = x.shape.clone();
+        *shape.last_mut().expect("non-empty") = n2 / 2;
+        Ok(self.wrap(out, &shape))
+    }
+
+    fn modulate(&self, x: &CudaTensor, shift: &CudaTensor, scale: &CudaTensor) -> Result<CudaTensor> {
+        if x.shape.len() != 3 || shift.shape != [x.shape[0], x.shape[2]] || scale.shape != shift.shape {
+            return Err(ExecError::shape("modulate", format!("x {:?} with {:?}", x.shape, shift.shape)));
+        }
+        let n = x.numel();
+        let mut out = self.alloc(n, "modulate")?;
+        let (s, d, n64) = (x.shape[1] as u64, x.shape[2] as u64, n as u64);
+        unsafe {
+            self.stream
+                .launch_builder(self.f("modulate_k"))
+                .arg(x.bf16("modulate")?)
+                .arg(shift.bf16("modulate")?)
+                .arg(scale.bf16("modulate")?)
+                .arg(&mut out)
+                .arg(&s)
+                .arg(&d)
+                .arg(&n64)
+                .launch(grid1d(n))
+        }
+        .map_err(self.launch_err("modulate"))?;
+        Ok(self.wrap(out, &x.shape))
+    }
+
+    fn gated_add(&self, res: &CudaTensor, x: &CudaTensor, gate: &CudaTensor) -> Result<CudaTensor> {
+        self.same("gated_add", res, x)?;
+        if x.shape.len() != 3 || gate.shape != [x.shape[0], x.shape[2]] {
+            return Err(ExecError::shape("gated_add", format!("x {:?} with gate {:?}", x.shape, gate.shape)));
+        }
+        let n = x.numel();
+        let mut out = self.alloc(n, "gated_add")?;
+        let (s, d, n64) = (x.shape[1] as u64, x.shape[2] as u64, n as u64);
+        unsafe {
+            self.stream
+                .launch_builder(self.f("gated_add_k"))
+                .arg(res.bf16("gated_add")?)
+                .arg(x.bf16("gated_add")?)
+                .arg(gate.bf16("gated_add")?)
+                .arg(&mut out)
+                .arg(&s)
+                .arg(&d)
+                .arg(&n64)
+                .launch(grid1d(n))
+        }
+        .map_err(self.launch_err("gated_add"))?;
+        Ok(self.wrap(out, &x.shape))
+    }
+
+    fn layer_norm(&self, x: &CudaTensor, eps: f32) -> Result<CudaTensor> {
+        let d = *x.shape.last().unwrap_or(&1);
+        let n = x.numel();
+        let mut out = self.alloc(n, "layer_norm")?;
+        let d64 = d as u64;
+        unsafe { self.stream.launch_builder(self.f("layer_norm_k")).arg(x.bf16("layer_norm")?).arg(&mut out).arg(&d64).arg(&eps).launch(rows(n / d)) }
+            .map_err(self.launch_err("layer_norm"))?;
+        Ok(self.wrap(out, &x.shape))
+    }
+
+    fn rms_norm(&self, x: &CudaTensor, w: &CudaTensor, eps: f32) -> Result<CudaTensor> {
+        let d = *x.shape.last().unwrap_or(&1);
+        if w.shape != [d] {
+            return Err(ExecError::shape("rms_norm", format!("x {:?} with weight {:?}", x.shape, w.shape)));
+        }
+        let n = x.numel();
+        let mut out = self.alloc(n, "rms_norm")?;
+        let d64 = d as u64;
+        unsafe {
+            self.stream.launch_builder(self.f("rms_norm_k")).arg(x.bf16("rms_norm")?).arg(w.bf16("rms_norm")?).arg(&mut out).arg(&d64).arg(&eps).launch(rows(n / d))
+        }
+        .map_err(self.launch_err("rms_norm"))?;
+        Ok(self.wrap(out, &x.shape))
+    }
+
+    fn group_norm(&self, x: &CudaTensor, groups: usize, gamma: &CudaTensor, beta: &CudaTensor, eps: f32) -> Result<CudaTensor> {
+        let [b, c, h, w] = x.shape[..] else { return Err(ExecError::shape("group_norm", format!("{:?}", x.shape))) };
+        if c % groups != 0 || gamma.shape != [c] || beta.shape != [c] {
+            return Err(ExecError::shape("group_norm", format!("{:?} with {groups} groups", x.shape)));
+        }
+        let mut out = self.alloc(x.numel(), "group_norm")?;
+        let (c64, hw, g) = (c as u64, (h * w) as u64, groups as u64);
+        unsafe {
+            self.stream
+                .launch_builder(self.f("group_norm_k"))
+                .arg(x.bf16("group_norm")?)
+                .arg(gamma.bf16("group_norm")?)
+                .arg(beta.bf16("group_norm")?)
+                .arg(&mut out)
+                .arg(&c64)
+                .arg(&hw)
+                .arg(&g)
+                .arg(&eps)
+                .launch(rows(b * groups))
+        }
+        .map_err(self.launch_err("group_norm"))?;
+        Ok(self.wrap(out, &x.shape))
+    }
+
+    fn rope(&self, x: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, style: RopeStyle) -> Result<CudaTensor> {
+        let [_, s, h, d] = x.shape[..] else { return Err(ExecError::shape("rope", format!("{:?}", x.shape))) };
+        if cos.shape != [s, d / 2] || sin.shape != cos.shape {
+            return Err(ExecError::shape("rope", format!("x {:?} with table {:?}", x.shape, cos.shape)));
+        }
+        let n = x.numel() / 2;
+        let mut out = self.alloc(x.numel(), "rope")?;
+        let (s64, h64, d64, n64) = (s as u64, h as u64, d as u64, n as u64);
+        let il = (style == RopeStyle::Interleaved) as i32;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("rope_k"))
+                .arg(x.bf16("rope")?)
+                .arg(cos.bf16("rope")?)
+                .arg(sin.bf16("rope")?)
+                .arg(&mut out)
+                .arg(&s64)
+                .arg(&h64)
+                .arg(&d64)
+                .arg(&il)
+                .arg(&n64)
+                .launch(grid1d(n))
+        }
+        .map_err(self.launch_err("rope"))?;
+        Ok(self.wrap(out, &x.shape))
+    }
+
+    fn attention(&self, q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, causal: bool, path: AttentionPath) -> Result<CudaTensor> {
+        let (&[b, sq, h, d], &[kb, sk, hkv, kd]) = (&q.shape[..], &k.shape[..]) else {
+            return Err(ExecError::shape("attention", format!("q {:?}, k {:?}", q.shape, k.shape)));
+        };
+        if kb != b || kd != d || hkv == 0 || h % hkv != 0 || v.shape != k.shape {
+            return Err(ExecError::shape("attention", format!("q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape)));
+        }
+        if path == AttentionPath::Math {
+            return self.attention_math(q, k, v, causal);
+        }
+        if d > FLASH_MAX_D {
+            return Err(ExecError::Unsupported {
+                what: format!("fused attention with head_dim {d}"),
+                hint: format!("the fused kernel handles head_dim up to {FLASH_MAX_D}; use `attention: math`"),
+            });
+        }
+        let mut out = self.alloc(q.numel(), "attention")?;
+        let cfg = LaunchConfig { grid_dim: (sq.div_ceil(FLASH_BQ as usize) as u32, h as u32, b as u32), block_dim: (FLASH_BQ, 1, 1), shared_mem_bytes: 0 };
+        let (sq32, sk32, h32, hkv32, d32) = (sq as i32, sk as i32, h as i32, hkv as i32, d as i32);
+        let (scale, c) = (1.0 / (d as f32).sqrt(), causal as i32);
+        unsafe {
+            self.stream
+                .launch_builder(self.f("flash_attn_k"))
+                .arg(q.bf16("attention")?)
+                .arg(k.bf16("attention")?)
+                .arg(v.bf16("attention")?)
+                .arg(&mut out)
+                .arg(&sq32)
+                .arg(&sk32)
+                .arg(&h32)
+                .arg(&hkv32)
+                .arg(&d32)
+                .arg(&scale)
+                .arg(&c)
+                .launch(cfg)
+        }
+        .map_err(self.launch_err("flash_attn"))?;
+        Ok(self.wrap(out, &q.shape))
+    }
+
+    fn conv2d(&self, x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, padding: usize) -> Result<CudaTensor> {
+        let (&[b, ci, h, wd], &[co, wci, kh, kw]) = (&x.shape[..], &w.shape[..]) else {
+            return Err(ExecError::shape("conv2d", format!("x {:?} with kernel {:?}", x.shape, w.shape)));
+        };
+        if wci != ci || kh != kw || kh != 2 * padding + 1 {
+            return Err(ExecError::shape("conv2d", format!("x {:?} with kernel {:?}, padding {padding} (only same-size convolutions)", x.shape, w.shape)));
+        }
+        let (hw, kk) = (h * wd, ci * kh * kw);
+        let chunk = hw.min(CONV_CHUNK_PIXELS);
+        let mut col = self.alloc(chunk * kk, "conv2d im2col")?;
+        let col_guard = Alloc::new((chunk * kk * 2) as u64, &self.counter);
+        let mut out = self.alloc(b * co * hw, "conv2d")?;
+        let (xs, ws) = (x.bf16("conv2d")?, w.bf16("conv2d")?);
+        for bi in 0..b {
+            let xb = xs.slice(bi * ci * hw..);
+            for p0 in (0..hw).step_by(chunk) {
+                let np = chunk.min(hw - p0);
+                let n = (np * kk) as u64;
+                let (c64, h64, w64, k64, pad, p064) = (ci as u64, h as u64, wd as u64, kh as u64, padding as u64, p0 as u64);
+                unsafe {
+                    self.stream
+                        .launch_builder(self.f("im2col_k"))
+                        .arg(&xb)
+                        .arg(&mut col)
+                        .arg(&c64)
+                        .arg(&h64)
+                        .arg(&w64)
+                        .arg(&k64)
+                        .arg(&pad)
+                        .arg(&p064)
+                        .arg(&n)
+                        .launch(grid1d(n as usize))
+                }
+                .map_err(self.launch_err("im2col"))?;
+                // out[bi][:, p0..p0+np] = W[co, kk] · col[np, kk]ᵀ, written with row stride hw.
+                self.gemm(Operand { s: ws, off: 0, ld: kk }, Operand { s: &col, off: 0, ld: kk }, &mut out, bi * co * hw + p0, hw, (co, np, kk), true, 1.0, None)?;
+            }
+        }
+        drop((col, col_guard));
+        if let Some(bias) = bias {
+            let (c64, hw64, total) = (co as u64, hw as u64, (b * co * hw) as u64);
+            unsafe { self.stream.launch_builder(self.f("channel_bias_k")).arg(&mut out).arg(bias.bf16("conv2d")?).arg(&c64).arg(&hw64).arg(&total).launch(grid1d(total as usize)) }
+                .map_err(self.launch_err("bias"))?;
+        }
+        Ok(self.wrap(out, &[b, co, h, wd]))
+    }
+
+    fn upsample_nearest2x(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let [b, c, h, w] = x.shape[..] else { return Err(ExecError::shape("upsample", format!("{:?}", x.shape))) };
+        let n = x.numel() * 4;
+        let mut out = self.alloc(n, "upsample")?;
+        let (h64, w64, n64) = (h as u64, w as u64, n as u64);
+        unsafe { self.stream.launch_builder(self.f("upsample2x_k")).arg(x.bf16("upsample")?).arg(&mut out).arg(&h64).arg(&w64).arg(&n64).launch(grid1d(n)) }
+            .map_err(self.launch_err("upsample"))?;
+        Ok(self.wrap(out, &[b, c, 2 * h, 2 * w]))
+    }
+
+    fn cat(&self, xs: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
+        let first = xs.first().ok_or_else(|| ExecError::shape("cat", "no tensors"))?;
+        let mut shape = first.shape.clone();
+        shape[dim] = 0;
+        for x in xs {
+            if x.shape.len() != first.shape.len() || x.shape.iter().enumerate().any(|(i, &s)| i != dim && s != first.shape[i]) {
+                return Err(ExecError::shape("cat", format!("{:?} with {:?} along {dim}", first.shape, x.shape)));
+            }
+            shape[dim] += x.shape[dim];
+        }
+        let outer: usize = shape[..dim].iter().product();
+        let total_cols: usize = shape[dim..].iter().product();
+        let mut out = self.alloc(outer * total_cols, "cat")?;
+        let mut off = 0;
+        for x in xs {
+            let cols: usize = x.shape[dim..].iter().product();
+            self.copy2d(x.bf16("cat")?, &mut out, outer, cols, (cols, 0), (total_cols, off))?;
+            off += cols;
+        }
+        Ok(self.wrap(out, &shape))
+    }
+
+    fn narrow(&self, x: &CudaTensor, dim: usize, start: usize, len: usize) -> Result<CudaTensor> {
+        if dim >= x.shape.len() || start + len > x.shape[dim] {
+            return Err(ExecError::shape("narrow", format!("{start}+{len} along {dim} of {:?}", x.shape)));
+        }
+        let outer: usize = x.shape[..dim].iter().product();
+        let inner: usize = x.shape[dim + 1..].iter().product();
+        let mut shape = x.shape.clone();
+        shape[dim] = len;
+        let mut out = self.alloc(outer * len * inner, "narrow")?;
+        self.copy2d(x.bf16("narrow")?, &mut out, outer, len * inner, (x.shape[dim] * inner, start * inner), (len * inner, 0))?;
+        Ok(self.wrap(out, &shape))
+    }
+
+    fn transpose12(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let [a, b, c] = x.shape[..] else { return Err(ExecError::shape("transpose12", format!("{:?}", x.shape))) };
+        let n = x.numel();
+        let mut out = self.alloc(n, "transpose12")?;
+        let (b64, c64, n64) = (b as u64, c as u64, n as u64);
+        unsafe { self.stream.launch_builder(self.f("transpose12_k")).arg(x.bf16("transpose12")?).arg(&mut out).arg(&b64).arg(&c64).arg(&n64).launch(grid1d(n)) }
+            .map_err(self.launch_err("transpose12"))?;
+        Ok(self.wrap(out, &[a, c, b]))
+    }
+
+    fn embedding(&self, table: &CudaTensor, ids: &[u32]) -> Result<CudaTensor> {
+        let [v, d] = table.shape[..] else { return Err(ExecError::shape("embedding", format!("{:?}", table.shape))) };
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
+            return Err(ExecError::shape("embedding", format!("token id {bad} outside a vocabulary of {v}")));
+        }
+        let dids = self.stream.clone_htod(ids).map_err(driver_err("host-to-device copy", ids.len() * 4))?;
+        let n = ids.len() * d;
+        let mut out = self.alloc(n, "embedding")?;
+        let (d64, n64) = (d as u64, n as u64);
+        unsafe { self.stream.launch_builder(self.f("embedding_k")).arg(table.bf16("embedding")?).arg(&dids).arg(&mut out).arg(&d64).arg(&n64).launch(grid1d(n)) }
+            .map_err(self.launch_err("embedding"))?;
+        Ok(self.wrap(out, &[ids.len(), d]))
+    }
+
+    fn l1_change(&self, a: &CudaTensor, b: &CudaTensor) -> Result<(f64, f64)> {
+        self.same("l1_change", a, b)?;
+        let mut acc = self.stream.alloc_zeros::<f32>(2).map_err(driver_err("l1_change", 8))?;
+        let n = a.numel();
+        let n64 = n as u64;
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        unsafe { self.stream.launch_builder(self.f("l1_k")).arg(a.bf16("l1_change")?).arg(b.bf16("l1_change")?).arg(&mut acc).arg(&n64).launch(cfg) }
+            .map_err(self.launch_err("l1"))?;
+        let v = self.stream.clone_dtoh(&acc).map_err(driver_err("device-to-host copy", 8))?;
+        Ok((v[0] as f64, v[1] as f64))
+    }
+
+    fn memory(&self) -> MemoryStats {
+        *self.counter.state.lock().expect("memory counter poisoned")
+    }
+
+    fn reset_peak(&self) {
+        let mut s = self.counter.state.lock().expect("memory counter poisoned");
+        s.peak_bytes = s.allocated_bytes;
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver_err("synchronize", 0))
+    }
+
+    fn mark(&self) -> Result<CudaEvent> {
+        self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(driver_err("recording an event", 0))
+    }
+
+    fn elapsed_ms(&self, start: &CudaEvent, end: &CudaEvent) -> Result<f64> {
+        end.synchronize().map_err(driver_err("waiting for an event", 0))?;
+        start.elapsed_ms(end).map(|ms| ms as f64).map_err(driver_err("reading event times", 0))
+    }
+}
