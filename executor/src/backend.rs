@@ -219,17 +219,20 @@ pub fn f32_to_e4m3(v: f32) -> u8 {
     }
     let sign: u8 = if v < 0.0 { 0x80 } else { 0 };
     let a = v.abs().min(E4M3_MAX);
-    // Search the 127 non-negative codes: simple, exact, and only used when weights are quantized.
-    let mut best = 0u8;
-    let mut best_err = f32::INFINITY;
-    for code in 0u8..0x7f {
-        let err = (e4m3_to_f32(code) - a).abs();
-        if err < best_err {
-            best_err = err;
-            best = code;
-        }
-    }
-    sign | best
+    // The 127 non-negative codes increase with their value, so a binary search finds the two
+    // neighbours of `a`; ties go to the even code, as IEEE rounding does.
+    let table = e4m3_table();
+    let lo = table.partition_point(|&x| x <= a).saturating_sub(1);
+    let hi = (lo + 1).min(table.len() - 1);
+    let (dl, dh) = (a - table[lo], table[hi] - a);
+    let code = if dh < dl || (dh == dl && hi % 2 == 0 && hi != lo) { hi } else { lo };
+    sign | code as u8
+}
+
+/// Values of the non-negative finite E4M3 codes 0..=0x7e, in increasing order.
+fn e4m3_table() -> &'static [f32; 127] {
+    static TABLE: std::sync::OnceLock<[f32; 127]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| std::array::from_fn(|c| e4m3_to_f32(c as u8)))
 }
 
 #[cfg(test)]
@@ -244,6 +247,10 @@ mod tests {
         assert_eq!(e4m3_to_f32(0x7e), 448.0);
         assert_eq!(f32_to_e4m3(1e6), 0x7e);
         assert_eq!(e4m3_to_f32(f32_to_e4m3(-1.0)), -1.0);
+        // Halfway between 1.0 (code 0x38) and 1.125 (0x39) rounds to the even code.
+        assert_eq!(f32_to_e4m3(1.0625), 0x38);
+        assert_eq!(f32_to_e4m3(1.07), 0x39);
+        assert_eq!(f32_to_e4m3(1e-9), 0);
     }
 
     #[test]

@@ -124,8 +124,8 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
         let bytes = b.memory().allocated_bytes - before;
         Ok((w, ComponentWeights { name: name.to_string(), bytes }))
     };
-    let te_host = setup.te_host.clone().expect("loaded above");
-    let (w, cw) = measure_upload("text_encoder", &|| text_encoder::upload(b, dims, &te_host)).map_err(|e| e.in_stage("text_encoder"))?;
+    let te_host = setup.te_host.as_ref().expect("loaded above");
+    let (w, cw) = measure_upload("text_encoder", &|| text_encoder::upload(b, dims, te_host)).map_err(|e| e.in_stage("text_encoder"))?;
     weights.push(cw);
     if cfg.text_encoder == TextEncoderPlacement::Resident && !cfg.model_offload {
         setup.te_dev = Some(w);
@@ -218,11 +218,10 @@ fn run_once<B: Backend>(
         let w = match &s.te_dev {
             Some(w) => w,
             None => {
-                let host = match &s.te_host {
-                    Some(h) => h.clone(),
-                    None => source.load("text_encoder", te_specs)?,
+                loaded = match &s.te_host {
+                    Some(h) => text_encoder::upload(b, dims, h)?,
+                    None => text_encoder::upload(b, dims, &source.load("text_encoder", te_specs)?)?,
                 };
-                loaded = text_encoder::upload(b, dims, &host)?;
                 &loaded
             }
         };

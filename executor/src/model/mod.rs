@@ -19,8 +19,18 @@ pub struct DeviceWeights<B: Backend> {
 impl<B: Backend> DeviceWeights<B> {
     /// Uploads every host weight; `store` picks each one's storage type from its name and shape.
     pub fn upload(b: &B, host: &HostWeights, store: impl Fn(&str, &[usize]) -> StoreDtype) -> Result<DeviceWeights<B>> {
+        Self::upload_filtered(b, host, |_| true, store)
+    }
+
+    /// Uploads the host weights whose names pass `keep`.
+    pub fn upload_filtered(
+        b: &B,
+        host: &HostWeights,
+        keep: impl Fn(&str) -> bool,
+        store: impl Fn(&str, &[usize]) -> StoreDtype,
+    ) -> Result<DeviceWeights<B>> {
         let mut map = BTreeMap::new();
-        for (name, t) in host {
+        for (name, t) in host.iter().filter(|(n, _)| keep(n)) {
             map.insert(name.clone(), b.upload_weight(t, store(name, &t.shape))?);
         }
         Ok(DeviceWeights { map })

@@ -38,21 +38,19 @@ pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
 /// Uploads the encoder's weights, fusing each layer's gate and up projections into one GEMM
 /// operand `mlp.gate_up.weight` (`[gate; up]`, which `swiglu` splits back).
 pub fn upload<B: Backend>(b: &B, d: &ModelDims, host: &HostWeights) -> Result<DeviceWeights<B>> {
-    let mut rest = host.clone();
-    let mut fused = Vec::new();
+    let is_gate_or_up = |n: &str| n.ends_with(".mlp.gate_proj.weight") || n.ends_with(".mlp.up_proj.weight");
+    let mut w = DeviceWeights::upload_filtered(b, host, |n| !is_gate_or_up(n), |_, _| StoreDtype::Bf16)?;
     for l in 0..d.te_layers_needed() {
         let p = format!("model.layers.{l}.mlp");
-        let (Some(g), Some(u)) = (rest.remove(&format!("{p}.gate_proj.weight")), rest.remove(&format!("{p}.up_proj.weight")))
-        else {
+        let (Some(g), Some(u)) = (host.get(&format!("{p}.gate_proj.weight")), host.get(&format!("{p}.up_proj.weight"))) else {
             continue;
         };
-        let mut data = g.data;
-        data.extend(u.data);
-        fused.push((format!("{p}.gate_up.weight"), HostTensor::new(&[2 * d.te_intermediate, d.te_hidden], data)));
-    }
-    let mut w = DeviceWeights::upload(b, &rest, |_, _| StoreDtype::Bf16)?;
-    for (name, t) in fused {
-        w.insert(&name, b.upload_weight(&t, StoreDtype::Bf16)?);
+        // One layer's fused copy at a time, so host memory grows by one layer, not the model.
+        let mut data = Vec::with_capacity(g.data.len() + u.data.len());
+        data.extend_from_slice(&g.data);
+        data.extend_from_slice(&u.data);
+        let fused = HostTensor::new(&[2 * d.te_intermediate, d.te_hidden], data);
+        w.insert(&format!("{p}.gate_up.weight"), b.upload_weight(&fused, StoreDtype::Bf16)?);
     }
     Ok(w)
 }
