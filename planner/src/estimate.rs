@@ -267,12 +267,20 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     // Denoise stage: one step = CFG passes (split over GPUs with cfg-parallel).
     let passes_per_gpu = model.cfg_passes() / par.cfg as u64;
     let attn = AttnKernel::resolve(d.attention, &rt.sdpa_backend);
+    // Reference images: a K/V-cache model attends to their cached keys and values; any other
+    // model carries their tokens through every block at every step.
+    let ref_tokens = d.reference_images as u64 * REF_IMAGE_TOKENS;
+    let (carried_ref, cached_ref) = if model.reference_kv_cache {
+        (0, ref_tokens)
+    } else {
+        (ref_tokens, 0)
+    };
     let pass = DitPass {
         dims: &model.transformer,
         batch,
-        img_tokens: d.resolution.image_tokens(),
+        img_tokens: d.resolution.image_tokens() + carried_ref,
         txt_tokens: model.text_encoders[0].tokens,
-        ref_tokens: d.reference_images as u64 * REF_IMAGE_TOKENS,
+        ref_tokens: cached_ref,
         ulysses: par.ulysses as u64,
         ring: par.ring as u64,
         precision: d.weights,
@@ -313,6 +321,10 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     let saved_s =
         ce.skipped_steps * (1.0 - ce.kept_fraction_on_skip) * block_s * passes_per_gpu as f64;
     let mut denoise_ms = (step_s * d.steps as f64 - saved_s) * 1e3;
+    if cached_ref > 0 {
+        // The reference tokens' K/V are computed once per request: about one pass over them.
+        denoise_ms += pass_s * 1e3 * cached_ref as f64 / (pass.img_tokens + pass.txt_tokens) as f64;
+    }
     if d.offload == Offload::Model {
         let t = pcie(dit_full, false) * 2.0;
         dit_transfer_ms += t;

@@ -254,12 +254,9 @@ pub fn forward(t: &mut Trace, p: &DitPass) -> (f64, f64) {
     }
     let x_img = t.gemm(b * ti, dims.in_channels, d, w);
     let x_txt = t.gemm(b * tt, dims.context_dim, d, w);
-    if p.ref_tokens > 0 {
-        // Cached reference K/V per block, read by every step.
-        let blocks = dims.double_blocks + dims.single_blocks;
-        let kv = t.alloc(blocks * 2 * b * p.ref_tokens * d * BF16);
-        t.free(kv);
-    }
+    // Cached reference K/V of every block, read by every step (K/V-cache models only).
+    let blocks = dims.double_blocks + dims.single_blocks;
+    let ref_kv = t.alloc(blocks * 2 * b * p.ref_tokens * d * BF16 / p.seq());
     // Blocks of a kind are identical: two are traced (the second in the launch queue's steady
     // state), the rest repeat the second one's cost.
     let start = t.elapsed_s();
@@ -300,7 +297,7 @@ pub fn forward(t: &mut Trace, p: &DitPass) -> (f64, f64) {
         let bytes = (b * ti * dims.in_channels * BF16) as f64 * (p.seq() - 1) as f64;
         t.launch(bytes / p.link_bytes_per_s);
     }
-    t.free_all([m, n, out, joint, tables]);
+    t.free_all([m, n, out, joint, tables, ref_kv]);
     (first_block_s, rest_s)
 }
 
