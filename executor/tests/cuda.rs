@@ -75,6 +75,10 @@ mod gpu {
         }
         both!("linear", 0.05, |b| b.linear(&b.upload(&x).unwrap(), &b.upload_weight(&w, StoreDtype::Bf16).unwrap(), Some(&b.upload(&bias).unwrap()), GemmMode::Bf16).unwrap());
         both!("linear fp8-storage", 0.05, |b| b.linear(&b.upload(&x).unwrap(), &b.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(), None, GemmMode::Bf16).unwrap());
+        // FP8 compute also quantizes the activation, so it is looser than fp8-storage.
+        let fp8_gpu = g.download(&g.linear(&g.upload(&x).unwrap(), &g.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(), None, GemmMode::Fp8).unwrap()).unwrap();
+        let fp8_ref = c.download(&c.linear(&c.upload(&x).unwrap(), &c.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(), None, GemmMode::Bf16).unwrap()).unwrap();
+        close("linear fp8 compute", &fp8_gpu, &fp8_ref, 0.2);
         both!("add", 0.02, |b| b.add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap()).unwrap());
         both!("scaled_add", 0.02, |b| b.scaled_add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap(), -0.25).unwrap());
         both!("silu", 0.02, |b| b.silu(&b.upload(&x).unwrap()).unwrap());
@@ -134,8 +138,10 @@ mod gpu {
             }
             assert!(got.measurement.context_bytes > 0);
         }
-        let m = executor::run(&dims, &RunConfig { weights: executor::WeightsDtype::Fp8Storage, vae_tile_latent: Some(4), ..RunConfig::tiny() }, BackendKind::Cuda).unwrap();
-        assert_eq!(m.stages.len(), 3);
+        for weights in [executor::WeightsDtype::Fp8Storage, executor::WeightsDtype::Fp8] {
+            let m = executor::run(&dims, &RunConfig { weights, vae_tile_latent: Some(4), ..RunConfig::tiny() }, BackendKind::Cuda).unwrap();
+            assert_eq!(m.stages.len(), 3);
+        }
     }
 
     #[test]

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
+use cudarc::cublaslt::{self as lt, CudaBlasLT, Matmul, MatmulConfig};
 use cudarc::driver::sys::CUevent_flags;
-use cudarc::driver::{CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DriverError, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError, LaunchConfig, PushKernelArg,
+};
 use cudarc::nvrtc::CompileOptions;
 use half::bf16;
 
@@ -49,7 +51,22 @@ pub fn driver_present() -> Result<()> {
 /// Device storage of one tensor.
 enum Data {
     Bf16(CudaSlice<bf16>),
-    Fp8 { bytes: CudaSlice<u8>, scale: f32 },
+    /// E4M3 bytes with their per-tensor scale, on the host for dequantization and on the device
+    /// for cuBLASLt's scale pointer.
+    Fp8 { bytes: CudaSlice<u8>, scale: f32, scale_dev: CudaSlice<f32> },
+}
+
+/// A raw cuBLASLt handle and workspace for the FP8 GEMMs, which cudarc's safe API does not cover.
+struct LtRaw {
+    handle: lt::sys::cublasLtHandle_t,
+    workspace: CudaSlice<u8>,
+}
+
+impl Drop for LtRaw {
+    fn drop(&mut self) {
+        // SAFETY: the handle was created by `create_handle` and is destroyed once.
+        let _ = unsafe { lt::result::destroy_handle(self.handle) };
+    }
 }
 
 /// A device buffer and the accounting guard that frees its bytes from the counter.
@@ -83,6 +100,7 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlasLT,
+    lt_raw: LtRaw,
     funcs: HashMap<&'static str, CudaFunction>,
     counter: Arc<Counter>,
     context_bytes: u64,
@@ -96,6 +114,13 @@ fn driver_err(op: &str, bytes: usize) -> impl Fn(DriverError) -> ExecError + '_ 
             ExecError::Cuda { op: op.to_string(), detail: format!("{e:?}") }
         }
     }
+}
+
+/// Workspace of the FP8 GEMMs.
+const LT_WORKSPACE_BYTES: usize = 32 << 20;
+
+fn lt_err(op: &str) -> impl Fn(lt::result::CublasError) -> ExecError + '_ {
+    move |e| ExecError::Cuda { op: op.to_string(), detail: format!("{e:?}") }
 }
 
 /// One thread per element, grid-stride loop for the rest.
@@ -150,7 +175,13 @@ impl CudaBackend {
         }
         let blas = CudaBlasLT::new(stream.clone())
             .map_err(|e| ExecError::Cuda { op: "creating the cuBLASLt handle".into(), detail: format!("{e:?}") })?;
-        Ok(CudaBackend { ctx, stream, blas, funcs, counter: Arc::new(Counter::default()), context_bytes: (total - free) as u64 })
+        let lt_handle = lt::result::create_handle()
+            .map_err(|e| ExecError::Cuda { op: "creating the cuBLASLt handle".into(), detail: format!("{e:?}") })?;
+        // 32 MiB, NVIDIA's recommendation for Hopper; outside the activation accounting like
+        // cuBLAS's own workspace in PyTorch.
+        let workspace = stream.alloc_zeros::<u8>(LT_WORKSPACE_BYTES).map_err(driver_err("cuBLASLt workspace", LT_WORKSPACE_BYTES))?;
+        let lt_raw = LtRaw { handle: lt_handle, workspace };
+        Ok(CudaBackend { ctx, stream, blas, lt_raw, funcs, counter: Arc::new(Counter::default()), context_bytes: (total - free) as u64 })
     }
 
     /// The device's name and free/total memory, for reports.
@@ -238,6 +269,95 @@ impl CudaBackend {
         Ok(())
     }
 
+    /// `x · wᵀ` as an FP8 GEMM: the activation is quantized to E4M3 with a per-tensor scale
+    /// computed on the device, both scales go to cuBLASLt, the output is BF16 ("TN" layout,
+    /// which Hopper's FP8 kernels require).
+    fn linear_fp8(&self, x: &CudaTensor, w8: &CudaSlice<u8>, w_scale: &CudaSlice<f32>, m: usize, n: usize, k: usize) -> Result<CudaSlice<bf16>> {
+        if k % 16 != 0 || n % 16 != 0 {
+            return Err(ExecError::Unsupported {
+                what: format!("fp8 GEMM with k={k}, n={n}"),
+                hint: "FP8 GEMMs need dimensions that are multiples of 16; use fp8-storage".into(),
+            });
+        }
+        let xs = x.bf16("linear fp8")?;
+        let mut amax = self.stream.alloc_zeros::<u32>(1).map_err(driver_err("fp8 amax", 4))?;
+        let mut x_scale = self.stream.alloc_zeros::<f32>(1).map_err(driver_err("fp8 scale", 4))?;
+        // SAFETY: quant_fp8_k writes all m·k bytes before the GEMM reads them.
+        let mut x8 = unsafe { self.stream.alloc::<u8>(m * k) }.map_err(driver_err("fp8 activation", m * k))?;
+        let _x8_guard = Alloc::new((m * k) as u64, &self.counter);
+        let cnt = (m * k) as u64;
+        unsafe { self.stream.launch_builder(self.f("amax_k")).arg(xs).arg(&mut amax).arg(&cnt).launch(grid1d(m * k)) }
+            .map_err(self.launch_err("amax"))?;
+        unsafe { self.stream.launch_builder(self.f("quant_fp8_k")).arg(xs).arg(&mut x8).arg(&amax).arg(&mut x_scale).arg(&cnt).launch(grid1d(m * k)) }
+            .map_err(self.launch_err("quant_fp8"))?;
+        let mut out = self.alloc(m * n, "linear fp8")?;
+        use lt::sys::{cublasComputeType_t, cublasLtMatmulDescAttributes_t as Attr, cudaDataType_t};
+        let e = |op: &'static str| lt_err(op);
+        // SAFETY: descriptors are created, used and destroyed here; pointers outlive the call.
+        unsafe {
+            let desc = lt::result::create_matmul_desc(cublasComputeType_t::CUBLAS_COMPUTE_32F, cudaDataType_t::CUDA_R_32F).map_err(e("fp8 matmul descriptor"))?;
+            let (t, nop) = (1i32, 0i32);
+            let set = |attr, ptr: *const std::ffi::c_void, size| lt::result::set_matmul_desc_attribute(desc, attr, ptr, size);
+            let (ws_ptr, _g1) = w_scale.device_ptr(&self.stream);
+            let (xs_ptr, _g2) = x_scale.device_ptr(&self.stream);
+            let r = set(Attr::CUBLASLT_MATMUL_DESC_TRANSA, (&t) as *const i32 as *const _, 4)
+                .and_then(|_| set(Attr::CUBLASLT_MATMUL_DESC_TRANSB, (&nop) as *const i32 as *const _, 4))
+                .and_then(|_| set(Attr::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, (&ws_ptr) as *const u64 as *const _, 8))
+                .and_then(|_| set(Attr::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, (&xs_ptr) as *const u64 as *const _, 8));
+            let layouts = (|| {
+                Ok::<_, lt::result::CublasError>((
+                    lt::result::create_matrix_layout(cudaDataType_t::CUDA_R_8F_E4M3, k as u64, n as u64, k as i64)?,
+                    lt::result::create_matrix_layout(cudaDataType_t::CUDA_R_8F_E4M3, k as u64, m as u64, k as i64)?,
+                    lt::result::create_matrix_layout(cudaDataType_t::CUDA_R_16BF, n as u64, m as u64, n as i64)?,
+                ))
+            })();
+            let result = r.and_then(|_| layouts).and_then(|(la, lb, lc)| {
+                let pref = lt::result::create_matmul_pref()?;
+                let ws_size = LT_WORKSPACE_BYTES;
+                let run = lt::result::set_matmul_pref_attribute(
+                    pref,
+                    lt::sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                    (&ws_size) as *const usize as *const _,
+                    std::mem::size_of::<usize>(),
+                )
+                .and_then(|_| lt::result::get_matmul_algo_heuristic(self.lt_raw.handle, desc, la, lb, lc, lc, pref))
+                .and_then(|h| {
+                    let (alpha, beta) = (1.0f32, 0.0f32);
+                    let (a_ptr, _ga) = w8.device_ptr(&self.stream);
+                    let (b_ptr, _gb) = x8.device_ptr(&self.stream);
+                    let (d_ptr, _gd) = out.device_ptr_mut(&self.stream);
+                    let (wk_ptr, _gw) = self.lt_raw.workspace.device_ptr(&self.stream);
+                    lt::result::matmul(
+                        self.lt_raw.handle,
+                        desc,
+                        (&alpha) as *const f32 as *const _,
+                        (&beta) as *const f32 as *const _,
+                        a_ptr as *const _,
+                        la,
+                        b_ptr as *const _,
+                        lb,
+                        d_ptr as *const _,
+                        lc,
+                        d_ptr as *mut _,
+                        lc,
+                        &h.algo,
+                        wk_ptr as *mut _,
+                        ws_size,
+                        self.stream.cu_stream() as *mut _,
+                    )
+                });
+                let _ = lt::result::destroy_matmul_pref(pref);
+                for l in [la, lb, lc] {
+                    let _ = lt::result::destroy_matrix_layout(l);
+                }
+                run
+            });
+            let _ = lt::result::destroy_matmul_desc(desc);
+            result.map_err(e("cuBLASLt FP8 GEMM"))?;
+        }
+        Ok(out)
+    }
+
     fn attention_math(&self, q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, causal: bool) -> Result<CudaTensor> {
         let (b, sq, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
         let (sk, hkv) = (k.shape[1], k.shape[2]);
@@ -319,8 +439,9 @@ impl Backend for CudaBackend {
             StoreDtype::Fp8E4M3 => {
                 let (bytes, scale) = quantize_e4m3(&t.data);
                 let s = self.stream.clone_htod(&bytes).map_err(driver_err("host-to-device copy", bytes.len()))?;
+                let scale_dev = self.stream.clone_htod(&[scale]).map_err(driver_err("host-to-device copy", 4))?;
                 let alloc = Alloc::new(bytes.len() as u64, &self.counter);
-                Ok(CudaTensor { buf: Arc::new(Buf { data: Data::Fp8 { bytes: s, scale }, _alloc: alloc }), shape: t.shape.clone() })
+                Ok(CudaTensor { buf: Arc::new(Buf { data: Data::Fp8 { bytes: s, scale, scale_dev }, _alloc: alloc }), shape: t.shape.clone() })
             }
         }
     }
@@ -331,7 +452,7 @@ impl Backend for CudaBackend {
                 let v = self.stream.clone_dtoh(s).map_err(driver_err("device-to-host copy", 0))?;
                 v[..t.numel()].iter().map(|x| x.to_f32()).collect()
             }
-            Data::Fp8 { bytes, scale } => {
+            Data::Fp8 { bytes, scale, .. } => {
                 let v = self.stream.clone_dtoh(bytes).map_err(driver_err("device-to-host copy", 0))?;
                 v[..t.numel()].iter().map(|&b| e4m3_to_f32(b) * scale).collect()
             }
@@ -359,12 +480,15 @@ impl Backend for CudaBackend {
         let dequant;
         let ws = match &w.buf.data {
             Data::Bf16(s) => s,
-            Data::Fp8 { bytes, scale } => {
+            Data::Fp8 { bytes, scale, scale_dev } => {
                 if mode == GemmMode::Fp8 {
-                    return Err(ExecError::Unsupported {
-                        what: "fp8 compute (cuBLASLt E4M3 GEMMs with scales)".into(),
-                        hint: "use `weights: fp8-storage`, which dequantizes to BF16 before each GEMM".into(),
-                    });
+                    if bias.is_some() {
+                        return Err(ExecError::Unsupported { what: "fp8 GEMMs with a bias".into(), hint: "keep biased layers in BF16".into() });
+                    }
+                    let out = self.linear_fp8(x, bytes, scale_dev, m, n, k)?;
+                    let mut shape = x.shape.clone();
+                    *shape.last_mut().expect("non-empty shape") = n;
+                    return Ok(self.wrap(out, &shape));
                 }
                 // fp8-storage: a BF16 copy of the weight lives only for this GEMM.
                 let mut d = self.alloc(n * k, "fp8 dequantize")?;

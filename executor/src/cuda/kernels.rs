@@ -26,6 +26,8 @@ pub const KERNELS: &[&str] = &[
     "repeat_kv_k",
     "l1_k",
     "flash_attn_k",
+    "amax_k",
+    "quant_fp8_k",
 ];
 
 /// Query rows per block of `flash_attn_k` (one thread per row).
@@ -240,6 +242,37 @@ extern "C" __global__ void l1_k(const bf16* a, const bf16* b, float* out, u64 n)
     s0 = block_sum(s0, sh);
     s1 = block_sum(s1, sh);
     if (threadIdx.x == 0) { atomicAdd(out, s0); atomicAdd(out + 1, s1); }
+}
+
+// out[0] = max |x| as float bits (non-negative floats order like their bit patterns).
+extern "C" __global__ void amax_k(const bf16* x, unsigned int* out, u64 n) {
+    float m = 0.0f;
+    GRID_LOOP(i, n) m = fmaxf(m, fabsf(ld(x[i])));
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if ((threadIdx.x & 31) == 0) atomicMax(out, __float_as_uint(m));
+}
+// Nearest OCP E4M3 code (ties to even), saturating at 448.
+__device__ unsigned char to_e4m3(float v) {
+    unsigned char sign = v < 0.0f ? 0x80 : 0;
+    float a = fminf(fabsf(v), 448.0f);
+    if (!(a == a)) return 0x7f;
+    if (a < 0.015625f) {  // subnormals: steps of 2^-9
+        int m = __float2int_rn(a * 512.0f);
+        return sign | (unsigned char)m;  // m == 8 is the smallest normal, code 0x08
+    }
+    int e;
+    float f = frexpf(a, &e);  // a = f * 2^e, f in [0.5, 1)
+    int E = e - 1 + 7;
+    int m = __float2int_rn((f * 2.0f - 1.0f) * 8.0f);
+    if (m == 8) { m = 0; E += 1; }
+    if (E > 15 || (E == 15 && m > 6)) { E = 15; m = 6; }
+    return sign | (unsigned char)((E << 3) | m);
+}
+// Per-tensor FP8 quantization with the scale amax / 448 read from amax_k's result.
+extern "C" __global__ void quant_fp8_k(const bf16* x, unsigned char* o, const unsigned int* amax, float* scale_out, u64 n) {
+    float scale = fmaxf(__uint_as_float(*amax), 1e-12f) / 448.0f;
+    if (blockIdx.x == 0 && threadIdx.x == 0) *scale_out = scale;
+    GRID_LOOP(i, n) o[i] = to_e4m3(ld(x[i]) / scale);
 }
 
 // Flash-attention-style fused attention: one thread per query row, key/value tiles staged in
