@@ -13,6 +13,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::CompileOptions;
 use half::bf16;
 
+use super::layout::{self, GemmCall};
 use super::kernels::{FLASH_BQ, FLASH_MAX_D, KERNELS, ROW_THREADS, SOURCE};
 use crate::backend::{
     AttentionPath, Backend, BackendKind, CONV_CHUNK_PIXELS, GemmMode, HostTensor, MemoryStats, RopeStyle, StoreDtype,
@@ -46,6 +47,16 @@ pub fn driver_present() -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+/// Compiles the executor's kernels to PTX for `arch` (e.g. `sm_90`) with NVRTC alone — no driver
+/// or GPU needed — so a machine with only `libnvrtc` can check that the CUDA C source builds.
+pub fn compile_kernels(arch: &'static str) -> Result<String> {
+    try_load("nvrtc").map_err(|e| ExecError::Cuda { op: "loading NVRTC (libnvrtc)".into(), detail: e })?;
+    let opts = CompileOptions { arch: Some(arch), ..Default::default() };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
+        .map_err(|e| ExecError::Cuda { op: "compiling the kernels with NVRTC".into(), detail: format!("{e:?}") })?;
+    Ok(ptx.to_src())
 }
 
 /// Device storage of one tensor.
@@ -148,13 +159,6 @@ fn arch(cc: (i32, i32)) -> Option<&'static str> {
     })
 }
 
-/// One GEMM operand: a buffer, an element offset and a leading dimension (row stride).
-struct Operand<'a> {
-    s: &'a CudaSlice<bf16>,
-    off: usize,
-    ld: usize,
-}
-
 impl CudaBackend {
     /// Loads the libraries, creates a context on device 0, compiles the kernels.
     pub fn new() -> Result<CudaBackend> {
@@ -217,46 +221,35 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// `C[m, n] = alpha · A[m, k] · op(B)` with row-major operands, where `op(B)` is `Bᵀ` for
-    /// `B[n, k]` (`b_is_nk`) or `B` for `B[k, n]`; batched over `batch` with element strides.
-    #[allow(clippy::too_many_arguments)]
-    fn gemm(
-        &self,
-        a: Operand<'_>,
-        b: Operand<'_>,
-        c: &mut CudaSlice<bf16>,
-        c_off: usize,
-        ldc: usize,
-        (m, n, k): (usize, usize, usize),
-        b_is_nk: bool,
-        alpha: f32,
-        batch: Option<(usize, usize, usize, usize)>,
-    ) -> Result<()> {
-        // Row-major C = A·op(B) is column-major Cᵀ = op(B)ᵀ·Aᵀ: cuBLASLt's "A" is our B.
+    /// Runs one cuBLASLt BF16 matmul; `ours_a` and `ours_b` are the row-major A and B operands
+    /// of `call` (see [`layout::row_major`]: cuBLASLt's A is our B).
+    fn gemm(&self, call: GemmCall, ours_a: &CudaSlice<bf16>, ours_b: &CudaSlice<bf16>, c: &mut CudaSlice<bf16>) -> Result<()> {
         let cfg = MatmulConfig {
-            transa: b_is_nk,
+            transa: call.transa,
             transb: false,
             transc: false,
-            m: n as u64,
-            n: m as u64,
-            k: k as u64,
-            alpha,
-            lda: b.ld as i64,
-            ldb: a.ld as i64,
+            m: call.m as u64,
+            n: call.n as u64,
+            k: call.k as u64,
+            alpha: call.alpha,
+            lda: call.a.1 as i64,
+            ldb: call.b.1 as i64,
             beta: 0.0,
-            ldc: ldc as i64,
-            stride_a: batch.map(|(_, _, sb, _)| sb as i64),
-            stride_b: batch.map(|(_, sa, _, _)| sa as i64),
-            stride_c: batch.map(|(_, _, _, sc)| sc as i64),
+            ldc: call.c.1 as i64,
+            stride_a: call.batch.map(|b| b.stride_a as i64),
+            stride_b: call.batch.map(|b| b.stride_b as i64),
+            stride_c: call.batch.map(|b| b.stride_c as i64),
             stride_bias: None,
-            batch_size: batch.map(|(count, _, _, _)| count as i32),
+            batch_size: call.batch.map(|b| b.count as i32),
         };
-        let bv = b.s.slice(b.off..);
-        let av = a.s.slice(a.off..);
-        let mut cv = c.slice_mut(c_off..);
-        // SAFETY: the callers size every operand for the shapes and strides passed.
-        unsafe { self.blas.matmul(cfg, &bv, &av, &mut cv, None, None) }
-            .map_err(|e| ExecError::Cuda { op: format!("cuBLASLt BF16 GEMM {m}×{n}×{k}"), detail: format!("{e:?}") })
+        let av = ours_b.slice(call.a.0..);
+        let bv = ours_a.slice(call.b.0..);
+        let mut cv = c.slice_mut(call.c.0..);
+        // SAFETY: the layout functions size every operand for the shapes and strides they pass.
+        unsafe { self.blas.matmul(cfg, &av, &bv, &mut cv, None, None) }.map_err(|e| ExecError::Cuda {
+            op: format!("cuBLASLt BF16 GEMM {}×{}×{}", call.n, call.m, call.k),
+            detail: format!("{e:?}"),
+        })
     }
 
     fn copy2d(&self, src: &CudaSlice<bf16>, dst: &mut CudaSlice<bf16>, rows_n: usize, cols: usize, (ss, so): (usize, usize), (ds, dof): (usize, usize)) -> Result<()> {
@@ -381,34 +374,14 @@ impl CudaBackend {
         let (qs, ks, vs) = (q.bf16("attention")?, kx.bf16("attention")?, vx.bf16("attention")?);
         let scale = 1.0 / (d as f32).sqrt();
         for bi in 0..b {
-            self.gemm(
-                Operand { s: qs, off: bi * sq * h * d, ld: h * d },
-                Operand { s: ks, off: bi * sk * h * d, ld: h * d },
-                &mut scores,
-                bi * h * sq * sk,
-                sk,
-                (sq, sk, d),
-                true,
-                scale,
-                Some((h, d, d, sq * sk)),
-            )?;
+            self.gemm(layout::attention_scores(bi, sq, sk, h, d, scale), qs, ks, &mut scores)?;
         }
         let (cols, sq64, c) = (sk as u64, sq as u64, causal as i32);
         unsafe { self.stream.launch_builder(self.f("softmax_rows_k")).arg(&mut scores).arg(&cols).arg(&sq64).arg(&c).launch(rows(b * h * sq)) }
             .map_err(self.launch_err("softmax_rows"))?;
         let mut out = self.alloc(b * sq * h * d, "attention")?;
         for bi in 0..b {
-            self.gemm(
-                Operand { s: &scores, off: bi * h * sq * sk, ld: sk },
-                Operand { s: vs, off: bi * sk * h * d, ld: h * d },
-                &mut out,
-                bi * sq * h * d,
-                h * d,
-                (sq, d, sk),
-                false,
-                1.0,
-                Some((h, sq * sk, d, d)),
-            )?;
+            self.gemm(layout::attention_pv(bi, sq, sk, h, d), &scores, vs, &mut out)?;
         }
         drop((scores, scores_guard));
         Ok(self.wrap(out, &[b, sq, h, d]))
@@ -500,7 +473,7 @@ impl Backend for CudaBackend {
             }
         };
         let mut out = self.alloc(m * n, "linear")?;
-        self.gemm(Operand { s: x.bf16("linear")?, off: 0, ld: k }, Operand { s: ws, off: 0, ld: k }, &mut out, 0, n, (m, n, k), true, 1.0, None)?;
+        self.gemm(layout::linear(m, n, k), x.bf16("linear")?, ws, &mut out)?;
         if let Some(bias) = bias {
             let (c, one, total) = (n as u64, 1u64, (m * n) as u64);
             unsafe { self.stream.launch_builder(self.f("channel_bias_k")).arg(&mut out).arg(bias.bf16("linear")?).arg(&c).arg(&one).arg(&total).launch(grid1d(m * n)) }
@@ -755,7 +728,7 @@ impl Backend for CudaBackend {
                 }
                 .map_err(self.launch_err("im2col"))?;
                 // out[bi][:, p0..p0+np] = W[co, kk] · col[np, kk]ᵀ, written with row stride hw.
-                self.gemm(Operand { s: ws, off: 0, ld: kk }, Operand { s: &col, off: 0, ld: kk }, &mut out, bi * co * hw + p0, hw, (co, np, kk), true, 1.0, None)?;
+                self.gemm(layout::conv_chunk(bi, co, hw, kk, p0, np), ws, &col, &mut out)?;
             }
         }
         drop((col, col_guard));
