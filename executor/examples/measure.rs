@@ -17,12 +17,19 @@ fn main() {
         _ => ModelDims::flux2_tiny(),
     };
     let res = arg(2, "64x64");
-    let (w, h) = res.split_once('x').map(|(w, h)| (w.parse().unwrap_or(64), h.parse().unwrap_or(64))).unwrap_or((64, 64));
+    let (w, h) = res
+        .split_once('x')
+        .map(|(w, h)| (w.parse().unwrap_or(64), h.parse().unwrap_or(64)))
+        .unwrap_or((64, 64));
     let cfg = RunConfig {
         width: w,
         height: h,
         steps: arg(3, "4").parse().unwrap_or(4),
-        attention: if arg(4, "fused") == "math" { AttentionPath::Math } else { AttentionPath::Fused },
+        attention: if arg(4, "fused") == "math" {
+            AttentionPath::Math
+        } else {
+            AttentionPath::Fused
+        },
         weights: match arg(5, "bf16").as_str() {
             "fp8-storage" => WeightsDtype::Fp8Storage,
             "fp8" => WeightsDtype::Fp8,
@@ -34,13 +41,19 @@ fn main() {
     };
     match executor::run(&dims, &cfg, backend) {
         Ok(m) => {
-            println!("model {} at {}x{}, {} steps, {:?}, {:?}, backend {:?}", dims.name, w, h, cfg.steps, cfg.attention, cfg.weights, backend);
+            println!(
+                "model {} at {}x{}, {} steps, {:?}, {:?}, backend {:?}",
+                dims.name, w, h, cfg.steps, cfg.attention, cfg.weights, backend
+            );
             println!("context_bytes {}", m.context_bytes);
             for c in &m.weights {
                 println!("weights {:<13} {:>14} bytes", c.name, c.bytes);
             }
             for s in &m.stages {
-                println!("stage {:<13} activation_peak {:>14} bytes  {:>10.3} ms", s.name, s.activation_peak_bytes, s.ms);
+                println!(
+                    "stage {:<13} activation_peak {:>14} bytes  {:>10.3} ms",
+                    s.name, s.activation_peak_bytes, s.ms
+                );
             }
             println!("peak_allocated_bytes {}", m.peak_allocated_bytes);
         }

@@ -29,7 +29,10 @@ impl HostTensor {
     /// A tensor from its shape and values; the caller keeps them consistent.
     pub fn new(shape: &[usize], data: Vec<f32>) -> HostTensor {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        HostTensor { shape: shape.to_vec(), data }
+        HostTensor {
+            shape: shape.to_vec(),
+            data,
+        }
     }
 
     /// Number of elements.
@@ -44,7 +47,11 @@ impl HostTensor {
 
     /// Largest absolute difference to `other` (same shape).
     pub fn max_abs_diff(&self, other: &HostTensor) -> f32 {
-        self.data.iter().zip(&other.data).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
     }
 
     /// Mean absolute value.
@@ -127,7 +134,13 @@ pub trait Backend {
     fn reshape(&self, t: &Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
 
     /// `x[.., k] · wᵀ[n, k] (+ bias[n])`.
-    fn linear(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>, mode: GemmMode) -> Result<Self::Tensor>;
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        mode: GemmMode,
+    ) -> Result<Self::Tensor>;
     /// `a + b`, same shapes.
     fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
     /// `a + alpha · b`, same shapes.
@@ -137,28 +150,70 @@ pub trait Backend {
     /// `silu(x[.., :n]) · x[.., n:]` for a last dimension of `2n`.
     fn swiglu(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// `x[b, s, :] · (1 + scale[b, :]) + shift[b, :]`.
-    fn modulate(&self, x: &Self::Tensor, shift: &Self::Tensor, scale: &Self::Tensor) -> Result<Self::Tensor>;
+    fn modulate(
+        &self,
+        x: &Self::Tensor,
+        shift: &Self::Tensor,
+        scale: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
     /// `res[b, s, :] + gate[b, :] · x[b, s, :]`.
-    fn gated_add(&self, res: &Self::Tensor, x: &Self::Tensor, gate: &Self::Tensor) -> Result<Self::Tensor>;
+    fn gated_add(
+        &self,
+        res: &Self::Tensor,
+        x: &Self::Tensor,
+        gate: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
     /// LayerNorm over the last dimension without affine parameters.
     fn layer_norm(&self, x: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
     /// RMSNorm over the last dimension with a weight.
     fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
     /// GroupNorm of `[b, c, h, w]` with per-channel `gamma`, `beta`.
-    fn group_norm(&self, x: &Self::Tensor, groups: usize, gamma: &Self::Tensor, beta: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    fn group_norm(
+        &self,
+        x: &Self::Tensor,
+        groups: usize,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
     /// Rotary embedding of `[b, s, h, d]` with `cos`, `sin` of shape `[s, d/2]`.
-    fn rope(&self, x: &Self::Tensor, cos: &Self::Tensor, sin: &Self::Tensor, style: RopeStyle) -> Result<Self::Tensor>;
+    fn rope(
+        &self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        style: RopeStyle,
+    ) -> Result<Self::Tensor>;
     /// Softmax attention of `q [b, sq, h, d]` over `k, v [b, sk, hkv, d]` (h a multiple of hkv),
     /// scaled by `1/sqrt(d)`, optionally causal; returns `[b, sq, h, d]`.
-    fn attention(&self, q: &Self::Tensor, k: &Self::Tensor, v: &Self::Tensor, causal: bool, path: AttentionPath) -> Result<Self::Tensor>;
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        causal: bool,
+        path: AttentionPath,
+    ) -> Result<Self::Tensor>;
     /// 2-D convolution, stride 1, of `[b, ci, h, w]` with `[co, ci, kh, kw]` and symmetric padding.
-    fn conv2d(&self, x: &Self::Tensor, w: &Self::Tensor, bias: Option<&Self::Tensor>, padding: usize) -> Result<Self::Tensor>;
+    fn conv2d(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        bias: Option<&Self::Tensor>,
+        padding: usize,
+    ) -> Result<Self::Tensor>;
     /// Nearest-neighbour 2× upsampling of `[b, c, h, w]`.
     fn upsample_nearest2x(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// Concatenation along `dim`.
     fn cat(&self, xs: &[&Self::Tensor], dim: usize) -> Result<Self::Tensor>;
     /// A contiguous copy of `x[.., start..start+len, ..]` along `dim`.
-    fn narrow(&self, x: &Self::Tensor, dim: usize, start: usize, len: usize) -> Result<Self::Tensor>;
+    fn narrow(
+        &self,
+        x: &Self::Tensor,
+        dim: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<Self::Tensor>;
     /// `[a, b, c] → [a, c, b]`.
     fn transpose12(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
     /// Rows of `table [v, d]` picked by `ids` (token ids stored as values); returns `[n, d]`.
@@ -225,7 +280,11 @@ pub fn f32_to_e4m3(v: f32) -> u8 {
     let lo = table.partition_point(|&x| x <= a).saturating_sub(1);
     let hi = (lo + 1).min(table.len() - 1);
     let (dl, dh) = (a - table[lo], table[hi] - a);
-    let code = if dh < dl || (dh == dl && hi % 2 == 0 && hi != lo) { hi } else { lo };
+    let code = if dh < dl || (dh == dl && hi % 2 == 0 && hi != lo) {
+        hi
+    } else {
+        lo
+    };
     sign | code as u8
 }
 
@@ -260,7 +319,10 @@ mod tests {
         for (v, b) in data.iter().zip(bytes) {
             let back = e4m3_to_f32(b) * scale;
             // Three mantissa bits: relative error at most 1/16 above the subnormal range.
-            assert!((back - v).abs() <= v.abs() / 16.0 + scale * 2f32.powi(-9), "{v} -> {back}");
+            assert!(
+                (back - v).abs() <= v.abs() / 16.0 + scale * 2f32.powi(-9),
+                "{v} -> {back}"
+            );
         }
     }
 }

@@ -99,7 +99,13 @@ impl CalibrationSizes {
     /// klein-4B-like shapes for an H200-class GPU (1024² has 4096 image + 512 text tokens).
     pub fn gpu() -> CalibrationSizes {
         CalibrationSizes {
-            gemm: vec![(4608, 3072, 3072), (4608, 18432, 3072), (4608, 3072, 9216), (4608, 27648, 3072), (18944, 3072, 3072)],
+            gemm: vec![
+                (4608, 3072, 3072),
+                (4608, 18432, 3072),
+                (4608, 3072, 9216),
+                (4608, 27648, 3072),
+                (18944, 3072, 3072),
+            ],
             attention: vec![(24, 4608, 128), (24, 16896, 128)],
             elements: 1 << 28,
             reps: 10,
@@ -136,7 +142,10 @@ fn time<B: Backend>(b: &B, reps: usize, mut f: impl FnMut() -> Result<()>) -> Re
 /// Runs the microbenchmarks of `sizes` on `b`.
 pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<CalibrationReport> {
     let mut gemm = Vec::new();
-    let mut modes = vec![("bf16", StoreDtype::Bf16, GemmMode::Bf16), ("fp8-storage", StoreDtype::Fp8E4M3, GemmMode::Bf16)];
+    let mut modes = vec![
+        ("bf16", StoreDtype::Bf16, GemmMode::Bf16),
+        ("fp8-storage", StoreDtype::Fp8E4M3, GemmMode::Bf16),
+    ];
     if sizes.fp8 {
         modes.push(("fp8", StoreDtype::Fp8E4M3, GemmMode::Fp8));
     }
@@ -151,7 +160,14 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
                 Err(e) => return Err(e),
             };
             let tflops = 2.0 * (m * n * k) as f64 / (ms * 1e-3) / 1e12;
-            gemm.push(GemmBench { dtype: name.to_string(), m, n, k, ms, tflops });
+            gemm.push(GemmBench {
+                dtype: name.to_string(),
+                m,
+                n,
+                k,
+                ms,
+                tflops,
+            });
         }
     }
     let mut attention = Vec::new();
@@ -159,14 +175,27 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         let q = b.upload(&random(&[1, seq, heads, d], 3))?;
         let k = b.upload(&random(&[1, seq, heads, d], 4))?;
         let v = b.upload(&random(&[1, seq, heads, d], 5))?;
-        for (name, path) in [("fused", AttentionPath::Fused), ("math", AttentionPath::Math)] {
+        for (name, path) in [
+            ("fused", AttentionPath::Fused),
+            ("math", AttentionPath::Math),
+        ] {
             b.synchronize()?;
             b.reset_peak();
             let base = b.memory().allocated_bytes;
-            let ms = time(b, sizes.reps, || b.attention(&q, &k, &v, false, path).map(drop))?;
+            let ms = time(b, sizes.reps, || {
+                b.attention(&q, &k, &v, false, path).map(drop)
+            })?;
             let peak = b.memory().peak_bytes - base;
             let tflops = 4.0 * (heads * seq * seq * d) as f64 / (ms * 1e-3) / 1e12;
-            attention.push(AttentionBench { path: name.to_string(), heads, seq, head_dim: d, ms, tflops, peak_above_inputs_bytes: peak });
+            attention.push(AttentionBench {
+                path: name.to_string(),
+                heads,
+                seq,
+                head_dim: d,
+                ms,
+                tflops,
+                peak_above_inputs_bytes: peak,
+            });
         }
     }
     let n = sizes.elements;
@@ -175,11 +204,26 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
     let c = b.upload(&random(&[n], 7))?;
     let ms = time(b, sizes.reps, || b.add(&a, &c).map(drop))?;
     let bytes = 3 * 2 * n as u64;
-    let elementwise = BandwidthBench { bytes, ms, gbps: bytes as f64 / (ms * 1e-3) / 1e9 };
+    let elementwise = BandwidthBench {
+        bytes,
+        ms,
+        gbps: bytes as f64 / (ms * 1e-3) / 1e9,
+    };
     let ms = time(b, sizes.reps, || b.upload(&host).map(drop))?;
     let bytes = 2 * n as u64;
-    let host_to_device = BandwidthBench { bytes, ms, gbps: bytes as f64 / (ms * 1e-3) / 1e9 };
-    Ok(CalibrationReport { backend: b.kind(), context_bytes: b.context_bytes(), gemm, attention, elementwise, host_to_device })
+    let host_to_device = BandwidthBench {
+        bytes,
+        ms,
+        gbps: bytes as f64 / (ms * 1e-3) / 1e9,
+    };
+    Ok(CalibrationReport {
+        backend: b.kind(),
+        context_bytes: b.context_bytes(),
+        gemm,
+        attention,
+        elementwise,
+        host_to_device,
+    })
 }
 
 /// Runs the microbenchmarks on a fresh backend of `kind`, at sizes suited to it.

@@ -118,27 +118,47 @@ impl RunConfig {
     /// Checks the options against each other; the message names the field and the fix.
     pub fn validate(&self) -> crate::Result<()> {
         use crate::ExecError;
-        if self.width == 0 || self.height == 0 || self.width % 16 != 0 || self.height % 16 != 0 {
-            return Err(ExecError::config("resolution", "width and height must be positive multiples of 16"));
+        if self.width == 0
+            || self.height == 0
+            || !self.width.is_multiple_of(16)
+            || !self.height.is_multiple_of(16)
+        {
+            return Err(ExecError::config(
+                "resolution",
+                "width and height must be positive multiples of 16",
+            ));
         }
         if self.batch == 0 || self.steps == 0 {
-            return Err(ExecError::config("run config", "batch and steps must be at least 1"));
+            return Err(ExecError::config(
+                "run config",
+                "batch and steps must be at least 1",
+            ));
         }
         if !(1..=2).contains(&self.cfg_passes) {
-            return Err(ExecError::config("cfg_passes", "must be 1 (distilled) or 2 (classifier-free guidance)"));
+            return Err(ExecError::config(
+                "cfg_passes",
+                "must be 1 (distilled) or 2 (classifier-free guidance)",
+            ));
         }
         if self.measured_runs == 0 {
             return Err(ExecError::config("measured_runs", "must be at least 1"));
         }
-        if let Some(t) = self.vae_tile_latent {
-            if t < 4 || t % 4 != 0 {
-                return Err(ExecError::config("vae_tile_latent", "must be a multiple of 4 latent pixels, at least 4"));
-            }
+        if let Some(t) = self.vae_tile_latent
+            && (t < 4 || t % 4 != 0)
+        {
+            return Err(ExecError::config(
+                "vae_tile_latent",
+                "must be a multiple of 4 latent pixels, at least 4",
+            ));
         }
         if self.gpus != 1 {
             return Err(ExecError::Unsupported {
-                what: format!("running on {} GPUs (Ulysses/Ring/HSDP over NCCL)", self.gpus),
-                hint: "verify with `parallel: {gpus: 1}`; multi-GPU runs are future work".to_string(),
+                what: format!(
+                    "running on {} GPUs (Ulysses/Ring/HSDP over NCCL)",
+                    self.gpus
+                ),
+                hint: "verify with `parallel: {gpus: 1}`; multi-GPU runs are future work"
+                    .to_string(),
             });
         }
         Ok(())

@@ -7,8 +7,8 @@ use std::time::Instant;
 use candle_core::{D, DType, Device, Tensor};
 
 use crate::backend::{
-    AttentionPath, Backend, BackendKind, GemmMode, HostTensor, MemoryStats, RopeStyle, StoreDtype, e4m3_to_f32,
-    quantize_e4m3, round_bf16,
+    AttentionPath, Backend, BackendKind, GemmMode, HostTensor, MemoryStats, RopeStyle, StoreDtype,
+    e4m3_to_f32, quantize_e4m3, round_bf16,
 };
 use crate::{ExecError, Result};
 
@@ -48,7 +48,10 @@ impl Alloc {
     /// Counts `bytes` as allocated until the guard drops.
     pub(crate) fn new(bytes: u64, counter: &Arc<Counter>) -> Alloc {
         counter.alloc(bytes);
-        Alloc { bytes, counter: counter.clone() }
+        Alloc {
+            bytes,
+            counter: counter.clone(),
+        }
     }
 }
 
@@ -79,7 +82,10 @@ impl Default for CpuBackend {
 }
 
 fn cpu_err(op: &str) -> impl Fn(candle_core::Error) -> ExecError + '_ {
-    move |e| ExecError::Cpu { op: op.to_string(), detail: e.to_string() }
+    move |e| ExecError::Cpu {
+        op: op.to_string(),
+        detail: e.to_string(),
+    }
 }
 
 /// Queries processed per tile by the fused attention path.
@@ -90,7 +96,9 @@ const KV_TILE: usize = 64;
 impl CpuBackend {
     /// A fresh backend with zeroed counters.
     pub fn new() -> CpuBackend {
-        CpuBackend { counter: Arc::new(Counter::default()) }
+        CpuBackend {
+            counter: Arc::new(Counter::default()),
+        }
     }
 
     /// Wraps a candle result as a new accounted BF16 tensor.
@@ -100,18 +108,28 @@ impl CpuBackend {
 
     fn wrap_as(&self, t: Tensor, store: StoreDtype) -> CpuTensor {
         let bytes = t.elem_count() as u64 * store.size_bytes();
-        CpuTensor { t, store, _alloc: Arc::new(Alloc::new(bytes, &self.counter)) }
+        CpuTensor {
+            t,
+            store,
+            _alloc: Arc::new(Alloc::new(bytes, &self.counter)),
+        }
     }
 
     /// Rounds a computed result to BF16 the way a BF16 device tensor would store it.
     fn out(&self, t: Tensor, op: &str) -> Result<CpuTensor> {
-        let t = t.to_dtype(DType::BF16).and_then(|t| t.to_dtype(DType::F32)).map_err(cpu_err(op))?;
+        let t = t
+            .to_dtype(DType::BF16)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(cpu_err(op))?;
         Ok(self.wrap(t))
     }
 
     fn check_same(&self, op: &str, a: &CpuTensor, b: &CpuTensor) -> Result<()> {
         if a.t.dims() != b.t.dims() {
-            return Err(ExecError::shape(op, format!("{:?} vs {:?}", a.t.dims(), b.t.dims())));
+            return Err(ExecError::shape(
+                op,
+                format!("{:?} vs {:?}", a.t.dims(), b.t.dims()),
+            ));
         }
         Ok(())
     }
@@ -121,16 +139,29 @@ impl CpuBackend {
         let xd = x.t.dims();
         let vd = v.t.dims();
         if xd.len() != 3 || vd.len() != 2 || xd[0] != vd[0] || xd[2] != vd[1] {
-            return Err(ExecError::shape(op, format!("x {xd:?} with per-batch vector {vd:?}")));
+            return Err(ExecError::shape(
+                op,
+                format!("x {xd:?} with per-batch vector {vd:?}"),
+            ));
         }
         v.t.unsqueeze(1).map_err(cpu_err(op))
     }
 
     /// Math attention on `[b, h, sq, d]` tensors (k, v already expanded to h heads).
-    fn attn_math(&self, q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
+    fn attn_math(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        causal: bool,
+    ) -> candle_core::Result<Tensor> {
         let d = q.dim(D::Minus1)?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
-        let scores = if causal { scores.broadcast_add(&causal_mask(q.dim(2)?, k.dim(2)?, 0)?)? } else { scores };
+        let scores = if causal {
+            scores.broadcast_add(&causal_mask(q.dim(2)?, k.dim(2)?, 0)?)?
+        } else {
+            scores
+        };
         let max = scores.max_keepdim(D::Minus1)?;
         let e = scores.broadcast_sub(&max)?.exp()?;
         let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
@@ -138,7 +169,13 @@ impl CpuBackend {
     }
 
     /// Tiled attention with an online softmax over key tiles, as a flash-attention kernel does it.
-    fn attn_fused(&self, q: &Tensor, k: &Tensor, v: &Tensor, causal: bool) -> candle_core::Result<Tensor> {
+    fn attn_fused(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        causal: bool,
+    ) -> candle_core::Result<Tensor> {
         let (sq, sk, d) = (q.dim(2)?, k.dim(2)?, q.dim(3)?);
         let scale = 1.0 / (d as f64).sqrt();
         let mut outs = Vec::new();
@@ -170,7 +207,10 @@ impl CpuBackend {
                 let (nl, nacc) = match (&m, &l, &acc) {
                     (Some(m), Some(l), Some(acc)) => {
                         let corr = (m - &new_m)?.exp()?;
-                        ((l * &corr)?.add(&psum)?, acc.broadcast_mul(&corr)?.add(&pv)?)
+                        (
+                            (l * &corr)?.add(&psum)?,
+                            acc.broadcast_mul(&corr)?.add(&pv)?,
+                        )
                     }
                     _ => (psum, pv),
                 };
@@ -178,7 +218,10 @@ impl CpuBackend {
                 l = Some(nl);
                 acc = Some(nacc);
             }
-            let (acc, l) = (acc.expect("at least one key tile"), l.expect("at least one key tile"));
+            let (acc, l) = (
+                acc.expect("at least one key tile"),
+                l.expect("at least one key tile"),
+            );
             outs.push(acc.broadcast_div(&l)?);
         }
         Tensor::cat(&outs, 2)
@@ -187,14 +230,31 @@ impl CpuBackend {
 
 /// Additive causal mask `[sq, sk]` where query `i` sees keys `0..=i + offset`.
 fn causal_mask(sq: usize, sk: usize, offset: usize) -> candle_core::Result<Tensor> {
-    let data: Vec<f32> =
-        (0..sq).flat_map(|i| (0..sk).map(move |j| if j <= i + offset { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let data: Vec<f32> = (0..sq)
+        .flat_map(|i| {
+            (0..sk).map(move |j| {
+                if j <= i + offset {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
     Tensor::from_vec(data, (sq, sk), &Device::Cpu)
 }
 
 fn causal_tile_mask(q0: usize, ql: usize, k0: usize, kl: usize) -> candle_core::Result<Tensor> {
     let data: Vec<f32> = (0..ql)
-        .flat_map(|i| (0..kl).map(move |j| if k0 + j <= q0 + i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..kl).map(move |j| {
+                if k0 + j <= q0 + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(data, (ql, kl), &Device::Cpu)
 }
@@ -206,7 +266,9 @@ fn heads_first(t: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
         return Ok(t);
     }
     let (b, h, s, d) = t.dims4()?;
-    t.unsqueeze(2)?.expand((b, h, rep, s, d))?.reshape((b, h * rep, s, d))
+    t.unsqueeze(2)?
+        .expand((b, h, rep, s, d))?
+        .reshape((b, h * rep, s, d))
 }
 
 impl Backend for CpuBackend {
@@ -223,7 +285,8 @@ impl Backend for CpuBackend {
 
     fn upload(&self, t: &HostTensor) -> Result<CpuTensor> {
         let data: Vec<f32> = t.data.iter().map(|&v| round_bf16(v)).collect();
-        let tt = Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu).map_err(cpu_err("upload"))?;
+        let tt =
+            Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu).map_err(cpu_err("upload"))?;
         Ok(self.wrap(tt))
     }
 
@@ -234,15 +297,22 @@ impl Backend for CpuBackend {
             StoreDtype::Bf16 => t.data.iter().map(|&v| round_bf16(v)).collect(),
             StoreDtype::Fp8E4M3 => {
                 let (bytes, scale) = quantize_e4m3(&t.data);
-                bytes.into_iter().map(|b| round_bf16(e4m3_to_f32(b) * scale)).collect()
+                bytes
+                    .into_iter()
+                    .map(|b| round_bf16(e4m3_to_f32(b) * scale))
+                    .collect()
             }
         };
-        let tt = Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu).map_err(cpu_err("upload_weight"))?;
+        let tt = Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu)
+            .map_err(cpu_err("upload_weight"))?;
         Ok(self.wrap_as(tt, store))
     }
 
     fn download(&self, t: &CpuTensor) -> Result<HostTensor> {
-        let data = t.t.flatten_all().and_then(|f| f.to_vec1::<f32>()).map_err(cpu_err("download"))?;
+        let data =
+            t.t.flatten_all()
+                .and_then(|f| f.to_vec1::<f32>())
+                .map_err(cpu_err("download"))?;
         Ok(HostTensor::new(t.t.dims(), data))
     }
 
@@ -252,18 +322,34 @@ impl Backend for CpuBackend {
 
     fn reshape(&self, t: &CpuTensor, shape: &[usize]) -> Result<CpuTensor> {
         if shape.iter().product::<usize>() != t.t.elem_count() {
-            return Err(ExecError::shape("reshape", format!("{:?} to {shape:?}", t.t.dims())));
+            return Err(ExecError::shape(
+                "reshape",
+                format!("{:?} to {shape:?}", t.t.dims()),
+            ));
         }
         let r = t.t.reshape(shape).map_err(cpu_err("reshape"))?;
-        Ok(CpuTensor { t: r, store: t.store, _alloc: t._alloc.clone() })
+        Ok(CpuTensor {
+            t: r,
+            store: t.store,
+            _alloc: t._alloc.clone(),
+        })
     }
 
-    fn linear(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, mode: GemmMode) -> Result<CpuTensor> {
+    fn linear(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        bias: Option<&CpuTensor>,
+        mode: GemmMode,
+    ) -> Result<CpuTensor> {
         let xd = x.t.dims();
         let wd = w.t.dims();
         let k = *xd.last().unwrap_or(&0);
         if wd.len() != 2 || wd[1] != k {
-            return Err(ExecError::shape("linear", format!("x {xd:?} with weight {wd:?}")));
+            return Err(ExecError::shape(
+                "linear",
+                format!("x {xd:?} with weight {wd:?}"),
+            ));
         }
         if mode == GemmMode::Fp8 {
             return Err(ExecError::Unsupported {
@@ -295,7 +381,10 @@ impl Backend for CpuBackend {
 
     fn scaled_add(&self, a: &CpuTensor, b: &CpuTensor, alpha: f32) -> Result<CpuTensor> {
         self.check_same("scaled_add", a, b)?;
-        let r = b.t.affine(alpha as f64, 0.0).and_then(|s| &a.t + s).map_err(cpu_err("scaled_add"))?;
+        let r =
+            b.t.affine(alpha as f64, 0.0)
+                .and_then(|s| &a.t + s)
+                .map_err(cpu_err("scaled_add"))?;
         self.out(r, "scaled_add")
     }
 
@@ -306,18 +395,23 @@ impl Backend for CpuBackend {
     fn swiglu(&self, x: &CpuTensor) -> Result<CpuTensor> {
         let n2 = x.t.dim(D::Minus1).map_err(cpu_err("swiglu"))?;
         if n2 % 2 != 0 {
-            return Err(ExecError::shape("swiglu", format!("odd last dimension in {:?}", x.t.dims())));
+            return Err(ExecError::shape(
+                "swiglu",
+                format!("odd last dimension in {:?}", x.t.dims()),
+            ));
         }
         let n = n2 / 2;
         let last = x.t.rank() - 1;
-        let r = (|| x.t.narrow(last, 0, n)?.silu()? * x.t.narrow(last, n, n)?)().map_err(cpu_err("swiglu"))?;
+        let r = (|| x.t.narrow(last, 0, n)?.silu()? * x.t.narrow(last, n, n)?)()
+            .map_err(cpu_err("swiglu"))?;
         self.out(r, "swiglu")
     }
 
     fn modulate(&self, x: &CpuTensor, shift: &CpuTensor, scale: &CpuTensor) -> Result<CpuTensor> {
         let sh = self.per_batch("modulate", x, shift)?;
         let sc = self.per_batch("modulate", x, scale)?;
-        let r = (|| x.t.broadcast_mul(&(sc + 1.0)?)?.broadcast_add(&sh))().map_err(cpu_err("modulate"))?;
+        let r = (|| x.t.broadcast_mul(&(sc + 1.0)?)?.broadcast_add(&sh))()
+            .map_err(cpu_err("modulate"))?;
         self.out(r, "modulate")
     }
 
@@ -341,37 +435,63 @@ impl Backend for CpuBackend {
 
     fn rms_norm(&self, x: &CpuTensor, w: &CpuTensor, eps: f32) -> Result<CpuTensor> {
         if w.t.dims() != [*x.t.dims().last().unwrap_or(&0)] {
-            return Err(ExecError::shape("rms_norm", format!("x {:?} with weight {:?}", x.t.dims(), w.t.dims())));
+            return Err(ExecError::shape(
+                "rms_norm",
+                format!("x {:?} with weight {:?}", x.t.dims(), w.t.dims()),
+            ));
         }
         let r = (|| {
             let ms = x.t.sqr()?.mean_keepdim(D::Minus1)?;
-            x.t.broadcast_div(&(ms + eps as f64)?.sqrt()?)?.broadcast_mul(&w.t)
+            x.t.broadcast_div(&(ms + eps as f64)?.sqrt()?)?
+                .broadcast_mul(&w.t)
         })()
         .map_err(cpu_err("rms_norm"))?;
         self.out(r, "rms_norm")
     }
 
-    fn group_norm(&self, x: &CpuTensor, groups: usize, gamma: &CpuTensor, beta: &CpuTensor, eps: f32) -> Result<CpuTensor> {
+    fn group_norm(
+        &self,
+        x: &CpuTensor,
+        groups: usize,
+        gamma: &CpuTensor,
+        beta: &CpuTensor,
+        eps: f32,
+    ) -> Result<CpuTensor> {
         let (b, c, h, w) = x.t.dims4().map_err(cpu_err("group_norm"))?;
         if c % groups != 0 || gamma.t.dims() != [c] || beta.t.dims() != [c] {
-            return Err(ExecError::shape("group_norm", format!("{:?} with {groups} groups", x.t.dims())));
+            return Err(ExecError::shape(
+                "group_norm",
+                format!("{:?} with {groups} groups", x.t.dims()),
+            ));
         }
         let r = (|| {
             let g = x.t.reshape((b, groups, (c / groups) * h * w))?;
             let mean = g.mean_keepdim(D::Minus1)?;
             let cen = g.broadcast_sub(&mean)?;
             let var = cen.sqr()?.mean_keepdim(D::Minus1)?;
-            let n = cen.broadcast_div(&(var + eps as f64)?.sqrt()?)?.reshape((b, c, h, w))?;
-            n.broadcast_mul(&gamma.t.reshape((1, c, 1, 1))?)?.broadcast_add(&beta.t.reshape((1, c, 1, 1))?)
+            let n = cen
+                .broadcast_div(&(var + eps as f64)?.sqrt()?)?
+                .reshape((b, c, h, w))?;
+            n.broadcast_mul(&gamma.t.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&beta.t.reshape((1, c, 1, 1))?)
         })()
         .map_err(cpu_err("group_norm"))?;
         self.out(r, "group_norm")
     }
 
-    fn rope(&self, x: &CpuTensor, cos: &CpuTensor, sin: &CpuTensor, style: RopeStyle) -> Result<CpuTensor> {
+    fn rope(
+        &self,
+        x: &CpuTensor,
+        cos: &CpuTensor,
+        sin: &CpuTensor,
+        style: RopeStyle,
+    ) -> Result<CpuTensor> {
         let (b, s, h, d) = x.t.dims4().map_err(cpu_err("rope"))?;
         if cos.t.dims() != [s, d / 2] || sin.t.dims() != [s, d / 2] {
-            return Err(ExecError::shape("rope", format!("x {:?} with table {:?}", x.t.dims(), cos.t.dims())));
+            return Err(ExecError::shape(
+                "rope",
+                format!("x {:?} with table {:?}", x.t.dims(), cos.t.dims()),
+            ));
         }
         let r = (|| {
             let c = cos.t.reshape((1, s, 1, d / 2))?;
@@ -398,7 +518,14 @@ impl Backend for CpuBackend {
         self.out(r, "rope")
     }
 
-    fn attention(&self, q: &CpuTensor, k: &CpuTensor, v: &CpuTensor, causal: bool, path: AttentionPath) -> Result<CpuTensor> {
+    fn attention(
+        &self,
+        q: &CpuTensor,
+        k: &CpuTensor,
+        v: &CpuTensor,
+        causal: bool,
+        path: AttentionPath,
+    ) -> Result<CpuTensor> {
         let (b, sq, h, d) = q.t.dims4().map_err(cpu_err("attention"))?;
         let (kb, sk, hkv, kd) = k.t.dims4().map_err(cpu_err("attention"))?;
         if kb != b || kd != d || hkv == 0 || h % hkv != 0 || v.t.dims() != k.t.dims() {
@@ -412,7 +539,8 @@ impl Backend for CpuBackend {
         // allocates, not candle's own temporaries.
         if path == AttentionPath::Math {
             let expanded = if hkv != h { 2 * b * sk * h * d * 2 } else { 0 };
-            self.counter.transient((b * h * sq * sk * 2 + expanded) as u64);
+            self.counter
+                .transient((b * h * sq * sk * 2 + expanded) as u64);
         }
         let r = (|| {
             let qh = heads_first(&q.t, 1)?;
@@ -428,16 +556,26 @@ impl Backend for CpuBackend {
         self.out(r, "attention")
     }
 
-    fn conv2d(&self, x: &CpuTensor, w: &CpuTensor, bias: Option<&CpuTensor>, padding: usize) -> Result<CpuTensor> {
+    fn conv2d(
+        &self,
+        x: &CpuTensor,
+        w: &CpuTensor,
+        bias: Option<&CpuTensor>,
+        padding: usize,
+    ) -> Result<CpuTensor> {
         let xd = x.t.dims();
         let wd = w.t.dims();
         if xd.len() != 4 || wd.len() != 4 || xd[1] != wd[1] {
-            return Err(ExecError::shape("conv2d", format!("x {xd:?} with kernel {wd:?}")));
+            return Err(ExecError::shape(
+                "conv2d",
+                format!("x {xd:?} with kernel {wd:?}"),
+            ));
         }
         // The CUDA backend lowers convolutions to GEMMs over an im2col workspace of at most
         // CONV_CHUNK_PIXELS patches; account the same workspace here.
         let pixels = (xd[2] * xd[3]).min(crate::backend::CONV_CHUNK_PIXELS);
-        self.counter.transient((wd[1] * wd[2] * wd[3] * pixels * 2) as u64);
+        self.counter
+            .transient((wd[1] * wd[2] * wd[3] * pixels * 2) as u64);
         let r = (|| {
             let y = x.t.conv2d(&w.t, padding, 1, 1, 1)?;
             match bias {
@@ -451,7 +589,11 @@ impl Backend for CpuBackend {
 
     fn upsample_nearest2x(&self, x: &CpuTensor) -> Result<CpuTensor> {
         let (_, _, h, w) = x.t.dims4().map_err(cpu_err("upsample"))?;
-        self.out(x.t.upsample_nearest2d(h * 2, w * 2).map_err(cpu_err("upsample"))?, "upsample")
+        self.out(
+            x.t.upsample_nearest2d(h * 2, w * 2)
+                .map_err(cpu_err("upsample"))?,
+            "upsample",
+        )
     }
 
     fn cat(&self, xs: &[&CpuTensor], dim: usize) -> Result<CpuTensor> {
@@ -460,22 +602,38 @@ impl Backend for CpuBackend {
     }
 
     fn narrow(&self, x: &CpuTensor, dim: usize, start: usize, len: usize) -> Result<CpuTensor> {
-        let r = x.t.narrow(dim, start, len).and_then(|t| t.contiguous()).map_err(cpu_err("narrow"))?;
+        let r =
+            x.t.narrow(dim, start, len)
+                .and_then(|t| t.contiguous())
+                .map_err(cpu_err("narrow"))?;
         self.out(r, "narrow")
     }
 
     fn transpose12(&self, x: &CpuTensor) -> Result<CpuTensor> {
-        let r = x.t.transpose(1, 2).and_then(|t| t.contiguous()).map_err(cpu_err("transpose12"))?;
+        let r =
+            x.t.transpose(1, 2)
+                .and_then(|t| t.contiguous())
+                .map_err(cpu_err("transpose12"))?;
         self.out(r, "transpose12")
     }
 
     fn embedding(&self, table: &CpuTensor, ids: &[u32]) -> Result<CpuTensor> {
         let v = table.t.dim(0).map_err(cpu_err("embedding"))?;
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
-            return Err(ExecError::shape("embedding", format!("token id {bad} outside a vocabulary of {v}")));
+            return Err(ExecError::shape(
+                "embedding",
+                format!("token id {bad} outside a vocabulary of {v}"),
+            ));
         }
-        let idx = Tensor::from_vec(ids.to_vec(), ids.len(), &Device::Cpu).map_err(cpu_err("embedding"))?;
-        self.out(table.t.index_select(&idx, 0).map_err(cpu_err("embedding"))?, "embedding")
+        let idx = Tensor::from_vec(ids.to_vec(), ids.len(), &Device::Cpu)
+            .map_err(cpu_err("embedding"))?;
+        self.out(
+            table
+                .t
+                .index_select(&idx, 0)
+                .map_err(cpu_err("embedding"))?,
+            "embedding",
+        )
     }
 
     fn l1_change(&self, a: &CpuTensor, b: &CpuTensor) -> Result<(f64, f64)> {

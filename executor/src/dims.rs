@@ -151,14 +151,25 @@ impl ModelDims {
         if self.heads * self.head_dim != self.hidden {
             return Err(ExecError::config(
                 "model dims",
-                format!("heads ({}) × head_dim ({}) must equal hidden ({})", self.heads, self.head_dim, self.hidden),
+                format!(
+                    "heads ({}) × head_dim ({}) must equal hidden ({})",
+                    self.heads, self.head_dim, self.hidden
+                ),
             ));
         }
-        if self.rope_axes.iter().sum::<usize>() != self.head_dim || self.rope_axes.iter().any(|a| a % 2 != 0) {
-            return Err(ExecError::config("model dims", "rope_axes must be even and sum to head_dim"));
+        if self.rope_axes.iter().sum::<usize>() != self.head_dim
+            || self.rope_axes.iter().any(|a| a % 2 != 0)
+        {
+            return Err(ExecError::config(
+                "model dims",
+                "rope_axes must be even and sum to head_dim",
+            ));
         }
         if self.in_channels != self.latent_channels * 4 {
-            return Err(ExecError::config("model dims", "in_channels must be latent_channels × 4 (2×2 patches)"));
+            return Err(ExecError::config(
+                "model dims",
+                "in_channels must be latent_channels × 4 (2×2 patches)",
+            ));
         }
         if self.context_dim != self.te_hidden * self.te_output_layers.len() {
             return Err(ExecError::config(
@@ -167,15 +178,29 @@ impl ModelDims {
             ));
         }
         if self.te_output_layers.iter().any(|&l| l > self.te_layers) {
-            return Err(ExecError::config("model dims", "te_output_layers may not exceed te_layers"));
+            return Err(ExecError::config(
+                "model dims",
+                "te_output_layers may not exceed te_layers",
+            ));
         }
-        if self.te_heads % self.te_kv_heads.max(1) != 0 || self.te_kv_heads == 0 {
-            return Err(ExecError::config("model dims", "te_heads must be a multiple of te_kv_heads"));
+        if !self.te_heads.is_multiple_of(self.te_kv_heads.max(1)) || self.te_kv_heads == 0 {
+            return Err(ExecError::config(
+                "model dims",
+                "te_heads must be a multiple of te_kv_heads",
+            ));
         }
-        if self.vae_widths.is_empty() || self.vae_widths.iter().any(|w| w % self.vae_norm_groups != 0) {
-            return Err(ExecError::config("model dims", "every vae width must be divisible by vae_norm_groups"));
+        if self.vae_widths.is_empty()
+            || self
+                .vae_widths
+                .iter()
+                .any(|w| w % self.vae_norm_groups != 0)
+        {
+            return Err(ExecError::config(
+                "model dims",
+                "every vae width must be divisible by vae_norm_groups",
+            ));
         }
-        if self.timestep_dim % 2 != 0 {
+        if !self.timestep_dim.is_multiple_of(2) {
             return Err(ExecError::config("model dims", "timestep_dim must be even"));
         }
         Ok(())

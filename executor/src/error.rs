@@ -9,16 +9,22 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The CUDA backend was asked for but this build has no `cuda` feature.
-    #[error("the CUDA backend is not enabled in this build (rebuild with `--features executor/cuda`, or use `--backend cpu`)")]
+    #[error(
+        "the CUDA backend is not enabled in this build (rebuild with `--features executor/cuda`, or use `--backend cpu`)"
+    )]
     CudaNotEnabled,
     /// `libcuda.so.1` could not be opened, so there is no NVIDIA driver to talk to.
-    #[error("no CUDA driver on this machine: {detail} (install the NVIDIA driver, or use `--backend cpu`)")]
+    #[error(
+        "no CUDA driver on this machine: {detail} (install the NVIDIA driver, or use `--backend cpu`)"
+    )]
     NoCudaDriver {
         /// What the dynamic loader said.
         detail: String,
     },
     /// A CUDA driver, cuBLAS(Lt) or NVRTC call failed.
-    #[error("cuda error in {op}: {detail} (check the driver version and `nvidia-smi`; CUDA 13.0 is assumed)")]
+    #[error(
+        "cuda error in {op}: {detail} (check the driver version and `nvidia-smi`; CUDA 13.0 is assumed)"
+    )]
     Cuda {
         /// The operation that failed.
         op: String,
@@ -26,13 +32,17 @@ pub enum ExecError {
         detail: String,
     },
     /// A device allocation failed for lack of memory.
-    #[error("out of device memory allocating {bytes} bytes (lower the resolution or batch, or turn on offload, fp8-storage or vae tiling)")]
+    #[error(
+        "out of device memory allocating {bytes} bytes (lower the resolution or batch, or turn on offload, fp8-storage or vae tiling)"
+    )]
     OutOfMemory {
         /// The allocation that failed, in bytes.
         bytes: u64,
     },
     /// A tensor operation on the CPU backend failed.
-    #[error("cpu backend error in {op}: {detail} (this is a bug in the executor's graph; please report it)")]
+    #[error(
+        "cpu backend error in {op}: {detail} (this is a bug in the executor's graph; please report it)"
+    )]
     Cpu {
         /// The operation that failed.
         op: String,
@@ -64,7 +74,9 @@ pub enum ExecError {
         path: PathBuf,
     },
     /// A weights file could not be read or parsed.
-    #[error("cannot read weights from {path}: {detail} (expected safetensors files in diffusers' layout)")]
+    #[error(
+        "cannot read weights from {path}: {detail} (expected safetensors files in diffusers' layout)"
+    )]
     Weights {
         /// The file or folder.
         path: PathBuf,
@@ -95,18 +107,27 @@ impl ExecError {
     pub fn in_stage(self, stage: &str) -> ExecError {
         match self {
             already @ ExecError::Stage { .. } => already,
-            other => ExecError::Stage { stage: stage.to_string(), source: Box::new(other) },
+            other => ExecError::Stage {
+                stage: stage.to_string(),
+                source: Box::new(other),
+            },
         }
     }
 
     /// A shape error for `op` with a formatted detail.
     pub(crate) fn shape(op: &str, detail: impl Into<String>) -> ExecError {
-        ExecError::Shape { op: op.to_string(), detail: detail.into() }
+        ExecError::Shape {
+            op: op.to_string(),
+            detail: detail.into(),
+        }
     }
 
     /// A configuration error for `what`.
     pub(crate) fn config(what: &str, detail: impl Into<String>) -> ExecError {
-        ExecError::Config { what: what.to_string(), detail: detail.into() }
+        ExecError::Config {
+            what: what.to_string(),
+            detail: detail.into(),
+        }
     }
 }
 

@@ -64,7 +64,11 @@ pub struct Execution {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Everything that stays alive across the runs of one `execute` call.
@@ -118,14 +122,23 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
         noise: HostTensor::new(&[0], vec![]),
     };
     // Upload each component once to learn its device bytes; keep it if it stays resident.
-    let measure_upload = |name: &str, f: &dyn Fn() -> Result<DeviceWeights<B>>| -> Result<(DeviceWeights<B>, ComponentWeights)> {
+    let measure_upload = |name: &str,
+                          f: &dyn Fn() -> Result<DeviceWeights<B>>|
+     -> Result<(DeviceWeights<B>, ComponentWeights)> {
         let before = b.memory().allocated_bytes;
         let w = f()?;
         let bytes = b.memory().allocated_bytes - before;
-        Ok((w, ComponentWeights { name: name.to_string(), bytes }))
+        Ok((
+            w,
+            ComponentWeights {
+                name: name.to_string(),
+                bytes,
+            },
+        ))
     };
     let te_host = setup.te_host.as_ref().expect("loaded above");
-    let (w, cw) = measure_upload("text_encoder", &|| text_encoder::upload(b, dims, te_host)).map_err(|e| e.in_stage("text_encoder"))?;
+    let (w, cw) = measure_upload("text_encoder", &|| text_encoder::upload(b, dims, te_host))
+        .map_err(|e| e.in_stage("text_encoder"))?;
     weights.push(cw);
     if cfg.text_encoder == TextEncoderPlacement::Resident && !cfg.model_offload {
         setup.te_dev = Some(w);
@@ -135,20 +148,31 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
     if cfg.text_encoder == TextEncoderPlacement::Drop {
         setup.te_host = None;
     }
-    let (w, cw) = measure_upload("transformer", &|| DeviceWeights::upload(b, &setup.tr_host, tr_store(cfg))).map_err(|e| e.in_stage("denoise"))?;
+    let (w, cw) = measure_upload("transformer", &|| {
+        DeviceWeights::upload(b, &setup.tr_host, tr_store(cfg))
+    })
+    .map_err(|e| e.in_stage("denoise"))?;
     weights.push(cw);
     setup.tr_dev = (!cfg.model_offload).then_some(w);
-    let (w, cw) = measure_upload("vae", &|| DeviceWeights::upload(b, &setup.vae_host, |_, _| StoreDtype::Bf16)).map_err(|e| e.in_stage("vae_decode"))?;
+    let (w, cw) = measure_upload("vae", &|| {
+        DeviceWeights::upload(b, &setup.vae_host, |_, _| StoreDtype::Bf16)
+    })
+    .map_err(|e| e.in_stage("vae_decode"))?;
     weights.push(cw);
     setup.vae_dev = (!cfg.model_offload).then_some(w);
 
     // The prompt: klein has no tokenizer here, so token ids are drawn from the seed.
-    let mut rng = Rng::new(cfg.seed ^ 0x5eed_1d5);
+    let mut rng = Rng::new(cfg.seed ^ 0x05ee_d1d5);
     let prompts = cfg.batch * cfg.cfg_passes;
-    setup.ids = (0..prompts * dims.txt_tokens).map(|_| (rng.next_u64() % dims.te_vocab as u64) as u32).collect();
+    setup.ids = (0..prompts * dims.txt_tokens)
+        .map(|_| (rng.next_u64() % dims.te_vocab as u64) as u32)
+        .collect();
     let mut rng = Rng::new(cfg.seed ^ 0x0015_e000);
     let n = cfg.batch * cfg.img_tokens() * dims.in_channels;
-    setup.noise = HostTensor::new(&[cfg.batch, cfg.img_tokens(), dims.in_channels], (0..n).map(|_| rng.normal()).collect());
+    setup.noise = HostTensor::new(
+        &[cfg.batch, cfg.img_tokens(), dims.in_channels],
+        (0..n).map(|_| rng.normal()).collect(),
+    );
 
     let mut times: [Vec<f64>; 3] = Default::default();
     let mut peaks = [0u64; 3];
@@ -168,7 +192,11 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
     let stages = names
         .iter()
         .enumerate()
-        .map(|(i, n)| StageMeasurement { name: n.to_string(), activation_peak_bytes: peaks[i], ms: median(times[i].clone()) })
+        .map(|(i, n)| StageMeasurement {
+            name: n.to_string(),
+            activation_peak_bytes: peaks[i],
+            ms: median(times[i].clone()),
+        })
         .collect();
     Ok(Execution {
         measurement: Measurement {
@@ -187,7 +215,11 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
 
 /// Times `f` between two device marks and records its peak above the allocation at the point
 /// `f` calls the `baseline` closure it is given (after its own weight uploads).
-fn stage<B: Backend, T>(b: &B, name: &str, f: impl FnOnce(&dyn Fn() -> u64) -> Result<(T, u64)>) -> Result<(T, u64, f64)> {
+fn stage<B: Backend, T>(
+    b: &B,
+    name: &str,
+    f: impl FnOnce(&dyn Fn() -> u64) -> Result<(T, u64)>,
+) -> Result<(T, u64, f64)> {
     let wrap = |e: ExecError| e.in_stage(name);
     b.synchronize().map_err(wrap)?;
     let start = b.mark().map_err(wrap)?;
@@ -234,7 +266,11 @@ fn run_once<B: Backend>(
     overall_peak = overall_peak.max(b.memory().peak_bytes);
 
     // Denoising.
-    let gemm = if cfg.weights == WeightsDtype::Fp8 { GemmMode::Fp8 } else { GemmMode::Bf16 };
+    let gemm = if cfg.weights == WeightsDtype::Fp8 {
+        GemmMode::Fp8
+    } else {
+        GemmMode::Bf16
+    };
     let ((latents, blocks), dn_peak, dn_ms) = stage(b, "denoise", |baseline| {
         let loaded;
         let w = match &s.tr_dev {
@@ -245,12 +281,26 @@ fn run_once<B: Backend>(
             }
         };
         let base = baseline();
-        let tr = Transformer { b, w, d: dims, attention: cfg.attention, gemm };
-        let rope = transformer::rope_tables(b, dims, dims.txt_tokens, cfg.height / 16, cfg.width / 16)?;
+        let tr = Transformer {
+            b,
+            w,
+            d: dims,
+            attention: cfg.attention,
+            gemm,
+        };
+        let rope =
+            transformer::rope_tables(b, dims, dims.txt_tokens, cfg.height / 16, cfg.width / 16)?;
         let mut x = b.upload(&s.noise)?;
         let ctx_c = b.narrow(&ctx, 0, 0, cfg.batch)?;
-        let ctx_u = if cfg.cfg_passes == 2 { Some(b.narrow(&ctx, 0, cfg.batch, cfg.batch)?) } else { None };
-        let mk = || cfg.cache.map(|c| BlockCache::<B>::new(c.compute_blocks, c.threshold, c.warmup_steps));
+        let ctx_u = if cfg.cfg_passes == 2 {
+            Some(b.narrow(&ctx, 0, cfg.batch, cfg.batch)?)
+        } else {
+            None
+        };
+        let mk = || {
+            cfg.cache
+                .map(|c| BlockCache::<B>::new(c.compute_blocks, c.threshold, c.warmup_steps))
+        };
         let (mut cache_c, mut cache_u) = (mk(), mk());
         for step in 0..cfg.steps {
             // Flow matching with a linear sigma schedule from 1 to 0 and Euler steps.
@@ -269,10 +319,17 @@ fn run_once<B: Backend>(
         }
         let latents = b.download(&x)?;
         b.synchronize()?;
-        let count = |c: &Option<BlockCache<B>>| c.as_ref().map_or((0, 0), |c| (c.blocks_computed, c.blocks_skipped));
+        let count = |c: &Option<BlockCache<B>>| {
+            c.as_ref()
+                .map_or((0, 0), |c| (c.blocks_computed, c.blocks_skipped))
+        };
         let (a, z) = (count(&cache_c), count(&cache_u));
         let total_blocks = (dims.double_blocks + dims.single_blocks) * cfg.steps * cfg.cfg_passes;
-        let blocks = if cfg.cache.is_some() { (a.0 + z.0, a.1 + z.1) } else { (total_blocks, 0) };
+        let blocks = if cfg.cache.is_some() {
+            (a.0 + z.0, a.1 + z.1)
+        } else {
+            (total_blocks, 0)
+        };
         Ok(((latents, blocks), b.memory().peak_bytes - base))
     })?;
     overall_peak = overall_peak.max(b.memory().peak_bytes);
@@ -290,8 +347,19 @@ fn run_once<B: Backend>(
             }
         };
         let base = baseline();
-        let dec = Decoder { b, w, d: dims, attention: cfg.attention };
-        let z = vae::unpack_latents(&latents, &s.vae_host, dims.latent_channels, cfg.height / 8, cfg.width / 8)?;
+        let dec = Decoder {
+            b,
+            w,
+            d: dims,
+            attention: cfg.attention,
+        };
+        let z = vae::unpack_latents(
+            &latents,
+            &s.vae_host,
+            dims.latent_channels,
+            cfg.height / 8,
+            cfg.width / 8,
+        )?;
         let image = match cfg.vae_tile_latent {
             Some(t) => dec.decode_tiled(&z, t)?,
             None => {

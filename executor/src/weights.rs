@@ -34,7 +34,11 @@ pub struct WeightSpec {
 impl WeightSpec {
     /// A spec from its parts.
     pub fn new(name: impl Into<String>, shape: &[usize], init: Init) -> WeightSpec {
-        WeightSpec { name: name.into(), shape: shape.to_vec(), init }
+        WeightSpec {
+            name: name.into(),
+            shape: shape.to_vec(),
+            init,
+        }
     }
 
     /// Values in this weight.
@@ -98,7 +102,9 @@ pub fn random_weight(spec: &WeightSpec, seed: u64) -> HostTensor {
         Init::FanIn(fan_in) => {
             let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
             let mut rng = Rng::new(name_seed(seed, &spec.name));
-            (0..n).map(|_| (rng.uniform() * 2.0 - 1.0) * bound).collect()
+            (0..n)
+                .map(|_| (rng.uniform() * 2.0 - 1.0) * bound)
+                .collect()
         }
     };
     HostTensor::new(&spec.shape, data)
@@ -117,7 +123,10 @@ impl WeightSource {
     /// Builds every weight in `specs` for `component` (the subfolder name when loading).
     pub fn load(&self, component: &str, specs: &[WeightSpec]) -> Result<HostWeights> {
         match self {
-            WeightSource::Random(seed) => Ok(specs.iter().map(|s| (s.name.clone(), random_weight(s, *seed))).collect()),
+            WeightSource::Random(seed) => Ok(specs
+                .iter()
+                .map(|s| (s.name.clone(), random_weight(s, *seed)))
+                .collect()),
             WeightSource::Folder(root) => load_folder(&root.join(component), specs),
         }
     }
@@ -125,7 +134,10 @@ impl WeightSource {
 
 /// Reads the weights in `specs` from every `*.safetensors` file in `dir`, checking shapes.
 pub fn load_folder(dir: &Path, specs: &[WeightSpec]) -> Result<HostWeights> {
-    let werr = |detail: String| ExecError::Weights { path: dir.to_path_buf(), detail };
+    let werr = |detail: String| ExecError::Weights {
+        path: dir.to_path_buf(),
+        detail,
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| werr(e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -138,24 +150,40 @@ pub fn load_folder(dir: &Path, specs: &[WeightSpec]) -> Result<HostWeights> {
     let wanted: HashMap<&str, &WeightSpec> = specs.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut out = HostWeights::new();
     for file in &files {
-        let bytes = std::fs::read(file).map_err(|e| ExecError::Weights { path: file.clone(), detail: e.to_string() })?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| ExecError::Weights { path: file.clone(), detail: e.to_string() })?;
+        let bytes = std::fs::read(file).map_err(|e| ExecError::Weights {
+            path: file.clone(),
+            detail: e.to_string(),
+        })?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| ExecError::Weights {
+            path: file.clone(),
+            detail: e.to_string(),
+        })?;
         for (name, view) in st.tensors() {
-            let Some(spec) = wanted.get(name.as_str()) else { continue };
+            let Some(spec) = wanted.get(name.as_str()) else {
+                continue;
+            };
             if view.shape() != spec.shape.as_slice() {
                 return Err(ExecError::Weights {
                     path: file.clone(),
-                    detail: format!("`{name}` has shape {:?}, the model dims expect {:?}", view.shape(), spec.shape),
+                    detail: format!(
+                        "`{name}` has shape {:?}, the model dims expect {:?}",
+                        view.shape(),
+                        spec.shape
+                    ),
                 });
             }
-            let data = decode(view.dtype(), view.data())
-                .ok_or_else(|| ExecError::Weights { path: file.clone(), detail: format!("`{name}` has unsupported dtype {:?}", view.dtype()) })?;
+            let data = decode(view.dtype(), view.data()).ok_or_else(|| ExecError::Weights {
+                path: file.clone(),
+                detail: format!("`{name}` has unsupported dtype {:?}", view.dtype()),
+            })?;
             out.insert(name, HostTensor::new(&spec.shape, data));
         }
     }
     if let Some(missing) = specs.iter().find(|s| !out.contains_key(&s.name)) {
-        return Err(ExecError::MissingWeight { name: missing.name.clone(), path: dir.to_path_buf() });
+        return Err(ExecError::MissingWeight {
+            name: missing.name.clone(),
+            path: dir.to_path_buf(),
+        });
     }
     Ok(out)
 }
@@ -163,9 +191,18 @@ pub fn load_folder(dir: &Path, specs: &[WeightSpec]) -> Result<HostWeights> {
 /// Little-endian bytes of one safetensors dtype as f32 values.
 fn decode(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         Dtype::F8_E4M3 => b.iter().map(|&x| crate::backend::e4m3_to_f32(x)).collect(),
         _ => return None,
     })
@@ -173,14 +210,27 @@ fn decode(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
 
 /// Writes weights as one BF16 safetensors file (how diffusers ships FLUX.2).
 pub fn save_safetensors(path: &Path, weights: &HostWeights) -> Result<()> {
-    let werr = |detail: String| ExecError::Weights { path: path.to_path_buf(), detail };
+    let werr = |detail: String| ExecError::Weights {
+        path: path.to_path_buf(),
+        detail,
+    };
     let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = weights
         .iter()
-        .map(|(n, t)| (n.clone(), t.shape.clone(), t.data.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect()))
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.shape.clone(),
+                t.data
+                    .iter()
+                    .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                    .collect(),
+            )
+        })
         .collect();
     let mut views = Vec::with_capacity(buffers.len());
     for (n, shape, bytes) in &buffers {
-        let view = safetensors::tensor::TensorView::new(Dtype::BF16, shape.clone(), bytes).map_err(|e| werr(e.to_string()))?;
+        let view = safetensors::tensor::TensorView::new(Dtype::BF16, shape.clone(), bytes)
+            .map_err(|e| werr(e.to_string()))?;
         views.push((n.clone(), view));
     }
     if let Some(parent) = path.parent() {

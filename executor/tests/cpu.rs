@@ -306,7 +306,10 @@ fn memory_accounting_grows_with_resolution_and_with_math_attention() {
     let (math, fused) = (peak(AttentionPath::Math), peak(AttentionPath::Fused));
     // The scores add on top of what is live at the attention call, which is less than the
     // forward's fused-path peak, so the difference is a good part of the scores, not all of it.
-    assert!(math > fused + 2 * 1040 * 1040 * 2 / 8, "math {math} vs fused {fused}");
+    assert!(
+        math > fused + 2 * 1040 * 1040 * 2 / 8,
+        "math {math} vs fused {fused}"
+    );
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

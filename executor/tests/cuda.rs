@@ -6,10 +6,18 @@ use executor::{BackendKind, ExecError, ModelDims, RunConfig};
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn without_the_feature_cuda_is_a_clear_error() {
-    let err = executor::run(&ModelDims::flux2_tiny(), &RunConfig::tiny(), BackendKind::Cuda).unwrap_err();
+    let err = executor::run(
+        &ModelDims::flux2_tiny(),
+        &RunConfig::tiny(),
+        BackendKind::Cuda,
+    )
+    .unwrap_err();
     assert!(matches!(err, ExecError::CudaNotEnabled));
     assert!(err.to_string().contains("not enabled in this build"));
-    assert!(matches!(executor::calibrate(BackendKind::Cuda), Err(ExecError::CudaNotEnabled)));
+    assert!(matches!(
+        executor::calibrate(BackendKind::Cuda),
+        Err(ExecError::CudaNotEnabled)
+    ));
 }
 
 #[cfg(feature = "cuda")]
@@ -28,7 +36,9 @@ mod gpu {
                 None
             }
             Err(e) => panic!("CUDA libraries incomplete: {e}"),
-            Ok(()) => Some(CudaBackend::new().expect("a CUDA backend starts where the driver loads")),
+            Ok(()) => {
+                Some(CudaBackend::new().expect("a CUDA backend starts where the driver loads"))
+            }
         }
     }
 
@@ -37,8 +47,16 @@ mod gpu {
         match driver_present() {
             Err(ExecError::NoCudaDriver { .. }) => {
                 eprintln!("SKIPPED: no CUDA driver (checking the error path instead)");
-                let err = executor::run(&ModelDims::flux2_tiny(), &RunConfig::tiny(), BackendKind::Cuda).unwrap_err();
-                assert!(err.to_string().contains("no CUDA driver on this machine"), "{err}");
+                let err = executor::run(
+                    &ModelDims::flux2_tiny(),
+                    &RunConfig::tiny(),
+                    BackendKind::Cuda,
+                )
+                .unwrap_err();
+                assert!(
+                    err.to_string().contains("no CUDA driver on this machine"),
+                    "{err}"
+                );
                 assert!(executor::calibrate(BackendKind::Cuda).is_err());
             }
             other => other.expect("libraries present"),
@@ -50,12 +68,17 @@ mod gpu {
     fn kernels_compile_with_nvrtc() {
         match executor::cuda::compile_kernels("sm_90") {
             Err(ExecError::Cuda { op, detail }) if op.starts_with("loading NVRTC") => {
-                eprintln!("SKIPPED: no NVRTC library ({detail}); put libnvrtc.so.13 on LD_LIBRARY_PATH to check the kernels");
+                eprintln!(
+                    "SKIPPED: no NVRTC library ({detail}); put libnvrtc.so.13 on LD_LIBRARY_PATH to check the kernels"
+                );
             }
             Err(e) => panic!("{e}"),
             Ok(ptx) => {
                 for name in executor::cuda::kernels::KERNELS {
-                    assert!(ptx.contains(&format!(".entry {name}(")), "{name} missing from the PTX");
+                    assert!(
+                        ptx.contains(&format!(".entry {name}(")),
+                        "{name} missing from the PTX"
+                    );
                 }
             }
         }
@@ -77,60 +100,178 @@ mod gpu {
     /// Every backend op on the GPU against the CPU reference, on random inputs.
     #[test]
     fn each_op_matches_the_cpu_reference() {
-        let Some(g) = gpu("each_op_matches_the_cpu_reference") else { return };
+        let Some(g) = gpu("each_op_matches_the_cpu_reference") else {
+            return;
+        };
         let c = CpuBackend::new();
         let x = random(&[2, 37, 96], 1);
         let w = random(&[80, 96], 2);
         let bias = random(&[80], 3);
         macro_rules! both {
             ($name:expr, $tol:expr, |$b:ident| $body:expr) => {{
-                let want = { let $b = &c; $b.download(&$body).unwrap() };
-                let got = { let $b = &g; $b.download(&$body).unwrap() };
+                let want = {
+                    let $b = &c;
+                    $b.download(&$body).unwrap()
+                };
+                let got = {
+                    let $b = &g;
+                    $b.download(&$body).unwrap()
+                };
                 close($name, &got, &want, $tol);
             }};
         }
-        both!("linear", 0.05, |b| b.linear(&b.upload(&x).unwrap(), &b.upload_weight(&w, StoreDtype::Bf16).unwrap(), Some(&b.upload(&bias).unwrap()), GemmMode::Bf16).unwrap());
-        both!("linear fp8-storage", 0.05, |b| b.linear(&b.upload(&x).unwrap(), &b.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(), None, GemmMode::Bf16).unwrap());
+        both!("linear", 0.05, |b| b
+            .linear(
+                &b.upload(&x).unwrap(),
+                &b.upload_weight(&w, StoreDtype::Bf16).unwrap(),
+                Some(&b.upload(&bias).unwrap()),
+                GemmMode::Bf16
+            )
+            .unwrap());
+        both!("linear fp8-storage", 0.05, |b| b
+            .linear(
+                &b.upload(&x).unwrap(),
+                &b.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(),
+                None,
+                GemmMode::Bf16
+            )
+            .unwrap());
         // FP8 compute also quantizes the activation, so it is looser than fp8-storage.
-        let fp8_gpu = g.download(&g.linear(&g.upload(&x).unwrap(), &g.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(), None, GemmMode::Fp8).unwrap()).unwrap();
-        let fp8_ref = c.download(&c.linear(&c.upload(&x).unwrap(), &c.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(), None, GemmMode::Bf16).unwrap()).unwrap();
+        let fp8_gpu = g
+            .download(
+                &g.linear(
+                    &g.upload(&x).unwrap(),
+                    &g.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(),
+                    None,
+                    GemmMode::Fp8,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let fp8_ref = c
+            .download(
+                &c.linear(
+                    &c.upload(&x).unwrap(),
+                    &c.upload_weight(&w, StoreDtype::Fp8E4M3).unwrap(),
+                    None,
+                    GemmMode::Bf16,
+                )
+                .unwrap(),
+            )
+            .unwrap();
         close("linear fp8 compute", &fp8_gpu, &fp8_ref, 0.2);
-        both!("add", 0.02, |b| b.add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap()).unwrap());
-        both!("scaled_add", 0.02, |b| b.scaled_add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap(), -0.25).unwrap());
+        both!("add", 0.02, |b| b
+            .add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap())
+            .unwrap());
+        both!("scaled_add", 0.02, |b| b
+            .scaled_add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap(), -0.25)
+            .unwrap());
         both!("silu", 0.02, |b| b.silu(&b.upload(&x).unwrap()).unwrap());
-        both!("swiglu", 0.02, |b| b.swiglu(&b.upload(&x).unwrap()).unwrap());
+        both!("swiglu", 0.02, |b| b
+            .swiglu(&b.upload(&x).unwrap())
+            .unwrap());
         let v = random(&[2, 96], 4);
-        both!("modulate", 0.05, |b| b.modulate(&b.upload(&x).unwrap(), &b.upload(&v).unwrap(), &b.upload(&v).unwrap()).unwrap());
-        both!("gated_add", 0.05, |b| b.gated_add(&b.upload(&x).unwrap(), &b.upload(&x).unwrap(), &b.upload(&v).unwrap()).unwrap());
-        both!("layer_norm", 0.05, |b| b.layer_norm(&b.upload(&x).unwrap(), 1e-6).unwrap());
-        both!("rms_norm", 0.05, |b| b.rms_norm(&b.upload(&x).unwrap(), &b.upload(&random(&[96], 5)).unwrap(), 1e-6).unwrap());
+        both!("modulate", 0.05, |b| b
+            .modulate(
+                &b.upload(&x).unwrap(),
+                &b.upload(&v).unwrap(),
+                &b.upload(&v).unwrap()
+            )
+            .unwrap());
+        both!("gated_add", 0.05, |b| b
+            .gated_add(
+                &b.upload(&x).unwrap(),
+                &b.upload(&x).unwrap(),
+                &b.upload(&v).unwrap()
+            )
+            .unwrap());
+        both!("layer_norm", 0.05, |b| b
+            .layer_norm(&b.upload(&x).unwrap(), 1e-6)
+            .unwrap());
+        both!("rms_norm", 0.05, |b| b
+            .rms_norm(
+                &b.upload(&x).unwrap(),
+                &b.upload(&random(&[96], 5)).unwrap(),
+                1e-6
+            )
+            .unwrap());
         let img = random(&[2, 16, 9, 11], 6);
         let gamma = random(&[16], 7);
-        both!("group_norm", 0.05, |b| b.group_norm(&b.upload(&img).unwrap(), 8, &b.upload(&gamma).unwrap(), &b.upload(&gamma).unwrap(), 1e-6).unwrap());
+        both!("group_norm", 0.05, |b| b
+            .group_norm(
+                &b.upload(&img).unwrap(),
+                8,
+                &b.upload(&gamma).unwrap(),
+                &b.upload(&gamma).unwrap(),
+                1e-6
+            )
+            .unwrap());
         let k3 = random(&[24, 16, 3, 3], 8);
-        both!("conv2d 3x3", 0.05, |b| b.conv2d(&b.upload(&img).unwrap(), &b.upload_weight(&k3, StoreDtype::Bf16).unwrap(), Some(&b.upload(&random(&[24], 9)).unwrap()), 1).unwrap());
+        both!("conv2d 3x3", 0.05, |b| b
+            .conv2d(
+                &b.upload(&img).unwrap(),
+                &b.upload_weight(&k3, StoreDtype::Bf16).unwrap(),
+                Some(&b.upload(&random(&[24], 9)).unwrap()),
+                1
+            )
+            .unwrap());
         let k1 = random(&[24, 16, 1, 1], 10);
-        both!("conv2d 1x1", 0.05, |b| b.conv2d(&b.upload(&img).unwrap(), &b.upload_weight(&k1, StoreDtype::Bf16).unwrap(), None, 0).unwrap());
-        both!("upsample", 0.0, |b| b.upsample_nearest2x(&b.upload(&img).unwrap()).unwrap());
-        both!("cat", 0.0, |b| b.cat(&[&b.upload(&x).unwrap(), &b.upload(&x).unwrap()], 1).unwrap());
-        both!("narrow", 0.0, |b| b.narrow(&b.upload(&x).unwrap(), 2, 10, 30).unwrap());
-        both!("transpose12", 0.0, |b| b.transpose12(&b.upload(&x).unwrap()).unwrap());
+        both!("conv2d 1x1", 0.05, |b| b
+            .conv2d(
+                &b.upload(&img).unwrap(),
+                &b.upload_weight(&k1, StoreDtype::Bf16).unwrap(),
+                None,
+                0
+            )
+            .unwrap());
+        both!("upsample", 0.0, |b| b
+            .upsample_nearest2x(&b.upload(&img).unwrap())
+            .unwrap());
+        both!("cat", 0.0, |b| b
+            .cat(&[&b.upload(&x).unwrap(), &b.upload(&x).unwrap()], 1)
+            .unwrap());
+        both!("narrow", 0.0, |b| b
+            .narrow(&b.upload(&x).unwrap(), 2, 10, 30)
+            .unwrap());
+        both!("transpose12", 0.0, |b| b
+            .transpose12(&b.upload(&x).unwrap())
+            .unwrap());
         let table = random(&[50, 8], 11);
-        both!("embedding", 0.0, |b| b.embedding(&b.upload(&table).unwrap(), &[3, 49, 0, 7]).unwrap());
+        both!("embedding", 0.0, |b| b
+            .embedding(&b.upload(&table).unwrap(), &[3, 49, 0, 7])
+            .unwrap());
         let q = random(&[2, 70, 4, 64], 12);
         let kv = random(&[2, 70, 2, 64], 13);
         let (cs, sn) = (random(&[70, 32], 14), random(&[70, 32], 15));
         for style in [RopeStyle::Interleaved, RopeStyle::Halves] {
-            both!("rope", 0.05, |b| b.rope(&b.upload(&q).unwrap(), &b.upload(&cs).unwrap(), &b.upload(&sn).unwrap(), style).unwrap());
+            both!("rope", 0.05, |b| b
+                .rope(
+                    &b.upload(&q).unwrap(),
+                    &b.upload(&cs).unwrap(),
+                    &b.upload(&sn).unwrap(),
+                    style
+                )
+                .unwrap());
         }
         for path in [AttentionPath::Fused, AttentionPath::Math] {
             for causal in [false, true] {
                 both!(&format!("attention {path:?} causal={causal}"), 0.08, |b| b
-                    .attention(&b.upload(&q).unwrap(), &b.upload(&kv).unwrap(), &b.upload(&kv).unwrap(), causal, path)
+                    .attention(
+                        &b.upload(&q).unwrap(),
+                        &b.upload(&kv).unwrap(),
+                        &b.upload(&kv).unwrap(),
+                        causal,
+                        path
+                    )
                     .unwrap());
             }
         }
-        let (d_gpu, base_gpu) = g.l1_change(&g.upload(&x).unwrap(), &g.upload(&v.clone()).map(|_| g.upload(&x).unwrap()).unwrap()).unwrap();
+        let (d_gpu, base_gpu) = g
+            .l1_change(
+                &g.upload(&x).unwrap(),
+                &g.upload(&v.clone()).map(|_| g.upload(&x).unwrap()).unwrap(),
+            )
+            .unwrap();
         assert_eq!(d_gpu, 0.0);
         assert!(base_gpu > 0.0);
     }
@@ -138,10 +279,17 @@ mod gpu {
     /// flux2-tiny end to end: the GPU matches the CPU reference within BF16 tolerance.
     #[test]
     fn flux2_tiny_matches_the_cpu_reference() {
-        let Some(g) = gpu("flux2_tiny_matches_the_cpu_reference") else { return };
+        let Some(g) = gpu("flux2_tiny_matches_the_cpu_reference") else {
+            return;
+        };
         let dims = ModelDims::flux2_tiny();
         for attention in [AttentionPath::Fused, AttentionPath::Math] {
-            let cfg = RunConfig { attention, warmup_runs: 1, measured_runs: 2, ..RunConfig::tiny() };
+            let cfg = RunConfig {
+                attention,
+                warmup_runs: 1,
+                measured_runs: 2,
+                ..RunConfig::tiny()
+            };
             let want = executor::execute(&CpuBackend::new(), &dims, &cfg).unwrap();
             let got = executor::execute(&g, &dims, &cfg).unwrap();
             close("context", &got.context, &want.context, 0.1);
@@ -149,21 +297,44 @@ mod gpu {
             close("image", &got.image, &want.image, 0.25);
             // Same graph, same accounting: activation bytes agree exactly.
             for (a, b) in got.measurement.stages.iter().zip(&want.measurement.stages) {
-                assert_eq!(a.activation_peak_bytes, b.activation_peak_bytes, "{}", a.name);
-                eprintln!("{}: {} bytes, {:.3} ms on GPU", a.name, a.activation_peak_bytes, a.ms);
+                assert_eq!(
+                    a.activation_peak_bytes, b.activation_peak_bytes,
+                    "{}",
+                    a.name
+                );
+                eprintln!(
+                    "{}: {} bytes, {:.3} ms on GPU",
+                    a.name, a.activation_peak_bytes, a.ms
+                );
             }
             assert!(got.measurement.context_bytes > 0);
         }
-        for weights in [executor::WeightsDtype::Fp8Storage, executor::WeightsDtype::Fp8] {
-            let m = executor::run(&dims, &RunConfig { weights, vae_tile_latent: Some(4), ..RunConfig::tiny() }, BackendKind::Cuda).unwrap();
+        for weights in [
+            executor::WeightsDtype::Fp8Storage,
+            executor::WeightsDtype::Fp8,
+        ] {
+            let m = executor::run(
+                &dims,
+                &RunConfig {
+                    weights,
+                    vae_tile_latent: Some(4),
+                    ..RunConfig::tiny()
+                },
+                BackendKind::Cuda,
+            )
+            .unwrap();
             assert_eq!(m.stages.len(), 3);
         }
     }
 
     #[test]
     fn calibrate_runs_on_the_gpu() {
-        let Some(g) = gpu("calibrate_runs_on_the_gpu") else { return };
-        let r = executor::calibrate::calibrate_on(&g, &executor::calibrate::CalibrationSizes::cpu()).unwrap();
+        let Some(g) = gpu("calibrate_runs_on_the_gpu") else {
+            return;
+        };
+        let r =
+            executor::calibrate::calibrate_on(&g, &executor::calibrate::CalibrationSizes::cpu())
+                .unwrap();
         assert!(r.gemm.iter().all(|x| x.tflops > 0.0));
         eprintln!("{r:#?}");
     }

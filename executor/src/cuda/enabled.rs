@@ -8,16 +8,17 @@ use std::sync::Arc;
 use cudarc::cublaslt::{self as lt, CudaBlasLT, Matmul, MatmulConfig};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError, LaunchConfig, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    DriverError, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::CompileOptions;
 use half::bf16;
 
-use super::layout::{self, GemmCall};
 use super::kernels::{FLASH_BQ, FLASH_MAX_D, KERNELS, ROW_THREADS, SOURCE};
+use super::layout::{self, GemmCall};
 use crate::backend::{
-    AttentionPath, Backend, BackendKind, CONV_CHUNK_PIXELS, GemmMode, HostTensor, MemoryStats, RopeStyle, StoreDtype,
-    e4m3_to_f32, quantize_e4m3,
+    AttentionPath, Backend, BackendKind, CONV_CHUNK_PIXELS, GemmMode, HostTensor, MemoryStats,
+    RopeStyle, StoreDtype, e4m3_to_f32, quantize_e4m3,
 };
 use crate::cpu::{Alloc, Counter};
 use crate::{ExecError, Result};
@@ -43,7 +44,9 @@ pub fn driver_present() -> Result<()> {
     for (lib, what) in [("nvrtc", "NVRTC"), ("cublasLt", "cuBLASLt")] {
         try_load(lib).map_err(|e| ExecError::Cuda {
             op: format!("loading {what} (lib{lib})"),
-            detail: format!("{e}; install the CUDA 13 runtime libraries or add them to LD_LIBRARY_PATH"),
+            detail: format!(
+                "{e}; install the CUDA 13 runtime libraries or add them to LD_LIBRARY_PATH"
+            ),
         })?;
     }
     Ok(())
@@ -52,10 +55,18 @@ pub fn driver_present() -> Result<()> {
 /// Compiles the executor's kernels to PTX for `arch` (e.g. `sm_90`) with NVRTC alone — no driver
 /// or GPU needed — so a machine with only `libnvrtc` can check that the CUDA C source builds.
 pub fn compile_kernels(arch: &'static str) -> Result<String> {
-    try_load("nvrtc").map_err(|e| ExecError::Cuda { op: "loading NVRTC (libnvrtc)".into(), detail: e })?;
-    let opts = CompileOptions { arch: Some(arch), ..Default::default() };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
-        .map_err(|e| ExecError::Cuda { op: "compiling the kernels with NVRTC".into(), detail: format!("{e:?}") })?;
+    try_load("nvrtc").map_err(|e| ExecError::Cuda {
+        op: "loading NVRTC (libnvrtc)".into(),
+        detail: e,
+    })?;
+    let opts = CompileOptions {
+        arch: Some(arch),
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).map_err(|e| ExecError::Cuda {
+        op: "compiling the kernels with NVRTC".into(),
+        detail: format!("{e:?}"),
+    })?;
     Ok(ptx.to_src())
 }
 
@@ -64,7 +75,11 @@ enum Data {
     Bf16(CudaSlice<bf16>),
     /// E4M3 bytes with their per-tensor scale, on the host for dequantization and on the device
     /// for cuBLASLt's scale pointer.
-    Fp8 { bytes: CudaSlice<u8>, scale: f32, scale_dev: CudaSlice<f32> },
+    Fp8 {
+        bytes: CudaSlice<u8>,
+        scale: f32,
+        scale_dev: CudaSlice<f32>,
+    },
 }
 
 /// A raw cuBLASLt handle and workspace for the FP8 GEMMs, which cudarc's safe API does not cover.
@@ -101,7 +116,10 @@ impl CudaTensor {
     fn bf16(&self, op: &str) -> Result<&CudaSlice<bf16>> {
         match &self.buf.data {
             Data::Bf16(s) => Ok(s),
-            Data::Fp8 { .. } => Err(ExecError::shape(op, "an fp8 weight cannot be used as an activation")),
+            Data::Fp8 { .. } => Err(ExecError::shape(
+                op,
+                "an fp8 weight cannot be used as an activation",
+            )),
         }
     }
 }
@@ -120,9 +138,14 @@ pub struct CudaBackend {
 fn driver_err(op: &str, bytes: usize) -> impl Fn(DriverError) -> ExecError + '_ {
     move |e| {
         if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
-            ExecError::OutOfMemory { bytes: bytes as u64 }
+            ExecError::OutOfMemory {
+                bytes: bytes as u64,
+            }
         } else {
-            ExecError::Cuda { op: op.to_string(), detail: format!("{e:?}") }
+            ExecError::Cuda {
+                op: op.to_string(),
+                detail: format!("{e:?}"),
+            }
         }
     }
 }
@@ -131,18 +154,29 @@ fn driver_err(op: &str, bytes: usize) -> impl Fn(DriverError) -> ExecError + '_ 
 const LT_WORKSPACE_BYTES: usize = 32 << 20;
 
 fn lt_err(op: &str) -> impl Fn(lt::result::CublasError) -> ExecError + '_ {
-    move |e| ExecError::Cuda { op: op.to_string(), detail: format!("{e:?}") }
+    move |e| ExecError::Cuda {
+        op: op.to_string(),
+        detail: format!("{e:?}"),
+    }
 }
 
 /// One thread per element, grid-stride loop for the rest.
 fn grid1d(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(256).clamp(1, 1 << 20) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// One block per row.
 fn rows(n: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: (n as u32, 1, 1), block_dim: (ROW_THREADS, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (n as u32, 1, 1),
+        block_dim: (ROW_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// NVRTC's architecture flag for the device's compute capability.
@@ -168,30 +202,63 @@ impl CudaBackend {
         // other processes hold (run on an idle GPU for a clean number).
         let (free, total) = ctx.mem_get_info().map_err(driver_err("cuMemGetInfo", 0))?;
         let stream = ctx.default_stream();
-        let cc = ctx.compute_capability().map_err(driver_err("reading the compute capability", 0))?;
-        let opts = CompileOptions { arch: arch(cc), ..Default::default() };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts)
-            .map_err(|e| ExecError::Cuda { op: "compiling the kernels with NVRTC".into(), detail: format!("{e:?}") })?;
-        let module = ctx.load_module(ptx).map_err(driver_err("loading the kernels", 0))?;
+        let cc = ctx
+            .compute_capability()
+            .map_err(driver_err("reading the compute capability", 0))?;
+        let opts = CompileOptions {
+            arch: arch(cc),
+            ..Default::default()
+        };
+        let ptx =
+            cudarc::nvrtc::compile_ptx_with_opts(SOURCE, opts).map_err(|e| ExecError::Cuda {
+                op: "compiling the kernels with NVRTC".into(),
+                detail: format!("{e:?}"),
+            })?;
+        let module = ctx
+            .load_module(ptx)
+            .map_err(driver_err("loading the kernels", 0))?;
         let mut funcs = HashMap::new();
         for &name in KERNELS {
-            funcs.insert(name, module.load_function(name).map_err(driver_err(name, 0))?);
+            funcs.insert(
+                name,
+                module.load_function(name).map_err(driver_err(name, 0))?,
+            );
         }
-        let blas = CudaBlasLT::new(stream.clone())
-            .map_err(|e| ExecError::Cuda { op: "creating the cuBLASLt handle".into(), detail: format!("{e:?}") })?;
-        let lt_handle = lt::result::create_handle()
-            .map_err(|e| ExecError::Cuda { op: "creating the cuBLASLt handle".into(), detail: format!("{e:?}") })?;
+        let blas = CudaBlasLT::new(stream.clone()).map_err(|e| ExecError::Cuda {
+            op: "creating the cuBLASLt handle".into(),
+            detail: format!("{e:?}"),
+        })?;
+        let lt_handle = lt::result::create_handle().map_err(|e| ExecError::Cuda {
+            op: "creating the cuBLASLt handle".into(),
+            detail: format!("{e:?}"),
+        })?;
         // 32 MiB, NVIDIA's recommendation for Hopper; outside the activation accounting like
         // cuBLAS's own workspace in PyTorch.
-        let workspace = stream.alloc_zeros::<u8>(LT_WORKSPACE_BYTES).map_err(driver_err("cuBLASLt workspace", LT_WORKSPACE_BYTES))?;
-        let lt_raw = LtRaw { handle: lt_handle, workspace };
-        Ok(CudaBackend { ctx, stream, blas, lt_raw, funcs, counter: Arc::new(Counter::default()), context_bytes: (total - free) as u64 })
+        let workspace = stream
+            .alloc_zeros::<u8>(LT_WORKSPACE_BYTES)
+            .map_err(driver_err("cuBLASLt workspace", LT_WORKSPACE_BYTES))?;
+        let lt_raw = LtRaw {
+            handle: lt_handle,
+            workspace,
+        };
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            blas,
+            lt_raw,
+            funcs,
+            counter: Arc::new(Counter::default()),
+            context_bytes: (total - free) as u64,
+        })
     }
 
     /// The device's name and free/total memory, for reports.
     pub fn describe(&self) -> Result<(String, usize, usize)> {
         let name = self.ctx.name().map_err(driver_err("cuDeviceGetName", 0))?;
-        let (free, total) = self.ctx.mem_get_info().map_err(driver_err("cuMemGetInfo", 0))?;
+        let (free, total) = self
+            .ctx
+            .mem_get_info()
+            .map_err(driver_err("cuMemGetInfo", 0))?;
         Ok((name, free, total))
     }
 
@@ -206,24 +273,42 @@ impl CudaBackend {
 
     fn wrap(&self, s: CudaSlice<bf16>, shape: &[usize]) -> CudaTensor {
         let bytes = shape.iter().product::<usize>() as u64 * 2;
-        CudaTensor { buf: Arc::new(Buf { data: Data::Bf16(s), _alloc: Alloc::new(bytes, &self.counter) }), shape: shape.to_vec() }
+        CudaTensor {
+            buf: Arc::new(Buf {
+                data: Data::Bf16(s),
+                _alloc: Alloc::new(bytes, &self.counter),
+            }),
+            shape: shape.to_vec(),
+        }
     }
 
     fn launch_err(&self, op: &str) -> impl Fn(DriverError) -> ExecError + '_ {
         let op = op.to_string();
-        move |e| ExecError::Cuda { op: format!("kernel {op}"), detail: format!("{e:?}") }
+        move |e| ExecError::Cuda {
+            op: format!("kernel {op}"),
+            detail: format!("{e:?}"),
+        }
     }
 
     fn same(&self, op: &str, a: &CudaTensor, b: &CudaTensor) -> Result<()> {
         if a.shape != b.shape {
-            return Err(ExecError::shape(op, format!("{:?} vs {:?}", a.shape, b.shape)));
+            return Err(ExecError::shape(
+                op,
+                format!("{:?} vs {:?}", a.shape, b.shape),
+            ));
         }
         Ok(())
     }
 
     /// Runs one cuBLASLt BF16 matmul; `ours_a` and `ours_b` are the row-major A and B operands
     /// of `call` (see [`layout::row_major`]: cuBLASLt's A is our B).
-    fn gemm(&self, call: GemmCall, ours_a: &CudaSlice<bf16>, ours_b: &CudaSlice<bf16>, c: &mut CudaSlice<bf16>) -> Result<()> {
+    fn gemm(
+        &self,
+        call: GemmCall,
+        ours_a: &CudaSlice<bf16>,
+        ours_b: &CudaSlice<bf16>,
+        c: &mut CudaSlice<bf16>,
+    ) -> Result<()> {
         let cfg = MatmulConfig {
             transa: call.transa,
             transb: false,
@@ -246,17 +331,37 @@ impl CudaBackend {
         let bv = ours_a.slice(call.b.0..);
         let mut cv = c.slice_mut(call.c.0..);
         // SAFETY: the layout functions size every operand for the shapes and strides they pass.
-        unsafe { self.blas.matmul(cfg, &av, &bv, &mut cv, None, None) }.map_err(|e| ExecError::Cuda {
-            op: format!("cuBLASLt BF16 GEMM {}×{}×{}", call.n, call.m, call.k),
-            detail: format!("{e:?}"),
+        unsafe { self.blas.matmul(cfg, &av, &bv, &mut cv, None, None) }.map_err(|e| {
+            ExecError::Cuda {
+                op: format!("cuBLASLt BF16 GEMM {}×{}×{}", call.n, call.m, call.k),
+                detail: format!("{e:?}"),
+            }
         })
     }
 
-    fn copy2d(&self, src: &CudaSlice<bf16>, dst: &mut CudaSlice<bf16>, rows_n: usize, cols: usize, (ss, so): (usize, usize), (ds, dof): (usize, usize)) -> Result<()> {
+    fn copy2d(
+        &self,
+        src: &CudaSlice<bf16>,
+        dst: &mut CudaSlice<bf16>,
+        rows_n: usize,
+        cols: usize,
+        (ss, so): (usize, usize),
+        (ds, dof): (usize, usize),
+    ) -> Result<()> {
         let n = (rows_n * cols) as u64;
         let (c, ss, so, ds, dof) = (cols as u64, ss as u64, so as u64, ds as u64, dof as u64);
         unsafe {
-            self.stream.launch_builder(self.f("copy2d_k")).arg(src).arg(dst).arg(&c).arg(&ss).arg(&so).arg(&ds).arg(&dof).arg(&n).launch(grid1d(n as usize))
+            self.stream
+                .launch_builder(self.f("copy2d_k"))
+                .arg(src)
+                .arg(dst)
+                .arg(&c)
+                .arg(&ss)
+                .arg(&so)
+                .arg(&ds)
+                .arg(&dof)
+                .arg(&n)
+                .launch(grid1d(n as usize))
         }
         .map_err(self.launch_err("copy2d"))?;
         Ok(())
@@ -265,46 +370,122 @@ impl CudaBackend {
     /// `x · wᵀ` as an FP8 GEMM: the activation is quantized to E4M3 with a per-tensor scale
     /// computed on the device, both scales go to cuBLASLt, the output is BF16 ("TN" layout,
     /// which Hopper's FP8 kernels require).
-    fn linear_fp8(&self, x: &CudaTensor, w8: &CudaSlice<u8>, w_scale: &CudaSlice<f32>, m: usize, n: usize, k: usize) -> Result<CudaSlice<bf16>> {
-        if k % 16 != 0 || n % 16 != 0 {
+    fn linear_fp8(
+        &self,
+        x: &CudaTensor,
+        w8: &CudaSlice<u8>,
+        w_scale: &CudaSlice<f32>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<CudaSlice<bf16>> {
+        if !k.is_multiple_of(16) || !n.is_multiple_of(16) {
             return Err(ExecError::Unsupported {
                 what: format!("fp8 GEMM with k={k}, n={n}"),
                 hint: "FP8 GEMMs need dimensions that are multiples of 16; use fp8-storage".into(),
             });
         }
         let xs = x.bf16("linear fp8")?;
-        let mut amax = self.stream.alloc_zeros::<u32>(1).map_err(driver_err("fp8 amax", 4))?;
-        let mut x_scale = self.stream.alloc_zeros::<f32>(1).map_err(driver_err("fp8 scale", 4))?;
+        let mut amax = self
+            .stream
+            .alloc_zeros::<u32>(1)
+            .map_err(driver_err("fp8 amax", 4))?;
+        let mut x_scale = self
+            .stream
+            .alloc_zeros::<f32>(1)
+            .map_err(driver_err("fp8 scale", 4))?;
         // SAFETY: quant_fp8_k writes all m·k bytes before the GEMM reads them.
-        let mut x8 = unsafe { self.stream.alloc::<u8>(m * k) }.map_err(driver_err("fp8 activation", m * k))?;
+        let mut x8 = unsafe { self.stream.alloc::<u8>(m * k) }
+            .map_err(driver_err("fp8 activation", m * k))?;
         let _x8_guard = Alloc::new((m * k) as u64, &self.counter);
         let cnt = (m * k) as u64;
-        unsafe { self.stream.launch_builder(self.f("amax_k")).arg(xs).arg(&mut amax).arg(&cnt).launch(grid1d(m * k)) }
-            .map_err(self.launch_err("amax"))?;
-        unsafe { self.stream.launch_builder(self.f("quant_fp8_k")).arg(xs).arg(&mut x8).arg(&amax).arg(&mut x_scale).arg(&cnt).launch(grid1d(m * k)) }
-            .map_err(self.launch_err("quant_fp8"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("amax_k"))
+                .arg(xs)
+                .arg(&mut amax)
+                .arg(&cnt)
+                .launch(grid1d(m * k))
+        }
+        .map_err(self.launch_err("amax"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("quant_fp8_k"))
+                .arg(xs)
+                .arg(&mut x8)
+                .arg(&amax)
+                .arg(&mut x_scale)
+                .arg(&cnt)
+                .launch(grid1d(m * k))
+        }
+        .map_err(self.launch_err("quant_fp8"))?;
         let mut out = self.alloc(m * n, "linear fp8")?;
-        use lt::sys::{cublasComputeType_t, cublasLtMatmulDescAttributes_t as Attr, cudaDataType_t};
+        use lt::sys::{
+            cublasComputeType_t, cublasLtMatmulDescAttributes_t as Attr, cudaDataType_t,
+        };
         let e = |op: &'static str| lt_err(op);
         // SAFETY: descriptors are created, used and destroyed here; pointers outlive the call.
         unsafe {
-            let desc = lt::result::create_matmul_desc(cublasComputeType_t::CUBLAS_COMPUTE_32F, cudaDataType_t::CUDA_R_32F).map_err(e("fp8 matmul descriptor"))?;
+            let desc = lt::result::create_matmul_desc(
+                cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                cudaDataType_t::CUDA_R_32F,
+            )
+            .map_err(e("fp8 matmul descriptor"))?;
             let (t, nop) = (1i32, 0i32);
-            let set = |attr, ptr: *const std::ffi::c_void, size| lt::result::set_matmul_desc_attribute(desc, attr, ptr, size);
+            let set = |attr, ptr: *const std::ffi::c_void, size| {
+                lt::result::set_matmul_desc_attribute(desc, attr, ptr, size)
+            };
             let (ws_ptr, _g1) = w_scale.device_ptr(&self.stream);
             let (xs_ptr, _g2) = x_scale.device_ptr(&self.stream);
-            let r = set(Attr::CUBLASLT_MATMUL_DESC_TRANSA, (&t) as *const i32 as *const _, 4)
-                .and_then(|_| set(Attr::CUBLASLT_MATMUL_DESC_TRANSB, (&nop) as *const i32 as *const _, 4))
-                .and_then(|_| set(Attr::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, (&ws_ptr) as *const u64 as *const _, 8))
-                .and_then(|_| set(Attr::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, (&xs_ptr) as *const u64 as *const _, 8));
+            let r = set(
+                Attr::CUBLASLT_MATMUL_DESC_TRANSA,
+                (&t) as *const i32 as *const _,
+                4,
+            )
+            .and_then(|_| {
+                set(
+                    Attr::CUBLASLT_MATMUL_DESC_TRANSB,
+                    (&nop) as *const i32 as *const _,
+                    4,
+                )
+            })
+            .and_then(|_| {
+                set(
+                    Attr::CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                    (&ws_ptr) as *const u64 as *const _,
+                    8,
+                )
+            })
+            .and_then(|_| {
+                set(
+                    Attr::CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                    (&xs_ptr) as *const u64 as *const _,
+                    8,
+                )
+            });
             let layouts = (|| {
                 Ok::<_, lt::result::CublasError>((
-                    lt::result::create_matrix_layout(cudaDataType_t::CUDA_R_8F_E4M3, k as u64, n as u64, k as i64)?,
-                    lt::result::create_matrix_layout(cudaDataType_t::CUDA_R_8F_E4M3, k as u64, m as u64, k as i64)?,
-                    lt::result::create_matrix_layout(cudaDataType_t::CUDA_R_16BF, n as u64, m as u64, n as i64)?,
+                    lt::result::create_matrix_layout(
+                        cudaDataType_t::CUDA_R_8F_E4M3,
+                        k as u64,
+                        n as u64,
+                        k as i64,
+                    )?,
+                    lt::result::create_matrix_layout(
+                        cudaDataType_t::CUDA_R_8F_E4M3,
+                        k as u64,
+                        m as u64,
+                        k as i64,
+                    )?,
+                    lt::result::create_matrix_layout(
+                        cudaDataType_t::CUDA_R_16BF,
+                        n as u64,
+                        m as u64,
+                        n as i64,
+                    )?,
                 ))
             })();
-            let result = r.and_then(|_| layouts).and_then(|(la, lb, lc)| {
+            let result = r.and(layouts).and_then(|(la, lb, lc)| {
                 let pref = lt::result::create_matmul_pref()?;
                 let ws_size = LT_WORKSPACE_BYTES;
                 let run = lt::result::set_matmul_pref_attribute(
@@ -351,7 +532,13 @@ impl CudaBackend {
         Ok(out)
     }
 
-    fn attention_math(&self, q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, causal: bool) -> Result<CudaTensor> {
+    fn attention_math(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        causal: bool,
+    ) -> Result<CudaTensor> {
         let (b, sq, h, d) = (q.shape[0], q.shape[1], q.shape[2], q.shape[3]);
         let (sk, hkv) = (k.shape[1], k.shape[2]);
         // Grouped queries: expand keys and values to one head per query head first.
@@ -363,7 +550,15 @@ impl CudaBackend {
             let mut out = self.alloc(n, "attention")?;
             let (hkv64, rep, d64, n64) = (hkv as u64, (h / hkv) as u64, d as u64, n as u64);
             unsafe {
-                self.stream.launch_builder(self.f("repeat_kv_k")).arg(t.bf16("attention")?).arg(&mut out).arg(&hkv64).arg(&rep).arg(&d64).arg(&n64).launch(grid1d(n))
+                self.stream
+                    .launch_builder(self.f("repeat_kv_k"))
+                    .arg(t.bf16("attention")?)
+                    .arg(&mut out)
+                    .arg(&hkv64)
+                    .arg(&rep)
+                    .arg(&d64)
+                    .arg(&n64)
+                    .launch(grid1d(n))
             }
             .map_err(self.launch_err("repeat_kv"))?;
             Ok(self.wrap(out, &[b, sk, h, d]))
@@ -371,17 +566,39 @@ impl CudaBackend {
         let (kx, vx) = (expand(k)?, expand(v)?);
         let mut scores = self.alloc(b * h * sq * sk, "attention scores")?;
         let scores_guard = Alloc::new((b * h * sq * sk * 2) as u64, &self.counter);
-        let (qs, ks, vs) = (q.bf16("attention")?, kx.bf16("attention")?, vx.bf16("attention")?);
+        let (qs, ks, vs) = (
+            q.bf16("attention")?,
+            kx.bf16("attention")?,
+            vx.bf16("attention")?,
+        );
         let scale = 1.0 / (d as f32).sqrt();
         for bi in 0..b {
-            self.gemm(layout::attention_scores(bi, sq, sk, h, d, scale), qs, ks, &mut scores)?;
+            self.gemm(
+                layout::attention_scores(bi, sq, sk, h, d, scale),
+                qs,
+                ks,
+                &mut scores,
+            )?;
         }
         let (cols, sq64, c) = (sk as u64, sq as u64, causal as i32);
-        unsafe { self.stream.launch_builder(self.f("softmax_rows_k")).arg(&mut scores).arg(&cols).arg(&sq64).arg(&c).launch(rows(b * h * sq)) }
-            .map_err(self.launch_err("softmax_rows"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("softmax_rows_k"))
+                .arg(&mut scores)
+                .arg(&cols)
+                .arg(&sq64)
+                .arg(&c)
+                .launch(rows(b * h * sq))
+        }
+        .map_err(self.launch_err("softmax_rows"))?;
         let mut out = self.alloc(b * sq * h * d, "attention")?;
         for bi in 0..b {
-            self.gemm(layout::attention_pv(bi, sq, sk, h, d), &scores, vs, &mut out)?;
+            self.gemm(
+                layout::attention_pv(bi, sq, sk, h, d),
+                &scores,
+                vs,
+                &mut out,
+            )?;
         }
         drop((scores, scores_guard));
         Ok(self.wrap(out, &[b, sq, h, d]))
@@ -402,7 +619,10 @@ impl Backend for CudaBackend {
 
     fn upload(&self, t: &HostTensor) -> Result<CudaTensor> {
         let host: Vec<bf16> = t.data.iter().map(|&v| bf16::from_f32(v)).collect();
-        let s = self.stream.clone_htod(&host).map_err(driver_err("host-to-device copy", host.len() * 2))?;
+        let s = self
+            .stream
+            .clone_htod(&host)
+            .map_err(driver_err("host-to-device copy", host.len() * 2))?;
         Ok(self.wrap(s, &t.shape))
     }
 
@@ -411,10 +631,26 @@ impl Backend for CudaBackend {
             StoreDtype::Bf16 => self.upload(t),
             StoreDtype::Fp8E4M3 => {
                 let (bytes, scale) = quantize_e4m3(&t.data);
-                let s = self.stream.clone_htod(&bytes).map_err(driver_err("host-to-device copy", bytes.len()))?;
-                let scale_dev = self.stream.clone_htod(&[scale]).map_err(driver_err("host-to-device copy", 4))?;
+                let s = self
+                    .stream
+                    .clone_htod(&bytes)
+                    .map_err(driver_err("host-to-device copy", bytes.len()))?;
+                let scale_dev = self
+                    .stream
+                    .clone_htod(&[scale])
+                    .map_err(driver_err("host-to-device copy", 4))?;
                 let alloc = Alloc::new(bytes.len() as u64, &self.counter);
-                Ok(CudaTensor { buf: Arc::new(Buf { data: Data::Fp8 { bytes: s, scale, scale_dev }, _alloc: alloc }), shape: t.shape.clone() })
+                Ok(CudaTensor {
+                    buf: Arc::new(Buf {
+                        data: Data::Fp8 {
+                            bytes: s,
+                            scale,
+                            scale_dev,
+                        },
+                        _alloc: alloc,
+                    }),
+                    shape: t.shape.clone(),
+                })
             }
         }
     }
@@ -422,12 +658,21 @@ impl Backend for CudaBackend {
     fn download(&self, t: &CudaTensor) -> Result<HostTensor> {
         let data = match &t.buf.data {
             Data::Bf16(s) => {
-                let v = self.stream.clone_dtoh(s).map_err(driver_err("device-to-host copy", 0))?;
+                let v = self
+                    .stream
+                    .clone_dtoh(s)
+                    .map_err(driver_err("device-to-host copy", 0))?;
                 v[..t.numel()].iter().map(|x| x.to_f32()).collect()
             }
             Data::Fp8 { bytes, scale, .. } => {
-                let v = self.stream.clone_dtoh(bytes).map_err(driver_err("device-to-host copy", 0))?;
-                v[..t.numel()].iter().map(|&b| e4m3_to_f32(b) * scale).collect()
+                let v = self
+                    .stream
+                    .clone_dtoh(bytes)
+                    .map_err(driver_err("device-to-host copy", 0))?;
+                v[..t.numel()]
+                    .iter()
+                    .map(|&b| e4m3_to_f32(b) * scale)
+                    .collect()
             }
         };
         Ok(HostTensor::new(&t.shape, data))
@@ -439,24 +684,46 @@ impl Backend for CudaBackend {
 
     fn reshape(&self, t: &CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
         if shape.iter().product::<usize>() != t.numel() {
-            return Err(ExecError::shape("reshape", format!("{:?} to {shape:?}", t.shape)));
+            return Err(ExecError::shape(
+                "reshape",
+                format!("{:?} to {shape:?}", t.shape),
+            ));
         }
-        Ok(CudaTensor { buf: t.buf.clone(), shape: shape.to_vec() })
+        Ok(CudaTensor {
+            buf: t.buf.clone(),
+            shape: shape.to_vec(),
+        })
     }
 
-    fn linear(&self, x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, mode: GemmMode) -> Result<CudaTensor> {
+    fn linear(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        mode: GemmMode,
+    ) -> Result<CudaTensor> {
         let k = *x.shape.last().unwrap_or(&0);
         if w.shape.len() != 2 || w.shape[1] != k {
-            return Err(ExecError::shape("linear", format!("x {:?} with weight {:?}", x.shape, w.shape)));
+            return Err(ExecError::shape(
+                "linear",
+                format!("x {:?} with weight {:?}", x.shape, w.shape),
+            ));
         }
         let (m, n) = (x.numel() / k.max(1), w.shape[0]);
         let dequant;
         let ws = match &w.buf.data {
             Data::Bf16(s) => s,
-            Data::Fp8 { bytes, scale, scale_dev } => {
+            Data::Fp8 {
+                bytes,
+                scale,
+                scale_dev,
+            } => {
                 if mode == GemmMode::Fp8 {
                     if bias.is_some() {
-                        return Err(ExecError::Unsupported { what: "fp8 GEMMs with a bias".into(), hint: "keep biased layers in BF16".into() });
+                        return Err(ExecError::Unsupported {
+                            what: "fp8 GEMMs with a bias".into(),
+                            hint: "keep biased layers in BF16".into(),
+                        });
                     }
                     let out = self.linear_fp8(x, bytes, scale_dev, m, n, k)?;
                     let mut shape = x.shape.clone();
@@ -466,8 +733,16 @@ impl Backend for CudaBackend {
                 // fp8-storage: a BF16 copy of the weight lives only for this GEMM.
                 let mut d = self.alloc(n * k, "fp8 dequantize")?;
                 let (sc, cnt) = (*scale, (n * k) as u64);
-                unsafe { self.stream.launch_builder(self.f("fp8_dequant_k")).arg(bytes).arg(&mut d).arg(&sc).arg(&cnt).launch(grid1d(n * k)) }
-                    .map_err(self.launch_err("fp8_dequant"))?;
+                unsafe {
+                    self.stream
+                        .launch_builder(self.f("fp8_dequant_k"))
+                        .arg(bytes)
+                        .arg(&mut d)
+                        .arg(&sc)
+                        .arg(&cnt)
+                        .launch(grid1d(n * k))
+                }
+                .map_err(self.launch_err("fp8_dequant"))?;
                 dequant = self.wrap(d, &[n, k]);
                 dequant.bf16("linear")?
             }
@@ -476,8 +751,17 @@ impl Backend for CudaBackend {
         self.gemm(layout::linear(m, n, k), x.bf16("linear")?, ws, &mut out)?;
         if let Some(bias) = bias {
             let (c, one, total) = (n as u64, 1u64, (m * n) as u64);
-            unsafe { self.stream.launch_builder(self.f("channel_bias_k")).arg(&mut out).arg(bias.bf16("linear")?).arg(&c).arg(&one).arg(&total).launch(grid1d(m * n)) }
-                .map_err(self.launch_err("bias"))?;
+            unsafe {
+                self.stream
+                    .launch_builder(self.f("channel_bias_k"))
+                    .arg(&mut out)
+                    .arg(bias.bf16("linear")?)
+                    .arg(&c)
+                    .arg(&one)
+                    .arg(&total)
+                    .launch(grid1d(m * n))
+            }
+            .map_err(self.launch_err("bias"))?;
         }
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("non-empty shape") = n;
@@ -489,8 +773,16 @@ impl Backend for CudaBackend {
         let n = a.numel();
         let mut out = self.alloc(n, "add")?;
         let n64 = n as u64;
-        unsafe { self.stream.launch_builder(self.f("add_k")).arg(a.bf16("add")?).arg(b.bf16("add")?).arg(&mut out).arg(&n64).launch(grid1d(n)) }
-            .map_err(self.launch_err("add"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("add_k"))
+                .arg(a.bf16("add")?)
+                .arg(b.bf16("add")?)
+                .arg(&mut out)
+                .arg(&n64)
+                .launch(grid1d(n))
+        }
+        .map_err(self.launch_err("add"))?;
         Ok(self.wrap(out, &a.shape))
     }
 
@@ -500,7 +792,14 @@ impl Backend for CudaBackend {
         let mut out = self.alloc(n, "scaled_add")?;
         let n64 = n as u64;
         unsafe {
-            self.stream.launch_builder(self.f("scaled_add_k")).arg(a.bf16("scaled_add")?).arg(b.bf16("scaled_add")?).arg(&mut out).arg(&alpha).arg(&n64).launch(grid1d(n))
+            self.stream
+                .launch_builder(self.f("scaled_add_k"))
+                .arg(a.bf16("scaled_add")?)
+                .arg(b.bf16("scaled_add")?)
+                .arg(&mut out)
+                .arg(&alpha)
+                .arg(&n64)
+                .launch(grid1d(n))
         }
         .map_err(self.launch_err("scaled_add"))?;
         Ok(self.wrap(out, &a.shape))
@@ -510,29 +809,58 @@ impl Backend for CudaBackend {
         let n = x.numel();
         let mut out = self.alloc(n, "silu")?;
         let n64 = n as u64;
-        unsafe { self.stream.launch_builder(self.f("silu_k")).arg(x.bf16("silu")?).arg(&mut out).arg(&n64).launch(grid1d(n)) }
-            .map_err(self.launch_err("silu"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("silu_k"))
+                .arg(x.bf16("silu")?)
+                .arg(&mut out)
+                .arg(&n64)
+                .launch(grid1d(n))
+        }
+        .map_err(self.launch_err("silu"))?;
         Ok(self.wrap(out, &x.shape))
     }
 
     fn swiglu(&self, x: &CudaTensor) -> Result<CudaTensor> {
         let n2 = *x.shape.last().unwrap_or(&0);
-        if n2 % 2 != 0 {
-            return Err(ExecError::shape("swiglu", format!("odd last dimension in {:?}", x.shape)));
+        if !n2.is_multiple_of(2) {
+            return Err(ExecError::shape(
+                "swiglu",
+                format!("odd last dimension in {:?}", x.shape),
+            ));
         }
         let n = x.numel() / 2;
         let mut out = self.alloc(n, "swiglu")?;
         let (h, n64) = ((n2 / 2) as u64, n as u64);
-        unsafe { self.stream.launch_builder(self.f("swiglu_k")).arg(x.bf16("swiglu")?).arg(&mut out).arg(&h).arg(&n64).launch(grid1d(n)) }
-            .map_err(self.launch_err("swiglu"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("swiglu_k"))
+                .arg(x.bf16("swiglu")?)
+                .arg(&mut out)
+                .arg(&h)
+                .arg(&n64)
+                .launch(grid1d(n))
+        }
+        .map_err(self.launch_err("swiglu"))?;
         let mut shape = x.shape.clone();
         *shape.last_mut().expect("non-empty") = n2 / 2;
         Ok(self.wrap(out, &shape))
     }
 
-    fn modulate(&self, x: &CudaTensor, shift: &CudaTensor, scale: &CudaTensor) -> Result<CudaTensor> {
-        if x.shape.len() != 3 || shift.shape != [x.shape[0], x.shape[2]] || scale.shape != shift.shape {
-            return Err(ExecError::shape("modulate", format!("x {:?} with {:?}", x.shape, shift.shape)));
+    fn modulate(
+        &self,
+        x: &CudaTensor,
+        shift: &CudaTensor,
+        scale: &CudaTensor,
+    ) -> Result<CudaTensor> {
+        if x.shape.len() != 3
+            || shift.shape != [x.shape[0], x.shape[2]]
+            || scale.shape != shift.shape
+        {
+            return Err(ExecError::shape(
+                "modulate",
+                format!("x {:?} with {:?}", x.shape, shift.shape),
+            ));
         }
         let n = x.numel();
         let mut out = self.alloc(n, "modulate")?;
@@ -556,7 +884,10 @@ impl Backend for CudaBackend {
     fn gated_add(&self, res: &CudaTensor, x: &CudaTensor, gate: &CudaTensor) -> Result<CudaTensor> {
         self.same("gated_add", res, x)?;
         if x.shape.len() != 3 || gate.shape != [x.shape[0], x.shape[2]] {
-            return Err(ExecError::shape("gated_add", format!("x {:?} with gate {:?}", x.shape, gate.shape)));
+            return Err(ExecError::shape(
+                "gated_add",
+                format!("x {:?} with gate {:?}", x.shape, gate.shape),
+            ));
         }
         let n = x.numel();
         let mut out = self.alloc(n, "gated_add")?;
@@ -582,30 +913,60 @@ impl Backend for CudaBackend {
         let n = x.numel();
         let mut out = self.alloc(n, "layer_norm")?;
         let d64 = d as u64;
-        unsafe { self.stream.launch_builder(self.f("layer_norm_k")).arg(x.bf16("layer_norm")?).arg(&mut out).arg(&d64).arg(&eps).launch(rows(n / d)) }
-            .map_err(self.launch_err("layer_norm"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("layer_norm_k"))
+                .arg(x.bf16("layer_norm")?)
+                .arg(&mut out)
+                .arg(&d64)
+                .arg(&eps)
+                .launch(rows(n / d))
+        }
+        .map_err(self.launch_err("layer_norm"))?;
         Ok(self.wrap(out, &x.shape))
     }
 
     fn rms_norm(&self, x: &CudaTensor, w: &CudaTensor, eps: f32) -> Result<CudaTensor> {
         let d = *x.shape.last().unwrap_or(&1);
         if w.shape != [d] {
-            return Err(ExecError::shape("rms_norm", format!("x {:?} with weight {:?}", x.shape, w.shape)));
+            return Err(ExecError::shape(
+                "rms_norm",
+                format!("x {:?} with weight {:?}", x.shape, w.shape),
+            ));
         }
         let n = x.numel();
         let mut out = self.alloc(n, "rms_norm")?;
         let d64 = d as u64;
         unsafe {
-            self.stream.launch_builder(self.f("rms_norm_k")).arg(x.bf16("rms_norm")?).arg(w.bf16("rms_norm")?).arg(&mut out).arg(&d64).arg(&eps).launch(rows(n / d))
+            self.stream
+                .launch_builder(self.f("rms_norm_k"))
+                .arg(x.bf16("rms_norm")?)
+                .arg(w.bf16("rms_norm")?)
+                .arg(&mut out)
+                .arg(&d64)
+                .arg(&eps)
+                .launch(rows(n / d))
         }
         .map_err(self.launch_err("rms_norm"))?;
         Ok(self.wrap(out, &x.shape))
     }
 
-    fn group_norm(&self, x: &CudaTensor, groups: usize, gamma: &CudaTensor, beta: &CudaTensor, eps: f32) -> Result<CudaTensor> {
-        let [b, c, h, w] = x.shape[..] else { return Err(ExecError::shape("group_norm", format!("{:?}", x.shape))) };
+    fn group_norm(
+        &self,
+        x: &CudaTensor,
+        groups: usize,
+        gamma: &CudaTensor,
+        beta: &CudaTensor,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        let [b, c, h, w] = x.shape[..] else {
+            return Err(ExecError::shape("group_norm", format!("{:?}", x.shape)));
+        };
         if c % groups != 0 || gamma.shape != [c] || beta.shape != [c] {
-            return Err(ExecError::shape("group_norm", format!("{:?} with {groups} groups", x.shape)));
+            return Err(ExecError::shape(
+                "group_norm",
+                format!("{:?} with {groups} groups", x.shape),
+            ));
         }
         let mut out = self.alloc(x.numel(), "group_norm")?;
         let (c64, hw, g) = (c as u64, (h * w) as u64, groups as u64);
@@ -626,10 +987,21 @@ impl Backend for CudaBackend {
         Ok(self.wrap(out, &x.shape))
     }
 
-    fn rope(&self, x: &CudaTensor, cos: &CudaTensor, sin: &CudaTensor, style: RopeStyle) -> Result<CudaTensor> {
-        let [_, s, h, d] = x.shape[..] else { return Err(ExecError::shape("rope", format!("{:?}", x.shape))) };
+    fn rope(
+        &self,
+        x: &CudaTensor,
+        cos: &CudaTensor,
+        sin: &CudaTensor,
+        style: RopeStyle,
+    ) -> Result<CudaTensor> {
+        let [_, s, h, d] = x.shape[..] else {
+            return Err(ExecError::shape("rope", format!("{:?}", x.shape)));
+        };
         if cos.shape != [s, d / 2] || sin.shape != cos.shape {
-            return Err(ExecError::shape("rope", format!("x {:?} with table {:?}", x.shape, cos.shape)));
+            return Err(ExecError::shape(
+                "rope",
+                format!("x {:?} with table {:?}", x.shape, cos.shape),
+            ));
         }
         let n = x.numel() / 2;
         let mut out = self.alloc(x.numel(), "rope")?;
@@ -653,12 +1025,25 @@ impl Backend for CudaBackend {
         Ok(self.wrap(out, &x.shape))
     }
 
-    fn attention(&self, q: &CudaTensor, k: &CudaTensor, v: &CudaTensor, causal: bool, path: AttentionPath) -> Result<CudaTensor> {
+    fn attention(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        causal: bool,
+        path: AttentionPath,
+    ) -> Result<CudaTensor> {
         let (&[b, sq, h, d], &[kb, sk, hkv, kd]) = (&q.shape[..], &k.shape[..]) else {
-            return Err(ExecError::shape("attention", format!("q {:?}, k {:?}", q.shape, k.shape)));
+            return Err(ExecError::shape(
+                "attention",
+                format!("q {:?}, k {:?}", q.shape, k.shape),
+            ));
         };
         if kb != b || kd != d || hkv == 0 || h % hkv != 0 || v.shape != k.shape {
-            return Err(ExecError::shape("attention", format!("q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape)));
+            return Err(ExecError::shape(
+                "attention",
+                format!("q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape),
+            ));
         }
         if path == AttentionPath::Math {
             return self.attention_math(q, k, v, causal);
@@ -666,11 +1051,17 @@ impl Backend for CudaBackend {
         if d > FLASH_MAX_D {
             return Err(ExecError::Unsupported {
                 what: format!("fused attention with head_dim {d}"),
-                hint: format!("the fused kernel handles head_dim up to {FLASH_MAX_D}; use `attention: math`"),
+                hint: format!(
+                    "the fused kernel handles head_dim up to {FLASH_MAX_D}; use `attention: math`"
+                ),
             });
         }
         let mut out = self.alloc(q.numel(), "attention")?;
-        let cfg = LaunchConfig { grid_dim: (sq.div_ceil(FLASH_BQ as usize) as u32, h as u32, b as u32), block_dim: (FLASH_BQ, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (sq.div_ceil(FLASH_BQ as usize) as u32, h as u32, b as u32),
+            block_dim: (FLASH_BQ, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let (sq32, sk32, h32, hkv32, d32) = (sq as i32, sk as i32, h as i32, hkv as i32, d as i32);
         let (scale, c) = (1.0 / (d as f32).sqrt(), causal as i32);
         unsafe {
@@ -693,12 +1084,27 @@ impl Backend for CudaBackend {
         Ok(self.wrap(out, &q.shape))
     }
 
-    fn conv2d(&self, x: &CudaTensor, w: &CudaTensor, bias: Option<&CudaTensor>, padding: usize) -> Result<CudaTensor> {
+    fn conv2d(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        bias: Option<&CudaTensor>,
+        padding: usize,
+    ) -> Result<CudaTensor> {
         let (&[b, ci, h, wd], &[co, wci, kh, kw]) = (&x.shape[..], &w.shape[..]) else {
-            return Err(ExecError::shape("conv2d", format!("x {:?} with kernel {:?}", x.shape, w.shape)));
+            return Err(ExecError::shape(
+                "conv2d",
+                format!("x {:?} with kernel {:?}", x.shape, w.shape),
+            ));
         };
         if wci != ci || kh != kw || kh != 2 * padding + 1 {
-            return Err(ExecError::shape("conv2d", format!("x {:?} with kernel {:?}, padding {padding} (only same-size convolutions)", x.shape, w.shape)));
+            return Err(ExecError::shape(
+                "conv2d",
+                format!(
+                    "x {:?} with kernel {:?}, padding {padding} (only same-size convolutions)",
+                    x.shape, w.shape
+                ),
+            ));
         }
         let (hw, kk) = (h * wd, ci * kh * kw);
         let chunk = hw.min(CONV_CHUNK_PIXELS);
@@ -711,7 +1117,14 @@ impl Backend for CudaBackend {
             for p0 in (0..hw).step_by(chunk) {
                 let np = chunk.min(hw - p0);
                 let n = (np * kk) as u64;
-                let (c64, h64, w64, k64, pad, p064) = (ci as u64, h as u64, wd as u64, kh as u64, padding as u64, p0 as u64);
+                let (c64, h64, w64, k64, pad, p064) = (
+                    ci as u64,
+                    h as u64,
+                    wd as u64,
+                    kh as u64,
+                    padding as u64,
+                    p0 as u64,
+                );
                 unsafe {
                     self.stream
                         .launch_builder(self.f("im2col_k"))
@@ -728,35 +1141,70 @@ impl Backend for CudaBackend {
                 }
                 .map_err(self.launch_err("im2col"))?;
                 // out[bi][:, p0..p0+np] = W[co, kk] · col[np, kk]ᵀ, written with row stride hw.
-                self.gemm(layout::conv_chunk(bi, co, hw, kk, p0, np), ws, &col, &mut out)?;
+                self.gemm(
+                    layout::conv_chunk(bi, co, hw, kk, p0, np),
+                    ws,
+                    &col,
+                    &mut out,
+                )?;
             }
         }
         drop((col, col_guard));
         if let Some(bias) = bias {
             let (c64, hw64, total) = (co as u64, hw as u64, (b * co * hw) as u64);
-            unsafe { self.stream.launch_builder(self.f("channel_bias_k")).arg(&mut out).arg(bias.bf16("conv2d")?).arg(&c64).arg(&hw64).arg(&total).launch(grid1d(total as usize)) }
-                .map_err(self.launch_err("bias"))?;
+            unsafe {
+                self.stream
+                    .launch_builder(self.f("channel_bias_k"))
+                    .arg(&mut out)
+                    .arg(bias.bf16("conv2d")?)
+                    .arg(&c64)
+                    .arg(&hw64)
+                    .arg(&total)
+                    .launch(grid1d(total as usize))
+            }
+            .map_err(self.launch_err("bias"))?;
         }
         Ok(self.wrap(out, &[b, co, h, wd]))
     }
 
     fn upsample_nearest2x(&self, x: &CudaTensor) -> Result<CudaTensor> {
-        let [b, c, h, w] = x.shape[..] else { return Err(ExecError::shape("upsample", format!("{:?}", x.shape))) };
+        let [b, c, h, w] = x.shape[..] else {
+            return Err(ExecError::shape("upsample", format!("{:?}", x.shape)));
+        };
         let n = x.numel() * 4;
         let mut out = self.alloc(n, "upsample")?;
         let (h64, w64, n64) = (h as u64, w as u64, n as u64);
-        unsafe { self.stream.launch_builder(self.f("upsample2x_k")).arg(x.bf16("upsample")?).arg(&mut out).arg(&h64).arg(&w64).arg(&n64).launch(grid1d(n)) }
-            .map_err(self.launch_err("upsample"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("upsample2x_k"))
+                .arg(x.bf16("upsample")?)
+                .arg(&mut out)
+                .arg(&h64)
+                .arg(&w64)
+                .arg(&n64)
+                .launch(grid1d(n))
+        }
+        .map_err(self.launch_err("upsample"))?;
         Ok(self.wrap(out, &[b, c, 2 * h, 2 * w]))
     }
 
     fn cat(&self, xs: &[&CudaTensor], dim: usize) -> Result<CudaTensor> {
-        let first = xs.first().ok_or_else(|| ExecError::shape("cat", "no tensors"))?;
+        let first = xs
+            .first()
+            .ok_or_else(|| ExecError::shape("cat", "no tensors"))?;
         let mut shape = first.shape.clone();
         shape[dim] = 0;
         for x in xs {
-            if x.shape.len() != first.shape.len() || x.shape.iter().enumerate().any(|(i, &s)| i != dim && s != first.shape[i]) {
-                return Err(ExecError::shape("cat", format!("{:?} with {:?} along {dim}", first.shape, x.shape)));
+            if x.shape.len() != first.shape.len()
+                || x.shape
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &s)| i != dim && s != first.shape[i])
+            {
+                return Err(ExecError::shape(
+                    "cat",
+                    format!("{:?} with {:?} along {dim}", first.shape, x.shape),
+                ));
             }
             shape[dim] += x.shape[dim];
         }
@@ -766,7 +1214,14 @@ impl Backend for CudaBackend {
         let mut off = 0;
         for x in xs {
             let cols: usize = x.shape[dim..].iter().product();
-            self.copy2d(x.bf16("cat")?, &mut out, outer, cols, (cols, 0), (total_cols, off))?;
+            self.copy2d(
+                x.bf16("cat")?,
+                &mut out,
+                outer,
+                cols,
+                (cols, 0),
+                (total_cols, off),
+            )?;
             off += cols;
         }
         Ok(self.wrap(out, &shape))
@@ -774,50 +1229,106 @@ impl Backend for CudaBackend {
 
     fn narrow(&self, x: &CudaTensor, dim: usize, start: usize, len: usize) -> Result<CudaTensor> {
         if dim >= x.shape.len() || start + len > x.shape[dim] {
-            return Err(ExecError::shape("narrow", format!("{start}+{len} along {dim} of {:?}", x.shape)));
+            return Err(ExecError::shape(
+                "narrow",
+                format!("{start}+{len} along {dim} of {:?}", x.shape),
+            ));
         }
         let outer: usize = x.shape[..dim].iter().product();
         let inner: usize = x.shape[dim + 1..].iter().product();
         let mut shape = x.shape.clone();
         shape[dim] = len;
         let mut out = self.alloc(outer * len * inner, "narrow")?;
-        self.copy2d(x.bf16("narrow")?, &mut out, outer, len * inner, (x.shape[dim] * inner, start * inner), (len * inner, 0))?;
+        self.copy2d(
+            x.bf16("narrow")?,
+            &mut out,
+            outer,
+            len * inner,
+            (x.shape[dim] * inner, start * inner),
+            (len * inner, 0),
+        )?;
         Ok(self.wrap(out, &shape))
     }
 
     fn transpose12(&self, x: &CudaTensor) -> Result<CudaTensor> {
-        let [a, b, c] = x.shape[..] else { return Err(ExecError::shape("transpose12", format!("{:?}", x.shape))) };
+        let [a, b, c] = x.shape[..] else {
+            return Err(ExecError::shape("transpose12", format!("{:?}", x.shape)));
+        };
         let n = x.numel();
         let mut out = self.alloc(n, "transpose12")?;
         let (b64, c64, n64) = (b as u64, c as u64, n as u64);
-        unsafe { self.stream.launch_builder(self.f("transpose12_k")).arg(x.bf16("transpose12")?).arg(&mut out).arg(&b64).arg(&c64).arg(&n64).launch(grid1d(n)) }
-            .map_err(self.launch_err("transpose12"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("transpose12_k"))
+                .arg(x.bf16("transpose12")?)
+                .arg(&mut out)
+                .arg(&b64)
+                .arg(&c64)
+                .arg(&n64)
+                .launch(grid1d(n))
+        }
+        .map_err(self.launch_err("transpose12"))?;
         Ok(self.wrap(out, &[a, c, b]))
     }
 
     fn embedding(&self, table: &CudaTensor, ids: &[u32]) -> Result<CudaTensor> {
-        let [v, d] = table.shape[..] else { return Err(ExecError::shape("embedding", format!("{:?}", table.shape))) };
+        let [v, d] = table.shape[..] else {
+            return Err(ExecError::shape("embedding", format!("{:?}", table.shape)));
+        };
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
-            return Err(ExecError::shape("embedding", format!("token id {bad} outside a vocabulary of {v}")));
+            return Err(ExecError::shape(
+                "embedding",
+                format!("token id {bad} outside a vocabulary of {v}"),
+            ));
         }
-        let dids = self.stream.clone_htod(ids).map_err(driver_err("host-to-device copy", ids.len() * 4))?;
+        let dids = self
+            .stream
+            .clone_htod(ids)
+            .map_err(driver_err("host-to-device copy", ids.len() * 4))?;
         let n = ids.len() * d;
         let mut out = self.alloc(n, "embedding")?;
         let (d64, n64) = (d as u64, n as u64);
-        unsafe { self.stream.launch_builder(self.f("embedding_k")).arg(table.bf16("embedding")?).arg(&dids).arg(&mut out).arg(&d64).arg(&n64).launch(grid1d(n)) }
-            .map_err(self.launch_err("embedding"))?;
+        unsafe {
+            self.stream
+                .launch_builder(self.f("embedding_k"))
+                .arg(table.bf16("embedding")?)
+                .arg(&dids)
+                .arg(&mut out)
+                .arg(&d64)
+                .arg(&n64)
+                .launch(grid1d(n))
+        }
+        .map_err(self.launch_err("embedding"))?;
         Ok(self.wrap(out, &[ids.len(), d]))
     }
 
     fn l1_change(&self, a: &CudaTensor, b: &CudaTensor) -> Result<(f64, f64)> {
         self.same("l1_change", a, b)?;
-        let mut acc = self.stream.alloc_zeros::<f32>(2).map_err(driver_err("l1_change", 8))?;
+        let mut acc = self
+            .stream
+            .alloc_zeros::<f32>(2)
+            .map_err(driver_err("l1_change", 8))?;
         let n = a.numel();
         let n64 = n as u64;
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        unsafe { self.stream.launch_builder(self.f("l1_k")).arg(a.bf16("l1_change")?).arg(b.bf16("l1_change")?).arg(&mut acc).arg(&n64).launch(cfg) }
-            .map_err(self.launch_err("l1"))?;
-        let v = self.stream.clone_dtoh(&acc).map_err(driver_err("device-to-host copy", 8))?;
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(256).clamp(1, 1024) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        unsafe {
+            self.stream
+                .launch_builder(self.f("l1_k"))
+                .arg(a.bf16("l1_change")?)
+                .arg(b.bf16("l1_change")?)
+                .arg(&mut acc)
+                .arg(&n64)
+                .launch(cfg)
+        }
+        .map_err(self.launch_err("l1"))?;
+        let v = self
+            .stream
+            .clone_dtoh(&acc)
+            .map_err(driver_err("device-to-host copy", 8))?;
         Ok((v[0] as f64, v[1] as f64))
     }
 
@@ -831,15 +1342,23 @@ impl Backend for CudaBackend {
     }
 
     fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(driver_err("synchronize", 0))
+        self.stream
+            .synchronize()
+            .map_err(driver_err("synchronize", 0))
     }
 
     fn mark(&self) -> Result<CudaEvent> {
-        self.stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(driver_err("recording an event", 0))
+        self.stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(driver_err("recording an event", 0))
     }
 
     fn elapsed_ms(&self, start: &CudaEvent, end: &CudaEvent) -> Result<f64> {
-        end.synchronize().map_err(driver_err("waiting for an event", 0))?;
-        start.elapsed_ms(end).map(|ms| ms as f64).map_err(driver_err("reading event times", 0))
+        end.synchronize()
+            .map_err(driver_err("waiting for an event", 0))?;
+        start
+            .elapsed_ms(end)
+            .map(|ms| ms as f64)
+            .map_err(driver_err("reading event times", 0))
     }
 }

@@ -60,7 +60,12 @@ pub fn row_major(
         b: a,
         c,
         alpha,
-        batch: batch.map(|(count, sa, sb, sc)| Batch { count, stride_a: sb, stride_b: sa, stride_c: sc }),
+        batch: batch.map(|(count, sa, sb, sc)| Batch {
+            count,
+            stride_a: sb,
+            stride_b: sa,
+            stride_c: sc,
+        }),
     }
 }
 
@@ -72,12 +77,27 @@ pub fn linear(m: usize, n: usize, k: usize) -> GemmCall {
 /// One im2col chunk of a convolution of image `bi`: `out[bi][:, p0..p0+np] = W[co, kk] ·
 /// col[np, kk]ᵀ`, written into the `[b, co, hw]` output with row stride `hw`.
 pub fn conv_chunk(bi: usize, co: usize, hw: usize, kk: usize, p0: usize, np: usize) -> GemmCall {
-    row_major((0, kk), (0, kk), (bi * co * hw + p0, hw), (co, np, kk), true, 1.0, None)
+    row_major(
+        (0, kk),
+        (0, kk),
+        (bi * co * hw + p0, hw),
+        (co, np, kk),
+        true,
+        1.0,
+        None,
+    )
 }
 
 /// Scores of batch `bi`, all heads at once: `S[bi, hh] = scale · Q[bi, :, hh, :] · K[bi, :, hh, :]ᵀ`
 /// with q, k as `[b, s, h, d]` and scores as `[b, h, sq, sk]`.
-pub fn attention_scores(bi: usize, sq: usize, sk: usize, h: usize, d: usize, scale: f32) -> GemmCall {
+pub fn attention_scores(
+    bi: usize,
+    sq: usize,
+    sk: usize,
+    h: usize,
+    d: usize,
+    scale: f32,
+) -> GemmCall {
     row_major(
         (bi * sq * h * d, h * d),
         (bi * sk * h * d, h * d),
@@ -109,14 +129,27 @@ mod tests {
 
     /// cuBLAS semantics on host buffers: `C = alpha · op(A) · B`, column-major, batched.
     fn reference(call: &GemmCall, lt_a: &[f32], lt_b: &[f32], c: &mut [f32]) {
-        let batch = call.batch.unwrap_or(Batch { count: 1, stride_a: 0, stride_b: 0, stride_c: 0 });
+        let batch = call.batch.unwrap_or(Batch {
+            count: 1,
+            stride_a: 0,
+            stride_b: 0,
+            stride_c: 0,
+        });
         for bi in 0..batch.count {
-            let (ao, bo, co) = (call.a.0 + bi * batch.stride_a, call.b.0 + bi * batch.stride_b, call.c.0 + bi * batch.stride_c);
+            let (ao, bo, co) = (
+                call.a.0 + bi * batch.stride_a,
+                call.b.0 + bi * batch.stride_b,
+                call.c.0 + bi * batch.stride_c,
+            );
             for i in 0..call.m {
                 for j in 0..call.n {
                     let mut s = 0.0;
                     for p in 0..call.k {
-                        let a = if call.transa { lt_a[ao + p + i * call.a.1] } else { lt_a[ao + i + p * call.a.1] };
+                        let a = if call.transa {
+                            lt_a[ao + p + i * call.a.1]
+                        } else {
+                            lt_a[ao + i + p * call.a.1]
+                        };
                         s += a * lt_b[bo + p + j * call.b.1];
                     }
                     c[co + i + j * call.c.1] = call.alpha * s;
@@ -133,7 +166,10 @@ mod tests {
     fn assert_close(got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!((g - w).abs() < 1e-4 * (1.0 + w.abs()), "element {i}: {g} vs {w}");
+            assert!(
+                (g - w).abs() < 1e-4 * (1.0 + w.abs()),
+                "element {i}: {g} vs {w}"
+            );
         }
     }
 
@@ -143,7 +179,9 @@ mod tests {
         let (x, w) = (random(m * k, 1), random(n * k, 2));
         let mut y = vec![0.0; m * n];
         reference(&linear(m, n, k), &w, &x, &mut y);
-        let want: Vec<f32> = (0..m * n).map(|i| (0..k).map(|p| x[i / n * k + p] * w[i % n * k + p]).sum()).collect();
+        let want: Vec<f32> = (0..m * n)
+            .map(|i| (0..k).map(|p| x[i / n * k + p] * w[i % n * k + p]).sum())
+            .collect();
         assert_close(&y, &want);
     }
 
@@ -164,7 +202,9 @@ mod tests {
         let want: Vec<f32> = (0..b * co * hw)
             .map(|i| {
                 let (bi, c, p) = (i / (co * hw), i / hw % co, i % hw);
-                (0..kk).map(|q| w[c * kk + q] * col[(bi * hw + p) * kk + q]).sum()
+                (0..kk)
+                    .map(|q| w[c * kk + q] * col[(bi * hw + p) * kk + q])
+                    .sum()
             })
             .collect();
         assert_close(&out, &want);
@@ -173,7 +213,11 @@ mod tests {
     #[test]
     fn attention_gemms_match_naive_attention() {
         let (b, sq, sk, h, d) = (2, 3, 5, 2, 4);
-        let (q, k, v) = (random(b * sq * h * d, 5), random(b * sk * h * d, 6), random(b * sk * h * d, 7));
+        let (q, k, v) = (
+            random(b * sq * h * d, 5),
+            random(b * sk * h * d, 6),
+            random(b * sk * h * d, 7),
+        );
         let scale = 0.5;
         let mut s = vec![0.0; b * h * sq * sk];
         for bi in 0..b {
@@ -189,16 +233,27 @@ mod tests {
         for bi in 0..b {
             reference(&attention_pv(bi, sq, sk, h, d), &v, &s, &mut o);
         }
-        let at = |t: &[f32], s: usize, bi: usize, i: usize, hh: usize, c: usize| t[((bi * s + i) * h + hh) * d + c];
+        let at = |t: &[f32], s: usize, bi: usize, i: usize, hh: usize, c: usize| {
+            t[((bi * s + i) * h + hh) * d + c]
+        };
         let mut want = vec![0.0; b * sq * h * d];
         for bi in 0..b {
             for hh in 0..h {
                 for i in 0..sq {
-                    let sc: Vec<f32> = (0..sk).map(|j| scale * (0..d).map(|c| at(&q, sq, bi, i, hh, c) * at(&k, sk, bi, j, hh, c)).sum::<f32>()).collect();
+                    let sc: Vec<f32> = (0..sk)
+                        .map(|j| {
+                            scale
+                                * (0..d)
+                                    .map(|c| at(&q, sq, bi, i, hh, c) * at(&k, sk, bi, j, hh, c))
+                                    .sum::<f32>()
+                        })
+                        .collect();
                     let m = sc.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                     let z: f32 = sc.iter().map(|x| (x - m).exp()).sum();
                     for c in 0..d {
-                        want[((bi * sq + i) * h + hh) * d + c] = (0..sk).map(|j| (sc[j] - m).exp() / z * at(&v, sk, bi, j, hh, c)).sum();
+                        want[((bi * sq + i) * h + hh) * d + c] = (0..sk)
+                            .map(|j| (sc[j] - m).exp() / z * at(&v, sk, bi, j, hh, c))
+                            .sum();
                     }
                 }
             }

@@ -18,7 +18,11 @@ pub struct DeviceWeights<B: Backend> {
 
 impl<B: Backend> DeviceWeights<B> {
     /// Uploads every host weight; `store` picks each one's storage type from its name and shape.
-    pub fn upload(b: &B, host: &HostWeights, store: impl Fn(&str, &[usize]) -> StoreDtype) -> Result<DeviceWeights<B>> {
+    pub fn upload(
+        b: &B,
+        host: &HostWeights,
+        store: impl Fn(&str, &[usize]) -> StoreDtype,
+    ) -> Result<DeviceWeights<B>> {
         Self::upload_filtered(b, host, |_| true, store)
     }
 

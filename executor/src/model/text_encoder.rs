@@ -2,10 +2,10 @@
 //! RMSNorm and RoPE, SwiGLU MLP; returns chosen hidden states concatenated per token.
 
 use super::{DeviceWeights, RopeTables, rope_angles};
+use crate::Result;
 use crate::backend::{AttentionPath, Backend, GemmMode, HostTensor, RopeStyle, StoreDtype};
 use crate::dims::ModelDims;
 use crate::weights::{HostWeights, Init, WeightSpec};
-use crate::Result;
 
 /// Qwen3's RMSNorm epsilon (`rms_norm_eps` in its config).
 const EPS: f32 = 1e-6;
@@ -13,18 +13,55 @@ const EPS: f32 = 1e-6;
 /// The weights of the layers klein actually runs, in transformers' `Qwen3ForCausalLM` names.
 pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
     let (h, hd, i) = (d.te_hidden, d.te_head_dim, d.te_intermediate);
-    let lin = |name: String, out: usize, inp: usize| WeightSpec::new(name, &[out, inp], Init::FanIn(inp));
-    let mut s = vec![WeightSpec::new("model.embed_tokens.weight", &[d.te_vocab, h], Init::FanIn(1))];
+    let lin =
+        |name: String, out: usize, inp: usize| WeightSpec::new(name, &[out, inp], Init::FanIn(inp));
+    let mut s = vec![WeightSpec::new(
+        "model.embed_tokens.weight",
+        &[d.te_vocab, h],
+        Init::FanIn(1),
+    )];
     for l in 0..d.te_layers_needed() {
         let p = format!("model.layers.{l}");
-        s.push(WeightSpec::new(format!("{p}.input_layernorm.weight"), &[h], Init::Ones));
-        s.push(WeightSpec::new(format!("{p}.post_attention_layernorm.weight"), &[h], Init::Ones));
-        s.push(lin(format!("{p}.self_attn.q_proj.weight"), d.te_heads * hd, h));
-        s.push(lin(format!("{p}.self_attn.k_proj.weight"), d.te_kv_heads * hd, h));
-        s.push(lin(format!("{p}.self_attn.v_proj.weight"), d.te_kv_heads * hd, h));
-        s.push(lin(format!("{p}.self_attn.o_proj.weight"), h, d.te_heads * hd));
-        s.push(WeightSpec::new(format!("{p}.self_attn.q_norm.weight"), &[hd], Init::Ones));
-        s.push(WeightSpec::new(format!("{p}.self_attn.k_norm.weight"), &[hd], Init::Ones));
+        s.push(WeightSpec::new(
+            format!("{p}.input_layernorm.weight"),
+            &[h],
+            Init::Ones,
+        ));
+        s.push(WeightSpec::new(
+            format!("{p}.post_attention_layernorm.weight"),
+            &[h],
+            Init::Ones,
+        ));
+        s.push(lin(
+            format!("{p}.self_attn.q_proj.weight"),
+            d.te_heads * hd,
+            h,
+        ));
+        s.push(lin(
+            format!("{p}.self_attn.k_proj.weight"),
+            d.te_kv_heads * hd,
+            h,
+        ));
+        s.push(lin(
+            format!("{p}.self_attn.v_proj.weight"),
+            d.te_kv_heads * hd,
+            h,
+        ));
+        s.push(lin(
+            format!("{p}.self_attn.o_proj.weight"),
+            h,
+            d.te_heads * hd,
+        ));
+        s.push(WeightSpec::new(
+            format!("{p}.self_attn.q_norm.weight"),
+            &[hd],
+            Init::Ones,
+        ));
+        s.push(WeightSpec::new(
+            format!("{p}.self_attn.k_norm.weight"),
+            &[hd],
+            Init::Ones,
+        ));
         s.push(lin(format!("{p}.mlp.gate_proj.weight"), i, h));
         s.push(lin(format!("{p}.mlp.up_proj.weight"), i, h));
         s.push(lin(format!("{p}.mlp.down_proj.weight"), h, i));
@@ -38,11 +75,16 @@ pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
 /// Uploads the encoder's weights, fusing each layer's gate and up projections into one GEMM
 /// operand `mlp.gate_up.weight` (`[gate; up]`, which `swiglu` splits back).
 pub fn upload<B: Backend>(b: &B, d: &ModelDims, host: &HostWeights) -> Result<DeviceWeights<B>> {
-    let is_gate_or_up = |n: &str| n.ends_with(".mlp.gate_proj.weight") || n.ends_with(".mlp.up_proj.weight");
-    let mut w = DeviceWeights::upload_filtered(b, host, |n| !is_gate_or_up(n), |_, _| StoreDtype::Bf16)?;
+    let is_gate_or_up =
+        |n: &str| n.ends_with(".mlp.gate_proj.weight") || n.ends_with(".mlp.up_proj.weight");
+    let mut w =
+        DeviceWeights::upload_filtered(b, host, |n| !is_gate_or_up(n), |_, _| StoreDtype::Bf16)?;
     for l in 0..d.te_layers_needed() {
         let p = format!("model.layers.{l}.mlp");
-        let (Some(g), Some(u)) = (host.get(&format!("{p}.gate_proj.weight")), host.get(&format!("{p}.up_proj.weight"))) else {
+        let (Some(g), Some(u)) = (
+            host.get(&format!("{p}.gate_proj.weight")),
+            host.get(&format!("{p}.up_proj.weight")),
+        ) else {
             continue;
         };
         // One layer's fused copy at a time, so host memory grows by one layer, not the model.
@@ -50,7 +92,10 @@ pub fn upload<B: Backend>(b: &B, d: &ModelDims, host: &HostWeights) -> Result<De
         data.extend_from_slice(&g.data);
         data.extend_from_slice(&u.data);
         let fused = HostTensor::new(&[2 * d.te_intermediate, d.te_hidden], data);
-        w.insert(&format!("{p}.gate_up.weight"), b.upload_weight(&fused, StoreDtype::Bf16)?);
+        w.insert(
+            &format!("{p}.gate_up.weight"),
+            b.upload_weight(&fused, StoreDtype::Bf16)?,
+        );
     }
     Ok(w)
 }
@@ -60,7 +105,10 @@ pub fn rope_tables<B: Backend>(b: &B, d: &ModelDims, tokens: usize) -> Result<Ro
     let pos: Vec<Vec<f64>> = (0..tokens).map(|p| vec![p as f64]).collect();
     let (cos, sin) = rope_angles(&pos, &[d.te_head_dim], d.te_rope_theta);
     let shape = [tokens, d.te_head_dim / 2];
-    Ok(RopeTables { cos: b.upload(&HostTensor::new(&shape, cos))?, sin: b.upload(&HostTensor::new(&shape, sin))? })
+    Ok(RopeTables {
+        cos: b.upload(&HostTensor::new(&shape, cos))?,
+        sin: b.upload(&HostTensor::new(&shape, sin))?,
+    })
 }
 
 /// Encodes `ids` (`batch × tokens` token ids, row-major) into the context `[batch, tokens,
@@ -85,7 +133,9 @@ pub fn encode<B: Backend>(
         }
     };
     keep(0, &x, &mut taken);
-    let lin = |x: &B::Tensor, n: &str| -> Result<B::Tensor> { b.linear(x, w.get(n)?, None, GemmMode::Bf16) };
+    let lin = |x: &B::Tensor, n: &str| -> Result<B::Tensor> {
+        b.linear(x, w.get(n)?, None, GemmMode::Bf16)
+    };
     for l in 0..d.te_layers_needed() {
         let p = format!("model.layers.{l}");
         let h = b.rms_norm(&x, w.get(&format!("{p}.input_layernorm.weight"))?, EPS)?;
@@ -106,7 +156,11 @@ pub fn encode<B: Backend>(
         let o = lin(&o, &format!("{p}.self_attn.o_proj.weight"))?;
         x = b.add(&x, &o)?;
         drop(o);
-        let h = b.rms_norm(&x, w.get(&format!("{p}.post_attention_layernorm.weight"))?, EPS)?;
+        let h = b.rms_norm(
+            &x,
+            w.get(&format!("{p}.post_attention_layernorm.weight"))?,
+            EPS,
+        )?;
         let m = b.swiglu(&lin(&h, &format!("{p}.mlp.gate_up.weight"))?)?;
         let m = lin(&m, &format!("{p}.mlp.down_proj.weight"))?;
         x = b.add(&x, &m)?;
@@ -122,7 +176,13 @@ pub fn encode<B: Backend>(
     let parts: Vec<&B::Tensor> = d
         .te_output_layers
         .iter()
-        .map(|l| &taken.iter().find(|(tl, _)| tl == l).expect("every output layer was kept").1)
+        .map(|l| {
+            &taken
+                .iter()
+                .find(|(tl, _)| tl == l)
+                .expect("every output layer was kept")
+                .1
+        })
         .collect();
     b.cat(&parts, 2)
 }

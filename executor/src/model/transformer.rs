@@ -2,10 +2,10 @@
 //! blocks with shared modulation, QK RMSNorm, 4-axis RoPE and SwiGLU, plus First-Block-Cache.
 
 use super::{DeviceWeights, RopeTables, rope_angles};
+use crate::Result;
 use crate::backend::{AttentionPath, Backend, GemmMode, HostTensor, RopeStyle};
 use crate::dims::ModelDims;
 use crate::weights::{Init, WeightSpec};
-use crate::Result;
 
 /// LayerNorm and RMSNorm epsilon used throughout FLUX.2.
 const EPS: f32 = 1e-6;
@@ -13,22 +13,47 @@ const EPS: f32 = 1e-6;
 /// Every weight of the transformer, in diffusers' names. No biases anywhere.
 pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
     let (h, m, hd) = (d.hidden, d.mlp_hidden(), d.head_dim);
-    let lin = |name: String, out: usize, inp: usize| WeightSpec::new(name, &[out, inp], Init::FanIn(inp));
+    let lin =
+        |name: String, out: usize, inp: usize| WeightSpec::new(name, &[out, inp], Init::FanIn(inp));
     let norm = |name: String| WeightSpec::new(name, &[hd], Init::Ones);
     let mut s = vec![
         lin("x_embedder.weight".into(), h, d.in_channels),
         lin("context_embedder.weight".into(), h, d.context_dim),
-        lin("time_guidance_embed.timestep_embedder.linear_1.weight".into(), h, d.timestep_dim),
-        lin("time_guidance_embed.timestep_embedder.linear_2.weight".into(), h, h),
-        lin("double_stream_modulation_img.linear.weight".into(), 6 * h, h),
-        lin("double_stream_modulation_txt.linear.weight".into(), 6 * h, h),
+        lin(
+            "time_guidance_embed.timestep_embedder.linear_1.weight".into(),
+            h,
+            d.timestep_dim,
+        ),
+        lin(
+            "time_guidance_embed.timestep_embedder.linear_2.weight".into(),
+            h,
+            h,
+        ),
+        lin(
+            "double_stream_modulation_img.linear.weight".into(),
+            6 * h,
+            h,
+        ),
+        lin(
+            "double_stream_modulation_txt.linear.weight".into(),
+            6 * h,
+            h,
+        ),
         lin("single_stream_modulation.linear.weight".into(), 3 * h, h),
         lin("norm_out.linear.weight".into(), 2 * h, h),
         lin("proj_out.weight".into(), d.in_channels, h),
     ];
     for i in 0..d.double_blocks {
         let p = format!("transformer_blocks.{i}");
-        for proj in ["to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"] {
+        for proj in [
+            "to_q",
+            "to_k",
+            "to_v",
+            "add_q_proj",
+            "add_k_proj",
+            "add_v_proj",
+            "to_add_out",
+        ] {
             s.push(lin(format!("{p}.attn.{proj}.weight"), h, h));
         }
         s.push(lin(format!("{p}.attn.to_out.0.weight"), h, h));
@@ -42,7 +67,11 @@ pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
     }
     for i in 0..d.single_blocks {
         let p = format!("single_transformer_blocks.{i}");
-        s.push(lin(format!("{p}.attn.to_qkv_mlp_proj.weight"), 3 * h + 2 * m, h));
+        s.push(lin(
+            format!("{p}.attn.to_qkv_mlp_proj.weight"),
+            3 * h + 2 * m,
+            h,
+        ));
         s.push(lin(format!("{p}.attn.to_out.weight"), h, h + m));
         s.push(norm(format!("{p}.attn.norm_q.weight")));
         s.push(norm(format!("{p}.attn.norm_k.weight")));
@@ -60,7 +89,9 @@ pub fn is_gemm_weight(_name: &str, shape: &[usize]) -> bool {
 pub fn timestep_features(t: f32, batch: usize, dim: usize) -> HostTensor {
     let half = dim / 2;
     let mut row = Vec::with_capacity(dim);
-    let freqs: Vec<f64> = (0..half).map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp()).collect();
+    let freqs: Vec<f64> = (0..half)
+        .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp())
+        .collect();
     row.extend(freqs.iter().map(|f| (t as f64 * f).cos() as f32));
     row.extend(freqs.iter().map(|f| (t as f64 * f).sin() as f32));
     let data = (0..batch).flat_map(|_| row.iter().copied()).collect();
@@ -69,7 +100,13 @@ pub fn timestep_features(t: f32, batch: usize, dim: usize) -> HostTensor {
 
 /// Rotary tables for `[txt; img]`: text token `l` sits at (0, 0, 0, l), image patch (y, x) at
 /// (0, y, x, 0), as in FLUX.2's `prepare_text_ids` / `prepare_latent_ids`.
-pub fn rope_tables<B: Backend>(b: &B, d: &ModelDims, txt: usize, h_patches: usize, w_patches: usize) -> Result<RopeTables<B>> {
+pub fn rope_tables<B: Backend>(
+    b: &B,
+    d: &ModelDims,
+    txt: usize,
+    h_patches: usize,
+    w_patches: usize,
+) -> Result<RopeTables<B>> {
     let mut pos: Vec<Vec<f64>> = (0..txt).map(|l| vec![0.0, 0.0, 0.0, l as f64]).collect();
     for y in 0..h_patches {
         for x in 0..w_patches {
@@ -78,7 +115,10 @@ pub fn rope_tables<B: Backend>(b: &B, d: &ModelDims, txt: usize, h_patches: usiz
     }
     let (cos, sin) = rope_angles(&pos, &d.rope_axes, d.rope_theta);
     let shape = [pos.len(), d.head_dim / 2];
-    Ok(RopeTables { cos: b.upload(&HostTensor::new(&shape, cos))?, sin: b.upload(&HostTensor::new(&shape, sin))? })
+    Ok(RopeTables {
+        cos: b.upload(&HostTensor::new(&shape, cos))?,
+        sin: b.upload(&HostTensor::new(&shape, sin))?,
+    })
 }
 
 /// First-Block-Cache state of one guidance branch across the steps of one request.
@@ -150,23 +190,38 @@ impl<'a, B: Backend> Transformer<'a, B> {
 
     fn chunks<const N: usize>(&self, m: &B::Tensor) -> Result<[B::Tensor; N]> {
         let h = self.d.hidden;
-        let v: Vec<B::Tensor> = (0..N).map(|i| self.b.narrow(m, 1, i * h, h)).collect::<Result<_>>()?;
-        Ok(v.try_into().unwrap_or_else(|_| unreachable!("exactly N chunks")))
+        let v: Vec<B::Tensor> = (0..N)
+            .map(|i| self.b.narrow(m, 1, i * h, h))
+            .collect::<Result<_>>()?;
+        Ok(v.try_into()
+            .unwrap_or_else(|_| unreachable!("exactly N chunks")))
     }
 
     /// `[b, s, hidden] → [b, s, heads, head_dim]` then RMSNorm with `norm`.
     fn heads_normed(&self, x: &B::Tensor, norm: Option<&str>) -> Result<B::Tensor> {
         let s = self.b.shape(x);
-        let x = self.b.reshape(x, &[s[0], s[1], self.d.heads, self.d.head_dim])?;
+        let x = self
+            .b
+            .reshape(x, &[s[0], s[1], self.d.heads, self.d.head_dim])?;
         match norm {
             Some(n) => self.b.rms_norm(&x, self.w.get(n)?, EPS),
             None => Ok(x),
         }
     }
 
-    fn attend(&self, q: &B::Tensor, k: &B::Tensor, v: &B::Tensor, rope: &RopeTables<B>) -> Result<B::Tensor> {
-        let q = self.b.rope(q, &rope.cos, &rope.sin, RopeStyle::Interleaved)?;
-        let k = self.b.rope(k, &rope.cos, &rope.sin, RopeStyle::Interleaved)?;
+    fn attend(
+        &self,
+        q: &B::Tensor,
+        k: &B::Tensor,
+        v: &B::Tensor,
+        rope: &RopeTables<B>,
+    ) -> Result<B::Tensor> {
+        let q = self
+            .b
+            .rope(q, &rope.cos, &rope.sin, RopeStyle::Interleaved)?;
+        let k = self
+            .b
+            .rope(k, &rope.cos, &rope.sin, RopeStyle::Interleaved)?;
         let o = self.b.attention(&q, &k, v, false, self.attention)?;
         let s = self.b.shape(&o);
         self.b.reshape(&o, &[s[0], s[1], self.d.hidden])
@@ -178,18 +233,36 @@ impl<'a, B: Backend> Transformer<'a, B> {
         self.linear(&h, &format!("{prefix}.linear_out.weight"))
     }
 
-    fn double_block(&self, i: usize, st: &mut Streams<B::Tensor>, mods: &Mods<B::Tensor>, rope: &RopeTables<B>) -> Result<()> {
+    fn double_block(
+        &self,
+        i: usize,
+        st: &mut Streams<B::Tensor>,
+        mods: &Mods<B::Tensor>,
+        rope: &RopeTables<B>,
+    ) -> Result<()> {
         let b = self.b;
         let p = format!("transformer_blocks.{i}.attn");
         let [ish, isc, ig, imsh, imsc, img_g] = &mods.img;
         let [tsh, tsc, tg, tmsh, tmsc, txt_g] = &mods.txt;
         let ni = b.modulate(&b.layer_norm(&st.img, EPS)?, ish, isc)?;
         let nt = b.modulate(&b.layer_norm(&st.txt, EPS)?, tsh, tsc)?;
-        let qi = self.heads_normed(&self.linear(&ni, &format!("{p}.to_q.weight"))?, Some(&format!("{p}.norm_q.weight")))?;
-        let ki = self.heads_normed(&self.linear(&ni, &format!("{p}.to_k.weight"))?, Some(&format!("{p}.norm_k.weight")))?;
+        let qi = self.heads_normed(
+            &self.linear(&ni, &format!("{p}.to_q.weight"))?,
+            Some(&format!("{p}.norm_q.weight")),
+        )?;
+        let ki = self.heads_normed(
+            &self.linear(&ni, &format!("{p}.to_k.weight"))?,
+            Some(&format!("{p}.norm_k.weight")),
+        )?;
         let vi = self.heads_normed(&self.linear(&ni, &format!("{p}.to_v.weight"))?, None)?;
-        let qt = self.heads_normed(&self.linear(&nt, &format!("{p}.add_q_proj.weight"))?, Some(&format!("{p}.norm_added_q.weight")))?;
-        let kt = self.heads_normed(&self.linear(&nt, &format!("{p}.add_k_proj.weight"))?, Some(&format!("{p}.norm_added_k.weight")))?;
+        let qt = self.heads_normed(
+            &self.linear(&nt, &format!("{p}.add_q_proj.weight"))?,
+            Some(&format!("{p}.norm_added_q.weight")),
+        )?;
+        let kt = self.heads_normed(
+            &self.linear(&nt, &format!("{p}.add_k_proj.weight"))?,
+            Some(&format!("{p}.norm_added_k.weight")),
+        )?;
         let vt = self.heads_normed(&self.linear(&nt, &format!("{p}.add_v_proj.weight"))?, None)?;
         drop((ni, nt));
         // Joint attention over [txt; img], the order FLUX.2 concatenates in.
@@ -201,19 +274,37 @@ impl<'a, B: Backend> Transformer<'a, B> {
         drop((q, k, v));
         let st_len = b.shape(&st.txt)[1];
         let si_len = b.shape(&st.img)[1];
-        let ot = self.linear(&b.narrow(&o, 1, 0, st_len)?, &format!("{p}.to_add_out.weight"))?;
-        let oi = self.linear(&b.narrow(&o, 1, st_len, si_len)?, &format!("{p}.to_out.0.weight"))?;
+        let ot = self.linear(
+            &b.narrow(&o, 1, 0, st_len)?,
+            &format!("{p}.to_add_out.weight"),
+        )?;
+        let oi = self.linear(
+            &b.narrow(&o, 1, st_len, si_len)?,
+            &format!("{p}.to_out.0.weight"),
+        )?;
         drop(o);
         st.img = b.gated_add(&st.img, &oi, ig)?;
         st.txt = b.gated_add(&st.txt, &ot, tg)?;
-        let fi = self.feed_forward(&b.modulate(&b.layer_norm(&st.img, EPS)?, imsh, imsc)?, &format!("transformer_blocks.{i}.ff"))?;
+        let fi = self.feed_forward(
+            &b.modulate(&b.layer_norm(&st.img, EPS)?, imsh, imsc)?,
+            &format!("transformer_blocks.{i}.ff"),
+        )?;
         st.img = b.gated_add(&st.img, &fi, img_g)?;
-        let ft = self.feed_forward(&b.modulate(&b.layer_norm(&st.txt, EPS)?, tmsh, tmsc)?, &format!("transformer_blocks.{i}.ff_context"))?;
+        let ft = self.feed_forward(
+            &b.modulate(&b.layer_norm(&st.txt, EPS)?, tmsh, tmsc)?,
+            &format!("transformer_blocks.{i}.ff_context"),
+        )?;
         st.txt = b.gated_add(&st.txt, &ft, txt_g)?;
         Ok(())
     }
 
-    fn single_block(&self, i: usize, x: &B::Tensor, mods: &Mods<B::Tensor>, rope: &RopeTables<B>) -> Result<B::Tensor> {
+    fn single_block(
+        &self,
+        i: usize,
+        x: &B::Tensor,
+        mods: &Mods<B::Tensor>,
+        rope: &RopeTables<B>,
+    ) -> Result<B::Tensor> {
         let b = self.b;
         let (h, m) = (self.d.hidden, self.d.mlp_hidden());
         let p = format!("single_transformer_blocks.{i}.attn");
@@ -222,8 +313,14 @@ impl<'a, B: Backend> Transformer<'a, B> {
         // One fused GEMM produces q, k, v and the MLP input (FLUX.2's parallel block).
         let proj = self.linear(&n, &format!("{p}.to_qkv_mlp_proj.weight"))?;
         drop(n);
-        let q = self.heads_normed(&b.narrow(&proj, 2, 0, h)?, Some(&format!("{p}.norm_q.weight")))?;
-        let k = self.heads_normed(&b.narrow(&proj, 2, h, h)?, Some(&format!("{p}.norm_k.weight")))?;
+        let q = self.heads_normed(
+            &b.narrow(&proj, 2, 0, h)?,
+            Some(&format!("{p}.norm_q.weight")),
+        )?;
+        let k = self.heads_normed(
+            &b.narrow(&proj, 2, h, h)?,
+            Some(&format!("{p}.norm_k.weight")),
+        )?;
         let v = self.heads_normed(&b.narrow(&proj, 2, 2 * h, h)?, None)?;
         let mlp = b.swiglu(&b.narrow(&proj, 2, 3 * h, 2 * m)?)?;
         drop(proj);
@@ -234,7 +331,13 @@ impl<'a, B: Backend> Transformer<'a, B> {
     }
 
     /// Runs block `i` (double blocks first, then single blocks) on the streams.
-    fn block(&self, i: usize, st: &mut Streams<B::Tensor>, mods: &Mods<B::Tensor>, rope: &RopeTables<B>) -> Result<()> {
+    fn block(
+        &self,
+        i: usize,
+        st: &mut Streams<B::Tensor>,
+        mods: &Mods<B::Tensor>,
+        rope: &RopeTables<B>,
+    ) -> Result<()> {
         if i < self.d.double_blocks {
             return self.double_block(i, st, mods, rope);
         }
@@ -271,20 +374,26 @@ impl<'a, B: Backend> Transformer<'a, B> {
         t: f32,
         step: usize,
         rope: &RopeTables<B>,
-        mut cache: Option<&mut BlockCache<B>>,
+        cache: Option<&mut BlockCache<B>>,
     ) -> Result<B::Tensor> {
         let b = self.b;
         let batch = b.shape(latents)[0];
         let temb = {
             let f = b.upload(&timestep_features(t * 1000.0, batch, self.d.timestep_dim))?;
             let h = self.linear(&f, "time_guidance_embed.timestep_embedder.linear_1.weight")?;
-            self.linear(&b.silu(&h)?, "time_guidance_embed.timestep_embedder.linear_2.weight")?
+            self.linear(
+                &b.silu(&h)?,
+                "time_guidance_embed.timestep_embedder.linear_2.weight",
+            )?
         };
         let act = b.silu(&temb)?;
         let mods = Mods {
-            img: self.chunks::<6>(&self.linear(&act, "double_stream_modulation_img.linear.weight")?)?,
-            txt: self.chunks::<6>(&self.linear(&act, "double_stream_modulation_txt.linear.weight")?)?,
-            single: self.chunks::<3>(&self.linear(&act, "single_stream_modulation.linear.weight")?)?,
+            img: self
+                .chunks::<6>(&self.linear(&act, "double_stream_modulation_img.linear.weight")?)?,
+            txt: self
+                .chunks::<6>(&self.linear(&act, "double_stream_modulation_txt.linear.weight")?)?,
+            single: self
+                .chunks::<3>(&self.linear(&act, "single_stream_modulation.linear.weight")?)?,
         };
         let mut st = Streams {
             img: self.linear(latents, "x_embedder.weight")?,
@@ -292,12 +401,14 @@ impl<'a, B: Backend> Transformer<'a, B> {
             joint: None,
         };
         let total = self.d.double_blocks + self.d.single_blocks;
-        let first = cache.as_ref().map_or(total, |c| c.compute_blocks.min(total));
+        let first = cache
+            .as_ref()
+            .map_or(total, |c| c.compute_blocks.min(total));
         let input_img = st.img.clone();
         for i in 0..first {
             self.block(i, &mut st, &mods, rope)?;
         }
-        let final_img = match cache.as_deref_mut() {
+        let final_img = match cache {
             Some(c) if first < total => {
                 let after_first = self.img_part(&st)?;
                 let residual = b.scaled_add(&after_first, &input_img, -1.0)?;

@@ -14,8 +14,16 @@ const EPS: f32 = 1e-6;
 const BN_EPS: f32 = 1e-4;
 
 fn conv(s: &mut Vec<WeightSpec>, name: &str, out: usize, inp: usize, k: usize) {
-    s.push(WeightSpec::new(format!("{name}.weight"), &[out, inp, k, k], Init::FanIn(inp * k * k)));
-    s.push(WeightSpec::new(format!("{name}.bias"), &[out], Init::FanIn(inp * k * k)));
+    s.push(WeightSpec::new(
+        format!("{name}.weight"),
+        &[out, inp, k, k],
+        Init::FanIn(inp * k * k),
+    ));
+    s.push(WeightSpec::new(
+        format!("{name}.bias"),
+        &[out],
+        Init::FanIn(inp * k * k),
+    ));
 }
 
 fn norm(s: &mut Vec<WeightSpec>, name: &str, c: usize) {
@@ -46,17 +54,36 @@ pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
     resnet(&mut s, "decoder.mid_block.resnets.0", rev[0], rev[0]);
     norm(&mut s, "decoder.mid_block.attentions.0.group_norm", rev[0]);
     for p in ["to_q", "to_k", "to_v", "to_out.0"] {
-        s.push(WeightSpec::new(format!("decoder.mid_block.attentions.0.{p}.weight"), &[rev[0], rev[0]], Init::FanIn(rev[0])));
-        s.push(WeightSpec::new(format!("decoder.mid_block.attentions.0.{p}.bias"), &[rev[0]], Init::FanIn(rev[0])));
+        s.push(WeightSpec::new(
+            format!("decoder.mid_block.attentions.0.{p}.weight"),
+            &[rev[0], rev[0]],
+            Init::FanIn(rev[0]),
+        ));
+        s.push(WeightSpec::new(
+            format!("decoder.mid_block.attentions.0.{p}.bias"),
+            &[rev[0]],
+            Init::FanIn(rev[0]),
+        ));
     }
     resnet(&mut s, "decoder.mid_block.resnets.1", rev[0], rev[0]);
     let mut inp = rev[0];
     for (i, &out) in rev.iter().enumerate() {
         for j in 0..d.vae_resnets_per_block {
-            resnet(&mut s, &format!("decoder.up_blocks.{i}.resnets.{j}"), if j == 0 { inp } else { out }, out);
+            resnet(
+                &mut s,
+                &format!("decoder.up_blocks.{i}.resnets.{j}"),
+                if j == 0 { inp } else { out },
+                out,
+            );
         }
         if i + 1 < rev.len() {
-            conv(&mut s, &format!("decoder.up_blocks.{i}.upsamplers.0.conv"), out, out, 3);
+            conv(
+                &mut s,
+                &format!("decoder.up_blocks.{i}.upsamplers.0.conv"),
+                out,
+                out,
+                3,
+            );
         }
         inp = out;
     }
@@ -68,13 +95,27 @@ pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
 /// Turns the transformer's tokens `[b, (h/2)(w/2), 4·lc]` (h, w in latent pixels) into VAE
 /// latents `[b, lc, h, w]`: undo the batch norm with its running statistics, then the 2×2
 /// patchify (channel index = c·4 + dy·2 + dx, as `_unpatchify_latents` reads it).
-pub fn unpack_latents(tokens: &HostTensor, vae: &HostWeights, lc: usize, h: usize, w: usize) -> Result<HostTensor> {
+pub fn unpack_latents(
+    tokens: &HostTensor,
+    vae: &HostWeights,
+    lc: usize,
+    h: usize,
+    w: usize,
+) -> Result<HostTensor> {
     let b = tokens.shape[0];
     let (hp, wp) = (h / 2, w / 2);
     if tokens.shape != [b, hp * wp, lc * 4] {
-        return Err(ExecError::shape("unpack_latents", format!("{:?} for a {h}×{w} latent", tokens.shape)));
+        return Err(ExecError::shape(
+            "unpack_latents",
+            format!("{:?} for a {h}×{w} latent", tokens.shape),
+        ));
     }
-    let get = |n: &str| vae.get(n).ok_or_else(|| ExecError::MissingWeight { name: n.into(), path: "the vae weights".into() });
+    let get = |n: &str| {
+        vae.get(n).ok_or_else(|| ExecError::MissingWeight {
+            name: n.into(),
+            path: "the vae weights".into(),
+        })
+    };
     let (mean, var) = (get("bn.running_mean")?, get("bn.running_var")?);
     let mut out = vec![0.0f32; b * lc * h * w];
     for bi in 0..b {
@@ -106,7 +147,12 @@ pub struct Decoder<'a, B: Backend> {
 
 impl<'a, B: Backend> Decoder<'a, B> {
     fn conv(&self, x: &B::Tensor, name: &str, pad: usize) -> Result<B::Tensor> {
-        self.b.conv2d(x, self.w.get(&format!("{name}.weight"))?, Some(self.w.get(&format!("{name}.bias"))?), pad)
+        self.b.conv2d(
+            x,
+            self.w.get(&format!("{name}.weight"))?,
+            Some(self.w.get(&format!("{name}.bias"))?),
+            pad,
+        )
     }
 
     fn norm_silu(&self, x: &B::Tensor, name: &str) -> Result<B::Tensor> {
@@ -121,8 +167,16 @@ impl<'a, B: Backend> Decoder<'a, B> {
     }
 
     fn resnet(&self, x: &B::Tensor, p: &str) -> Result<B::Tensor> {
-        let h = self.conv(&self.norm_silu(x, &format!("{p}.norm1"))?, &format!("{p}.conv1"), 1)?;
-        let h = self.conv(&self.norm_silu(&h, &format!("{p}.norm2"))?, &format!("{p}.conv2"), 1)?;
+        let h = self.conv(
+            &self.norm_silu(x, &format!("{p}.norm1"))?,
+            &format!("{p}.conv1"),
+            1,
+        )?;
+        let h = self.conv(
+            &self.norm_silu(&h, &format!("{p}.norm2"))?,
+            &format!("{p}.conv2"),
+            1,
+        )?;
         let short = format!("{p}.conv_shortcut");
         if self.w.get(&format!("{short}.weight")).is_ok() {
             self.b.add(&self.conv(x, &short, 0)?, &h)
@@ -134,13 +188,26 @@ impl<'a, B: Backend> Decoder<'a, B> {
     /// Single-head self-attention over the latent pixels, with a residual.
     fn mid_attention(&self, x: &B::Tensor) -> Result<B::Tensor> {
         let b = self.b;
-        let [bs, c, h, w] = b.shape(x)[..] else { return Err(ExecError::shape("vae attention", "expected 4 dims")) };
+        let [bs, c, h, w] = b.shape(x)[..] else {
+            return Err(ExecError::shape("vae attention", "expected 4 dims"));
+        };
         let p = "decoder.mid_block.attentions.0";
-        let n = b.group_norm(x, self.d.vae_norm_groups, self.w.get(&format!("{p}.group_norm.weight"))?, self.w.get(&format!("{p}.group_norm.bias"))?, EPS)?;
+        let n = b.group_norm(
+            x,
+            self.d.vae_norm_groups,
+            self.w.get(&format!("{p}.group_norm.weight"))?,
+            self.w.get(&format!("{p}.group_norm.bias"))?,
+            EPS,
+        )?;
         let seq = b.transpose12(&b.reshape(&n, &[bs, c, h * w])?)?;
         drop(n);
         let lin = |t: &B::Tensor, name: &str| -> Result<B::Tensor> {
-            b.linear(t, self.w.get(&format!("{p}.{name}.weight"))?, Some(self.w.get(&format!("{p}.{name}.bias"))?), GemmMode::Bf16)
+            b.linear(
+                t,
+                self.w.get(&format!("{p}.{name}.weight"))?,
+                Some(self.w.get(&format!("{p}.{name}.bias"))?),
+                GemmMode::Bf16,
+            )
         };
         let heads = |t: B::Tensor| b.reshape(&t, &[bs, h * w, 1, c]);
         let q = heads(lin(&seq, "to_q")?)?;
@@ -179,7 +246,9 @@ impl<'a, B: Backend> Decoder<'a, B> {
     /// copied to the host and blended linearly across the overlaps, so the device holds one
     /// tile's activations at a time. Returns `[b, 3, s·h, s·w]` on the host.
     pub fn decode_tiled(&self, z: &HostTensor, tile: usize) -> Result<HostTensor> {
-        let [bs, lc, h, w] = z.shape[..] else { return Err(ExecError::shape("decode_tiled", "expected 4 dims")) };
+        let [bs, lc, h, w] = z.shape[..] else {
+            return Err(ExecError::shape("decode_tiled", "expected 4 dims"));
+        };
         let s = self.d.vae_scale();
         let overlap = tile / 4;
         let stride = tile - overlap;
@@ -187,7 +256,10 @@ impl<'a, B: Backend> Decoder<'a, B> {
             if n <= tile {
                 return vec![0];
             }
-            let mut v: Vec<usize> = (0..).map(|i| i * stride).take_while(|&p| p + tile < n).collect();
+            let mut v: Vec<usize> = (0..)
+                .map(|i| i * stride)
+                .take_while(|&p| p + tile < n)
+                .collect();
             v.push(n - tile);
             v
         };
