@@ -253,19 +253,21 @@ mod gpu {
                 )
                 .unwrap());
         }
-        for path in [AttentionPath::Fused, AttentionPath::Math] {
-            for causal in [false, true] {
-                both!(&format!("attention {path:?} causal={causal}"), 0.08, |b| b
-                    .attention(
-                        &b.upload(&q).unwrap(),
-                        &b.upload(&kv).unwrap(),
-                        &b.upload(&kv).unwrap(),
-                        causal,
-                        path
-                    )
-                    .unwrap());
+        // The tensor-core kernel (head_dim 64 and 128 on sm_80+), the CUDA-core kernel and the
+        // math path, with GQA, a ragged last tile and causal masks.
+        let q128 = random(&[1, 150, 4, 128], 16);
+        let kv128 = random(&[1, 150, 4, 128], 17);
+        for simple in [false, true] {
+            g.set_simple_fused_attention(simple);
+            for (path, (qq, kk)) in [(AttentionPath::Fused, (&q, &kv)), (AttentionPath::Math, (&q, &kv)), (AttentionPath::Fused, (&q128, &kv128))] {
+                for causal in [false, true] {
+                    both!(&format!("attention {path:?} d={} simple={simple} causal={causal}", qq.shape[3]), 0.08, |b| b
+                        .attention(&b.upload(qq).unwrap(), &b.upload(kk).unwrap(), &b.upload(kk).unwrap(), causal, path)
+                        .unwrap());
+                }
             }
         }
+        g.set_simple_fused_attention(false);
         let (d_gpu, base_gpu) = g
             .l1_change(
                 &g.upload(&x).unwrap(),

@@ -14,7 +14,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::CompileOptions;
 use half::bf16;
 
-use super::kernels::{FLASH_BQ, FLASH_MAX_D, KERNELS, ROW_THREADS, SOURCE};
+use super::kernels::{FLASH_BQ, FLASH_MAX_D, KERNELS, ROW_THREADS, SOURCE, TC_BQ, TC_THREADS};
 use super::layout::{self, GemmCall};
 use crate::backend::{
     AttentionPath, Backend, BackendKind, CONV_CHUNK_PIXELS, GemmMode, HostTensor, MemoryStats,
@@ -133,6 +133,8 @@ pub struct CudaBackend {
     funcs: HashMap<&'static str, CudaFunction>,
     counter: Arc<Counter>,
     context_bytes: u64,
+    compute_capability: (i32, i32),
+    simple_attention: std::cell::Cell<bool>,
 }
 
 fn driver_err(op: &str, bytes: usize) -> impl Fn(DriverError) -> ExecError + '_ {
@@ -249,6 +251,8 @@ impl CudaBackend {
             funcs,
             counter: Arc::new(Counter::default()),
             context_bytes: (total - free) as u64,
+            compute_capability: cc,
+            simple_attention: std::cell::Cell::new(false),
         })
     }
 
@@ -260,6 +264,12 @@ impl CudaBackend {
             .mem_get_info()
             .map_err(driver_err("cuMemGetInfo", 0))?;
         Ok((name, free, total))
+    }
+
+    /// Makes the fused path use the CUDA-core kernel instead of the tensor-core one (for
+    /// comparing the two; the tensor-core kernel is the default on sm_80+ at head_dim 64 and 128).
+    pub fn set_simple_fused_attention(&self, on: bool) {
+        self.simple_attention.set(on);
     }
 
     fn f(&self, name: &str) -> &CudaFunction {
@@ -1057,13 +1067,33 @@ impl Backend for CudaBackend {
             });
         }
         let mut out = self.alloc(q.numel(), "attention")?;
-        let cfg = LaunchConfig {
-            grid_dim: (sq.div_ceil(FLASH_BQ as usize) as u32, h as u32, b as u32),
-            block_dim: (FLASH_BQ, 1, 1),
-            shared_mem_bytes: 0,
-        };
         let (sq32, sk32, h32, hkv32, d32) = (sq as i32, sk as i32, h as i32, hkv as i32, d as i32);
-        let (scale, c) = (1.0 / (d as f32).sqrt(), causal as i32);
+        let c = causal as i32;
+        let tensor_cores = self.compute_capability >= (8, 0) && (d == 64 || d == 128) && !self.simple_attention.get();
+        if tensor_cores {
+            let cfg = LaunchConfig { grid_dim: (sq.div_ceil(TC_BQ as usize) as u32, h as u32, b as u32), block_dim: (TC_THREADS, 1, 1), shared_mem_bytes: 0 };
+            let scale_log2 = std::f32::consts::LOG2_E / (d as f32).sqrt();
+            let name = if d == 64 { "flash_tc64_k" } else { "flash_tc128_k" };
+            unsafe {
+                self.stream
+                    .launch_builder(self.f(name))
+                    .arg(q.bf16("attention")?)
+                    .arg(k.bf16("attention")?)
+                    .arg(v.bf16("attention")?)
+                    .arg(&mut out)
+                    .arg(&sq32)
+                    .arg(&sk32)
+                    .arg(&h32)
+                    .arg(&hkv32)
+                    .arg(&scale_log2)
+                    .arg(&c)
+                    .launch(cfg)
+            }
+            .map_err(self.launch_err(name))?;
+            return Ok(self.wrap(out, &q.shape));
+        }
+        let cfg = LaunchConfig { grid_dim: (sq.div_ceil(FLASH_BQ as usize) as u32, h as u32, b as u32), block_dim: (FLASH_BQ, 1, 1), shared_mem_bytes: 0 };
+        let scale = 1.0 / (d as f32).sqrt();
         unsafe {
             self.stream
                 .launch_builder(self.f("flash_attn_k"))

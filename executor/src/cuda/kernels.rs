@@ -28,7 +28,14 @@ pub const KERNELS: &[&str] = &[
     "flash_attn_k",
     "amax_k",
     "quant_fp8_k",
+    "flash_tc64_k",
+    "flash_tc128_k",
 ];
+
+/// Query rows per block of the tensor-core kernels (4 warps × 16 rows).
+pub const TC_BQ: u32 = 64;
+/// Threads per block of the tensor-core kernels.
+pub const TC_THREADS: u32 = 128;
 
 /// Query rows per block of `flash_attn_k` (one thread per row).
 pub const FLASH_BQ: u32 = 64;
@@ -334,5 +341,141 @@ extern "C" __global__ void flash_attn_k(const bf16* q, const bf16* k, const bf16
         float inv = l > 0.0f ? 1.0f / l : 0.0f;
         for (int c = 0; c < d; c++) o[(((u64)b * sq + qi) * h + hh) * d + c] = st(acc[c] * inv);
     }
+}
+
+// Tensor-core fused attention (FlashAttention-2 forward structure) for head_dim D in {64, 128}:
+// 4 warps per block, 16 query rows per warp, key/value tiles of 64 staged in shared memory (V
+// transposed), S = Q·Kᵀ and O += P·V on mma.sync m16n8k16 BF16 with f32 accumulators, online
+// softmax in base 2. Needs sm_80+; compiled to an empty body below that (never launched there).
+#define TC_BQ 64
+#define TC_BK 64
+__device__ __forceinline__ unsigned int pack2(float lo, float hi) {
+    return (unsigned int)st(lo) | ((unsigned int)st(hi) << 16);
+}
+__device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsigned int b0, unsigned int b1) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+template <int D>
+__device__ void flash_tc(const bf16* q, const bf16* k, const bf16* v, bf16* o,
+                         int sq, int sk, int h, int hkv, float scale_log2, int causal) {
+#if __CUDA_ARCH__ >= 800
+    __shared__ __align__(16) bf16 ks[TC_BK][D + 8];
+    __shared__ __align__(16) bf16 vt[D][TC_BK + 8];
+    const int b = blockIdx.z, hh = blockIdx.y, hk = hh / (h / hkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int r0 = blockIdx.x * TC_BQ + warp * 16 + g, r1 = r0 + 8;
+    const int shift = sk - sq;
+    unsigned int qa[D / 16][4];
+#pragma unroll
+    for (int kq = 0; kq < D / 16; kq++) {
+        const int c0 = kq * 16 + t * 2, c1 = c0 + 8;
+        qa[kq][0] = r0 < sq ? *(const unsigned int*)(q + (((u64)b * sq + r0) * h + hh) * D + c0) : 0u;
+        qa[kq][1] = r1 < sq ? *(const unsigned int*)(q + (((u64)b * sq + r1) * h + hh) * D + c0) : 0u;
+        qa[kq][2] = r0 < sq ? *(const unsigned int*)(q + (((u64)b * sq + r0) * h + hh) * D + c1) : 0u;
+        qa[kq][3] = r1 < sq ? *(const unsigned int*)(q + (((u64)b * sq + r1) * h + hh) * D + c1) : 0u;
+    }
+    float acc[D / 8][4];
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) { acc[i][0] = 0.0f; acc[i][1] = 0.0f; acc[i][2] = 0.0f; acc[i][3] = 0.0f; }
+    float m0 = -INF, m1 = -INF, l0 = 0.0f, l1 = 0.0f;
+    const int kend = causal ? min(sk, (int)(blockIdx.x * TC_BQ + TC_BQ) + shift) : sk;
+    for (int k0 = 0; k0 < kend; k0 += TC_BK) {
+        __syncthreads();
+        for (int i = threadIdx.x; i < TC_BK * D / 2; i += blockDim.x) {
+            const int j = i / (D / 2), c = (i % (D / 2)) * 2;
+            unsigned int kk = 0u, vv = 0u;
+            if (k0 + j < sk) {
+                const u64 src = (((u64)b * sk + k0 + j) * hkv + hk) * D + c;
+                kk = *(const unsigned int*)(k + src);
+                vv = *(const unsigned int*)(v + src);
+            }
+            *(unsigned int*)&ks[j][c] = kk;
+            vt[c][j] = (bf16)(vv & 0xffffu);
+            vt[c + 1][j] = (bf16)(vv >> 16);
+        }
+        __syncthreads();
+        float s[TC_BK / 8][4];
+#pragma unroll
+        for (int nb = 0; nb < TC_BK / 8; nb++) {
+            s[nb][0] = 0.0f; s[nb][1] = 0.0f; s[nb][2] = 0.0f; s[nb][3] = 0.0f;
+#pragma unroll
+            for (int kq = 0; kq < D / 16; kq++) {
+                const unsigned int b0 = *(const unsigned int*)&ks[nb * 8 + g][kq * 16 + t * 2];
+                const unsigned int b1 = *(const unsigned int*)&ks[nb * 8 + g][kq * 16 + 8 + t * 2];
+                mma16816(s[nb], qa[kq], b0, b1);
+            }
+        }
+        float mx0 = -INF, mx1 = -INF;
+#pragma unroll
+        for (int nb = 0; nb < TC_BK / 8; nb++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = k0 + nb * 8 + t * 2 + (e & 1);
+                const int row = e < 2 ? r0 : r1;
+                float x = s[nb][e] * scale_log2;
+                if (key >= sk || (causal && key > row + shift)) x = -INF;
+                s[nb][e] = x;
+            }
+            mx0 = fmaxf(mx0, fmaxf(s[nb][0], s[nb][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[nb][2], s[nb][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+        // Rows with no visible key yet keep a zero base so no inf - inf appears.
+        const float base0 = mn0 == -INF ? 0.0f : mn0, base1 = mn1 == -INF ? 0.0f : mn1;
+        const float c0 = exp2f(m0 - base0), c1 = exp2f(m1 - base1);
+        l0 *= c0;
+        l1 *= c1;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) { acc[i][0] *= c0; acc[i][1] *= c0; acc[i][2] *= c1; acc[i][3] *= c1; }
+        unsigned int pa[TC_BK / 16][4];
+#pragma unroll
+        for (int nb = 0; nb < TC_BK / 8; nb++) {
+            const float p0 = exp2f(s[nb][0] - base0), p1 = exp2f(s[nb][1] - base0);
+            const float p2 = exp2f(s[nb][2] - base1), p3 = exp2f(s[nb][3] - base1);
+            l0 += p0 + p1;
+            l1 += p2 + p3;
+            // Two accumulator blocks of 8 keys are one A fragment of 16 keys.
+            pa[nb / 2][(nb % 2) * 2 + 0] = pack2(p0, p1);
+            pa[nb / 2][(nb % 2) * 2 + 1] = pack2(p2, p3);
+        }
+        m0 = mn0;
+        m1 = mn1;
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+#pragma unroll
+            for (int kp = 0; kp < TC_BK / 16; kp++) {
+                const unsigned int b0 = *(const unsigned int*)&vt[nd * 8 + g][kp * 16 + t * 2];
+                const unsigned int b1 = *(const unsigned int*)&vt[nd * 8 + g][kp * 16 + 8 + t * 2];
+                mma16816(acc[nd], pa[kp], b0, b1);
+            }
+        }
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, inv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) {
+        const int c = nd * 8 + t * 2;
+        if (r0 < sq) *(unsigned int*)(o + (((u64)b * sq + r0) * h + hh) * D + c) = pack2(acc[nd][0] * inv0, acc[nd][1] * inv0);
+        if (r1 < sq) *(unsigned int*)(o + (((u64)b * sq + r1) * h + hh) * D + c) = pack2(acc[nd][2] * inv1, acc[nd][3] * inv1);
+    }
+#endif
+}
+extern "C" __global__ void flash_tc64_k(const bf16* q, const bf16* k, const bf16* v, bf16* o, int sq, int sk, int h, int hkv, float scale_log2, int causal) {
+    flash_tc<64>(q, k, v, o, sq, sk, h, hkv, scale_log2, causal);
+}
+extern "C" __global__ void flash_tc128_k(const bf16* q, const bf16* k, const bf16* v, bf16* o, int sq, int sk, int h, int hkv, float scale_log2, int causal) {
+    flash_tc<128>(q, k, v, o, sq, sk, h, hkv, scale_log2, causal);
 }
 "#;
