@@ -231,6 +231,9 @@ pub trait Backend {
     fn mark(&self) -> Result<Self::Mark>;
     /// Milliseconds between two marks (synchronizes on the later one).
     fn elapsed_ms(&self, start: &Self::Mark, end: &Self::Mark) -> Result<f64>;
+    /// Median milliseconds of `reps` raw host-to-device copies of `bytes` bytes from page-locked
+    /// host memory (no dtype conversion), after one warm-up copy: the host link's bandwidth.
+    fn host_to_device_ms(&self, bytes: usize, reps: usize) -> Result<f64>;
 }
 
 /// Output pixels per im2col workspace of a convolution (bounds its transient memory).

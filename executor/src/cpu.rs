@@ -663,6 +663,24 @@ impl Backend for CpuBackend {
         Ok(Instant::now())
     }
 
+    fn host_to_device_ms(&self, bytes: usize, reps: usize) -> Result<f64> {
+        // The CPU's "device" is host memory: this measures memcpy bandwidth.
+        let src = vec![1u8; bytes];
+        let mut dst = vec![0u8; bytes];
+        let _guard = Alloc::new(bytes as u64, &self.counter);
+        let mut times = Vec::with_capacity(reps);
+        for i in 0..=reps {
+            let t = Instant::now();
+            dst.copy_from_slice(&src);
+            std::hint::black_box(&mut dst);
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        Ok(times[times.len() / 2])
+    }
+
     fn elapsed_ms(&self, start: &Instant, end: &Instant) -> Result<f64> {
         Ok(end.duration_since(*start).as_secs_f64() * 1e3)
     }

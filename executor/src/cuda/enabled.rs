@@ -1383,6 +1383,25 @@ impl Backend for CudaBackend {
             .map_err(driver_err("recording an event", 0))
     }
 
+    fn host_to_device_ms(&self, bytes: usize, reps: usize) -> Result<f64> {
+        // SAFETY: the pinned buffer is only read by the copies; its contents do not matter.
+        let host = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(bytes, 0) }.map_err(driver_err("pinned host allocation", bytes))?;
+        // SAFETY: the device buffer is only written.
+        let mut dev = unsafe { self.stream.alloc::<u8>(bytes) }.map_err(driver_err("copy benchmark", bytes))?;
+        let _guard = Alloc::new(bytes as u64, &self.counter);
+        let mut times = Vec::with_capacity(reps);
+        for i in 0..=reps {
+            let start = self.mark()?;
+            self.stream.memcpy_htod(&host, &mut dev).map_err(driver_err("host-to-device copy", bytes))?;
+            let end = self.mark()?;
+            if i > 0 {
+                times.push(self.elapsed_ms(&start, &end)?);
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        Ok(times[times.len() / 2])
+    }
+
     fn elapsed_ms(&self, start: &CudaEvent, end: &CudaEvent) -> Result<f64> {
         end.synchronize()
             .map_err(driver_err("waiting for an event", 0))?;
