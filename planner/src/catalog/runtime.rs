@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Achieved fractions of a GPU's dense tensor throughput per attention backend.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttentionEfficiency {
     /// cuDNN fused attention.
@@ -19,7 +19,7 @@ pub struct AttentionEfficiency {
 }
 
 /// A runtime profile (see `catalog/runtimes.yaml` for values and how they were fitted).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeProfile {
     /// Catalog id.
@@ -76,6 +76,15 @@ pub struct RuntimeProfile {
 }
 
 impl RuntimeProfile {
+    /// Parses one profile from YAML (the format `klein-plan calibrate` writes).
+    pub fn from_yaml(text: &str) -> Result<RuntimeProfile, String> {
+        let p: RuntimeProfile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        if !p.gemm_efficiency.contains_key("bf16") {
+            return Err("gemm_efficiency needs a bf16 entry".into());
+        }
+        Ok(p)
+    }
+
     /// GEMM efficiency for a precision name (`bf16`, `fp8`, `int4`, `nvfp4`).
     pub fn gemm_eff(&self, precision: &str) -> f64 {
         self.gemm_efficiency

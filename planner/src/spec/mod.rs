@@ -11,7 +11,7 @@ use crate::deployment::{
     Attention, Cache, Deployment, Offload, Parallel, Precision, Resolution, TextEncoderPlacement,
 };
 
-pub use validate::parse;
+pub use validate::{ProfileLoader, is_profile_path, parse, parse_with};
 
 /// Where in the YAML a problem sits (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

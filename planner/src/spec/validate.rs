@@ -4,11 +4,28 @@ use serde_saphyr::Spanned;
 
 use super::raw::*;
 use super::{Allow, FleetEntry, Goal, Location, Objective, Pins, Problem, Share, Spec, SpecError};
-use crate::catalog::{Catalog, Guidance, Model};
+use crate::catalog::{Catalog, Guidance, Model, RuntimeProfile};
 use crate::deployment::*;
 
-/// Parses and validates a spec.
+/// Loads a runtime profile named by a path in `runtime:` (the caller owns file access).
+pub type ProfileLoader<'a> = &'a dyn Fn(&str) -> Result<&'static RuntimeProfile, String>;
+
+/// Whether a `runtime:` value names a profile file rather than a catalog id.
+pub fn is_profile_path(s: &str) -> bool {
+    s.ends_with(".yaml") || s.ends_with(".yml") || s.contains('/')
+}
+
+/// Parses and validates a spec whose `runtime:` is a catalog id.
 pub fn parse(text: &str) -> Result<Spec, SpecError> {
+    parse_with(text, &|path| {
+        Err(format!(
+            "runtime profile files ({path}) are read by the command-line tool"
+        ))
+    })
+}
+
+/// Parses and validates a spec; `runtime:` may name a profile file, read through `load`.
+pub fn parse_with(text: &str, load: ProfileLoader) -> Result<Spec, SpecError> {
     let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| {
         let location = e.location().map(|l| Location {
             line: l.line(),
@@ -32,6 +49,7 @@ pub fn parse(text: &str) -> Result<Spec, SpecError> {
     })?;
     let mut v = Validator {
         problems: Vec::new(),
+        load,
     };
     let spec = v.spec(raw);
     match spec {
@@ -46,8 +64,9 @@ pub fn parse(text: &str) -> Result<Spec, SpecError> {
     }
 }
 
-struct Validator {
+struct Validator<'a> {
     problems: Vec<Problem>,
+    load: ProfileLoader<'a>,
 }
 
 fn loc<T>(s: &Spanned<T>) -> Option<Location> {
@@ -75,7 +94,7 @@ pub fn parse_resolution(s: &str) -> Option<Resolution> {
     })
 }
 
-impl Validator {
+impl Validator<'_> {
     fn problem(
         &mut self,
         field: &str,
@@ -156,7 +175,7 @@ impl Validator {
                     field,
                     loc(s),
                     format!("'{}' is not a usable image size", s.value),
-                    "use multiples of 16 pixels between 256 and 8192, e.g. 1024x1024",
+                    "use multiples of 16 pixels between 64 and 8192, e.g. 1024x1024",
                 );
                 None
             }
@@ -465,6 +484,18 @@ impl Validator {
         };
         let runtime = match &raw.runtime {
             None => c.runtime("diffusers"),
+            Some(r) if is_profile_path(&r.value) => match (self.load)(&r.value) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.problem(
+                        "runtime",
+                        loc(r),
+                        e,
+                        "write the profile with `klein-plan calibrate -o PATH`",
+                    );
+                    None
+                }
+            },
             Some(r) => {
                 let found = c.runtime(&r.value);
                 if found.is_none() {
@@ -472,7 +503,7 @@ impl Validator {
                         "runtime",
                         loc(r),
                         format!("unknown runtime '{}'", r.value),
-                        "expected one of diffusers, klein",
+                        "expected one of diffusers, klein, or a profile file such as ./profile.yaml",
                     );
                 }
                 found
@@ -650,7 +681,7 @@ impl Validator {
                     price_per_hour: g.price_per_hour,
                 }),
                 None => {
-                    for g in &c.gpus {
+                    for g in c.gpus.iter().filter(|g| g.arch != "cpu") {
                         fleet.push(FleetEntry {
                             gpu: g,
                             available: 64,
