@@ -117,6 +117,9 @@ pub trait Backend {
     type Tensor: Clone;
     /// A point in the device's timeline (an `Instant` on CPU, a CUDA event on GPU).
     type Mark;
+    /// A weight held in host memory already in its device storage format (page-locked on CUDA),
+    /// so that offloaded components upload with a plain copy.
+    type Staged;
 
     /// Which backend this is.
     fn kind(&self) -> BackendKind;
@@ -126,6 +129,10 @@ pub trait Backend {
     fn upload(&self, t: &HostTensor) -> Result<Self::Tensor>;
     /// Copies a weight to the device in the given storage type.
     fn upload_weight(&self, t: &HostTensor, store: StoreDtype) -> Result<Self::Tensor>;
+    /// Converts a weight to its storage format in host memory, ready for `upload_staged`.
+    fn stage(&self, t: &HostTensor, store: StoreDtype) -> Result<Self::Staged>;
+    /// Copies a staged weight to the device.
+    fn upload_staged(&self, s: &Self::Staged) -> Result<Self::Tensor>;
     /// Copies a tensor back to the host as f32 (FP8 weights are dequantized).
     fn download(&self, t: &Self::Tensor) -> Result<HostTensor>;
     /// The tensor's shape.

@@ -69,6 +69,13 @@ pub struct CpuTensor {
     _alloc: Arc<Alloc>,
 }
 
+/// A CPU weight in its storage format (values already rounded or FP8-dequantized).
+#[derive(Debug, Clone)]
+pub struct CpuStaged {
+    t: Tensor,
+    store: StoreDtype,
+}
+
 /// The candle CPU backend.
 #[derive(Debug)]
 pub struct CpuBackend {
@@ -274,6 +281,7 @@ fn heads_first(t: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
     type Mark = Instant;
+    type Staged = CpuStaged;
 
     fn kind(&self) -> BackendKind {
         BackendKind::Cpu
@@ -291,6 +299,11 @@ impl Backend for CpuBackend {
     }
 
     fn upload_weight(&self, t: &HostTensor, store: StoreDtype) -> Result<CpuTensor> {
+        let staged = self.stage(t, store)?;
+        self.upload_staged(&staged)
+    }
+
+    fn stage(&self, t: &HostTensor, store: StoreDtype) -> Result<CpuStaged> {
         // FP8 weights are kept dequantized in f32 (exactly the values a GPU dequantize yields) but
         // accounted at one byte per value; `linear` accounts the BF16 copy a GEMM would need.
         let data: Vec<f32> = match store {
@@ -303,9 +316,14 @@ impl Backend for CpuBackend {
                     .collect()
             }
         };
-        let tt = Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu)
-            .map_err(cpu_err("upload_weight"))?;
-        Ok(self.wrap_as(tt, store))
+        let tt =
+            Tensor::from_vec(data, t.shape.as_slice(), &Device::Cpu).map_err(cpu_err("stage"))?;
+        Ok(CpuStaged { t: tt, store })
+    }
+
+    fn upload_staged(&self, s: &CpuStaged) -> Result<CpuTensor> {
+        // candle shares the storage; the accounting counts it as a fresh device copy.
+        Ok(self.wrap_as(s.t.clone(), s.store))
     }
 
     fn download(&self, t: &CpuTensor) -> Result<HostTensor> {

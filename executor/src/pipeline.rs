@@ -6,7 +6,7 @@ use crate::config::{RunConfig, TextEncoderPlacement, WeightsDtype};
 use crate::dims::ModelDims;
 use crate::model::transformer::{self, BlockCache, Transformer};
 use crate::model::vae::{self, Decoder};
-use crate::model::{DeviceWeights, text_encoder};
+use crate::model::{DeviceWeights, StagedWeights, text_encoder};
 use crate::weights::{HostWeights, Rng, WeightSource};
 use crate::{ExecError, Result};
 
@@ -71,16 +71,53 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Where a component's weights live between stages.
+enum Placement<B: Backend> {
+    /// On the device for the whole run.
+    Resident(DeviceWeights<B>),
+    /// In (page-locked) host memory in the device format; copied to the device per stage.
+    Staged(StagedWeights<B>),
+    /// Nowhere: re-read from the weight source for each stage (text encoder `drop`).
+    Reload,
+}
+
 /// Everything that stays alive across the runs of one `execute` call.
 struct Setup<B: Backend> {
-    te_host: Option<HostWeights>,
-    tr_host: HostWeights,
+    te: Placement<B>,
+    tr: Placement<B>,
+    vae: Placement<B>,
+    /// The VAE's host weights: its batch-norm statistics unpack the latents on the host.
     vae_host: HostWeights,
-    te_dev: Option<DeviceWeights<B>>,
-    tr_dev: Option<DeviceWeights<B>>,
-    vae_dev: Option<DeviceWeights<B>>,
     ids: Vec<u32>,
     noise: HostTensor,
+}
+
+/// The weights of one stage: borrowed when resident, uploaded for the stage otherwise.
+enum StageWeights<'a, B: Backend> {
+    Borrowed(&'a DeviceWeights<B>),
+    Owned(DeviceWeights<B>),
+}
+
+impl<B: Backend> StageWeights<'_, B> {
+    fn get(&self) -> &DeviceWeights<B> {
+        match self {
+            StageWeights::Borrowed(w) => w,
+            StageWeights::Owned(w) => w,
+        }
+    }
+}
+
+/// Makes a component's weights available on the device for its stage.
+fn stage_weights<'a, B: Backend>(
+    b: &B,
+    p: &'a Placement<B>,
+    reload: impl FnOnce() -> Result<DeviceWeights<B>>,
+) -> Result<StageWeights<'a, B>> {
+    Ok(match p {
+        Placement::Resident(w) => StageWeights::Borrowed(w),
+        Placement::Staged(s) => StageWeights::Owned(s.upload(b)?),
+        Placement::Reload => StageWeights::Owned(reload()?),
+    })
 }
 
 /// Per-run stage results: (activation peak, ms) for each stage, plus outputs.
@@ -111,55 +148,71 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
     };
     let te_specs = text_encoder::weight_specs(dims);
     let mut weights = Vec::new();
+    // Uploads a component once to learn its device bytes, then places it as the run asks. Host
+    // copies in f32 are dropped as soon as the component is resident or staged.
+    let place = |name: &str,
+                 host: HostWeights,
+                 store: &dyn Fn(&str, &[usize]) -> StoreDtype,
+                 placement: Placement<B>|
+     -> Result<(Placement<B>, ComponentWeights)> {
+        let before = b.memory().allocated_bytes;
+        let (w, staged) = match placement {
+            Placement::Staged(_) => {
+                let staged = StagedWeights::stage(b, &host, store)?;
+                drop(host);
+                (staged.upload(b)?, Some(staged))
+            }
+            _ => (DeviceWeights::upload(b, &host, store)?, None),
+        };
+        let bytes = b.memory().allocated_bytes - before;
+        let cw = ComponentWeights {
+            name: name.to_string(),
+            bytes,
+        };
+        Ok(match (placement, staged) {
+            (Placement::Resident(_), _) => (Placement::Resident(w), cw),
+            (Placement::Staged(_), Some(staged)) => (Placement::Staged(staged), cw),
+            _ => (Placement::Reload, cw),
+        })
+    };
+    let bf16 = |_: &str, _: &[usize]| StoreDtype::Bf16;
+    let want = |offloaded: bool| -> Placement<B> {
+        if offloaded {
+            Placement::Staged(StagedWeights::empty())
+        } else {
+            Placement::Resident(DeviceWeights::empty())
+        }
+    };
+    let te_placement = match (cfg.text_encoder, cfg.model_offload) {
+        (TextEncoderPlacement::Drop, _) => Placement::Reload,
+        (TextEncoderPlacement::Offload, _) | (_, true) => want(true),
+        (TextEncoderPlacement::Resident, false) => want(false),
+    };
+    let te_host = text_encoder::prepare(dims, source.load("text_encoder", &te_specs)?);
+    let (te, cw) = place("text_encoder", te_host, &bf16, te_placement)
+        .map_err(|e| e.in_stage("text_encoder"))?;
+    weights.push(cw);
+    let tr_host = source.load("transformer", &transformer::weight_specs(dims))?;
+    let (tr, cw) = place(
+        "transformer",
+        tr_host,
+        &tr_store(cfg),
+        want(cfg.model_offload),
+    )
+    .map_err(|e| e.in_stage("denoise"))?;
+    weights.push(cw);
+    let vae_host = source.load("vae", &vae::weight_specs(dims))?;
+    let (vae, cw) = place("vae", vae_host.clone(), &bf16, want(cfg.model_offload))
+        .map_err(|e| e.in_stage("vae_decode"))?;
+    weights.push(cw);
     let mut setup = Setup::<B> {
-        te_host: Some(source.load("text_encoder", &te_specs)?),
-        tr_host: source.load("transformer", &transformer::weight_specs(dims))?,
-        vae_host: source.load("vae", &vae::weight_specs(dims))?,
-        te_dev: None,
-        tr_dev: None,
-        vae_dev: None,
+        te,
+        tr,
+        vae,
+        vae_host,
         ids: Vec::new(),
         noise: HostTensor::new(&[0], vec![]),
     };
-    // Upload each component once to learn its device bytes; keep it if it stays resident.
-    let measure_upload = |name: &str,
-                          f: &dyn Fn() -> Result<DeviceWeights<B>>|
-     -> Result<(DeviceWeights<B>, ComponentWeights)> {
-        let before = b.memory().allocated_bytes;
-        let w = f()?;
-        let bytes = b.memory().allocated_bytes - before;
-        Ok((
-            w,
-            ComponentWeights {
-                name: name.to_string(),
-                bytes,
-            },
-        ))
-    };
-    let te_host = setup.te_host.as_ref().expect("loaded above");
-    let (w, cw) = measure_upload("text_encoder", &|| text_encoder::upload(b, dims, te_host))
-        .map_err(|e| e.in_stage("text_encoder"))?;
-    weights.push(cw);
-    if cfg.text_encoder == TextEncoderPlacement::Resident && !cfg.model_offload {
-        setup.te_dev = Some(w);
-    } else {
-        drop(w);
-    }
-    if cfg.text_encoder == TextEncoderPlacement::Drop {
-        setup.te_host = None;
-    }
-    let (w, cw) = measure_upload("transformer", &|| {
-        DeviceWeights::upload(b, &setup.tr_host, tr_store(cfg))
-    })
-    .map_err(|e| e.in_stage("denoise"))?;
-    weights.push(cw);
-    setup.tr_dev = (!cfg.model_offload).then_some(w);
-    let (w, cw) = measure_upload("vae", &|| {
-        DeviceWeights::upload(b, &setup.vae_host, |_, _| StoreDtype::Bf16)
-    })
-    .map_err(|e| e.in_stage("vae_decode"))?;
-    weights.push(cw);
-    setup.vae_dev = (!cfg.model_offload).then_some(w);
 
     // The prompt: klein has no tokenizer here, so token ids are drawn from the seed.
     let mut rng = Rng::new(cfg.seed ^ 0x05ee_d1d5);
@@ -246,17 +299,11 @@ fn run_once<B: Backend>(
 
     // Text encoder.
     let (ctx, te_peak, te_ms) = stage(b, "text_encoder", |baseline| {
-        let loaded;
-        let w = match &s.te_dev {
-            Some(w) => w,
-            None => {
-                loaded = match &s.te_host {
-                    Some(h) => text_encoder::upload(b, dims, h)?,
-                    None => text_encoder::upload(b, dims, &source.load("text_encoder", te_specs)?)?,
-                };
-                &loaded
-            }
-        };
+        let w = stage_weights(b, &s.te, || {
+            let host = text_encoder::prepare(dims, source.load("text_encoder", te_specs)?);
+            DeviceWeights::upload(b, &host, |_, _| StoreDtype::Bf16)
+        })?;
+        let w = w.get();
         let base = baseline();
         let ctx = text_encoder::encode(b, w, dims, &s.ids, prompts, cfg.attention)?;
         b.synchronize()?;
@@ -272,14 +319,10 @@ fn run_once<B: Backend>(
         GemmMode::Bf16
     };
     let ((latents, blocks), dn_peak, dn_ms) = stage(b, "denoise", |baseline| {
-        let loaded;
-        let w = match &s.tr_dev {
-            Some(w) => w,
-            None => {
-                loaded = DeviceWeights::upload(b, &s.tr_host, tr_store(cfg))?;
-                &loaded
-            }
-        };
+        let w = stage_weights(b, &s.tr, || {
+            unreachable!("the transformer is never dropped")
+        })?;
+        let w = w.get();
         let base = baseline();
         let tr = Transformer {
             b,
@@ -338,14 +381,8 @@ fn run_once<B: Backend>(
 
     // VAE decode.
     let (image, vae_peak, vae_ms) = stage(b, "vae_decode", |baseline| {
-        let loaded;
-        let w = match &s.vae_dev {
-            Some(w) => w,
-            None => {
-                loaded = DeviceWeights::upload(b, &s.vae_host, |_, _| StoreDtype::Bf16)?;
-                &loaded
-            }
-        };
+        let w = stage_weights(b, &s.vae, || unreachable!("the vae is never dropped"))?;
+        let w = w.get();
         let base = baseline();
         let dec = Decoder {
             b,

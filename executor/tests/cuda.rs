@@ -259,11 +259,28 @@ mod gpu {
         let kv128 = random(&[1, 150, 4, 128], 17);
         for simple in [false, true] {
             g.set_simple_fused_attention(simple);
-            for (path, (qq, kk)) in [(AttentionPath::Fused, (&q, &kv)), (AttentionPath::Math, (&q, &kv)), (AttentionPath::Fused, (&q128, &kv128))] {
+            for (path, (qq, kk)) in [
+                (AttentionPath::Fused, (&q, &kv)),
+                (AttentionPath::Math, (&q, &kv)),
+                (AttentionPath::Fused, (&q128, &kv128)),
+            ] {
                 for causal in [false, true] {
-                    both!(&format!("attention {path:?} d={} simple={simple} causal={causal}", qq.shape[3]), 0.08, |b| b
-                        .attention(&b.upload(qq).unwrap(), &b.upload(kk).unwrap(), &b.upload(kk).unwrap(), causal, path)
-                        .unwrap());
+                    both!(
+                        &format!(
+                            "attention {path:?} d={} simple={simple} causal={causal}",
+                            qq.shape[3]
+                        ),
+                        0.08,
+                        |b| b
+                            .attention(
+                                &b.upload(qq).unwrap(),
+                                &b.upload(kk).unwrap(),
+                                &b.upload(kk).unwrap(),
+                                causal,
+                                path
+                            )
+                            .unwrap()
+                    );
                 }
             }
         }

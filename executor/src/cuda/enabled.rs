@@ -9,7 +9,7 @@ use cudarc::cublaslt::{self as lt, CudaBlasLT, Matmul, MatmulConfig};
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
     CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
-    DriverError, LaunchConfig, PushKernelArg,
+    DriverError, LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use cudarc::nvrtc::CompileOptions;
 use half::bf16;
@@ -93,6 +93,21 @@ impl Drop for LtRaw {
         // SAFETY: the handle was created by `create_handle` and is destroyed once.
         let _ = unsafe { lt::result::destroy_handle(self.handle) };
     }
+}
+
+/// Host storage of a staged weight: page-locked, already in the device format.
+enum StagedData {
+    Bf16(PinnedHostSlice<bf16>),
+    Fp8 {
+        bytes: PinnedHostSlice<u8>,
+        scale: f32,
+    },
+}
+
+/// A weight staged in page-locked host memory for model offload.
+pub struct CudaStaged {
+    data: StagedData,
+    shape: Vec<usize>,
 }
 
 /// A device buffer and the accounting guard that frees its bytes from the counter.
@@ -279,6 +294,25 @@ impl CudaBackend {
     fn alloc(&self, n: usize, op: &str) -> Result<CudaSlice<bf16>> {
         // SAFETY: every caller writes all n elements before reading them.
         unsafe { self.stream.alloc::<bf16>(n.max(1)) }.map_err(driver_err(op, n * 2))
+    }
+
+    fn wrap_fp8(&self, bytes: CudaSlice<u8>, scale: f32, shape: &[usize]) -> Result<CudaTensor> {
+        let scale_dev = self
+            .stream
+            .clone_htod(&[scale])
+            .map_err(driver_err("host-to-device copy", 4))?;
+        let alloc = Alloc::new(shape.iter().product::<usize>() as u64, &self.counter);
+        Ok(CudaTensor {
+            buf: Arc::new(Buf {
+                data: Data::Fp8 {
+                    bytes,
+                    scale,
+                    scale_dev,
+                },
+                _alloc: alloc,
+            }),
+            shape: shape.to_vec(),
+        })
     }
 
     fn wrap(&self, s: CudaSlice<bf16>, shape: &[usize]) -> CudaTensor {
@@ -618,6 +652,7 @@ impl CudaBackend {
 impl Backend for CudaBackend {
     type Tensor = CudaTensor;
     type Mark = CudaEvent;
+    type Staged = CudaStaged;
 
     fn kind(&self) -> BackendKind {
         BackendKind::Cuda
@@ -645,22 +680,61 @@ impl Backend for CudaBackend {
                     .stream
                     .clone_htod(&bytes)
                     .map_err(driver_err("host-to-device copy", bytes.len()))?;
-                let scale_dev = self
-                    .stream
-                    .clone_htod(&[scale])
-                    .map_err(driver_err("host-to-device copy", 4))?;
-                let alloc = Alloc::new(bytes.len() as u64, &self.counter);
-                Ok(CudaTensor {
-                    buf: Arc::new(Buf {
-                        data: Data::Fp8 {
-                            bytes: s,
-                            scale,
-                            scale_dev,
-                        },
-                        _alloc: alloc,
-                    }),
-                    shape: t.shape.clone(),
-                })
+                Ok(self.wrap_fp8(s, scale, &t.shape)?)
+            }
+        }
+    }
+
+    fn stage(&self, t: &HostTensor, store: StoreDtype) -> Result<CudaStaged> {
+        let n = t.data.len();
+        let data = match store {
+            StoreDtype::Bf16 => {
+                // SAFETY: every element is written below before any copy reads it.
+                let mut p = unsafe { self.ctx.alloc_pinned_with_flags::<bf16>(n.max(1), 0) }
+                    .map_err(driver_err("pinned host allocation", n * 2))?;
+                let dst = p
+                    .as_mut_slice()
+                    .map_err(driver_err("pinned host access", 0))?;
+                for (d, &v) in dst.iter_mut().zip(&t.data) {
+                    *d = bf16::from_f32(v);
+                }
+                StagedData::Bf16(p)
+            }
+            StoreDtype::Fp8E4M3 => {
+                let (bytes, scale) = quantize_e4m3(&t.data);
+                // SAFETY: as above.
+                let mut p = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(n.max(1), 0) }
+                    .map_err(driver_err("pinned host allocation", n))?;
+                p.as_mut_slice()
+                    .map_err(driver_err("pinned host access", 0))?[..n]
+                    .copy_from_slice(&bytes);
+                StagedData::Fp8 { bytes: p, scale }
+            }
+        };
+        Ok(CudaStaged {
+            data,
+            shape: t.shape.clone(),
+        })
+    }
+
+    fn upload_staged(&self, s: &CudaStaged) -> Result<CudaTensor> {
+        let n: usize = s.shape.iter().product();
+        match &s.data {
+            StagedData::Bf16(p) => {
+                let mut d = self.alloc(n, "upload")?;
+                self.stream
+                    .memcpy_htod(p, &mut d)
+                    .map_err(driver_err("host-to-device copy", n * 2))?;
+                Ok(self.wrap(d, &s.shape))
+            }
+            StagedData::Fp8 { bytes, scale } => {
+                // SAFETY: the copy below writes all n bytes.
+                let mut d = unsafe { self.stream.alloc::<u8>(n.max(1)) }
+                    .map_err(driver_err("upload", n))?;
+                self.stream
+                    .memcpy_htod(bytes, &mut d)
+                    .map_err(driver_err("host-to-device copy", n))?;
+                self.wrap_fp8(d, *scale, &s.shape)
             }
         }
     }
@@ -1069,11 +1143,21 @@ impl Backend for CudaBackend {
         let mut out = self.alloc(q.numel(), "attention")?;
         let (sq32, sk32, h32, hkv32, d32) = (sq as i32, sk as i32, h as i32, hkv as i32, d as i32);
         let c = causal as i32;
-        let tensor_cores = self.compute_capability >= (8, 0) && (d == 64 || d == 128) && !self.simple_attention.get();
+        let tensor_cores = self.compute_capability >= (8, 0)
+            && (d == 64 || d == 128)
+            && !self.simple_attention.get();
         if tensor_cores {
-            let cfg = LaunchConfig { grid_dim: (sq.div_ceil(TC_BQ as usize) as u32, h as u32, b as u32), block_dim: (TC_THREADS, 1, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid_dim: (sq.div_ceil(TC_BQ as usize) as u32, h as u32, b as u32),
+                block_dim: (TC_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
             let scale_log2 = std::f32::consts::LOG2_E / (d as f32).sqrt();
-            let name = if d == 64 { "flash_tc64_k" } else { "flash_tc128_k" };
+            let name = if d == 64 {
+                "flash_tc64_k"
+            } else {
+                "flash_tc128_k"
+            };
             unsafe {
                 self.stream
                     .launch_builder(self.f(name))
@@ -1092,7 +1176,11 @@ impl Backend for CudaBackend {
             .map_err(self.launch_err(name))?;
             return Ok(self.wrap(out, &q.shape));
         }
-        let cfg = LaunchConfig { grid_dim: (sq.div_ceil(FLASH_BQ as usize) as u32, h as u32, b as u32), block_dim: (FLASH_BQ, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (sq.div_ceil(FLASH_BQ as usize) as u32, h as u32, b as u32),
+            block_dim: (FLASH_BQ, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let scale = 1.0 / (d as f32).sqrt();
         unsafe {
             self.stream
@@ -1385,14 +1473,18 @@ impl Backend for CudaBackend {
 
     fn host_to_device_ms(&self, bytes: usize, reps: usize) -> Result<f64> {
         // SAFETY: the pinned buffer is only read by the copies; its contents do not matter.
-        let host = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(bytes, 0) }.map_err(driver_err("pinned host allocation", bytes))?;
+        let host = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(bytes, 0) }
+            .map_err(driver_err("pinned host allocation", bytes))?;
         // SAFETY: the device buffer is only written.
-        let mut dev = unsafe { self.stream.alloc::<u8>(bytes) }.map_err(driver_err("copy benchmark", bytes))?;
+        let mut dev = unsafe { self.stream.alloc::<u8>(bytes) }
+            .map_err(driver_err("copy benchmark", bytes))?;
         let _guard = Alloc::new(bytes as u64, &self.counter);
         let mut times = Vec::with_capacity(reps);
         for i in 0..=reps {
             let start = self.mark()?;
-            self.stream.memcpy_htod(&host, &mut dev).map_err(driver_err("host-to-device copy", bytes))?;
+            self.stream
+                .memcpy_htod(&host, &mut dev)
+                .map_err(driver_err("host-to-device copy", bytes))?;
             let end = self.mark()?;
             if i > 0 {
                 times.push(self.elapsed_ms(&start, &end)?);

@@ -8,7 +8,7 @@ mod enabled;
 #[cfg(feature = "cuda")]
 pub mod kernels;
 #[cfg(feature = "cuda")]
-pub use enabled::{CudaBackend, CudaTensor, compile_kernels, driver_present};
+pub use enabled::{CudaBackend, CudaStaged, CudaTensor, compile_kernels, driver_present};
 
 #[cfg(not(feature = "cuda"))]
 mod disabled;

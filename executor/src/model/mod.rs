@@ -40,6 +40,13 @@ impl<B: Backend> DeviceWeights<B> {
         Ok(DeviceWeights { map })
     }
 
+    /// No weights (a placeholder before uploading).
+    pub fn empty() -> DeviceWeights<B> {
+        DeviceWeights {
+            map: BTreeMap::new(),
+        }
+    }
+
     /// The weight called `name`.
     pub fn get(&self, name: &str) -> Result<&B::Tensor> {
         self.map.get(name).ok_or_else(|| ExecError::MissingWeight {
@@ -56,6 +63,42 @@ impl<B: Backend> DeviceWeights<B> {
     /// Removes a weight, freeing it on the device once no graph holds it.
     pub fn remove(&mut self, name: &str) -> Option<B::Tensor> {
         self.map.remove(name)
+    }
+}
+
+/// One component's weights staged in host memory in their device format (model offload).
+pub struct StagedWeights<B: Backend> {
+    map: BTreeMap<String, B::Staged>,
+}
+
+impl<B: Backend> StagedWeights<B> {
+    /// Converts every host weight to its storage format in (page-locked) host memory.
+    pub fn stage(
+        b: &B,
+        host: &HostWeights,
+        store: impl Fn(&str, &[usize]) -> StoreDtype,
+    ) -> Result<StagedWeights<B>> {
+        let mut map = BTreeMap::new();
+        for (name, t) in host {
+            map.insert(name.clone(), b.stage(t, store(name, &t.shape))?);
+        }
+        Ok(StagedWeights { map })
+    }
+
+    /// No weights (a placeholder before staging).
+    pub fn empty() -> StagedWeights<B> {
+        StagedWeights {
+            map: BTreeMap::new(),
+        }
+    }
+
+    /// Copies every staged weight to the device.
+    pub fn upload(&self, b: &B) -> Result<DeviceWeights<B>> {
+        let mut map = BTreeMap::new();
+        for (name, s) in &self.map {
+            map.insert(name.clone(), b.upload_staged(s)?);
+        }
+        Ok(DeviceWeights { map })
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::{DeviceWeights, RopeTables, rope_angles};
 use crate::Result;
-use crate::backend::{AttentionPath, Backend, GemmMode, HostTensor, RopeStyle, StoreDtype};
+use crate::backend::{AttentionPath, Backend, GemmMode, HostTensor, RopeStyle};
 use crate::dims::ModelDims;
 use crate::weights::{HostWeights, Init, WeightSpec};
 
@@ -72,32 +72,25 @@ pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
     s
 }
 
-/// Uploads the encoder's weights, fusing each layer's gate and up projections into one GEMM
-/// operand `mlp.gate_up.weight` (`[gate; up]`, which `swiglu` splits back).
-pub fn upload<B: Backend>(b: &B, d: &ModelDims, host: &HostWeights) -> Result<DeviceWeights<B>> {
-    let is_gate_or_up =
-        |n: &str| n.ends_with(".mlp.gate_proj.weight") || n.ends_with(".mlp.up_proj.weight");
-    let mut w =
-        DeviceWeights::upload_filtered(b, host, |n| !is_gate_or_up(n), |_, _| StoreDtype::Bf16)?;
+/// Fuses each layer's gate and up projections into one GEMM operand `mlp.gate_up.weight`
+/// (`[gate; up]`, which `swiglu` splits back); the other weights pass through unchanged.
+pub fn prepare(d: &ModelDims, mut host: HostWeights) -> HostWeights {
     for l in 0..d.te_layers_needed() {
         let p = format!("model.layers.{l}.mlp");
         let (Some(g), Some(u)) = (
-            host.get(&format!("{p}.gate_proj.weight")),
-            host.get(&format!("{p}.up_proj.weight")),
+            host.remove(&format!("{p}.gate_proj.weight")),
+            host.remove(&format!("{p}.up_proj.weight")),
         ) else {
             continue;
         };
-        // One layer's fused copy at a time, so host memory grows by one layer, not the model.
-        let mut data = Vec::with_capacity(g.data.len() + u.data.len());
-        data.extend_from_slice(&g.data);
+        let mut data = g.data;
         data.extend_from_slice(&u.data);
-        let fused = HostTensor::new(&[2 * d.te_intermediate, d.te_hidden], data);
-        w.insert(
-            &format!("{p}.gate_up.weight"),
-            b.upload_weight(&fused, StoreDtype::Bf16)?,
+        host.insert(
+            format!("{p}.gate_up.weight"),
+            HostTensor::new(&[2 * d.te_intermediate, d.te_hidden], data),
         );
     }
-    Ok(w)
+    host
 }
 
 /// Rotary tables for positions `0..tokens` (one axis over the whole head).
