@@ -251,6 +251,18 @@ pub fn round_bf16(v: f32) -> f32 {
     half::bf16::from_f32(v).to_f32()
 }
 
+/// BF16 copies of f32 values, converted in parallel for klein-sized weights.
+pub fn to_bf16(data: &[f32]) -> Vec<half::bf16> {
+    let mut out = vec![half::bf16::ZERO; data.len()];
+    crate::par::for_chunks(&mut out, |i, c| {
+        let src = &data[i * crate::par::CHUNK..];
+        c.iter_mut()
+            .zip(src)
+            .for_each(|(o, &v)| *o = half::bf16::from_f32(v));
+    });
+    out
+}
+
 /// Largest finite FP8 E4M3 magnitude.
 pub const E4M3_MAX: f32 = 448.0;
 
@@ -258,7 +270,13 @@ pub const E4M3_MAX: f32 = 448.0;
 pub fn quantize_e4m3(data: &[f32]) -> (Vec<u8>, f32) {
     let amax = data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let scale = if amax > 0.0 { amax / E4M3_MAX } else { 1.0 };
-    let bytes = data.iter().map(|v| f32_to_e4m3(v / scale)).collect();
+    let mut bytes = vec![0u8; data.len()];
+    crate::par::for_chunks(&mut bytes, |i, c| {
+        let src = &data[i * crate::par::CHUNK..];
+        c.iter_mut()
+            .zip(src)
+            .for_each(|(b, v)| *b = f32_to_e4m3(v / scale));
+    });
     (bytes, scale)
 }
 

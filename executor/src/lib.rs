@@ -34,6 +34,7 @@ pub mod cuda;
 pub mod dims;
 mod error;
 pub mod model;
+mod par;
 pub mod pipeline;
 pub mod weights;
 

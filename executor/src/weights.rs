@@ -101,10 +101,15 @@ pub fn random_weight(spec: &WeightSpec, seed: u64) -> HostTensor {
         Init::Zeros => vec![0.0; n],
         Init::FanIn(fan_in) => {
             let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-            let mut rng = Rng::new(name_seed(seed, &spec.name));
-            (0..n)
-                .map(|_| (rng.uniform() * 2.0 - 1.0) * bound)
-                .collect()
+            let base = name_seed(seed, &spec.name);
+            let mut data = vec![0.0f32; n];
+            // One generator per fixed-size chunk, so the values do not depend on the thread count.
+            crate::par::for_chunks(&mut data, |i, c| {
+                let mut rng = Rng::new(base ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                c.iter_mut()
+                    .for_each(|v| *v = (rng.uniform() * 2.0 - 1.0) * bound);
+            });
+            data
         }
     };
     HostTensor::new(&spec.shape, data)

@@ -18,7 +18,7 @@ use super::kernels::{FLASH_BQ, FLASH_MAX_D, KERNELS, ROW_THREADS, SOURCE, TC_BQ,
 use super::layout::{self, GemmCall};
 use crate::backend::{
     AttentionPath, Backend, BackendKind, CONV_CHUNK_PIXELS, GemmMode, HostTensor, MemoryStats,
-    RopeStyle, StoreDtype, e4m3_to_f32, quantize_e4m3,
+    RopeStyle, StoreDtype, e4m3_to_f32, quantize_e4m3, to_bf16,
 };
 use crate::cpu::{Alloc, Counter};
 use crate::{ExecError, Result};
@@ -663,7 +663,7 @@ impl Backend for CudaBackend {
     }
 
     fn upload(&self, t: &HostTensor) -> Result<CudaTensor> {
-        let host: Vec<bf16> = t.data.iter().map(|&v| bf16::from_f32(v)).collect();
+        let host = to_bf16(&t.data);
         let s = self
             .stream
             .clone_htod(&host)
@@ -692,12 +692,9 @@ impl Backend for CudaBackend {
                 // SAFETY: every element is written below before any copy reads it.
                 let mut p = unsafe { self.ctx.alloc_pinned_with_flags::<bf16>(n.max(1), 0) }
                     .map_err(driver_err("pinned host allocation", n * 2))?;
-                let dst = p
-                    .as_mut_slice()
-                    .map_err(driver_err("pinned host access", 0))?;
-                for (d, &v) in dst.iter_mut().zip(&t.data) {
-                    *d = bf16::from_f32(v);
-                }
+                p.as_mut_slice()
+                    .map_err(driver_err("pinned host access", 0))?[..n]
+                    .copy_from_slice(&to_bf16(&t.data));
                 StagedData::Bf16(p)
             }
             StoreDtype::Fp8E4M3 => {
