@@ -23,6 +23,24 @@ pub enum Format {
     Yaml,
 }
 
+/// Executor backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// candle on the CPU (the numerical reference; what CI runs).
+    Cpu,
+    /// cudarc on an NVIDIA GPU.
+    Cuda,
+}
+
+impl From<Backend> for executor::BackendKind {
+    fn from(b: Backend) -> Self {
+        match b {
+            Backend::Cpu => executor::BackendKind::Cpu,
+            Backend::Cuda => executor::BackendKind::Cuda,
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "klein-plan",
@@ -57,6 +75,35 @@ enum Command {
         /// Spec file (YAML).
         spec: PathBuf,
     },
+    /// Run the deployment with the executor and compare predicted with measured, per stage.
+    Verify {
+        /// Spec file (YAML): its fixed `deployment:`, or the plan's choice on its GPU.
+        spec: PathBuf,
+        /// Device to run on.
+        #[arg(long, value_enum, default_value_t = Backend::Cuda)]
+        backend: Backend,
+        /// Largest relative error of memory and time per stage still counted as agreement.
+        #[arg(long, default_value_t = 0.15)]
+        tolerance: f64,
+        /// Untimed warm-up runs.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Measured runs (stage times are medians).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Measure GEMM, attention, elementwise and host-copy throughput and write a runtime profile.
+    Calibrate {
+        /// Device to measure.
+        #[arg(long, value_enum, default_value_t = Backend::Cuda)]
+        backend: Backend,
+        /// Catalog GPU the efficiencies are relative to (default: `cpu` for the CPU backend, else h200).
+        #[arg(long)]
+        gpu: Option<String>,
+        /// Write the profile here (YAML, for `runtime: ./profile.yaml`); stdout when absent.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// List the model catalog.
     Models,
     /// List the GPU catalog.
@@ -66,7 +113,18 @@ enum Command {
 fn read_spec(path: &Path) -> Result<Spec> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
-    spec::parse(&text).map_err(|e| {
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // `runtime: ./profile.yaml` names a profile file, relative to the spec.
+    let load = move |name: &str| -> std::result::Result<&'static planner::catalog::RuntimeProfile, String> {
+        let file = dir.join(name);
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read runtime profile {}: {e}", file.display()))?;
+        let profile = planner::catalog::RuntimeProfile::from_yaml(&text)
+            .map_err(|e| format!("runtime profile {}: {e}", file.display()))?;
+        // One profile per process run: leaking it gives the spec its 'static lifetime.
+        Ok(Box::leak(Box::new(profile)))
+    };
+    spec::parse_with(&text, &load).map_err(|e| {
         let mut msg = format!(
             "{} problem{} in {}",
             e.problems.len(),
@@ -89,7 +147,12 @@ fn emit<T: serde::Serialize>(
         Format::Text => text(),
         Format::Json => serde_json::to_string_pretty(value)? + "\n",
         Format::Yaml => {
-            serde_saphyr::to_string(value).map_err(|e| anyhow::anyhow!("yaml output: {e}"))?
+            let mut y =
+                serde_saphyr::to_string(value).map_err(|e| anyhow::anyhow!("yaml output: {e}"))?;
+            if !y.ends_with('\n') {
+                y.push('\n');
+            }
+            y
         }
     };
     let mut stdout = io::stdout().lock();
@@ -152,6 +215,62 @@ pub fn run() -> Result<u8> {
             let p = search::plan(&s);
             emit(format, &p, || render::plan(&p))?;
             Ok(if p.chosen.is_some() { 0 } else { 1 })
+        }
+        Command::Verify {
+            spec,
+            backend,
+            tolerance,
+            warmup,
+            runs,
+        } => {
+            if !(tolerance.is_finite() && tolerance > 0.0) {
+                bail!("--tolerance must be a positive number (0.15 = 15 %)");
+            }
+            if runs == 0 {
+                bail!("--runs must be at least 1");
+            }
+            let s = read_spec(&spec)?;
+            let r = crate::verify::verify(&s, backend.into(), tolerance, (warmup, runs))?;
+            emit(format, &r, || render::verify(&r))?;
+            Ok(if r.within_tolerance { 0 } else { 3 })
+        }
+        Command::Calibrate {
+            backend,
+            gpu,
+            output,
+        } => {
+            let c = Catalog::get();
+            let id = gpu.unwrap_or_else(|| {
+                if backend == Backend::Cpu {
+                    "cpu".into()
+                } else {
+                    "h200".into()
+                }
+            });
+            let Some(device) = c.gpu(&id) else {
+                bail!("unknown gpu '{id}' (see `klein-plan gpus`)");
+            };
+            let profile = crate::verify::calibrate(backend.into(), device)?;
+            let mut yaml = serde_saphyr::to_string(&profile)
+                .map_err(|e| anyhow::anyhow!("yaml output: {e}"))?;
+            if !yaml.ends_with('\n') {
+                yaml.push('\n');
+            }
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, &yaml)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    let mut err = io::stderr().lock();
+                    writeln!(
+                        err,
+                        "wrote runtime profile {} (use it with `runtime: {}`)",
+                        profile.id,
+                        path.display()
+                    )?;
+                }
+                None => emit(format, &profile, || yaml.clone())?,
+            }
+            Ok(0)
         }
         Command::Fleet { spec } => {
             let s = read_spec(&spec)?;

@@ -3,7 +3,9 @@
 //! Exit codes: 0 ok · 1 no feasible plan · 2 bad input or I/O · 3 verification outside tolerance.
 
 mod cli;
+mod progress;
 mod render;
+mod verify;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

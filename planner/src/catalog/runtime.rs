@@ -40,6 +40,10 @@ pub struct RuntimeProfile {
     pub math_bytes_per_qkv_element: f64,
     /// cuDNN convolution workspace per byte of the convolution's input.
     pub conv_workspace_per_input_byte: f64,
+    /// When non-zero, convolutions run as GEMMs over an im2col workspace of at most this many
+    /// output pixels (klein's executor) instead of a cuDNN workspace.
+    #[serde(default)]
+    pub conv_im2col_chunk_pixels: u64,
     /// Achieved fraction of HBM bandwidth for elementwise and normalization kernels.
     pub elementwise_bw_efficiency: f64,
     /// Achieved fraction of dense BF16 throughput for the VAE's 3x3 convolutions.

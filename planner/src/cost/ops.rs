@@ -89,7 +89,7 @@ impl Trace<'_> {
             }
             Precision::Fp8 | Precision::Int4 | Precision::Nvfp4 => {
                 // Dynamic activation quantization: read BF16, write the low-precision copy and scales.
-                let q = self.alloc((m * k) as u64 / 2 + m * k / 2);
+                let q = self.alloc(m * k);
                 self.kernel(0.0, 0.0, ((m * k) * BF16) as f64 * 1.5);
                 self.gemm_kernel(m, k, n, p);
                 self.free(q);
@@ -165,7 +165,10 @@ impl Trace<'_> {
         let out = self.alloc(batch * cout * h * w * BF16);
         let flops = 2.0 * (batch * cout * h * w * cin * k * k) as f64;
         let bytes = ((batch * (cin + cout) * h * w + cin * cout * k * k) * BF16) as f64;
-        if k > 1 {
+        if rt.conv_im2col_chunk_pixels > 0 {
+            // im2col: k*k*cin values per output pixel, at most a chunk of pixels at a time.
+            self.transient(cin * k * k * (h * w).min(rt.conv_im2col_chunk_pixels) * BF16);
+        } else if k > 1 {
             // cuDNN's implicit-GEMM algorithms take a workspace that grows with the input.
             self.transient(
                 (rt.conv_workspace_per_input_byte * (batch * cin * h * w * BF16) as f64) as u64,

@@ -161,8 +161,8 @@ impl Validator<'_> {
     fn resolution(&mut self, field: &str, s: &Spanned<String>) -> Option<Resolution> {
         match parse_resolution(&s.value) {
             Some(r)
-                if r.width >= 256
-                    && r.height >= 256
+                if r.width >= 64
+                    && r.height >= 64
                     && r.width <= 8192
                     && r.height <= 8192
                     && r.width % 16 == 0

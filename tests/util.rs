@@ -1,0 +1,199 @@
+//! Helpers for the integration tests (after ripgrep's `tests/util.rs`): run the real `klein-plan`
+//! binary, in the repository root or in a temporary folder, and capture what it prints.
+//!
+//! Each test file includes this module with `mod util;`; not every file uses every helper.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The binary under test, as cargo built it for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_klein-plan"))
+}
+
+/// The repository root (the binary package's folder).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `*.yaml` files of a folder of the repository, as paths relative to the root, sorted by name,
+/// so that a new file is covered without touching the tests.
+pub fn yaml_files(dir: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs::read_dir(repo_root().join(dir))
+        .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| p.is_file() && p.extension() == Some(OsStr::new("yaml")))
+        .map(|p| Path::new(dir).join(p.file_name().expect("file name")))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The file name without `.yaml`.
+pub fn stem(path: &Path) -> String {
+    path.file_stem()
+        .expect("file stem")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The command a spec is meant for, by its file name: `*estimate*` costs the spec's fixed
+/// deployment, `capacity-*` is a capacity review for `fleet`, everything else is a `plan`.
+pub fn command_for(path: &Path) -> &'static str {
+    let stem = stem(path);
+    if stem.contains("estimate") {
+        "estimate"
+    } else if stem.starts_with("capacity") {
+        "fleet"
+    } else {
+        "plan"
+    }
+}
+
+/// What a run printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// Exit code (`-1` when the process was killed by a signal).
+    pub code: i32,
+}
+
+impl Output {
+    /// Panics with everything the run printed unless it exited with `code`.
+    pub fn expect_code(self, code: i32) -> Output {
+        assert_eq!(
+            self.code, code,
+            "expected exit code {code}, got {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Parses standard output as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.stdout))
+    }
+}
+
+/// A `klein-plan` command line being built.
+#[derive(Debug)]
+pub struct TestCommand {
+    cmd: Command,
+}
+
+impl TestCommand {
+    /// `klein-plan ARGS...` run from the repository root, so relative spec paths such as
+    /// `specs/prod.yaml` work and no machine-specific prefix shows up in the output.
+    pub fn in_repo<I, S>(args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        TestCommand::in_dir(&repo_root(), args)
+    }
+
+    /// `klein-plan ARGS...` run from `dir`.
+    pub fn in_dir<I, S>(dir: &Path, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(dir).args(args);
+        // The binary reads no environment of its own; keep the test's panics readable anyway.
+        cmd.env_remove("RUST_BACKTRACE");
+        TestCommand { cmd }
+    }
+
+    /// Sets an environment variable of the run.
+    pub fn env(mut self, key: &str, value: &str) -> TestCommand {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Runs to completion and captures the output.
+    pub fn run(mut self) -> Output {
+        let out = self
+            .cmd
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()));
+        Output {
+            stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+
+    /// Starts the run with stdout and stderr piped, for tests that read or close them themselves.
+    pub fn spawn(mut self) -> Child {
+        self.cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin().display()))
+    }
+}
+
+/// Reads what is left of a child's stderr after it ended.
+pub fn rest_of_stderr(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut s).expect("read stderr");
+    }
+    s
+}
+
+/// A temporary folder for specs a test writes itself; removed when dropped.
+#[derive(Debug)]
+pub struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    /// A new, empty folder named after the test.
+    pub fn new(name: &str) -> Dir {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("klein-plan-{name}-"))
+            .tempdir()
+            .expect("create a temporary folder");
+        Dir { tmp }
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Writes `contents` to `name` inside the folder and returns its path.
+    pub fn create(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path().join(name);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+
+    /// Copies a file of the repository (e.g. `specs/prod.yaml`) into the folder.
+    pub fn copy_from_repo(&self, rel: &str) -> PathBuf {
+        let text =
+            fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"));
+        self.create(Path::new(rel).file_name().unwrap().to_str().unwrap(), &text)
+    }
+
+    /// `klein-plan ARGS...` run inside the folder.
+    pub fn command<I, S>(&self, args: I) -> TestCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        TestCommand::in_dir(self.path(), args)
+    }
+}
