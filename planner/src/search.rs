@@ -385,10 +385,9 @@ pub fn plan(s: &Spec) -> Plan {
             } => {
                 searched.out_of_memory += 1;
                 let over = *peak as f64 / *capacity as f64;
-                if best_memory
-                    .as_ref()
-                    .is_none_or(|m| peak * m.1 < m.0 * capacity)
-                {
+                if best_memory.as_ref().is_none_or(|m| {
+                    (*peak as u128) * (m.1 as u128) < (m.0 as u128) * (*capacity as u128)
+                }) {
                     best_memory = Some((*peak, *capacity, f.gpu.id.clone()));
                 }
                 rejected.push((
