@@ -232,6 +232,9 @@ pub trait Backend {
     fn memory(&self) -> MemoryStats;
     /// Restarts the peak at the current allocation.
     fn reset_peak(&self);
+    /// Device memory in use according to the driver (`cuMemGetInfo`), after waiting for queued
+    /// work; with `trim`, pooled memory no tensor holds is returned first. `None` on CPU.
+    fn device_used_bytes(&self, trim: bool) -> Result<Option<u64>>;
     /// Waits for queued device work.
     fn synchronize(&self) -> Result<()>;
     /// Records a point in the device timeline.

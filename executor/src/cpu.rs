@@ -673,6 +673,10 @@ impl Backend for CpuBackend {
         s.peak_bytes = s.allocated_bytes;
     }
 
+    fn device_used_bytes(&self, _trim: bool) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }

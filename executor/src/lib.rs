@@ -43,7 +43,9 @@ pub use calibrate::{CalibrationReport, calibrate};
 pub use config::{AttentionPath, CacheConfig, RunConfig, TextEncoderPlacement, WeightsDtype};
 pub use dims::ModelDims;
 pub use error::{ExecError, Result};
-pub use pipeline::{ComponentWeights, Execution, Measurement, StageMeasurement, execute};
+pub use pipeline::{
+    ComponentWeights, DeviceUsage, Execution, Measurement, StageMeasurement, execute,
+};
 
 /// Runs the deployment `cfg` of `dims` on a fresh backend of `kind` and returns its measurement.
 ///

@@ -46,6 +46,24 @@ pub struct Measurement {
     pub blocks_computed: usize,
     /// Transformer blocks skipped by the cache in the last request.
     pub blocks_skipped: usize,
+    /// The driver's view of each stage of the last run (CUDA only; empty on CPU), to cross-check
+    /// the accounted peaks.
+    pub device_usage: Vec<DeviceUsage>,
+}
+
+/// Device memory in use according to the driver (`cuMemGetInfo`: total − free) around one stage.
+///
+/// The CUDA backend keeps freed blocks in its memory pool during a stage and trims the pool when
+/// the next stage begins, so `used_after_bytes − used_before_bytes` is the pool's growth during the
+/// stage: the accounted activation peak plus allocator rounding and fragmentation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceUsage {
+    /// The stage.
+    pub stage: String,
+    /// In use when the stage began computing (after its own weight uploads).
+    pub used_before_bytes: u64,
+    /// In use when it ended, before the pool was trimmed.
+    pub used_after_bytes: u64,
 }
 
 /// A measurement plus the outputs of the last run, for checks.
@@ -123,6 +141,7 @@ fn stage_weights<'a, B: Backend>(
 /// Per-run stage results: (activation peak, ms) for each stage, plus outputs.
 struct RunResult {
     stages: [(u64, f64); 3],
+    usage: [Option<(u64, u64)>; 3],
     context: HostTensor,
     latents: HostTensor,
     image: HostTensor,
@@ -257,6 +276,17 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
             stages,
             weights,
             peak_allocated_bytes: last.peak_allocated,
+            device_usage: names
+                .iter()
+                .zip(&last.usage)
+                .filter_map(|(n, u)| {
+                    u.map(|(before, after)| DeviceUsage {
+                        stage: n.to_string(),
+                        used_before_bytes: before,
+                        used_after_bytes: after,
+                    })
+                })
+                .collect(),
             blocks_computed: last.blocks.0,
             blocks_skipped: last.blocks.1,
         },
@@ -268,22 +298,30 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
 
 /// Times `f` between two device marks and records its peak above the allocation at the point
 /// `f` calls the `baseline` closure it is given (after its own weight uploads).
+/// A stage's output, accounted peak, milliseconds, and driver-reported use before and after.
+type StageOut<T> = (T, u64, f64, Option<(u64, u64)>);
+
 fn stage<B: Backend, T>(
     b: &B,
     name: &str,
     f: impl FnOnce(&dyn Fn() -> u64) -> Result<(T, u64)>,
-) -> Result<(T, u64, f64)> {
+) -> Result<StageOut<T>> {
     let wrap = |e: ExecError| e.in_stage(name);
     b.synchronize().map_err(wrap)?;
     let start = b.mark().map_err(wrap)?;
+    let before = std::cell::RefCell::new(None);
     let baseline = || {
         b.reset_peak();
+        // The driver's view, after returning pooled memory nobody holds: the cross-check's start.
+        *before.borrow_mut() = Some(b.device_used_bytes(true));
         b.memory().allocated_bytes
     };
     let (out, peak) = f(&baseline).map_err(wrap)?;
     let end = b.mark().map_err(wrap)?;
     let ms = b.elapsed_ms(&start, &end).map_err(wrap)?;
-    Ok((out, peak, ms))
+    let used_before = before.into_inner().transpose().map_err(wrap)?.flatten();
+    let used_after = b.device_used_bytes(false).map_err(wrap)?;
+    Ok((out, peak, ms, used_before.zip(used_after)))
 }
 
 fn run_once<B: Backend>(
@@ -298,7 +336,7 @@ fn run_once<B: Backend>(
     let prompts = cfg.batch * cfg.cfg_passes;
 
     // Text encoder.
-    let (ctx, te_peak, te_ms) = stage(b, "text_encoder", |baseline| {
+    let (ctx, te_peak, te_ms, te_use) = stage(b, "text_encoder", |baseline| {
         let w = stage_weights(b, &s.te, || {
             let host = text_encoder::prepare(dims, source.load("text_encoder", te_specs)?);
             DeviceWeights::upload(b, &host, |_, _| StoreDtype::Bf16)
@@ -318,7 +356,7 @@ fn run_once<B: Backend>(
     } else {
         GemmMode::Bf16
     };
-    let ((latents, blocks), dn_peak, dn_ms) = stage(b, "denoise", |baseline| {
+    let ((latents, blocks), dn_peak, dn_ms, dn_use) = stage(b, "denoise", |baseline| {
         let w = stage_weights(b, &s.tr, || {
             unreachable!("the transformer is never dropped")
         })?;
@@ -380,7 +418,7 @@ fn run_once<B: Backend>(
     drop(ctx);
 
     // VAE decode.
-    let (image, vae_peak, vae_ms) = stage(b, "vae_decode", |baseline| {
+    let (image, vae_peak, vae_ms, vae_use) = stage(b, "vae_decode", |baseline| {
         let w = stage_weights(b, &s.vae, || unreachable!("the vae is never dropped"))?;
         let w = w.get();
         let base = baseline();
@@ -412,6 +450,7 @@ fn run_once<B: Backend>(
 
     Ok(RunResult {
         stages: [(te_peak, te_ms), (dn_peak, dn_ms), (vae_peak, vae_ms)],
+        usage: [te_use, dn_use, vae_use],
         context,
         latents,
         image,

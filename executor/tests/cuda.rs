@@ -327,6 +327,20 @@ mod gpu {
                 );
             }
             assert!(got.measurement.context_bytes > 0);
+            // The driver's view brackets the accounted peak (allocator rounding on top).
+            assert_eq!(got.measurement.device_usage.len(), 3);
+            for (u, st) in got
+                .measurement
+                .device_usage
+                .iter()
+                .zip(&got.measurement.stages)
+            {
+                eprintln!(
+                    "{}: driver {} -> {} bytes, accounted peak {}",
+                    u.stage, u.used_before_bytes, u.used_after_bytes, st.activation_peak_bytes
+                );
+                assert!(u.used_after_bytes >= u.used_before_bytes);
+            }
         }
         for weights in [
             executor::WeightsDtype::Fp8Storage,

@@ -150,6 +150,8 @@ pub struct CudaBackend {
     context_bytes: u64,
     compute_capability: (i32, i32),
     simple_attention: std::cell::Cell<bool>,
+    /// The device's default memory pool (stream-ordered allocation), when the device has one.
+    pool: Option<cudarc::driver::sys::CUmemoryPool>,
 }
 
 fn driver_err(op: &str, bytes: usize) -> impl Fn(DriverError) -> ExecError + '_ {
@@ -258,6 +260,25 @@ impl CudaBackend {
             handle: lt_handle,
             workspace,
         };
+        // Keep freed blocks pooled during a stage (release threshold: everything), so the
+        // driver's used memory at the stage's end shows its high-water mark; stages trim it.
+        let pool = if ctx.has_async_alloc() {
+            let mut pool: cudarc::driver::sys::CUmemoryPool = std::ptr::null_mut();
+            let mut threshold = u64::MAX;
+            // SAFETY: plain driver calls on the context's device with valid out-pointers.
+            let ok = unsafe {
+                cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
+                    == cudarc::driver::sys::CUresult::CUDA_SUCCESS
+                    && cudarc::driver::sys::cuMemPoolSetAttribute(
+                        pool,
+                        cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                        (&mut threshold) as *mut u64 as *mut _,
+                    ) == cudarc::driver::sys::CUresult::CUDA_SUCCESS
+            };
+            ok.then_some(pool)
+        } else {
+            None
+        };
         Ok(CudaBackend {
             ctx,
             stream,
@@ -268,6 +289,7 @@ impl CudaBackend {
             context_bytes: (total - free) as u64,
             compute_capability: cc,
             simple_attention: std::cell::Cell::new(false),
+            pool,
         })
     }
 
@@ -1454,6 +1476,25 @@ impl Backend for CudaBackend {
     fn reset_peak(&self) {
         let mut s = self.counter.state.lock().expect("memory counter poisoned");
         s.peak_bytes = s.allocated_bytes;
+    }
+
+    fn device_used_bytes(&self, trim: bool) -> Result<Option<u64>> {
+        self.synchronize()?;
+        if let (true, Some(pool)) = (trim, self.pool) {
+            // SAFETY: the pool is the device's default pool, alive as long as the context.
+            let r = unsafe { cudarc::driver::sys::cuMemPoolTrimTo(pool, 0) };
+            if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+                return Err(ExecError::Cuda {
+                    op: "cuMemPoolTrimTo".into(),
+                    detail: format!("{r:?}"),
+                });
+            }
+        }
+        let (free, total) = self
+            .ctx
+            .mem_get_info()
+            .map_err(driver_err("cuMemGetInfo", 0))?;
+        Ok(Some((total - free) as u64))
     }
 
     fn synchronize(&self) -> Result<()> {
