@@ -32,6 +32,10 @@ pub struct RuntimeProfile {
     pub gemm_tile: [u64; 2],
     /// Achieved fraction of dense BF16 throughput per attention backend.
     pub attention_efficiency: AttentionEfficiency,
+    /// FlashAttention-2's fraction of dense BF16 peak per architecture where it differs from
+    /// `attention_efficiency.flash` (measured on Hopper, where FA2 uses no Hopper features).
+    #[serde(default)]
+    pub flash_efficiency_by_arch: BTreeMap<String, f64>,
     /// Fused backend the `sdpa` choice resolves to on this runtime.
     pub sdpa_backend: String,
     /// Bytes per attention score element on the math path.

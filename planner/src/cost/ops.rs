@@ -130,7 +130,11 @@ impl Trace<'_> {
             * BF16) as f64;
         let eff = match kernel {
             AttnKernel::Cudnn => rt.attention_efficiency.cudnn,
-            AttnKernel::Flash => rt.attention_efficiency.flash,
+            AttnKernel::Flash => rt
+                .flash_efficiency_by_arch
+                .get(&gpu.arch)
+                .copied()
+                .unwrap_or(rt.attention_efficiency.flash),
             AttnKernel::Efficient => rt.attention_efficiency.efficient,
             AttnKernel::Math => rt.attention_efficiency.math,
         };
