@@ -376,7 +376,9 @@ impl Backend for CpuBackend {
             });
         }
         if w.store == StoreDtype::Fp8E4M3 {
-            self.counter.transient(w.t.elem_count() as u64 * 2);
+            // The BF16 copy is still alive when the output is allocated.
+            let out = (x.t.elem_count() / k.max(1) * wd[0]) as u64 * 2;
+            self.counter.transient(w.t.elem_count() as u64 * 2 + out);
         }
         let m = x.t.elem_count() / k.max(1);
         let f = || -> candle_core::Result<Tensor> {
@@ -557,8 +559,10 @@ impl Backend for CpuBackend {
         // allocates, not candle's own temporaries.
         if path == AttentionPath::Math {
             let expanded = if hkv != h { 2 * b * sk * h * d * 2 } else { 0 };
+            // ...all alive together with the output, which the device allocates before freeing them.
+            let out = b * sq * h * d * 2;
             self.counter
-                .transient((b * h * sq * sk * 2 + expanded) as u64);
+                .transient((b * h * sq * sk * 2 + expanded + out) as u64);
         }
         let r = (|| {
             let qh = heads_first(&q.t, 1)?;
@@ -592,8 +596,10 @@ impl Backend for CpuBackend {
         // The CUDA backend lowers convolutions to GEMMs over an im2col workspace of at most
         // CONV_CHUNK_PIXELS patches; account the same workspace here.
         let pixels = (xd[2] * xd[3]).min(crate::backend::CONV_CHUNK_PIXELS);
+        // The workspace is alive while the output is allocated and filled.
+        let out = xd[0] * wd[0] * xd[2] * xd[3] * 2;
         self.counter
-            .transient((wd[1] * wd[2] * wd[3] * pixels * 2) as u64);
+            .transient((wd[1] * wd[2] * wd[3] * pixels * 2 + out) as u64);
         let r = (|| {
             let y = x.t.conv2d(&w.t, padding, 1, 1, 1)?;
             match bias {
