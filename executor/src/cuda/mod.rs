@@ -1,6 +1,8 @@
 //! The CUDA backend, picked at build time: `enabled.rs` with the `cuda` feature, otherwise
 //! `disabled.rs`, whose constructor returns "not enabled in this build" instead of panicking.
 
+#[cfg(test)]
+mod emulate;
 pub mod layout;
 
 #[cfg(feature = "cuda")]
