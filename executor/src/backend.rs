@@ -246,6 +246,19 @@ pub trait Backend {
     fn host_to_device_ms(&self, bytes: usize, reps: usize) -> Result<f64>;
 }
 
+/// Widest head the fused attention kernels handle.
+pub const FUSED_MAX_HEAD_DIM: usize = 128;
+
+/// The attention path that actually runs: heads wider than [`FUSED_MAX_HEAD_DIM`] use the math
+/// path whatever was asked (as PyTorch's SDPA falls back for head widths its fused kernels lack).
+pub fn effective_attention_path(path: AttentionPath, head_dim: usize) -> AttentionPath {
+    if head_dim > FUSED_MAX_HEAD_DIM {
+        AttentionPath::Math
+    } else {
+        path
+    }
+}
+
 /// Output pixels per im2col workspace of a convolution (bounds its transient memory).
 pub const CONV_CHUNK_PIXELS: usize = 1 << 16;
 

@@ -554,6 +554,9 @@ impl Backend for CpuBackend {
                 format!("q {:?}, k {:?}, v {:?}", q.t.dims(), k.t.dims(), v.t.dims()),
             ));
         }
+        // Heads wider than the fused kernels take the math path on every backend (the VAE's
+        // single 512-wide head), so both account the same bytes.
+        let path = crate::backend::effective_attention_path(path, d);
         // The CUDA math path writes BF16 scores and softmaxes them in place (plus expanded key and
         // value heads under GQA); the fused path keeps its tiles on chip. Account what the device
         // allocates, not candle's own temporaries.

@@ -115,6 +115,17 @@ fn fused_and_math_attention_agree() {
             f.max_abs_diff(&m)
         );
     }
+    // Heads wider than the fused kernels (the VAE's 512) take the math path, bytes included.
+    let wide = t(&[1, 40, 1, 256]);
+    let run = |path| {
+        b.reset_peak();
+        let base = b.memory().allocated_bytes;
+        let out = b
+            .download(&b.attention(&wide, &wide, &wide, false, path).unwrap())
+            .unwrap();
+        (out, b.memory().peak_bytes - base)
+    };
+    assert_eq!(run(AttentionPath::Fused), run(AttentionPath::Math));
     let fused = exec(&quick());
     let math = exec(&RunConfig {
         attention: AttentionPath::Math,

@@ -15,6 +15,9 @@ use cudarc::nvrtc::CompileOptions;
 use half::bf16;
 
 use super::kernels::{FLASH_BQ, FLASH_MAX_D, KERNELS, ROW_THREADS, SOURCE, TC_BQ, TC_THREADS};
+
+// The CUDA-core kernel's register arrays bound the fused path's head width.
+const _: () = assert!(FLASH_MAX_D == crate::backend::FUSED_MAX_HEAD_DIM);
 use super::layout::{self, GemmCall};
 use crate::backend::{
     AttentionPath, Backend, BackendKind, CONV_CHUNK_PIXELS, GemmMode, HostTensor, MemoryStats,
@@ -1148,16 +1151,9 @@ impl Backend for CudaBackend {
                 format!("q {:?}, k {:?}, v {:?}", q.shape, k.shape, v.shape),
             ));
         }
-        if path == AttentionPath::Math {
+        // Heads wider than the fused kernels (the VAE's single 512-wide head) take the math path.
+        if crate::backend::effective_attention_path(path, d) == AttentionPath::Math {
             return self.attention_math(q, k, v, causal);
-        }
-        if d > FLASH_MAX_D {
-            return Err(ExecError::Unsupported {
-                what: format!("fused attention with head_dim {d}"),
-                hint: format!(
-                    "the fused kernel handles head_dim up to {FLASH_MAX_D}; use `attention: math`"
-                ),
-            });
         }
         let mut out = self.alloc(q.numel(), "attention")?;
         let (sq32, sk32, h32, hkv32, d32) = (sq as i32, sk as i32, h as i32, hkv as i32, d as i32);
