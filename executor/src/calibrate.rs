@@ -236,7 +236,13 @@ pub fn calibrate(kind: BackendKind) -> Result<CalibrationReport> {
 
 #[cfg(feature = "cuda")]
 fn calibrate_cuda() -> Result<CalibrationReport> {
-    calibrate_on(&crate::cuda::CudaBackend::new()?, &CalibrationSizes::gpu())
+    let b = crate::cuda::CudaBackend::new()?;
+    let r = calibrate_on(&b, &CalibrationSizes::gpu());
+    if r.is_err() {
+        // As in `run`: a failed context must not turn into a panic in a destructor.
+        std::mem::forget(b);
+    }
+    r
 }
 
 #[cfg(not(feature = "cuda"))]

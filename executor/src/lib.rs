@@ -61,7 +61,13 @@ pub fn run(dims: &ModelDims, cfg: &RunConfig, kind: BackendKind) -> Result<Measu
 #[cfg(feature = "cuda")]
 fn run_cuda(dims: &ModelDims, cfg: &RunConfig) -> Result<Measurement> {
     let b = cuda::CudaBackend::new()?;
-    Ok(execute(&b, dims, cfg)?.measurement)
+    let r = execute(&b, dims, cfg);
+    if r.is_err() {
+        // After a failed kernel the context may be unusable, and cudarc's cuBLASLt destructor
+        // unwraps its status: leak the backend rather than risk a panic; the process reclaims it.
+        std::mem::forget(b);
+    }
+    Ok(r?.measurement)
 }
 
 #[cfg(not(feature = "cuda"))]
