@@ -360,6 +360,36 @@ mod gpu {
         }
     }
 
+    /// Out of memory comes back as an error naming the stage, not a crash: flux2-tiny at 8192²
+    /// with the math path wants 2 × 262,160² BF16 scores (275 GB).
+    #[test]
+    fn out_of_memory_is_an_error_naming_the_stage() {
+        let Some(g) = gpu("out_of_memory_is_an_error_naming_the_stage") else {
+            return;
+        };
+        drop(g);
+        let cfg = RunConfig {
+            width: 8192,
+            height: 8192,
+            steps: 1,
+            attention: AttentionPath::Math,
+            warmup_runs: 0,
+            measured_runs: 1,
+            ..RunConfig::tiny()
+        };
+        let err = executor::run(&ModelDims::flux2_tiny(), &cfg, BackendKind::Cuda).unwrap_err();
+        match &err {
+            ExecError::Stage { stage, source } => {
+                assert_eq!(stage, "denoise");
+                assert!(
+                    matches!(**source, ExecError::OutOfMemory { .. }),
+                    "{source}"
+                );
+            }
+            other => panic!("expected a stage error, got {other}"),
+        }
+    }
+
     #[test]
     fn calibrate_runs_on_the_gpu() {
         let Some(g) = gpu("calibrate_runs_on_the_gpu") else {
