@@ -252,6 +252,144 @@ pub fn flash_tc(
     }
 }
 
+/// `copy2d_k`.
+pub fn copy2d(src: &[f32], dst: &mut [f32], c: super::layout::Copy2d) {
+    for i in 0..c.rows * c.cols {
+        let (r, col) = (i / c.cols, i % c.cols);
+        dst[c.dst_off + r * c.dst_stride + col] = src[c.src_off + r * c.src_stride + col];
+    }
+}
+
+/// `im2col_k` for one image and the pixel chunk `p0..p0 + n / (c·k·k)`.
+#[allow(clippy::too_many_arguments)]
+pub fn im2col(
+    x: &[f32],
+    col: &mut [f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    pad: usize,
+    p0: usize,
+    n: usize,
+) {
+    for i in 0..n {
+        let kk = c * k * k;
+        let (p, q) = (p0 + i / kk, i % kk);
+        let (ch, ky, kx) = (q / (k * k), (q / k) % k, q % k);
+        let y = (p / w) as i64 + ky as i64 - pad as i64;
+        let xx = (p % w) as i64 + kx as i64 - pad as i64;
+        col[i] = if y >= 0 && y < h as i64 && xx >= 0 && xx < w as i64 {
+            x[(ch * h + y as usize) * w + xx as usize]
+        } else {
+            0.0
+        };
+    }
+}
+
+/// `rope_k`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    x: &[f32],
+    cs: &[f32],
+    sn: &[f32],
+    o: &mut [f32],
+    s: usize,
+    h: usize,
+    d: usize,
+    interleaved: bool,
+) {
+    for i in 0..x.len() / 2 {
+        let (half, p, row) = (d / 2, i % (d / 2), i / (d / 2));
+        let si = (row / h) % s;
+        let base = row * d;
+        let (i0, i1) = if interleaved {
+            (base + 2 * p, base + 2 * p + 1)
+        } else {
+            (base + p, base + p + half)
+        };
+        let (c, sv) = (cs[si * half + p], sn[si * half + p]);
+        let (x0, x1) = (x[i0], x[i1]);
+        o[i0] = x0 * c - x1 * sv;
+        o[i1] = x1 * c + x0 * sv;
+    }
+}
+
+/// `group_norm_k` (one "block" per image and group).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    o: &mut [f32],
+    b: usize,
+    c: usize,
+    hw: usize,
+    groups: usize,
+    eps: f32,
+) {
+    for blk in 0..b * groups {
+        let (bi, g) = (blk / groups, blk % groups);
+        let (cg, n) = (c / groups, c / groups * hw);
+        let base = (bi * c + g * cg) * hw;
+        let mean = (0..n).map(|j| x[base + j]).sum::<f32>() / n as f32;
+        let var = (0..n).map(|j| (x[base + j] - mean).powi(2)).sum::<f32>() / n as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for j in 0..n {
+            let ch = g * cg + j / hw;
+            o[base + j] = (x[base + j] - mean) * inv * gamma[ch] + beta[ch];
+        }
+    }
+}
+
+/// `softmax_rows_k` in place.
+pub fn softmax_rows(x: &mut [f32], cols: usize, sq: usize, causal: bool) {
+    for (r, row) in x.chunks_mut(cols).enumerate() {
+        let qi = r % sq;
+        let limit = if causal { qi + (cols - sq) + 1 } else { cols };
+        let m = row[..limit]
+            .iter()
+            .cloned()
+            .fold(f32::NEG_INFINITY, f32::max);
+        let s: f32 = row[..limit].iter().map(|v| (v - m).exp()).sum();
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = if j < limit { (*v - m).exp() / s } else { 0.0 };
+        }
+    }
+}
+
+/// `repeat_kv_k`.
+pub fn repeat_kv(x: &[f32], o: &mut [f32], hkv: usize, rep: usize, d: usize) {
+    for (i, out) in o.iter_mut().enumerate() {
+        let (dd, hh, row) = (i % d, (i / d) % (hkv * rep), i / (d * hkv * rep));
+        *out = x[(row * hkv + hh / rep) * d + dd];
+    }
+}
+
+/// `transpose12_k`.
+pub fn transpose12(x: &[f32], o: &mut [f32], bdim: usize, cdim: usize) {
+    for (i, &v) in x.iter().enumerate() {
+        let (c, b, a) = (i % cdim, (i / cdim) % bdim, i / (cdim * bdim));
+        o[(a * cdim + c) * bdim + b] = v;
+    }
+}
+
+/// `upsample2x_k`.
+pub fn upsample2x(x: &[f32], o: &mut [f32], h: usize, w: usize) {
+    for (i, out) in o.iter_mut().enumerate() {
+        let (ox, oy, bc) = (i % (2 * w), (i / (2 * w)) % (2 * h), i / (4 * h * w));
+        *out = x[(bc * h + oy / 2) * w + ox / 2];
+    }
+}
+
+/// `modulate_k` (and, with `gate`, `gated_add_k`'s indexing).
+pub fn modulate(x: &[f32], shift: &[f32], scale: &[f32], o: &mut [f32], s: usize, d: usize) {
+    for (i, out) in o.iter_mut().enumerate() {
+        let (b, c) = (i / (s * d), i % d);
+        *out = x[i] * (1.0 + scale[b * d + c]) + shift[b * d + c];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +466,190 @@ mod tests {
             check((1, 70, 70, 2, 1, 64), causal);
             check((2, 20, 20, 2, 2, 128), causal);
         }
+    }
+
+    use crate::backend::{Backend, HostTensor, RopeStyle, StoreDtype};
+    use crate::cpu::CpuBackend;
+    use crate::cuda::layout;
+
+    fn host(shape: &[usize], seed: u64) -> HostTensor {
+        let mut rng = Rng::new(seed);
+        let n = shape.iter().product();
+        HostTensor::new(
+            shape,
+            (0..n)
+                .map(|_| crate::backend::round_bf16(rng.normal()))
+                .collect(),
+        )
+    }
+
+    fn close(name: &str, got: &[f32], want: &HostTensor) {
+        assert_eq!(got.len(), want.data.len(), "{name}");
+        for (i, (g, w)) in got.iter().zip(&want.data).enumerate() {
+            assert!(
+                (g - w).abs() < 0.02 * (1.0 + w.abs()),
+                "{name} element {i}: {g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn index_kernels_match_the_cpu_backend() {
+        let b = CpuBackend::new();
+        let up = |t: &HostTensor| b.upload(t).unwrap();
+        let x = host(&[2, 5, 3, 8], 1);
+        // cat and narrow through the copy parameters the CUDA backend launches with.
+        let y = host(&[2, 4, 3, 8], 2);
+        for dim in 0..4 {
+            let ys = if dim == 1 { y.clone() } else { x.clone() };
+            let (shape, copies) = layout::cat_copies(&[&x.shape, &ys.shape], dim);
+            let mut out = vec![0.0; shape.iter().product()];
+            for (src, c) in [&x, &ys].into_iter().zip(copies) {
+                copy2d(&src.data, &mut out, c);
+            }
+            close(
+                "cat",
+                &out,
+                &b.download(&b.cat(&[&up(&x), &up(&ys)], dim).unwrap())
+                    .unwrap(),
+            );
+            let (shape, c) = layout::narrow_copy(&x.shape, dim, 1, x.shape[dim] - 1);
+            let mut out = vec![0.0; shape.iter().product()];
+            copy2d(&x.data, &mut out, c);
+            close(
+                "narrow",
+                &out,
+                &b.download(&b.narrow(&up(&x), dim, 1, x.shape[dim] - 1).unwrap())
+                    .unwrap(),
+            );
+        }
+        // RoPE in both layouts.
+        let (cs, sn) = (host(&[5, 4], 3), host(&[5, 4], 4));
+        for (style, il) in [(RopeStyle::Interleaved, true), (RopeStyle::Halves, false)] {
+            let mut out = vec![0.0; x.data.len()];
+            rope(&x.data, &cs.data, &sn.data, &mut out, 5, 3, 8, il);
+            close(
+                "rope",
+                &out,
+                &b.download(&b.rope(&up(&x), &up(&cs), &up(&sn), style).unwrap())
+                    .unwrap(),
+            );
+        }
+        // GroupNorm, upsample, transpose, modulate, head repeat.
+        let img = host(&[2, 8, 3, 5], 5);
+        let (gamma, beta) = (host(&[8], 6), host(&[8], 7));
+        let mut out = vec![0.0; img.data.len()];
+        group_norm(
+            &img.data,
+            &gamma.data,
+            &beta.data,
+            &mut out,
+            2,
+            8,
+            15,
+            4,
+            1e-6,
+        );
+        close(
+            "group_norm",
+            &out,
+            &b.download(
+                &b.group_norm(&up(&img), 4, &up(&gamma), &up(&beta), 1e-6)
+                    .unwrap(),
+            )
+            .unwrap(),
+        );
+        let mut out = vec![0.0; img.data.len() * 4];
+        upsample2x(&img.data, &mut out, 3, 5);
+        close(
+            "upsample",
+            &out,
+            &b.download(&b.upsample_nearest2x(&up(&img)).unwrap())
+                .unwrap(),
+        );
+        let t3 = host(&[2, 6, 7], 8);
+        let mut out = vec![0.0; t3.data.len()];
+        transpose12(&t3.data, &mut out, 6, 7);
+        close(
+            "transpose12",
+            &out,
+            &b.download(&b.transpose12(&up(&t3)).unwrap()).unwrap(),
+        );
+        let (sh, sc) = (host(&[2, 7], 9), host(&[2, 7], 10));
+        let mut out = vec![0.0; t3.data.len()];
+        modulate(&t3.data, &sh.data, &sc.data, &mut out, 6, 7);
+        close(
+            "modulate",
+            &out,
+            &b.download(&b.modulate(&up(&t3), &up(&sh), &up(&sc)).unwrap())
+                .unwrap(),
+        );
+        let kv = host(&[2, 5, 2, 4], 11);
+        let mut out = vec![0.0; kv.data.len() * 3];
+        repeat_kv(&kv.data, &mut out, 2, 3, 4);
+        for (i, v) in out.iter().enumerate() {
+            let (dd, hh, row) = (i % 4, (i / 4) % 6, i / 24);
+            assert_eq!(*v, kv.data[(row * 2 + hh / 3) * 4 + dd]);
+        }
+    }
+
+    #[test]
+    fn im2col_and_chunked_gemms_make_the_convolution() {
+        let b = CpuBackend::new();
+        let (bs, ci, h, w, co) = (2, 3, 5, 7, 4);
+        let x = host(&[bs, ci, h, w], 12);
+        for (k, pad) in [(3, 1), (1, 0)] {
+            let wt = host(&[co, ci, k, k], 13);
+            let kk = ci * k * k;
+            let hw = h * w;
+            let chunk = 8; // several chunks and a ragged last one
+            let mut out = vec![0.0; bs * co * hw];
+            for bi in 0..bs {
+                let xb = &x.data[bi * ci * hw..];
+                for p0 in (0..hw).step_by(chunk) {
+                    let np = chunk.min(hw - p0);
+                    let mut col = vec![0.0; np * kk];
+                    im2col(xb, &mut col, ci, h, w, k, pad, p0, np * kk);
+                    layout::reference(
+                        &layout::conv_chunk(bi, co, hw, kk, p0, np),
+                        &col,
+                        &wt.data,
+                        &mut out,
+                    );
+                }
+            }
+            let want = b
+                .download(
+                    &b.conv2d(
+                        &b.upload(&x).unwrap(),
+                        &b.upload_weight(&wt, StoreDtype::Bf16).unwrap(),
+                        None,
+                        pad,
+                    )
+                    .unwrap(),
+                )
+                .unwrap();
+            close("conv2d", &out, &want);
+        }
+    }
+
+    #[test]
+    fn causal_softmax_rows_see_their_prefix() {
+        let mut x = vec![1.0; 2 * 3 * 3];
+        softmax_rows(&mut x, 3, 3, true);
+        assert_eq!(
+            &x[..9],
+            &[
+                1.0,
+                0.0,
+                0.0,
+                0.5,
+                0.5,
+                0.0,
+                1.0 / 3.0,
+                1.0 / 3.0,
+                1.0 / 3.0
+            ]
+        );
     }
 }

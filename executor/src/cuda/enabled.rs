@@ -412,19 +412,22 @@ impl CudaBackend {
         &self,
         src: &CudaSlice<bf16>,
         dst: &mut CudaSlice<bf16>,
-        rows_n: usize,
-        cols: usize,
-        (ss, so): (usize, usize),
-        (ds, dof): (usize, usize),
+        c: layout::Copy2d,
     ) -> Result<()> {
-        let n = (rows_n * cols) as u64;
-        let (c, ss, so, ds, dof) = (cols as u64, ss as u64, so as u64, ds as u64, dof as u64);
+        let n = (c.rows * c.cols) as u64;
+        let (cols, ss, so, ds, dof) = (
+            c.cols as u64,
+            c.src_stride as u64,
+            c.src_off as u64,
+            c.dst_stride as u64,
+            c.dst_off as u64,
+        );
         unsafe {
             self.stream
                 .launch_builder(self.f("copy2d_k"))
                 .arg(src)
                 .arg(dst)
-                .arg(&c)
+                .arg(&cols)
                 .arg(&ss)
                 .arg(&so)
                 .arg(&ds)
@@ -1341,21 +1344,11 @@ impl Backend for CudaBackend {
             }
             shape[dim] += x.shape[dim];
         }
-        let outer: usize = shape[..dim].iter().product();
-        let total_cols: usize = shape[dim..].iter().product();
-        let mut out = self.alloc(outer * total_cols, "cat")?;
-        let mut off = 0;
-        for x in xs {
-            let cols: usize = x.shape[dim..].iter().product();
-            self.copy2d(
-                x.bf16("cat")?,
-                &mut out,
-                outer,
-                cols,
-                (cols, 0),
-                (total_cols, off),
-            )?;
-            off += cols;
+        let shapes: Vec<&[usize]> = xs.iter().map(|x| x.shape.as_slice()).collect();
+        let (shape, copies) = layout::cat_copies(&shapes, dim);
+        let mut out = self.alloc(shape.iter().product(), "cat")?;
+        for (x, c) in xs.iter().zip(copies) {
+            self.copy2d(x.bf16("cat")?, &mut out, c)?;
         }
         Ok(self.wrap(out, &shape))
     }
@@ -1367,19 +1360,9 @@ impl Backend for CudaBackend {
                 format!("{start}+{len} along {dim} of {:?}", x.shape),
             ));
         }
-        let outer: usize = x.shape[..dim].iter().product();
-        let inner: usize = x.shape[dim + 1..].iter().product();
-        let mut shape = x.shape.clone();
-        shape[dim] = len;
-        let mut out = self.alloc(outer * len * inner, "narrow")?;
-        self.copy2d(
-            x.bf16("narrow")?,
-            &mut out,
-            outer,
-            len * inner,
-            (x.shape[dim] * inner, start * inner),
-            (len * inner, 0),
-        )?;
+        let (shape, c) = layout::narrow_copy(&x.shape, dim, start, len);
+        let mut out = self.alloc(shape.iter().product(), "narrow")?;
+        self.copy2d(x.bf16("narrow")?, &mut out, c)?;
         Ok(self.wrap(out, &shape))
     }
 

@@ -122,41 +122,104 @@ pub fn attention_pv(bi: usize, sq: usize, sk: usize, h: usize, d: usize) -> Gemm
     )
 }
 
+/// One launch of `copy2d_k`: `rows × cols` values from `src[src_off + r·src_stride + c]` to
+/// `dst[dst_off + r·dst_stride + c]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copy2d {
+    /// Rows.
+    pub rows: usize,
+    /// Values per row.
+    pub cols: usize,
+    /// Source row stride.
+    pub src_stride: usize,
+    /// Source offset.
+    pub src_off: usize,
+    /// Destination row stride.
+    pub dst_stride: usize,
+    /// Destination offset.
+    pub dst_off: usize,
+}
+
+/// Output shape and one copy per input for concatenating row-major tensors along `dim` (the
+/// shapes must agree elsewhere; the caller checks).
+pub fn cat_copies(shapes: &[&[usize]], dim: usize) -> (Vec<usize>, Vec<Copy2d>) {
+    let mut shape = shapes[0].to_vec();
+    shape[dim] = shapes.iter().map(|s| s[dim]).sum();
+    let outer: usize = shape[..dim].iter().product();
+    let total: usize = shape[dim..].iter().product();
+    let mut off = 0;
+    let copies = shapes
+        .iter()
+        .map(|s| {
+            let cols: usize = s[dim..].iter().product();
+            let c = Copy2d {
+                rows: outer,
+                cols,
+                src_stride: cols,
+                src_off: 0,
+                dst_stride: total,
+                dst_off: off,
+            };
+            off += cols;
+            c
+        })
+        .collect();
+    (shape, copies)
+}
+
+/// Output shape and the copy for `x[.., start..start+len, ..]` along `dim`.
+pub fn narrow_copy(shape: &[usize], dim: usize, start: usize, len: usize) -> (Vec<usize>, Copy2d) {
+    let outer: usize = shape[..dim].iter().product();
+    let inner: usize = shape[dim + 1..].iter().product();
+    let mut out = shape.to_vec();
+    out[dim] = len;
+    let c = Copy2d {
+        rows: outer,
+        cols: len * inner,
+        src_stride: shape[dim] * inner,
+        src_off: start * inner,
+        dst_stride: len * inner,
+        dst_off: 0,
+    };
+    (out, c)
+}
+
+/// cuBLAS semantics on host buffers, for tests: `C = alpha · op(A) · B`, column-major, batched.
+#[cfg(test)]
+pub(crate) fn reference(call: &GemmCall, lt_a: &[f32], lt_b: &[f32], c: &mut [f32]) {
+    let batch = call.batch.unwrap_or(Batch {
+        count: 1,
+        stride_a: 0,
+        stride_b: 0,
+        stride_c: 0,
+    });
+    for bi in 0..batch.count {
+        let (ao, bo, co) = (
+            call.a.0 + bi * batch.stride_a,
+            call.b.0 + bi * batch.stride_b,
+            call.c.0 + bi * batch.stride_c,
+        );
+        for i in 0..call.m {
+            for j in 0..call.n {
+                let mut s = 0.0;
+                for p in 0..call.k {
+                    let a = if call.transa {
+                        lt_a[ao + p + i * call.a.1]
+                    } else {
+                        lt_a[ao + i + p * call.a.1]
+                    };
+                    s += a * lt_b[bo + p + j * call.b.1];
+                }
+                c[co + i + j * call.c.1] = call.alpha * s;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::weights::Rng;
-
-    /// cuBLAS semantics on host buffers: `C = alpha · op(A) · B`, column-major, batched.
-    fn reference(call: &GemmCall, lt_a: &[f32], lt_b: &[f32], c: &mut [f32]) {
-        let batch = call.batch.unwrap_or(Batch {
-            count: 1,
-            stride_a: 0,
-            stride_b: 0,
-            stride_c: 0,
-        });
-        for bi in 0..batch.count {
-            let (ao, bo, co) = (
-                call.a.0 + bi * batch.stride_a,
-                call.b.0 + bi * batch.stride_b,
-                call.c.0 + bi * batch.stride_c,
-            );
-            for i in 0..call.m {
-                for j in 0..call.n {
-                    let mut s = 0.0;
-                    for p in 0..call.k {
-                        let a = if call.transa {
-                            lt_a[ao + p + i * call.a.1]
-                        } else {
-                            lt_a[ao + i + p * call.a.1]
-                        };
-                        s += a * lt_b[bo + p + j * call.b.1];
-                    }
-                    c[co + i + j * call.c.1] = call.alpha * s;
-                }
-            }
-        }
-    }
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut rng = Rng::new(seed);
