@@ -96,7 +96,7 @@ impl ModelDims {
         }
     }
 
-    /// FLUX.2 [klein] 4B with its Qwen3-4B text encoder.
+    /// FLUX.2 \[klein\] 4B with its Qwen3-4B text encoder.
     ///
     /// Transformer: diffusers `Flux2Transformer2DModel` config of black-forest-labs/FLUX.2-klein-4B
     /// (24 heads × 128, 5 double + 20 single blocks, `joint_attention_dim` 7680, RoPE theta 2000 over

@@ -17,8 +17,8 @@
 //! # Ok::<(), executor::ExecError>(())
 //! ```
 //!
-//! - [`run`]`(&ModelDims, &RunConfig, BackendKind) -> Result<Measurement, ExecError>`
-//! - [`calibrate`]`(BackendKind) -> Result<CalibrationReport, ExecError>`
+//! - [`run()`]`(&ModelDims, &RunConfig, BackendKind) -> Result<Measurement, ExecError>`
+//! - [`calibrate()`]`(BackendKind) -> Result<CalibrationReport, ExecError>`
 //! - [`execute`] does the same as `run` on a backend you built and also returns the outputs.
 //!
 //! Architecture invariant: the executor reads no environment and prints nothing; it touches
