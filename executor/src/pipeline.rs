@@ -42,6 +42,9 @@ pub struct Measurement {
     pub weights: Vec<ComponentWeights>,
     /// Highest accounted device allocation over the whole last run (weights included, context not).
     pub peak_allocated_bytes: u64,
+    /// Median time of one denoising step (all guidance passes and the scheduler update) over
+    /// every measured step.
+    pub denoise_step_ms: f64,
     /// Transformer blocks run in the last request (all steps and guidance passes).
     pub blocks_computed: usize,
     /// Transformer blocks skipped by the cache in the last request.
@@ -147,6 +150,7 @@ struct RunResult {
     image: HostTensor,
     peak_allocated: u64,
     blocks: (usize, usize),
+    step_ms: Vec<f64>,
 }
 
 fn tr_store(cfg: &RunConfig) -> impl Fn(&str, &[usize]) -> StoreDtype + '_ {
@@ -247,11 +251,13 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
     );
 
     let mut times: [Vec<f64>; 3] = Default::default();
+    let mut step_times = Vec::new();
     let mut peaks = [0u64; 3];
     let mut last = None;
     for run in 0..cfg.warmup_runs + cfg.measured_runs {
         let r = run_once(b, dims, cfg, &source, &te_specs, &setup)?;
         if run >= cfg.warmup_runs {
+            step_times.extend_from_slice(&r.step_ms);
             for (i, (peak, ms)) in r.stages.iter().enumerate() {
                 times[i].push(*ms);
                 peaks[i] = peaks[i].max(*peak);
@@ -287,6 +293,7 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
                     })
                 })
                 .collect(),
+            denoise_step_ms: median(step_times),
             blocks_computed: last.blocks.0,
             blocks_skipped: last.blocks.1,
         },
@@ -356,7 +363,7 @@ fn run_once<B: Backend>(
     } else {
         GemmMode::Bf16
     };
-    let ((latents, blocks), dn_peak, dn_ms, dn_use) = stage(b, "denoise", |baseline| {
+    let ((latents, blocks, step_ms), dn_peak, dn_ms, dn_use) = stage(b, "denoise", |baseline| {
         let w = stage_weights(b, &s.tr, || {
             unreachable!("the transformer is never dropped")
         })?;
@@ -383,6 +390,8 @@ fn run_once<B: Backend>(
                 .map(|c| BlockCache::<B>::new(c.compute_blocks, c.threshold, c.warmup_steps))
         };
         let (mut cache_c, mut cache_u) = (mk(), mk());
+        // Timeline marks around every step, read after the loop so timing adds no syncs.
+        let mut marks = vec![b.mark()?];
         for step in 0..cfg.steps {
             // Flow matching with a linear sigma schedule from 1 to 0 and Euler steps.
             let sigma = 1.0 - step as f32 / cfg.steps as f32;
@@ -397,9 +406,14 @@ fn run_once<B: Backend>(
                 None => vc,
             };
             x = b.scaled_add(&x, &v, next - sigma)?;
+            marks.push(b.mark()?);
         }
         let latents = b.download(&x)?;
         b.synchronize()?;
+        let step_ms = marks
+            .windows(2)
+            .map(|w| b.elapsed_ms(&w[0], &w[1]))
+            .collect::<Result<Vec<f64>>>()?;
         let count = |c: &Option<BlockCache<B>>| {
             c.as_ref()
                 .map_or((0, 0), |c| (c.blocks_computed, c.blocks_skipped))
@@ -411,7 +425,7 @@ fn run_once<B: Backend>(
         } else {
             (total_blocks, 0)
         };
-        Ok(((latents, blocks), b.memory().peak_bytes - base))
+        Ok(((latents, blocks, step_ms), b.memory().peak_bytes - base))
     })?;
     overall_peak = overall_peak.max(b.memory().peak_bytes);
     let context = b.download(&ctx).map_err(|e| e.in_stage("denoise"))?;
@@ -456,5 +470,6 @@ fn run_once<B: Backend>(
         image,
         peak_allocated: overall_peak,
         blocks,
+        step_ms,
     })
 }

@@ -53,6 +53,8 @@ fn end_to_end_produces_finite_outputs_of_the_right_shape() {
             .all(|s| s.activation_peak_bytes > 0 && s.ms > 0.0)
     );
     assert_eq!(e.measurement.context_bytes, 0);
+    let m = &e.measurement;
+    assert!(m.denoise_step_ms > 0.0 && m.denoise_step_ms <= m.stages[1].ms);
     // The driver cross-check exists only on CUDA.
     assert!(e.measurement.device_usage.is_empty());
     // Transformer weights: every value is BF16 (2 bytes).
