@@ -1,0 +1,517 @@
+//! Property test: generated specs — random mixes of valid and invalid keys and values — thrown at
+//! `planner::spec::parse`, and when one parses, at `planner::search::plan`, `planner::search::fleet`
+//! and `planner::estimate::estimate`. Nothing may panic; a rejected spec carries at least one
+//! problem; a plan's counts add up and it either chooses a deployment or says why not.
+//!
+//! The library is called directly (no process per case) and the generated search spaces are kept
+//! small (short allow lists, at most two GPU types, at most 4 GPUs per replica) so that the cases
+//! run in seconds in a debug build.
+
+use planner::estimate::{Inputs, estimate};
+use planner::search;
+use planner::spec;
+use proptest::prelude::*;
+use proptest::sample::select;
+
+/// Mostly a valid value, now and then a mistake: with a mistake in every other field, hardly
+/// any generated spec would parse and the planner behind the parser would go untested.
+fn mixed(
+    valid: &'static [&'static str],
+    invalid: &'static [&'static str],
+) -> BoxedStrategy<String> {
+    prop_oneof![
+        40 => select(valid).prop_map(str::to_string),
+        1 => select(invalid).prop_map(str::to_string),
+    ]
+    .boxed()
+}
+
+/// `key: value` (indented) or nothing.
+fn maybe_line(
+    key: &'static str,
+    value: BoxedStrategy<String>,
+    indent: usize,
+) -> BoxedStrategy<String> {
+    prop::option::weighted(0.6, value)
+        .prop_map(move |v| {
+            v.map(|v| format!("{:indent$}{key}: {v}\n", ""))
+                .unwrap_or_default()
+        })
+        .boxed()
+}
+
+/// `[a, b]`: one to `max` picks, or now and then an empty list (a mistake to report).
+fn flow_list(
+    valid: &'static [&'static str],
+    invalid: &'static [&'static str],
+    max: usize,
+) -> BoxedStrategy<String> {
+    prop_oneof![
+        20 => prop::collection::vec(mixed(valid, invalid), 1..=max),
+        1 => Just(Vec::new()),
+    ]
+    .prop_map(|v| format!("[{}]", v.join(", ")))
+    .boxed()
+}
+
+/// A mapping's body: `{}` when no key was drawn, else its lines on the next line.
+fn block(lines: &[String]) -> String {
+    let body = lines.concat();
+    if body.is_empty() {
+        " {}\n".to_string()
+    } else {
+        format!("\n{body}")
+    }
+}
+
+const MODELS: (&[&str], &[&str]) = (
+    &[
+        "flux2-klein-4b",
+        "flux2-klein-9b",
+        "flux2-klein-9b-kv",
+        "flux2-klein-base-4b",
+        "flux2-klein-base-9b",
+        "flux2-dev",
+        "flux1-dev",
+        "flux1-schnell",
+    ],
+    &[
+        "flux2-klein-12b",
+        "FLUX2-KLEIN-4B",
+        "''",
+        "[flux2-klein-4b]",
+        "4",
+    ],
+);
+const GPUS: (&[&str], &[&str]) = (
+    &[
+        "h100-sxm",
+        "h100-pcie",
+        "h200",
+        "b200",
+        "a100-80gb",
+        "l40s",
+        "l20",
+        "rtx-4090",
+        "rtx-5090",
+        "rtx-3090",
+    ],
+    &["h300", "7", "H200", "{id: h200}"],
+);
+const RESOLUTIONS: (&[&str], &[&str]) = (
+    &[
+        "1024x1024",
+        "2048x2048",
+        "768x1360",
+        "512x512",
+        "1536x1024",
+        "256x256",
+        "64x64",
+        "1024X1024",
+        "' 512x512 '",
+    ],
+    &[
+        "1000x1000",
+        "0x0",
+        "-512x512",
+        "16x16",
+        "8192x8208",
+        "1024",
+        "1024x",
+        "abc",
+        "12x1024",
+    ],
+);
+const WEIGHTS: (&[&str], &[&str]) = (
+    &["bf16", "fp8-storage", "fp8", "int4", "nvfp4"],
+    &["fp16", "int8"],
+);
+const ATTENTION: (&[&str], &[&str]) = (&["sdpa", "flash", "cudnn", "math"], &["xformers"]);
+const TEXT_ENCODER: (&[&str], &[&str]) = (&["resident", "offload", "drop"], &["cpu"]);
+const OFFLOAD: (&[&str], &[&str]) = (
+    &["none", "model", "group-block", "group-leaf"],
+    &["sequential", "yes"],
+);
+const CACHES: (&[&str], &[&str]) = (
+    &[
+        "none",
+        "teacache",
+        "dbcache",
+        "{kind: teacache, threshold: 0.2}",
+        "{kind: dbcache, threshold: 0.12, warmup_steps: 1, compute_blocks: 1}",
+        "{kind: dbcache, warmup_steps: 3, compute_blocks: 4}",
+    ],
+    &[
+        "fbcache",
+        "{kind: dbcache, threshold: 1.5}",
+        "{kind: dbcache, warmup_steps: -1}",
+        "{kind: dbcache, compute_blocks: 0}",
+        "{kind: teacache, threshold: 0.1, extra: 1}",
+        "{threshold: 0.1}",
+    ],
+);
+const BATCHES: (&[&str], &[&str]) = (
+    &["1", "2", "4", "8"],
+    &["0", "-1", "65", "two", "1.5", "true"],
+);
+const STEPS: (&[&str], &[&str]) = (&["1", "4", "8", "28", "50"], &["0", "1001", "-4", "many"]);
+const BOOLS: (&[&str], &[&str]) = (&["true", "false"], &["yes", "1", "'true'"]);
+const LATENCIES: (&[&str], &[&str]) = (
+    &["50", "300", "1500", "4000", "20000", "1e9"],
+    &["-500", "0", ".nan", "fast"],
+);
+const RATES: (&[&str], &[&str]) = (&["0.5", "1", "4", "20", "1e6"], &["0", "-1", ".inf"]);
+const SHARES: (&[&str], &[&str]) = (
+    &["0.5", "0.25", "1.0", "0.8", "0.2"],
+    &["0", "-0.5", "1.2", "half"],
+);
+const OBJECTIVES: (&[&str], &[&str]) = (
+    &["min_cost", "min_latency", "max_throughput"],
+    &["cheapest", "MinCost"],
+);
+const AVAILABLE: (&[&str], &[&str]) = (&["1", "2", "4", "8"], &["0", "-3", "100001", "all"]);
+const PRICES: (&[&str], &[&str]) = (&["0.69", "2.99", "3.8"], &["0", "-1", "cheap"]);
+const RUNTIMES: (&[&str], &[&str]) = (&["diffusers", "klein"], &["tensorrt"]);
+
+fn parallel() -> BoxedStrategy<String> {
+    (
+        maybe_line(
+            "gpus",
+            mixed(&["1", "2", "4", "8"], &["0", "9", "65", "-1", "two"]),
+            4,
+        ),
+        maybe_line("ulysses", mixed(&["1", "2", "4", "8"], &["3", "5", "0"]), 4),
+        maybe_line("ring", mixed(&["1", "2", "4"], &["0", "3"]), 4),
+        maybe_line("cfg", mixed(&["1", "2"], &["3", "0"]), 4),
+        maybe_line("shard", mixed(&["none", "hsdp"], &["fsdp"]), 4),
+        maybe_line("vae_patch", mixed(BOOLS.0, BOOLS.1), 4),
+    )
+        .prop_map(|(a, b, c, d, e, f)| block(&[a, b, c, d, e, f]).trim_end().to_string())
+        .boxed()
+}
+
+fn deployment() -> BoxedStrategy<String> {
+    let knobs = (
+        maybe_line("resolution", mixed(RESOLUTIONS.0, RESOLUTIONS.1), 2),
+        maybe_line("batch", mixed(BATCHES.0, BATCHES.1), 2),
+        maybe_line("steps", mixed(STEPS.0, STEPS.1), 2),
+        maybe_line("weights", mixed(WEIGHTS.0, WEIGHTS.1), 2),
+        maybe_line("attention", mixed(ATTENTION.0, ATTENTION.1), 2),
+        maybe_line("text_encoder", mixed(TEXT_ENCODER.0, TEXT_ENCODER.1), 2),
+    );
+    let more = (
+        maybe_line("offload", mixed(OFFLOAD.0, OFFLOAD.1), 2),
+        maybe_line("vae_tiling", mixed(BOOLS.0, BOOLS.1), 2),
+        maybe_line("cache", mixed(CACHES.0, CACHES.1), 2),
+        prop::option::weighted(0.4, parallel())
+            .prop_map(|p| p.map(|p| format!("  parallel:{p}\n")).unwrap_or_default()),
+        maybe_line(
+            "reference_images",
+            mixed(&["0", "1", "2"], &["11", "-1"]),
+            2,
+        ),
+        // A misspelt key now and then (`weights` is meant).
+        prop::option::weighted(0.05, Just("  precision: fp8\n".to_string()))
+            .prop_map(Option::unwrap_or_default),
+    );
+    (knobs, more)
+        .prop_map(|((a, b, c, d, e, f), (g, h, i, j, k, l))| {
+            block(&[a, b, c, d, e, f, g, h, i, j, k, l])
+        })
+        .boxed()
+}
+
+fn workload() -> BoxedStrategy<String> {
+    // Without `share:` each size gets 1/n, so most mixes sum to 1; explicit shares often do not.
+    let entry = (
+        mixed(RESOLUTIONS.0, RESOLUTIONS.1),
+        prop::option::weighted(0.1, mixed(SHARES.0, SHARES.1)),
+    )
+        .prop_map(|(size, share)| match share {
+            Some(share) => format!("    - {{size: {size}, share: {share}}}\n"),
+            None => format!("    - {{size: {size}}}\n"),
+        });
+    (
+        prop::option::weighted(0.8, prop::collection::vec(entry, 0..=3)),
+        maybe_line("steps", mixed(STEPS.0, STEPS.1), 2),
+        maybe_line("reference_images", mixed(&["0", "1", "3"], &["-1"]), 2),
+    )
+        .prop_map(|(res, steps, refs)| {
+            let res = match res {
+                None => String::new(),
+                Some(v) if v.is_empty() => "  resolutions: []\n".to_string(),
+                Some(v) => format!("  resolutions:\n{}", v.concat()),
+            };
+            block(&[res, steps, refs])
+        })
+        .boxed()
+}
+
+fn goal() -> BoxedStrategy<String> {
+    (
+        maybe_line("p50_latency_ms", mixed(LATENCIES.0, LATENCIES.1), 2),
+        maybe_line("images_per_s", mixed(RATES.0, RATES.1), 2),
+        maybe_line("objective", mixed(OBJECTIVES.0, OBJECTIVES.1), 2),
+    )
+        .prop_map(|(a, b, c)| block(&[a, b, c]))
+        .boxed()
+}
+
+/// At most two GPU types, so the search stays small.
+fn fleet() -> BoxedStrategy<String> {
+    let entry = (
+        mixed(GPUS.0, GPUS.1),
+        prop::option::of(mixed(AVAILABLE.0, AVAILABLE.1)),
+        prop::option::of(mixed(PRICES.0, PRICES.1)),
+    )
+        .prop_map(|(gpu, available, price)| {
+            let mut s = format!("  - {{gpu: {gpu}");
+            if let Some(a) = available {
+                s += &format!(", available: {a}");
+            }
+            if let Some(p) = price {
+                s += &format!(", price_per_hour: {p}");
+            }
+            s + "}\n"
+        });
+    prop_oneof![
+        20 => prop::collection::vec(entry, 1..=2).prop_map(|v| format!("\n{}", v.concat())),
+        1 => Just(" []\n".to_string()),
+    ]
+    .boxed()
+}
+
+/// Short allow lists keep the search space to a few thousand candidates at most.
+fn allow() -> BoxedStrategy<String> {
+    let lists = (
+        maybe_line("weights", flow_list(WEIGHTS.0, WEIGHTS.1, 2), 2),
+        maybe_line("attention", flow_list(ATTENTION.0, ATTENTION.1, 2), 2),
+        maybe_line(
+            "text_encoder",
+            flow_list(TEXT_ENCODER.0, TEXT_ENCODER.1, 2),
+            2,
+        ),
+        maybe_line("offload", flow_list(OFFLOAD.0, OFFLOAD.1, 2), 2),
+        maybe_line("cache", flow_list(CACHES.0, CACHES.1, 2), 2),
+        maybe_line("batch", flow_list(BATCHES.0, BATCHES.1, 2), 2),
+    );
+    let flags = (
+        maybe_line("vae_tiling", mixed(BOOLS.0, BOOLS.1), 2),
+        mixed(&["1", "2", "4"], &["0", "9"]),
+        maybe_line("sequence_parallel", mixed(BOOLS.0, BOOLS.1), 2),
+        maybe_line("cfg_parallel", mixed(BOOLS.0, BOOLS.1), 2),
+        maybe_line("hsdp", mixed(BOOLS.0, BOOLS.1), 2),
+        maybe_line("vae_patch", mixed(BOOLS.0, BOOLS.1), 2),
+    );
+    (lists, flags)
+        .prop_map(|((a, b, c, d, e, f), (g, max_gpus, i, j, k, l))| {
+            // An unlisted knob means every choice: pin the big ones when they are not listed.
+            let or = |line: String, default: &str| {
+                if line.is_empty() {
+                    default.to_string()
+                } else {
+                    line
+                }
+            };
+            let a = or(a, "  weights: [bf16, fp8]\n");
+            let b = or(b, "  attention: [sdpa]\n");
+            let d = or(d, "  offload: [none, model]\n");
+            let max_gpus = format!("  max_gpus_per_replica: {max_gpus}\n");
+            block(&[a, b, c, d, e, f, g, max_gpus, i, j, k, l])
+        })
+        .boxed()
+}
+
+fn spec_text() -> impl Strategy<Value = String> {
+    let head = (
+        prop::option::weighted(0.97, mixed(MODELS.0, MODELS.1)),
+        prop::option::weighted(0.5, mixed(GPUS.0, GPUS.1)),
+        prop::option::weighted(0.5, mixed(RUNTIMES.0, RUNTIMES.1)),
+        prop::option::weighted(0.6, deployment()),
+    );
+    let tail = (
+        prop::option::weighted(0.6, workload()),
+        prop::option::weighted(0.6, goal()),
+        prop::option::weighted(0.8, fleet()),
+        prop::option::weighted(0.95, allow()),
+        prop::option::weighted(
+            0.03,
+            select(
+                &[
+                    "deploymnt: {batch: 1}",
+                    "model",
+                    "[1, 2]",
+                    "goal: {p50: 1}",
+                    "\tmodel: x",
+                ][..],
+            ),
+        ),
+    );
+    (head, tail).prop_map(
+        |((model, gpu, runtime, dep), (work, goal, fleet, allow, junk))| {
+            // Without `gpu:` and `fleet:` the search covers every GPU type: too slow for a debug
+            // build, so such specs get one GPU.
+            let gpu = if gpu.is_none() && fleet.is_none() {
+                Some("h200".to_string())
+            } else {
+                gpu
+            };
+            let mut s = String::new();
+            for (key, value) in [
+                ("model", model),
+                ("gpu", gpu),
+                ("runtime", runtime),
+                ("deployment", dep),
+                ("workload", work),
+                ("goal", goal),
+                ("fleet", fleet),
+                ("allow", allow),
+            ] {
+                match value {
+                    None => {}
+                    Some(v) if v.starts_with(['\n', ' ']) => s += &format!("{key}:{v}"),
+                    Some(v) => s += &format!("{key}: {v}\n"),
+                }
+            }
+            if let Some(junk) = junk {
+                s += junk;
+                s.push('\n');
+            }
+            s
+        },
+    )
+}
+
+fn check(text: &str) {
+    let s = match spec::parse(text) {
+        Err(e) => {
+            assert!(
+                !e.problems.is_empty(),
+                "a rejected spec with no problem:\n{text}"
+            );
+            for p in &e.problems {
+                assert!(
+                    !p.message.is_empty(),
+                    "a problem without a message ({p:?}) for:\n{text}"
+                );
+            }
+            return;
+        }
+        Ok(s) => s,
+    };
+    assert!(!s.mix.is_empty(), "a spec with no resolution:\n{text}");
+
+    if let Ok(gpu) = s.estimate_gpu() {
+        let inputs = Inputs {
+            model: s.model,
+            gpu,
+            runtime: s.runtime,
+        };
+        match estimate(inputs, &s.deployment()) {
+            Ok(e) => {
+                let names: Vec<&str> = e.stages.iter().map(|s| s.name).collect();
+                assert_eq!(
+                    names,
+                    ["text_encoder", "denoise", "vae_decode"],
+                    "for:\n{text}"
+                );
+                assert_eq!(
+                    e.memory.fits,
+                    e.memory.peak_bytes <= e.memory.capacity_bytes,
+                    "for:\n{text}"
+                );
+                assert!(
+                    e.latency.per_batch_ms.is_finite() && e.latency.per_batch_ms > 0.0,
+                    "for:\n{text}"
+                );
+            }
+            Err(violations) => assert!(
+                !violations.is_empty(),
+                "an illegal deployment with no reason:\n{text}"
+            ),
+        }
+    }
+
+    let p = search::plan(&s);
+    let n = &p.searched;
+    assert_eq!(
+        n.candidates,
+        n.illegal + n.out_of_memory + n.too_slow + n.unavailable + n.feasible,
+        "the search's counts do not add up ({n:?}) for:\n{text}"
+    );
+    assert_eq!(p.chosen.is_some(), n.feasible > 0, "for:\n{text}");
+    assert_eq!(
+        p.infeasible.is_some(),
+        p.chosen.is_none(),
+        "no plan must say why, for:\n{text}"
+    );
+    if let Some(c) = &p.chosen {
+        assert_eq!(
+            p.breakdown.len(),
+            s.mix.len(),
+            "one breakdown per resolution, for:\n{text}"
+        );
+        assert!(
+            c.peak_bytes <= c.capacity_bytes,
+            "the chosen plan does not fit, for:\n{text}"
+        );
+        let available = s
+            .fleet
+            .iter()
+            .find(|f| f.gpu.id == c.gpu)
+            .map(|f| f.available);
+        assert!(
+            Some(c.gpus) <= available,
+            "the chosen plan uses more GPUs than available, for:\n{text}"
+        );
+        if let Some(goal) = s.goal.p50_latency_ms {
+            assert!(
+                c.p50_latency_ms <= goal,
+                "the chosen plan misses the latency goal, for:\n{text}"
+            );
+        }
+    }
+
+    let f = search::fleet(&s);
+    assert_eq!(
+        f.options.len(),
+        s.fleet.len(),
+        "one option per GPU type, for:\n{text}"
+    );
+    for o in &f.options {
+        assert_eq!(
+            o.candidate.is_some(),
+            o.infeasible.is_none(),
+            "for:\n{text}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_specs_never_panic(text in spec_text()) {
+        check(&text);
+    }
+}
+
+/// The generator reaches both sides: specs that parse and specs that do not.
+#[test]
+fn the_generator_makes_valid_and_invalid_specs() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let (mut ok, mut bad) = (0, 0);
+    for _ in 0..200 {
+        let text = spec_text().new_tree(&mut runner).unwrap().current();
+        match spec::parse(&text) {
+            Ok(_) => ok += 1,
+            Err(_) => bad += 1,
+        }
+    }
+    assert!(
+        ok >= 50 && bad >= 50,
+        "{ok} specs parsed and {bad} did not, out of 200"
+    );
+}
