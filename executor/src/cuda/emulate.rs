@@ -68,6 +68,21 @@ fn mma(c: &mut [[f32; 4]; 32], a: &[[u32; 4]; 32], b: &[[u32; 2]; 32]) {
     }
 }
 
+/// `ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16` with lane `l < 16` addressing row
+/// `row0 + l` at column `col0` (as the kernel does): matrix i is rows `row0 + 8i..+8`, columns
+/// `col0..+8`; lane `l` receives, per matrix, elements `(2·(l%4), l/4)` and `(2·(l%4)+1, l/4)`,
+/// the first in the low half.
+fn ldmatrix_x2_trans(tile: &[Vec<u16>], row0: usize, col0: usize) -> [[u32; 2]; 32] {
+    // Each lane's address picks a row; the hardware gathers 8 rows per matrix from lanes 0-15.
+    let rows: Vec<&[u16]> = (0..16).map(|l| &tile[row0 + l][col0..col0 + 8]).collect();
+    std::array::from_fn(|l| {
+        let (g, t) = (l / 4, l % 4);
+        let m =
+            |i: usize| rows[8 * i + 2 * t][g] as u32 | (rows[8 * i + 2 * t + 1][g] as u32) << 16;
+        [m(0), m(1)]
+    })
+}
+
 /// `__shfl_xor_sync` of one value per lane.
 fn shfl_xor(v: &[f32; 32], mask: usize) -> [f32; 32] {
     std::array::from_fn(|l| v[l ^ mask])
@@ -91,7 +106,7 @@ pub fn flash_tc(
             let hk = hh / (h / hkv);
             for bx in 0..sq.div_ceil(BQ) {
                 let mut ks = vec![vec![0u16; d + 8]; BK];
-                let mut vt = vec![vec![0u16; BK + 8]; d];
+                let mut vs = vec![vec![0u16; d + 8]; BK];
                 // Per warp, per lane state.
                 let mut qa = vec![vec![[[0u32; 4]; 32]; d / 16]; WARPS];
                 let mut acc = vec![vec![[[0f32; 4]; 32]; d / 8]; WARPS];
@@ -134,7 +149,7 @@ pub fn flash_tc(
                                 (0, 0)
                             };
                             ks[j][c] = kk;
-                            vt[c][j] = vv;
+                            vs[j][c] = vv;
                         }
                     }
                     for w in 0..WARPS {
@@ -206,15 +221,7 @@ pub fn flash_tc(
                         }
                         for nd in 0..d / 8 {
                             for (kp, pk) in pa.iter().enumerate() {
-                                let bf: [[u32; 2]; 32] = std::array::from_fn(|l| {
-                                    let (g, t) = (l / 4, l % 4);
-                                    let row = &vt[nd * 8 + g];
-                                    let c = kp * 16 + t * 2;
-                                    [
-                                        row[c] as u32 | (row[c + 1] as u32) << 16,
-                                        row[c + 8] as u32 | (row[c + 9] as u32) << 16,
-                                    ]
-                                });
+                                let bf = ldmatrix_x2_trans(&vs, kp * 16, nd * 8);
                                 mma(&mut acc[w][nd], pk, &bf);
                             }
                         }

@@ -344,9 +344,10 @@ extern "C" __global__ void flash_attn_k(const bf16* q, const bf16* k, const bf16
 }
 
 // Tensor-core fused attention (FlashAttention-2 forward structure) for head_dim D in {64, 128}:
-// 4 warps per block, 16 query rows per warp, key/value tiles of 64 staged in shared memory (V
-// transposed), S = Q·Kᵀ and O += P·V on mma.sync m16n8k16 BF16 with f32 accumulators, online
-// softmax in base 2. Needs sm_80+; compiled to an empty body below that (never launched there).
+// 4 warps per block, 16 query rows per warp, key/value tiles of 64 staged in shared memory,
+// S = Q·Kᵀ and O += P·V on mma.sync m16n8k16 BF16 with f32 accumulators, online
+// softmax in base 2; K and V tiles are copied with 16-byte loads and V's B fragments come from
+// `ldmatrix.trans`. Needs sm_80+; compiled to an empty body below that (never launched there).
 #define TC_BQ 64
 #define TC_BK 64
 __device__ __forceinline__ unsigned int pack2(float lo, float hi) {
@@ -360,12 +361,21 @@ __device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsign
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
 }
+// Two 8×8 BF16 matrices from shared memory, transposed: lanes 0-7 address the rows of the first,
+// lanes 8-15 those of the second; lane l receives elements (2·(l%4), l/4) and (2·(l%4)+1, l/4).
+__device__ __forceinline__ void ldmatrix_x2_trans(unsigned int& r0, unsigned int& r1, const bf16* row) {
+#if __CUDA_ARCH__ >= 800
+    unsigned int addr;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }\n" : "=r"(addr) : "l"(row));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(addr));
+#endif
+}
 template <int D>
 __device__ void flash_tc(const bf16* q, const bf16* k, const bf16* v, bf16* o,
                          int sq, int sk, int h, int hkv, float scale_log2, int causal) {
 #if __CUDA_ARCH__ >= 800
     __shared__ __align__(16) bf16 ks[TC_BK][D + 8];
-    __shared__ __align__(16) bf16 vt[D][TC_BK + 8];
+    __shared__ __align__(16) bf16 vs[TC_BK][D + 8];
     const int b = blockIdx.z, hh = blockIdx.y, hk = hh / (h / hkv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * TC_BQ + warp * 16 + g, r1 = r0 + 8;
@@ -386,17 +396,19 @@ __device__ void flash_tc(const bf16* q, const bf16* k, const bf16* v, bf16* o,
     const int kend = causal ? min(sk, (int)(blockIdx.x * TC_BQ + TC_BQ) + shift) : sk;
     for (int k0 = 0; k0 < kend; k0 += TC_BK) {
         __syncthreads();
-        for (int i = threadIdx.x; i < TC_BK * D / 2; i += blockDim.x) {
-            const int j = i / (D / 2), c = (i % (D / 2)) * 2;
-            unsigned int kk = 0u, vv = 0u;
+        // 16-byte copies of K and V rows into padded row-major tiles (zeros past the last key);
+        // partial unrolling keeps some loads in flight without costing occupancy.
+#pragma unroll 2
+        for (int i = threadIdx.x; i < TC_BK * D / 8; i += blockDim.x) {
+            const int j = i / (D / 8), c = (i % (D / 8)) * 8;
+            uint4 kk = make_uint4(0u, 0u, 0u, 0u), vv = make_uint4(0u, 0u, 0u, 0u);
             if (k0 + j < sk) {
                 const u64 src = (((u64)b * sk + k0 + j) * hkv + hk) * D + c;
-                kk = *(const unsigned int*)(k + src);
-                vv = *(const unsigned int*)(v + src);
+                kk = *(const uint4*)(k + src);
+                vv = *(const uint4*)(v + src);
             }
-            *(unsigned int*)&ks[j][c] = kk;
-            vt[c][j] = (bf16)(vv & 0xffffu);
-            vt[c + 1][j] = (bf16)(vv >> 16);
+            *(uint4*)&ks[j][c] = kk;
+            *(uint4*)&vs[j][c] = vv;
         }
         __syncthreads();
         float s[TC_BK / 8][4];
@@ -453,8 +465,10 @@ __device__ void flash_tc(const bf16* q, const bf16* k, const bf16* v, bf16* o,
         for (int nd = 0; nd < D / 8; nd++) {
 #pragma unroll
             for (int kp = 0; kp < TC_BK / 16; kp++) {
-                const unsigned int b0 = *(const unsigned int*)&vt[nd * 8 + g][kp * 16 + t * 2];
-                const unsigned int b1 = *(const unsigned int*)&vt[nd * 8 + g][kp * 16 + 8 + t * 2];
+                // B fragments of V (k = key, n = d) straight from the row-major tile: two 8×8
+                // blocks (keys kp·16..+8 and +8..+16, columns nd·8..+8) loaded transposed.
+                unsigned int b0, b1;
+                ldmatrix_x2_trans(b0, b1, &vs[kp * 16 + (lane & 15)][nd * 8]);
                 mma16816(acc[nd], pa[kp], b0, b1);
             }
         }
@@ -472,10 +486,12 @@ __device__ void flash_tc(const bf16* q, const bf16* k, const bf16* v, bf16* o,
     }
 #endif
 }
-extern "C" __global__ void flash_tc64_k(const bf16* q, const bf16* k, const bf16* v, bf16* o, int sq, int sk, int h, int hkv, float scale_log2, int causal) {
+// Register budgets from `ptxas -v` for sm_90: at head_dim 128 the accumulators need ~250
+// registers (two blocks per SM, no spills); at 64, three blocks fit without spilling.
+extern "C" __global__ void __launch_bounds__(128, 3) flash_tc64_k(const bf16* q, const bf16* k, const bf16* v, bf16* o, int sq, int sk, int h, int hkv, float scale_log2, int causal) {
     flash_tc<64>(q, k, v, o, sq, sk, h, hkv, scale_log2, causal);
 }
-extern "C" __global__ void flash_tc128_k(const bf16* q, const bf16* k, const bf16* v, bf16* o, int sq, int sk, int h, int hkv, float scale_log2, int causal) {
+extern "C" __global__ void __launch_bounds__(128, 2) flash_tc128_k(const bf16* q, const bf16* k, const bf16* v, bf16* o, int sq, int sk, int h, int hkv, float scale_log2, int causal) {
     flash_tc<128>(q, k, v, o, sq, sk, h, hkv, scale_log2, causal);
 }
 "#;
