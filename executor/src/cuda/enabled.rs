@@ -14,7 +14,9 @@ use cudarc::driver::{
 use cudarc::nvrtc::CompileOptions;
 use half::bf16;
 
-use super::kernels::{FLASH_BQ, FLASH_MAX_D, KERNELS, ROW_THREADS, SOURCE, TC_BQ, TC_THREADS};
+use super::kernels::{
+    FLASH_BQ, FLASH_MAX_D, KERNELS, ROW_THREADS, SOURCE, TC_BQ, TC_THREADS, tc_smem_bytes,
+};
 
 // The CUDA-core kernel's register arrays bound the fused path's head width.
 const _: () = assert!(FLASH_MAX_D == crate::backend::FUSED_MAX_HEAD_DIM);
@@ -245,6 +247,17 @@ impl CudaBackend {
                 name,
                 module.load_function(name).map_err(driver_err(name, 0))?,
             );
+        }
+        if cc >= (8, 0) {
+            // The tensor-core kernels double-buffer K/V tiles in more than the 48 KiB default.
+            for (name, d) in [("flash_tc64_k", 64), ("flash_tc128_k", 128)] {
+                funcs[name]
+                    .set_attribute(
+                        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        tc_smem_bytes(d) as i32,
+                    )
+                    .map_err(driver_err(name, 0))?;
+            }
         }
         let blas = CudaBlasLT::new(stream.clone()).map_err(|e| ExecError::Cuda {
             op: "creating the cuBLASLt handle".into(),
@@ -1168,7 +1181,7 @@ impl Backend for CudaBackend {
             let cfg = LaunchConfig {
                 grid_dim: (sq.div_ceil(TC_BQ as usize) as u32, h as u32, b as u32),
                 block_dim: (TC_THREADS, 1, 1),
-                shared_mem_bytes: 0,
+                shared_mem_bytes: tc_smem_bytes(d) as u32,
             };
             let scale_log2 = std::f32::consts::LOG2_E / (d as f32).sqrt();
             let name = if d == 64 {

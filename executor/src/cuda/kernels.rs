@@ -36,6 +36,13 @@ pub const KERNELS: &[&str] = &[
 pub const TC_BQ: u32 = 64;
 /// Threads per block of the tensor-core kernels.
 pub const TC_THREADS: u32 = 128;
+/// Keys per K/V tile of the tensor-core kernels.
+pub const TC_BK: usize = 64;
+
+/// Dynamic shared memory of `flash_tc{d}_k`: two stages of K and V tiles, rows padded by 8.
+pub const fn tc_smem_bytes(head_dim: usize) -> usize {
+    4 * TC_BK * (head_dim + 8) * 2
+}
 
 /// Query rows per block of `flash_attn_k` (one thread per row).
 pub const FLASH_BQ: u32 = 64;
@@ -346,7 +353,8 @@ extern "C" __global__ void flash_attn_k(const bf16* q, const bf16* k, const bf16
 // Tensor-core fused attention (FlashAttention-2 forward structure) for head_dim D in {64, 128}:
 // 4 warps per block, 16 query rows per warp, key/value tiles of 64 staged in shared memory,
 // S = Q·Kᵀ and O += P·V on mma.sync m16n8k16 BF16 with f32 accumulators, online
-// softmax in base 2; K and V tiles are copied with 16-byte loads and V's B fragments come from
+// softmax in base 2; K/V tiles are double-buffered in dynamic shared memory and prefetched
+// with 16-byte cp.async while the previous tile is consumed, and V's B fragments come from
 // `ldmatrix.trans`. Needs sm_80+; compiled to an empty body below that (never launched there).
 #define TC_BQ 64
 #define TC_BK 64
@@ -361,21 +369,32 @@ __device__ __forceinline__ void mma16816(float* c, const unsigned int* a, unsign
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
 }
+__device__ __forceinline__ unsigned int smem_u32(const void* p) {
+    unsigned int addr;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }\n" : "=r"(addr) : "l"(p));
+    return addr;
+}
+// 16 bytes global -> shared, asynchronously; with `ok` false the destination is zero-filled.
+__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src, bool ok) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
+#endif
+}
 // Two 8×8 BF16 matrices from shared memory, transposed: lanes 0-7 address the rows of the first,
 // lanes 8-15 those of the second; lane l receives elements (2·(l%4), l/4) and (2·(l%4)+1, l/4).
 __device__ __forceinline__ void ldmatrix_x2_trans(unsigned int& r0, unsigned int& r1, const bf16* row) {
 #if __CUDA_ARCH__ >= 800
-    unsigned int addr;
-    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }\n" : "=r"(addr) : "l"(row));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(addr));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(smem_u32(row)) : "memory");
 #endif
 }
 template <int D>
 __device__ void flash_tc(const bf16* q, const bf16* k, const bf16* v, bf16* o,
                          int sq, int sk, int h, int hkv, float scale_log2, int causal) {
 #if __CUDA_ARCH__ >= 800
-    __shared__ __align__(16) bf16 ks[TC_BK][D + 8];
-    __shared__ __align__(16) bf16 vs[TC_BK][D + 8];
+    // Dynamic shared memory: K stage 0, K stage 1, V stage 0, V stage 1, each TC_BK rows of D + 8.
+    extern __shared__ __align__(16) unsigned char tc_smem[];
+    bf16* const smem = (bf16*)tc_smem;
+    const int tile = TC_BK * (D + 8);
     const int b = blockIdx.z, hh = blockIdx.y, hk = hh / (h / hkv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int r0 = blockIdx.x * TC_BQ + warp * 16 + g, r1 = r0 + 8;
@@ -394,31 +413,39 @@ __device__ void flash_tc(const bf16* q, const bf16* k, const bf16* v, bf16* o,
     for (int i = 0; i < D / 8; i++) { acc[i][0] = 0.0f; acc[i][1] = 0.0f; acc[i][2] = 0.0f; acc[i][3] = 0.0f; }
     float m0 = -INF, m1 = -INF, l0 = 0.0f, l1 = 0.0f;
     const int kend = causal ? min(sk, (int)(blockIdx.x * TC_BQ + TC_BQ) + shift) : sk;
-    for (int k0 = 0; k0 < kend; k0 += TC_BK) {
-        __syncthreads();
-        // 16-byte copies of K and V rows into padded row-major tiles (zeros past the last key);
-        // partial unrolling keeps some loads in flight without costing occupancy.
-#pragma unroll 2
+    // Copies one K/V tile into stage `st` with 16-byte cp.async (zero-filled past the last key).
+    auto load_tile = [&](int st, int k0) {
         for (int i = threadIdx.x; i < TC_BK * D / 8; i += blockDim.x) {
             const int j = i / (D / 8), c = (i % (D / 8)) * 8;
-            uint4 kk = make_uint4(0u, 0u, 0u, 0u), vv = make_uint4(0u, 0u, 0u, 0u);
-            if (k0 + j < sk) {
-                const u64 src = (((u64)b * sk + k0 + j) * hkv + hk) * D + c;
-                kk = *(const uint4*)(k + src);
-                vv = *(const uint4*)(v + src);
-            }
-            *(uint4*)&ks[j][c] = kk;
-            *(uint4*)&vs[j][c] = vv;
+            const bool ok = k0 + j < sk;
+            const u64 src = ok ? (((u64)b * sk + k0 + j) * hkv + hk) * D + c : 0;
+            cp_async16(smem + st * tile + j * (D + 8) + c, k + src, ok);
+            cp_async16(smem + (2 + st) * tile + j * (D + 8) + c, v + src, ok);
+        }
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
+    };
+    const int ntiles = kend > 0 ? (kend + TC_BK - 1) / TC_BK : 0;
+    if (ntiles > 0) load_tile(0, 0);
+    for (int it = 0; it < ntiles; it++) {
+        const int k0 = it * TC_BK, st = it & 1;
+        // Prefetch the next tile into the other stage while this one is consumed.
+        if (it + 1 < ntiles) {
+            load_tile(st ^ 1, k0 + TC_BK);
+            asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::: "memory");
         }
         __syncthreads();
+        const bf16* const ks = smem + st * tile;
+        const bf16* const vs = smem + (2 + st) * tile;
         float s[TC_BK / 8][4];
 #pragma unroll
         for (int nb = 0; nb < TC_BK / 8; nb++) {
             s[nb][0] = 0.0f; s[nb][1] = 0.0f; s[nb][2] = 0.0f; s[nb][3] = 0.0f;
 #pragma unroll
             for (int kq = 0; kq < D / 16; kq++) {
-                const unsigned int b0 = *(const unsigned int*)&ks[nb * 8 + g][kq * 16 + t * 2];
-                const unsigned int b1 = *(const unsigned int*)&ks[nb * 8 + g][kq * 16 + 8 + t * 2];
+                const unsigned int b0 = *(const unsigned int*)(ks + (nb * 8 + g) * (D + 8) + kq * 16 + t * 2);
+                const unsigned int b1 = *(const unsigned int*)(ks + (nb * 8 + g) * (D + 8) + kq * 16 + 8 + t * 2);
                 mma16816(s[nb], qa[kq], b0, b1);
             }
         }
@@ -468,10 +495,12 @@ __device__ void flash_tc(const bf16* q, const bf16* k, const bf16* v, bf16* o,
                 // B fragments of V (k = key, n = d) straight from the row-major tile: two 8×8
                 // blocks (keys kp·16..+8 and +8..+16, columns nd·8..+8) loaded transposed.
                 unsigned int b0, b1;
-                ldmatrix_x2_trans(b0, b1, &vs[kp * 16 + (lane & 15)][nd * 8]);
+                ldmatrix_x2_trans(b0, b1, vs + (kp * 16 + (lane & 15)) * (D + 8) + nd * 8);
                 mma16816(acc[nd], pa[kp], b0, b1);
             }
         }
+        // Everyone is done with stage `st` before the next iteration prefetches into it.
+        __syncthreads();
     }
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
