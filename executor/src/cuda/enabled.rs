@@ -1106,7 +1106,12 @@ impl Backend for CudaBackend {
                 .arg(&hw)
                 .arg(&g)
                 .arg(&eps)
-                .launch(rows(b * groups))
+                // Only images × groups blocks (32 per image), each reducing millions of values at
+                // full resolution: give each the largest block so one SM's bandwidth is used.
+                .launch(LaunchConfig {
+                    block_dim: (1024, 1, 1),
+                    ..rows(b * groups)
+                })
         }
         .map_err(self.launch_err("group_norm"))?;
         Ok(self.wrap(out, &x.shape))
