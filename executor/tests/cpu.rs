@@ -72,6 +72,32 @@ fn end_to_end_produces_finite_outputs_of_the_right_shape() {
 }
 
 #[test]
+fn every_allocation_is_freed_when_a_run_ends() {
+    for cfg in [
+        quick(),
+        RunConfig {
+            model_offload: true,
+            text_encoder: TextEncoderPlacement::Drop,
+            cfg_passes: 2,
+            ..quick()
+        },
+        RunConfig {
+            cache: Some(CacheConfig {
+                compute_blocks: 1,
+                threshold: 1e9,
+                warmup_steps: 0,
+            }),
+            vae_tile_latent: Some(4),
+            ..quick()
+        },
+    ] {
+        let b = CpuBackend::new();
+        executor::execute(&b, &ModelDims::flux2_tiny(), &cfg).unwrap();
+        assert_eq!(b.memory().allocated_bytes, 0, "{cfg:?}");
+    }
+}
+
+#[test]
 fn a_seed_determines_the_output() {
     let a = exec(&quick());
     let b = exec(&quick());
