@@ -154,6 +154,75 @@ fn block_bytes(model: &Model, p: Precision) -> u64 {
     (per_block as f64 * p.weight_bytes()) as u64
 }
 
+/// Where each component's weights are during each stage, on one GPU.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    /// Transformer weights in `d.weights`, all of them.
+    dit_full: u64,
+    /// Transformer weights on the GPU while denoising (a shard or a streaming window).
+    dit_resident: u64,
+    /// Text-encoder weights, all of them.
+    te_full: u64,
+    /// Text-encoder weights on the GPU while encoding (0 when dropped).
+    te_stage: u64,
+    /// VAE weights.
+    vae: u64,
+}
+
+impl Placement {
+    fn of(model: &Model, d: &Deployment) -> Placement {
+        let dit_full = transformer_weight_bytes(model, d.weights);
+        let blk = block_bytes(model, d.weights);
+        let dit_resident = match (d.offload, d.parallel.shard) {
+            (Offload::GroupBlock, _) => 2 * blk + (dit_full as f64 * 0.02) as u64,
+            (Offload::GroupLeaf, _) => 2 * blk / 3 + (dit_full as f64 * 0.02) as u64,
+            (_, Shard::Hsdp) => dit_full.div_ceil(d.parallel.gpus as u64) + 2 * blk,
+            _ => dit_full,
+        };
+        let te_full = text_encoder_bytes(model);
+        let te_stage = match (d.text_encoder, d.offload) {
+            (TextEncoderPlacement::Drop, _) => 0,
+            (_, Offload::None | Offload::Model) => te_full,
+            // Group offload streams the text encoder too: two layers at a time.
+            _ => te_full / model.text_encoders[0].layers.max(1) * 2,
+        };
+        Placement {
+            dit_full,
+            dit_resident,
+            te_full,
+            te_stage,
+            vae: model.vae.params() * BF16,
+        }
+    }
+
+    /// Weights on the GPU while `stage` runs.
+    fn resident(&self, d: &Deployment, stage: &str) -> u64 {
+        match d.offload {
+            Offload::None => {
+                let te = match d.text_encoder {
+                    TextEncoderPlacement::Resident => self.te_full,
+                    _ if stage == "text_encoder" => self.te_stage,
+                    _ => 0,
+                };
+                te + self.dit_resident + self.vae
+            }
+            _ => match stage {
+                "text_encoder" => self.te_stage,
+                "denoise" => self.dit_resident,
+                _ => self.vae,
+            },
+        }
+    }
+}
+
+/// A lower bound of the request's per-GPU peak from weights alone: the CUDA context plus the
+/// largest set of weights resident during any stage. The search prunes on it before any trace.
+pub fn memory_floor(inp: Inputs, d: &Deployment) -> u64 {
+    let w = Placement::of(inp.model, d);
+    let stages = ["text_encoder", "denoise", "vae_decode"];
+    inp.runtime.context_bytes + stages.iter().map(|s| w.resident(d, s)).max().unwrap_or(0)
+}
+
 fn text_encoder_bytes(model: &Model) -> u64 {
     model.text_encoders.iter().map(|t| t.params() * BF16).sum()
 }
@@ -212,16 +281,9 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     let pcie = |bytes: u64, pinned: bool| Trace::new(hw).host_copy_s(bytes, pinned) * 1e3;
 
     // Weights of each component on one GPU.
-    let dit_full = transformer_weight_bytes(model, d.weights);
-    let blk = block_bytes(model, d.weights);
-    let dit_resident = match (d.offload, par.shard) {
-        (Offload::GroupBlock, _) => 2 * blk + (dit_full as f64 * 0.02) as u64,
-        (Offload::GroupLeaf, _) => 2 * blk / 3 + (dit_full as f64 * 0.02) as u64,
-        (_, Shard::Hsdp) => dit_full.div_ceil(par.gpus as u64) + 2 * blk,
-        _ => dit_full,
-    };
-    let te_full = text_encoder_bytes(model);
-    let vae_full = model.vae.params() * BF16;
+    let w = Placement::of(model, d);
+    let (dit_full, dit_resident, te_full, vae_full) =
+        (w.dit_full, w.dit_resident, w.te_full, w.vae);
 
     // Text encoder stage.
     let mut te_trace = Trace::new(hw);
@@ -255,10 +317,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
                 }
                 Offload::None => {}
             }
-            match d.offload {
-                Offload::None | Offload::Model => te_full,
-                _ => te_full / model.text_encoders[0].layers.max(1) * 2,
-            }
+            w.te_stage
         }
     };
     let te_ms = te_trace.elapsed_s() * 1e3 + te_transfer_ms;
@@ -384,21 +443,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     // The request's memory timeline: what is resident during each stage, plus its transient.
     let embeds = batch * pass.txt_tokens * model.transformer.context_dim * BF16;
     let latents = batch * pass.img_tokens * model.transformer.in_channels * BF16 * 4;
-    let resident = |stage: &str| -> u64 {
-        let te_res = match (d.text_encoder, d.offload) {
-            (TextEncoderPlacement::Resident, Offload::None) => te_full,
-            _ if stage == "text_encoder" => te_weights,
-            _ => 0,
-        };
-        match d.offload {
-            Offload::None => te_res + dit_resident + vae_full,
-            _ => match stage {
-                "text_encoder" => te_weights,
-                "denoise" => dit_resident,
-                _ => vae_full,
-            },
-        }
-    };
+    let resident = |stage: &str| w.resident(d, stage);
     let slack = 1.0 + rt.allocator_slack;
     let mut peak = 0;
     let mut binding = "denoise";

@@ -256,6 +256,21 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
         gpu: f.gpu,
         runtime: s.runtime,
     };
+    // Legality, then memory from weights alone, before any time is estimated.
+    let violations = crate::rules::check(s.model, f.gpu, d);
+    if !violations.is_empty() {
+        let reasons: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
+        return Outcome::Illegal(reasons.join("; "));
+    }
+    let floor = crate::estimate::memory_floor(inp, d);
+    if floor > f.gpu.hbm_bytes {
+        return Outcome::Memory {
+            peak: floor,
+            capacity: f.gpu.hbm_bytes,
+            at: d.resolution,
+            stage: "weights",
+        };
+    }
     let mut ests = Vec::with_capacity(s.mix.len());
     for share in &s.mix {
         let dd = Deployment {
