@@ -366,7 +366,7 @@ impl<'a, B: Backend> Transformer<'a, B> {
     ///
     /// With a cache, the first `compute_blocks` blocks always run; the rest are replaced by the
     /// residual they added last time when the first blocks' residual changed by less than the
-    /// threshold (relative L1) since the previous step, after `warmup_steps`.
+    /// threshold (relative L1) since the last fully computed step, after `warmup_steps`.
     pub fn forward(
         &self,
         latents: &B::Tensor,
@@ -419,13 +419,15 @@ impl<'a, B: Backend> Transformer<'a, B> {
                     }
                     _ => false,
                 };
-                c.prev_first_residual = Some(residual);
                 c.blocks_computed += first;
                 if similar {
                     c.blocks_skipped += total - first;
                     let rest = c.rest_residual.as_ref().expect("checked above");
                     b.add(&after_first, rest)?
                 } else {
+                    // The reference moves only on full steps (as in First-Block-Cache), so a run of
+                    // skips is measured against the last computed step and drift accumulates.
+                    c.prev_first_residual = Some(residual);
                     for i in first..total {
                         self.block(i, &mut st, &mods, rope)?;
                     }
