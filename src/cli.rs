@@ -47,7 +47,6 @@ impl From<Backend> for executor::BackendKind {
     version,
     about = "Plan and verify deployments of FLUX.2 [klein] and other diffusion transformers"
 )]
-#[command(args_conflicts_with_subcommands = true)]
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
@@ -132,7 +131,8 @@ fn read_spec(path: &Path) -> Result<Spec> {
             path.display()
         );
         for p in &e.problems {
-            msg.push_str(&format!("\n  {}:{p}", path.display()));
+            let sep = if p.location.is_some() { ":" } else { ": " };
+            msg.push_str(&format!("\n  {}{sep}{p}", path.display()));
         }
         anyhow::anyhow!(msg)
     })
@@ -174,16 +174,23 @@ pub fn run() -> Result<u8> {
         Command::Models => {
             let c = Catalog::get();
             let rows: Vec<render::ModelRow> = c.models.iter().map(render::ModelRow::from).collect();
-            emit(format, &rows, || render::models(&rows))?;
+            let doc = render::Listing {
+                schema_version: planner::estimate::SCHEMA_VERSION,
+                models: Some(&rows),
+                gpus: None,
+            };
+            emit(format, &doc, || render::models(&rows))?;
             Ok(0)
         }
         Command::Gpus => {
             let c = Catalog::get();
-            emit(
-                format,
-                &c.gpus.iter().map(render::GpuRow::from).collect::<Vec<_>>(),
-                || render::gpus(&c.gpus),
-            )?;
+            let rows: Vec<render::GpuRow> = c.gpus.iter().map(render::GpuRow::from).collect();
+            let doc = render::Listing {
+                schema_version: planner::estimate::SCHEMA_VERSION,
+                models: None,
+                gpus: Some(&rows),
+            };
+            emit(format, &doc, || render::gpus(&c.gpus))?;
             Ok(0)
         }
         Command::Estimate { spec } => {
@@ -203,7 +210,8 @@ pub fn run() -> Result<u8> {
                 Err(v) => {
                     let reasons: Vec<String> = v.iter().map(|v| format!("  {v}")).collect();
                     bail!(
-                        "the deployment cannot run on {}:\n{}",
+                        "{}: the deployment cannot run on {}:\n{}",
+                        spec.display(),
                         gpu.id,
                         reasons.join("\n")
                     )

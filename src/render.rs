@@ -92,7 +92,7 @@ fn stage_table(out: &mut String, stages: &[Stage], ridge: f64) {
     }
     let _ = writeln!(
         out,
-        "    (ridge point of the GPU: {ridge:.0} FLOP/byte; above it a kernel is compute-bound)"
+        "    (ridge point {ridge:.0} FLOP/byte: kernels above it are compute-bound, below it bandwidth-bound; `bound` says where the stage's time goes, `host` when launch overhead dominates)"
     );
 }
 
@@ -201,8 +201,14 @@ pub fn plan(p: &Plan) -> String {
     let s = &p.searched;
     let _ = writeln!(
         out,
-        "searched {} candidates: {} illegal, {} out of memory, {} too slow, {} short of GPUs, {} feasible",
-        s.candidates, s.illegal, s.out_of_memory, s.too_slow, s.unavailable, s.feasible
+        "searched {} candidate{}: {} illegal, {} out of memory, {} too slow, {} short of GPUs, {} feasible",
+        s.candidates,
+        if s.candidates == 1 { "" } else { "s" },
+        s.illegal,
+        s.out_of_memory,
+        s.too_slow,
+        s.unavailable,
+        s.feasible
     );
     let _ = writeln!(out);
     match &p.chosen {
@@ -269,6 +275,19 @@ pub fn fleet(f: &FleetPlan) -> String {
     out
 }
 
+/// `models` / `gpus` as JSON or YAML: the rows under a schema version.
+#[derive(Debug, Serialize)]
+pub struct Listing<'a> {
+    /// Schema version.
+    pub schema_version: u32,
+    /// Models (for `models`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<&'a [ModelRow]>,
+    /// GPUs (for `gpus`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<&'a [GpuRow]>,
+}
+
 /// A model as listed by `klein-plan models`.
 #[derive(Debug, Serialize)]
 pub struct ModelRow {
@@ -329,14 +348,14 @@ pub struct GpuRow {
     name: String,
     sm: u32,
     hbm_bytes: u64,
-    hbm_bandwidth_gbps: f64,
+    hbm_bandwidth_gb_per_s: f64,
     bf16_tflops: f64,
     fp8_tflops: f64,
     nvfp4_tflops: f64,
     native: Vec<String>,
     gpu_link: String,
-    gpu_link_gbps: f64,
-    host_link_gbps: f64,
+    gpu_link_gb_per_s: f64,
+    host_link_gb_per_s: f64,
     price_per_hour: f64,
     measured: bool,
     source: String,
@@ -349,14 +368,14 @@ impl From<&Gpu> for GpuRow {
             name: g.name.clone(),
             sm: g.sm,
             hbm_bytes: g.hbm_bytes,
-            hbm_bandwidth_gbps: g.hbm_bandwidth_gbps,
+            hbm_bandwidth_gb_per_s: g.hbm_bandwidth_gbps,
             bf16_tflops: g.dense_tflops.bf16,
             fp8_tflops: g.dense_tflops.fp8,
             nvfp4_tflops: g.dense_tflops.nvfp4,
             native: g.native.clone(),
             gpu_link: g.gpu_link.kind.clone(),
-            gpu_link_gbps: g.gpu_link.gbps,
-            host_link_gbps: g.host_link_gbps,
+            gpu_link_gb_per_s: g.gpu_link.gbps,
+            host_link_gb_per_s: g.host_link_gbps,
             price_per_hour: g.price_per_hour,
             measured: g.measured,
             source: g.source.clone(),
@@ -367,13 +386,13 @@ impl From<&Gpu> for GpuRow {
 /// `gpus` as text.
 pub fn gpus(gpus: &[Gpu]) -> String {
     let mut out = format!(
-        "{:<10} {:>6} {:>10} {:>9} {:>9} {:>9} {:<14} {:>8}  {}\n",
+        "{:<10} {:>6} {:>10} {:>9} {:>9} {:>9} {:<18} {:>8}  {}\n",
         "id", "sm", "memory", "HBM GB/s", "BF16 TF", "FP8 TF", "link", "$/h", "calibrated"
     );
     for g in gpus {
         let _ = writeln!(
             out,
-            "{:<10} {:>6} {:>10} {:>9.0} {:>9.1} {:>9.1} {:<14} {:>8.2}  {}",
+            "{:<10} {:>6} {:>10} {:>9.0} {:>9.1} {:>9.1} {:<18} {:>8.2}  {}",
             g.id,
             format!("sm_{}", g.sm),
             gb(g.hbm_bytes),

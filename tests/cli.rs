@@ -445,9 +445,13 @@ fn models_and_gpus_list_every_catalog_id() {
             .filter_map(|l| l.split_whitespace().next())
             .collect();
         let json = run(&[command, "--format", "json"]).expect_code(0).json();
-        let json_ids: Vec<&str> = json
+        assert_eq!(
+            json["schema_version"], 1,
+            "`klein-plan {command} --format json` carries the schema version"
+        );
+        let json_ids: Vec<&str> = json[command]
             .as_array()
-            .expect("an array")
+            .expect("an array under the command's name")
             .iter()
             .map(|r| r["id"].as_str().unwrap())
             .collect();

@@ -157,9 +157,8 @@ impl Offload {
     }
 }
 
-/// Block caching.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+/// Block caching. Serialized as `none`, or a map with `kind` and the parameters (the spec's forms).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Cache {
     /// No caching.
     None,
@@ -177,6 +176,33 @@ pub enum Cache {
         /// Blocks always computed at the front (Fn).
         compute_blocks: u32,
     },
+}
+
+impl Serialize for Cache {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match *self {
+            Cache::None => s.serialize_str("none"),
+            Cache::Teacache { threshold } => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("kind", "teacache")?;
+                m.serialize_entry("threshold", &threshold)?;
+                m.end()
+            }
+            Cache::Dbcache {
+                threshold,
+                warmup_steps,
+                compute_blocks,
+            } => {
+                let mut m = s.serialize_map(Some(4))?;
+                m.serialize_entry("kind", "dbcache")?;
+                m.serialize_entry("threshold", &threshold)?;
+                m.serialize_entry("warmup_steps", &warmup_steps)?;
+                m.serialize_entry("compute_blocks", &compute_blocks)?;
+                m.end()
+            }
+        }
+    }
 }
 
 impl Cache {

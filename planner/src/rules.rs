@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::catalog::{Gpu, Guidance, Model};
-use crate::deployment::{Cache, Deployment, Offload, Precision, Shard};
+use crate::deployment::{Cache, Deployment, Offload, Precision, Shard, TextEncoderPlacement};
 
 /// Why a deployment cannot launch at all (memory is checked later, by the cost model).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -132,6 +132,12 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
         v.push(unsup(
             "CPU offload with multi-GPU parallelism is not supported by the runtimes".into(),
         ));
+    }
+    if d.offload != Offload::None && d.text_encoder == TextEncoderPlacement::Resident {
+        v.push(unsup(format!(
+            "offload {} moves the text encoder off the GPU too; say text_encoder: offload (or drop)",
+            d.offload.name()
+        )));
     }
     if d.offload != Offload::None && d.parallel.shard == Shard::Hsdp {
         v.push(unsup(

@@ -214,7 +214,11 @@ impl Spec {
             steps: p.steps.unwrap_or(self.steps),
             weights: p.weights.unwrap_or(Precision::Bf16),
             attention: p.attention.unwrap_or(Attention::Sdpa),
-            text_encoder: p.text_encoder.unwrap_or(TextEncoderPlacement::Resident),
+            // Whole-model offload moves the text encoder too, so it defaults to offloaded then.
+            text_encoder: p.text_encoder.unwrap_or(match p.offload {
+                Some(o) if o != Offload::None => TextEncoderPlacement::Offload,
+                _ => TextEncoderPlacement::Resident,
+            }),
             offload: p.offload.unwrap_or(Offload::None),
             vae_tiling: p.vae_tiling.unwrap_or(false),
             cache: p.cache.clone().unwrap_or(Cache::None),

@@ -26,27 +26,7 @@ pub fn parse(text: &str) -> Result<Spec, SpecError> {
 
 /// Parses and validates a spec; `runtime:` may name a profile file, read through `load`.
 pub fn parse_with(text: &str, load: ProfileLoader) -> Result<Spec, SpecError> {
-    let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| {
-        let location = e.location().map(|l| Location {
-            line: l.line(),
-            column: l.column(),
-        });
-        let message = e.without_snippet().to_string();
-        let message = message.lines().next().unwrap_or("").to_string();
-        let hint = if message.contains("unknown field") {
-            Some("check the spelling against the keys in README.md (spec reference)".to_string())
-        } else {
-            Some("the spec must be a YAML mapping with the keys in README.md".to_string())
-        };
-        SpecError {
-            problems: vec![Problem {
-                field: String::new(),
-                location,
-                message,
-                hint,
-            }],
-        }
-    })?;
+    let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| syntax_problem(text, &e))?;
     let mut v = Validator {
         problems: Vec::new(),
         load,
@@ -62,6 +42,98 @@ pub fn parse_with(text: &str, load: ProfileLoader) -> Result<Spec, SpecError> {
             })
         }
     }
+}
+
+/// One problem from the YAML parser: the field found from the location, the library's message
+/// without its own location suffix, and a hint for the kind of mistake.
+fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> SpecError {
+    let location = e.location().map(|l| Location {
+        line: l.line(),
+        column: l.column(),
+    });
+    let raw = e.without_snippet().to_string();
+    let mut message = raw.lines().next().unwrap_or("").to_string();
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    let field = location
+        .map(|l| field_at(text, l.line as usize))
+        .unwrap_or_default();
+    let (message, hint) = if message.starts_with("duplicate mapping key") {
+        let key = message
+            .split(": ")
+            .nth(1)
+            .and_then(|k| k.split(',').next())
+            .unwrap_or("")
+            .to_string();
+        (
+            format!("duplicate key '{key}'"),
+            "remove one of the two entries".to_string(),
+        )
+    } else if message.contains("unknown field") {
+        (
+            message,
+            "check the spelling against the spec reference in README.md".to_string(),
+        )
+    } else if message.starts_with("invalid ") || message.contains("invalid type") {
+        let what = if message.contains("i64") || message.contains("u64") {
+            "an integer"
+        } else if message.contains("f64") {
+            "a number"
+        } else if message.contains("bool") {
+            "true or false"
+        } else {
+            "a value of another type"
+        };
+        (
+            format!("{message}: expected {what}"),
+            format!("write {what} here"),
+        )
+    } else {
+        (
+            message,
+            "check the YAML syntax here (quotes, brackets, indentation)".to_string(),
+        )
+    };
+    SpecError {
+        problems: vec![Problem {
+            field,
+            location,
+            message,
+            hint: Some(hint),
+        }],
+    }
+}
+
+/// The dotted key path of the mapping entry on `line` (1-based), from indentation.
+fn field_at(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let key_of = |l: &str| -> Option<(usize, String)> {
+        let indent = l.len() - l.trim_start().len();
+        let body = l.trim_start().trim_start_matches("- ");
+        let (key, _) = body.split_once(':')?;
+        let key = key.trim();
+        (!key.is_empty() && !key.starts_with('#') && !key.contains([' ', '{', '"', '\'']))
+            .then(|| (indent, key.to_string()))
+    };
+    let Some(mut at) = line
+        .checked_sub(1)
+        .and_then(|i| lines.get(i))
+        .and_then(|l| key_of(l))
+    else {
+        return String::new();
+    };
+    let mut path = vec![at.1.clone()];
+    for l in lines[..line - 1].iter().rev() {
+        if let Some((indent, key)) = key_of(l)
+            && indent < at.0
+        {
+            path.push(key.clone());
+            at = (indent, key);
+        }
+    }
+    path.reverse();
+    path.join(".")
 }
 
 struct Validator<'a> {
