@@ -56,6 +56,16 @@ fn main() {
                 );
             }
             println!("peak_allocated_bytes {}", m.peak_allocated_bytes);
+            println!("denoise_step_ms {:.3}", m.denoise_step_ms);
+            for u in &m.device_usage {
+                println!(
+                    "driver {:<13} used {:>14} -> {:>14} bytes (growth {})",
+                    u.stage,
+                    u.used_before_bytes,
+                    u.used_after_bytes,
+                    u.used_after_bytes.saturating_sub(u.used_before_bytes)
+                );
+            }
         }
         Err(e) => {
             // Print the whole chain, as the CLI does.
