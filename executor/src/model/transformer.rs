@@ -79,9 +79,19 @@ pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
     s
 }
 
-/// True for the weights that are GEMM operands (candidates for FP8 storage).
-pub fn is_gemm_weight(_name: &str, shape: &[usize]) -> bool {
-    shape.len() == 2
+/// True for the weights FP8 storage quantizes: the GEMM weights of the blocks, the shared
+/// modulation and `proj_out`. The input embedders (`x_embedder`, `context_embedder`, the timestep
+/// MLP) and `norm_out.linear` stay BF16, as diffusers' layerwise casting leaves them (the measured
+/// FP8-storage klein-4B module in `data/h200-diffusers-calibration.jsonl` has 53.4 M parameters
+/// left in BF16: exactly those plus the norms).
+pub fn is_gemm_weight(name: &str, shape: &[usize]) -> bool {
+    const KEPT_BF16: [&str; 4] = [
+        "x_embedder.",
+        "context_embedder.",
+        "time_guidance_embed.",
+        "norm_out.",
+    ];
+    shape.len() == 2 && !KEPT_BF16.iter().any(|p| name.starts_with(p))
 }
 
 /// Sinusoidal timestep features `[batch, dim]` (diffusers `Timesteps`, `flip_sin_to_cos=True`,
