@@ -262,6 +262,13 @@ impl CudaBackend {
                     .map_err(driver_err(name, 0))?;
             }
         }
+        // cudarc's cuBLASLt constructor unwraps its 32 MiB workspace allocation: make sure it fits
+        // (with our own workspace below) instead of risking a panic on a full GPU.
+        if free < 2 * LT_WORKSPACE_BYTES + (16 << 20) {
+            return Err(ExecError::OutOfMemory {
+                bytes: (2 * LT_WORKSPACE_BYTES) as u64,
+            });
+        }
         let blas = CudaBlasLT::new(stream.clone()).map_err(|e| ExecError::Cuda {
             op: "creating the cuBLASLt handle".into(),
             detail: format!("{e:?}"),
