@@ -21,6 +21,11 @@
 //! - [`calibrate()`]`(BackendKind) -> Result<CalibrationReport, ExecError>`
 //! - [`execute`] does the same as `run` on a backend you built and also returns the outputs.
 //!
+//! Cargo feature `cuda` builds the CUDA backend (cudarc with dynamic loading: no toolkit needed to
+//! build; `libcuda`, `libnvrtc` and `libcublasLt` are looked for at run time). Without it,
+//! `BackendKind::Cuda` returns [`ExecError::CudaNotEnabled`]. `docs/executor.md` has the design,
+//! what is verified without a GPU, and the commands for a GPU machine.
+//!
 //! Architecture invariant: the executor reads no environment and prints nothing; it touches
 //! files only to read weights from a folder the caller names, and the GPU only through a backend.
 
