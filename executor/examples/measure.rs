@@ -2,11 +2,28 @@
 //! checking the CUDA backend on a GPU machine (`--features cuda`).
 //!
 //! `cargo run --release -p executor --features cuda --example measure -- cuda klein-4b 1024x1024 4 fused bf16`
+//! `cargo run --release -p executor --features cuda --example measure -- calibrate cuda`
 
 use executor::{AttentionPath, BackendKind, ModelDims, RunConfig, WeightsDtype};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `measure calibrate cuda|cpu`: the microbenchmarks instead of a deployment.
+    if args.first().map(String::as_str) == Some("calibrate") {
+        let kind = if args.get(1).map(String::as_str) == Some("cuda") {
+            BackendKind::Cuda
+        } else {
+            BackendKind::Cpu
+        };
+        match executor::calibrate(kind) {
+            Ok(r) => println!("{r:#?}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
+        return;
+    }
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.to_string());
     let backend = match arg(0, "cpu").as_str() {
         "cuda" => BackendKind::Cuda,
