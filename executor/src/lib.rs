@@ -40,6 +40,7 @@ pub mod dims;
 mod error;
 pub mod model;
 mod par;
+pub mod parallel;
 pub mod pipeline;
 pub mod weights;
 

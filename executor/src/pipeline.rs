@@ -375,6 +375,7 @@ fn run_once<B: Backend>(
             d: dims,
             attention: cfg.attention,
             gemm,
+            sp: &crate::parallel::SingleRank,
         };
         let rope =
             transformer::rope_tables(b, dims, dims.txt_tokens, cfg.height / 16, cfg.width / 16)?;

@@ -191,6 +191,8 @@ pub struct Transformer<'a, B: Backend> {
     pub attention: AttentionPath,
     /// GEMM mode for FP8 weights.
     pub gemm: GemmMode,
+    /// Sequence-parallel exchanges around attention ([`crate::parallel::SingleRank`] today).
+    pub sp: &'a dyn crate::parallel::SequenceParallel<B>,
 }
 
 impl<'a, B: Backend> Transformer<'a, B> {
@@ -232,7 +234,14 @@ impl<'a, B: Backend> Transformer<'a, B> {
         let k = self
             .b
             .rope(k, &rope.cos, &rope.sin, RopeStyle::Interleaved)?;
-        let o = self.b.attention(&q, &k, v, false, self.attention)?;
+        // Sequence parallelism regroups tokens into heads around attention (identity at degree 1).
+        let (q, k, v) = (
+            self.sp.tokens_to_heads(self.b, &q)?,
+            self.sp.tokens_to_heads(self.b, &k)?,
+            self.sp.tokens_to_heads(self.b, v)?,
+        );
+        let o = self.b.attention(&q, &k, &v, false, self.attention)?;
+        let o = self.sp.heads_to_tokens(self.b, &o)?;
         let s = self.b.shape(&o);
         self.b.reshape(&o, &[s[0], s[1], self.d.hidden])
     }
