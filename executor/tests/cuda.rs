@@ -97,6 +97,20 @@ mod gpu {
         assert!(r < tol, "{name}: {r}");
     }
 
+    fn close_l1(name: &str, got: &HostTensor, want: &HostTensor, tol: f32) {
+        assert_eq!(got.shape, want.shape, "{name}");
+        assert!(got.all_finite(), "{name}: non-finite values");
+        let diff: f32 = got
+            .data
+            .iter()
+            .zip(&want.data)
+            .map(|(a, b)| (a - b).abs())
+            .sum();
+        let r = diff / want.data.iter().map(|v| v.abs()).sum::<f32>().max(1e-6);
+        eprintln!("{name}: relative L1 error {r:.4}");
+        assert!(r < tol, "{name}: {r}");
+    }
+
     /// Every backend op on the GPU against the CPU reference, on random inputs.
     #[test]
     fn each_op_matches_the_cpu_reference() {
@@ -311,9 +325,11 @@ mod gpu {
             };
             let want = executor::execute(&CpuBackend::new(), &dims, &cfg).unwrap();
             let got = executor::execute(&g, &dims, &cfg).unwrap();
-            close("context", &got.context, &want.context, 0.1);
-            close("latents", &got.latents, &want.latents, 0.15);
-            close("image", &got.image, &want.image, 0.25);
+            // Whole-pipeline drift is judged by the relative L1 error (robust to a few outliers that
+            // BF16 rounding in a different order can produce); single ops use the max error above.
+            close_l1("context", &got.context, &want.context, 0.02);
+            close_l1("latents", &got.latents, &want.latents, 0.05);
+            close_l1("image", &got.image, &want.image, 0.08);
             // Same graph, same accounting: activation bytes agree exactly.
             for (a, b) in got.measurement.stages.iter().zip(&want.measurement.stages) {
                 assert_eq!(
