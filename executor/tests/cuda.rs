@@ -94,7 +94,8 @@ mod gpu {
         assert_eq!(got.shape, want.shape, "{name}");
         let r = got.max_abs_diff(want) / want.mean_abs().max(1e-3);
         eprintln!("{name}: max |diff| / mean |ref| = {r:.4}");
-        assert!(r < tol, "{name}: {r}");
+        // `<=` so exact operations (copies, gathers) can ask for 0.
+        assert!(r <= tol, "{name}: {r}");
     }
 
     fn close_l1(name: &str, got: &HostTensor, want: &HostTensor, tol: f32) {
