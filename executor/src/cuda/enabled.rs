@@ -850,7 +850,14 @@ impl Backend for CudaBackend {
                 scale,
                 scale_dev,
             } => {
-                if mode == GemmMode::Fp8 {
+                // FP8 GEMMs want every dimension a multiple of 16 (as torch._scaled_mm does); the
+                // per-batch modulation GEMMs (m = batch) and odd token counts take the
+                // fp8-storage path below instead.
+                if mode == GemmMode::Fp8
+                    && m.is_multiple_of(16)
+                    && n.is_multiple_of(16)
+                    && k.is_multiple_of(16)
+                {
                     if bias.is_some() {
                         return Err(ExecError::Unsupported {
                             what: "fp8 GEMMs with a bias".into(),
