@@ -75,6 +75,47 @@ pub fn compile_kernels(arch: &'static str) -> Result<String> {
     Ok(ptx.to_src())
 }
 
+/// Memory used on the only GPU according to NVML (`libnvidia-ml.so.1`), which needs no CUDA
+/// context; `None` without NVML or with more than one GPU.
+fn nvml_used_bytes() -> Option<u64> {
+    type Ret = i32;
+    // SAFETY: the NVML entry points are called with their documented signatures and valid
+    // out-pointers; the library stays loaded for the duration of the calls.
+    unsafe {
+        let lib = libloading::Library::new("libnvidia-ml.so.1").ok()?;
+        let init = lib
+            .get::<unsafe extern "C" fn() -> Ret>(b"nvmlInit_v2\0")
+            .ok()?;
+        let shutdown = lib
+            .get::<unsafe extern "C" fn() -> Ret>(b"nvmlShutdown\0")
+            .ok()?;
+        let count = lib
+            .get::<unsafe extern "C" fn(*mut u32) -> Ret>(b"nvmlDeviceGetCount_v2\0")
+            .ok()?;
+        let handle = lib
+            .get::<unsafe extern "C" fn(u32, *mut *mut std::ffi::c_void) -> Ret>(
+                b"nvmlDeviceGetHandleByIndex_v2\0",
+            )
+            .ok()?;
+        // nvmlMemory_t: total, free, used (bytes).
+        let info = lib
+            .get::<unsafe extern "C" fn(*mut std::ffi::c_void, *mut [u64; 3]) -> Ret>(
+                b"nvmlDeviceGetMemoryInfo\0",
+            )
+            .ok()?;
+        if init() != 0 {
+            return None;
+        }
+        let mut n = 0u32;
+        let mut dev = std::ptr::null_mut();
+        let mut mem = [0u64; 3];
+        let ok =
+            count(&mut n) == 0 && n == 1 && handle(0, &mut dev) == 0 && info(dev, &mut mem) == 0;
+        shutdown();
+        ok.then_some(mem[2])
+    }
+}
+
 /// Device storage of one tensor.
 enum Data {
     Bf16(CudaSlice<bf16>),
@@ -221,10 +262,16 @@ impl CudaBackend {
     /// Loads the libraries, creates a context on device 0, compiles the kernels.
     pub fn new() -> Result<CudaBackend> {
         driver_present()?;
+        let used_before = nvml_used_bytes();
         let ctx = CudaContext::new(0).map_err(driver_err("creating the context", 0))?;
-        // Device memory in use right after the context exists: the context itself plus whatever
-        // other processes hold (run on an idle GPU for a clean number).
         let (free, total) = ctx.mem_get_info().map_err(driver_err("cuMemGetInfo", 0))?;
+        // The context's footprint: NVML's used memory before and after creating it, as
+        // nvidia-smi measures it; without NVML (or with several GPUs, where NVML's order may differ
+        // from CUDA's), everything in use right after creation, other processes included.
+        let context_bytes = match (used_before, nvml_used_bytes()) {
+            (Some(before), Some(after)) if after >= before => after - before,
+            _ => (total - free) as u64,
+        };
         // SAFETY: every allocation, copy, kernel and cuBLASLt call of this backend runs on one
         // stream, so cudarc's per-buffer events (two per allocation) only add overhead.
         unsafe { ctx.disable_event_tracking() };
@@ -312,7 +359,7 @@ impl CudaBackend {
             lt_raw,
             funcs,
             counter: Arc::new(Counter::default()),
-            context_bytes: (total - free) as u64,
+            context_bytes,
             compute_capability: cc,
             simple_attention: std::cell::Cell::new(false),
             pool,
