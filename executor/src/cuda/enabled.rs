@@ -30,16 +30,21 @@ use crate::{ExecError, Result};
 
 /// Tries every file name cudarc would try for `lib`; returns the loader's last complaint.
 fn try_load(lib: &str) -> std::result::Result<(), String> {
+    let names = cudarc::get_lib_name_candidates(lib);
     let mut last = String::from("no candidate names");
-    for name in cudarc::get_lib_name_candidates(lib) {
+    for name in &names {
         // SAFETY: loading a system library runs its initialisers; these are NVIDIA's own
         // libraries, which cudarc is about to load the same way.
-        match unsafe { libloading::Library::new(&name) } {
+        match unsafe { libloading::Library::new(name) } {
             Ok(_) => return Ok(()),
             Err(e) => last = e.to_string(),
         }
     }
-    Err(last)
+    Err(format!(
+        "lib{lib} not found under any of {} names ({}, …): {last}",
+        names.len(),
+        names[..names.len().min(2)].join(", ")
+    ))
 }
 
 /// Checks that the driver (`libcuda`), NVRTC and cuBLASLt can be loaded, because cudarc panics
