@@ -69,6 +69,10 @@ pub struct RuntimeProfile {
     pub text_encoder_attention: String,
     /// Attention path of the VAE's mid-block (one 512-wide head: too wide for the fused kernels).
     pub vae_attention: String,
+    /// Whether QK RMSNorm and RoPE run as one fused kernel each (otherwise PyTorch's composite
+    /// RMSNorm and diffusers' FP32 RoPE: eight kernels each, with FP32 temporaries).
+    #[serde(default)]
+    pub fused_norm_rope: bool,
     /// Whether the text encoder runs every layer (true) or stops at the last one it needs.
     pub text_encoder_runs_all_layers: bool,
     /// Whether the runtime keeps every hidden state of the text encoder alive.

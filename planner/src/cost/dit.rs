@@ -79,6 +79,12 @@ fn attention(t: &mut Trace, p: &DitPass, tokens_local: u64) -> Buf {
 
 /// diffusers' real-valued RoPE: FP32 products of x and its rotation with cos/sin tables.
 fn rope(t: &mut Trace, u: u64) {
+    if t.hw.rt.fused_norm_rope {
+        // One kernel reads x and the tables and writes the rotated tensor, which replaces x.
+        let out = t.ew_new(u, u);
+        t.free(out);
+        return;
+    }
     let neg = t.ew_new(u / 2, u / 2);
     let rot = t.ew_new(u, u);
     t.free(neg);
@@ -99,6 +105,9 @@ fn rope(t: &mut Trace, u: u64) {
 /// PyTorch's composite RMSNorm over head_dim (FP32 upcast, pow, mean, add, rsqrt, mul, cast back,
 /// weight): eight kernels for a tensor of `u` BF16 bytes. Returns the normed tensor.
 fn rms_norm(t: &mut Trace, u: u64) -> Buf {
+    if t.hw.rt.fused_norm_rope {
+        return t.ew_new(u, u);
+    }
     let up = t.ew_new(u, 2 * u);
     let sq = t.ew_new(2 * u, 2 * u);
     let mean = t.ew_new(2 * u, u / 64);

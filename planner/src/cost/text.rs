@@ -7,7 +7,8 @@ use super::ops::{AttnKernel, AttnShape, BF16};
 use super::trace::{Buf, Trace};
 
 /// Emits one encode of `batch` prompts. `layers` is how many layers run; hidden states of every
-/// layer are kept when `keep_all` (transformers' `output_hidden_states=True`).
+/// layer are kept when `keep_all` (transformers' `output_hidden_states=True`), otherwise only
+/// those of the output layers.
 pub fn encode(
     t: &mut Trace,
     d: &TextEncoderDims,
@@ -26,14 +27,18 @@ pub fn encode(
     let mut x = t.ew_new(tok * 8, u);
     // Layers are identical; the last one sees the most kept hidden states, so the states of the
     // earlier layers are allocated first, one layer is traced, and its time repeated.
-    if keep_all {
-        for _ in 2..layers {
-            kept.push(t.alloc(u));
-        }
+    // Without `keep_all`, only the output layers' states are kept (those before the last layer).
+    let kept_n = if keep_all {
+        layers.saturating_sub(1)
+    } else {
+        d.output_layers.iter().filter(|&&l| l < layers).count() as u64
+    };
+    for _ in 1..kept_n {
+        kept.push(t.alloc(u));
     }
     let mut mark = t.mark();
     for i in 0..layers.min(2) {
-        if i == 1 && keep_all {
+        if i == 1 && kept_n > 0 {
             kept.push(t.alloc(u));
         }
         mark = t.mark();
