@@ -30,25 +30,28 @@ fn json(out: &Output) -> Value {
 
 const SPEC: &str = "specs/tiny-cpu-verify.yaml";
 
+/// `klein-plan verify SPEC --backend BACKEND --tolerance TOL --runs 1 --warmup 0 --format json`.
+fn verify(spec: &str, backend: &str, tolerance: &str, dir: &Path) -> Output {
+    let args = [
+        "verify",
+        spec,
+        "--backend",
+        backend,
+        "--tolerance",
+        tolerance,
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--format",
+        "json",
+    ];
+    klein(&args, dir)
+}
+
 #[test]
 fn verify_on_cpu_reports_every_stage_and_exits_by_tolerance() {
-    let ok = klein(
-        &[
-            "verify",
-            SPEC,
-            "--backend",
-            "cpu",
-            "--tolerance",
-            "1000",
-            "--runs",
-            "1",
-            "--warmup",
-            "0",
-            "--format",
-            "json",
-        ],
-        root(),
-    );
+    let ok = verify(SPEC, "cpu", "1000", root());
     assert_eq!(
         ok.status.code(),
         Some(0),
@@ -111,23 +114,7 @@ fn predicted_transients_hold_for_the_executor_at_several_sizes() {
             ),
         )
         .unwrap();
-        let out = klein(
-            &[
-                "verify",
-                spec.to_str().unwrap(),
-                "--backend",
-                "cpu",
-                "--tolerance",
-                "1000",
-                "--runs",
-                "1",
-                "--warmup",
-                "0",
-                "--format",
-                "json",
-            ],
-            root(),
-        );
+        let out = verify(spec.to_str().unwrap(), "cpu", "1000", root());
         let r = json(&out);
         for s in r["stages"].as_array().unwrap() {
             let e = s["memory_error"].as_f64().unwrap();
@@ -156,23 +143,7 @@ fn calibrate_writes_a_profile_that_specs_can_use() {
     let profile = std::fs::read_to_string(dir.path().join("cpu-profile.yaml")).unwrap();
     assert!(profile.contains("id: klein-calibrated-cpu"), "{profile}");
     std::fs::write(dir.path().join("spec.yaml"), "model: flux2-tiny\nruntime: ./cpu-profile.yaml\ndeployment: {resolution: 64x64, steps: 2}\n").unwrap();
-    let v = klein(
-        &[
-            "verify",
-            "spec.yaml",
-            "--backend",
-            "cpu",
-            "--tolerance",
-            "1000",
-            "--runs",
-            "1",
-            "--warmup",
-            "0",
-            "--format",
-            "json",
-        ],
-        dir.path(),
-    );
+    let v = verify("spec.yaml", "cpu", "1000", dir.path());
     assert_eq!(
         v.status.code(),
         Some(0),
