@@ -5,6 +5,8 @@
 //! it runs on the runtime's `vae_attention` path (PyTorch picks the memory-efficient kernel; the
 //! measured decode times rule out the math path, which would add ~20 ms at 1024x1024).
 
+use std::collections::BTreeMap;
+
 use crate::catalog::VaeDims;
 
 use super::ops::{AttnKernel, AttnShape, BF16};
@@ -144,22 +146,33 @@ pub fn decode_tiled(t: &mut Trace, p: &VaeDecode, tile: u64) {
     if p.height <= tile && p.width <= tile {
         return decode(t, p);
     }
+    // Tiles start every 3/4 tile and are cut at the image edge, as diffusers' loop does: along
+    // each axis some tiles are full and the last ones shorter.
     let stride = tile * 3 / 4;
-    let rows = p.height.div_ceil(stride);
-    let cols = p.width.div_ceil(stride);
-    // Decoded tiles are kept until blending: one full-resolution image worth plus overlaps.
-    let kept = t.alloc(p.batch * 3 * rows * cols * tile * tile * BF16);
-    let tile_call = VaeDecode {
-        height: tile,
-        width: tile,
-        ..*p
+    let extents = |len: u64| -> BTreeMap<u64, u64> {
+        let mut sizes = BTreeMap::new();
+        for start in (0..len).step_by(stride as usize) {
+            *sizes.entry(tile.min(len - start)).or_insert(0) += 1;
+        }
+        sizes
     };
-    let tiles = rows * cols;
-    for i in 0..tiles.min(2) {
-        let mark = t.mark();
-        decode(t, &tile_call);
-        if i == 1 {
-            t.repeat_since(mark, tiles - 2);
+    let (rows, cols) = (extents(p.height), extents(p.width));
+    // Decoded tiles are kept until blending.
+    let kept_px: u64 =
+        rows.iter().map(|(h, n)| h * n).sum::<u64>() * cols.iter().map(|(w, n)| w * n).sum::<u64>();
+    let kept = t.alloc(p.batch * 3 * kept_px * BF16);
+    for (&h, &nh) in rows.iter().rev() {
+        for (&w, &nw) in cols.iter().rev() {
+            let mark = t.mark();
+            decode(
+                t,
+                &VaeDecode {
+                    height: h,
+                    width: w,
+                    ..*p
+                },
+            );
+            t.repeat_since(mark, nh * nw - 1);
         }
     }
     let out = t.ew_new(kept.bytes(), p.batch * 3 * p.height * p.width * BF16);
