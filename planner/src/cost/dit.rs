@@ -175,11 +175,21 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
         let x1 = t.ew_new(2 * u, u);
         let n2 = norm_modulate(t, u);
         t.free(n);
-        let h = t.gemm(b * tok, d, 2 * f, w);
-        let hu = h.bytes();
-        let s = t.ew_new(hu / 2, hu / 2);
-        let a = t.ew_new(hu, hu / 2);
-        t.free_all([s, h]);
+        let (h, a) = if gated_mlp(p) {
+            // SwiGLU: one projection to 2f, silu of one half times the other.
+            let h = t.gemm(b * tok, d, 2 * f, w);
+            let hu = h.bytes();
+            let s = t.ew_new(hu / 2, hu / 2);
+            let a = t.ew_new(hu, hu / 2);
+            t.free(s);
+            (h, a)
+        } else {
+            // FLUX.1: projection to f, tanh-GELU.
+            let h = t.gemm(b * tok, d, f, w);
+            let a = t.ew_new(h.bytes(), h.bytes());
+            (h, a)
+        };
+        t.free(h);
         let ff = t.gemm(b * tok, f, d, w);
         t.free(a);
         let gf = t.ew_new(u, u);
@@ -191,6 +201,11 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
     }
 }
 
+/// Whether the MLP is SwiGLU (FLUX.2) rather than GELU (FLUX.1).
+fn gated_mlp(p: &DitPass) -> bool {
+    p.dims.family == Family::Flux2
+}
+
 /// A FLUX.2 single-stream (parallel) block over all tokens.
 fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     let d = p.dims.width();
@@ -198,14 +213,22 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     let (b, w) = (p.batch, p.precision);
     let u = b * tokens * d * BF16;
     let n = norm_modulate(t, u);
-    let proj = t.gemm(b * tokens, d, 3 * d + 2 * f, w);
+    let gated = gated_mlp(p);
+    // FLUX.2 fuses q, k, v and the MLP input into one projection; FLUX.1's proj_mlp is separate
+    // but runs on the same input, so the FLOPs and live bytes are the same as one wider GEMM.
+    let proj = t.gemm(b * tokens, d, 3 * d + if gated { 2 * f } else { f }, w);
     let q = rms_norm(t, u);
     let k = rms_norm(t, u);
     let o = attention(t, p, tokens);
     let mlp_in = b * tokens * f * BF16;
-    let s = t.ew_new(mlp_in, mlp_in);
-    let m = t.ew_new(2 * mlp_in, mlp_in);
-    t.free(s);
+    let m = if gated {
+        let s = t.ew_new(mlp_in, mlp_in);
+        let m = t.ew_new(2 * mlp_in, mlp_in);
+        t.free(s);
+        m
+    } else {
+        t.ew_new(mlp_in, mlp_in)
+    };
     // `cat` is assigned to the name that held the attention output, which dies here.
     let cat = t.ew_new(u + mlp_in, u + mlp_in);
     t.free(o);
@@ -220,10 +243,10 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
 /// A FLUX.1 double-stream block (biases, AdaLayerNormZero per block, GELU MLP).
 fn flux1_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
     let d = p.dims.width();
-    for tok in [ti, tt] {
+    // AdaLayerNormZero per stream: a (batch x 6d) modulation GEMM each.
+    for _ in 0..2 {
         let m = t.gemm(p.batch, d, 6 * d, p.precision);
         t.free(m);
-        let _ = tok;
     }
     flux2_double(t, p, ti, tt);
 }
@@ -352,6 +375,23 @@ mod tests {
         let expect = 2.0 * 13.0 * d * d * tokens * blocks + 4.0 * tokens * tokens * d * blocks;
         let got = t.summary().flops;
         assert!((got / expect - 1.0).abs() < 0.01, "{got} vs {expect}");
+    }
+
+    #[test]
+    fn flux1_forward_flops_follow_its_gelu_mlp() {
+        let dims = &Catalog::get().model("flux1-dev").unwrap().transformer;
+        let t = run(&pass(dims, 4096, 1));
+        let d = dims.width() as f64;
+        let (ti, tt) = (4096.0, 512.0);
+        // Double block per stream: q,k,v,out (4 d^2) + MLP d->4d->d (8 d^2); single: 3d + 4d in,
+        // 5d out (12 d^2). Modulation and embedders are negligible (m = batch or few tokens).
+        let double = 2.0 * 12.0 * d * d * (ti + tt) * dims.double_blocks as f64;
+        let single = 2.0 * 12.0 * d * d * (ti + tt) * dims.single_blocks as f64;
+        let attn =
+            4.0 * (ti + tt) * (ti + tt) * d * (dims.double_blocks + dims.single_blocks) as f64;
+        let expect = double + single + attn;
+        let got = t.summary().flops;
+        assert!((got / expect - 1.0).abs() < 0.02, "{got} vs {expect}");
     }
 
     #[test]
