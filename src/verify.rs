@@ -64,7 +64,7 @@ pub fn dims_for(m: &Model) -> Result<ModelDims> {
 }
 
 /// The executor's run configuration for a deployment.
-pub fn run_config(m: &Model, d: &Deployment, runs: (usize, usize)) -> Result<RunConfig> {
+pub fn run_config(d: &Deployment, runs: (usize, usize)) -> Result<RunConfig> {
     let weights = match d.weights {
         Precision::Bf16 => WeightsDtype::Bf16,
         Precision::Fp8Storage => WeightsDtype::Fp8Storage,
@@ -100,7 +100,7 @@ pub fn run_config(m: &Model, d: &Deployment, runs: (usize, usize)) -> Result<Run
         height: d.resolution.height as usize,
         batch: d.batch as usize,
         steps: d.steps as usize,
-        cfg_passes: m.cfg_passes() as usize,
+        cfg_passes: if d.cfg { 2 } else { 1 },
         guidance_scale: 4.0,
         weights,
         attention: if d.attention == Attention::Math {
@@ -266,7 +266,7 @@ pub fn verify(
         )
     })?;
     let dims = dims_for(s.model)?;
-    let cfg = run_config(s.model, &d, runs)?;
+    let cfg = run_config(&d, runs)?;
     let backend_name = match backend {
         BackendKind::Cpu => "cpu",
         BackendKind::Cuda => "cuda",

@@ -28,6 +28,7 @@ fn main() {
             cache: Cache::None,
             parallel: Parallel::SINGLE,
             reference_images: 0,
+            cfg: false,
         };
         let e = estimate(inp, &d).unwrap();
         for s in &e.stages {

@@ -75,6 +75,7 @@ fn worst(rt: &RuntimeProfile, rows: &[Row], print: bool) -> f64 {
             cache: Cache::None,
             parallel: Parallel::SINGLE,
             reference_images: 0,
+            cfg: false,
         };
         let e = estimate(inp, &d).unwrap();
         let s = &e.stages[r.stage];

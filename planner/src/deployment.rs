@@ -318,4 +318,6 @@ pub struct Deployment {
     pub parallel: Parallel,
     /// Reference images whose tokens join attention (editing; 0 for text-to-image).
     pub reference_images: u32,
+    /// Classifier-free guidance: two transformer passes per step (conditional and unconditional).
+    pub cfg: bool,
 }

@@ -324,7 +324,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     let te_stage = stage("text_encoder", te_weights, &te_trace, te_ms, te_transfer_ms);
 
     // Denoise stage: one step = CFG passes (split over GPUs with cfg-parallel).
-    let passes_per_gpu = model.cfg_passes() / par.cfg as u64;
+    let passes_per_gpu = if d.cfg { 2 } else { 1 } / par.cfg as u64;
     let attn = AttnKernel::resolve(d.attention, &rt.sdpa_backend);
     // Reference images: a K/V-cache model attends to their cached keys and values; any other
     // model carries their tokens through every block at every step.
@@ -495,6 +495,12 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     if d.vae_tiling {
         notes.push("tiled VAE decode blends tile seams".into());
     }
+    if !d.cfg && model.guidance == crate::catalog::Guidance::Cfg {
+        notes.push(format!(
+            "{} is meant to run with CFG; one pass per step changes the output",
+            model.id
+        ));
+    }
     Estimate {
         schema_version: SCHEMA_VERSION,
         model: model.id.clone(),
@@ -520,7 +526,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             images_per_s: batch as f64 / (per_batch_ms / 1e3),
         },
         quality: Quality {
-            changes_output: !notes.is_empty() && (d.weights.lossy() || ce.changes_output),
+            changes_output: !notes.is_empty(),
             notes,
         },
     }

@@ -88,6 +88,17 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
             p.cfg
         )));
     }
+    if d.cfg && model.guidance != Guidance::Cfg {
+        v.push(par(format!(
+            "{} is guidance-distilled: it runs one pass per step, not CFG",
+            model.id
+        )));
+    }
+    if p.cfg == 2 && !d.cfg && model.guidance == Guidance::Cfg {
+        v.push(par(
+            "cfg-parallel needs CFG passes, but the workload runs without guidance".into(),
+        ));
+    }
     if p.cfg == 2 && model.guidance != Guidance::Cfg {
         v.push(par(format!("cfg-parallel needs a model with real CFG; {} is guidance-distilled (one pass per step)", model.id)));
     }
@@ -188,6 +199,7 @@ mod tests {
             cache: Cache::None,
             parallel: Parallel::SINGLE,
             reference_images: 0,
+            cfg: false,
         }
     }
 
@@ -243,6 +255,13 @@ mod tests {
         };
         assert!(!check(m, c.gpu("h200").unwrap(), &d).is_empty());
         let base = c.model("flux2-klein-base-4b").unwrap();
+        // The base model with CFG passes splits them over two GPUs; without CFG there is nothing to split.
+        assert!(!check(base, c.gpu("h200").unwrap(), &d).is_empty());
+        d.cfg = true;
         assert!(check(base, c.gpu("h200").unwrap(), &d).is_empty());
+        assert!(
+            !check(m, c.gpu("h200").unwrap(), &d).is_empty(),
+            "a distilled model has no CFG passes"
+        );
     }
 }

@@ -211,6 +211,7 @@ fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
                                                 cache: cache.clone(),
                                                 parallel,
                                                 reference_images: s.reference_images,
+                                                cfg: s.cfg,
                                             },
                                         ));
                                     }

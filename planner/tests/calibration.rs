@@ -36,6 +36,7 @@ fn deployment(res: u64, batch: u64, tiling: bool) -> Deployment {
         cache: Cache::None,
         parallel: Parallel::SINGLE,
         reference_images: 0,
+        cfg: false,
     }
 }
 

@@ -196,6 +196,8 @@ pub struct Spec {
     pub steps: u32,
     /// Reference images per request.
     pub reference_images: u32,
+    /// Whether steps run classifier-free guidance (two passes).
+    pub cfg: bool,
     /// Goal.
     pub goal: Goal,
     /// Fleet.
@@ -224,6 +226,7 @@ impl Spec {
             cache: p.cache.clone().unwrap_or(Cache::None),
             parallel: p.parallel.unwrap_or(Parallel::SINGLE),
             reference_images: p.reference_images.unwrap_or(self.reference_images),
+            cfg: self.cfg,
         }
     }
 

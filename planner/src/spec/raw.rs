@@ -74,6 +74,7 @@ pub struct RawWorkload {
     pub resolutions: Option<S<Vec<S<RawShare>>>>,
     pub steps: Option<S<i64>>,
     pub reference_images: Option<S<i64>>,
+    pub cfg: Option<S<bool>>,
 }
 
 /// One entry of the traffic mix.

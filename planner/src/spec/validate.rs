@@ -609,6 +609,7 @@ impl Validator<'_> {
         // Workload: the traffic mix, steps and reference images.
         let mut mix = Vec::new();
         let mut steps = None;
+        let mut cfg = None;
         let mut reference_images = pins.reference_images.unwrap_or(0);
         if let Some(w) = &raw.workload {
             if let Some(list) = &w.value.resolutions {
@@ -642,6 +643,20 @@ impl Validator<'_> {
             }
             if let Some(s) = &w.value.steps {
                 steps = self.count("workload.steps", s, 1, 1000);
+            }
+            if let Some(c) = &w.value.cfg {
+                cfg = Some(c.value);
+                if let Some(m) = model
+                    && c.value
+                    && m.guidance != Guidance::Cfg
+                {
+                    self.problem(
+                        "workload.cfg",
+                        loc(c),
+                        format!("{} is guidance-distilled: it runs one pass per step", m.id),
+                        "remove `cfg: true`, or pick a base model (flux2-klein-base-4b/9b)",
+                    );
+                }
             }
             if let Some(r) = &w.value.reference_images {
                 reference_images = self
@@ -773,6 +788,7 @@ impl Validator<'_> {
             has_deployment: raw.deployment.is_some(),
             steps: pins.steps.or(steps).unwrap_or(model.default_steps),
             reference_images,
+            cfg: cfg.unwrap_or(model.guidance == Guidance::Cfg),
             pins,
             mix,
             goal,
