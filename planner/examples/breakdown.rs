@@ -13,23 +13,14 @@ fn main() {
         runtime: c.runtime("diffusers").unwrap(),
     };
     for (res, batch) in [(512u32, 1u32), (768, 1), (1024, 1), (1024, 2), (2048, 1)] {
-        let d = Deployment {
-            resolution: Resolution {
+        let d = Deployment::baseline(
+            Resolution {
                 width: res,
                 height: res,
             },
             batch,
-            steps: 1,
-            weights: Precision::Bf16,
-            attention: Attention::Sdpa,
-            text_encoder: TextEncoderPlacement::Resident,
-            offload: Offload::None,
-            vae_tiling: false,
-            cache: Cache::None,
-            parallel: Parallel::SINGLE,
-            reference_images: 0,
-            cfg: false,
-        };
+            1,
+        );
         let e = estimate(inp, &d).unwrap();
         for s in &e.stages {
             println!(

@@ -60,23 +60,14 @@ fn worst(rt: &RuntimeProfile, rows: &[Row], print: bool) -> f64 {
     let mut w: f64 = 0.0;
     let mut sq = 0.0;
     for r in rows {
-        let d = Deployment {
-            resolution: Resolution {
+        let d = Deployment::baseline(
+            Resolution {
                 width: r.res,
                 height: r.res,
             },
-            batch: r.batch,
-            steps: 1,
-            weights: Precision::Bf16,
-            attention: Attention::Sdpa,
-            text_encoder: TextEncoderPlacement::Resident,
-            offload: Offload::None,
-            vae_tiling: false,
-            cache: Cache::None,
-            parallel: Parallel::SINGLE,
-            reference_images: 0,
-            cfg: false,
-        };
+            r.batch,
+            1,
+        );
         let e = estimate(inp, &d).unwrap();
         let s = &e.stages[r.stage];
         let p = s.step_ms.unwrap_or(s.ms);

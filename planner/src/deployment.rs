@@ -321,3 +321,24 @@ pub struct Deployment {
     /// Classifier-free guidance: two transformer passes per step (conditional and unconditional).
     pub cfg: bool,
 }
+
+impl Deployment {
+    /// The plain deployment the calibration data was measured with: one GPU, BF16, the runtime's
+    /// fused attention, everything resident, no tiling, caching or guidance.
+    pub fn baseline(resolution: Resolution, batch: u32, steps: u32) -> Deployment {
+        Deployment {
+            resolution,
+            batch,
+            steps,
+            weights: Precision::Bf16,
+            attention: Attention::Sdpa,
+            text_encoder: TextEncoderPlacement::Resident,
+            offload: Offload::None,
+            vae_tiling: false,
+            cache: Cache::None,
+            parallel: Parallel::SINGLE,
+            reference_images: 0,
+            cfg: false,
+        }
+    }
+}

@@ -184,23 +184,14 @@ mod tests {
     use crate::deployment::*;
 
     fn dep() -> Deployment {
-        Deployment {
-            resolution: Resolution {
+        Deployment::baseline(
+            Resolution {
                 width: 1024,
                 height: 1024,
             },
-            batch: 1,
-            steps: 4,
-            weights: Precision::Bf16,
-            attention: Attention::Sdpa,
-            text_encoder: TextEncoderPlacement::Resident,
-            offload: Offload::None,
-            vae_tiling: false,
-            cache: Cache::None,
-            parallel: Parallel::SINGLE,
-            reference_images: 0,
-            cfg: false,
-        }
+            1,
+            4,
+        )
     }
 
     #[test]

@@ -22,21 +22,15 @@ fn rows() -> Vec<Value> {
 
 fn deployment(res: u64, batch: u64, tiling: bool) -> Deployment {
     Deployment {
-        resolution: Resolution {
-            width: res as u32,
-            height: res as u32,
-        },
-        batch: batch as u32,
-        steps: 1,
-        weights: Precision::Bf16,
-        attention: Attention::Sdpa,
-        text_encoder: TextEncoderPlacement::Resident,
-        offload: Offload::None,
         vae_tiling: tiling,
-        cache: Cache::None,
-        parallel: Parallel::SINGLE,
-        reference_images: 0,
-        cfg: false,
+        ..Deployment::baseline(
+            Resolution {
+                width: res as u32,
+                height: res as u32,
+            },
+            batch as u32,
+            1,
+        )
     }
 }
 
