@@ -90,6 +90,10 @@ enum Command {
         /// Measured runs (stage times are medians).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// A folder with `transformer/`, `vae/` and `text_encoder/` safetensors in diffusers' layout
+        /// (random weights from a seed when absent: memory and time do not depend on the values).
+        #[arg(long)]
+        weights: Option<PathBuf>,
     },
     /// Measure GEMM, attention, elementwise and host-copy throughput and write a runtime profile.
     Calibrate {
@@ -230,6 +234,7 @@ pub fn run() -> Result<u8> {
             tolerance,
             warmup,
             runs,
+            weights,
         } => {
             if !(tolerance.is_finite() && tolerance > 0.0) {
                 bail!("--tolerance must be a positive number (0.15 = 15 %)");
@@ -238,7 +243,12 @@ pub fn run() -> Result<u8> {
                 bail!("--runs must be at least 1");
             }
             let s = read_spec(&spec)?;
-            let r = crate::verify::verify(&s, backend.into(), tolerance, (warmup, runs))?;
+            let run = crate::verify::RunOptions {
+                warmup,
+                runs,
+                weights,
+            };
+            let r = crate::verify::verify(&s, backend.into(), tolerance, &run)?;
             emit(format, &r, || render::verify(&r))?;
             Ok(if r.within_tolerance { 0 } else { 3 })
         }

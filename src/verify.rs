@@ -216,13 +216,19 @@ pub fn runtime(s: &Spec) -> &'static RuntimeProfile {
     }
 }
 
+/// How the executor runs a verification.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Untimed runs first.
+    pub warmup: usize,
+    /// Measured runs (medians).
+    pub runs: usize,
+    /// Safetensors folder in diffusers' layout; random weights when absent.
+    pub weights: Option<std::path::PathBuf>,
+}
+
 /// Plans (or takes the fixed deployment), predicts, runs and compares.
-pub fn verify(
-    s: &Spec,
-    backend: BackendKind,
-    tolerance: f64,
-    runs: (usize, usize),
-) -> Result<Report> {
+pub fn verify(s: &Spec, backend: BackendKind, tolerance: f64, run: &RunOptions) -> Result<Report> {
     let gpu = device(s, backend)?;
     let rt = runtime(s);
     let d = if s.has_deployment {
@@ -266,7 +272,8 @@ pub fn verify(
         )
     })?;
     let dims = dims_for(s.model)?;
-    let cfg = run_config(&d, runs)?;
+    let mut cfg = run_config(&d, (run.warmup, run.runs))?;
+    cfg.weights_path = run.weights.clone();
     let backend_name = match backend {
         BackendKind::Cpu => "cpu",
         BackendKind::Cuda => "cuda",
