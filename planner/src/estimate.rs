@@ -278,7 +278,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     let par = d.parallel;
     let batch = d.batch as u64;
     let link_bytes_per_s = gpu.gpu_link.gbps * 1e9 * rt.link_efficiency;
-    let pcie = |bytes: u64, pinned: bool| Trace::new(hw).host_copy_s(bytes, pinned) * 1e3;
+    let pcie = |bytes: u64, pinned: bool| hw.host_copy_s(bytes, pinned) * 1e3;
 
     // Weights of each component on one GPU.
     let w = Placement::of(model, d);

@@ -51,6 +51,25 @@ struct Check {
     tolerance: f64,
 }
 
+/// The transient (3 %) and time (8 %) checks of one timed row.
+fn stage_checks(what: &str, predicted_bytes: u64, predicted_ms: f64, row: &Value) -> [Check; 2] {
+    let mem = |v: &Value| v.as_f64().unwrap();
+    [
+        Check {
+            what: format!("{what} transient"),
+            predicted: predicted_bytes as f64,
+            measured: mem(&row["peak_above_weights_bytes"]),
+            tolerance: 0.03,
+        },
+        Check {
+            what: format!("{what} ms"),
+            predicted: predicted_ms,
+            measured: mem(&row["ms_median"]),
+            tolerance: 0.08,
+        },
+    ]
+}
+
 fn checks() -> Vec<Check> {
     let c = Catalog::get();
     let rt = c.runtime("diffusers").unwrap();
@@ -99,18 +118,12 @@ fn checks() -> Vec<Check> {
                 } else {
                     0
                 };
-                out.push(Check {
-                    what: format!("step {h}px b{b} transient"),
-                    predicted: (s.activation_peak_bytes + ws) as f64,
-                    measured: mem(&r["peak_above_weights_bytes"]),
-                    tolerance: 0.03,
-                });
-                out.push(Check {
-                    what: format!("step {h}px b{b} ms"),
-                    predicted: s.step_ms.unwrap(),
-                    measured: mem(&r["ms_median"]),
-                    tolerance: 0.08,
-                });
+                out.extend(stage_checks(
+                    &format!("step {h}px b{b}"),
+                    s.activation_peak_bytes + ws,
+                    s.step_ms.unwrap(),
+                    &r,
+                ));
             }
             ("vae", "decode") => {
                 let (h, b) = (r["height"].as_u64().unwrap(), r["batch"].as_u64().unwrap());
@@ -119,35 +132,23 @@ fn checks() -> Vec<Check> {
                     &deployment(h, b, r["tiling"].as_bool().unwrap()),
                 );
                 let s = &e.stages[2];
-                out.push(Check {
-                    what: format!("decode {h}px b{b} transient"),
-                    predicted: s.activation_peak_bytes as f64,
-                    measured: mem(&r["peak_above_weights_bytes"]),
-                    tolerance: 0.03,
-                });
-                out.push(Check {
-                    what: format!("decode {h}px b{b} ms"),
-                    predicted: s.ms,
-                    measured: mem(&r["ms_median"]),
-                    tolerance: 0.08,
-                });
+                out.extend(stage_checks(
+                    &format!("decode {h}px b{b}"),
+                    s.activation_peak_bytes,
+                    s.ms,
+                    &r,
+                ));
             }
             ("text_encoder", "encode") => {
                 let b = r["batch"].as_u64().unwrap();
                 let e = run("flux2-klein-4b", &deployment(1024, b, false));
                 let s = &e.stages[0];
-                out.push(Check {
-                    what: format!("encode b{b} transient"),
-                    predicted: s.activation_peak_bytes as f64,
-                    measured: mem(&r["peak_above_weights_bytes"]),
-                    tolerance: 0.03,
-                });
-                out.push(Check {
-                    what: format!("encode b{b} ms"),
-                    predicted: s.ms,
-                    measured: mem(&r["ms_median"]),
-                    tolerance: 0.08,
-                });
+                out.extend(stage_checks(
+                    &format!("encode b{b}"),
+                    s.activation_peak_bytes,
+                    s.ms,
+                    &r,
+                ));
             }
             _ => {}
         }

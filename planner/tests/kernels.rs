@@ -130,18 +130,18 @@ fn attention_time_and_memory_follow_the_backend() {
 #[test]
 fn pinned_copies_and_context_match() {
     let rows = rows();
-    let t = Trace::new(hw());
+    let h = hw();
     let pinned = rows
         .iter()
         .find(|r| r["kind"] == "copy" && r["pinned"] == true)
         .unwrap();
     let bytes = pinned["bytes"].as_u64().unwrap();
-    let predicted_gbps = bytes as f64 / t.host_copy_s(bytes, true) / 1e9;
+    let predicted_gbps = bytes as f64 / h.host_copy_s(bytes, true) / 1e9;
     let pageable = rows
         .iter()
         .find(|r| r["kind"] == "copy" && r["pinned"] == false)
         .unwrap();
-    let predicted_pageable = bytes as f64 / t.host_copy_s(bytes, false) / 1e9;
+    let predicted_pageable = bytes as f64 / h.host_copy_s(bytes, false) / 1e9;
     let ctx = rows.iter().find(|r| r["kind"] == "context").unwrap();
     let worst = report(
         "copy",

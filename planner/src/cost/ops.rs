@@ -181,17 +181,6 @@ impl Trace<'_> {
         self.kernel(flops, gpu.bf16_flops_per_s() * rt.conv_efficiency, bytes);
         out
     }
-
-    /// A copy of `bytes` over the host link (pinned or pageable), seconds.
-    pub fn host_copy_s(&self, bytes: u64, pinned: bool) -> f64 {
-        let rt = self.hw.rt;
-        let eff = if pinned {
-            rt.pinned_copy_efficiency
-        } else {
-            rt.pageable_copy_efficiency
-        };
-        bytes as f64 / (self.hw.gpu.host_link_gbps * 1e9 * eff)
-    }
 }
 
 #[cfg(test)]

@@ -36,12 +36,11 @@ pub fn encode(
     for _ in 1..kept_n {
         kept.push(t.alloc(u));
     }
-    let mut mark = t.mark();
     for i in 0..layers.min(2) {
         if i == 1 && kept_n > 0 {
             kept.push(t.alloc(u));
         }
-        mark = t.mark();
+        let mark = t.mark();
         // Norm (RMS in FP32 pieces for HF eager: several kernels).
         let n = t.ew_new(u, u);
         for _ in 0..5 {
@@ -98,8 +97,10 @@ pub fn encode(
         t.free_all([down, r]);
         let prev = std::mem::replace(&mut x, out);
         t.free(prev);
+        if i == 1 {
+            t.repeat_since(mark, layers - 2);
+        }
     }
-    t.repeat_since(mark, layers.saturating_sub(2));
     let fin = t.ew_new(u, u);
     t.free_all([fin, x]);
     t.free_all(kept);

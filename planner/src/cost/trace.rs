@@ -29,6 +29,18 @@ pub struct Hw<'a> {
     pub rt: &'a RuntimeProfile,
 }
 
+impl Hw<'_> {
+    /// A copy of `bytes` over the host link (pinned or pageable), seconds.
+    pub fn host_copy_s(&self, bytes: u64, pinned: bool) -> f64 {
+        let eff = if pinned {
+            self.rt.pinned_copy_efficiency
+        } else {
+            self.rt.pageable_copy_efficiency
+        };
+        bytes as f64 / (self.gpu.host_link_gbps * 1e9 * eff)
+    }
+}
+
 /// One stage's trace.
 #[derive(Debug)]
 pub struct Trace<'a> {
