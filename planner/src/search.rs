@@ -376,6 +376,7 @@ pub fn plan(s: &Spec) -> Plan {
         ..Searched::default()
     };
     let mut feasible: Vec<(usize, Candidate)> = Vec::new();
+    // (enumeration index, why, how far over its constraint: ranks misses of one constraint)
     let mut rejected: Vec<(usize, Rejected, f64)> = Vec::new();
     let mut best_latency: Option<Candidate> = None;
     let mut best_rate: Option<Candidate> = None;
@@ -417,7 +418,7 @@ pub fn plan(s: &Spec) -> Plan {
                             f.gpu.id
                         ),
                     ),
-                    1e6 * over,
+                    over,
                 ));
             }
             Outcome::Costed(c, _) => {
@@ -437,7 +438,7 @@ pub fn plan(s: &Spec) -> Plan {
                             "latency",
                             format!("p50 {:.0} ms > goal {goal:.0} ms", c.p50_latency_ms),
                         ),
-                        1e3 * c.p50_latency_ms / goal,
+                        c.p50_latency_ms / goal,
                     ));
                     continue;
                 }
@@ -458,7 +459,7 @@ pub fn plan(s: &Spec) -> Plan {
                                 c.gpus, f.gpu.id, c.replicas, f.available
                             ),
                         ),
-                        1e3 * c.gpus as f64 / f.available as f64,
+                        c.gpus as f64 / f.available as f64,
                     ));
                     continue;
                 }
