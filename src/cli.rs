@@ -142,7 +142,8 @@ pub fn read_file(path: &Path) -> std::result::Result<String, String> {
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(format!("more than {MAX_FILE_BYTES} bytes"));
     }
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+    String::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
 /// Problems in an input file: printed one per line as text, or as JSON on stderr.
@@ -184,10 +185,14 @@ fn spec_problems(path: &Path, problems: Vec<spec::Problem>) -> InputError {
 }
 
 fn read_spec(path: &Path) -> Result<Spec> {
-    let text = read_file(path).map_err(|e| anyhow::anyhow!("cannot read spec {}: {e}", shown(path)))?;
+    let text =
+        read_file(path).map_err(|e| anyhow::anyhow!("cannot read spec {}: {e}", shown(path)))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     // `runtime: ./profile.yaml` names a profile file, relative to the spec's folder.
-    let load = move |name: &str| -> std::result::Result<&'static planner::catalog::RuntimeProfile, Vec<String>> {
+    let load = move |name: &str| -> std::result::Result<
+        &'static planner::catalog::RuntimeProfile,
+        Vec<String>,
+    > {
         let file = dir.join(name);
         if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
             return Err(vec![format!(
@@ -302,11 +307,8 @@ pub fn run(cli: Cli) -> Result<u8> {
                         .map(|v| render::violation_problem(v, &gpu.id, s.deployment_at))
                         .collect();
                     let mut err = spec_problems(&spec, problems);
-                    err.summary = format!(
-                        "{}: the deployment cannot run on {}",
-                        shown(&spec),
-                        gpu.id
-                    );
+                    err.summary =
+                        format!("{}: the deployment cannot run on {}", shown(&spec), gpu.id);
                     Err(err.into())
                 }
             }

@@ -356,7 +356,9 @@ pub fn relaxation(i: &Infeasible) -> String {
     for r in &i.relax {
         match r {
             Relaxation::P50LatencyMs { value } => parts.push(format!("p50_latency_ms: {value:.0}")),
-            Relaxation::Available { gpu, value } => parts.push(format!("available: {value} for {gpu}")),
+            Relaxation::Available { gpu, value } => {
+                parts.push(format!("available: {value} for {gpu}"))
+            }
             Relaxation::ImagesPerS { value } => {
                 let there = match i.limit {
                     Some(Quantity::Gpus(n)) => format!(" with the {n} there are"),
@@ -364,9 +366,10 @@ pub fn relaxation(i: &Infeasible) -> String {
                 };
                 parts.push(format!("images_per_s: {value:.2}{there}"))
             }
-            Relaxation::GpuMemory { min_capacity_bytes } => {
-                parts.push(format!("a GPU with at least {} of memory", gb(*min_capacity_bytes)))
-            }
+            Relaxation::GpuMemory { min_capacity_bytes } => parts.push(format!(
+                "a GPU with at least {} of memory",
+                gb(*min_capacity_bytes)
+            )),
             Relaxation::Allow { name } => allow.push(match *name {
                 "weights" => "fp8-storage",
                 "max_gpus_per_replica" => "more GPUs per replica",
@@ -388,7 +391,9 @@ pub fn violation_problem(v: &Violation, gpu: &str, at: Option<Location>) -> Prob
     let (field, hint) = match v {
         Violation::Precision { .. } => (
             "deployment.weights",
-            format!("pick a precision {gpu} runs (`klein-plan gpus` lists what each GPU runs natively)"),
+            format!(
+                "pick a precision {gpu} runs (`klein-plan gpus` lists what each GPU runs natively)"
+            ),
         ),
         Violation::Parallel { .. } => (
             "deployment.parallel",
@@ -456,7 +461,11 @@ fn infeasible_doc(i: &Infeasible, v: &mut Value) {
 /// their typed fields (`reason`, `relaxation`).
 pub fn plan_doc(p: &Plan) -> Value {
     let mut v = doc(p);
-    for (r, x) in p.rejected.iter().zip(v["rejected"].as_array_mut().into_iter().flatten()) {
+    for (r, x) in p
+        .rejected
+        .iter()
+        .zip(v["rejected"].as_array_mut().into_iter().flatten())
+    {
         x["reason"] = Value::String(reason(r));
     }
     if let Some(i) = &p.infeasible {
@@ -468,7 +477,11 @@ pub fn plan_doc(p: &Plan) -> Value {
 /// `fleet` as JSON/YAML, with the sentences of its infeasibilities.
 pub fn fleet_doc(f: &FleetPlan) -> Value {
     let mut v = doc(f);
-    for (o, x) in f.options.iter().zip(v["options"].as_array_mut().into_iter().flatten()) {
+    for (o, x) in f
+        .options
+        .iter()
+        .zip(v["options"].as_array_mut().into_iter().flatten())
+    {
         if let Some(i) = &o.infeasible {
             infeasible_doc(i, &mut x["infeasible"]);
         }
@@ -494,7 +507,11 @@ pub fn error_json(e: &anyhow::Error) -> String {
         err["file"] = Value::String(i.file.clone());
         err["problems"] = serde_json::to_value(&i.problems).unwrap_or_default();
     }
-    err["causes"] = e.chain().skip(1).map(|c| Value::String(c.to_string())).collect();
+    err["causes"] = e
+        .chain()
+        .skip(1)
+        .map(|c| Value::String(c.to_string()))
+        .collect();
     serde_json::json!({
         "schema_version": planner::estimate::SCHEMA_VERSION,
         "error": err,
@@ -525,7 +542,10 @@ pub fn plan(p: &Plan) -> String {
             let _ = writeln!(out, "CHOSEN {}", candidate_line(c));
             let _ = writeln!(out, "  {}", knobs(&c.deployment));
             if c.output_changes.is_empty() {
-                let _ = writeln!(out, "  output: the BF16 reference's (no technique that changes it)");
+                let _ = writeln!(
+                    out,
+                    "  output: the BF16 reference's (no technique that changes it)"
+                );
             } else {
                 let _ = writeln!(out, "  output changed by: {}", output_changes(c));
             }
@@ -541,7 +561,11 @@ pub fn plan(p: &Plan) -> String {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
-                let _ = writeln!(out, "  binding constraint: {binding} — {}", infeasible_reason(i));
+                let _ = writeln!(
+                    out,
+                    "  binding constraint: {binding} — {}",
+                    infeasible_reason(i)
+                );
                 let _ = writeln!(out, "  nearest feasible relaxation: {}", relaxation(i));
             }
         }
@@ -560,14 +584,22 @@ pub fn plan(p: &Plan) -> String {
                 p.pareto_total
             )
         } else {
-            format!("; {} point{}", p.pareto_total, if p.pareto_total == 1 { "" } else { "s" })
+            format!(
+                "; {} point{}",
+                p.pareto_total,
+                if p.pareto_total == 1 { "" } else { "s" }
+            )
         };
         let _ = writeln!(
             out,
             "PARETO FRONT (p50 latency vs {cost}; memory is headroom; * = chosen{shown})"
         );
         for c in &p.pareto {
-            let mark = if Some(c) == p.chosen.as_ref() { "*" } else { " " };
+            let mark = if Some(c) == p.chosen.as_ref() {
+                "*"
+            } else {
+                " "
+            };
             let _ = writeln!(out, "{mark} {}", candidate_line(c));
             let _ = writeln!(out, "      {}", knobs(&c.deployment));
         }

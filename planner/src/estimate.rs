@@ -519,7 +519,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         latency: Latency {
             per_batch_ms,
             per_image_ms: per_batch_ms / batch as f64,
-            low_ms: per_batch_ms * (1.0 - spread - cache_spread),
+            // The cache's share divides rather than subtracts, so the range never goes below 0.
+            low_ms: per_batch_ms * (1.0 - spread) / (1.0 + cache_spread),
             high_ms: per_batch_ms * (1.0 + spread + cache_spread),
         },
         throughput: Throughput {

@@ -559,7 +559,12 @@ pub fn plan(s: &Spec) -> Plan {
                         quantity: None,
                         limit: None,
                         violations: v.clone(),
-                        ..reject(Constraint::Illegal, Quantity::Gpus(0), Quantity::Gpus(0), None)
+                        ..reject(
+                            Constraint::Illegal,
+                            Quantity::Gpus(0),
+                            Quantity::Gpus(0),
+                            None,
+                        )
                     },
                     f64::MAX,
                 ));
@@ -750,7 +755,12 @@ fn closest_rejected(
     }
     if let Some(ch) = chosen {
         let same_gpu = |c: &Candidate| c.gpu == ch.gpu;
-        for w in s.allow.weights.iter().filter(|w| **w != ch.deployment.weights) {
+        for w in s
+            .allow
+            .weights
+            .iter()
+            .filter(|w| **w != ch.deployment.weights)
+        {
             if let Some(c) = feasible
                 .iter()
                 .find(|c| same_gpu(c) && c.deployment.weights == *w)
@@ -763,7 +773,12 @@ fn closest_rejected(
                 closest.push(m.1.clone());
             }
         }
-        for o in s.allow.offload.iter().filter(|o| **o != ch.deployment.offload) {
+        for o in s
+            .allow
+            .offload
+            .iter()
+            .filter(|o| **o != ch.deployment.offload)
+        {
             if let Some(c) = feasible
                 .iter()
                 .find(|c| same_gpu(c) && c.deployment.offload == *o)
@@ -853,7 +868,9 @@ fn pareto_front(
     let total = kept.len();
     if total > PARETO_SHOWN {
         let n = total;
-        let mut idx: Vec<usize> = (0..PARETO_SHOWN).map(|k| k * (n - 1) / (PARETO_SHOWN - 1)).collect();
+        let mut idx: Vec<usize> = (0..PARETO_SHOWN)
+            .map(|k| k * (n - 1) / (PARETO_SHOWN - 1))
+            .collect();
         if let Some(ci) = kept.iter().position(|(_, c)| Some(c) == chosen)
             && !idx.contains(&ci)
         {

@@ -12,7 +12,8 @@ use crate::deployment::{
 };
 
 pub use validate::{
-    MAX_ALLOW, MAX_ENTRIES, MAX_PROBLEMS, ProfileLoader, echo, is_profile_path, parse, parse_with,
+    MAX_ALLOW, MAX_ENTRIES, MAX_PROBLEMS, ProfileLoader, echo, is_profile_path, num, parse,
+    parse_with,
 };
 
 /// Where in the YAML a problem sits (1-based).

@@ -42,6 +42,15 @@ pub fn echo(s: &str, max: usize) -> String {
     out
 }
 
+/// A number as a message prints it: short, in exponent form when very large or small.
+pub fn num(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-3..1e7).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
 /// A value echoed in a problem: escaped and cut at 64 characters.
 fn v(s: &str) -> String {
     echo(s, 64)
@@ -163,7 +172,8 @@ fn mask_entry(text: &str, at: Location) -> Option<String> {
         lines[li] = " ".repeat(lines[li].len());
         for l in lines.iter_mut().skip(li + 1) {
             let t = l.trim_start();
-            let under = !t.is_empty() && (indent(l) > own || (is_key && indent(l) == own && t.starts_with('-')));
+            let under = !t.is_empty()
+                && (indent(l) > own || (is_key && indent(l) == own && t.starts_with('-')));
             if !(under || t.is_empty()) {
                 break;
             }
@@ -187,9 +197,7 @@ fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> (Problem, bool) {
         message.truncate(at);
     }
     let message = echo(&message, 200);
-    let field = location
-        .map(|l| field_at(text, l.line as usize))
-        .unwrap_or_default();
+    let field = location.map(|l| field_at(text, l)).unwrap_or_default();
     let (message, hint, recoverable) = if message.starts_with("duplicate mapping key") {
         let key = message
             .split(": ")
@@ -212,21 +220,22 @@ fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> (Problem, bool) {
         || message.contains("invalid type")
         || message.starts_with("expected ")
     {
-        let what = if message.contains("i64") || message.contains("u64") {
-            "an integer"
-        } else if message.contains("f64") {
-            "a number"
-        } else if message.contains("bool") {
-            "true or false"
-        } else if message.contains("mapping") {
-            "a mapping (key: value lines)"
-        } else if message.contains("sequence") {
-            "a list ([a, b])"
-        } else if message.contains("string") {
-            "a plain value (not a list or mapping)"
-        } else {
-            "a value of another type"
-        };
+        let what =
+            if message.contains("i64") || message.contains("u64") || message.contains("integer") {
+                "an integer"
+            } else if message.contains("f64") || message.contains("floating") {
+                "a number"
+            } else if message.contains("bool") {
+                "true or false"
+            } else if message.contains("mapping") {
+                "a mapping (key: value lines)"
+            } else if message.contains("sequence") {
+                "a list ([a, b])"
+            } else if message.contains("string") {
+                "a plain value (not a list or mapping)"
+            } else {
+                "a value of another type"
+            };
         (
             format!("{message}: expected {what}"),
             format!("write {what} here"),
@@ -253,7 +262,8 @@ fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> (Problem, bool) {
 }
 
 /// The dotted key path of the mapping entry on `line` (1-based), from indentation.
-fn field_at(text: &str, line: usize) -> String {
+fn field_at(text: &str, at: Location) -> String {
+    let line = at.line as usize;
     let lines: Vec<&str> = text.lines().collect();
     let key_of = |l: &str| -> Option<(usize, String)> {
         let indent = l.len() - l.trim_start().len();
@@ -263,14 +273,37 @@ fn field_at(text: &str, line: usize) -> String {
         (!key.is_empty() && !key.starts_with('#') && !key.contains([' ', '{', '"', '\'']))
             .then(|| (indent, key.to_string()))
     };
-    let Some(mut at) = line
-        .checked_sub(1)
-        .and_then(|i| lines.get(i))
-        .and_then(|l| key_of(l))
-    else {
+    let Some(this) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
         return String::new();
     };
+    let indent = this.len() - this.trim_start().len();
+    // In a flow mapping (`- {gpu: h200, availble: 3}`), the key at the column.
+    let chars: Vec<char> = this.chars().collect();
+    let col = (at.column as usize).saturating_sub(1).min(chars.len());
+    let flow_key = chars[..col].contains(&'{').then(|| {
+        // The item the column is in: from the last separator before it to its colon.
+        let from = chars[..col]
+            .iter()
+            .rposition(|c| matches!(c, ',' | '{'))
+            .map_or(0, |i| i + 1);
+        let item: String = chars[from..].iter().collect();
+        item.split(':').next().unwrap_or("").trim().to_string()
+    });
+    let mut at = match (flow_key, key_of(this)) {
+        (Some(k), _) if !k.is_empty() && !k.contains([' ', ',', '{', '}']) => (indent + 1, k),
+        (_, Some(k)) => k,
+        _ => return String::new(),
+    };
     let mut path = vec![at.1.clone()];
+    if at.0 > indent {
+        // The flow mapping's own key, if the line has one (`parallel: {...}`).
+        if let Some(k) = key_of(this) {
+            path.push(k.1.clone());
+            at = k;
+        } else {
+            at.0 = indent + 1;
+        }
+    }
     for l in lines[..line - 1].iter().rev() {
         if let Some((indent, key)) = key_of(l)
             && indent < at.0
@@ -390,8 +423,8 @@ impl Validator<'_> {
             self.problem(
                 field,
                 loc(s),
-                format!("{x} is out of range"),
-                format!("use a number in {lo}, {max}]"),
+                format!("{} is out of range", num(x)),
+                format!("use a number in {lo}, {}]", num(max)),
             );
             None
         }
@@ -865,7 +898,11 @@ impl Validator<'_> {
                     if let Some(r) = r
                         && mix.iter().any(|m: &Share| m.resolution == r)
                     {
-                        self.duplicate("workload.resolutions.size", loc(&entry.value.size), &r.to_string());
+                        self.duplicate(
+                            "workload.resolutions.size",
+                            loc(&entry.value.size),
+                            &r.to_string(),
+                        );
                         all_valid = false;
                         continue;
                     }
@@ -878,7 +915,10 @@ impl Validator<'_> {
                     self.problem(
                         "workload.resolutions",
                         loc(list),
-                        format!("{} traffic classes (at most {MAX_ENTRIES})", list.value.len()),
+                        format!(
+                            "{} traffic classes (at most {MAX_ENTRIES})",
+                            list.value.len()
+                        ),
                         "merge sizes that share a deployment",
                     );
                     all_valid = false;
@@ -967,44 +1007,43 @@ impl Validator<'_> {
             });
         }
 
-        let goal = match &raw.goal {
-            None => Goal {
-                p50_latency_ms: None,
-                images_per_s: None,
-                objective: Objective::MinCost,
-            },
-            Some(g) => {
-                let g = &g.value;
-                let objective = match &g.objective {
-                    None => Some(Objective::MinCost),
-                    Some(o) => match o.value.as_str() {
-                        "min_cost" => Some(Objective::MinCost),
-                        "min_latency" => Some(Objective::MinLatency),
-                        "max_throughput" => Some(Objective::MaxThroughput),
-                        other => {
-                            self.problem(
-                                "goal.objective",
-                                loc(o),
-                                format!("unknown objective '{other}'"),
-                                "expected one of min_cost, min_latency, max_throughput",
-                            );
-                            None
-                        }
-                    },
-                };
-                Goal {
-                    p50_latency_ms: g
-                        .p50_latency_ms
-                        .as_ref()
-                        .and_then(|v| self.number("goal.p50_latency_ms", v, false, MAX_LATENCY_MS)),
-                    images_per_s: g
-                        .images_per_s
-                        .as_ref()
-                        .and_then(|v| self.number("goal.images_per_s", v, false, MAX_IMAGES_PER_S)),
-                    objective: objective.unwrap_or(Objective::MinCost),
+        let goal =
+            match &raw.goal {
+                None => Goal {
+                    p50_latency_ms: None,
+                    images_per_s: None,
+                    objective: Objective::MinCost,
+                },
+                Some(g) => {
+                    let g = &g.value;
+                    let objective = match &g.objective {
+                        None => Some(Objective::MinCost),
+                        Some(o) => match o.value.as_str() {
+                            "min_cost" => Some(Objective::MinCost),
+                            "min_latency" => Some(Objective::MinLatency),
+                            "max_throughput" => Some(Objective::MaxThroughput),
+                            other => {
+                                self.problem(
+                                    "goal.objective",
+                                    loc(o),
+                                    format!("unknown objective '{other}'"),
+                                    "expected one of min_cost, min_latency, max_throughput",
+                                );
+                                None
+                            }
+                        },
+                    };
+                    Goal {
+                        p50_latency_ms: g.p50_latency_ms.as_ref().and_then(|v| {
+                            self.number("goal.p50_latency_ms", v, false, MAX_LATENCY_MS)
+                        }),
+                        images_per_s: g.images_per_s.as_ref().and_then(|v| {
+                            self.number("goal.images_per_s", v, false, MAX_IMAGES_PER_S)
+                        }),
+                        objective: objective.unwrap_or(Objective::MinCost),
+                    }
                 }
-            }
-        };
+            };
 
         let mut fleet = Vec::new();
         match &raw.fleet {
