@@ -413,7 +413,8 @@ pub fn violation_problem(v: &Violation, gpu: &str, at: Option<Location>) -> Prob
 }
 
 /// Rounds the figures of a JSON view: money (keys naming cost, price or USD) to 1e-6 USD, times
-/// (keys ending in `ms`) to 1e-3 ms, other fractions to 6 significant digits; integers stay.
+/// (keys ending in `ms`) to 1e-3 ms, byte and FLOP counts to whole ones, other fractions to 6
+/// significant digits; integers stay.
 pub fn round_json(v: &mut Value) {
     fn walk(v: &mut Value, key: &str) {
         match v {
@@ -429,9 +430,19 @@ pub fn round_json(v: &mut Value) {
                     (x * 1e6).round() / 1e6
                 } else if key.ends_with("ms") {
                     (x * 1e3).round() / 1e3
+                } else if key.ends_with("_bytes") || key == "flops" {
+                    // Counts computed in floating point: whole bytes and FLOPs.
+                    x.round()
                 } else if x != 0.0 && x.is_finite() {
-                    let scale = 10f64.powi(5 - x.abs().log10().floor() as i32);
-                    (x * scale).round() / scale
+                    // Divide or multiply by an exact power of ten, whichever side it is on.
+                    let e = x.abs().log10().floor() as i32 - 5;
+                    if e >= 0 {
+                        let p = 10f64.powi(e);
+                        (x / p).round() * p
+                    } else {
+                        let p = 10f64.powi(-e);
+                        (x * p).round() / p
+                    }
                 } else {
                     x
                 };

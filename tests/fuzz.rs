@@ -46,8 +46,13 @@ fn flow_list(
     invalid: &'static [&'static str],
     max: usize,
 ) -> BoxedStrategy<String> {
+    // Distinct valid choices (a duplicate is a mistake the parser reports), now and then a
+    // mistaken one.
+    let distinct = prop::sample::subsequence(valid, 1..=max.min(valid.len()))
+        .prop_map(|v| v.into_iter().map(str::to_string).collect::<Vec<_>>());
     prop_oneof![
-        20 => prop::collection::vec(mixed(valid, invalid), 1..=max),
+        20 => distinct,
+        1 => prop::collection::vec(mixed(valid, invalid), 1..=max),
         1 => Just(Vec::new()),
     ]
     .prop_map(|v| format!("[{}]", v.join(", ")))
@@ -211,7 +216,15 @@ fn parallel() -> BoxedStrategy<String> {
         maybe_line("shard", mixed(&["none", "hsdp"], &["fsdp"]), 4),
         maybe_line("vae_patch", mixed(BOOLS.0, BOOLS.1), 4),
     )
-        .prop_map(|(a, b, c, d, e, f)| block(&[a, b, c, d, e, f]).trim_end().to_string())
+        // With degrees, `gpus` is their product (the parser refuses idle GPUs): leave it out.
+        .prop_map(|(a, b, c, d, e, f)| {
+            let a = if b.is_empty() && c.is_empty() && d.is_empty() {
+                a
+            } else {
+                String::new()
+            };
+            block(&[a, b, c, d, e, f]).trim_end().to_string()
+        })
         .boxed()
 }
 
@@ -374,6 +387,28 @@ fn spec_text() -> impl Strategy<Value = String> {
     );
     (head, tail).prop_map(
         |((model, gpu, runtime, dep), (work, goal, fleet, allow, junk))| {
+            // A key pinned in `deployment:` and given in `workload:` must agree: keep one.
+            let dep = dep.map(|d| match &work {
+                None => d,
+                Some(w) => {
+                    d.lines()
+                        .filter(|l| {
+                            let key = l.trim_start().split(':').next().unwrap_or("");
+                            let twin = match key {
+                                "resolution" => "resolutions:",
+                                "steps" => "steps:",
+                                "reference_images" => "reference_images:",
+                                _ => return true,
+                            };
+                            l.starts_with("  ") && !l.starts_with("   ") && !w.contains(twin)
+                        })
+                        .map(|l| format!("{l}\n"))
+                        .collect::<String>()
+                        .trim_end_matches('\n')
+                        .to_string()
+                        + "\n"
+                }
+            });
             // Without `gpu:` and `fleet:` the search covers every GPU type: too slow for a debug
             // build, so such specs get one GPU.
             let gpu = if gpu.is_none() && fleet.is_none() {

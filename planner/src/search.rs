@@ -204,7 +204,8 @@ pub struct Plan {
     /// Its full breakdown per resolution of the mix.
     pub breakdown: Vec<Estimate>,
     /// Feasible candidates no other beats on both p50 latency and cost (USD per hour with a rate
-    /// goal, else per 1,000 images), fastest first; the chosen plan is always among them.
+    /// goal, else per 1,000 images), fastest first; the chosen plan is always among them (under
+    /// `max_throughput` even when another beats it on both).
     pub pareto: Vec<Candidate>,
     /// How many candidates the whole front has (`pareto` keeps at most `PARETO_SHOWN`).
     pub pareto_total: usize,
@@ -864,6 +865,20 @@ fn pareto_front(
             }
             _ => kept.push(p),
         }
+    }
+    // `max_throughput` may choose a plan that another beats on latency and cost (it is chosen
+    // for its rate): it is listed all the same, in its place along latency.
+    if let Some(ch) = chosen
+        && let Some(i) = feasible.iter().position(|(_, c)| c == ch)
+        && !kept.iter().any(|(_, c)| c == ch)
+    {
+        kept.push(feasible[i].clone());
+        kept.sort_by(|a, b| {
+            a.1.p50_latency_ms
+                .total_cmp(&b.1.p50_latency_ms)
+                .then(cost(&a.1).total_cmp(&cost(&b.1)))
+                .then(a.0.cmp(&b.0))
+        });
     }
     let total = kept.len();
     if total > PARETO_SHOWN {
