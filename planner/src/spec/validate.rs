@@ -559,7 +559,14 @@ impl Validator<'_> {
             if out.shard == Shard::Hsdp || out.vae_patch {
                 out.gpus = out.gpus.max(2);
             }
-        } else if ok && used != out.gpus {
+        } else if ok
+            && used != out.gpus
+            // (Not when a degree was misspelt or mistyped: that problem is reported already.)
+            && !self
+                .problems
+                .iter()
+                .any(|p| p.field.starts_with("deployment.parallel."))
+        {
             // A replica whose degrees use fewer GPUs than it holds leaves GPUs idle (HSDP or a
             // patch-parallel decode over GPUs that otherwise only hold weights is the exception).
             let sharing_only = used == 1 && (out.shard == Shard::Hsdp || out.vae_patch);
@@ -1186,6 +1193,55 @@ mod tests {
         assert_eq!(e.problems.len(), 1);
         assert!(e.problems[0].message.contains("deploymnt"), "{e}");
         assert_eq!(e.problems[0].location.unwrap().line, 2);
+    }
+
+    #[test]
+    fn unknown_keys_and_type_errors_are_reported_together_with_the_rest() {
+        let e = parse(
+            "model: flux2-klein-4b\ngpu: h201\ndeployment:\n  bach: 2\n  steps: four\n  parallel: {gpus: 2, ulyses: 2}\nfleet:\n  - {gpu: h200, available: many}\nallow:\n  batch: [1, 1]\n",
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = e.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "gpu",
+                "deployment.bach",
+                "deployment.steps",
+                "deployment.parallel.ulyses",
+                "fleet.available",
+                "allow.batch"
+            ],
+            "{e}"
+        );
+        let lines: Vec<u64> = e
+            .problems
+            .iter()
+            .map(|p| p.location.unwrap().line)
+            .collect();
+        assert_eq!(lines, [2, 4, 5, 6, 8, 10]);
+    }
+
+    #[test]
+    fn a_masked_entry_leaves_every_other_position_alone() {
+        let text = "a: {x: 1, bad: 2, y: 3}\nb:\n  c: 1\n  - d\ne: 2\n";
+        let flow = mask_entry(
+            text,
+            Location {
+                line: 1,
+                column: 11,
+            },
+        )
+        .unwrap();
+        assert_eq!(flow, "a: {x: 1,         y: 3}\nb:\n  c: 1\n  - d\ne: 2\n");
+        let block = mask_entry(text, Location { line: 2, column: 1 }).unwrap();
+        assert_eq!(block, "a: {x: 1, bad: 2, y: 3}\n  \n      \n     \ne: 2\n");
+    }
+
+    #[test]
+    fn echoed_values_are_escaped_and_cut() {
+        assert_eq!(echo("a\u{1b}[2Jb\n", 64), "a\\u{1b}[2Jb\\n");
+        assert_eq!(echo(&"x".repeat(100), 4), "xxxx… (100 characters)");
     }
 
     #[test]
