@@ -1,5 +1,5 @@
 //! Fits the diffusers profile's host and efficiency parameters to the pipeline rows of
-//! `../shared/data/h200-diffusers-calibration.jsonl` by coordinate descent on grids, minimising the
+//! `data/h200-diffusers-calibration.jsonl` by coordinate descent on grids, minimising the
 //! sum of squared relative time errors (`cargo run --release -p planner --example fit_profile`). The kernel-level
 //! parameters (GEMM and attention efficiencies, math-path bytes) come from the kernel file and
 //! are held fixed here; see docs/calibration.md.
@@ -10,7 +10,7 @@ use planner::estimate::{Inputs, estimate};
 
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/h200-diffusers-calibration.jsonl"
+    "/../data/h200-diffusers-calibration.jsonl"
 );
 
 struct Row {
@@ -28,7 +28,7 @@ fn field(line: &str, key: &str) -> Option<f64> {
 }
 
 fn rows() -> Vec<Row> {
-    let text = std::fs::read_to_string(DATA).expect("shared/data beside the checkout");
+    let text = std::fs::read_to_string(DATA).expect("data/ at the repository root");
     let mut out = Vec::new();
     for l in text.lines() {
         let stage = if l.contains("\"kind\": \"step\"") {

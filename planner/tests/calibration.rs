@@ -1,4 +1,4 @@
-//! Holds the cost model to every measured row of `../shared/data/h200-diffusers-calibration.jsonl`:
+//! Holds the cost model to every measured row of `data/h200-diffusers-calibration.jsonl`:
 //! memory within 3 % and time within 8 %, for runtime `diffusers` on the H200.
 
 use planner::catalog::Catalog;
@@ -8,12 +8,12 @@ use serde_json::Value;
 
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/h200-diffusers-calibration.jsonl"
+    "/../data/h200-diffusers-calibration.jsonl"
 );
 
 fn rows() -> Vec<Value> {
     let text = std::fs::read_to_string(DATA)
-        .unwrap_or_else(|e| panic!("read {DATA}: {e} (shared/ must sit beside the checkout)"));
+        .unwrap_or_else(|e| panic!("read {DATA}: {e} (the data/ folder at the repository root)"));
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())

@@ -1,4 +1,4 @@
-//! Holds the kernel-level cost models to `../shared/data/h200-kernels-torch-2.11.jsonl`: GEMM and
+//! Holds the kernel-level cost models to `data/h200-kernels-torch-2.11.jsonl`: GEMM and
 //! attention times, attention transient memory, host-link copies and the CUDA context. These are
 //! the measurements the profile's efficiencies were read from; the test keeps them consistent.
 
@@ -10,7 +10,7 @@ use serde_json::Value;
 
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/h200-kernels-torch-2.11.jsonl"
+    "/../data/h200-kernels-torch-2.11.jsonl"
 );
 
 fn rows() -> Vec<Value> {
