@@ -111,7 +111,11 @@ fn checks() -> Vec<Check> {
             }),
             ("transformer", "step") => {
                 let (h, b) = (r["height"].as_u64().unwrap(), r["batch"].as_u64().unwrap());
-                let e = run("flux2-klein-4b", &deployment(h, b, false));
+                let mut d = deployment(h, b, false);
+                if r["options"]["attention"] == "_native_math" {
+                    d.attention = Attention::Math;
+                }
+                let e = run("flux2-klein-4b", &d);
                 let s = &e.stages[1];
                 let ws = if std::mem::take(&mut workspace_pending) {
                     rt.gemm_workspace_bytes
@@ -119,7 +123,7 @@ fn checks() -> Vec<Check> {
                     0
                 };
                 out.extend(stage_checks(
-                    &format!("step {h}px b{b}"),
+                    &format!("step {h}px b{b} {}", d.attention.name()),
                     s.activation_peak_bytes + ws,
                     s.step_ms.unwrap(),
                     &r,

@@ -21,11 +21,15 @@ fn rows() -> Vec<Value> {
         .collect()
 }
 
+/// The H200 with the diffusers profile, host dispatch taken out: the kernel rows time the GPU
+/// (CUDA events over back-to-back launches), not the Python that launches one op.
 fn hw() -> Hw<'static> {
     let c = Catalog::get();
+    let mut rt = c.runtime("diffusers").unwrap().clone();
+    rt.cpu_dispatch_us = 0.0;
     Hw {
         gpu: c.gpu("h200").unwrap(),
-        rt: c.runtime("diffusers").unwrap(),
+        rt: Box::leak(Box::new(rt)),
     }
 }
 
@@ -44,7 +48,7 @@ fn report(name: &str, pairs: &[(String, f64, f64)]) -> f64 {
 }
 
 #[test]
-fn large_gemms_run_at_the_profiles_efficiency() {
+fn gemms_run_at_the_profiles_efficiency_with_sub_wave_losses() {
     let mut pairs = Vec::new();
     for r in rows().iter().filter(|r| r["kind"] == "gemm") {
         let (m, k, n) = (
@@ -52,10 +56,6 @@ fn large_gemms_run_at_the_profiles_efficiency() {
             r["k"].as_u64().unwrap(),
             r["n"].as_u64().unwrap(),
         );
-        // Below ~1k rows the kernels run partial waves: not what the profile's figure describes.
-        if m < 4096 {
-            continue;
-        }
         let p = if r["dtype"] == "fp8" {
             Precision::Fp8
         } else {
@@ -70,19 +70,25 @@ fn large_gemms_run_at_the_profiles_efficiency() {
         ));
     }
     let worst = report("gemm", &pairs);
-    assert!(pairs.len() >= 20);
+    assert!(pairs.len() >= 40);
     let mut errs: Vec<f64> = pairs.iter().map(|(_, p, m)| (p / m - 1.0).abs()).collect();
     errs.sort_by(f64::total_cmp);
     let median = errs[errs.len() / 2];
-    // The longest products (m = 67584) run up to ~25 % slower than the shorter ones: sustained
-    // power draw lowers the clock, which the profile's single efficiency does not model.
+    let mape = errs.iter().sum::<f64>() / errs.len() as f64;
+    println!("gemm MAPE {:.1} %, median {:.1} %", mape * 100.0, median * 100.0);
+    // One flat efficiency misses these rows by 24 % on average (m = 256 products run at a
+    // quarter of the rate of m = 4096 ones); the sub-wave model must hold them to 12 %. The
+    // worst rows are sub-wave products whose split-K choice the model gets wrong (up to ~40 %),
+    // and the longest products (m = 67584), which sustained power draw slows by 10-20 %.
     assert!(median < 0.10, "median GEMM error {:.1} %", median * 100.0);
-    assert!(worst < 0.30, "worst GEMM error {:.1} %", worst * 100.0);
+    assert!(mape < 0.12, "GEMM MAPE {:.1} %", mape * 100.0);
+    assert!(worst < 0.45, "worst GEMM error {:.1} %", worst * 100.0);
 }
 
 #[test]
 fn attention_time_and_memory_follow_the_backend() {
     let mut times = Vec::new();
+    let mut math = Vec::new();
     let mut mems = Vec::new();
     for r in rows().iter().filter(|r| r["kind"] == "attention") {
         let (h, s) = (r["heads"].as_u64().unwrap(), r["seq"].as_u64().unwrap());
@@ -109,7 +115,9 @@ fn attention_time_and_memory_follow_the_backend() {
             t.peak_bytes() as f64,
             r["peak_above_inputs_bytes"].as_f64().unwrap(),
         ));
-        if s >= 4608 {
+        if kernel == AttnKernel::Math {
+            math.push((what, t.elapsed_s() * 1e3, r["ms"].as_f64().unwrap()));
+        } else if s >= 4608 {
             times.push((what, t.elapsed_s() * 1e3, r["ms"].as_f64().unwrap()));
         }
     }
@@ -125,6 +133,18 @@ fn attention_time_and_memory_follow_the_backend() {
         "worst attention time error {:.1} %",
         worst_time * 100.0
     );
+    // The math path's time per score is fitted on the pipeline rows (the DiT step with
+    // `_native_math` and the text encoder), where it runs ~1.45x faster than these isolated
+    // calls: the level is held by tests/calibration.rs, the scaling with length here. Every
+    // isolated row must sit within 15 % of their common ratio (the isolated calls run 12 % slower
+    // per score at 1,536 tokens than at 16,896: a launch-bound tail the model does not resolve).
+    report("attn math", &math);
+    let ratios: Vec<f64> = math.iter().map(|(_, p, m)| m / p).collect();
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    for r in &ratios {
+        assert!((r / mean - 1.0).abs() < 0.15, "math ratio {r} vs mean {mean}");
+    }
+    assert!(ratios.len() >= 8);
 }
 
 #[test]

@@ -30,6 +30,9 @@ pub struct RuntimeProfile {
     pub gemm_efficiency: BTreeMap<String, f64>,
     /// Output tile (rows, cols) of the GEMM kernels, for wave quantization.
     pub gemm_tile: [u64; 2],
+    /// Smallest `k` chunk of a split-K GEMM (0: the library never splits `k`).
+    #[serde(default)]
+    pub gemm_split_k_min: u64,
     /// Achieved fraction of dense BF16 throughput per attention backend.
     pub attention_efficiency: AttentionEfficiency,
     /// FlashAttention-2's fraction of dense BF16 peak per architecture where it differs from
@@ -42,8 +45,15 @@ pub struct RuntimeProfile {
     pub math_bytes_per_score: f64,
     /// Bytes per element of q, k, v and the output on the math path (their FP32 copies).
     pub math_bytes_per_qkv_element: f64,
+    /// Bytes moved through HBM per score by the math path's scale and softmax passes (0: time
+    /// the math path at `attention_efficiency.math` instead).
+    #[serde(default)]
+    pub math_bytes_moved_per_score: f64,
     /// cuDNN convolution workspace per byte of the convolution's input.
     pub conv_workspace_per_input_byte: f64,
+    /// Whether the convolution workspace follows one image's input rather than the batch's.
+    #[serde(default)]
+    pub conv_workspace_per_image: bool,
     /// When non-zero, convolutions run as GEMMs over an im2col workspace of at most this many
     /// output pixels (klein's executor) instead of a cuDNN workspace.
     #[serde(default)]

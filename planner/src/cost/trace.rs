@@ -3,7 +3,7 @@
 //! Memory comes from liveness: every tensor an op creates is allocated, and freed where the runtime
 //! drops its last reference, so the peak is the largest sum of live bytes. Time comes from a
 //! roofline per op (its FLOPs over the achieved rate, or its bytes over the achieved bandwidth,
-//! whichever is larger, plus a fixed kernel latency) run through a model of the asynchronous launch
+//! whichever is larger, and at least the minimum kernel time) run through a model of the asynchronous launch
 //! queue: the host needs `cpu_dispatch` per op, and the GPU cannot start an op before it was launched.
 
 use crate::catalog::{Gpu, RuntimeProfile};
@@ -115,7 +115,8 @@ impl<'a> Trace<'a> {
         }
         self.flops += flops;
         self.hbm_bytes += bytes;
-        self.launch(compute_s.max(memory_s) + self.hw.rt.kernel_latency_us * 1e-6);
+        // A kernel takes its roofline time, but never less than the GPU's minimum kernel time.
+        self.launch(compute_s.max(memory_s).max(self.hw.rt.kernel_latency_us * 1e-6));
     }
 
     /// Puts `gpu_s` of GPU work behind one host dispatch in the launch queue.
