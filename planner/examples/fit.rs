@@ -12,7 +12,9 @@ const H200: &str = include_str!(concat!(
 ));
 
 fn main() {
-    let profile = std::env::args().nth(1).unwrap_or_else(|| "diffusers".into());
+    let profile = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "diffusers".into());
     let c = Catalog::get();
     let Some(start) = c.runtime(&profile) else {
         eprintln!("unknown runtime profile {profile:?}");
@@ -95,7 +97,10 @@ fn print(r: &Report) {
         let errs: Vec<f64> = r
             .rows
             .iter()
-            .filter(|j| j.row.quantity.is_time() == time && j.row.category != "weights" || (!time && j.row.category == "weights"))
+            .filter(|j| {
+                j.row.quantity.is_time() == time && j.row.category != "weights"
+                    || (!time && j.row.category == "weights")
+            })
             .filter_map(|j| j.loo)
             .collect();
         let worst = errs.iter().map(|e| e.abs()).fold(0.0, f64::max);

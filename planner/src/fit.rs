@@ -159,7 +159,12 @@ pub fn h200_rows(text: &str) -> Vec<Row> {
                     d.attention = Attention::Math;
                 }
                 let ws = std::mem::take(&mut workspace_pending);
-                let id = format!("step {}px b{} {}", u("height"), u("batch"), d.attention.name());
+                let id = format!(
+                    "step {}px b{} {}",
+                    u("height"),
+                    u("batch"),
+                    d.attention.name()
+                );
                 push(
                     format!("{id} transient"),
                     "step memory",
@@ -242,7 +247,7 @@ pub struct Param {
 
 /// The diffusers profile's free parameters fitted on the H200 pipeline rows. Everything else
 /// (GEMM, fused-attention and copy efficiencies, math-path memory) is read off the kernel rows.
-pub const H200_PARAMS: [Param; 6] = [
+pub const H200_PARAMS: [Param; 8] = [
     Param {
         name: "cpu_dispatch_us",
         unit: "µs per op",
@@ -262,6 +267,16 @@ pub const H200_PARAMS: [Param; 6] = [
         start: 100.0,
         min: 1.0,
         max: 5000.0,
+    },
+    Param {
+        name: "tensor_op_dispatch_us",
+        unit: "µs per op",
+        meaning: "host time of one bare tensor op in a Python loop (tiled decode's seam blending)",
+        get: |r| r.tensor_op_dispatch_us,
+        set: |r, v| r.tensor_op_dispatch_us = v,
+        start: 8.0,
+        min: 1.0,
+        max: 100.0,
     },
     Param {
         name: "elementwise_bw_efficiency",
@@ -295,13 +310,23 @@ pub const H200_PARAMS: [Param; 6] = [
     },
     Param {
         name: "conv_workspace_per_input_byte",
-        unit: "bytes per input byte of one image",
+        unit: "bytes per input byte",
         meaning: "cuDNN implicit-GEMM convolution workspace",
         get: |r| r.conv_workspace_per_input_byte,
         set: |r, v| r.conv_workspace_per_input_byte = v,
         start: 1.0,
         min: 0.01,
         max: 20.0,
+    },
+    Param {
+        name: "conv_workspace_batch_exponent",
+        unit: "exponent of the batch",
+        meaning: "how the convolution workspace grows with the batch (1: in proportion)",
+        get: |r| r.conv_workspace_batch_exponent,
+        set: |r, v| r.conv_workspace_batch_exponent = v,
+        start: 1.0,
+        min: 0.01,
+        max: 1.0,
     },
 ];
 

@@ -75,7 +75,11 @@ fn gemms_run_at_the_profiles_efficiency_with_sub_wave_losses() {
     errs.sort_by(f64::total_cmp);
     let median = errs[errs.len() / 2];
     let mape = errs.iter().sum::<f64>() / errs.len() as f64;
-    println!("gemm MAPE {:.1} %, median {:.1} %", mape * 100.0, median * 100.0);
+    println!(
+        "gemm MAPE {:.1} %, median {:.1} %",
+        mape * 100.0,
+        median * 100.0
+    );
     // One flat efficiency misses these rows by 24 % on average (m = 256 products run at a
     // quarter of the rate of m = 4096 ones); the sub-wave model must hold them to 12 %. The
     // worst rows are sub-wave products whose split-K choice the model gets wrong (up to ~40 %),
@@ -142,7 +146,10 @@ fn attention_time_and_memory_follow_the_backend() {
     let ratios: Vec<f64> = math.iter().map(|(_, p, m)| m / p).collect();
     let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
     for r in &ratios {
-        assert!((r / mean - 1.0).abs() < 0.15, "math ratio {r} vs mean {mean}");
+        assert!(
+            (r / mean - 1.0).abs() < 0.15,
+            "math ratio {r} vs mean {mean}"
+        );
     }
     assert!(ratios.len() >= 8);
 }

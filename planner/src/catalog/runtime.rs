@@ -51,9 +51,10 @@ pub struct RuntimeProfile {
     pub math_bytes_moved_per_score: f64,
     /// cuDNN convolution workspace per byte of the convolution's input.
     pub conv_workspace_per_input_byte: f64,
-    /// Whether the convolution workspace follows one image's input rather than the batch's.
-    #[serde(default)]
-    pub conv_workspace_per_image: bool,
+    /// How the convolution workspace grows with the batch: `batch^exponent` times one image's
+    /// (1: in proportion to the batch's input, 0: one image's whatever the batch).
+    #[serde(default = "one")]
+    pub conv_workspace_batch_exponent: f64,
     /// When non-zero, convolutions run as GEMMs over an im2col workspace of at most this many
     /// output pixels (klein's executor) instead of a cuDNN workspace.
     #[serde(default)]
@@ -66,6 +67,10 @@ pub struct RuntimeProfile {
     pub kernel_latency_us: f64,
     /// Host-side time to dispatch one op, microseconds (Python + framework overhead).
     pub cpu_dispatch_us: f64,
+    /// Host-side time of one bare tensor op issued from a Python loop (tiled decode's row-by-row
+    /// seam blending), microseconds; 0 falls back to `cpu_dispatch_us`.
+    #[serde(default)]
+    pub tensor_op_dispatch_us: f64,
     /// Extra host time of one transformer attention call, microseconds (diffusers' processor and
     /// `dispatch_attention_fn`: signature inspection, backend lookup, layout permutes).
     pub attention_dispatch_us: f64,
@@ -95,6 +100,10 @@ pub struct RuntimeProfile {
     pub allocator_slack: f64,
     /// Where the parameters come from and how they were fitted.
     pub source: String,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl RuntimeProfile {

@@ -208,12 +208,12 @@ impl Trace<'_> {
             // im2col: k*k*cin values per output pixel, at most a chunk of pixels at a time.
             self.transient(cin * k * k * (h * w).min(rt.conv_im2col_chunk_pixels) * BF16);
         } else if k > 1 {
-            // cuDNN's implicit-GEMM algorithms take a workspace that grows with the input of one
-            // image: the batched decode rows (1024x1024 at batch 1 and 4) put the per-image part
-            // of the transient at 2.0 GB and the batch-independent part at 0.55 GB.
-            let images = if rt.conv_workspace_per_image { 1 } else { batch };
+            // cuDNN's implicit-GEMM algorithms take a workspace that grows with one image's input
+            // and sublinearly with the batch (`batch^conv_workspace_batch_exponent`): the decode
+            // at batch 4 lies between a per-image and a per-batch workspace.
+            let images = (batch as f64).powf(rt.conv_workspace_batch_exponent);
             self.transient(
-                (rt.conv_workspace_per_input_byte * (images * cin * h * w * BF16) as f64) as u64,
+                (rt.conv_workspace_per_input_byte * images * (cin * h * w * BF16) as f64) as u64,
             );
         }
         self.kernel(flops, gpu.bf16_flops_per_s() * rt.conv_efficiency, bytes);

@@ -116,13 +116,25 @@ impl<'a> Trace<'a> {
         self.flops += flops;
         self.hbm_bytes += bytes;
         // A kernel takes its roofline time, but never less than the GPU's minimum kernel time.
-        self.launch(compute_s.max(memory_s).max(self.hw.rt.kernel_latency_us * 1e-6));
+        self.launch(
+            compute_s
+                .max(memory_s)
+                .max(self.hw.rt.kernel_latency_us * 1e-6),
+        );
     }
 
     /// Puts `gpu_s` of GPU work behind one host dispatch in the launch queue.
     pub fn launch(&mut self, gpu_s: f64) {
         self.ops += 1;
         self.cpu_s += self.hw.rt.cpu_dispatch_us * 1e-6;
+        self.gpu_s = self.gpu_s.max(self.cpu_s) + gpu_s;
+    }
+
+    /// Puts `gpu_s` of GPU work behind one bare tensor op from Python (slicing, a scalar product:
+    /// no module around it), which costs the host `tensor_op_dispatch_us` instead of `cpu_dispatch_us`.
+    pub fn tensor_op(&mut self, gpu_s: f64) {
+        self.ops += 1;
+        self.cpu_s += self.hw.rt.tensor_op_dispatch_us * 1e-6;
         self.gpu_s = self.gpu_s.max(self.cpu_s) + gpu_s;
     }
 
