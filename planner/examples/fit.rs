@@ -4,11 +4,18 @@
 //! unit, meaning and the rows that pin it, and the per-category error table of docs/calibration.md.
 
 use planner::catalog::Catalog;
-use planner::fit::{H200_PARAMS, Report, h200_rows, judge, mape};
+use planner::fit::{
+    ARCH_PARAMS, H200_PARAMS, PUBLISHED_FIT, Param, Report, Row, h200_rows, judge, mape,
+    published_rows,
+};
 
 const H200: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../data/h200-diffusers-calibration.jsonl"
+));
+const PUBLISHED: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../data/published-flux.jsonl"
 ));
 
 fn main() {
@@ -26,22 +33,26 @@ fn main() {
     }
     let rows = h200_rows(H200);
     let report = judge(start, &H200_PARAMS, &rows);
-    print(&report);
+    println!("# H200 pipeline rows, klein-4B (data/h200-diffusers-calibration.jsonl)\n");
+    print(&report, &H200_PARAMS);
+    let published = published_rows(PUBLISHED, &PUBLISHED_FIT).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
+    println!(
+        "\n# Published runs on other GPUs (data/published-flux.jsonl: latency, memory, quant)\n"
+    );
+    let report = judge(&report.profile, &ARCH_PARAMS, &published);
+    print(&report, &ARCH_PARAMS);
 }
 
-fn print(r: &Report) {
+fn print(r: &Report, params: &[Param]) {
     println!("## Rows (error = predicted / measured - 1)\n");
     println!("| row | measured | predicted | in-sample | leave-one-out | held-out |");
     println!("|---|---|---|---|---|---|");
     for j in &r.rows {
         let p = j.row.predict(&r.profile);
-        let unit = |v: f64| {
-            if j.row.quantity.is_time() {
-                format!("{v:.1} ms")
-            } else {
-                format!("{:.1} MB", v / 1e6)
-            }
-        };
+        let unit = |v: f64| unit(&j.row, v);
         let pct = |e: f64| format!("{:+.1} %", e * 100.0);
         let (ins, loo, held) = match j.loo {
             Some(l) => (pct(j.full), pct(l), "".into()),
@@ -57,7 +68,7 @@ fn print(r: &Report) {
     println!("\n## Fitted parameters\n");
     println!("| parameter | value | unit | meaning | pinned by (rows moving > 2 % at +10 %) |");
     println!("|---|---|---|---|---|");
-    for (p, pins) in H200_PARAMS.iter().zip(&r.pinned_by) {
+    for (p, pins) in params.iter().zip(&r.pinned_by) {
         println!(
             "| `{}` | {:.4} | {} | {} | {} |",
             p.name,
@@ -93,6 +104,17 @@ fn print(r: &Report) {
             worst * 100.0
         );
     }
+    if r.rows.iter().any(|j| j.row.gpu != "h200") {
+        let errs: Vec<f64> = r.rows.iter().map(|j| j.loo.unwrap_or(j.full)).collect();
+        let worst = errs.iter().map(|e| e.abs()).fold(0.0, f64::max);
+        println!(
+            "\nPublished latency/memory/quant: MAPE {:.2} % (leave-one-out where fitted, else held out), worst {:.1} % over {} rows",
+            mape(errs.iter().copied()) * 100.0,
+            worst * 100.0,
+            errs.len()
+        );
+        return;
+    }
     for (name, time) in [("memory", false), ("time", true)] {
         let errs: Vec<f64> = r
             .rows
@@ -110,5 +132,15 @@ fn print(r: &Report) {
             worst * 100.0,
             errs.len()
         );
+    }
+}
+
+fn unit(row: &Row, v: f64) -> String {
+    if row.denominator.is_some() {
+        format!("{v:.3}x")
+    } else if row.quantity.is_time() {
+        format!("{v:.1} ms")
+    } else {
+        format!("{:.2} GiB", v / (1u64 << 30) as f64)
     }
 }

@@ -330,6 +330,52 @@ pub const H200_PARAMS: [Param; 8] = [
     },
 ];
 
+/// The per-architecture factors of unmeasured GPUs, fitted on published eager latencies.
+pub const ARCH_PARAMS: [Param; 3] = [
+    Param {
+        name: "unmeasured_arch_scale.ampere",
+        unit: "factor on achieved rates",
+        meaning: "A100-class GPUs against the H200-fitted efficiencies",
+        get: |r| arch(r, "ampere"),
+        set: |r, v| set_arch(r, "ampere", v),
+        start: 1.0,
+        min: 0.3,
+        max: 3.0,
+    },
+    Param {
+        name: "unmeasured_arch_scale.ada",
+        unit: "factor on achieved rates",
+        meaning: "L20/L40-class GPUs against the H200-fitted efficiencies",
+        get: |r| arch(r, "ada"),
+        set: |r, v| set_arch(r, "ada", v),
+        start: 1.0,
+        min: 0.3,
+        max: 3.0,
+    },
+    Param {
+        name: "unmeasured_arch_scale.hopper",
+        unit: "factor on achieved rates",
+        meaning: "H100-class GPUs against the H200-fitted efficiencies",
+        get: |r| arch(r, "hopper"),
+        set: |r, v| set_arch(r, "hopper", v),
+        start: 1.0,
+        min: 0.3,
+        max: 3.0,
+    },
+];
+
+fn arch(r: &RuntimeProfile, a: &str) -> f64 {
+    r.unmeasured_arch_scale.get(a).copied().unwrap_or(1.0)
+}
+
+fn set_arch(r: &mut RuntimeProfile, a: &str, v: f64) {
+    r.unmeasured_arch_scale.insert(a.into(), v);
+}
+
+/// The published rows the per-architecture factors are fitted on: one eager FLUX.1-dev
+/// 1024x1024 baseline per architecture. Every other published row is held out.
+pub const PUBLISHED_FIT: [&str; 3] = ["L3", "L4", "L6"];
+
 fn residuals(rt: &RuntimeProfile, rows: &[&Row]) -> Vec<f64> {
     rows.iter()
         .map(|r| {
@@ -430,10 +476,11 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
         if a[c][c].abs() < 1e-12 {
             continue;
         }
+        let pivot = a[c].clone();
         for i in c + 1..n {
-            let f = a[i][c] / a[c][c];
-            for k in c..n {
-                a[i][k] -= f * a[c][k];
+            let f = a[i][c] / pivot[c];
+            for (aik, pk) in a[i][c..].iter_mut().zip(&pivot[c..]) {
+                *aik -= f * pk;
             }
             b[i] -= f * b[c];
         }
@@ -522,4 +569,71 @@ pub fn mape(errs: impl IntoIterator<Item = f64>) -> f64 {
         return 0.0;
     }
     v.iter().map(|e| e.abs()).sum::<f64>() / v.len() as f64
+}
+
+/// Rows of `data/published-flux.jsonl` of the kinds this fit judges (`latency`, `memory`,
+/// `quant`), each expressed by its `spec` (and `denominator_spec` for a ratio) under the
+/// diffusers runtime. `in_fit` marks the rows of `fit_ids` (the declared subset); the others
+/// are held out.
+pub fn published_rows(text: &str, fit_ids: &[&str]) -> Result<Vec<Row>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let r: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let kind = r["kind"].as_str().unwrap_or("");
+        if !matches!(kind, "latency" | "memory" | "quant") {
+            continue;
+        }
+        let id = r["id"].as_str().unwrap_or("?").to_string();
+        let spec = |v: &Value| -> Result<(String, String, Deployment), String> {
+            let mut v = v.clone();
+            v["runtime"] = "diffusers".into();
+            let s = crate::spec::parse(&v.to_string()).map_err(|e| format!("{id}: {e}"))?;
+            let gpu = s.estimate_gpu().map_err(|e| format!("{id}: {e}"))?;
+            Ok((s.model.id.clone(), gpu.id.clone(), s.deployment()))
+        };
+        let (model, gpu, deployment) = spec(&r["spec"])?;
+        let metric = r["metric"].as_str().unwrap_or("");
+        let unit = r["unit"].as_str().unwrap_or("");
+        let quantity = if metric.starts_with("per_image_s") {
+            Quantity::PerImageMs
+        } else if metric.starts_with("denoise step_s") {
+            Quantity::StageMs(1)
+        } else if metric.starts_with("memory.peak_bytes") {
+            Quantity::PeakBytes
+        } else if metric.starts_with("denoise weights_bytes + activation_peak_bytes") {
+            Quantity::DenoiseBytes
+        } else {
+            return Err(format!("{id}: unknown metric {metric:?}"));
+        };
+        let scale = match unit {
+            "s" => 1e3,
+            "GiB" => (1u64 << 30) as f64,
+            _ => 1.0,
+        };
+        let denominator = match r.get("denominator_spec") {
+            Some(v) => Some(spec(v)?.2),
+            None => None,
+        };
+        let category = match (kind, gpu.as_str()) {
+            ("quant", _) => "published quant ratio",
+            ("memory", _) => "published memory",
+            (_, g) => match Catalog::get().gpu(g).map(|g| g.arch.as_str()) {
+                Some("ampere") => "published latency, ampere",
+                Some("ada") => "published latency, ada",
+                _ => "published latency, hopper",
+            },
+        };
+        out.push(Row {
+            in_fit: fit_ids.contains(&id.as_str()),
+            id: format!("{id} {}", r["conditions"].as_str().unwrap_or("")),
+            category,
+            model,
+            gpu,
+            deployment,
+            quantity,
+            measured: r["published"].as_f64().unwrap_or(f64::NAN) * scale,
+            denominator,
+        });
+    }
+    Ok(out)
 }

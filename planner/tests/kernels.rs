@@ -205,3 +205,43 @@ fn flux1_dev_weights_match_the_measured_module() {
     let bytes = planner::estimate::transformer_weight_bytes(m, Precision::Bf16) as f64;
     assert!((bytes / row["weights_bytes"].as_f64().unwrap() - 1.0).abs() < 0.03);
 }
+
+#[test]
+fn block_bytes_follow_the_catalogs_parameter_counts() {
+    use planner::estimate::block_bytes;
+    let c = Catalog::get();
+    for id in ["flux1-dev", "flux2-klein-4b", "flux2-klein-9b", "flux2-dev"] {
+        let m = c.model(id).unwrap();
+        let t = &m.transformer;
+        let [double, single] = t.block_params();
+        let d = t.width() as f64;
+        // FLUX.1's double block: two AdaLN-Zero linears (12 d^2), attention (8 d^2), two GELU
+        // MLPs (16 d^2) = 36 d^2; FLUX.2's: attention (8 d^2), two SwiGLU MLPs (18 d^2) = 26 d^2.
+        let per_d2 = if id == "flux1-dev" { 36.0 } else { 26.0 };
+        let got = double.total() as f64 / (d * d);
+        assert!((got / per_d2 - 1.0).abs() < 0.002, "{id}: {got} d^2");
+        let blocks = t.double_blocks * double.total() + t.single_blocks * single.total();
+        let rest = t.params().total() - blocks;
+        // Outside the blocks: embedders, output layers and FLUX.2's shared modulation (15 d^2).
+        assert!(
+            (rest as f64) < 0.06 * t.params().total() as f64,
+            "{id}: {rest} parameters outside the blocks"
+        );
+        let largest = double.total().max(single.total());
+        assert_eq!(block_bytes(m, Precision::Bf16), largest * 2, "{id}");
+    }
+}
+
+#[test]
+fn fp8_storage_keeps_flux1_adaln_linears_in_bf16() {
+    // diffusers' layerwise casting skips modules matching `norm`: FLUX.1's AdaLayerNormZero
+    // linears (`norm1.linear`, `norm1_context.linear`, `norm.linear`, `norm_out.linear`) stay
+    // BF16, 3.2 G parameters that an FP8 count would halve (the 3 GiB).
+    let m = Catalog::get().model("flux1-dev").unwrap();
+    let s = m.transformer.params();
+    let d = m.transformer.width();
+    let adaln = 19 * 2 * (d * 6 * d + 6 * d) + 38 * (d * 3 * d + 3 * d) + (d * 2 * d + 2 * d);
+    assert!(s.kept_bf16 >= adaln, "{} < {adaln}", s.kept_bf16);
+    let fp8 = planner::estimate::transformer_weight_bytes(m, Precision::Fp8Storage);
+    assert_eq!(fp8, s.quantizable + 2 * s.kept_bf16);
+}

@@ -39,6 +39,11 @@ pub struct RuntimeProfile {
     /// `attention_efficiency.flash` (measured on Hopper, where FA2 uses no Hopper features).
     #[serde(default)]
     pub flash_efficiency_by_arch: BTreeMap<String, f64>,
+    /// On GPUs that were never measured (`measured: false`), a factor on every achieved rate
+    /// (GEMM, attention, convolution, elementwise bandwidth) per architecture, fitted on published
+    /// runs (docs/calibration.md); an architecture not listed keeps 1.
+    #[serde(default)]
+    pub unmeasured_arch_scale: BTreeMap<String, f64>,
     /// Fused backend the `sdpa` choice resolves to on this runtime.
     pub sdpa_backend: String,
     /// Bytes per attention score element on the math path.

@@ -30,6 +30,19 @@ pub struct Hw<'a> {
 }
 
 impl Hw<'_> {
+    /// The runtime's per-architecture factor on achieved rates for an unmeasured GPU (1 on a
+    /// measured one).
+    pub fn arch_scale(&self) -> f64 {
+        if self.gpu.measured {
+            return 1.0;
+        }
+        self.rt
+            .unmeasured_arch_scale
+            .get(&self.gpu.arch)
+            .copied()
+            .unwrap_or(1.0)
+    }
+
     /// A copy of `bytes` over the host link (pinned or pageable), seconds.
     pub fn host_copy_s(&self, bytes: u64, pinned: bool) -> f64 {
         let eff = if pinned {
@@ -101,9 +114,10 @@ impl<'a> Trace<'a> {
 
     /// Runs one kernel of `flops` at `flops_per_s` that moves `bytes` through HBM.
     pub fn kernel(&mut self, flops: f64, flops_per_s: f64, bytes: f64) {
-        let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency;
+        let scale = self.hw.arch_scale();
+        let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency * scale;
         let compute_s = if flops_per_s > 0.0 {
-            flops / flops_per_s
+            flops / (flops_per_s * scale)
         } else {
             0.0
         };
