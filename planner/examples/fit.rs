@@ -6,7 +6,7 @@
 use planner::catalog::Catalog;
 use planner::fit::{
     ARCH_PARAMS, H200_PARAMS, PUBLISHED_FIT, Param, Report, Row, h200_rows, judge, mape,
-    published_rows,
+    published_rows, range_table,
 };
 
 const H200: &str = include_str!(concat!(
@@ -42,8 +42,30 @@ fn main() {
     println!(
         "\n# Published runs on other GPUs (data/published-flux.jsonl: latency, memory, quant)\n"
     );
-    let report = judge(&report.profile, &ARCH_PARAMS, &published);
+    let h200 = report;
+    let report = judge(&h200.profile, &ARCH_PARAMS, &published);
     print(&report, &ARCH_PARAMS);
+    println!(
+        "\n# Ranges (planner/src/ranges.rs): half-width s, range [x / (1 + s), x * (1 + s)]\n"
+    );
+    println!("| category | time | memory | from |");
+    println!("|---|---|---|---|");
+    let from = [
+        "1.25 x leave-one-out MAPE of the H200 rows",
+        "1.25 x out-of-sample MAPE of the published latency / memory rows",
+        "worst out-of-sample error of any H200 or published row",
+    ];
+    for ((name, (t, m)), f) in ["measured", "published architecture", "unmeasured"]
+        .iter()
+        .zip(range_table(&h200, &report))
+        .zip(from)
+    {
+        println!(
+            "| {name} | ±{:.1} % | ±{:.1} % | {f} |",
+            t * 100.0,
+            m * 100.0
+        );
+    }
 }
 
 fn print(r: &Report, params: &[Param]) {

@@ -66,6 +66,12 @@ pub struct Memory {
     pub context_bytes: u64,
     /// Weights resident at the peak.
     pub resident_weights_bytes: u64,
+    /// Low end of the uncertainty range of `peak_bytes`.
+    pub low_bytes: u64,
+    /// High end.
+    pub high_bytes: u64,
+    /// Where the range comes from (see `latency.basis`).
+    pub basis: String,
 }
 
 /// Latency of one batch.
@@ -79,6 +85,8 @@ pub struct Latency {
     pub low_ms: f64,
     /// High end.
     pub high_ms: f64,
+    /// Where the range comes from: the error category and its out-of-sample figures.
+    pub basis: String,
 }
 
 /// Throughput of one replica.
@@ -484,7 +492,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     }
     let stages = vec![te_stage, dn_stage, vae_stage];
     let per_batch_ms: f64 = stages.iter().map(|s| s.ms).sum();
-    let spread = if gpu.measured { 0.08 } else { 0.25 };
+    let (category, basis) = crate::ranges::category(gpu, rt, d);
+    let spread = category.time;
     let cache_spread = if ce.skipped_steps > 0.0 {
         0.5 * saved_s * 1e3 / per_batch_ms
     } else {
@@ -528,12 +537,16 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             binding_stage: binding,
             context_bytes: rt.context_bytes,
             resident_weights_bytes: resident_at_peak,
+            low_bytes: crate::ranges::range(peak as f64, category.memory).0 as u64,
+            high_bytes: crate::ranges::range(peak as f64, category.memory).1.ceil() as u64,
+            basis: basis.clone(),
         },
         latency: Latency {
             per_batch_ms,
             per_image_ms: per_batch_ms / batch as f64,
-            low_ms: per_batch_ms * (1.0 - spread - cache_spread),
-            high_ms: per_batch_ms * (1.0 + spread + cache_spread),
+            low_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).0,
+            high_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).1,
+            basis,
         },
         throughput: Throughput {
             images_per_s: batch as f64 / (per_batch_ms / 1e3),

@@ -5,11 +5,19 @@
 //! The catalog's profile must be the fit's result.
 
 use planner::catalog::Catalog;
-use planner::fit::{H200_PARAMS, Report, h200_rows, judge, mape};
+use planner::fit::{
+    ARCH_PARAMS, H200_PARAMS, PUBLISHED_FIT, Report, h200_rows, judge, mape, published_rows,
+    range_table,
+};
+use planner::ranges::{MEASURED, PUBLISHED_ARCH, UNMEASURED};
 
 const DATA: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../data/h200-diffusers-calibration.jsonl"
+));
+const PUBLISHED: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../data/published-flux.jsonl"
 ));
 
 /// Rows the physics does not yet reach, with the leave-one-out error they must stay under.
@@ -111,5 +119,26 @@ fn the_catalog_profile_is_the_fit() {
                 p.name
             );
         }
+    }
+}
+
+#[test]
+fn ranges_are_the_out_of_sample_errors_of_their_category() {
+    let h200 = report();
+    let published = judge(
+        Catalog::get().runtime("diffusers").unwrap(),
+        &ARCH_PARAMS,
+        &published_rows(PUBLISHED, &PUBLISHED_FIT).unwrap(),
+    );
+    let table = range_table(&h200, &published);
+    for (c, (time, memory)) in [MEASURED, PUBLISHED_ARCH, UNMEASURED].iter().zip(table) {
+        println!("{:<24} time {time:.3} memory {memory:.3}", c.name);
+        assert!(
+            (c.time - time).abs() < 0.0015 && (c.memory - memory).abs() < 0.0015,
+            "{}: ranges.rs says ({}, {}), the fit gives ({time}, {memory}); regenerate",
+            c.name,
+            c.time,
+            c.memory
+        );
     }
 }

@@ -103,6 +103,9 @@ pub struct RuntimeProfile {
     pub gemm_workspace_bytes: u64,
     /// Allocator slack: reserved over allocated at the peak, as a fraction of the peak transient.
     pub allocator_slack: f64,
+    /// GPUs this runtime was measured on (its estimates there carry the narrow range).
+    #[serde(default)]
+    pub calibrated_on: Vec<String>,
     /// Where the parameters come from and how they were fitted.
     pub source: String,
 }

@@ -51,8 +51,9 @@ impl AttnKernel {
 /// go one per SM; a product with fewer tiles than SMs leaves the rest idle unless its `k` is
 /// long enough to split (chunks of at least `gemm_split_k_min`). From one wave up the library
 /// balances the tail (stream-K), so only sub-wave products lose SMs. The kernel rows pin this:
-/// BF16 products at m = 256 reach 182-656 TFLOP/s by shape where m >= 4096 reaches 744-806
-/// (median error 8 % over all 48 GEMM rows against 24 % with one flat efficiency).
+/// BF16 products at m = 256 reach 182-656 TFLOP/s by shape where m >= 4096 reaches 744-806.
+/// Over the 16 rows at m <= 1024 the error is 19 % MAPE against 27 % with one flat efficiency
+/// (which times them up to 3x too fast); split-K choices are what it still gets wrong.
 pub fn wave_efficiency(t: &Trace, m: u64, k: u64, n: u64) -> f64 {
     let (gpu, rt) = (t.hw.gpu, t.hw.rt);
     let [tm, tn] = rt.gemm_tile;
