@@ -93,6 +93,10 @@ pub struct RuntimeProfile {
     /// RMSNorm and diffusers' FP32 RoPE: eight kernels each, with FP32 temporaries).
     #[serde(default)]
     pub fused_norm_rope: bool,
+    /// Whether dynamic activation quantization (FP8/INT4/NVFP4 compute) runs as two fused
+    /// kernels (amax, quantize) rather than eager PyTorch's chain of six elementwise ops.
+    #[serde(default)]
+    pub fused_quantization: bool,
     /// Whether the text encoder runs every layer (true) or stops at the last one it needs.
     pub text_encoder_runs_all_layers: bool,
     /// Whether the runtime keeps every hidden state of the text encoder alive.

@@ -110,9 +110,25 @@ impl Trace<'_> {
                 self.free(tmp);
             }
             Precision::Fp8 | Precision::Int4 | Precision::Nvfp4 => {
-                // Dynamic activation quantization: read BF16, write the low-precision copy and scales.
+                // Dynamic activation quantization before every product.
+                let a = (m * k * BF16) as f64;
                 let q = self.alloc(m * k);
-                self.kernel(0.0, 0.0, ((m * k) * BF16) as f64 * 1.5);
+                if self.hw.rt.fused_quantization {
+                    // A fused stack: one amax pass, one quantize pass (read BF16, write 1 B).
+                    self.kernel(0.0, 0.0, a);
+                    self.kernel(0.0, 0.0, a * 1.5);
+                } else {
+                    // Eager PyTorch (torchao's dynamic float8): abs, amax, the scale, then
+                    // scale, clamp and cast as separate elementwise kernels over the activation.
+                    let t = self.alloc(m * k * BF16);
+                    self.kernel(0.0, 0.0, 2.0 * a);
+                    self.kernel(0.0, 0.0, a);
+                    self.launch(0.0);
+                    self.kernel(0.0, 0.0, 2.0 * a);
+                    self.kernel(0.0, 0.0, 2.0 * a);
+                    self.kernel(0.0, 0.0, a * 1.5);
+                    self.free(t);
+                }
                 self.gemm_kernel(m, k, n, p);
                 self.free(q);
             }
