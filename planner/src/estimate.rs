@@ -476,7 +476,18 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         width: d.resolution.width as u64,
         attn: AttnKernel::from_name(&rt.vae_attention),
     };
-    if d.vae_tiling {
+    if klein_graph && split == 1 {
+        let tile = d.vae_tiling.then_some(VAE_TILE_PX);
+        let fused = d.attention != crate::deployment::Attention::Math;
+        klein::vae_decode(
+            &mut vae_trace,
+            &model.vae,
+            batch,
+            (rows, call.width),
+            tile,
+            fused,
+        );
+    } else if d.vae_tiling {
         vae::decode_tiled(&mut vae_trace, &call, VAE_TILE_PX);
     } else {
         vae::decode(&mut vae_trace, &call);
