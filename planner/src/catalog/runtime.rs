@@ -97,6 +97,14 @@ pub struct RuntimeProfile {
     /// kernels (amax, quantize) rather than eager PyTorch's chain of six elementwise ops.
     #[serde(default)]
     pub fused_quantization: bool,
+    /// Whose op graph the stages follow: `diffusers` (the default: diffusers' eager order, shaped
+    /// by the flags above) or `klein` (klein-plan's executor, op by op: `cost/klein.rs`).
+    #[serde(default)]
+    pub graph: String,
+    /// The device the efficiencies were measured on; absent for a profile nobody measured
+    /// (its estimates carry a wide range).
+    #[serde(default)]
+    pub calibrated_on: Option<String>,
     /// Whether the text encoder runs every layer (true) or stops at the last one it needs.
     pub text_encoder_runs_all_layers: bool,
     /// Whether the runtime keeps every hidden state of the text encoder alive.
@@ -119,6 +127,11 @@ fn one() -> f64 {
 }
 
 impl RuntimeProfile {
+    /// Whether the stages follow the executor's graph (`graph: klein`).
+    pub fn klein_graph(&self) -> bool {
+        self.graph == "klein"
+    }
+
     /// Parses one profile from YAML (the format `klein-plan calibrate` writes).
     pub fn from_yaml(text: &str) -> Result<RuntimeProfile, String> {
         let p: RuntimeProfile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
