@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::{Gpu, Model, RuntimeProfile};
+use crate::catalog::{Family, Gpu, Model, RuntimeProfile};
 use crate::cost::cache::{self, CacheEffect};
 use crate::cost::dit::{self, DitPass};
 use crate::cost::klein;

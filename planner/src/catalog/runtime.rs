@@ -162,7 +162,7 @@ impl RuntimeProfile {
         self.graph == "klein"
     }
 
-        /// Parses one profile from YAML (the format `klein-plan calibrate` writes) and checks it like a
+    /// Parses one profile from YAML (the format `klein-plan calibrate` writes) and checks it like a
     /// spec: every problem at once, each naming its key and line, never quoting the file.
     pub fn from_yaml(text: &str) -> Result<RuntimeProfile, Vec<String>> {
         let p: RuntimeProfile = serde_saphyr::from_str(text).map_err(|e| vec![parse_error(&e)])?;
