@@ -153,8 +153,10 @@ fn estimate_body(out: &mut String, e: &Estimate) {
     );
     let _ = writeln!(
         out,
-        "  memory: peak {} of {} ({}) · binding stage {} · context {} · weights resident {}",
+        "  memory: peak {} (range {}-{}) of {} ({}) · binding stage {} · context {} · weights resident {}",
         gb(e.memory.peak_bytes),
+        gb(e.memory.low_bytes),
+        gb(e.memory.high_bytes),
         gb(e.memory.capacity_bytes),
         if e.memory.fits {
             "fits"
@@ -165,6 +167,7 @@ fn estimate_body(out: &mut String, e: &Estimate) {
         gb(e.memory.context_bytes),
         gb(e.memory.resident_weights_bytes)
     );
+    let _ = writeln!(out, "  ranges: {}", e.latency.basis);
     stage_table(out, &e.stages, gpu.ridge_flops_per_byte());
     for n in &e.quality.notes {
         let _ = writeln!(out, "  quality: {n}");

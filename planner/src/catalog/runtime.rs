@@ -64,20 +64,36 @@ pub struct RuntimeProfile {
     pub gemm_efficiency: BTreeMap<String, f64>,
     /// Output tile (rows, cols) of the GEMM kernels, for wave quantization.
     pub gemm_tile: [u64; 2],
+    /// Smallest `k` chunk of a split-K GEMM (0: the library never splits `k`).
+    #[serde(default)]
+    pub gemm_split_k_min: u64,
     /// Achieved fraction of dense BF16 throughput per attention backend.
     pub attention_efficiency: AttentionEfficiency,
     /// FlashAttention-2's fraction of dense BF16 peak per architecture where it differs from
     /// `attention_efficiency.flash` (measured on Hopper, where FA2 uses no Hopper features).
     #[serde(default)]
     pub flash_efficiency_by_arch: BTreeMap<String, f64>,
+    /// On GPUs that were never measured (`measured: false`), a factor on every achieved rate
+    /// (GEMM, attention, convolution, elementwise bandwidth) per architecture, fitted on published
+    /// runs (docs/calibration.md); an architecture not listed keeps 1.
+    #[serde(default)]
+    pub unmeasured_arch_scale: BTreeMap<String, f64>,
     /// Fused backend the `sdpa` choice resolves to on this runtime.
     pub sdpa_backend: String,
     /// Bytes per attention score element on the math path.
     pub math_bytes_per_score: f64,
     /// Bytes per element of q, k, v and the output on the math path (their FP32 copies).
     pub math_bytes_per_qkv_element: f64,
+    /// Bytes moved through HBM per score by the math path's scale and softmax passes (0: time
+    /// the math path at `attention_efficiency.math` instead).
+    #[serde(default)]
+    pub math_bytes_moved_per_score: f64,
     /// cuDNN convolution workspace per byte of the convolution's input.
     pub conv_workspace_per_input_byte: f64,
+    /// How the convolution workspace grows with the batch: `batch^exponent` times one image's
+    /// (1: in proportion to the batch's input, 0: one image's whatever the batch).
+    #[serde(default = "one")]
+    pub conv_workspace_batch_exponent: f64,
     /// When non-zero, convolutions run as GEMMs over an im2col workspace of at most this many
     /// output pixels (klein's executor) instead of a cuDNN workspace.
     #[serde(default)]
@@ -90,6 +106,10 @@ pub struct RuntimeProfile {
     pub kernel_latency_us: f64,
     /// Host-side time to dispatch one op, microseconds (Python + framework overhead).
     pub cpu_dispatch_us: f64,
+    /// Host-side time of one bare tensor op issued from a Python loop (tiled decode's row-by-row
+    /// seam blending), microseconds; 0 falls back to `cpu_dispatch_us`.
+    #[serde(default)]
+    pub tensor_op_dispatch_us: f64,
     /// Extra host time of one transformer attention call, microseconds (diffusers' processor and
     /// `dispatch_attention_fn`: signature inspection, backend lookup, layout permutes).
     pub attention_dispatch_us: f64,
@@ -107,6 +127,14 @@ pub struct RuntimeProfile {
     /// RMSNorm and diffusers' FP32 RoPE: eight kernels each, with FP32 temporaries).
     #[serde(default)]
     pub fused_norm_rope: bool,
+    /// Whether dynamic activation quantization (FP8/INT4/NVFP4 compute) runs as two fused
+    /// kernels (amax, quantize) rather than eager PyTorch's chain of six elementwise ops.
+    #[serde(default)]
+    pub fused_quantization: bool,
+    /// Whose op graph the stages follow: `diffusers` (the default: diffusers' eager order, shaped
+    /// by the flags above) or `klein` (klein-plan's executor, op by op: `cost/klein.rs`).
+    #[serde(default)]
+    pub graph: String,
     /// Whether the text encoder runs every layer (true) or stops at the last one it needs.
     pub text_encoder_runs_all_layers: bool,
     /// Whether the runtime keeps every hidden state of the text encoder alive.
@@ -117,11 +145,23 @@ pub struct RuntimeProfile {
     pub gemm_workspace_bytes: u64,
     /// Allocator slack: reserved over allocated at the peak, as a fraction of the peak transient.
     pub allocator_slack: f64,
+    /// GPUs this runtime was measured on (its estimates there carry the narrow range).
+    #[serde(default)]
+    pub calibrated_on: Vec<String>,
     /// Where the parameters come from and how they were fitted.
     pub source: String,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 impl RuntimeProfile {
+    /// Whether the stages follow the executor's graph (`graph: klein`).
+    pub fn klein_graph(&self) -> bool {
+        self.graph == "klein"
+    }
+
     /// Parses one profile from YAML (the format `klein-plan calibrate` writes) and checks it like a
     /// spec: every problem at once, each naming its key and line, never quoting the file.
     pub fn from_yaml(text: &str) -> Result<RuntimeProfile, Vec<String>> {
