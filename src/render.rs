@@ -9,7 +9,7 @@ use std::fmt::Write;
 use planner::catalog::{Gpu, Model};
 use planner::deployment::{Cache, Deployment, Shard};
 use planner::estimate::{Estimate, Stage};
-use planner::rules::Violation;
+use planner::rules::{Rule, Violation};
 use planner::search::{
     Candidate, Constraint, FleetPlan, Infeasible, PARETO_SHOWN, Plan, Quantity, Rejected,
     Relaxation, TIE_TOLERANCE,
@@ -293,7 +293,7 @@ pub fn reason(r: &Rejected) -> String {
         (Constraint::Illegal, _, _) => r
             .violations
             .iter()
-            .map(Violation::to_string)
+            .map(violation)
             .collect::<Vec<_>>()
             .join("; "),
         (Constraint::Memory, Some(Quantity::PeakBytes(p)), Some(Quantity::CapacityBytes(c))) => {
@@ -389,6 +389,98 @@ pub fn relaxation(i: &Infeasible) -> String {
     parts.join(", or ")
 }
 
+/// A broken legality rule, in words (`fp8 weights: FP8 tensor cores need ...`).
+pub fn violation(v: &Violation) -> String {
+    match v {
+        Violation::Precision { precision, rule } => {
+            format!("{precision} weights: {}", rule_text(rule))
+        }
+        Violation::Parallel { rule } | Violation::Unsupported { rule } => rule_text(rule),
+    }
+}
+
+/// What a legality rule says, with its figures.
+fn rule_text(r: &Rule) -> String {
+    match r {
+        Rule::Fp8NeedsSm89 { gpu, sm } => {
+            format!("FP8 tensor cores need sm_89 or newer; {gpu} is sm_{sm}")
+        }
+        Rule::Nvfp4NeedsBlackwell { gpu, sm } => {
+            format!("NVFP4 needs Blackwell tensor cores (sm_100/sm_120); {gpu} is sm_{sm}")
+        }
+        Rule::Int4NoKernels { gpu, sm } => {
+            format!("SVDQuant-class INT4 kernels ship for sm_80/86/89/120, not sm_{sm} ({gpu})")
+        }
+        Rule::Int4NeedsSm80 { gpu, sm } => format!("INT4 kernels need sm_80+; {gpu} is sm_{sm}"),
+        Rule::NoGpus => "parallel.gpus must be at least 1".into(),
+        Rule::UlyssesDividesHeads {
+            ulysses,
+            heads,
+            model,
+        } => format!(
+            "ulysses degree {ulysses} does not divide the {heads} attention heads of {model}"
+        ),
+        Rule::CfgDegree { cfg } => {
+            format!("cfg degree {cfg} must be 1 or 2 (two CFG branches at most)")
+        }
+        Rule::CfgOnDistilled { model } => {
+            format!("{model} is guidance-distilled: it runs one pass per step, not CFG")
+        }
+        Rule::CfgParallelWithoutGuidance => {
+            "cfg-parallel needs CFG passes, but the workload runs without guidance".into()
+        }
+        Rule::CfgParallelOnDistilled { model } => format!(
+            "cfg-parallel needs a model with real CFG; {model} is guidance-distilled (one pass per step)"
+        ),
+        Rule::DegreesExceedGpus {
+            ulysses,
+            ring,
+            cfg,
+            used_gpus,
+            gpus,
+        } => format!(
+            "ulysses x ring x cfg = {ulysses}x{ring}x{cfg} = {used_gpus} GPUs exceeds parallel.gpus = {gpus}"
+        ),
+        Rule::IdleGpus { gpus, used_gpus } => format!(
+            "parallel.gpus = {gpus} is not a multiple of ulysses x ring x cfg = {used_gpus}; idle GPUs need shard: hsdp or a data-parallel replica"
+        ),
+        Rule::HsdpNeedsTwoGpus { .. } => "shard: hsdp needs at least 2 GPUs".into(),
+        Rule::VaePatchNeedsTwoGpus { .. } => "vae_patch needs at least 2 GPUs".into(),
+        Rule::NoParallelism { gpus } => {
+            format!("{gpus} GPUs with no parallelism: use separate replicas instead")
+        }
+        Rule::GpusExceedNode { gpus, max_gpus } => {
+            format!("{gpus} GPUs exceed one NVLink/PCIe node ({max_gpus} GPUs)")
+        }
+        Rule::NvlinkPairsOnly { gpu, gpus } => {
+            format!("{gpu} links GPUs in pairs only (NVLink bridge); {gpus} GPUs would cross PCIe")
+        }
+        Rule::OffloadMultiGpu { .. } => {
+            "CPU offload with multi-GPU parallelism is not supported by the runtimes".into()
+        }
+        Rule::OffloadResidentTextEncoder { offload } => format!(
+            "offload {offload} moves the text encoder off the GPU too; say text_encoder: offload (or drop)"
+        ),
+        Rule::OffloadWithHsdp { .. } => {
+            "offload and HSDP sharding both move weights; pick one".into()
+        }
+        Rule::DbcacheComputeBlocks {
+            max_compute_blocks,
+            model,
+            ..
+        } => {
+            format!("dbcache compute_blocks must be between 1 and {max_compute_blocks} for {model}")
+        }
+        Rule::NoReferenceImages { model, .. } => format!("{model} takes no reference images"),
+        Rule::ResolutionMultipleOf16 {
+            width_px,
+            height_px,
+        } => format!(
+            "resolution {width_px}x{height_px} must be a multiple of 16 pixels (VAE 8x, patch 2x)"
+        ),
+    }
+}
+
 /// The problem a legality rule makes of an `estimate` spec's deployment.
 pub fn violation_problem(v: &Violation, gpu: &str, at: Option<Location>) -> Problem {
     let (field, hint) = match v {
@@ -410,7 +502,7 @@ pub fn violation_problem(v: &Violation, gpu: &str, at: Option<Location>) -> Prob
     Problem {
         field: field.into(),
         location: at,
-        message: v.to_string(),
+        message: violation(v),
         hint: Some(hint),
     }
 }
@@ -481,6 +573,19 @@ pub fn plan_doc(p: &Plan) -> Value {
         .zip(v["rejected"].as_array_mut().into_iter().flatten())
     {
         x["reason"] = Value::String(reason(r));
+        for (v, y) in r.violations.iter().zip(
+            x.get_mut("violations")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten(),
+        ) {
+            // Externally tagged: `{"precision": {...}}`; the sentence goes inside, beside the rule.
+            if let Some(Value::Object(inner)) =
+                y.as_object_mut().and_then(|o| o.values_mut().next())
+            {
+                inner.insert("reason".into(), Value::String(rule_text(v.rule())));
+            }
+        }
     }
     if let Some(i) = &p.infeasible {
         infeasible_doc(i, &mut v["infeasible"]);

@@ -266,7 +266,7 @@ pub fn verify(s: &Spec, backend: BackendKind, tolerance: f64, run: &RunOptions) 
             "the deployment cannot run on {}: {}",
             gpu.id,
             v.iter()
-                .map(|v| v.to_string())
+                .map(crate::render::violation)
                 .collect::<Vec<_>>()
                 .join("; ")
         )

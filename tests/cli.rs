@@ -879,3 +879,75 @@ fn latency_ranges_are_never_negative_even_with_a_cache_that_skips_most_steps() {
         v["latency"]
     );
 }
+
+/// A GPU that cannot run the only precision allowed: every candidate is illegal.
+const NO_FP8: &str = "\
+model: flux2-klein-4b
+workload:
+  resolutions:
+    - {size: 1024x1024}
+fleet:
+  - {gpu: a100-80gb, available: 1}
+allow:
+  weights: [fp8]
+  batch: [1]
+";
+
+#[test]
+fn violations_are_typed_rules_with_their_figures_and_a_sentence_beside() {
+    let dir = Dir::new("typed-violations");
+    dir.create("no-fp8.yaml", NO_FP8);
+    let v = dir
+        .command(["plan", "no-fp8.yaml", "--format", "json"])
+        .run()
+        .expect_code(1)
+        .json();
+    let rejected = v["rejected"].as_array().unwrap();
+    assert!(!rejected.is_empty(), "{v}");
+    let mut seen = 0;
+    for r in rejected.iter().filter(|r| r["constraint"] == "illegal") {
+        for x in r["violations"].as_array().unwrap() {
+            let Some(p) = x.get("precision") else {
+                continue;
+            };
+            // The typed fields: which rule, on which GPU, with which compute capability.
+            assert_eq!(p["precision"], "fp8", "{x}");
+            assert_eq!(p["rule"], "fp8_needs_sm89", "{x}");
+            assert_eq!(p["gpu"], "a100-80gb", "{x}");
+            assert_eq!(p["sm"], 80, "{x}");
+            // The sentence, written from them at the edge.
+            assert_eq!(
+                p["reason"], "FP8 tensor cores need sm_89 or newer; a100-80gb is sm_80",
+                "{x}"
+            );
+            assert!(r["reason"].as_str().unwrap().contains("fp8 weights: FP8"));
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no typed precision violation in {v}");
+    // An `estimate` of an illegal deployment: each rule in words, in the text and the JSON error.
+    let out = run(&[
+        "estimate",
+        "tests/data/hostile/illegal-deployment-estimate.yaml",
+        "--format",
+        "json",
+    ])
+    .expect_code(2);
+    let e: Value = serde_json::from_str(&out.stderr).expect("stderr is JSON");
+    let messages: Vec<&str> = e["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.contains(
+            &"int4 weights: SVDQuant-class INT4 kernels ship for sm_80/86/89/120, not sm_90 (h200)"
+        ),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"offload model moves the text encoder off the GPU too; say text_encoder: offload (or drop)"),
+        "{messages:?}"
+    );
+}

@@ -1,13 +1,13 @@
 //! Legality rules: hard constraints checked before any time is estimated.
 
-use std::fmt;
-
 use serde::Serialize;
 
 use crate::catalog::{Gpu, Guidance, Model};
 use crate::deployment::{Cache, Deployment, Offload, Precision, Shard, TextEncoderPlacement};
 
-/// Why a deployment cannot launch at all (memory is checked later, by the cost model).
+/// Why a deployment cannot launch at all (memory is checked later, by the cost model), by the
+/// kind of deployment key at fault; the [`Rule`] says which rule and with which figures.
+/// The words are written at the edge (`src/render.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Violation {
@@ -15,164 +15,312 @@ pub enum Violation {
     Precision {
         /// Precision asked for.
         precision: String,
-        /// Why not.
-        reason: String,
+        /// The rule broken.
+        #[serde(flatten)]
+        rule: Rule,
     },
     /// A parallel degree does not fit the model or the replica.
     Parallel {
-        /// What is wrong.
-        reason: String,
+        /// The rule broken.
+        #[serde(flatten)]
+        rule: Rule,
     },
     /// An option combination that no runtime implements.
     Unsupported {
-        /// What is wrong.
-        reason: String,
+        /// The rule broken.
+        #[serde(flatten)]
+        rule: Rule,
     },
 }
 
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Violation {
+    /// The rule broken.
+    pub fn rule(&self) -> &Rule {
         match self {
-            Violation::Precision { precision, reason } => {
-                write!(f, "{precision} weights: {reason}")
-            }
-            Violation::Parallel { reason } | Violation::Unsupported { reason } => {
-                f.write_str(reason)
-            }
+            Violation::Precision { rule, .. }
+            | Violation::Parallel { rule }
+            | Violation::Unsupported { rule } => rule,
         }
     }
 }
+
+/// A legality rule, with the figures and names that break it (`rule` names it in JSON; units
+/// are in the field names).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum Rule {
+    /// FP8 tensor cores need sm_89 or newer.
+    Fp8NeedsSm89 {
+        /// GPU id.
+        gpu: String,
+        /// Its compute capability (89 = sm_89).
+        sm: u32,
+    },
+    /// NVFP4 needs Blackwell tensor cores.
+    Nvfp4NeedsBlackwell {
+        /// GPU id.
+        gpu: String,
+        /// Its compute capability.
+        sm: u32,
+    },
+    /// SVDQuant-class INT4 kernels ship for sm_80/86/89/120 only.
+    Int4NoKernels {
+        /// GPU id.
+        gpu: String,
+        /// Its compute capability.
+        sm: u32,
+    },
+    /// INT4 kernels need sm_80 or newer.
+    Int4NeedsSm80 {
+        /// GPU id.
+        gpu: String,
+        /// Its compute capability.
+        sm: u32,
+    },
+    /// `parallel.gpus` is 0.
+    NoGpus,
+    /// The Ulysses degree must divide the attention heads.
+    UlyssesDividesHeads {
+        /// Ulysses degree.
+        ulysses: u32,
+        /// Attention heads of the model.
+        heads: u32,
+        /// Model id.
+        model: String,
+    },
+    /// The CFG degree must be 1 or 2.
+    CfgDegree {
+        /// CFG degree asked for.
+        cfg: u32,
+    },
+    /// CFG passes asked of a guidance-distilled model.
+    CfgOnDistilled {
+        /// Model id.
+        model: String,
+    },
+    /// CFG-parallel without CFG passes.
+    CfgParallelWithoutGuidance,
+    /// CFG-parallel on a guidance-distilled model.
+    CfgParallelOnDistilled {
+        /// Model id.
+        model: String,
+    },
+    /// ulysses x ring x cfg exceeds `parallel.gpus`.
+    DegreesExceedGpus {
+        /// Ulysses degree.
+        ulysses: u32,
+        /// Ring degree.
+        ring: u32,
+        /// CFG degree.
+        cfg: u32,
+        /// Their product.
+        used_gpus: u32,
+        /// `parallel.gpus`.
+        gpus: u32,
+    },
+    /// `parallel.gpus` is not a multiple of ulysses x ring x cfg and nothing uses the rest.
+    IdleGpus {
+        /// `parallel.gpus`.
+        gpus: u32,
+        /// ulysses x ring x cfg.
+        used_gpus: u32,
+    },
+    /// HSDP sharding on one GPU.
+    HsdpNeedsTwoGpus {
+        /// `parallel.gpus`.
+        gpus: u32,
+    },
+    /// Patch-parallel VAE on one GPU.
+    VaePatchNeedsTwoGpus {
+        /// `parallel.gpus`.
+        gpus: u32,
+    },
+    /// Several GPUs and no parallelism to use them.
+    NoParallelism {
+        /// `parallel.gpus`.
+        gpus: u32,
+    },
+    /// More GPUs than one node holds.
+    GpusExceedNode {
+        /// `parallel.gpus`.
+        gpus: u32,
+        /// GPUs in one node.
+        max_gpus: u32,
+    },
+    /// An NVLink bridge links GPUs in pairs only.
+    NvlinkPairsOnly {
+        /// GPU id.
+        gpu: String,
+        /// `parallel.gpus`.
+        gpus: u32,
+    },
+    /// CPU offload with multi-GPU parallelism.
+    OffloadMultiGpu {
+        /// Offload mode.
+        offload: &'static str,
+        /// `parallel.gpus`.
+        gpus: u32,
+    },
+    /// CPU offload with a resident text encoder.
+    OffloadResidentTextEncoder {
+        /// Offload mode.
+        offload: &'static str,
+    },
+    /// CPU offload and HSDP sharding together.
+    OffloadWithHsdp {
+        /// Offload mode.
+        offload: &'static str,
+    },
+    /// `dbcache` compute blocks out of range.
+    DbcacheComputeBlocks {
+        /// Compute blocks asked for.
+        compute_blocks: u32,
+        /// The most allowed (blocks of the model less one).
+        max_compute_blocks: u32,
+        /// Model id.
+        model: String,
+    },
+    /// Reference images for a model that takes none.
+    NoReferenceImages {
+        /// Model id.
+        model: String,
+        /// Reference images asked for.
+        reference_images: u32,
+    },
+    /// The resolution is not a multiple of 16 pixels.
+    ResolutionMultipleOf16 {
+        /// Width, pixels.
+        width_px: u32,
+        /// Height, pixels.
+        height_px: u32,
+    },
+}
+
+/// Nodes hold at most this many GPUs.
+pub const MAX_GPUS_PER_NODE: u32 = 8;
 
 /// Checks every legality rule and returns all violations.
 pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
     let mut v = Vec::new();
-    let prec = |reason: String| Violation::Precision {
+    let prec = |rule: Rule| Violation::Precision {
         precision: d.weights.name().into(),
-        reason,
+        rule,
     };
+    let (g, sm) = (gpu.id.clone(), gpu.sm);
     match d.weights {
-        Precision::Fp8 if gpu.sm < 89 || !gpu.supports("fp8") => v.push(prec(format!(
-            "FP8 tensor cores need sm_89 or newer; {} is sm_{}",
-            gpu.id, gpu.sm
-        ))),
-        Precision::Nvfp4 if !gpu.supports("nvfp4") => v.push(prec(format!(
-            "NVFP4 needs Blackwell tensor cores (sm_100/sm_120); {} is sm_{}",
-            gpu.id, gpu.sm
-        ))),
-        Precision::Int4 if gpu.sm == 90 || gpu.sm >= 100 && gpu.sm < 120 => v.push(prec(format!(
-            "SVDQuant-class INT4 kernels ship for sm_80/86/89/120, not sm_{} ({})",
-            gpu.sm, gpu.id
-        ))),
-        Precision::Int4 if gpu.sm < 80 => v.push(prec(format!(
-            "INT4 kernels need sm_80+; {} is sm_{}",
-            gpu.id, gpu.sm
-        ))),
+        Precision::Fp8 if gpu.sm < 89 || !gpu.supports("fp8") => {
+            v.push(prec(Rule::Fp8NeedsSm89 { gpu: g, sm }))
+        }
+        Precision::Nvfp4 if !gpu.supports("nvfp4") => {
+            v.push(prec(Rule::Nvfp4NeedsBlackwell { gpu: g, sm }))
+        }
+        Precision::Int4 if gpu.sm == 90 || gpu.sm >= 100 && gpu.sm < 120 => {
+            v.push(prec(Rule::Int4NoKernels { gpu: g, sm }))
+        }
+        Precision::Int4 if gpu.sm < 80 => v.push(prec(Rule::Int4NeedsSm80 { gpu: g, sm })),
         _ => {}
     }
     let p = &d.parallel;
     let heads = model.transformer.heads as u32;
-    let par = |reason: String| Violation::Parallel { reason };
+    let par = |rule: Rule| Violation::Parallel { rule };
     if p.gpus == 0 {
-        v.push(par("parallel.gpus must be at least 1".into()));
+        v.push(par(Rule::NoGpus));
         return v;
     }
     if !heads.is_multiple_of(p.ulysses) {
-        v.push(par(format!(
-            "ulysses degree {} does not divide the {} attention heads of {}",
-            p.ulysses, heads, model.id
-        )));
+        v.push(par(Rule::UlyssesDividesHeads {
+            ulysses: p.ulysses,
+            heads,
+            model: model.id.clone(),
+        }));
     }
     if p.cfg > 2 || p.cfg == 0 {
-        v.push(par(format!(
-            "cfg degree {} must be 1 or 2 (two CFG branches at most)",
-            p.cfg
-        )));
+        v.push(par(Rule::CfgDegree { cfg: p.cfg }));
     }
     if d.cfg && model.guidance != Guidance::Cfg {
-        v.push(par(format!(
-            "{} is guidance-distilled: it runs one pass per step, not CFG",
-            model.id
-        )));
+        v.push(par(Rule::CfgOnDistilled {
+            model: model.id.clone(),
+        }));
     }
     if p.cfg == 2 && !d.cfg && model.guidance == Guidance::Cfg {
-        v.push(par(
-            "cfg-parallel needs CFG passes, but the workload runs without guidance".into(),
-        ));
+        v.push(par(Rule::CfgParallelWithoutGuidance));
     }
     if p.cfg == 2 && model.guidance != Guidance::Cfg {
-        v.push(par(format!("cfg-parallel needs a model with real CFG; {} is guidance-distilled (one pass per step)", model.id)));
+        v.push(par(Rule::CfgParallelOnDistilled {
+            model: model.id.clone(),
+        }));
     }
     let used = p.ulysses * p.ring * p.cfg;
     if used > p.gpus {
-        v.push(par(format!(
-            "ulysses x ring x cfg = {}x{}x{} = {used} GPUs exceeds parallel.gpus = {}",
-            p.ulysses, p.ring, p.cfg, p.gpus
-        )));
+        v.push(par(Rule::DegreesExceedGpus {
+            ulysses: p.ulysses,
+            ring: p.ring,
+            cfg: p.cfg,
+            used_gpus: used,
+            gpus: p.gpus,
+        }));
     } else if !p.gpus.is_multiple_of(used) && p.shard == Shard::None {
-        v.push(par(format!(
-            "parallel.gpus = {} is not a multiple of ulysses x ring x cfg = {used}; idle GPUs need shard: hsdp or a data-parallel replica",
-            p.gpus
-        )));
+        v.push(par(Rule::IdleGpus {
+            gpus: p.gpus,
+            used_gpus: used,
+        }));
     }
     if p.shard == Shard::Hsdp && p.gpus < 2 {
-        v.push(par("shard: hsdp needs at least 2 GPUs".into()));
+        v.push(par(Rule::HsdpNeedsTwoGpus { gpus: p.gpus }));
     }
     if p.vae_patch && p.gpus < 2 {
-        v.push(par("vae_patch needs at least 2 GPUs".into()));
+        v.push(par(Rule::VaePatchNeedsTwoGpus { gpus: p.gpus }));
     }
     if p.gpus > 1 && p.shard == Shard::None && used == 1 && !p.vae_patch {
-        v.push(par(format!(
-            "{} GPUs with no parallelism: use separate replicas instead",
-            p.gpus
-        )));
+        v.push(par(Rule::NoParallelism { gpus: p.gpus }));
     }
-    if p.gpus > 8 {
-        v.push(par(format!(
-            "{} GPUs exceed one NVLink/PCIe node (8 GPUs)",
-            p.gpus
-        )));
+    if p.gpus > MAX_GPUS_PER_NODE {
+        v.push(par(Rule::GpusExceedNode {
+            gpus: p.gpus,
+            max_gpus: MAX_GPUS_PER_NODE,
+        }));
     }
     if p.gpus > 1 && gpu.gpu_link.kind == "nvlink-bridge" && p.gpus > 2 {
-        v.push(par(format!(
-            "{} links GPUs in pairs only (NVLink bridge); {} GPUs would cross PCIe",
-            gpu.id, p.gpus
-        )));
+        v.push(par(Rule::NvlinkPairsOnly {
+            gpu: gpu.id.clone(),
+            gpus: p.gpus,
+        }));
     }
-    let unsup = |reason: String| Violation::Unsupported { reason };
+    let unsup = |rule: Rule| Violation::Unsupported { rule };
+    let offload = d.offload.name();
     if d.offload != Offload::None && p.gpus > 1 {
-        v.push(unsup(
-            "CPU offload with multi-GPU parallelism is not supported by the runtimes".into(),
-        ));
+        v.push(unsup(Rule::OffloadMultiGpu {
+            offload,
+            gpus: p.gpus,
+        }));
     }
     if d.offload != Offload::None && d.text_encoder == TextEncoderPlacement::Resident {
-        v.push(unsup(format!(
-            "offload {} moves the text encoder off the GPU too; say text_encoder: offload (or drop)",
-            d.offload.name()
-        )));
+        v.push(unsup(Rule::OffloadResidentTextEncoder { offload }));
     }
     if d.offload != Offload::None && d.parallel.shard == Shard::Hsdp {
-        v.push(unsup(
-            "offload and HSDP sharding both move weights; pick one".into(),
-        ));
+        v.push(unsup(Rule::OffloadWithHsdp { offload }));
     }
     if let Cache::Dbcache { compute_blocks, .. } = d.cache {
         let blocks = (model.transformer.double_blocks + model.transformer.single_blocks) as u32;
         if compute_blocks == 0 || compute_blocks >= blocks {
-            v.push(unsup(format!(
-                "dbcache compute_blocks must be between 1 and {} for {}",
-                blocks - 1,
-                model.id
-            )));
+            v.push(unsup(Rule::DbcacheComputeBlocks {
+                compute_blocks,
+                max_compute_blocks: blocks - 1,
+                model: model.id.clone(),
+            }));
         }
     }
     if d.reference_images > 0 && !model.reference_kv_cache && model.id.starts_with("flux1") {
-        v.push(unsup(format!("{} takes no reference images", model.id)));
+        v.push(unsup(Rule::NoReferenceImages {
+            model: model.id.clone(),
+            reference_images: d.reference_images,
+        }));
     }
     if !d.resolution.width.is_multiple_of(16) || !d.resolution.height.is_multiple_of(16) {
-        v.push(unsup(format!(
-            "resolution {} must be a multiple of 16 pixels (VAE 8x, patch 2x)",
-            d.resolution
-        )));
+        v.push(unsup(Rule::ResolutionMultipleOf16 {
+            width_px: d.resolution.width,
+            height_px: d.resolution.height,
+        }));
     }
     v
 }
@@ -237,7 +385,7 @@ mod tests {
         assert!(
             check(m, c.gpu("h200").unwrap(), &d)
                 .iter()
-                .any(|v| v.to_string().contains("divide"))
+                .any(|v| matches!(v.rule(), Rule::UlyssesDividesHeads { heads: 24, .. }))
         );
         d.parallel = Parallel {
             gpus: 2,
