@@ -306,7 +306,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             match estimate(inp, &d) {
                 Ok(e) => {
-                    emit(format, &render::doc(&e), || render::estimate(&e))?;
+                    emit(format, &render::estimate_doc(&e), || render::estimate(&e))?;
                     // Contract v1.1: a deployment that does not fit is a failed gate.
                     Ok(if e.memory.fits { 0 } else { 1 })
                 }

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use planner::catalog::{Gpu, Model};
 use planner::deployment::{Cache, Deployment, Shard};
-use planner::estimate::{Estimate, Stage};
+use planner::estimate::{Estimate, QualityChange, Stage};
 use planner::rules::{Rule, Violation};
 use planner::search::{
     Candidate, Constraint, FleetPlan, Infeasible, PARETO_SHOWN, Plan, Quantity, Rejected,
@@ -169,9 +169,57 @@ fn estimate_body(out: &mut String, e: &Estimate) {
     );
     let _ = writeln!(out, "  ranges: {}", e.latency.basis);
     stage_table(out, &e.stages, gpu.ridge_flops_per_byte());
-    for n in &e.quality.notes {
-        let _ = writeln!(out, "  quality: {n}");
+    for c in &e.quality.changes {
+        let _ = writeln!(out, "  quality: {}", quality_change(c));
     }
+}
+
+/// What a setting does to the output, in words.
+pub fn quality_change(c: &QualityChange) -> String {
+    match c {
+        QualityChange::Weights { precision } => {
+            format!("{precision} weights change the output (quantization error)")
+        }
+        QualityChange::Cache {
+            cache,
+            skipped_steps,
+            steps,
+        } => format!("{cache} skips ~{skipped_steps:.1} of {steps} steps; the output changes"),
+        QualityChange::VaeTiling => "tiled VAE decode blends tile seams".into(),
+        QualityChange::NoCfg { model } => {
+            format!("{model} is meant to run with CFG; one pass per step changes the output")
+        }
+    }
+}
+
+/// An estimate's JSON `quality` with its `notes` (the words of its typed `changes`) after
+/// `changes_output`, where they have always been.
+fn quality_doc(e: &Estimate, v: &mut Value) {
+    let Some(q) = v.get_mut("quality").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let notes = e
+        .quality
+        .changes
+        .iter()
+        .map(quality_change)
+        .map(Value::String);
+    let mut out = serde_json::Map::new();
+    for (k, x) in std::mem::take(q) {
+        let first = k == "changes_output";
+        out.insert(k, x);
+        if first {
+            out.insert("notes".into(), Value::Array(notes.clone().collect()));
+        }
+    }
+    *q = out;
+}
+
+/// `estimate` as JSON/YAML, with the words of its quality changes (`notes`).
+pub fn estimate_doc(e: &Estimate) -> Value {
+    let mut v = doc(e);
+    quality_doc(e, &mut v);
+    v
 }
 
 /// The deployment keys that change the output, with their settings (`weights fp8-storage`).
@@ -586,6 +634,14 @@ pub fn plan_doc(p: &Plan) -> Value {
                 inner.insert("reason".into(), Value::String(rule_text(v.rule())));
             }
         }
+    }
+    for (e, x) in p.breakdown.iter().zip(
+        v.get_mut("breakdown")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten(),
+    ) {
+        quality_doc(e, x);
     }
     if let Some(i) = &p.infeasible {
         infeasible_doc(i, &mut v["infeasible"]);

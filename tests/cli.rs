@@ -951,3 +951,69 @@ fn violations_are_typed_rules_with_their_figures_and_a_sentence_beside() {
         "{messages:?}"
     );
 }
+
+/// A deployment with every kind of output change: lossy weights, a step cache, tiled decode, no CFG.
+const ALL_CHANGES: &str = "\
+model: flux2-klein-base-4b
+gpu: h200
+deployment:
+  resolution: 1024x1024
+  steps: 50
+  weights: fp8
+  vae_tiling: true
+  cache: {kind: teacache, threshold: 0.2}
+workload:
+  cfg: false
+";
+
+#[test]
+fn quality_changes_are_typed_with_their_words_as_notes() {
+    let dir = Dir::new("typed-quality");
+    dir.create("all.yaml", ALL_CHANGES);
+    let v = dir
+        .command(["estimate", "all.yaml", "--format", "json"])
+        .run()
+        .expect_code(0)
+        .json();
+    let q = &v["quality"];
+    assert_eq!(q["changes_output"], true, "{q}");
+    let changes = q["changes"].as_array().unwrap();
+    let kinds: Vec<&str> = changes
+        .iter()
+        .map(|c| c["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["weights", "cache", "vae_tiling", "no_cfg"], "{q}");
+    assert_eq!(changes[0]["precision"], "fp8");
+    assert_eq!(changes[1]["cache"], "teacache");
+    assert_eq!(changes[1]["steps"], 50);
+    let skipped = changes[1]["skipped_steps"].as_f64().unwrap();
+    assert!(skipped > 0.0 && skipped < 50.0, "{q}");
+    assert_eq!(changes[3]["model"], "flux2-klein-base-4b");
+    // The words, one per typed change, in the same order, in the JSON and the text.
+    let notes: Vec<&str> = q["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            "fp8 weights change the output (quantization error)",
+            &format!("teacache skips ~{skipped:.1} of 50 steps; the output changes"),
+            "tiled VAE decode blends tile seams",
+            "flux2-klein-base-4b is meant to run with CFG; one pass per step changes the output",
+        ]
+    );
+    let text = dir
+        .command(["estimate", "all.yaml"])
+        .run()
+        .expect_code(0)
+        .stdout;
+    for n in &notes {
+        assert!(
+            text.contains(&format!("  quality: {n}\n")),
+            "{n} not in\n{text}"
+        );
+    }
+}

@@ -102,8 +102,36 @@ pub struct Throughput {
 pub struct Quality {
     /// Whether the output differs from the BF16, uncached reference beyond run-to-run noise.
     pub changes_output: bool,
-    /// Why.
-    pub notes: Vec<String>,
+    /// Why: each setting that changes the output, typed (the words are written at the edge,
+    /// `src/render.rs`, as the JSON's `notes`).
+    pub changes: Vec<QualityChange>,
+}
+
+/// One setting that changes the output from the BF16, uncached, CFG reference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum QualityChange {
+    /// Lossy weights (quantization error).
+    Weights {
+        /// Precision name.
+        precision: &'static str,
+    },
+    /// A step cache skips work on some steps.
+    Cache {
+        /// Cache name.
+        cache: &'static str,
+        /// Steps skipped (expected, fractional).
+        skipped_steps: f64,
+        /// Denoising steps in all.
+        steps: u32,
+    },
+    /// Tiled VAE decode blends tile seams.
+    VaeTiling,
+    /// A CFG model run with one pass per step.
+    NoCfg {
+        /// Model id.
+        model: String,
+    },
 }
 
 /// A costed deployment (the contract's `estimate` JSON).
@@ -563,29 +591,26 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     } else {
         0.0
     };
-    let mut notes = Vec::new();
+    let mut changes = Vec::new();
     if d.weights.lossy() {
-        notes.push(format!(
-            "{} weights change the output (quantization error)",
-            d.weights.name()
-        ));
+        changes.push(QualityChange::Weights {
+            precision: d.weights.name(),
+        });
     }
     if ce.changes_output {
-        notes.push(format!(
-            "{} skips ~{:.1} of {} steps; the output changes",
-            d.cache.name(),
-            ce.skipped_steps,
-            d.steps
-        ));
+        changes.push(QualityChange::Cache {
+            cache: d.cache.name(),
+            skipped_steps: ce.skipped_steps,
+            steps: d.steps,
+        });
     }
     if d.vae_tiling {
-        notes.push("tiled VAE decode blends tile seams".into());
+        changes.push(QualityChange::VaeTiling);
     }
     if !d.cfg && model.guidance == crate::catalog::Guidance::Cfg {
-        notes.push(format!(
-            "{} is meant to run with CFG; one pass per step changes the output",
-            model.id
-        ));
+        changes.push(QualityChange::NoCfg {
+            model: model.id.clone(),
+        });
     }
     Estimate {
         schema_version: SCHEMA_VERSION,
@@ -616,8 +641,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             images_per_s: batch as f64 / (per_batch_ms / 1e3),
         },
         quality: Quality {
-            changes_output: !notes.is_empty(),
-            notes,
+            changes_output: !changes.is_empty(),
+            changes,
         },
     }
 }
