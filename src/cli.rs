@@ -146,6 +146,46 @@ pub fn read_file(path: &Path) -> std::result::Result<String, String> {
         .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
 }
 
+/// The largest safetensors file `verify --weights` reads (64 GB: one shard of a 32B model in
+/// BF16 with room to spare; the executor reads each file whole into memory).
+pub const MAX_WEIGHTS_FILE_BYTES: u64 = 64_000_000_000;
+
+/// Checks the `*.safetensors` files the executor will read from a `--weights` folder (the
+/// `transformer/`, `vae/` and `text_encoder/` subfolders) as `read_file` checks a spec: regular
+/// files only (a FIFO, a device or a folder named `.safetensors` is refused before anything
+/// opens it), each at most `MAX_WEIGHTS_FILE_BYTES`. A missing subfolder is left to the executor.
+pub fn check_weights_dir(dir: &Path) -> Result<()> {
+    let meta = std::fs::metadata(dir).with_context(|| format!("--weights {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("--weights {}: not a folder", dir.display());
+    }
+    for component in ["text_encoder", "transformer", "vae"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(component)) else {
+            continue;
+        };
+        let mut files: Vec<_> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        files.sort();
+        for f in files {
+            let meta =
+                std::fs::metadata(&f).with_context(|| format!("--weights {}", f.display()))?;
+            if !meta.is_file() {
+                bail!("--weights {}: not a regular file", f.display());
+            }
+            if meta.len() > MAX_WEIGHTS_FILE_BYTES {
+                bail!(
+                    "--weights {}: {} bytes is more than the {MAX_WEIGHTS_FILE_BYTES} bytes a weights file may have",
+                    f.display(),
+                    meta.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Problems in an input file: printed one per line as text, or as JSON on stderr.
 #[derive(Debug, serde::Serialize)]
 pub struct InputError {
@@ -343,6 +383,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                 bail!("--runs must be at least 1");
             }
             let s = read_spec(&spec)?;
+            if let Some(w) = &weights {
+                check_weights_dir(w)?;
+            }
             let run = crate::verify::RunOptions {
                 warmup,
                 runs,

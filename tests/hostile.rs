@@ -263,3 +263,47 @@ fn the_catalog_profiles_pass_the_profile_checks() {
         assert_eq!(p.problems(""), Vec::<String>::new(), "{}", p.id);
     }
 }
+
+#[test]
+fn verify_weights_files_are_checked_like_specs() {
+    let dir = Dir::new("special-weights");
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/specs/tiny-cpu-verify.yaml");
+    let w = dir.path().join("w");
+    for c in ["text_encoder", "transformer", "vae"] {
+        std::fs::create_dir_all(w.join(c)).unwrap();
+    }
+    // A FIFO named as a shard: reading it would block forever.
+    let fifo = w.join("transformer/model.safetensors");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+    let verify = |weights: &str| {
+        let out = run_within(
+            dir.command(["verify", spec, "--backend", "cpu", "--weights", weights]),
+            Duration::from_secs(30),
+        );
+        assert_refused(&format!("--weights {weights}"), &out);
+        out.stderr
+    };
+    let err = verify("w");
+    assert!(
+        err.contains("model.safetensors: not a regular file"),
+        "{err}"
+    );
+    std::fs::remove_file(&fifo).unwrap();
+    // A folder named as a shard.
+    std::fs::create_dir(w.join("vae/folder.safetensors")).unwrap();
+    let err = verify("w");
+    assert!(
+        err.contains("folder.safetensors: not a regular file"),
+        "{err}"
+    );
+    std::fs::remove_dir(w.join("vae/folder.safetensors")).unwrap();
+    // A (sparse) file over the cap is refused by its size, before it is read.
+    let big = std::fs::File::create(w.join("text_encoder/big.safetensors")).unwrap();
+    big.set_len(64_000_000_001).unwrap();
+    let err = verify("w");
+    assert!(err.contains("64000000001 bytes is more than"), "{err}");
+    // A device or a file as the folder.
+    let err = verify("/dev/null");
+    assert!(err.contains("not a folder"), "{err}");
+}
