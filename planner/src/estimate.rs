@@ -3,9 +3,10 @@
 
 use serde::Serialize;
 
-use crate::catalog::{Gpu, Model, RuntimeProfile};
+use crate::catalog::{Family, Gpu, Model, RuntimeProfile};
 use crate::cost::cache::{self, CacheEffect};
 use crate::cost::dit::{self, DitPass};
+use crate::cost::klein;
 use crate::cost::ops::{AttnKernel, BF16};
 use crate::cost::text;
 use crate::cost::trace::{Hw, Trace, TraceSummary};
@@ -309,8 +310,31 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     // Text encoder stage.
     let mut te_trace = Trace::new(hw);
     let mut te_transfer_ms = 0.0;
+    let klein_graph = rt.klein_graph()
+        && model.transformer.family == Family::Flux2
+        && model.text_encoders.len() == 1
+        && model.text_encoders[0].kind == crate::catalog::TextEncoderKind::DecoderLm;
+    let prompts = batch * if d.cfg { 2 } else { 1 };
     let te_weights = match d.text_encoder {
+        TextEncoderPlacement::Drop if klein_graph => {
+            // The executor uploads embeddings computed elsewhere.
+            let te = &model.text_encoders[0];
+            let bytes = prompts * te.tokens * model.transformer.context_dim * BF16;
+            let ctx = te_trace.alloc(bytes);
+            te_trace.blocking(hw.host_copy_s(bytes, false));
+            te_trace.free(ctx);
+            0
+        }
         TextEncoderPlacement::Drop => 0,
+        placement if klein_graph => {
+            let fused = d.attention != crate::deployment::Attention::Math;
+            let ctx = klein::text_encode(&mut te_trace, &model.text_encoders[0], prompts, fused);
+            te_trace.free(ctx);
+            if placement == TextEncoderPlacement::Offload || d.offload == Offload::Model {
+                te_transfer_ms += pcie(te_full, true);
+            }
+            w.te_stage
+        }
         placement => {
             let attn = AttnKernel::from_name(&rt.text_encoder_attention);
             for te in &model.text_encoders {
@@ -368,8 +392,34 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         link_bytes_per_s,
     };
     let mut dit_trace = Trace::new(hw);
-    let (first_s, rest_s) = dit::forward(&mut dit_trace, &pass);
-    let mut pass_s = dit_trace.elapsed_s();
+    let klein_dit = klein_graph && par.ulysses * par.ring == 1 && ref_tokens == 0 && par.cfg == 1;
+    // The klein graph traces every guidance pass of one step; the diffusers one a single pass.
+    let traced_passes = if klein_dit { passes_per_gpu } else { 1 };
+    let (first_s, rest_s) = if klein_dit {
+        let blocks_s = klein::denoise_step(
+            &mut dit_trace,
+            &klein::Denoise {
+                dims: &model.transformer,
+                batch,
+                img_tokens: pass.img_tokens,
+                txt_tokens: pass.txt_tokens,
+                precision: d.weights,
+                fused: d.attention != crate::deployment::Attention::Math,
+                passes: passes_per_gpu,
+                cache_blocks: match d.cache {
+                    crate::deployment::Cache::Dbcache { compute_blocks, .. } => {
+                        Some(compute_blocks as u64)
+                    }
+                    _ => None,
+                },
+                cache_state: d.steps > 1,
+            },
+        );
+        (0.0, blocks_s / passes_per_gpu as f64)
+    } else {
+        dit::forward(&mut dit_trace, &pass)
+    };
+    let mut pass_s = dit_trace.elapsed_s() / traced_passes as f64;
     // Weight movement per pass that overlaps compute: HSDP gathers, group offload streams.
     let moved_per_pass = match (d.offload, par.shard) {
         (Offload::GroupBlock | Offload::GroupLeaf, _) => Some(pcie(dit_full, true) / 1e3),
@@ -423,11 +473,14 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         denoise_ms,
         dit_transfer_ms,
     );
-    dn_stage.activation_peak_bytes += ce.cached_bytes;
+    if !klein_dit {
+        // The klein graph holds the cache's residuals in its trace.
+        dn_stage.activation_peak_bytes += ce.cached_bytes;
+    }
     dn_stage.step_ms = Some(step_s * 1e3);
     dn_stage.steps = Some(d.steps);
-    dn_stage.flops *= (passes_per_gpu * d.steps as u64) as f64;
-    dn_stage.hbm_bytes *= (passes_per_gpu * d.steps as u64) as f64;
+    dn_stage.flops *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
+    dn_stage.hbm_bytes *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
 
     // VAE decode stage (patch-parallel splits rows across the replica's GPUs, with a halo).
     let mut vae_trace = Trace::new(hw);
@@ -444,7 +497,18 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         width: d.resolution.width as u64,
         attn: AttnKernel::from_name(&rt.vae_attention),
     };
-    if d.vae_tiling {
+    if klein_graph && split == 1 {
+        let tile = d.vae_tiling.then_some(VAE_TILE_PX);
+        let fused = d.attention != crate::deployment::Attention::Math;
+        klein::vae_decode(
+            &mut vae_trace,
+            &model.vae,
+            batch,
+            (rows, call.width),
+            tile,
+            fused,
+        );
+    } else if d.vae_tiling {
         vae::decode_tiled(&mut vae_trace, &call, VAE_TILE_PX);
     } else {
         vae::decode(&mut vae_trace, &call);
