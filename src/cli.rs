@@ -94,6 +94,9 @@ enum Command {
         /// (random weights from a seed when absent: memory and time do not depend on the values).
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Refuse runs predicted to take longer than this many minutes (all runs together).
+        #[arg(long, default_value_t = 5.0)]
+        max_minutes: f64,
     },
     /// Measure GEMM, attention, elementwise and host-copy throughput and write a runtime profile.
     Calibrate {
@@ -235,18 +238,23 @@ pub fn run() -> Result<u8> {
             warmup,
             runs,
             weights,
+            max_minutes,
         } => {
             if !(tolerance.is_finite() && tolerance > 0.0) {
                 bail!("--tolerance must be a positive number (0.15 = 15 %)");
             }
-            if runs == 0 {
-                bail!("--runs must be at least 1");
+            if runs == 0 || runs > 10_000 || warmup > 10_000 {
+                bail!("--runs must be between 1 and 10000, --warmup at most 10000");
+            }
+            if !(max_minutes.is_finite() && max_minutes > 0.0) {
+                bail!("--max-minutes must be a positive number");
             }
             let s = read_spec(&spec)?;
             let run = crate::verify::RunOptions {
                 warmup,
                 runs,
                 weights,
+                max_minutes,
             };
             let r = crate::verify::verify(&s, backend.into(), tolerance, &run)?;
             emit(format, &r, || render::verify(&r))?;

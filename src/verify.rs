@@ -181,6 +181,8 @@ pub struct Report {
     pub deployment: Deployment,
     /// CUDA context bytes: the profile's figure and the measurement (0 on CPU).
     pub context_bytes: ContextBytes,
+    /// What the run was predicted to need before it started.
+    pub preflight: Preflight,
     /// Per stage.
     pub stages: Vec<StageCheck>,
     /// Every stage within tolerance.
@@ -200,9 +202,18 @@ fn rel(measured: f64, predicted: f64) -> f64 {
 /// The device a backend's prediction is for.
 pub fn device(s: &Spec, backend: BackendKind) -> Result<&'static Gpu> {
     match backend {
-        BackendKind::Cpu => Ok(Catalog::get()
-            .gpu("cpu")
-            .expect("catalog has the cpu device")),
+        BackendKind::Cpu => {
+            // The host as a device: its capacity is the memory available now.
+            let mut cpu = Catalog::get()
+                .gpu("cpu")
+                .expect("catalog has the cpu device")
+                .clone();
+            if let Some(avail) = host_available_bytes() {
+                cpu.hbm_bytes = avail;
+            }
+            // One device per process run: leaking it gives the estimate its 'static lifetime.
+            Ok(Box::leak(Box::new(cpu)))
+        }
         BackendKind::Cuda => s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}")),
     }
 }
@@ -225,6 +236,131 @@ pub struct RunOptions {
     pub runs: usize,
     /// Safetensors folder in diffusers' layout; random weights when absent.
     pub weights: Option<std::path::PathBuf>,
+    /// Refuse runs predicted to take longer (all warm-up and measured runs together).
+    pub max_minutes: f64,
+}
+
+/// What the run was predicted to need before it started, next to what the machine has.
+#[derive(Debug, Serialize)]
+pub struct Preflight {
+    /// Host memory the run needs: on the CPU backend the device tensors (kept in f32 by candle,
+    /// twice their accounted BF16 bytes, with as much again for candle's temporaries) plus the
+    /// f32 weights built at setup; on CUDA the f32 host copies and staged weights.
+    pub host_need_bytes: u64,
+    /// `MemAvailable` of /proc/meminfo when the run was planned (None where unreadable).
+    pub host_available_bytes: Option<u64>,
+    /// Device memory the estimate predicts (CUDA; 0 on the CPU backend, where it is host memory).
+    pub device_need_bytes: u64,
+    /// The device's capacity from the catalog (CUDA; 0 on the CPU backend).
+    pub device_capacity_bytes: u64,
+    /// Predicted wall time of every warm-up and measured run, minutes.
+    pub predicted_minutes: f64,
+}
+
+/// Host memory available for new allocations, from /proc/meminfo (Linux).
+fn host_available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Parameters of the executor's three components, from its own weight lists.
+fn component_params(dims: &ModelDims) -> [u64; 3] {
+    let n = |specs: Vec<executor::weights::WeightSpec>| -> u64 {
+        specs.iter().map(|s| s.numel() as u64).sum()
+    };
+    [
+        n(executor::model::text_encoder::weight_specs(dims)),
+        n(executor::model::transformer::weight_specs(dims)),
+        n(executor::model::vae::weight_specs(dims)),
+    ]
+}
+
+/// Predicts what the run needs and refuses (an error: exit 2) what will not fit or will take
+/// longer than `max_minutes`, before anything is allocated.
+fn preflight(
+    predicted: &Estimate,
+    dims: &ModelDims,
+    cfg: &RunConfig,
+    backend: BackendKind,
+    max_minutes: f64,
+) -> Result<Preflight> {
+    const F32: u64 = 4;
+    let [te, tr, vae] = component_params(dims);
+    let transient = predicted
+        .stages
+        .iter()
+        .map(|s| s.activation_peak_bytes)
+        .max()
+        .unwrap_or(0);
+    let offload = cfg.model_offload;
+    let te_kept = cfg.text_encoder != executor::TextEncoderPlacement::Drop;
+    let host_need = match backend {
+        BackendKind::Cpu => {
+            // Setup: a component's f32 host weights next to its f32 device copy, after the
+            // components placed before it; then the runs: every kept weight in f32 plus the
+            // stage transients in f32 (2x their BF16 accounting) and candle's temporaries (as
+            // much again).
+            let setup = F32 * (2 * te).max(te + 2 * tr).max(te + tr + 3 * vae);
+            let run = F32 * (if te_kept { te } else { 0 } + tr + 2 * vae) + 4 * transient;
+            setup.max(run)
+        }
+        BackendKind::Cuda => {
+            // The f32 host copy of the largest component while it is converted, the VAE's host
+            // weights (its batch-norm statistics unpack the latents), staged BF16 copies.
+            let staged = 2 * match (offload, cfg.text_encoder) {
+                (true, _) => te + tr + vae,
+                (false, executor::TextEncoderPlacement::Offload) => te,
+                _ => 0,
+            };
+            F32 * (te.max(tr) + vae) + staged
+        }
+    };
+    let available = host_available_bytes();
+    let (device_need, device_capacity) = match backend {
+        BackendKind::Cpu => (0, 0),
+        BackendKind::Cuda => (predicted.memory.peak_bytes, predicted.memory.capacity_bytes),
+    };
+    let runs = (cfg.warmup_runs + cfg.measured_runs) as f64;
+    let minutes = runs * predicted.latency.per_batch_ms / 60_000.0;
+    let gb = |b: u64| b as f64 / 1e9;
+    if let Some(avail) = available
+        && host_need > avail
+    {
+        bail!(
+            "the run needs about {:.1} GB of host memory ({}), but {:.1} GB is available: lower the resolution or batch, or run a smaller model",
+            gb(host_need),
+            match backend {
+                BackendKind::Cpu =>
+                    "the CPU backend keeps weights and activations in f32, and builds weights in f32",
+                BackendKind::Cuda => "f32 weights are built on the host before upload",
+            },
+            gb(avail)
+        );
+    }
+    if device_need > device_capacity {
+        bail!(
+            "the deployment is predicted to need {:.2} GB on {} but it has {:.2} GB: turn on offload, fp8-storage or vae tiling, or lower the resolution or batch",
+            gb(device_need),
+            predicted.gpu,
+            gb(device_capacity)
+        );
+    }
+    if minutes > max_minutes {
+        bail!(
+            "the runs are predicted to take {minutes:.1} minutes ({runs} runs of {:.0} ms), over the {max_minutes} minute limit: pass --max-minutes {} to run anyway, or lower --runs/--warmup",
+            predicted.latency.per_batch_ms,
+            minutes.ceil()
+        );
+    }
+    Ok(Preflight {
+        host_need_bytes: host_need,
+        host_available_bytes: available,
+        device_need_bytes: device_need,
+        device_capacity_bytes: device_capacity,
+        predicted_minutes: minutes,
+    })
 }
 
 /// Plans (or takes the fixed deployment), predicts, runs and compares.
@@ -274,6 +410,7 @@ pub fn verify(s: &Spec, backend: BackendKind, tolerance: f64, run: &RunOptions) 
     let dims = dims_for(s.model)?;
     let mut cfg = run_config(&d, (run.warmup, run.runs))?;
     cfg.weights_path = run.weights.clone();
+    let preflight = preflight(&predicted, &dims, &cfg, backend, run.max_minutes)?;
     let backend_name = match backend {
         BackendKind::Cpu => "cpu",
         BackendKind::Cuda => "cuda",
@@ -294,6 +431,7 @@ pub fn verify(s: &Spec, backend: BackendKind, tolerance: f64, run: &RunOptions) 
             predicted: predicted.memory.context_bytes,
             measured: 0,
         },
+        preflight,
         stages: Vec::new(),
         within_tolerance: false,
         error: None,

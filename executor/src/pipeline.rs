@@ -284,6 +284,19 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
         last = Some(r);
     }
     let last = last.expect("at least one measured run");
+    for (what, t) in [
+        ("the text stage's context", &last.context),
+        ("the denoise stage's latents", &last.latents),
+        ("the vae_decode stage's image", &last.image),
+    ] {
+        let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(ExecError::NonFinite {
+                tensor: what.to_string(),
+                count: bad,
+            });
+        }
+    }
     let names = ["text_encoder", "denoise", "vae_decode"];
     let stages = names
         .iter()
