@@ -103,9 +103,13 @@ enum Command {
         /// Device to measure.
         #[arg(long, value_enum, default_value_t = Backend::Cuda)]
         backend: Backend,
-        /// Catalog GPU the efficiencies are relative to (default: `cpu` for the CPU backend, else h200).
+        /// Catalog id of the device being measured (default: `cpu` for the CPU backend, else
+        /// h200); a CUDA device that is not this GPU is refused.
         #[arg(long)]
         gpu: Option<String>,
+        /// Least measured repetitions per microbenchmark (each also runs to a minimum time).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
         /// Write the profile here (YAML, for `runtime: ./profile.yaml`); stdout when absent.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -263,8 +267,12 @@ pub fn run() -> Result<u8> {
         Command::Calibrate {
             backend,
             gpu,
+            runs,
             output,
         } => {
+            if runs == 0 || runs > 10_000 {
+                bail!("--runs must be between 1 and 10000");
+            }
             let c = Catalog::get();
             let id = gpu.unwrap_or_else(|| {
                 if backend == Backend::Cpu {
@@ -276,7 +284,7 @@ pub fn run() -> Result<u8> {
             let Some(device) = c.gpu(&id) else {
                 bail!("unknown gpu '{id}' (see `klein-plan gpus`)");
             };
-            let profile = crate::verify::calibrate(backend.into(), device)?;
+            let profile = crate::verify::calibrate(backend.into(), device, runs)?;
             let mut yaml = serde_saphyr::to_string(&profile)
                 .map_err(|e| anyhow::anyhow!("yaml output: {e}"))?;
             if !yaml.ends_with('\n') {

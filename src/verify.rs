@@ -469,80 +469,163 @@ pub fn verify(s: &Spec, backend: BackendKind, tolerance: f64, run: &RunOptions) 
     Ok(report)
 }
 
-/// A runtime profile fitted from the executor's microbenchmarks on `gpu`: efficiencies are the
-/// measured rates over the device's catalog peaks; everything not measured is `klein`'s.
-pub fn calibrate(backend: BackendKind, gpu: &Gpu) -> Result<RuntimeProfile> {
-    let report = executor::calibrate(backend).context("calibration run failed")?;
+/// Whether the CUDA driver's device name and memory are the catalog GPU's.
+fn same_device(gpu: &Gpu, driver_name: &str, memory_bytes: u64) -> bool {
+    let name: String = driver_name
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let model_parts = gpu
+        .id
+        .split('-')
+        .filter(|p| p.chars().any(|c| c.is_ascii_digit()) && !p.ends_with("gb"))
+        .all(|p| name.contains(p));
+    let pcie = !gpu.id.contains("pcie") || name.contains("pcie");
+    let memory =
+        memory_bytes == 0 || (memory_bytes as f64 / gpu.hbm_bytes as f64 - 1.0).abs() < 0.15;
+    model_parts && pcie && memory
+}
+
+/// A runtime profile fitted from the executor's microbenchmarks on the device `gpu` names
+/// (the host's `cpu` for the CPU backend; a mismatch with the CUDA device is refused).
+/// Each efficiency is the measured rate over the device's catalog peak, fitted over every
+/// shape of its kind (Σ work / Σ (time − per-op cost)); the per-op cost is measured; everything
+/// not measured is `klein`'s.
+pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<RuntimeProfile> {
+    if backend == BackendKind::Cpu && gpu.id != "cpu" {
+        bail!(
+            "`calibrate --backend cpu` measures this host, not {}: drop --gpu (or pass --gpu cpu)",
+            gpu.id
+        );
+    }
+    if backend == BackendKind::Cuda && gpu.id == "cpu" {
+        bail!("`--gpu cpu` is the host: use --backend cpu");
+    }
+    let report =
+        executor::calibrate::calibrate_with(backend, reps).context("calibration run failed")?;
+    if backend == BackendKind::Cuda && !same_device(gpu, &report.device, report.device_memory_bytes)
+    {
+        bail!(
+            "this machine's GPU is {} ({:.0} GB), not {} ({}): pass the --gpu it is (see `klein-plan gpus`)",
+            report.device,
+            report.device_memory_bytes as f64 / 1e9,
+            gpu.id,
+            gpu.name
+        );
+    }
     let mut p = Catalog::get()
         .runtime("klein")
         .expect("catalog has klein")
         .clone();
-    let best = |dtype: &str| {
+    // Per-op fixed cost: on the CPU the host runs each op itself (no queue to overlap with).
+    let op_ms = match backend {
+        BackendKind::Cpu => {
+            p.kernel_latency_us = report.dispatch.device_us;
+            p.cpu_dispatch_us = 0.0;
+            report.dispatch.device_us * 1e-3
+        }
+        BackendKind::Cuda => {
+            p.cpu_dispatch_us = report.dispatch.host_us;
+            if report.dispatch.device_us > report.dispatch.host_us {
+                p.kernel_latency_us = report.dispatch.device_us;
+            }
+            p.kernel_latency_us * 1e-3
+        }
+    };
+    p.attention_dispatch_us = 0.0;
+    // Σ work / Σ time beyond the per-op cost.
+    let rate = |items: &[(f64, f64)]| {
+        let work: f64 = items.iter().map(|i| i.0).sum();
+        let time_s: f64 = items
+            .iter()
+            .map(|i| (i.1 - op_ms).max(i.1 * 0.05) * 1e-3)
+            .sum();
+        if time_s > 0.0 { work / time_s } else { 0.0 }
+    };
+    let gemm = |dtype: &str| -> Vec<(f64, f64)> {
         report
             .gemm
             .iter()
             .filter(|g| g.dtype == dtype)
-            .map(|g| g.tflops)
-            .fold(0.0, f64::max)
+            .map(|g| (2.0 * (g.m * g.n * g.k) as f64, g.ms))
+            .collect()
     };
-    let bf16 = best("bf16") * 1e12 / gpu.bf16_flops_per_s();
+    let bf16 = rate(&gemm("bf16")) / gpu.bf16_flops_per_s();
     if bf16 > 0.0 {
         p.gemm_efficiency.insert("bf16".into(), bf16);
     }
-    let fp8 = best("fp8") * 1e12;
+    let fp8 = rate(&gemm("fp8"));
     if fp8 > 0.0 && gpu.dense_tflops.fp8 > 0.0 {
         p.gemm_efficiency
             .insert("fp8".into(), fp8 / (gpu.dense_tflops.fp8 * 1e12));
     }
     let attn = |path: &str| {
-        report
+        let items: Vec<(f64, f64)> = report
             .attention
             .iter()
             .filter(|a| a.path == path)
-            .map(|a| a.tflops)
-            .fold(0.0, f64::max)
-            * 1e12
-            / gpu.bf16_flops_per_s()
+            .map(|a| (4.0 * (a.heads * a.seq * a.seq * a.head_dim) as f64, a.ms))
+            .collect();
+        rate(&items) / gpu.bf16_flops_per_s()
     };
     let fused = attn("fused");
     if fused > 0.0 {
         p.attention_efficiency.flash = fused;
         p.attention_efficiency.cudnn = fused;
         p.attention_efficiency.efficient = fused;
+        p.flash_efficiency_by_arch.clear();
     }
     let math = attn("math");
     if math > 0.0 {
         p.attention_efficiency.math = math;
     }
-    p.sdpa_backend = "flash".into();
-    p.elementwise_bw_efficiency =
-        (report.elementwise.gbps / gpu.hbm_bandwidth_gbps).clamp(0.01, 1.0);
-    p.pinned_copy_efficiency = (report.host_to_device.gbps / gpu.host_link_gbps).clamp(0.01, 1.0);
-    // The smallest GEMM is dominated by fixed costs: its time beyond the fitted rate is the latency.
-    if let Some(g) = report
-        .gemm
+    let conv: Vec<(f64, f64)> = report
+        .conv
         .iter()
-        .filter(|g| g.dtype == "bf16")
-        .min_by(|a, b| a.ms.total_cmp(&b.ms))
-    {
-        let compute_ms =
-            2.0 * (g.m * g.n * g.k) as f64 / (bf16.max(1e-9) * gpu.bf16_flops_per_s()) * 1e3;
-        p.kernel_latency_us = ((g.ms - compute_ms) * 1e3).max(0.0);
-        p.cpu_dispatch_us = 0.0;
-        p.attention_dispatch_us = 0.0;
+        .map(|c| (2.0 * (c.cin * c.cout * 9 * c.h * c.w) as f64, c.ms))
+        .collect();
+    let conv = rate(&conv) / gpu.bf16_flops_per_s();
+    if conv > 0.0 {
+        p.conv_efficiency = conv;
     }
+    p.sdpa_backend = "flash".into();
+    let e = &report.elementwise;
+    p.elementwise_bw_efficiency = rate(&[(e.bytes as f64, e.ms)]) / gpu.hbm_bytes_per_s();
+    p.pinned_copy_efficiency = report.host_to_device.gbps / gpu.host_link_gbps;
     if backend == BackendKind::Cuda {
         p.context_bytes = report.context_bytes;
     } else {
+        // The host's "device" is its memory: copies are memcpy, pageable or not.
+        p.pageable_copy_efficiency = p.pinned_copy_efficiency;
         p.context_bytes = 0;
         p.gemm_workspace_bytes = 0;
         p.conv_workspace_per_input_byte = 0.0;
+        p.allocator_slack = 0.0;
     }
+    let worst = report
+        .gemm
+        .iter()
+        .map(|g| g.spread)
+        .chain(report.attention.iter().map(|a| a.spread))
+        .chain(report.conv.iter().map(|c| c.spread))
+        .chain([report.elementwise.spread, report.dispatch.spread])
+        .fold(0.0, f64::max);
     p.id = format!("klein-calibrated-{}", gpu.id);
+    p.calibrated_on = Some(gpu.id.clone());
+    p.uncalibrated = false;
     p.description = format!(
-        "klein-plan's executor on {} ({:?} backend), from `klein-plan calibrate`",
-        gpu.id, backend
+        "klein-plan's executor on {} ({}, {:?} backend), from `klein-plan calibrate`; largest run-to-run spread (p90 − p10 over median) {:.0} %",
+        gpu.id,
+        report.device,
+        backend,
+        worst * 100.0
     );
-    p.source = "klein-plan calibrate: GEMM, attention, elementwise and host-copy microbenchmarks; unmeasured parameters from the klein profile".into();
+    p.source = format!(
+        "klein-plan calibrate: medians of {} GEMM, {} attention, {} convolution shapes, elementwise, host copy and per-op microbenchmarks (each warmed up, then repeated to a minimum time); unmeasured parameters from the klein profile",
+        report.gemm.len(),
+        report.attention.len(),
+        report.conv.len()
+    );
     Ok(p)
 }

@@ -535,7 +535,13 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     }
     let stages = vec![te_stage, dn_stage, vae_stage];
     let per_batch_ms: f64 = stages.iter().map(|s| s.ms).sum();
-    let spread = if gpu.measured { 0.08 } else { 0.25 };
+    let spread = if rt.uncalibrated {
+        0.5
+    } else if gpu.measured || rt.calibrated_on.as_deref() == Some(gpu.id.as_str()) {
+        0.08
+    } else {
+        0.25
+    };
     let cache_spread = if ce.skipped_steps > 0.0 {
         0.5 * saved_s * 1e3 / per_batch_ms
     } else {

@@ -77,10 +77,14 @@ pub struct RuntimeProfile {
     /// by the flags above) or `klein` (klein-plan's executor, op by op: `cost/klein.rs`).
     #[serde(default)]
     pub graph: String,
-    /// The device the efficiencies were measured on; absent for a profile nobody measured
-    /// (its estimates carry a wide range).
+    /// The device `klein-plan calibrate` measured this profile on (its estimates there carry
+    /// the measured device's narrow range).
     #[serde(default)]
     pub calibrated_on: Option<String>,
+    /// A profile whose efficiencies nobody measured for its software (borrowed or nominal):
+    /// its estimates carry a wide range (±50 %).
+    #[serde(default)]
+    pub uncalibrated: bool,
     /// Whether the text encoder runs every layer (true) or stops at the last one it needs.
     pub text_encoder_runs_all_layers: bool,
     /// Whether the runtime keeps every hidden state of the text encoder alive.
