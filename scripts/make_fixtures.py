@@ -7,6 +7,8 @@ float32 with given latents, timestep, text states and position ids, and writes:
 
   executor/tests/fixtures/diffusers/transformer/diffusion_pytorch_model.safetensors   weights (BF16)
   executor/tests/fixtures/diffusers/transformer_io/io.safetensors                      inputs, output (F32)
+  executor/tests/fixtures/diffusers/vae/, vae_io/                                      one decode
+  executor/tests/fixtures/diffusers/text_encoder/, text_encoder_io/                    one Qwen3 encode
   executor/tests/fixtures/diffusers/scheduler.json                                     FLUX.2 sigmas
 
 Regenerate (CPU only; torch from PyPI pulls CUDA libraries but runs on the CPU):
@@ -20,11 +22,31 @@ import torch
 from safetensors.torch import save_file
 
 import diffusers
-from diffusers import Flux2Transformer2DModel
+from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu
+from transformers import Qwen3Config, Qwen3Model
 
 assert diffusers.__version__ == "0.42.1", diffusers.__version__
 ROOT = os.path.join(os.path.dirname(__file__), "..", "executor", "tests", "fixtures", "diffusers")
 torch.manual_seed(0)
+
+
+def seed_weights(module):
+    """Seeded weights away from the defaults (norm scales not 1, biases not 0), rounded to BF16."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim == 1:
+                base = 0.0 if name.endswith("bias") else 1.0
+                p.copy_(base + 0.2 * torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) / (p[0].numel() ** 0.5))
+            p.copy_(p.to(torch.bfloat16).float())
+
+
+def save(folder, tensors):
+    os.makedirs(os.path.join(ROOT, folder), exist_ok=True)
+    name = "io.safetensors" if folder.endswith("_io") else "model.safetensors"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(ROOT, folder, name))
 
 # flux2-tiny: hidden 2 x 64, 1 double + 2 single blocks, context 192, 128 latent channels.
 model = Flux2Transformer2DModel(
@@ -84,3 +106,49 @@ save_file(
     os.path.join(ROOT, "transformer_io", "io.safetensors"),
 )
 print("transformer:", sum(v.numel() for v in weights.values()), "parameters; output", tuple(out.shape))
+
+# VAE decode (post_quant_conv + decoder) of a 64x64 image's latent, flux2-vae-tiny's configuration.
+torch.manual_seed(1)
+vae = AutoencoderKLFlux2(
+    block_out_channels=(16, 32, 32, 32), layers_per_block=2, latent_channels=32, norm_num_groups=8
+).float().eval()
+seed_weights(vae)
+z = torch.randn(1, 32, 8, 8).to(torch.bfloat16).float()
+with torch.no_grad():
+    image = vae.decode(z).sample
+save("vae", {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in vae.state_dict().items()})
+save("vae_io", {"z": z, "image": image.float()})
+print("vae: image", tuple(image.shape))
+
+# Qwen3 encode (qwen3-tiny): hidden states 0 (embeddings), 1 and 2 (after the final norm), as
+# FLUX.2 [klein]'s pipeline takes them, concatenated per token.
+torch.manual_seed(2)
+qcfg = Qwen3Config(
+    vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6, tie_word_embeddings=True, max_position_embeddings=64,
+    attn_implementation="eager",
+)
+te = Qwen3Model(qcfg).float().eval()
+seed_weights(te)
+ids = torch.randint(0, 256, (1, 16))
+with torch.no_grad():
+    o = te(input_ids=ids, output_hidden_states=True)
+ctx = torch.cat([o.hidden_states[i] for i in (0, 1, 2)], dim=-1)
+save("text_encoder", {"model." + k: v.to(torch.bfloat16) for k, v in te.state_dict().items()})
+save("text_encoder_io", {"ids": ids.float(), "context": ctx.float()})
+print("text encoder: context", tuple(ctx.shape))
+
+# FLUX.2's sigmas: linspace(1, 1/N, N) shifted by mu from the image's token count
+# (compute_empirical_mu), exponential time shift, terminal 0 — FlowMatchEulerDiscreteScheduler
+# as FLUX.2's scheduler_config.json sets it (use_dynamic_shifting, time_shift_type exponential).
+cases = []
+for seq_len, steps in [(256, 4), (1024, 4), (4096, 4), (4096, 28), (16384, 50), (64, 2)]:
+    sch = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, time_shift_type="exponential")
+    mu = compute_empirical_mu(image_seq_len=seq_len, num_steps=steps)
+    import numpy as np
+    sch.set_timesteps(steps, sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+    cases.append({"image_seq_len": seq_len, "steps": steps, "mu": mu, "sigmas": [float(x) for x in sch.sigmas]})
+with open(os.path.join(ROOT, "scheduler.json"), "w") as f:
+    json.dump(cases, f, indent=1)
+print("scheduler:", len(cases), "cases")

@@ -430,11 +430,11 @@ fn run_once<B: Backend>(
         };
         let (mut cache_c, mut cache_u) = (mk(), mk());
         // Timeline marks around every step, read after the loop so timing adds no syncs.
+        let sigmas = crate::schedule::flux2_sigmas(cfg.img_tokens(), cfg.steps);
         let mut marks = vec![b.mark()?];
         for step in 0..cfg.steps {
-            // Flow matching with a linear sigma schedule from 1 to 0 and Euler steps.
-            let sigma = 1.0 - step as f32 / cfg.steps as f32;
-            let next = 1.0 - (step + 1) as f32 / cfg.steps as f32;
+            // Flow matching on FLUX.2's shifted schedule with Euler steps.
+            let (sigma, next) = (sigmas[step], sigmas[step + 1]);
             let vc = tr.forward(&x, &ctx_c, sigma, step, &rope, cache_c.as_mut())?;
             let v = match &ctx_u {
                 Some(cu) => {

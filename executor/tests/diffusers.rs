@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
+use executor::ModelDims;
 use executor::backend::{AttentionPath, Backend, GemmMode, HostTensor, StoreDtype};
 use executor::cpu::CpuBackend;
 use executor::model::DeviceWeights;
 use executor::model::transformer::{self, Transformer};
+use executor::model::{text_encoder, vae};
 use executor::weights::{Init, WeightSpec, load_folder};
-use executor::ModelDims;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusers")
@@ -18,7 +19,12 @@ fn fixtures() -> PathBuf {
 /// Relative L1 error of `got` against `want`, and the largest absolute error.
 fn errors(got: &HostTensor, want: &HostTensor) -> (f32, f32) {
     assert_eq!(got.shape, want.shape);
-    let diff: f32 = got.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).sum();
+    let diff: f32 = got
+        .data
+        .iter()
+        .zip(&want.data)
+        .map(|(a, b)| (a - b).abs())
+        .sum();
     let base: f32 = want.data.iter().map(|v| v.abs()).sum();
     let max = got
         .data
@@ -72,4 +78,101 @@ fn transformer_forward_matches_diffusers() {
         eprintln!("transformer ({attention:?}): relative L1 {rel:.5}, max abs {max:.4}");
         assert!(rel < 0.02, "{attention:?}: relative L1 error {rel}");
     }
+}
+
+fn io(folder: &str, specs: &[(&str, &[usize])]) -> executor::weights::HostWeights {
+    let specs: Vec<WeightSpec> = specs
+        .iter()
+        .map(|(n, s)| WeightSpec::new(*n, s, Init::Zeros))
+        .collect();
+    load_folder(&fixtures().join(folder), &specs).unwrap()
+}
+
+/// One VAE decode (post-quant conv and decoder) of a 64×64 image's latent matches diffusers'
+/// `AutoencoderKLFlux2.decode` at flux2-vae-tiny's configuration.
+#[test]
+fn vae_decode_matches_diffusers() {
+    let dims = ModelDims::flux2_tiny();
+    let b = CpuBackend::new();
+    let host = load_folder(&fixtures().join("vae"), &vae::weight_specs(&dims)).unwrap();
+    let w = DeviceWeights::upload(&b, &host, |_, _| StoreDtype::Bf16).unwrap();
+    let io = io(
+        "vae_io",
+        &[("z", &[1, 32, 8, 8]), ("image", &[1, 3, 64, 64])],
+    );
+    for attention in [AttentionPath::Fused, AttentionPath::Math] {
+        let dec = vae::Decoder {
+            b: &b,
+            w: &w,
+            d: &dims,
+            attention,
+        };
+        let z = b.upload(&io["z"]).unwrap();
+        let got = b.download(&dec.decode(&z).unwrap()).unwrap();
+        let (rel, max) = errors(&got, &io["image"]);
+        eprintln!("vae decode ({attention:?}): relative L1 {rel:.5}, max abs {max:.4}");
+        assert!(rel < 0.02, "{attention:?}: relative L1 error {rel}");
+    }
+}
+
+/// One Qwen3 encode (hidden states 0, 1 and the final-normed 2, concatenated per token) matches
+/// transformers' `Qwen3Model` at qwen3-tiny's configuration (causal, grouped-query attention).
+#[test]
+fn text_encode_matches_transformers() {
+    let dims = ModelDims::flux2_tiny();
+    let b = CpuBackend::new();
+    let host = text_encoder::prepare(
+        &dims,
+        load_folder(
+            &fixtures().join("text_encoder"),
+            &text_encoder::weight_specs(&dims),
+        )
+        .unwrap(),
+    );
+    let w = DeviceWeights::upload(&b, &host, |_, _| StoreDtype::Bf16).unwrap();
+    let io = io(
+        "text_encoder_io",
+        &[("ids", &[1, 16]), ("context", &[1, 16, 192])],
+    );
+    let ids: Vec<u32> = io["ids"].data.iter().map(|&v| v as u32).collect();
+    for attention in [AttentionPath::Fused, AttentionPath::Math] {
+        let ctx = text_encoder::encode(&b, &w, &dims, &ids, 1, attention).unwrap();
+        let got = b.download(&ctx).unwrap();
+        let (rel, max) = errors(&got, &io["context"]);
+        eprintln!("text encode ({attention:?}): relative L1 {rel:.5}, max abs {max:.4}");
+        assert!(rel < 0.02, "{attention:?}: relative L1 error {rel}");
+    }
+}
+
+/// FLUX.2's sigmas (shift from the image's token count, as the pipeline computes it) match
+/// diffusers' scheduler for sizes from 64 to 16,384 tokens and 2 to 50 steps.
+#[test]
+fn flux2_sigmas_match_diffusers() {
+    let text = std::fs::read_to_string(fixtures().join("scheduler.json")).unwrap();
+    // A tiny reader for the fixture's flat layout (no JSON dependency in the executor).
+    let num = |s: &str| s.trim().trim_end_matches(',').parse::<f64>().unwrap();
+    let mut cases = 0;
+    for case in text.split('{').skip(1) {
+        let field = |name: &str| {
+            let at = case.find(&format!("\"{name}\":")).unwrap() + name.len() + 3;
+            &case[at..]
+        };
+        let seq = num(field("image_seq_len").lines().next().unwrap()) as usize;
+        let steps = num(field("steps").lines().next().unwrap()) as usize;
+        let mu = num(field("mu").lines().next().unwrap());
+        let list = field("sigmas");
+        let list = &list[list.find('[').unwrap() + 1..list.find(']').unwrap()];
+        let want: Vec<f64> = list.split(',').map(num).collect();
+        assert!((executor::schedule::flux2_mu(seq, steps) - mu).abs() < 1e-9);
+        let got = executor::schedule::flux2_sigmas(seq, steps);
+        assert_eq!(got.len(), want.len(), "{seq} tokens, {steps} steps");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (*g as f64 - w).abs() < 1e-5,
+                "{seq} tokens, {steps} steps: {g} vs {w}"
+            );
+        }
+        cases += 1;
+    }
+    assert_eq!(cases, 6);
 }
