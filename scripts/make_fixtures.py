@@ -107,6 +107,24 @@ save_file(
 )
 print("transformer:", sum(v.numel() for v in weights.values()), "parameters; output", tuple(out.shape))
 
+# The same forward with FLUX.2 [dev]'s guidance embedder (guidance 4.0, embedded like the timestep).
+torch.manual_seed(3)
+gmodel = Flux2Transformer2DModel(
+    patch_size=1, in_channels=128, num_layers=1, num_single_layers=2, attention_head_dim=64,
+    num_attention_heads=2, joint_attention_dim=192, timestep_guidance_channels=256, mlp_ratio=3.0,
+    axes_dims_rope=(16, 16, 16, 16), rope_theta=2000, guidance_embeds=True,
+).float().eval()
+seed_weights(gmodel)
+with torch.no_grad():
+    gout = gmodel(
+        hidden_states=latents, encoder_hidden_states=context, timestep=torch.tensor([t]),
+        img_ids=img_ids, txt_ids=txt_ids, guidance=torch.tensor([4.0]), return_dict=False,
+    )[0]
+save("transformer_guidance", {k: v.to(torch.bfloat16) for k, v in gmodel.state_dict().items()})
+save("transformer_guidance_io", {"latents": latents, "context": context, "timestep": torch.tensor([t]),
+                                 "guidance": torch.tensor([4.0]), "output": gout.float()})
+print("transformer with guidance embedder: output", tuple(gout.shape))
+
 # VAE decode (post_quant_conv + decoder) of a 64x64 image's latent, flux2-vae-tiny's configuration.
 torch.manual_seed(1)
 vae = AutoencoderKLFlux2(

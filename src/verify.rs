@@ -18,12 +18,6 @@ pub fn dims_for(m: &Model) -> Result<ModelDims> {
             m.id
         );
     }
-    if t.guidance_embeds {
-        bail!(
-            "the executor has no guidance embedder yet; {} is guidance-distilled through one",
-            m.id
-        );
-    }
     let te = &m.text_encoders[0];
     if te.kind != TextEncoderKind::DecoderLm {
         bail!(
@@ -47,6 +41,7 @@ pub fn dims_for(m: &Model) -> Result<ModelDims> {
         rope_theta: 2000.0,
         txt_tokens: te.tokens as usize,
         timestep_dim: 256,
+        guidance_embeds: t.guidance_embeds,
         latent_channels: v.latent_channels as usize,
         vae_widths: v.block_out_channels.iter().map(|&c| c as usize).collect(),
         vae_resnets_per_block: v.layers_per_block as usize + 1,

@@ -410,6 +410,7 @@ fn run_once<B: Backend>(
             attention: cfg.attention,
             gemm,
             sp: &crate::parallel::SingleRank,
+            guidance: cfg.guidance_scale,
         };
         let rope =
             transformer::rope_tables(b, dims, dims.txt_tokens, cfg.height / 16, cfg.width / 16)?;

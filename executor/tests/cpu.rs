@@ -341,6 +341,7 @@ fn memory_accounting_grows_with_resolution_and_with_math_attention() {
             attention,
             gemm: executor::backend::GemmMode::Bf16,
             sp: &executor::parallel::SingleRank,
+            guidance: 4.0,
         };
         tr.forward(&x, &ctx, 0.5, 0, &rope, None).unwrap();
         b.memory().peak_bytes - base

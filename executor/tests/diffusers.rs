@@ -68,6 +68,7 @@ fn transformer_forward_matches_diffusers() {
             attention,
             gemm: GemmMode::Bf16,
             sp: &executor::parallel::SingleRank,
+            guidance: 4.0,
         };
         let rope = transformer::rope_tables(&b, &dims, 16, 8, 8).unwrap();
         let x = b.upload(&io["latents"]).unwrap();
@@ -175,4 +176,54 @@ fn flux2_sigmas_match_diffusers() {
         cases += 1;
     }
     assert_eq!(cases, 6);
+}
+
+/// FLUX.2 [dev]'s guidance embedder: the guidance scale, embedded like the timestep and added to
+/// it, matches diffusers' `Flux2TimestepGuidanceEmbeddings` (the whole forward, guidance 4).
+#[test]
+fn guidance_embedder_matches_diffusers() {
+    let dims = ModelDims {
+        guidance_embeds: true,
+        ..ModelDims::flux2_tiny()
+    };
+    let b = CpuBackend::new();
+    let host = load_folder(
+        &fixtures().join("transformer_guidance"),
+        &transformer::weight_specs(&dims),
+    )
+    .unwrap();
+    let w = DeviceWeights::upload(&b, &host, |_, _| StoreDtype::Bf16).unwrap();
+    let io = io(
+        "transformer_guidance_io",
+        &[
+            ("latents", &[1, 64, 128]),
+            ("context", &[1, 16, 192]),
+            ("timestep", &[1]),
+            ("guidance", &[1]),
+            ("output", &[1, 64, 128]),
+        ],
+    );
+    let run = |guidance: f32| {
+        let tr = Transformer {
+            b: &b,
+            w: &w,
+            d: &dims,
+            attention: AttentionPath::Fused,
+            gemm: GemmMode::Bf16,
+            sp: &executor::parallel::SingleRank,
+            guidance,
+        };
+        let rope = transformer::rope_tables(&b, &dims, 16, 8, 8).unwrap();
+        let x = b.upload(&io["latents"]).unwrap();
+        let ctx = b.upload(&io["context"]).unwrap();
+        let t = io["timestep"].data[0];
+        b.download(&tr.forward(&x, &ctx, t, 0, &rope, None).unwrap())
+            .unwrap()
+    };
+    let (rel, max) = errors(&run(io["guidance"].data[0]), &io["output"]);
+    eprintln!("transformer with guidance: relative L1 {rel:.5}, max abs {max:.4}");
+    assert!(rel < 0.02, "relative L1 error {rel}");
+    // The embedder matters: another guidance scale is far off.
+    let (other, _) = errors(&run(1.0), &io["output"]);
+    assert!(other > 5.0 * rel, "guidance 1 vs 4: {other} vs {rel}");
 }
