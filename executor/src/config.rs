@@ -150,7 +150,7 @@ impl RunConfig {
         if self.measured_runs > MAX_RUNS || self.warmup_runs > MAX_RUNS {
             return Err(ExecError::config(
                 "measured_runs / warmup_runs",
-                &format!("at most {MAX_RUNS} each"),
+                format!("at most {MAX_RUNS} each"),
             ));
         }
         if let Some(t) = self.vae_tile_latent
