@@ -607,8 +607,7 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         .chain([report.elementwise.spread, report.dispatch.spread])
         .fold(0.0, f64::max);
     p.id = format!("klein-calibrated-{}", gpu.id);
-    p.calibrated_on = Some(gpu.id.clone());
-    p.uncalibrated = false;
+    p.calibrated_on = vec![gpu.id.clone()];
     p.description = format!(
         "klein-plan's executor on {} ({}, {:?} backend), from `klein-plan calibrate`; largest run-to-run spread (p90 − p10 over median) {:.0} %",
         gpu.id,

@@ -67,6 +67,12 @@ pub struct Memory {
     pub context_bytes: u64,
     /// Weights resident at the peak.
     pub resident_weights_bytes: u64,
+    /// Low end of the uncertainty range of `peak_bytes`.
+    pub low_bytes: u64,
+    /// High end.
+    pub high_bytes: u64,
+    /// Where the range comes from (see `latency.basis`).
+    pub basis: String,
 }
 
 /// Latency of one batch.
@@ -80,6 +86,8 @@ pub struct Latency {
     pub low_ms: f64,
     /// High end.
     pub high_ms: f64,
+    /// Where the range comes from: the error category and its out-of-sample figures.
+    pub basis: String,
 }
 
 /// Throughput of one replica.
@@ -140,19 +148,29 @@ pub fn transformer_weight_bytes(model: &Model, p: Precision) -> u64 {
     (s.quantizable as f64 * p.weight_bytes()).round() as u64 + s.kept_bf16 * BF16
 }
 
-/// Bytes of the largest transformer block in `p` (what streams and HSDP gather one at a time).
-fn block_bytes(model: &Model, p: Precision) -> u64 {
+/// Bytes of the largest transformer block in `p` (what streams and HSDP gather one at a time),
+/// from the catalog's per-block parameter counts (layers the precision keeps in BF16 included).
+pub fn block_bytes(model: &Model, p: Precision) -> u64 {
+    model
+        .transformer
+        .block_params()
+        .iter()
+        .map(|b| (b.quantizable as f64 * p.weight_bytes()).round() as u64 + b.kept_bf16 * BF16)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Bytes of the transformer's largest single linear layer in `p` (the fused output projection
+/// of a single-stream block, (d + mlp) x d).
+fn largest_linear_bytes(model: &Model, p: Precision) -> u64 {
     let t = &model.transformer;
-    let d = t.width();
-    let f = t.mlp_hidden();
-    let double = 8 * d * d + 2 * 3 * d * f;
-    let single = d * (3 * d + 2 * f) + (d + f) * d;
-    let per_block = if t.family == Family::Flux1 {
-        double + 12 * d * d
+    let (d, f) = (t.width(), t.mlp_hidden());
+    let widest = if t.family == crate::catalog::Family::Flux2 {
+        d * (3 * d + 2 * f)
     } else {
-        double.max(single)
+        (d + f) * d
     };
-    (per_block as f64 * p.weight_bytes()) as u64
+    (widest as f64 * p.weight_bytes()) as u64
 }
 
 /// Where each component's weights are during each stage, on one GPU.
@@ -176,7 +194,10 @@ impl Placement {
         let blk = block_bytes(model, d.weights);
         let dit_resident = match (d.offload, d.parallel.shard) {
             (Offload::GroupBlock, _) => 2 * blk + (dit_full as f64 * 0.02) as u64,
-            (Offload::GroupLeaf, _) => 2 * blk / 3 + (dit_full as f64 * 0.02) as u64,
+            // Leaf-level group offload with a stream: one leaf module (the largest linear) on the
+            // GPU at a time, the next one's prefetch landing as the previous one is released
+            // (diffusers' benchmark: FLUX.1-dev DiT forward 0.53 GiB, of which ~0.45 activations).
+            (Offload::GroupLeaf, _) => largest_linear_bytes(model, d.weights),
             (_, Shard::Hsdp) => dit_full.div_ceil(d.parallel.gpus as u64) + 2 * blk,
             _ => dit_full,
         };
@@ -535,13 +556,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     }
     let stages = vec![te_stage, dn_stage, vae_stage];
     let per_batch_ms: f64 = stages.iter().map(|s| s.ms).sum();
-    let spread = if rt.uncalibrated {
-        0.5
-    } else if gpu.measured || rt.calibrated_on.as_deref() == Some(gpu.id.as_str()) {
-        0.08
-    } else {
-        0.25
-    };
+    let (category, basis) = crate::ranges::category(gpu, rt, d);
+    let spread = category.time;
     let cache_spread = if ce.skipped_steps > 0.0 {
         0.5 * saved_s * 1e3 / per_batch_ms
     } else {
@@ -585,12 +601,16 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             binding_stage: binding,
             context_bytes: rt.context_bytes,
             resident_weights_bytes: resident_at_peak,
+            low_bytes: crate::ranges::range(peak as f64, category.memory).0 as u64,
+            high_bytes: crate::ranges::range(peak as f64, category.memory).1.ceil() as u64,
+            basis: basis.clone(),
         },
         latency: Latency {
             per_batch_ms,
             per_image_ms: per_batch_ms / batch as f64,
-            low_ms: per_batch_ms * (1.0 - spread - cache_spread),
-            high_ms: per_batch_ms * (1.0 + spread + cache_spread),
+            low_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).0,
+            high_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).1,
+            basis,
         },
         throughput: Throughput {
             images_per_s: batch as f64 / (per_batch_ms / 1e3),
