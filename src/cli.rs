@@ -179,14 +179,23 @@ impl std::fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 fn spec_problems(path: &Path, problems: Vec<spec::Problem>) -> InputError {
+    let n = problems.len();
     InputError {
         file: shown(path),
-        summary: format!(
-            "{} problem{} in {}",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" },
-            shown(path)
-        ),
+        summary: if n > spec::MAX_PROBLEMS {
+            format!(
+                "more than {} problems in {}; the first {} are listed",
+                spec::MAX_PROBLEMS,
+                shown(path),
+                spec::MAX_PROBLEMS
+            )
+        } else {
+            format!(
+                "{n} problem{} in {}",
+                if n == 1 { "" } else { "s" },
+                shown(path)
+            )
+        },
         problems,
     }
 }
