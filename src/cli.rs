@@ -297,15 +297,52 @@ fn emit<T: serde::Serialize>(
 pub struct Cli(Args);
 
 impl Cli {
-    /// Parses the command line (clap prints usage errors itself and exits 2).
+    /// Parses the command line. Help and version go to stdout; a usage error exits 2, printed by
+    /// clap as text, or as the same JSON object as every other error when `--format json` was
+    /// asked for.
     pub fn parse() -> Cli {
-        Cli(Args::parse())
+        match Args::try_parse() {
+            Ok(a) => Cli(a),
+            Err(e) => {
+                use clap::error::ErrorKind;
+                let asks_json = wants_json(std::env::args().skip(1));
+                let informational = matches!(
+                    e.kind(),
+                    ErrorKind::DisplayHelp
+                        | ErrorKind::DisplayVersion
+                        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                );
+                if asks_json && !informational {
+                    let msg = e.render().to_string();
+                    let msg = msg.trim_end().trim_start_matches("error: ");
+                    eprintln!(
+                        "{}",
+                        crate::render::error_json(&anyhow::anyhow!(msg.to_string()))
+                    );
+                    std::process::exit(2);
+                }
+                e.exit()
+            }
+        }
     }
 
     /// The output format asked for (errors use it too).
     pub fn format(&self) -> Format {
         self.0.format
     }
+}
+
+/// Whether raw arguments ask for `--format json` (read before clap has parsed them, so that a
+/// usage error can be reported in the format asked for).
+fn wants_json(args: impl Iterator<Item = String>) -> bool {
+    let mut prev_format = false;
+    for a in args {
+        if a == "--format=json" || (prev_format && a == "json") {
+            return true;
+        }
+        prev_format = a == "--format";
+    }
+    false
 }
 
 /// Runs the CLI and returns the exit code.

@@ -593,6 +593,26 @@ fn errors_under_format_json_are_one_json_object_on_stderr() {
             .unwrap()
             .contains("does-not-exist.yaml")
     );
+    // A usage error that clap finds, before any command runs.
+    let out = run(&[
+        "plan",
+        "specs/prod.yaml",
+        "--bogus-flag",
+        "--format",
+        "json",
+    ])
+    .expect_code(2);
+    let v: Value = serde_json::from_str(&out.stderr).expect("a usage error is JSON too");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--bogus-flag")
+    );
+    // Without --format json it stays clap's text, and help is not an error.
+    let out = run(&["plan", "specs/prod.yaml", "--bogus-flag"]).expect_code(2);
+    assert!(serde_json::from_str::<Value>(&out.stderr).is_err());
+    run(&["--help", "--format", "json"]).expect_code(0);
 }
 
 /// A plan of prod.yaml as JSON (the richest example: two sizes, a rate, five GPU types).
