@@ -1,11 +1,12 @@
 //! Command-line arguments, reading spec files, choosing the output format and exit codes.
 
+use std::cell::{OnceCell, RefCell};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use planner::catalog::Catalog;
+use planner::catalog::{Catalog, CatalogFile, RuntimeProfile};
 use planner::estimate::{Inputs, estimate};
 use planner::search;
 use planner::spec::{self, Spec};
@@ -55,6 +56,10 @@ struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
     format: Format,
+    /// A folder with `gpus.yaml` and/or `models.yaml` (the embedded catalogs' schema) whose
+    /// entries add to or override the built-in ones.
+    #[arg(long, global = true, value_name = "DIR")]
+    catalog: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,27 +112,119 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Turn a diffusers transformer `config.json` (FLUX.1 or FLUX.2) into a `models.yaml` entry
+    /// for `--catalog DIR`; the text encoder and VAE come from the pipeline folder when it has a
+    /// `model_index.json`.
+    ImportModel {
+        /// `transformer/config.json`, or the pipeline folder holding `model_index.json`.
+        path: PathBuf,
+        /// Catalog id of the model (default: the pipeline folder's name, lower case).
+        #[arg(long)]
+        id: Option<String>,
+        /// Pipeline folder (default: the folder above `transformer/`, when it has `model_index.json`).
+        #[arg(long, value_name = "DIR")]
+        pipeline: Option<PathBuf>,
+        /// Hugging Face repository (for `export`).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Default steps (else from the pipeline: 4 distilled klein, 28 FLUX.1 [dev], 50 otherwise).
+        #[arg(long)]
+        steps: Option<u32>,
+    },
     /// List the model catalog.
     Models,
     /// List the GPU catalog.
     Gpus,
 }
 
-fn read_spec(path: &Path) -> Result<Spec> {
+/// The built-in catalog plus the files of `--catalog DIR`.
+pub fn load_catalog(dir: Option<&Path>) -> Result<Catalog> {
+    let mut c = Catalog::embedded();
+    let Some(dir) = dir else { return Ok(c) };
+    if !dir.is_dir() {
+        bail!("--catalog {}: not a folder", dir.display());
+    }
+    let mut found = false;
+    for (name, kind) in [
+        ("gpus.yaml", CatalogFile::Gpus),
+        ("models.yaml", CatalogFile::Models),
+    ] {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        found = true;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let shown = path.display().to_string();
+        c.add_file(kind, &shown, &text).map_err(|e| {
+            let mut msg = format!(
+                "{} problem{} in {shown}",
+                e.problems.len(),
+                if e.problems.len() == 1 { "" } else { "s" }
+            );
+            for p in &e.problems {
+                msg.push_str(&format!("\n  {p}"));
+            }
+            anyhow::anyhow!(msg)
+        })?;
+    }
+    if !found {
+        bail!(
+            "--catalog {}: holds neither gpus.yaml nor models.yaml",
+            dir.display()
+        );
+    }
+    Ok(c)
+}
+
+/// Runtime profile files a spec names (`runtime: ./profile.yaml`), read before the spec is
+/// validated so that the spec can borrow them: `(name as written, profile or why not)`.
+pub type Profiles = OnceCell<Vec<(String, std::result::Result<RuntimeProfile, String>)>>;
+
+/// Reads and validates a spec against `catalog`. The spec borrows from `catalog` and `profiles`.
+pub fn read_spec<'c>(
+    path: &Path,
+    catalog: &'c Catalog,
+    profiles: &'c Profiles,
+) -> Result<Spec<'c>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    // `runtime: ./profile.yaml` names a profile file, relative to the spec.
-    let load = move |name: &str| -> std::result::Result<&'static planner::catalog::RuntimeProfile, String> {
-        let file = dir.join(name);
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| format!("cannot read runtime profile {}: {e}", file.display()))?;
-        let profile = planner::catalog::RuntimeProfile::from_yaml(&text)
-            .map_err(|e| format!("runtime profile {}: {e}", file.display()))?;
-        // One profile per process run: leaking it gives the spec its 'static lifetime.
-        Ok(Box::leak(Box::new(profile)))
+    // First pass: which profile files does it name? (Validation asks the loader for each.)
+    let named = RefCell::new(Vec::new());
+    let _ = spec::parse_with(
+        &text,
+        &|name: &str| {
+            named.borrow_mut().push(name.to_string());
+            Err(String::new())
+        },
+        catalog,
+    );
+    let loaded = profiles.get_or_init(|| {
+        named
+            .into_inner()
+            .into_iter()
+            .map(|name| {
+                let file = dir.join(&name);
+                let profile = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read runtime profile {}: {e}", file.display()))
+                    .and_then(|text| {
+                        RuntimeProfile::from_yaml(&text)
+                            .map_err(|e| format!("runtime profile {}: {e}", file.display()))
+                    });
+                (name, profile)
+            })
+            .collect()
+    });
+    let load = |name: &str| -> std::result::Result<&'c RuntimeProfile, String> {
+        match loaded.iter().find(|(n, _)| n == name) {
+            Some((_, Ok(p))) => Ok(p),
+            Some((_, Err(e))) => Err(e.clone()),
+            None => Err(format!("runtime profile {name} was not read")),
+        }
     };
-    spec::parse_with(&text, &load).map_err(|e| {
+    spec::parse_with(&text, &load, catalog).map_err(|e| {
         let mut msg = format!(
             "{} problem{} in {}",
             e.problems.len(),
@@ -140,6 +237,73 @@ fn read_spec(path: &Path) -> Result<Spec> {
         }
         anyhow::anyhow!(msg)
     })
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `import-model`: finds the transformer config and the pipeline folder, reads them, and prints
+/// the catalog entry.
+fn import_model(
+    path: &Path,
+    id: Option<String>,
+    pipeline: Option<PathBuf>,
+    repo: Option<String>,
+    steps: Option<u32>,
+    c: &Catalog,
+) -> Result<String> {
+    use planner::catalog::import::{ImportOptions, PipelineFiles, import};
+    let (config, folder) = if path.is_dir() {
+        if path.join("model_index.json").exists() {
+            (
+                path.join("transformer/config.json"),
+                Some(path.to_path_buf()),
+            )
+        } else {
+            (path.join("config.json"), None)
+        }
+    } else {
+        let above = path.parent().and_then(Path::parent).map(Path::to_path_buf);
+        (
+            path.to_path_buf(),
+            above.filter(|d| d.join("model_index.json").exists()),
+        )
+    };
+    let folder = pipeline.or(folder);
+    let files = match &folder {
+        None => None,
+        Some(dir) => {
+            let mut f = PipelineFiles {
+                model_index: read(&dir.join("model_index.json"))?,
+                ..PipelineFiles::default()
+            };
+            for name in ["text_encoder", "text_encoder_2", "text_encoder_3"] {
+                let p = dir.join(name).join("config.json");
+                if p.exists() {
+                    f.text_encoders.push((name.to_string(), read(&p)?));
+                }
+            }
+            let v = dir.join("vae/config.json");
+            if v.exists() {
+                f.vae = Some(read(&v)?);
+            }
+            Some(f)
+        }
+    };
+    let id = id.unwrap_or_else(|| {
+        folder
+            .as_deref()
+            .or_else(|| config.parent().and_then(Path::parent))
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "imported-model".into())
+    });
+    let opts = ImportOptions { id, repo, steps };
+    let entry = import(&read(&config)?, files.as_ref(), &opts, c)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    Ok(entry.to_yaml())
 }
 
 fn emit<T: serde::Serialize>(
@@ -169,6 +333,9 @@ fn emit<T: serde::Serialize>(
 pub fn run() -> Result<u8> {
     let args = Args::parse();
     let format = args.format;
+    let catalog = load_catalog(args.catalog.as_deref())?;
+    let c = &catalog;
+    let profiles = Profiles::new();
     let command = match (args.command, args.spec) {
         (Some(c), _) => c,
         (None, Some(spec)) => Command::Plan { spec },
@@ -176,7 +343,6 @@ pub fn run() -> Result<u8> {
     };
     match command {
         Command::Models => {
-            let c = Catalog::get();
             let rows: Vec<render::ModelRow> = c.models.iter().map(render::ModelRow::from).collect();
             let doc = render::Listing {
                 schema_version: planner::estimate::SCHEMA_VERSION,
@@ -187,7 +353,6 @@ pub fn run() -> Result<u8> {
             Ok(0)
         }
         Command::Gpus => {
-            let c = Catalog::get();
             let rows: Vec<render::GpuRow> = c.gpus.iter().map(render::GpuRow::from).collect();
             let doc = render::Listing {
                 schema_version: planner::estimate::SCHEMA_VERSION,
@@ -198,7 +363,7 @@ pub fn run() -> Result<u8> {
             Ok(0)
         }
         Command::Estimate { spec } => {
-            let s = read_spec(&spec)?;
+            let s = read_spec(&spec, c, &profiles)?;
             let gpu = s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
             let d = s.deployment();
             let inp = Inputs {
@@ -208,7 +373,7 @@ pub fn run() -> Result<u8> {
             };
             match estimate(inp, &d) {
                 Ok(e) => {
-                    emit(format, &e, || render::estimate(&e))?;
+                    emit(format, &e, || render::estimate(&e, c))?;
                     Ok(0)
                 }
                 Err(v) => {
@@ -223,9 +388,9 @@ pub fn run() -> Result<u8> {
             }
         }
         Command::Plan { spec } => {
-            let s = read_spec(&spec)?;
+            let s = read_spec(&spec, c, &profiles)?;
             let p = search::plan(&s);
-            emit(format, &p, || render::plan(&p))?;
+            emit(format, &p, || render::plan(&p, c))?;
             Ok(if p.chosen.is_some() { 0 } else { 1 })
         }
         Command::Verify {
@@ -242,7 +407,7 @@ pub fn run() -> Result<u8> {
             if runs == 0 {
                 bail!("--runs must be at least 1");
             }
-            let s = read_spec(&spec)?;
+            let s = read_spec(&spec, c, &profiles)?;
             let run = crate::verify::RunOptions {
                 warmup,
                 runs,
@@ -257,7 +422,6 @@ pub fn run() -> Result<u8> {
             gpu,
             output,
         } => {
-            let c = Catalog::get();
             let id = gpu.unwrap_or_else(|| {
                 if backend == Backend::Cpu {
                     "cpu".into()
@@ -290,8 +454,20 @@ pub fn run() -> Result<u8> {
             }
             Ok(0)
         }
+        Command::ImportModel {
+            path,
+            id,
+            pipeline,
+            repo,
+            steps,
+        } => {
+            let yaml = import_model(&path, id, pipeline, repo, steps, c)?;
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(yaml.as_bytes())?;
+            Ok(0)
+        }
         Command::Fleet { spec } => {
-            let s = read_spec(&spec)?;
+            let s = read_spec(&spec, c, &profiles)?;
             let f = search::fleet(&s);
             emit(format, &f, || render::fleet(&f))?;
             Ok(if f.options.iter().any(|o| o.candidate.is_some()) {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use planner::catalog::{Gpu, Model};
+use planner::catalog::{Catalog, Gpu, Model};
 use planner::deployment::{Cache, Deployment, Shard};
 use planner::estimate::{Estimate, Stage};
 use planner::search::{Candidate, FleetPlan, Plan};
@@ -96,10 +96,8 @@ fn stage_table(out: &mut String, stages: &[Stage], ridge: f64) {
     );
 }
 
-fn estimate_body(out: &mut String, e: &Estimate) {
-    let gpu = planner::catalog::Catalog::get()
-        .gpu(&e.gpu)
-        .expect("estimate names a catalog GPU");
+fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
+    let gpu = c.gpu(&e.gpu).expect("estimate names a catalog GPU");
     let _ = writeln!(
         out,
         "  {} · per batch {} ms (range {}-{}) · per image {} ms · {:.2} images/s per replica",
@@ -131,11 +129,11 @@ fn estimate_body(out: &mut String, e: &Estimate) {
 }
 
 /// `estimate` as text.
-pub fn estimate(e: &Estimate) -> String {
+pub fn estimate(e: &Estimate, c: &Catalog) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{} on {} ({} runtime)", e.model, e.gpu, e.runtime);
     let _ = writeln!(out, "  {}", knobs(&e.deployment));
-    estimate_body(&mut out, e);
+    estimate_body(&mut out, e, c);
     if !e.memory.fits {
         let _ = writeln!(
             out,
@@ -194,7 +192,7 @@ fn goal_line(p: &Plan) -> String {
 }
 
 /// `plan` as text.
-pub fn plan(p: &Plan) -> String {
+pub fn plan(p: &Plan, catalog: &Catalog) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{} ({} runtime)", p.model, p.runtime);
     let _ = writeln!(out, "{}", goal_line(p));
@@ -217,7 +215,7 @@ pub fn plan(p: &Plan) -> String {
             let _ = writeln!(out, "  {}", knobs(&c.deployment));
             for e in &p.breakdown {
                 let _ = writeln!(out);
-                estimate_body(&mut out, e);
+                estimate_body(&mut out, e, catalog);
             }
         }
         None => {

@@ -8,28 +8,39 @@ use crate::catalog::{Catalog, Guidance, Model, RuntimeProfile};
 use crate::deployment::*;
 
 /// Loads a runtime profile named by a path in `runtime:` (the caller owns file access).
-pub type ProfileLoader<'a> = &'a dyn Fn(&str) -> Result<&'static RuntimeProfile, String>;
+/// The profile lives as long as the catalog (`'c`): the caller owns both.
+pub type ProfileLoader<'a, 'c> = &'a dyn Fn(&str) -> Result<&'c RuntimeProfile, String>;
 
 /// Whether a `runtime:` value names a profile file rather than a catalog id.
 pub fn is_profile_path(s: &str) -> bool {
     s.ends_with(".yaml") || s.ends_with(".yml") || s.contains('/')
 }
 
-/// Parses and validates a spec whose `runtime:` is a catalog id.
-pub fn parse(text: &str) -> Result<Spec, SpecError> {
-    parse_with(text, &|path| {
-        Err(format!(
-            "runtime profile files ({path}) are read by the command-line tool"
-        ))
-    })
+/// Parses and validates a spec against the embedded catalog; `runtime:` must be a catalog id.
+pub fn parse(text: &str) -> Result<Spec<'static>, SpecError> {
+    parse_with(
+        text,
+        &|path| {
+            Err(format!(
+                "runtime profile files ({path}) are read by the command-line tool"
+            ))
+        },
+        Catalog::get(),
+    )
 }
 
-/// Parses and validates a spec; `runtime:` may name a profile file, read through `load`.
-pub fn parse_with(text: &str, load: ProfileLoader) -> Result<Spec, SpecError> {
+/// Parses and validates a spec against `catalog`; `runtime:` may name a profile file, read
+/// through `load`.
+pub fn parse_with<'c>(
+    text: &str,
+    load: ProfileLoader<'_, 'c>,
+    catalog: &'c Catalog,
+) -> Result<Spec<'c>, SpecError> {
     let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| syntax_problem(text, &e))?;
     let mut v = Validator {
         problems: Vec::new(),
         load,
+        catalog,
     };
     let spec = v.spec(raw);
     match spec {
@@ -136,9 +147,10 @@ fn field_at(text: &str, line: usize) -> String {
     path.join(".")
 }
 
-struct Validator<'a> {
+struct Validator<'a, 'c> {
     problems: Vec<Problem>,
-    load: ProfileLoader<'a>,
+    load: ProfileLoader<'a, 'c>,
+    catalog: &'c Catalog,
 }
 
 fn loc<T>(s: &Spanned<T>) -> Option<Location> {
@@ -166,7 +178,7 @@ pub fn parse_resolution(s: &str) -> Option<Resolution> {
     })
 }
 
-impl Validator<'_> {
+impl<'c> Validator<'_, 'c> {
     fn problem(
         &mut self,
         field: &str,
@@ -528,8 +540,8 @@ impl Validator<'_> {
         }
     }
 
-    fn spec(&mut self, raw: RawSpec) -> Option<Spec> {
-        let c = Catalog::get();
+    fn spec(&mut self, raw: RawSpec) -> Option<Spec<'c>> {
+        let c = self.catalog;
         let model = match &raw.model {
             None => {
                 self.problem(
