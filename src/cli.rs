@@ -131,6 +131,15 @@ enum Command {
         #[arg(long)]
         steps: Option<u32>,
     },
+    /// Print the chosen (plan) or fixed (estimate) deployment as a diffusers script or an xDiT
+    /// launch command.
+    Export {
+        /// Spec file (YAML): its fixed `deployment:` on its `gpu:`, or the plan's choice.
+        spec: PathBuf,
+        /// What to emit.
+        #[arg(long, value_enum)]
+        to: crate::export::Target,
+    },
     /// List the model catalog.
     Models,
     /// List the GPU catalog.
@@ -237,6 +246,36 @@ pub fn read_spec<'c>(
         }
         anyhow::anyhow!(msg)
     })
+}
+
+/// The deployment a command acts on: the spec's fixed `deployment:` on its GPU, or the plan's
+/// choice (at the first resolution of the mix).
+pub fn deployment_of<'c>(
+    s: &Spec<'c>,
+    path: &Path,
+    c: &'c Catalog,
+) -> Result<(&'c planner::catalog::Gpu, planner::deployment::Deployment)> {
+    if s.has_deployment {
+        let gpu = s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok((gpu, s.deployment()));
+    }
+    let p = search::plan(s);
+    match p.chosen {
+        Some(ch) => {
+            let gpu = c.gpu(&ch.gpu).expect("the plan's GPU is in the catalog");
+            Ok((
+                gpu,
+                planner::deployment::Deployment {
+                    resolution: s.mix[0].resolution,
+                    ..ch.deployment
+                },
+            ))
+        }
+        None => bail!(
+            "{}: no feasible plan to act on; relax the goal or give a fixed `deployment:`",
+            path.display()
+        ),
+    }
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -464,6 +503,32 @@ pub fn run() -> Result<u8> {
             let yaml = import_model(&path, id, pipeline, repo, steps, c)?;
             let mut stdout = io::stdout().lock();
             stdout.write_all(yaml.as_bytes())?;
+            Ok(0)
+        }
+        Command::Export { spec, to } => {
+            let s = read_spec(&spec, c, &profiles)?;
+            let (gpu, d) = deployment_of(&s, &spec, c)?;
+            let code = crate::export::export(to, s.model, gpu, &d).map_err(|reasons| {
+                let lines: Vec<String> = reasons.iter().map(|r| format!("  {r}")).collect();
+                anyhow::anyhow!(
+                    "{}: cannot export this deployment to {} faithfully:\n{}",
+                    spec.display(),
+                    match to {
+                        crate::export::Target::Diffusers => "diffusers",
+                        crate::export::Target::Xdit => "xDiT",
+                    },
+                    lines.join("\n")
+                )
+            })?;
+            let doc = crate::export::Doc {
+                schema_version: planner::estimate::SCHEMA_VERSION,
+                model: &s.model.id,
+                gpu: &gpu.id,
+                deployment: &d,
+                target: to,
+                code: &code,
+            };
+            emit(format, &doc, || code.clone())?;
             Ok(0)
         }
         Command::Fleet { spec } => {

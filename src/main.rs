@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok · 1 no feasible plan · 2 bad input or I/O · 3 verification outside tolerance.
 
 mod cli;
+mod export;
 mod progress;
 mod render;
 mod verify;

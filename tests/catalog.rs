@@ -89,10 +89,17 @@ fn importing_a_catalog_model_reproduces_its_entry() {
     write_pipeline(&tmp.path().join("FLUX.2-klein-4B"), KLEIN_4B);
     let yaml = import(
         tmp.path(),
-        &["FLUX.2-klein-4B/transformer/config.json", "--id", "my-klein"],
+        &[
+            "FLUX.2-klein-4B/transformer/config.json",
+            "--id",
+            "my-klein",
+        ],
     );
     // The encoder and VAE equal the catalog's, so the entry names them instead of copying them.
-    assert!(yaml.contains("- qwen3-4b\n") && yaml.contains("vae: flux2-vae\n"), "{yaml}");
+    assert!(
+        yaml.contains("- qwen3-4b\n") && yaml.contains("vae: flux2-vae\n"),
+        "{yaml}"
+    );
     assert!(yaml.contains("pipeline: Flux2KleinPipeline\n"), "{yaml}");
     assert!(yaml.contains("default_steps: 4\n") && yaml.contains("guidance: distilled\n"));
 
@@ -103,7 +110,11 @@ fn importing_a_catalog_model_reproduces_its_entry() {
     fs::write(cat.join("models.yaml"), &yaml).unwrap();
     fs::write(cat.join("gpus.yaml"), H20).unwrap();
     let spec = "gpu: h20\ndeployment: {resolution: 1024x1024}\n";
-    fs::write(tmp.path().join("mine.yaml"), format!("model: my-klein\n{spec}")).unwrap();
+    fs::write(
+        tmp.path().join("mine.yaml"),
+        format!("model: my-klein\n{spec}"),
+    )
+    .unwrap();
     fs::write(
         tmp.path().join("theirs.yaml"),
         format!("model: flux2-klein-4b\n{spec}"),
@@ -111,14 +122,28 @@ fn importing_a_catalog_model_reproduces_its_entry() {
     .unwrap();
     let mine = TestCommand::in_dir(
         tmp.path(),
-        ["--catalog", "cat", "estimate", "mine.yaml", "--format", "json"],
+        [
+            "--catalog",
+            "cat",
+            "estimate",
+            "mine.yaml",
+            "--format",
+            "json",
+        ],
     )
     .run()
     .expect_code(0)
     .json();
     let theirs = TestCommand::in_dir(
         tmp.path(),
-        ["estimate", "theirs.yaml", "--format", "json", "--catalog", "cat"],
+        [
+            "estimate",
+            "theirs.yaml",
+            "--format",
+            "json",
+            "--catalog",
+            "cat",
+        ],
     )
     .run()
     .expect_code(0)
@@ -184,11 +209,14 @@ fn a_pipeline_with_encoders_the_catalog_lacks_defines_them() {
     write_pipeline(&dir, KLEIN_4B);
     // A wider encoder (a hypothetical fine-tune): defined in the file, and the transformer's
     // context width must follow (3 x 3072 = 9216).
-    let te = KLEIN_4B[2].1.replace("\"hidden_size\": 2560", "\"hidden_size\": 3072");
-    fs::write(dir.join("text_encoder/config.json"), te).unwrap();
-    let tr = KLEIN_4B[1]
+    let te = KLEIN_4B[2]
         .1
-        .replace("\"joint_attention_dim\": 7680", "\"joint_attention_dim\": 9216");
+        .replace("\"hidden_size\": 2560", "\"hidden_size\": 3072");
+    fs::write(dir.join("text_encoder/config.json"), te).unwrap();
+    let tr = KLEIN_4B[1].1.replace(
+        "\"joint_attention_dim\": 7680",
+        "\"joint_attention_dim\": 9216",
+    );
     fs::write(dir.join("transformer/config.json"), tr).unwrap();
     let yaml = import(tmp.path(), &["p", "--id", "wide"]);
     assert!(yaml.contains("- id: wide-text-encoder\n"), "{yaml}");
@@ -226,7 +254,8 @@ fn a_bad_catalog_file_is_reported_with_file_line_and_entry() {
         .run()
         .expect_code(2);
     assert!(
-        out.stderr.contains("holds neither gpus.yaml nor models.yaml"),
+        out.stderr
+            .contains("holds neither gpus.yaml nor models.yaml"),
         "{}",
         out.stderr
     );
