@@ -22,6 +22,8 @@ pub enum Format {
     Json,
     /// The same content as YAML.
     Yaml,
+    /// Comma-separated rows (`sweep` only).
+    Csv,
 }
 
 /// Executor backend.
@@ -140,6 +142,20 @@ enum Command {
         #[arg(long, value_enum)]
         to: crate::export::Target,
     },
+    /// Cost the cross product of varied keys (any deployment key, `gpu`, `model`): a table, CSV,
+    /// JSON or YAML, and an SVG chart.
+    Sweep {
+        /// Spec file (YAML): its fixed `deployment:` is estimated per point, else planned.
+        spec: PathBuf,
+        /// `KEY=V1,V2`: `weights=bf16,fp8`, `parallel.ulysses=1,2`, `gpu=h100-sxm,h200`,
+        /// `workload.steps=4,8`; repeat for a cross product (the last varies fastest).
+        #[arg(long, value_name = "KEY=V1,V2")]
+        vary: Vec<crate::sweep::Vary>,
+        /// Also draw latency and memory against the first varied key (or, for a plan without
+        /// `--vary`, its Pareto front) into this SVG file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
     /// List the model catalog.
     Models,
     /// List the GPU catalog.
@@ -199,6 +215,17 @@ pub fn read_spec<'c>(
 ) -> Result<Spec<'c>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read spec {}", path.display()))?;
+    parse_spec(&text, path, catalog, profiles)
+}
+
+/// Validates spec `text` as if read from `path` (profile files resolve beside it; problems name it).
+pub fn parse_spec<'c>(
+    text: &str,
+    path: &Path,
+    catalog: &'c Catalog,
+    profiles: &'c Profiles,
+) -> Result<Spec<'c>> {
+    let text = text.to_string();
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     // First pass: which profile files does it name? (Validation asks the loader for each.)
     let named = RefCell::new(Vec::new());
@@ -352,6 +379,7 @@ fn emit<T: serde::Serialize>(
 ) -> Result<()> {
     let out = match format {
         Format::Text => text(),
+        Format::Csv => bail!("--format csv is for `sweep`; use text, json or yaml here"),
         Format::Json => serde_json::to_string_pretty(value)? + "\n",
         Format::Yaml => {
             let mut y =
@@ -529,6 +557,20 @@ pub fn run() -> Result<u8> {
                 code: &code,
             };
             emit(format, &doc, || code.clone())?;
+            Ok(0)
+        }
+        Command::Sweep { spec, vary, svg } => {
+            let sw = crate::sweep::run(&spec, &vary, c)?;
+            if let Some(path) = svg {
+                std::fs::write(&path, crate::svg::chart(&sw))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if format == Format::Csv {
+                let mut stdout = io::stdout().lock();
+                stdout.write_all(crate::sweep::csv(&sw).as_bytes())?;
+            } else {
+                emit(format, &sw, || crate::sweep::text(&sw))?;
+            }
             Ok(0)
         }
         Command::Fleet { spec } => {

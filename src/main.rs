@@ -6,6 +6,8 @@ mod cli;
 mod export;
 mod progress;
 mod render;
+mod svg;
+mod sweep;
 mod verify;
 
 use std::io::{self, Write};
