@@ -58,6 +58,9 @@ struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
     format: Format,
+    /// Text output width in columns (longer lines wrap; 0: no wrapping).
+    #[arg(long, default_value_t = 120, global = true, value_name = "COLUMNS")]
+    width: usize,
     /// A folder with `gpus.yaml` and/or `models.yaml` (the embedded catalogs' schema) whose
     /// entries add to or override the built-in ones.
     #[arg(long, global = true, value_name = "DIR")]
@@ -374,11 +377,12 @@ fn import_model(
 
 fn emit<T: serde::Serialize>(
     format: Format,
+    width: usize,
     value: &T,
     text: impl FnOnce() -> String,
 ) -> Result<()> {
     let out = match format {
-        Format::Text => text(),
+        Format::Text => crate::wrap::fit(&text(), width),
         Format::Csv => bail!("--format csv is for `sweep`; use text, json or yaml here"),
         Format::Json => serde_json::to_string_pretty(value)? + "\n",
         Format::Yaml => {
@@ -399,6 +403,7 @@ fn emit<T: serde::Serialize>(
 /// Runs the CLI and returns the exit code.
 pub fn run() -> Result<u8> {
     let args = Args::parse();
+    let width = args.width;
     let format = args.format;
     let catalog = load_catalog(args.catalog.as_deref())?;
     let c = &catalog;
@@ -416,7 +421,7 @@ pub fn run() -> Result<u8> {
                 models: Some(&rows),
                 gpus: None,
             };
-            emit(format, &doc, || render::models(&rows))?;
+            emit(format, width, &doc, || render::models(&rows))?;
             Ok(0)
         }
         Command::Gpus => {
@@ -426,7 +431,7 @@ pub fn run() -> Result<u8> {
                 models: None,
                 gpus: Some(&rows),
             };
-            emit(format, &doc, || render::gpus(&c.gpus))?;
+            emit(format, width, &doc, || render::gpus(&c.gpus))?;
             Ok(0)
         }
         Command::Estimate { spec } => {
@@ -440,7 +445,7 @@ pub fn run() -> Result<u8> {
             };
             match estimate(inp, &d) {
                 Ok(e) => {
-                    emit(format, &e, || render::estimate(&e, c))?;
+                    emit(format, width, &e, || render::estimate(&e, c))?;
                     Ok(0)
                 }
                 Err(v) => {
@@ -457,7 +462,7 @@ pub fn run() -> Result<u8> {
         Command::Plan { spec } => {
             let s = read_spec(&spec, c, &profiles)?;
             let p = search::plan(&s);
-            emit(format, &p, || render::plan(&p, c))?;
+            emit(format, width, &p, || render::plan(&p, c))?;
             Ok(if p.chosen.is_some() { 0 } else { 1 })
         }
         Command::Verify {
@@ -481,7 +486,7 @@ pub fn run() -> Result<u8> {
                 weights,
             };
             let r = crate::verify::verify(&s, backend.into(), tolerance, &run)?;
-            emit(format, &r, || render::verify(&r))?;
+            emit(format, width, &r, || render::verify(&r))?;
             Ok(if r.within_tolerance { 0 } else { 3 })
         }
         Command::Calibrate {
@@ -517,7 +522,8 @@ pub fn run() -> Result<u8> {
                         path.display()
                     )?;
                 }
-                None => emit(format, &profile, || yaml.clone())?,
+                // YAML and code are not wrapped.
+                None => emit(format, 0, &profile, || yaml.clone())?,
             }
             Ok(0)
         }
@@ -556,7 +562,7 @@ pub fn run() -> Result<u8> {
                 target: to,
                 code: &code,
             };
-            emit(format, &doc, || code.clone())?;
+            emit(format, 0, &doc, || code.clone())?; // code is not wrapped
             Ok(0)
         }
         Command::Sweep { spec, vary, svg } => {
@@ -569,14 +575,14 @@ pub fn run() -> Result<u8> {
                 let mut stdout = io::stdout().lock();
                 stdout.write_all(crate::sweep::csv(&sw).as_bytes())?;
             } else {
-                emit(format, &sw, || crate::sweep::text(&sw))?;
+                emit(format, width, &sw, || crate::sweep::text(&sw))?;
             }
             Ok(0)
         }
         Command::Fleet { spec } => {
             let s = read_spec(&spec, c, &profiles)?;
             let f = search::fleet(&s);
-            emit(format, &f, || render::fleet(&f))?;
+            emit(format, width, &f, || render::fleet(&f))?;
             Ok(if f.options.iter().any(|o| o.candidate.is_some()) {
                 0
             } else {

@@ -9,6 +9,7 @@ mod render;
 mod svg;
 mod sweep;
 mod verify;
+mod wrap;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

@@ -335,6 +335,7 @@ pub fn models(rows: &[ModelRow]) -> String {
             r.default_steps,
             if r.cfg_passes == 2 { "yes" } else { "no" }
         );
+        let _ = writeln!(out, "    {} · source: {}", r.name, r.source);
     }
     out
 }
@@ -405,6 +406,7 @@ pub fn gpus(gpus: &[Gpu]) -> String {
                 "no (wider range)"
             }
         );
+        let _ = writeln!(out, "    {} · source: {}", g.name, g.source);
     }
     out
 }
