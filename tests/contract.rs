@@ -66,7 +66,7 @@ fn every_command_in_the_contract_exists() {
     let mut seen = 0;
     for line in doc.lines().filter(|l| l.starts_with("| `klein-plan ")) {
         let cmd = line["| `klein-plan ".len()..]
-            .split(|c: char| c == ' ' || c == '`')
+            .split([' ', '`'])
             .next()
             .unwrap();
         if cmd.ends_with(".yaml") {
