@@ -167,10 +167,10 @@ pub struct Sweep {
 }
 
 fn parse_value(v: &str) -> Value {
-    // A YAML scalar: numbers and booleans typed, anything else a string.
+    // A YAML value: numbers and booleans typed, `[4]` a list; anything unparsable a string.
     match serde_saphyr::from_str::<Value>(v) {
-        Ok(x @ (Value::Number(_) | Value::Bool(_) | Value::String(_))) => x,
-        _ => Value::String(v.to_string()),
+        Ok(Value::Null) | Err(_) => Value::String(v.to_string()),
+        Ok(x) => x,
     }
 }
 
@@ -328,11 +328,15 @@ pub fn csv(s: &Sweep) -> String {
             f.to_string()
         }
     };
+    // The GPU column repeats a varied `gpu` key: left out then.
+    let show_gpu = !s.keys.iter().any(|k| k == "gpu");
     let mut head: Vec<String> = s.keys.clone();
+    head.push("status".into());
+    if show_gpu {
+        head.push("gpu".into());
+    }
     head.extend(
         [
-            "status",
-            "gpu",
             "latency_ms",
             "per_image_ms",
             "low_ms",
@@ -348,9 +352,11 @@ pub fn csv(s: &Sweep) -> String {
     let mut out = head.iter().map(|h| quote(h)).collect::<Vec<_>>().join(",") + "\n";
     for p in &s.points {
         let mut row: Vec<String> = p.values.clone();
+        row.push(p.status.to_string());
+        if show_gpu {
+            row.push(p.gpu.clone());
+        }
         row.extend([
-            p.status.to_string(),
-            p.gpu.clone(),
             opt(p.latency_ms, 3),
             opt(p.per_image_ms, 3),
             opt(p.low_ms, 3),
@@ -396,10 +402,13 @@ pub fn text(s: &Sweep) -> String {
         let _ = write!(head, "{k:<w$}  ");
     }
     let plan = s.mode == Mode::Plan;
+    let show_gpu = !s.keys.iter().any(|k| k == "gpu");
+    if show_gpu {
+        let _ = write!(head, "{:<10} ", "gpu");
+    }
     let _ = write!(
         head,
-        "{:<10} {:>10} {:>10} {:>9} {:>9} {:>8}",
-        "gpu",
+        "{:>10} {:>10} {:>9} {:>9} {:>8}",
         if plan { "p50 ms" } else { "batch ms" },
         "image ms",
         "peak GB",
@@ -417,10 +426,12 @@ pub fn text(s: &Sweep) -> String {
             let _ = write!(line, "{v:<w$}  ");
         }
         if p.status == "ok" || p.status == "out_of_memory" {
+            if show_gpu {
+                let _ = write!(line, "{:<10} ", p.gpu);
+            }
             let _ = write!(
                 line,
-                "{:<10} {:>10} {:>10} {:>9} {:>9} {:>8}",
-                p.gpu,
+                "{:>10} {:>10} {:>9} {:>9} {:>8}",
                 opt(p.latency_ms, 0),
                 opt(p.per_image_ms, 0),
                 p.peak_bytes.map(gb).unwrap_or_default(),

@@ -224,9 +224,29 @@ fn a_pipeline_with_encoders_the_catalog_lacks_defines_them() {
     let cat = tmp.path().join("cat");
     fs::create_dir(&cat).unwrap();
     fs::write(cat.join("models.yaml"), &yaml).unwrap();
-    TestCommand::in_dir(tmp.path(), ["--catalog", "cat", "models"])
-        .run()
-        .expect_code(0);
+    fs::write(cat.join("gpus.yaml"), H20).unwrap();
+    fs::write(
+        tmp.path().join("wide.yaml"),
+        "model: wide\ngpu: h20\ndeployment: {resolution: 1024x1024}\n",
+    )
+    .unwrap();
+    let e = TestCommand::in_dir(
+        tmp.path(),
+        [
+            "--catalog",
+            "cat",
+            "estimate",
+            "wide.yaml",
+            "--format",
+            "json",
+        ],
+    )
+    .run()
+    .expect_code(0)
+    .json();
+    // The wider encoder's weights: more than Qwen3-4B's 8.04 GB in BF16.
+    assert_eq!(e["stages"][0]["name"], "text_encoder");
+    assert!(e["stages"][0]["weights_bytes"].as_u64().unwrap() > 8_100_000_000);
 }
 
 #[test]
