@@ -321,7 +321,7 @@ fn import_model(
     repo: Option<String>,
     steps: Option<u32>,
     c: &Catalog,
-) -> Result<String> {
+) -> Result<planner::catalog::import::ModelsFile> {
     use planner::catalog::import::{ImportOptions, PipelineFiles, import};
     let (config, folder) = if path.is_dir() {
         if path.join("model_index.json").exists() {
@@ -370,9 +370,8 @@ fn import_model(
             .unwrap_or_else(|| "imported-model".into())
     });
     let opts = ImportOptions { id, repo, steps };
-    let entry = import(&read(&config)?, files.as_ref(), &opts, c)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    Ok(entry.to_yaml())
+    import(&read(&config)?, files.as_ref(), &opts, c)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))
 }
 
 fn emit<T: serde::Serialize>(
@@ -534,9 +533,9 @@ pub fn run() -> Result<u8> {
             repo,
             steps,
         } => {
-            let yaml = import_model(&path, id, pipeline, repo, steps, c)?;
-            let mut stdout = io::stdout().lock();
-            stdout.write_all(yaml.as_bytes())?;
+            let entry = import_model(&path, id, pipeline, repo, steps, c)?;
+            // Text is the models.yaml file itself (not wrapped); JSON/YAML the same entries.
+            emit(format, 0, &entry, || entry.to_yaml())?;
             Ok(0)
         }
         Command::Export { spec, to } => {

@@ -292,3 +292,18 @@ fn the_example_user_catalog_estimates() {
     .run()
     .expect_code(0);
 }
+
+#[test]
+fn import_model_says_what_it_was_given_instead() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_pipeline(tmp.path(), KLEIN_4B);
+    let out = TestCommand::in_dir(tmp.path(), ["import-model", "vae/config.json"])
+        .run()
+        .expect_code(2);
+    assert!(
+        out.stderr
+            .contains("a AutoencoderKLFlux2 config, not a transformer's"),
+        "{}",
+        out.stderr
+    );
+}

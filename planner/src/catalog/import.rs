@@ -350,6 +350,21 @@ pub fn import(
     opts: &ImportOptions,
     catalog: &Catalog,
 ) -> Result<ModelsFile, String> {
+    #[derive(Deserialize)]
+    struct Class {
+        #[serde(rename = "_class_name")]
+        class_name: String,
+    }
+    let class: Class = parse("config.json", transformer_config)?;
+    if !matches!(
+        class.class_name.as_str(),
+        "FluxTransformer2DModel" | "Flux2Transformer2DModel"
+    ) {
+        return Err(format!(
+            "a {} config, not a transformer's (FluxTransformer2DModel, Flux2Transformer2DModel)",
+            class.class_name
+        ));
+    }
     let cfg: TransformerConfig = parse("transformer config.json", transformer_config)?;
     let dims = transformer(&cfg)?;
     let mut file = ModelsFile {
