@@ -71,19 +71,17 @@ fn transformer_class(m: &Model) -> &'static str {
     }
 }
 
-/// Prompt-encoding call and the keyword arguments that carry its result into the pipeline.
-fn encode_call(m: &Model, batch: u32) -> (String, &'static str) {
+/// Prompt-encoding call and the keyword arguments that carry its result into the pipeline. One
+/// embedding per prompt: the pipeline's own `encode_prompt` repeats given embeddings
+/// `num_images_per_prompt` times.
+fn encode_call(m: &Model) -> (&'static str, &'static str) {
     match m.transformer.family {
         Family::Flux1 => (
-            format!(
-                "prompt_embeds, pooled_prompt_embeds, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, device=device, num_images_per_prompt={batch})"
-            ),
+            "prompt_embeds, pooled_prompt_embeds, _ = pipe.encode_prompt(prompt=prompt, prompt_2=None, device=device)",
             "prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds",
         ),
         Family::Flux2 => (
-            format!(
-                "prompt_embeds, _ = pipe.encode_prompt(prompt=prompt, device=device, num_images_per_prompt={batch})"
-            ),
+            "prompt_embeds, _ = pipe.encode_prompt(prompt=prompt, device=device)",
             "prompt_embeds=prompt_embeds",
         ),
     }
@@ -280,7 +278,7 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     // The call.
     let mut args = Vec::new();
     let needs_encode = (te_offload && d.offload != Offload::Model) || drop_te;
-    let (encode, embeds) = encode_call(m, d.batch);
+    let (encode, embeds) = encode_call(m);
     if te_offload && d.offload != Offload::Model {
         let _ = writeln!(
             s,
@@ -340,8 +338,9 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     args.push(format!("height={}", d.resolution.height));
     args.push(format!("width={}", d.resolution.width));
     args.push(format!("num_inference_steps={}", d.steps));
-    if pipeline.starts_with("Flux2Klein") {
+    if pipeline == "Flux2KleinPipeline" {
         // Klein: guidance_scale > 1 turns real CFG on (base models); 1.0 for the distilled ones.
+        // (Flux2KleinKVPipeline takes no guidance_scale; FLUX.1 and FLUX.2 [dev] embed theirs.)
         args.push(format!(
             "guidance_scale={}",
             if d.cfg { "4.0" } else { "1.0" }

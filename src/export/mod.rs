@@ -388,6 +388,24 @@ mod tests {
     }
 
     #[test]
+    fn the_kv_pipeline_gets_reference_images_and_no_guidance_scale() {
+        let gpu = Catalog::get().gpu("h100-sxm").unwrap();
+        let kv = model("flux2-klein-9b-kv");
+        let d = Deployment {
+            reference_images: 2,
+            ..base(kv)
+        };
+        let code = export(Target::Diffusers, kv, gpu, &d).unwrap();
+        assert!(
+            code.contains("Flux2KleinKVPipeline.from_pretrained"),
+            "{code}"
+        );
+        assert!(code.contains("image=images"), "{code}");
+        assert!(!code.contains("guidance_scale"), "{code}");
+        check_names(Target::Diffusers, &code);
+    }
+
+    #[test]
     fn knobs_without_an_api_are_refused_not_dropped() {
         let gpu = Catalog::get().gpu("h100-sxm").unwrap();
         let klein = model("flux2-klein-4b");
