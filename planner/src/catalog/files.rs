@@ -161,6 +161,17 @@ fn positive(out: &mut Vec<String>, fields: &[(&str, f64)]) {
     }
 }
 
+/// Messages for dimensions past any real model's (parameter counts must not overflow).
+fn at_most(out: &mut Vec<String>, limit: u64, fields: &[(&str, u64)]) {
+    for (name, v) in fields {
+        if *v > limit {
+            out.push(format!(
+                "{name} {v} is past any real model's (at most {limit})"
+            ));
+        }
+    }
+}
+
 fn gpu_problems(g: &Gpu) -> Vec<String> {
     let mut out = Vec::new();
     positive(
@@ -229,6 +240,20 @@ fn text_encoder_problems(t: &TextEncoderDims) -> Vec<String> {
             ("tokens", t.tokens as f64),
         ],
     );
+    at_most(
+        &mut out,
+        1 << 20,
+        &[
+            ("hidden", t.hidden),
+            ("heads", t.heads),
+            ("kv_heads", t.kv_heads),
+            ("head_dim", t.head_dim),
+            ("intermediate", t.intermediate),
+            ("tokens", t.tokens),
+        ],
+    );
+    at_most(&mut out, 10_000, &[("layers", t.layers)]);
+    at_most(&mut out, 1 << 24, &[("vocab", t.vocab)]);
     if t.kv_heads > 0 && !t.heads.is_multiple_of(t.kv_heads) {
         out.push(format!(
             "heads ({}) must be a multiple of kv_heads ({})",
@@ -257,6 +282,22 @@ fn vae_problems(v: &VaeDims) -> Vec<String> {
             ("norm_groups", v.norm_groups as f64),
         ],
     );
+    at_most(
+        &mut out,
+        1 << 16,
+        &[
+            ("latent_channels", v.latent_channels),
+            ("layers_per_block", v.layers_per_block),
+        ],
+    );
+    if let Some(c) = v.block_out_channels.iter().find(|&&c| c > 1 << 16) {
+        out.push(format!(
+            "block_out_channels: {c} is past any real VAE's (at most 65536)"
+        ));
+    }
+    if v.block_out_channels.len() > 8 {
+        out.push("block_out_channels: more than 8 levels".into());
+    }
     if v.block_out_channels.is_empty() {
         out.push("block_out_channels must list at least one level".into());
     }
@@ -300,6 +341,29 @@ fn model_problems(m: &Model) -> Vec<String> {
             ("default_steps", m.default_steps as f64),
         ],
     );
+    at_most(
+        &mut out,
+        1 << 16,
+        &[
+            ("transformer.heads", t.heads),
+            ("transformer.head_dim", t.head_dim),
+            ("transformer.double_blocks", t.double_blocks),
+            ("transformer.single_blocks", t.single_blocks),
+            ("transformer.in_channels", t.in_channels),
+            ("transformer.pooled_dim", t.pooled_dim),
+        ],
+    );
+    at_most(
+        &mut out,
+        1 << 20,
+        &[("transformer.context_dim", t.context_dim)],
+    );
+    if t.mlp_ratio > 64.0 {
+        out.push(format!(
+            "transformer.mlp_ratio {} is past any real model's (at most 64)",
+            t.mlp_ratio
+        ));
+    }
     match m.text_encoders.first() {
         None => out.push("text_encoders must name at least one encoder".into()),
         Some(te) if context_width(te) != t.context_dim => out.push(format!(
@@ -551,6 +615,29 @@ mod tests {
         let p = &e.problems[0];
         assert_eq!(p.location.map(|l| l.0), Some(7), "{p}");
         assert!(p.message.contains("tensor_cores"), "{p}");
+    }
+
+    #[test]
+    fn absurd_dimensions_are_problems_not_overflows() {
+        let model = "models:
+  - id: huge
+    name: huge
+    transformer: {family: flux2, heads: 4000000000, head_dim: 4000000000, double_blocks: 5, single_blocks: 20, context_dim: 7680, in_channels: 128, mlp_ratio: 3.0, guidance_embeds: false}
+    text_encoders: [qwen3-4b]
+    vae: flux2-vae
+    default_steps: 4
+    guidance: distilled
+    source: test
+";
+        let mut c = Catalog::embedded();
+        let e = c
+            .add_file(CatalogFile::Models, "m.yaml", model)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("transformer.heads 4000000000 is past"),
+            "{e}"
+        );
     }
 
     #[test]
