@@ -47,10 +47,11 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-/// One series: a label and `(x index or value, y)` points.
+/// One series: a label and `(x index or value, y)` points, joined by a line or not.
 struct Series {
     label: String,
     points: Vec<(f64, f64)>,
+    line: bool,
 }
 
 /// A panel with a categorical x axis (`categories`) or a linear one (`None`).
@@ -173,7 +174,7 @@ fn panel(out: &mut String, p: &Panel, dx: f64) {
             .iter()
             .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
             .collect();
-        if pts.len() > 1 {
+        if s.line && pts.len() > 1 {
             let _ = writeln!(
                 out,
                 r#"<polyline class="series" data-label="{}" points="{}" fill="none" stroke="{color}" stroke-width="2"/>"#,
@@ -235,9 +236,11 @@ pub fn chart(s: &Sweep) -> String {
             x_title: "cost per 1,000 images (USD)",
             y_title: "p50 latency (ms)",
             categories: None,
+            // A front in latency x cost x memory: its projection is not a curve, so no line.
             series: vec![Series {
                 label: String::new(),
                 points: pts,
+                line: false,
             }],
         };
         return document(&format!("klein-plan sweep {}", s.spec), &[front]);
@@ -271,6 +274,7 @@ pub fn chart(s: &Sweep) -> String {
                         Some((x as f64, y(p)?))
                     })
                     .collect(),
+                line: true,
             })
             .collect()
     };
