@@ -206,9 +206,80 @@ pub fn load_catalog(dir: Option<&Path>) -> Result<Catalog> {
     Ok(c)
 }
 
+/// Largest spec or runtime profile read, bytes (the biggest example spec is under 2 kB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A path as it may be printed: control characters escaped, long paths cut.
+pub fn shown(path: &Path) -> String {
+    spec::echo(&path.to_string_lossy(), 200)
+}
+
+/// Reads a regular file of at most `MAX_FILE_BYTES` as UTF-8: a FIFO, a device or a folder is
+/// refused before it is opened (a FIFO would block, `/dev/zero` never ends).
+pub fn read_file(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} bytes is more than the {MAX_FILE_BYTES} bytes a spec or profile may have",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("more than {MAX_FILE_BYTES} bytes"));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+}
+
+/// Problems in an input file: printed one per line as text, or as JSON on stderr.
+#[derive(Debug, serde::Serialize)]
+pub struct InputError {
+    /// The file.
+    pub file: String,
+    /// What was wrong, in file order.
+    pub problems: Vec<spec::Problem>,
+    /// The first line of the report.
+    #[serde(skip)]
+    pub summary: String,
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)?;
+        for p in &self.problems {
+            let sep = if p.location.is_some() { ":" } else { ": " };
+            write!(f, "\n  {}{sep}{p}", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InputError {}
+
+fn spec_problems(path: &Path, problems: Vec<spec::Problem>) -> InputError {
+    InputError {
+        file: shown(path),
+        summary: format!(
+            "{} problem{} in {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            shown(path)
+        ),
+        problems,
+    }
+}
+
 /// Runtime profile files a spec names (`runtime: ./profile.yaml`), read before the spec is
-/// validated so that the spec can borrow them: `(name as written, profile or why not)`.
-pub type Profiles = OnceCell<Vec<(String, std::result::Result<RuntimeProfile, String>)>>;
+/// validated so that the spec can borrow them: `(name as written, profile or its problems)`.
+pub type Profiles = OnceCell<Vec<(String, std::result::Result<RuntimeProfile, Vec<String>>)>>;
 
 /// Reads and validates a spec against `catalog`. The spec borrows from `catalog` and `profiles`.
 pub fn read_spec<'c>(
@@ -216,9 +287,28 @@ pub fn read_spec<'c>(
     catalog: &'c Catalog,
     profiles: &'c Profiles,
 ) -> Result<Spec<'c>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read spec {}", path.display()))?;
+    let text =
+        read_file(path).map_err(|e| anyhow::anyhow!("cannot read spec {}: {e}", shown(path)))?;
     parse_spec(&text, path, catalog, profiles)
+}
+
+/// Reads one runtime profile file named in a spec in `dir`.
+fn read_profile(dir: &Path, name: &str) -> std::result::Result<RuntimeProfile, Vec<String>> {
+    let file = dir.join(name);
+    if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+        return Err(vec![format!(
+            "runtime profile {}: a profile file's name ends in .yaml or .yml",
+            shown(&file)
+        )]);
+    }
+    let text = read_file(&file)
+        .map_err(|e| vec![format!("cannot read runtime profile {}: {e}", shown(&file))])?;
+    RuntimeProfile::from_yaml(&text).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| format!("runtime profile {}: {e}", shown(&file)))
+            .collect()
+    })
 }
 
 /// Validates spec `text` as if read from `path` (profile files resolve beside it; problems name it).
@@ -228,15 +318,14 @@ pub fn parse_spec<'c>(
     catalog: &'c Catalog,
     profiles: &'c Profiles,
 ) -> Result<Spec<'c>> {
-    let text = text.to_string();
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     // First pass: which profile files does it name? (Validation asks the loader for each.)
     let named = RefCell::new(Vec::new());
     let _ = spec::parse_with(
-        &text,
+        text,
         &|name: &str| {
             named.borrow_mut().push(name.to_string());
-            Err(String::new())
+            Err(Vec::new())
         },
         catalog,
     );
@@ -245,37 +334,22 @@ pub fn parse_spec<'c>(
             .into_inner()
             .into_iter()
             .map(|name| {
-                let file = dir.join(&name);
-                let profile = std::fs::read_to_string(&file)
-                    .map_err(|e| format!("cannot read runtime profile {}: {e}", file.display()))
-                    .and_then(|text| {
-                        RuntimeProfile::from_yaml(&text)
-                            .map_err(|e| format!("runtime profile {}: {e}", file.display()))
-                    });
-                (name, profile)
+                let p = read_profile(&dir, &name);
+                (name, p)
             })
             .collect()
     });
-    let load = |name: &str| -> std::result::Result<&'c RuntimeProfile, String> {
+    let load = |name: &str| -> std::result::Result<&'c RuntimeProfile, Vec<String>> {
         match loaded.iter().find(|(n, _)| n == name) {
             Some((_, Ok(p))) => Ok(p),
             Some((_, Err(e))) => Err(e.clone()),
-            None => Err(format!("runtime profile {name} was not read")),
+            None => Err(vec![format!(
+                "runtime profile {} was not read",
+                spec::echo(name, 64)
+            )]),
         }
     };
-    spec::parse_with(&text, &load, catalog).map_err(|e| {
-        let mut msg = format!(
-            "{} problem{} in {}",
-            e.problems.len(),
-            if e.problems.len() == 1 { "" } else { "s" },
-            path.display()
-        );
-        for p in &e.problems {
-            let sep = if p.location.is_some() { ":" } else { ": " };
-            msg.push_str(&format!("\n  {}{sep}{p}", path.display()));
-        }
-        anyhow::anyhow!(msg)
-    })
+    spec::parse_with(text, &load, catalog).map_err(|e| spec_problems(path, e.problems).into())
 }
 
 /// The deployment a command acts on: the spec's fixed `deployment:` on its GPU, or the plan's
@@ -399,9 +473,24 @@ fn emit<T: serde::Serialize>(
     Ok(())
 }
 
+/// The parsed command line.
+pub struct Cli(Args);
+
+impl Cli {
+    /// Parses the command line (clap prints usage errors itself and exits 2).
+    pub fn parse() -> Cli {
+        Cli(Args::parse())
+    }
+
+    /// The output format asked for (errors use it too).
+    pub fn format(&self) -> Format {
+        self.0.format
+    }
+}
+
 /// Runs the CLI and returns the exit code.
-pub fn run() -> Result<u8> {
-    let args = Args::parse();
+pub fn run(cli: Cli) -> Result<u8> {
+    let args = cli.0;
     let width = args.width;
     let format = args.format;
     let catalog = load_catalog(args.catalog.as_deref())?;
@@ -435,7 +524,9 @@ pub fn run() -> Result<u8> {
         }
         Command::Estimate { spec } => {
             let s = read_spec(&spec, c, &profiles)?;
-            let gpu = s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let gpu = s
+                .estimate_gpu()
+                .map_err(|e| spec_problems(&spec, e.problems))?;
             let d = s.deployment();
             let inp = Inputs {
                 model: s.model,
@@ -444,24 +535,26 @@ pub fn run() -> Result<u8> {
             };
             match estimate(inp, &d) {
                 Ok(e) => {
-                    emit(format, width, &e, || render::estimate(&e, c))?;
-                    Ok(0)
+                    emit(format, width, &render::doc(&e), || render::estimate(&e, c))?;
+                    // Contract v1.1: a deployment that does not fit is a failed gate.
+                    Ok(if e.memory.fits { 0 } else { 1 })
                 }
-                Err(v) => {
-                    let reasons: Vec<String> = v.iter().map(|v| format!("  {v}")).collect();
-                    bail!(
-                        "{}: the deployment cannot run on {}:\n{}",
-                        spec.display(),
-                        gpu.id,
-                        reasons.join("\n")
-                    )
+                Err(violations) => {
+                    let problems = violations
+                        .iter()
+                        .map(|v| render::violation_problem(v, &gpu.id, s.deployment_at))
+                        .collect();
+                    let mut err = spec_problems(&spec, problems);
+                    err.summary =
+                        format!("{}: the deployment cannot run on {}", shown(&spec), gpu.id);
+                    Err(err.into())
                 }
             }
         }
         Command::Plan { spec } => {
             let s = read_spec(&spec, c, &profiles)?;
             let p = search::plan(&s);
-            emit(format, width, &p, || render::plan(&p, c))?;
+            emit(format, width, &render::plan_doc(&p), || render::plan(&p, c))?;
             Ok(if p.chosen.is_some() { 0 } else { 1 })
         }
         Command::Verify {
@@ -561,7 +654,7 @@ pub fn run() -> Result<u8> {
                 target: to,
                 code: &code,
             };
-            emit(format, 0, &doc, || code.clone())?; // code is not wrapped
+            emit(format, 0, &render::doc(&doc), || code.clone())?; // code is not wrapped
             Ok(0)
         }
         Command::Sweep { spec, vary, svg } => {
@@ -574,14 +667,14 @@ pub fn run() -> Result<u8> {
                 let mut stdout = io::stdout().lock();
                 stdout.write_all(crate::sweep::csv(&sw).as_bytes())?;
             } else {
-                emit(format, width, &sw, || crate::sweep::text(&sw))?;
+                emit(format, width, &render::doc(&sw), || crate::sweep::text(&sw))?;
             }
             Ok(0)
         }
         Command::Fleet { spec } => {
             let s = read_spec(&spec, c, &profiles)?;
             let f = search::fleet(&s);
-            emit(format, width, &f, || render::fleet(&f))?;
+            emit(format, width, &render::fleet_doc(&f), || render::fleet(&f))?;
             Ok(if f.options.iter().any(|o| o.candidate.is_some()) {
                 0
             } else {

@@ -276,7 +276,13 @@ pub fn run(path: &Path, vary: &[Vary], c: &Catalog) -> Result<Sweep> {
                             values,
                             "infeasible",
                             p.infeasible
-                                .map(|i| format!("{}: {}", i.binding, i.reason))
+                                .map(|i| {
+                                    let binding = serde_json::to_value(i.binding)
+                                        .ok()
+                                        .and_then(|v| v.as_str().map(String::from))
+                                        .unwrap_or_default();
+                                    format!("{binding}: {}", render::infeasible_reason(&i))
+                                })
                                 .unwrap_or_else(|| "no feasible plan".into()),
                         ),
                         Some(ch) => Point {

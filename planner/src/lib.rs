@@ -14,6 +14,8 @@ pub mod catalog;
 pub mod cost;
 pub mod deployment;
 pub mod estimate;
+pub mod fit;
+pub mod ranges;
 pub mod rules;
 pub mod search;
 pub mod spec;
