@@ -104,15 +104,22 @@ enum Command {
         /// (random weights from a seed when absent: memory and time do not depend on the values).
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Refuse runs predicted to take longer than this many minutes (all runs together).
+        #[arg(long, default_value_t = 5.0)]
+        max_minutes: f64,
     },
     /// Measure GEMM, attention, elementwise and host-copy throughput and write a runtime profile.
     Calibrate {
         /// Device to measure.
         #[arg(long, value_enum, default_value_t = Backend::Cuda)]
         backend: Backend,
-        /// Catalog GPU the efficiencies are relative to (default: `cpu` for the CPU backend, else h200).
+        /// Catalog id of the device being measured (default: `cpu` for the CPU backend, else
+        /// h200); a CUDA device that is not this GPU is refused.
         #[arg(long)]
         gpu: Option<String>,
+        /// Least measured repetitions per microbenchmark (each also runs to a minimum time).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
         /// Write the profile here (YAML, for `runtime: ./profile.yaml`); stdout when absent.
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -265,14 +272,23 @@ impl std::fmt::Display for InputError {
 impl std::error::Error for InputError {}
 
 fn spec_problems(path: &Path, problems: Vec<spec::Problem>) -> InputError {
+    let n = problems.len();
     InputError {
         file: shown(path),
-        summary: format!(
-            "{} problem{} in {}",
-            problems.len(),
-            if problems.len() == 1 { "" } else { "s" },
-            shown(path)
-        ),
+        summary: if n > spec::MAX_PROBLEMS {
+            format!(
+                "more than {} problems in {}; the first {} are listed",
+                spec::MAX_PROBLEMS,
+                shown(path),
+                spec::MAX_PROBLEMS
+            )
+        } else {
+            format!(
+                "{n} problem{} in {}",
+                if n == 1 { "" } else { "s" },
+                shown(path)
+            )
+        },
         problems,
     }
 }
@@ -564,18 +580,23 @@ pub fn run(cli: Cli) -> Result<u8> {
             warmup,
             runs,
             weights,
+            max_minutes,
         } => {
             if !(tolerance.is_finite() && tolerance > 0.0) {
                 bail!("--tolerance must be a positive number (0.15 = 15 %)");
             }
-            if runs == 0 {
-                bail!("--runs must be at least 1");
+            if runs == 0 || runs > 10_000 || warmup > 10_000 {
+                bail!("--runs must be between 1 and 10000, --warmup at most 10000");
+            }
+            if !(max_minutes.is_finite() && max_minutes > 0.0) {
+                bail!("--max-minutes must be a positive number");
             }
             let s = read_spec(&spec, c, &profiles)?;
             let run = crate::verify::RunOptions {
                 warmup,
                 runs,
                 weights,
+                max_minutes,
             };
             let r = crate::verify::verify(&s, backend.into(), tolerance, &run)?;
             emit(format, width, &r, || render::verify(&r))?;
@@ -584,8 +605,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Calibrate {
             backend,
             gpu,
+            runs,
             output,
         } => {
+            if runs == 0 || runs > 10_000 {
+                bail!("--runs must be between 1 and 10000");
+            }
             let id = gpu.unwrap_or_else(|| {
                 if backend == Backend::Cpu {
                     "cpu".into()
@@ -596,7 +621,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             let Some(device) = c.gpu(&id) else {
                 bail!("unknown gpu '{id}' (see `klein-plan gpus`)");
             };
-            let profile = crate::verify::calibrate(backend.into(), device)?;
+            let profile = crate::verify::calibrate(backend.into(), device, runs)?;
             let mut yaml = serde_saphyr::to_string(&profile)
                 .map_err(|e| anyhow::anyhow!("yaml output: {e}"))?;
             if !yaml.ends_with('\n') {

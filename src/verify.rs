@@ -18,12 +18,6 @@ pub fn dims_for(m: &Model) -> Result<ModelDims> {
             m.id
         );
     }
-    if t.guidance_embeds {
-        bail!(
-            "the executor has no guidance embedder yet; {} is guidance-distilled through one",
-            m.id
-        );
-    }
     let te = &m.text_encoders[0];
     if te.kind != TextEncoderKind::DecoderLm {
         bail!(
@@ -47,6 +41,7 @@ pub fn dims_for(m: &Model) -> Result<ModelDims> {
         rope_theta: 2000.0,
         txt_tokens: te.tokens as usize,
         timestep_dim: 256,
+        guidance_embeds: t.guidance_embeds,
         latent_channels: v.latent_channels as usize,
         vae_widths: v.block_out_channels.iter().map(|&c| c as usize).collect(),
         vae_resnets_per_block: v.layers_per_block as usize + 1,
@@ -181,6 +176,8 @@ pub struct Report {
     pub deployment: Deployment,
     /// CUDA context bytes: the profile's figure and the measurement (0 on CPU).
     pub context_bytes: ContextBytes,
+    /// What the run was predicted to need before it started.
+    pub preflight: Preflight,
     /// Per stage.
     pub stages: Vec<StageCheck>,
     /// Every stage within tolerance.
@@ -200,9 +197,18 @@ fn rel(measured: f64, predicted: f64) -> f64 {
 /// The device a backend's prediction is for.
 pub fn device<'c>(s: &Spec<'c>, backend: BackendKind) -> Result<&'c Gpu> {
     match backend {
-        BackendKind::Cpu => Ok(Catalog::get()
-            .gpu("cpu")
-            .expect("catalog has the cpu device")),
+        BackendKind::Cpu => {
+            // The host as a device: its capacity is the memory available now.
+            let mut cpu = Catalog::get()
+                .gpu("cpu")
+                .expect("catalog has the cpu device")
+                .clone();
+            if let Some(avail) = host_available_bytes() {
+                cpu.hbm_bytes = avail;
+            }
+            // One device per process run: leaking it gives the estimate its 'static lifetime.
+            Ok(Box::leak(Box::new(cpu)))
+        }
         BackendKind::Cuda => s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}")),
     }
 }
@@ -225,6 +231,131 @@ pub struct RunOptions {
     pub runs: usize,
     /// Safetensors folder in diffusers' layout; random weights when absent.
     pub weights: Option<std::path::PathBuf>,
+    /// Refuse runs predicted to take longer (all warm-up and measured runs together).
+    pub max_minutes: f64,
+}
+
+/// What the run was predicted to need before it started, next to what the machine has.
+#[derive(Debug, Serialize)]
+pub struct Preflight {
+    /// Host memory the run needs: on the CPU backend the device tensors (kept in f32 by candle,
+    /// twice their accounted BF16 bytes, with as much again for candle's temporaries) plus the
+    /// f32 weights built at setup; on CUDA the f32 host copies and staged weights.
+    pub host_need_bytes: u64,
+    /// `MemAvailable` of /proc/meminfo when the run was planned (None where unreadable).
+    pub host_available_bytes: Option<u64>,
+    /// Device memory the estimate predicts (CUDA; 0 on the CPU backend, where it is host memory).
+    pub device_need_bytes: u64,
+    /// The device's capacity from the catalog (CUDA; 0 on the CPU backend).
+    pub device_capacity_bytes: u64,
+    /// Predicted wall time of every warm-up and measured run, minutes.
+    pub predicted_minutes: f64,
+}
+
+/// Host memory available for new allocations, from /proc/meminfo (Linux).
+fn host_available_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Parameters of the executor's three components, from its own weight lists.
+fn component_params(dims: &ModelDims) -> [u64; 3] {
+    let n = |specs: Vec<executor::weights::WeightSpec>| -> u64 {
+        specs.iter().map(|s| s.numel() as u64).sum()
+    };
+    [
+        n(executor::model::text_encoder::weight_specs(dims)),
+        n(executor::model::transformer::weight_specs(dims)),
+        n(executor::model::vae::weight_specs(dims)),
+    ]
+}
+
+/// Predicts what the run needs and refuses (an error: exit 2) what will not fit or will take
+/// longer than `max_minutes`, before anything is allocated.
+fn preflight(
+    predicted: &Estimate,
+    dims: &ModelDims,
+    cfg: &RunConfig,
+    backend: BackendKind,
+    max_minutes: f64,
+) -> Result<Preflight> {
+    const F32: u64 = 4;
+    let [te, tr, vae] = component_params(dims);
+    let transient = predicted
+        .stages
+        .iter()
+        .map(|s| s.activation_peak_bytes)
+        .max()
+        .unwrap_or(0);
+    let offload = cfg.model_offload;
+    let te_kept = cfg.text_encoder != executor::TextEncoderPlacement::Drop;
+    let host_need = match backend {
+        BackendKind::Cpu => {
+            // Setup: a component's f32 host weights next to its f32 device copy, after the
+            // components placed before it; then the runs: every kept weight in f32 plus the
+            // stage transients in f32 (2x their BF16 accounting) and candle's temporaries (as
+            // much again).
+            let setup = F32 * (2 * te).max(te + 2 * tr).max(te + tr + 3 * vae);
+            let run = F32 * (if te_kept { te } else { 0 } + tr + 2 * vae) + 4 * transient;
+            setup.max(run)
+        }
+        BackendKind::Cuda => {
+            // The f32 host copy of the largest component while it is converted, the VAE's host
+            // weights (its batch-norm statistics unpack the latents), staged BF16 copies.
+            let staged = 2 * match (offload, cfg.text_encoder) {
+                (true, _) => te + tr + vae,
+                (false, executor::TextEncoderPlacement::Offload) => te,
+                _ => 0,
+            };
+            F32 * (te.max(tr) + vae) + staged
+        }
+    };
+    let available = host_available_bytes();
+    let (device_need, device_capacity) = match backend {
+        BackendKind::Cpu => (0, 0),
+        BackendKind::Cuda => (predicted.memory.peak_bytes, predicted.memory.capacity_bytes),
+    };
+    let runs = (cfg.warmup_runs + cfg.measured_runs) as f64;
+    let minutes = runs * predicted.latency.per_batch_ms / 60_000.0;
+    let gb = |b: u64| b as f64 / 1e9;
+    if let Some(avail) = available
+        && host_need > avail
+    {
+        bail!(
+            "the run needs about {:.1} GB of host memory ({}), but {:.1} GB is available: lower the resolution or batch, or run a smaller model",
+            gb(host_need),
+            match backend {
+                BackendKind::Cpu =>
+                    "the CPU backend keeps weights and activations in f32, and builds weights in f32",
+                BackendKind::Cuda => "f32 weights are built on the host before upload",
+            },
+            gb(avail)
+        );
+    }
+    if device_need > device_capacity {
+        bail!(
+            "the deployment is predicted to need {:.2} GB on {} but it has {:.2} GB: turn on offload, fp8-storage or vae tiling, or lower the resolution or batch",
+            gb(device_need),
+            predicted.gpu,
+            gb(device_capacity)
+        );
+    }
+    if minutes > max_minutes {
+        bail!(
+            "the runs are predicted to take {minutes:.1} minutes ({runs} runs of {:.0} ms), over the {max_minutes} minute limit: pass --max-minutes {} to run anyway, or lower --runs/--warmup",
+            predicted.latency.per_batch_ms,
+            minutes.ceil()
+        );
+    }
+    Ok(Preflight {
+        host_need_bytes: host_need,
+        host_available_bytes: available,
+        device_need_bytes: device_need,
+        device_capacity_bytes: device_capacity,
+        predicted_minutes: minutes,
+    })
 }
 
 /// Plans (or takes the fixed deployment), predicts, runs and compares.
@@ -274,6 +405,7 @@ pub fn verify(s: &Spec, backend: BackendKind, tolerance: f64, run: &RunOptions) 
     let dims = dims_for(s.model)?;
     let mut cfg = run_config(&d, (run.warmup, run.runs))?;
     cfg.weights_path = run.weights.clone();
+    let preflight = preflight(&predicted, &dims, &cfg, backend, run.max_minutes)?;
     let backend_name = match backend {
         BackendKind::Cpu => "cpu",
         BackendKind::Cuda => "cuda",
@@ -294,6 +426,7 @@ pub fn verify(s: &Spec, backend: BackendKind, tolerance: f64, run: &RunOptions) 
             predicted: predicted.memory.context_bytes,
             measured: 0,
         },
+        preflight,
         stages: Vec::new(),
         within_tolerance: false,
         error: None,
@@ -331,80 +464,165 @@ pub fn verify(s: &Spec, backend: BackendKind, tolerance: f64, run: &RunOptions) 
     Ok(report)
 }
 
-/// A runtime profile fitted from the executor's microbenchmarks on `gpu`: efficiencies are the
-/// measured rates over the device's catalog peaks; everything not measured is `klein`'s.
-pub fn calibrate(backend: BackendKind, gpu: &Gpu) -> Result<RuntimeProfile> {
-    let report = executor::calibrate(backend).context("calibration run failed")?;
+/// Whether the CUDA driver's device name and memory are the catalog GPU's.
+fn same_device(gpu: &Gpu, driver_name: &str, memory_bytes: u64) -> bool {
+    let name: String = driver_name
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let model_parts = gpu
+        .id
+        .split('-')
+        .filter(|p| p.chars().any(|c| c.is_ascii_digit()) && !p.ends_with("gb"))
+        .all(|p| name.contains(p));
+    let pcie = !gpu.id.contains("pcie") || name.contains("pcie");
+    let memory =
+        memory_bytes == 0 || (memory_bytes as f64 / gpu.hbm_bytes as f64 - 1.0).abs() < 0.15;
+    model_parts && pcie && memory
+}
+
+/// A runtime profile fitted from the executor's microbenchmarks on the device `gpu` names
+/// (the host's `cpu` for the CPU backend; a mismatch with the CUDA device is refused).
+/// Each efficiency is the measured rate over the device's catalog peak, fitted over every
+/// shape of its kind (Σ work / Σ (time − per-op cost)); the per-op cost is measured; everything
+/// not measured is `klein`'s.
+pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<RuntimeProfile> {
+    if backend == BackendKind::Cpu && gpu.id != "cpu" {
+        bail!(
+            "`calibrate --backend cpu` measures this host, not {}: drop --gpu (or pass --gpu cpu)",
+            gpu.id
+        );
+    }
+    if backend == BackendKind::Cuda && gpu.id == "cpu" {
+        bail!("`--gpu cpu` is the host: use --backend cpu");
+    }
+    let report =
+        executor::calibrate::calibrate_with(backend, reps).context("calibration run failed")?;
+    if backend == BackendKind::Cuda && !same_device(gpu, &report.device, report.device_memory_bytes)
+    {
+        bail!(
+            "this machine's GPU is {} ({:.0} GB), not {} ({}): pass the --gpu it is (see `klein-plan gpus`)",
+            report.device,
+            report.device_memory_bytes as f64 / 1e9,
+            gpu.id,
+            gpu.name
+        );
+    }
     let mut p = Catalog::get()
         .runtime("klein")
         .expect("catalog has klein")
         .clone();
-    let best = |dtype: &str| {
+    // Per-op fixed cost: on the CPU the host runs each op itself (no queue to overlap with).
+    let op_ms = match backend {
+        BackendKind::Cpu => {
+            p.kernel_latency_us = report.dispatch.device_us;
+            p.cpu_dispatch_us = 0.0;
+            report.dispatch.device_us * 1e-3
+        }
+        BackendKind::Cuda => {
+            p.cpu_dispatch_us = report.dispatch.host_us;
+            if report.dispatch.device_us > report.dispatch.host_us {
+                p.kernel_latency_us = report.dispatch.device_us;
+            }
+            p.kernel_latency_us * 1e-3
+        }
+    };
+    p.attention_dispatch_us = 0.0;
+    // Σ work / Σ time beyond the per-op cost.
+    let rate = |items: &[(f64, f64)]| {
+        let work: f64 = items.iter().map(|i| i.0).sum();
+        let time_s: f64 = items
+            .iter()
+            .map(|i| (i.1 - op_ms).max(i.1 * 0.05) * 1e-3)
+            .sum();
+        if time_s > 0.0 { work / time_s } else { 0.0 }
+    };
+    let gemm = |dtype: &str| -> Vec<(f64, f64)> {
         report
             .gemm
             .iter()
             .filter(|g| g.dtype == dtype)
-            .map(|g| g.tflops)
-            .fold(0.0, f64::max)
+            .map(|g| (2.0 * (g.m * g.n * g.k) as f64, g.ms))
+            .collect()
     };
-    let bf16 = best("bf16") * 1e12 / gpu.bf16_flops_per_s();
+    let bf16 = rate(&gemm("bf16")) / gpu.bf16_flops_per_s();
     if bf16 > 0.0 {
         p.gemm_efficiency.insert("bf16".into(), bf16);
     }
-    let fp8 = best("fp8") * 1e12;
+    let fp8 = rate(&gemm("fp8"));
     if fp8 > 0.0 && gpu.dense_tflops.fp8 > 0.0 {
         p.gemm_efficiency
             .insert("fp8".into(), fp8 / (gpu.dense_tflops.fp8 * 1e12));
     }
     let attn = |path: &str| {
-        report
+        let items: Vec<(f64, f64)> = report
             .attention
             .iter()
             .filter(|a| a.path == path)
-            .map(|a| a.tflops)
-            .fold(0.0, f64::max)
-            * 1e12
-            / gpu.bf16_flops_per_s()
+            .map(|a| (4.0 * (a.heads * a.seq * a.seq * a.head_dim) as f64, a.ms))
+            .collect();
+        rate(&items) / gpu.bf16_flops_per_s()
     };
     let fused = attn("fused");
     if fused > 0.0 {
         p.attention_efficiency.flash = fused;
         p.attention_efficiency.cudnn = fused;
         p.attention_efficiency.efficient = fused;
+        p.flash_efficiency_by_arch.clear();
     }
     let math = attn("math");
     if math > 0.0 {
         p.attention_efficiency.math = math;
     }
-    p.sdpa_backend = "flash".into();
-    p.elementwise_bw_efficiency =
-        (report.elementwise.gbps / gpu.hbm_bandwidth_gbps).clamp(0.01, 1.0);
-    p.pinned_copy_efficiency = (report.host_to_device.gbps / gpu.host_link_gbps).clamp(0.01, 1.0);
-    // The smallest GEMM is dominated by fixed costs: its time beyond the fitted rate is the latency.
-    if let Some(g) = report
-        .gemm
+    let conv: Vec<(f64, f64)> = report
+        .conv
         .iter()
-        .filter(|g| g.dtype == "bf16")
-        .min_by(|a, b| a.ms.total_cmp(&b.ms))
-    {
-        let compute_ms =
-            2.0 * (g.m * g.n * g.k) as f64 / (bf16.max(1e-9) * gpu.bf16_flops_per_s()) * 1e3;
-        p.kernel_latency_us = ((g.ms - compute_ms) * 1e3).max(0.0);
-        p.cpu_dispatch_us = 0.0;
-        p.attention_dispatch_us = 0.0;
+        .map(|c| (2.0 * (c.cin * c.cout * 9 * c.h * c.w) as f64, c.ms))
+        .collect();
+    let conv = rate(&conv) / gpu.bf16_flops_per_s();
+    if conv > 0.0 {
+        p.conv_efficiency = conv;
     }
+    p.sdpa_backend = "flash".into();
+    let e = &report.elementwise;
+    p.elementwise_bw_efficiency =
+        (rate(&[(e.bytes as f64, e.ms)]) / gpu.hbm_bytes_per_s()).min(1.0);
+    // Efficiencies are fractions of the catalog's figures; the `cpu` entry's nominal host link
+    // (10 GB/s) is below a real memcpy, so the copy saturates at the catalog's rate.
+    p.pinned_copy_efficiency = (report.host_to_device.gbps / gpu.host_link_gbps).min(1.0);
     if backend == BackendKind::Cuda {
         p.context_bytes = report.context_bytes;
     } else {
+        // The host's "device" is its memory: copies are memcpy, pageable or not.
+        p.pageable_copy_efficiency = p.pinned_copy_efficiency;
         p.context_bytes = 0;
         p.gemm_workspace_bytes = 0;
         p.conv_workspace_per_input_byte = 0.0;
+        p.allocator_slack = 0.0;
     }
+    let worst = report
+        .gemm
+        .iter()
+        .map(|g| g.spread)
+        .chain(report.attention.iter().map(|a| a.spread))
+        .chain(report.conv.iter().map(|c| c.spread))
+        .chain([report.elementwise.spread, report.dispatch.spread])
+        .fold(0.0, f64::max);
     p.id = format!("klein-calibrated-{}", gpu.id);
+    p.calibrated_on = vec![gpu.id.clone()];
     p.description = format!(
-        "klein-plan's executor on {} ({:?} backend), from `klein-plan calibrate`",
-        gpu.id, backend
+        "klein-plan's executor on {} ({}, {:?} backend), from `klein-plan calibrate`; largest run-to-run spread (p90 − p10 over median) {:.0} %",
+        gpu.id,
+        report.device,
+        backend,
+        worst * 100.0
     );
-    p.source = "klein-plan calibrate: GEMM, attention, elementwise and host-copy microbenchmarks; unmeasured parameters from the klein profile".into();
+    p.source = format!(
+        "klein-plan calibrate: medians of {} GEMM, {} attention, {} convolution shapes, elementwise, host copy and per-op microbenchmarks (each warmed up, then repeated to a minimum time); unmeasured parameters from the klein profile",
+        report.gemm.len(),
+        report.attention.len(),
+        report.conv.len()
+    );
     Ok(p)
 }

@@ -49,18 +49,15 @@ fn verify(spec: &str, backend: &str, tolerance: &str, dir: &Path) -> Output {
     klein(&args, dir)
 }
 
+/// At the default tolerance (15 %): every stage reported, memory within it (the klein graph is
+/// the executor's), and the exit code is 0 exactly when every stage's memory and time are within.
 #[test]
 fn verify_on_cpu_reports_every_stage_and_exits_by_tolerance() {
-    let ok = verify(SPEC, "cpu", "1000", root());
-    assert_eq!(
-        ok.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let r = json(&ok);
+    let out = verify(SPEC, "cpu", "0.15", root());
+    let r = json(&out);
     assert_eq!(r["schema_version"], 1);
     assert_eq!(r["backend"], "cpu");
+    assert_eq!(r["error"], Value::Null);
     let stages = r["stages"].as_array().unwrap();
     let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["text_encoder", "denoise", "vae_decode"]);
@@ -72,9 +69,15 @@ fn verify_on_cpu_reports_every_stage_and_exits_by_tolerance() {
             );
             assert!(s[side]["ms"].as_f64().unwrap() > 0.0, "{s}");
         }
-        assert_eq!(s["within_tolerance"], true);
+        assert!(s["memory_error"].as_f64().unwrap().abs() <= 0.15, "{s}");
+        let within = s["memory_error"].as_f64().unwrap().abs() <= 0.15
+            && s["time_error"].as_f64().unwrap().abs() <= 0.15;
+        assert_eq!(s["within_tolerance"], within, "{s}");
     }
-    assert_eq!(r["within_tolerance"], true);
+    let all = stages.iter().all(|s| s["within_tolerance"] == true);
+    assert_eq!(r["within_tolerance"], all);
+    assert_eq!(out.status.code(), Some(if all { 0 } else { 3 }));
+    assert!(r["preflight"]["host_need_bytes"].as_u64().unwrap() > 0);
 
     let strict = klein(
         &[
@@ -98,6 +101,60 @@ fn verify_on_cpu_reports_every_stage_and_exits_by_tolerance() {
         String::from_utf8_lossy(&strict.stdout)
     );
     assert!(String::from_utf8_lossy(&strict.stdout).contains("OUTSIDE TOLERANCE"));
+}
+
+/// Deployments that cannot run are refused before anything is allocated (exit 2), naming the
+/// need and the capacity; so are runs predicted to take too long, and absurd run counts.
+#[test]
+fn verify_refuses_what_cannot_fit_or_would_take_too_long() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    // klein-4B in f32 on the host: tens of GB.
+    let big = write(
+        "big.yaml",
+        "model: flux2-tiny\nruntime: klein\ndeployment: {resolution: 8192x8192, attention: math, steps: 1}\n",
+    );
+    let out = verify(&big, "cpu", "0.15", root());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("host memory") && err.contains("available"),
+        "{err}"
+    );
+    // Over a GPU's memory: refused on the CUDA backend before any driver call.
+    let hbm = write(
+        "hbm.yaml",
+        "model: flux2-klein-4b\nruntime: klein\ngpu: rtx-3090\ndeployment: {resolution: 2048x2048, attention: math}\n",
+    );
+    let out = verify(&hbm, "cuda", "0.15", root());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rtx-3090") && err.contains("GB"), "{err}");
+    // A time limit the prediction exceeds.
+    let slow = klein(
+        &[
+            "verify",
+            SPEC,
+            "--backend",
+            "cpu",
+            "--max-minutes",
+            "0.00000001",
+        ],
+        root(),
+    );
+    assert_eq!(slow.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&slow.stderr).contains("--max-minutes"));
+    for runs in ["20000", "99999999999999999999999"] {
+        let bad = klein(
+            &["verify", SPEC, "--backend", "cpu", "--runs", runs],
+            root(),
+        );
+        assert_eq!(bad.status.code(), Some(2), "--runs {runs}");
+    }
 }
 
 /// The `klein` profile's per-stage transient against the executor's own allocation accounting,
@@ -199,14 +256,25 @@ fn calibrate_writes_a_profile_that_specs_can_use() {
     let profile = std::fs::read_to_string(dir.path().join("cpu-profile.yaml")).unwrap();
     assert!(profile.contains("id: klein-calibrated-cpu"), "{profile}");
     std::fs::write(dir.path().join("spec.yaml"), "model: flux2-tiny\nruntime: ./cpu-profile.yaml\ndeployment: {resolution: 64x64, steps: 2}\n").unwrap();
-    let v = verify("spec.yaml", "cpu", "1000", dir.path());
+    let v = verify("spec.yaml", "cpu", "0.15", dir.path());
+    let r = json(&v);
+    assert_eq!(r["runtime"], "klein-calibrated-cpu");
+    assert_eq!(r["error"], Value::Null);
+    // The profile keeps the executor's graph: memory stays exact whatever the efficiencies.
+    for s in r["stages"].as_array().unwrap() {
+        assert!(s["memory_error"].as_f64().unwrap().abs() <= 0.02, "{s}");
+    }
     assert_eq!(
         v.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&v.stderr)
+        Some(if r["within_tolerance"] == true { 0 } else { 3 })
     );
-    assert_eq!(json(&v)["runtime"], "klein-calibrated-cpu");
+    // The CPU backend measures the host: naming a GPU is refused.
+    let wrong = klein(
+        &["calibrate", "--backend", "cpu", "--gpu", "h200"],
+        dir.path(),
+    );
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("measures this host"));
     // A profile that is not there is a spec problem (exit 2) naming the file.
     std::fs::write(
         dir.path().join("bad.yaml"),

@@ -5,6 +5,18 @@ use crate::backend::{AttentionPath, Backend, BackendKind, GemmMode, HostTensor, 
 use crate::weights::Rng;
 use crate::{ExecError, Result};
 
+/// A timed microbenchmark: warmed up, then repeated until both `min_reps` and `min_ms` of
+/// measured time are reached; the median and the spread of the repetitions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Median milliseconds of one repetition.
+    pub ms: f64,
+    /// (p90 − p10) / median of the repetitions: how noisy the machine was.
+    pub spread: f64,
+    /// Measured repetitions.
+    pub reps: usize,
+}
+
 /// One GEMM measurement: `[m, k] · [n, k]ᵀ`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GemmBench {
@@ -18,6 +30,8 @@ pub struct GemmBench {
     pub k: usize,
     /// Median milliseconds.
     pub ms: f64,
+    /// (p90 − p10) / median over the repetitions.
+    pub spread: f64,
     /// `2·m·n·k / time`, in TFLOP/s.
     pub tflops: f64,
 }
@@ -35,6 +49,8 @@ pub struct AttentionBench {
     pub head_dim: usize,
     /// Median milliseconds.
     pub ms: f64,
+    /// (p90 − p10) / median over the repetitions.
+    pub spread: f64,
     /// `4·heads·seq²·head_dim / time`, in TFLOP/s.
     pub tflops: f64,
     /// Peak accounted bytes above the inputs.
@@ -48,8 +64,42 @@ pub struct BandwidthBench {
     pub bytes: u64,
     /// Median milliseconds.
     pub ms: f64,
+    /// (p90 − p10) / median over the repetitions.
+    pub spread: f64,
     /// `bytes / time`, in GB/s (10⁹ bytes).
     pub gbps: f64,
+}
+
+/// One 3×3 convolution (padding 1) over `[1, cin, h, w]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvBench {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Height and width.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+    /// Median milliseconds.
+    pub ms: f64,
+    /// (p90 − p10) / median over the repetitions.
+    pub spread: f64,
+    /// `2·cin·cout·9·h·w / time`, in TFLOP/s.
+    pub tflops: f64,
+}
+
+/// The fixed cost of one op: the smallest tensors through a mix of the graphs' ops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchBench {
+    /// Host time to issue one op (wall clock around the issuing loop, before synchronising),
+    /// microseconds.
+    pub host_us: f64,
+    /// Device time per op (timeline marks around the loop), microseconds. On the CPU backend
+    /// the host runs the op itself, so both are the same.
+    pub device_us: f64,
+    /// (p90 − p10) / median over the repetitions.
+    pub spread: f64,
 }
 
 /// Everything `calibrate` measured.
@@ -67,36 +117,67 @@ pub struct CalibrationReport {
     pub elementwise: BandwidthBench,
     /// Raw host-to-device copies from page-locked memory (memcpy on the CPU backend).
     pub host_to_device: BandwidthBench,
+    /// 3×3 convolutions (the VAE's).
+    pub conv: Vec<ConvBench>,
+    /// Per-op fixed cost.
+    pub dispatch: DispatchBench,
+    /// The device measured: the CUDA driver's name, or `cpu`.
+    pub device: String,
+    /// The device's total memory (CUDA: `cuMemGetInfo`; 0 on the CPU backend).
+    pub device_memory_bytes: u64,
 }
 
-/// Sizes of one calibration: tiny on CPU (seconds in a debug build), realistic on a GPU.
+/// Sizes of one calibration: shapes of the models the backend runs (flux2-tiny on the CPU,
+/// klein-4B on a GPU), so the fitted efficiencies hold where `verify` uses them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalibrationSizes {
     /// `(m, n, k)` GEMM shapes.
     pub gemm: Vec<(usize, usize, usize)>,
     /// `(heads, seq, head_dim)` attention shapes.
     pub attention: Vec<(usize, usize, usize)>,
+    /// `(cin, cout, h, w)` 3×3 convolutions.
+    pub conv: Vec<(usize, usize, usize, usize)>,
     /// Elements of the elementwise and copy tests.
     pub elements: usize,
-    /// Timed repetitions (after one warm-up).
+    /// Least measured repetitions of each benchmark (after a warm-up).
     pub reps: usize,
+    /// Least measured time of each benchmark, milliseconds (repetitions are added until both
+    /// `reps` and this are reached).
+    pub min_ms: f64,
     /// Whether to include FP8 GEMMs.
     pub fp8: bool,
 }
 
 impl CalibrationSizes {
-    /// Tiny sizes for the CPU backend.
+    /// flux2-tiny's shapes for the CPU backend: tokens from 32 (64² plus text) to 1040 (512²),
+    /// the transformer's and text encoder's projections, its VAE's convolutions.
     pub fn cpu() -> CalibrationSizes {
         CalibrationSizes {
-            gemm: vec![(64, 128, 128), (128, 256, 128)],
-            attention: vec![(2, 128, 64)],
-            elements: 1 << 16,
-            reps: 3,
+            gemm: vec![
+                (32, 128, 128),
+                (32, 768, 128),
+                (272, 1152, 128),
+                (272, 128, 512),
+                (1040, 768, 128),
+                (1040, 128, 384),
+                (64, 256, 64),
+            ],
+            attention: vec![(2, 32, 64), (2, 272, 64), (2, 1040, 64), (4, 16, 16)],
+            conv: vec![
+                (32, 32, 8, 8),
+                (32, 32, 32, 32),
+                (32, 32, 64, 64),
+                (16, 16, 128, 128),
+                (16, 3, 64, 64),
+            ],
+            elements: 1 << 13,
+            reps: 5,
+            min_ms: 30.0,
             fp8: false,
         }
     }
 
-    /// klein-4B-like shapes for an H200-class GPU (1024² has 4096 image + 512 text tokens).
+    /// klein-4B's shapes for an H200-class GPU (1024² has 4096 image + 512 text tokens).
     pub fn gpu() -> CalibrationSizes {
         CalibrationSizes {
             gemm: vec![
@@ -105,12 +186,27 @@ impl CalibrationSizes {
                 (4608, 3072, 9216),
                 (4608, 27648, 3072),
                 (18944, 3072, 3072),
+                (512, 5120, 2560),
+                (1, 18432, 3072),
             ],
-            attention: vec![(24, 4608, 128), (24, 16896, 128)],
+            attention: vec![(24, 4608, 128), (24, 16896, 128), (32, 512, 128)],
+            conv: vec![
+                (512, 512, 128, 128),
+                (512, 512, 256, 256),
+                (256, 256, 512, 512),
+                (128, 128, 1024, 1024),
+            ],
             elements: 1 << 28,
             reps: 10,
+            min_ms: 200.0,
             fp8: true,
         }
+    }
+
+    /// The same sizes with at least `reps` repetitions per benchmark.
+    pub fn with_reps(mut self, reps: usize) -> CalibrationSizes {
+        self.reps = self.reps.max(reps);
+        self
     }
 }
 
@@ -120,23 +216,36 @@ fn random(shape: &[usize], seed: u64) -> HostTensor {
     HostTensor::new(shape, (0..n).map(|_| rng.uniform() * 2.0 - 1.0).collect())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Times `f` `reps` times after one warm-up and returns the median milliseconds.
-fn time<B: Backend>(b: &B, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Times `f`: one warm-up call, then repetitions until `sizes.reps` and `sizes.min_ms` are
+/// both reached (at most 10,000).
+fn time<B: Backend>(
+    b: &B,
+    sizes: &CalibrationSizes,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Timing> {
     f()?;
-    let mut v = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        b.synchronize()?;
+    b.synchronize()?;
+    let mut v = Vec::new();
+    let mut total = 0.0;
+    while (v.len() < sizes.reps || total < sizes.min_ms) && v.len() < 10_000 {
         let s = b.mark()?;
         f()?;
         let e = b.mark()?;
-        v.push(b.elapsed_ms(&s, &e)?);
+        let ms = b.elapsed_ms(&s, &e)?;
+        total += ms;
+        v.push(ms);
     }
-    Ok(median(v))
+    v.sort_by(|a, b| a.total_cmp(b));
+    let ms = quantile(&v, 0.5);
+    Ok(Timing {
+        ms,
+        spread: (quantile(&v, 0.9) - quantile(&v, 0.1)) / ms.max(1e-12),
+        reps: v.len(),
+    })
 }
 
 /// Runs the microbenchmarks of `sizes` on `b`.
@@ -153,19 +262,20 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         let x = b.upload(&random(&[m, k], 1))?;
         for &(name, store, mode) in &modes {
             let w = b.upload_weight(&random(&[n, k], 2), store)?;
-            let ms = match time(b, sizes.reps, || b.linear(&x, &w, None, mode).map(drop)) {
-                Ok(ms) => ms,
+            let t = match time(b, sizes, || b.linear(&x, &w, None, mode).map(drop)) {
+                Ok(t) => t,
                 // A backend without FP8 GEMMs reports the gap instead of failing the calibration.
                 Err(ExecError::Unsupported { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let tflops = 2.0 * (m * n * k) as f64 / (ms * 1e-3) / 1e12;
+            let tflops = 2.0 * (m * n * k) as f64 / (t.ms * 1e-3) / 1e12;
             gemm.push(GemmBench {
                 dtype: name.to_string(),
                 m,
                 n,
                 k,
-                ms,
+                ms: t.ms,
+                spread: t.spread,
                 tflops,
             });
         }
@@ -182,17 +292,16 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
             b.synchronize()?;
             b.reset_peak();
             let base = b.memory().allocated_bytes;
-            let ms = time(b, sizes.reps, || {
-                b.attention(&q, &k, &v, false, path).map(drop)
-            })?;
+            let t = time(b, sizes, || b.attention(&q, &k, &v, false, path).map(drop))?;
             let peak = b.memory().peak_bytes - base;
-            let tflops = 4.0 * (heads * seq * seq * d) as f64 / (ms * 1e-3) / 1e12;
+            let tflops = 4.0 * (heads * seq * seq * d) as f64 / (t.ms * 1e-3) / 1e12;
             attention.push(AttentionBench {
                 path: name.to_string(),
                 heads,
                 seq,
                 head_dim: d,
-                ms,
+                ms: t.ms,
+                spread: t.spread,
                 tflops,
                 peak_above_inputs_bytes: peak,
             });
@@ -202,20 +311,43 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
     let host = random(&[n], 6);
     let a = b.upload(&host)?;
     let c = b.upload(&random(&[n], 7))?;
-    let ms = time(b, sizes.reps, || b.add(&a, &c).map(drop))?;
+    let t = time(b, sizes, || b.add(&a, &c).map(drop))?;
     let bytes = 3 * 2 * n as u64;
     let elementwise = BandwidthBench {
         bytes,
-        ms,
-        gbps: bytes as f64 / (ms * 1e-3) / 1e9,
+        ms: t.ms,
+        spread: t.spread,
+        gbps: bytes as f64 / (t.ms * 1e-3) / 1e9,
     };
     let bytes = 2 * n as u64;
-    let ms = b.host_to_device_ms(bytes as usize, sizes.reps)?;
+    let mut copies = Vec::new();
+    for _ in 0..sizes.reps.max(3) {
+        copies.push(b.host_to_device_ms(bytes as usize, 3)?);
+    }
+    copies.sort_by(|a, b| a.total_cmp(b));
+    let ms = quantile(&copies, 0.5);
     let host_to_device = BandwidthBench {
         bytes,
         ms,
+        spread: (quantile(&copies, 0.9) - quantile(&copies, 0.1)) / ms.max(1e-12),
         gbps: bytes as f64 / (ms * 1e-3) / 1e9,
     };
+    let mut conv = Vec::new();
+    for &(cin, cout, h, w) in &sizes.conv {
+        let x = b.upload(&random(&[1, cin, h, w], 8))?;
+        let k = b.upload_weight(&random(&[cout, cin, 3, 3], 9), StoreDtype::Bf16)?;
+        let t = time(b, sizes, || b.conv2d(&x, &k, None, 1).map(drop))?;
+        conv.push(ConvBench {
+            cin,
+            cout,
+            h,
+            w,
+            ms: t.ms,
+            spread: t.spread,
+            tflops: 2.0 * (cin * cout * 9 * h * w) as f64 / (t.ms * 1e-3) / 1e12,
+        });
+    }
+    let dispatch = dispatch(b, sizes)?;
     Ok(CalibrationReport {
         backend: b.kind(),
         context_bytes: b.context_bytes(),
@@ -223,21 +355,92 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         attention,
         elementwise,
         host_to_device,
+        conv,
+        dispatch,
+        device: match b.kind() {
+            BackendKind::Cpu => "cpu".to_string(),
+            BackendKind::Cuda => String::new(),
+        },
+        device_memory_bytes: 0,
+    })
+}
+
+/// The fixed cost per op: a mix of the graphs' small ops (add, norms, modulation, RoPE, a
+/// narrow, a tiny GEMM) on the smallest tensors, issued back to back.
+fn dispatch<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<DispatchBench> {
+    let x = b.upload(&random(&[1, 4, 2, 8], 10))?;
+    let y = b.upload(&random(&[1, 4, 2, 8], 11))?;
+    let flat = b.reshape(&x, &[1, 4, 16])?;
+    let v = b.upload(&random(&[1, 16], 12))?;
+    let nw = b.upload_weight(&random(&[8], 13), StoreDtype::Bf16)?;
+    let lw = b.upload_weight(&random(&[16, 16], 14), StoreDtype::Bf16)?;
+    let cos = b.upload(&random(&[4, 4], 15))?;
+    let sin = b.upload(&random(&[4, 4], 16))?;
+    const OPS: usize = 7;
+    // One round: 8 × the 7 ops; (host µs, device µs) per op.
+    let round = || -> Result<(f64, f64)> {
+        let wall = std::time::Instant::now();
+        let s = b.mark()?;
+        for _ in 0..8 {
+            drop(b.add(&x, &y)?);
+            drop(b.rms_norm(&x, &nw, 1e-6)?);
+            drop(b.layer_norm(&flat, 1e-6)?);
+            drop(b.modulate(&flat, &v, &v)?);
+            drop(b.rope(&x, &cos, &sin, crate::backend::RopeStyle::Interleaved)?);
+            drop(b.narrow(&flat, 2, 0, 8)?);
+            drop(b.linear(&flat, &lw, None, GemmMode::Bf16)?);
+        }
+        let issued = wall.elapsed().as_secs_f64() * 1e3;
+        let e = b.mark()?;
+        let ms = b.elapsed_ms(&s, &e)?;
+        let per = 1e3 / (8 * OPS) as f64;
+        Ok((issued * per, ms * per))
+    };
+    round()?;
+    b.synchronize()?;
+    let (mut host, mut device) = (Vec::new(), Vec::new());
+    let mut spent_ms = 0.0;
+    while (host.len() < sizes.reps || spent_ms < sizes.min_ms) && host.len() < 10_000 {
+        let (h, d) = round()?;
+        host.push(h);
+        device.push(d);
+        spent_ms += d * (8 * OPS) as f64 / 1e3;
+    }
+    host.sort_by(|a, b| a.total_cmp(b));
+    device.sort_by(|a, b| a.total_cmp(b));
+    let med = quantile(&device, 0.5);
+    Ok(DispatchBench {
+        host_us: quantile(&host, 0.5),
+        device_us: med,
+        spread: (quantile(&device, 0.9) - quantile(&device, 0.1)) / med.max(1e-12),
     })
 }
 
 /// Runs the microbenchmarks on a fresh backend of `kind`, at sizes suited to it.
 pub fn calibrate(kind: BackendKind) -> Result<CalibrationReport> {
+    calibrate_with(kind, 0)
+}
+
+/// [`calibrate`] with at least `reps` measured repetitions per benchmark.
+pub fn calibrate_with(kind: BackendKind, reps: usize) -> Result<CalibrationReport> {
     match kind {
-        BackendKind::Cpu => calibrate_on(&crate::cpu::CpuBackend::new(), &CalibrationSizes::cpu()),
-        BackendKind::Cuda => calibrate_cuda(),
+        BackendKind::Cpu => calibrate_on(
+            &crate::cpu::CpuBackend::new(),
+            &CalibrationSizes::cpu().with_reps(reps),
+        ),
+        BackendKind::Cuda => calibrate_cuda(reps),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn calibrate_cuda() -> Result<CalibrationReport> {
+fn calibrate_cuda(reps: usize) -> Result<CalibrationReport> {
     let b = crate::cuda::CudaBackend::new()?;
-    let r = calibrate_on(&b, &CalibrationSizes::gpu());
+    let r = b.describe().and_then(|(name, _free, total)| {
+        let mut r = calibrate_on(&b, &CalibrationSizes::gpu().with_reps(reps))?;
+        r.device = name;
+        r.device_memory_bytes = total as u64;
+        Ok(r)
+    });
     if r.is_err() {
         // As in `run`: a failed context must not turn into a panic in a destructor.
         std::mem::forget(b);
@@ -246,6 +449,6 @@ fn calibrate_cuda() -> Result<CalibrationReport> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn calibrate_cuda() -> Result<CalibrationReport> {
+fn calibrate_cuda(_reps: usize) -> Result<CalibrationReport> {
     match crate::cuda::CudaBackend::new()? {}
 }

@@ -119,6 +119,8 @@ impl RunConfig {
 
     /// Checks the options against each other; the message names the field and the fix.
     pub fn validate(&self) -> crate::Result<()> {
+        /// More runs than anyone waits for; also keeps `warmup + measured` from overflowing.
+        const MAX_RUNS: usize = 10_000;
         use crate::ExecError;
         if self.width == 0
             || self.height == 0
@@ -144,6 +146,12 @@ impl RunConfig {
         }
         if self.measured_runs == 0 {
             return Err(ExecError::config("measured_runs", "must be at least 1"));
+        }
+        if self.measured_runs > MAX_RUNS || self.warmup_runs > MAX_RUNS {
+            return Err(ExecError::config(
+                "measured_runs / warmup_runs",
+                format!("at most {MAX_RUNS} each"),
+            ));
         }
         if let Some(t) = self.vae_tile_latent
             && (t < 4 || t % 4 != 0)

@@ -31,6 +31,9 @@ pub struct ModelDims {
     pub txt_tokens: usize,
     /// Width of the sinusoidal timestep projection.
     pub timestep_dim: usize,
+    /// Whether a guidance embedder adds the guidance scale to the timestep embedding
+    /// (FLUX.2 [dev]; klein's models have none).
+    pub guidance_embeds: bool,
     /// VAE latent channels.
     pub latent_channels: usize,
     /// VAE block widths from the highest resolution to the lowest (`block_out_channels`).
@@ -80,6 +83,7 @@ impl ModelDims {
             rope_theta: 2000.0,
             txt_tokens: 16,
             timestep_dim: 256,
+            guidance_embeds: false,
             latent_channels: 32,
             vae_widths: vec![16, 32, 32, 32],
             vae_resnets_per_block: 3,
@@ -119,6 +123,7 @@ impl ModelDims {
             rope_theta: 2000.0,
             txt_tokens: 512,
             timestep_dim: 256,
+            guidance_embeds: false,
             latent_channels: 32,
             vae_widths: vec![128, 256, 512, 512],
             vae_resnets_per_block: 3,

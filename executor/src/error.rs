@@ -39,6 +39,16 @@ pub enum ExecError {
         /// The allocation that failed, in bytes.
         bytes: u64,
     },
+    /// A weight or an output holds NaN or infinity.
+    #[error(
+        "{tensor} contains {count} non-finite value(s) (NaN or inf) (check the weights file, or lower the guidance scale / use bf16 weights)"
+    )]
+    NonFinite {
+        /// Which tensor: a weight's name with its file, or a stage's output.
+        tensor: String,
+        /// How many values are not finite.
+        count: usize,
+    },
     /// A tensor operation on the CPU backend failed.
     #[error(
         "cpu backend error in {op}: {detail} (this is a bug in the executor's graph; please report it)"

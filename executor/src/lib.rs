@@ -42,6 +42,7 @@ pub mod model;
 mod par;
 pub mod parallel;
 pub mod pipeline;
+pub mod schedule;
 pub mod weights;
 
 pub use backend::{Backend, BackendKind, HostTensor, MemoryStats};

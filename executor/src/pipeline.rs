@@ -284,6 +284,19 @@ pub fn execute<B: Backend>(b: &B, dims: &ModelDims, cfg: &RunConfig) -> Result<E
         last = Some(r);
     }
     let last = last.expect("at least one measured run");
+    for (what, t) in [
+        ("the text stage's context", &last.context),
+        ("the denoise stage's latents", &last.latents),
+        ("the vae_decode stage's image", &last.image),
+    ] {
+        let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(ExecError::NonFinite {
+                tensor: what.to_string(),
+                count: bad,
+            });
+        }
+    }
     let names = ["text_encoder", "denoise", "vae_decode"];
     let stages = names
         .iter()
@@ -397,6 +410,7 @@ fn run_once<B: Backend>(
             attention: cfg.attention,
             gemm,
             sp: &crate::parallel::SingleRank,
+            guidance: cfg.guidance_scale,
         };
         let rope =
             transformer::rope_tables(b, dims, dims.txt_tokens, cfg.height / 16, cfg.width / 16)?;
@@ -417,11 +431,11 @@ fn run_once<B: Backend>(
         };
         let (mut cache_c, mut cache_u) = (mk(), mk());
         // Timeline marks around every step, read after the loop so timing adds no syncs.
+        let sigmas = crate::schedule::flux2_sigmas(cfg.img_tokens(), cfg.steps);
         let mut marks = vec![b.mark()?];
         for step in 0..cfg.steps {
-            // Flow matching with a linear sigma schedule from 1 to 0 and Euler steps.
-            let sigma = 1.0 - step as f32 / cfg.steps as f32;
-            let next = 1.0 - (step + 1) as f32 / cfg.steps as f32;
+            // Flow matching on FLUX.2's shifted schedule with Euler steps.
+            let (sigma, next) = (sigmas[step], sigmas[step + 1]);
             let vc = tr.forward(&x, &ctx_c, sigma, step, &rope, cache_c.as_mut())?;
             let v = match &ctx_u {
                 Some(cu) => {

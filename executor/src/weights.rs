@@ -181,6 +181,13 @@ pub fn load_folder(dir: &Path, specs: &[WeightSpec]) -> Result<HostWeights> {
                 path: file.clone(),
                 detail: format!("`{name}` has unsupported dtype {:?}", view.dtype()),
             })?;
+            let bad = data.iter().filter(|v| !v.is_finite()).count();
+            if bad > 0 {
+                return Err(ExecError::NonFinite {
+                    tensor: format!("weight `{name}` in {}", file.display()),
+                    count: bad,
+                });
+            }
             out.insert(name, HostTensor::new(&spec.shape, data));
         }
     }

@@ -341,6 +341,7 @@ fn memory_accounting_grows_with_resolution_and_with_math_attention() {
             attention,
             gemm: executor::backend::GemmMode::Bf16,
             sp: &executor::parallel::SingleRank,
+            guidance: 4.0,
         };
         tr.forward(&x, &ctx, 0.5, 0, &rope, None).unwrap();
         b.memory().peak_bytes - base
@@ -469,8 +470,20 @@ fn bad_configs_are_rejected_with_a_hint() {
 fn calibrate_runs_on_cpu() {
     let r = executor::calibrate(BackendKind::Cpu).unwrap();
     assert_eq!(r.backend, BackendKind::Cpu);
-    assert_eq!(r.gemm.len(), 4);
-    assert!(r.gemm.iter().all(|g| g.tflops > 0.0 && g.ms > 0.0));
+    // bf16 and fp8-storage for every shape (fp8 compute is CUDA-only).
+    let shapes = executor::calibrate::CalibrationSizes::cpu().gemm.len();
+    assert_eq!(r.gemm.len(), 2 * shapes);
+    assert!(
+        r.gemm
+            .iter()
+            .all(|g| g.tflops > 0.0 && g.ms > 0.0 && g.spread >= 0.0)
+    );
+    assert_eq!(
+        r.conv.len(),
+        executor::calibrate::CalibrationSizes::cpu().conv.len()
+    );
+    assert!(r.dispatch.device_us > 0.0);
+    assert_eq!(r.device, "cpu");
     let math = r.attention.iter().find(|a| a.path == "math").unwrap();
     let fused = r.attention.iter().find(|a| a.path == "fused").unwrap();
     assert!(math.peak_above_inputs_bytes > fused.peak_above_inputs_bytes);

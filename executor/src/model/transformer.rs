@@ -43,6 +43,18 @@ pub fn weight_specs(d: &ModelDims) -> Vec<WeightSpec> {
         lin("norm_out.linear.weight".into(), 2 * h, h),
         lin("proj_out.weight".into(), d.in_channels, h),
     ];
+    if d.guidance_embeds {
+        s.push(lin(
+            "time_guidance_embed.guidance_embedder.linear_1.weight".into(),
+            h,
+            d.timestep_dim,
+        ));
+        s.push(lin(
+            "time_guidance_embed.guidance_embedder.linear_2.weight".into(),
+            h,
+            h,
+        ));
+    }
     for i in 0..d.double_blocks {
         let p = format!("transformer_blocks.{i}");
         for proj in [
@@ -210,6 +222,8 @@ pub struct Transformer<'a, B: Backend> {
     pub gemm: GemmMode,
     /// Sequence-parallel exchanges around attention ([`crate::parallel::SingleRank`] today).
     pub sp: &'a dyn crate::parallel::SequenceParallel<B>,
+    /// The guidance scale a guidance embedder sees (models with `guidance_embeds` only).
+    pub guidance: f32,
 }
 
 impl<'a, B: Backend> Transformer<'a, B> {
@@ -421,14 +435,24 @@ impl<'a, B: Backend> Transformer<'a, B> {
     ) -> Result<B::Tensor> {
         let b = self.b;
         let batch = b.shape(latents)[0];
-        let temb = {
-            let f = b.upload(&timestep_features(t * 1000.0, batch, self.d.timestep_dim))?;
-            let h = self.linear(&f, "time_guidance_embed.timestep_embedder.linear_1.weight")?;
-            self.linear(
-                &b.silu(&h)?,
-                "time_guidance_embed.timestep_embedder.linear_2.weight",
-            )?
+        let embed = |value: f32, which: &str| -> Result<B::Tensor> {
+            let f = b.upload(&timestep_features(
+                value * 1000.0,
+                batch,
+                self.d.timestep_dim,
+            ))?;
+            let h = self.linear(&f, &format!("time_guidance_embed.{which}.linear_1.weight"))?;
+            drop(f);
+            let s = b.silu(&h)?;
+            drop(h);
+            self.linear(&s, &format!("time_guidance_embed.{which}.linear_2.weight"))
         };
+        let mut temb = embed(t, "timestep_embedder")?;
+        if self.d.guidance_embeds {
+            // FLUX.2 [dev]: the guidance scale, embedded like the timestep, is added to it.
+            let g = embed(self.guidance, "guidance_embedder")?;
+            temb = b.add(&temb, &g)?;
+        }
         let act = b.silu(&temb)?;
         drop(temb);
         let mods = Mods {

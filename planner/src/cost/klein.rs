@@ -395,12 +395,25 @@ impl Denoise<'_> {
         let (b, d) = (self.batch, dims.width());
         let e = b * d * BF16;
         let bf = Precision::Bf16;
-        // Timestep MLP (BF16), SiLU, shared modulation (stored like the blocks).
-        let f = t.ew_new(0, b * TIMESTEP_DIM * BF16);
-        let h = t.gemm(b, TIMESTEP_DIM, d, bf);
-        let s = t.ew_new(e, e);
-        let temb = t.gemm(b, d, d, bf);
-        t.free_all([f, h, s]);
+        // Timestep MLP (BF16; plus the guidance one where the model has it, added), SiLU,
+        // shared modulation (stored like the blocks).
+        let embed = |t: &mut Trace| {
+            let f = t.ew_new(0, b * TIMESTEP_DIM * BF16);
+            let h = t.gemm(b, TIMESTEP_DIM, d, bf);
+            t.free(f);
+            let s = t.ew_new(e, e);
+            t.free(h);
+            let o = t.gemm(b, d, d, bf);
+            t.free(s);
+            o
+        };
+        let mut temb = embed(t);
+        if dims.guidance_embeds {
+            let g = embed(t);
+            let sum = t.ew_new(2 * e, e);
+            t.free_all([temb, g]);
+            temb = sum;
+        }
         let act = t.ew_new(e, e);
         t.free(temb);
         let mut mods = Vec::new();

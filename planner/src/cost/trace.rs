@@ -144,12 +144,24 @@ impl<'a> Trace<'a> {
         self.gpu_s = self.gpu_s.max(self.cpu_s) + gpu_s;
     }
 
-    /// Puts `gpu_s` of GPU work behind one bare tensor op from Python (slicing, a scalar product:
-    /// no module around it), which costs the host `tensor_op_dispatch_us` instead of `cpu_dispatch_us`.
-    pub fn tensor_op(&mut self, gpu_s: f64) {
-        self.ops += 1;
-        self.cpu_s += self.hw.rt.tensor_op_dispatch_us * 1e-6;
-        self.gpu_s = self.gpu_s.max(self.cpu_s) + gpu_s;
+    /// Puts `n` bare tensor ops from a Python loop (slicing, a scalar product: no module around
+    /// them) in the queue, each `gpu_s` of GPU work behind `tensor_op_dispatch_us` of host time.
+    /// Closed form of `n` launches: the GPU ends at the later of its own `n` ops back to back
+    /// and the host's last (or first, when the GPU is the slower) dispatch plus the ops after it.
+    pub fn tensor_ops(&mut self, n: u64, gpu_s: f64) {
+        if n == 0 {
+            return;
+        }
+        let h = self.hw.rt.tensor_op_dispatch_us * 1e-6;
+        let k = n as f64;
+        let host_bound = if gpu_s >= h {
+            self.cpu_s + h + k * gpu_s
+        } else {
+            self.cpu_s + k * h + gpu_s
+        };
+        self.gpu_s = (self.gpu_s + k * gpu_s).max(host_bound);
+        self.cpu_s += k * h;
+        self.ops += n;
     }
 
     /// Host work that launches nothing (Python between ops): only the host clock advances.
@@ -278,6 +290,26 @@ mod tests {
         assert_eq!(t.peak_bytes(), 30);
         t.free_all([b, c]);
         assert_eq!(t.live_bytes(), 0);
+    }
+
+    #[test]
+    fn tensor_ops_in_closed_form_match_one_at_a_time() {
+        let h = hw();
+        let host = h.rt.tensor_op_dispatch_us * 1e-6;
+        for (gpu_s, ahead) in [(host * 0.3, 0.0), (host * 3.0, 0.0), (host * 0.3, 0.01)] {
+            let mut a = Trace::new(h);
+            a.kernel(0.0, 0.0, ahead * h.gpu.hbm_bytes_per_s());
+            let mut b = Trace::new(h);
+            b.kernel(0.0, 0.0, ahead * h.gpu.hbm_bytes_per_s());
+            a.tensor_ops(1000, gpu_s);
+            for _ in 0..1000 {
+                b.tensor_ops(1, gpu_s);
+            }
+            assert!(
+                (a.elapsed_s() - b.elapsed_s()).abs() < 1e-9,
+                "{gpu_s} {ahead}"
+            );
+        }
     }
 
     #[test]

@@ -184,9 +184,7 @@ pub fn decode_tiled(t: &mut Trace, p: &VaeDecode, tile: u64) {
     let row_bytes = p.batch * 3 * tile * BF16;
     let bw = t.hw.gpu.hbm_bytes_per_s() * t.hw.rt.elementwise_bw_efficiency;
     let op_s = (3 * row_bytes) as f64 / bw + t.hw.rt.kernel_latency_us * 1e-6;
-    for _ in 0..blends * overlap * 4 {
-        t.tensor_op(op_s);
-    }
+    t.tensor_ops(blends * overlap * 4, op_s);
     let out = t.ew_new(kept.bytes(), p.batch * 3 * p.height * p.width * BF16);
     t.free_all([kept, out]);
 }

@@ -31,7 +31,10 @@ pub fn echo(s: &str, max: usize) -> String {
     let mut out = String::new();
     let n = s.chars().count();
     for c in s.chars().take(max) {
-        if c.is_control() {
+        // Control characters, and the invisible format characters that reorder or hide text
+        // (bidirectional overrides, zero-width marks, the byte-order mark).
+        let invisible = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
+        if c.is_control() || invisible {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -91,12 +94,14 @@ pub fn parse_with<'c>(
             let mut problems = v.problems;
             problems.sort_by_key(|p| p.location.map(|l| (l.line, l.column)).unwrap_or((0, 0)));
             if problems.len() > MAX_PROBLEMS {
-                let more = problems.len() - MAX_PROBLEMS;
+                // The parse stops early, so how many more there are is unknown.
                 problems.truncate(MAX_PROBLEMS);
                 problems.push(Problem {
                     field: String::new(),
                     location: None,
-                    message: format!("and {more} more problems"),
+                    message: format!(
+                        "more problems follow (only the first {MAX_PROBLEMS} are listed)"
+                    ),
                     hint: Some("fix these first".into()),
                 });
             }
@@ -254,6 +259,12 @@ fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> (Problem, bool) {
             format!("{message}: expected {what}"),
             format!("write {what} here"),
             true,
+        )
+    } else if message.starts_with("multiple YAML documents") {
+        (
+            "a spec is one YAML document, this file has several".to_string(),
+            "remove the `---` line and the document after it".to_string(),
+            false,
         )
     } else if message.starts_with("missing field") {
         (message, "add the key".to_string(), true)
@@ -826,6 +837,14 @@ impl<'c> Validator<'_, 'c> {
     fn spec(&mut self, raw: RawSpec) -> Option<Spec<'c>> {
         let c = self.catalog;
         let model = match &raw.model {
+            // Not when the key was there but dropped for its own problem (a type error).
+            None if self
+                .problems
+                .iter()
+                .any(|p| p.field == "model" || p.field.is_empty()) =>
+            {
+                None
+            }
             None => {
                 self.problem(
                     "model",
