@@ -1,11 +1,12 @@
 //! Command-line arguments, reading spec files, choosing the output format and exit codes.
 
+use std::cell::{OnceCell, RefCell};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use planner::catalog::Catalog;
+use planner::catalog::{Catalog, CatalogFile, RuntimeProfile};
 use planner::estimate::{Inputs, estimate};
 use planner::search;
 use planner::spec::{self, Spec};
@@ -21,6 +22,8 @@ pub enum Format {
     Json,
     /// The same content as YAML.
     Yaml,
+    /// Comma-separated rows (`sweep` only).
+    Csv,
 }
 
 /// Executor backend.
@@ -55,6 +58,13 @@ struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text, global = true)]
     format: Format,
+    /// Text output width in columns (longer lines wrap; 0: no wrapping).
+    #[arg(long, default_value_t = 120, global = true, value_name = "COLUMNS")]
+    width: usize,
+    /// A folder with `gpus.yaml` and/or `models.yaml` (the embedded catalogs' schema) whose
+    /// entries add to or override the built-in ones.
+    #[arg(long, global = true, value_name = "DIR")]
+    catalog: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,10 +124,93 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Turn a diffusers transformer `config.json` (FLUX.1 or FLUX.2) into a `models.yaml` entry
+    /// for `--catalog DIR`; the text encoder and VAE come from the pipeline folder when it has a
+    /// `model_index.json`.
+    ImportModel {
+        /// `transformer/config.json`, or the pipeline folder holding `model_index.json`.
+        path: PathBuf,
+        /// Catalog id of the model (default: the pipeline folder's name, lower case).
+        #[arg(long)]
+        id: Option<String>,
+        /// Pipeline folder (default: the folder above `transformer/`, when it has `model_index.json`).
+        #[arg(long, value_name = "DIR")]
+        pipeline: Option<PathBuf>,
+        /// Hugging Face repository (for `export`).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Default steps (else from the pipeline: 4 distilled klein, 28 FLUX.1 [dev], 50 otherwise).
+        #[arg(long)]
+        steps: Option<u32>,
+    },
+    /// Print the chosen (plan) or fixed (estimate) deployment as a diffusers script or an xDiT
+    /// launch command.
+    Export {
+        /// Spec file (YAML): its fixed `deployment:` on its `gpu:`, or the plan's choice.
+        spec: PathBuf,
+        /// What to emit.
+        #[arg(long, value_enum)]
+        to: crate::export::Target,
+    },
+    /// Cost the cross product of varied keys (any deployment key, `gpu`, `model`): a table, CSV,
+    /// JSON or YAML, and an SVG chart.
+    Sweep {
+        /// Spec file (YAML): its fixed `deployment:` is estimated per point, else planned.
+        spec: PathBuf,
+        /// `KEY=V1,V2`: `weights=bf16,fp8`, `parallel.ulysses=1,2`, `gpu=h100-sxm,h200`,
+        /// `workload.steps=4,8`; repeat for a cross product (the last varies fastest).
+        #[arg(long, value_name = "KEY=V1,V2")]
+        vary: Vec<crate::sweep::Vary>,
+        /// Also draw latency and memory against the first varied key (or, for a plan without
+        /// `--vary`, its Pareto front) into this SVG file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
     /// List the model catalog.
     Models,
     /// List the GPU catalog.
     Gpus,
+}
+
+/// The built-in catalog plus the files of `--catalog DIR`.
+pub fn load_catalog(dir: Option<&Path>) -> Result<Catalog> {
+    let mut c = Catalog::embedded();
+    let Some(dir) = dir else { return Ok(c) };
+    if !dir.is_dir() {
+        bail!("--catalog {}: not a folder", dir.display());
+    }
+    let mut found = false;
+    for (name, kind) in [
+        ("gpus.yaml", CatalogFile::Gpus),
+        ("models.yaml", CatalogFile::Models),
+    ] {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        found = true;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let shown = path.display().to_string();
+        c.add_file(kind, &shown, &text).map_err(|e| {
+            let mut msg = format!(
+                "{} problem{} in {shown}",
+                e.problems.len(),
+                if e.problems.len() == 1 { "" } else { "s" }
+            );
+            for p in &e.problems {
+                msg.push_str(&format!("\n  {p}"));
+            }
+            anyhow::anyhow!(msg)
+        })?;
+    }
+    if !found {
+        bail!(
+            "--catalog {}: holds neither gpus.yaml nor models.yaml",
+            dir.display()
+        );
+    }
+    Ok(c)
 }
 
 /// Largest spec or runtime profile read, bytes (the biggest example spec is under 2 kB).
@@ -240,43 +333,186 @@ fn spec_problems(path: &Path, problems: Vec<spec::Problem>) -> InputError {
     }
 }
 
-fn read_spec(path: &Path) -> Result<Spec> {
+/// Runtime profile files a spec names (`runtime: ./profile.yaml`), read before the spec is
+/// validated so that the spec can borrow them: `(name as written, profile or its problems)`.
+pub type Profiles = OnceCell<Vec<(String, std::result::Result<RuntimeProfile, Vec<String>>)>>;
+
+/// Reads and validates a spec against `catalog`. The spec borrows from `catalog` and `profiles`.
+pub fn read_spec<'c>(
+    path: &Path,
+    catalog: &'c Catalog,
+    profiles: &'c Profiles,
+) -> Result<Spec<'c>> {
     let text =
         read_file(path).map_err(|e| anyhow::anyhow!("cannot read spec {}: {e}", shown(path)))?;
+    parse_spec(&text, path, catalog, profiles)
+}
+
+/// Reads one runtime profile file named in a spec in `dir`.
+fn read_profile(dir: &Path, name: &str) -> std::result::Result<RuntimeProfile, Vec<String>> {
+    let file = dir.join(name);
+    if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+        return Err(vec![format!(
+            "runtime profile {}: a profile file's name ends in .yaml or .yml",
+            shown(&file)
+        )]);
+    }
+    let text = read_file(&file)
+        .map_err(|e| vec![format!("cannot read runtime profile {}: {e}", shown(&file))])?;
+    RuntimeProfile::from_yaml(&text).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| format!("runtime profile {}: {e}", shown(&file)))
+            .collect()
+    })
+}
+
+/// Validates spec `text` as if read from `path` (profile files resolve beside it; problems name it).
+pub fn parse_spec<'c>(
+    text: &str,
+    path: &Path,
+    catalog: &'c Catalog,
+    profiles: &'c Profiles,
+) -> Result<Spec<'c>> {
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    // `runtime: ./profile.yaml` names a profile file, relative to the spec's folder.
-    let load = move |name: &str| -> std::result::Result<
-        &'static planner::catalog::RuntimeProfile,
-        Vec<String>,
-    > {
-        let file = dir.join(name);
-        if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
-            return Err(vec![format!(
-                "runtime profile {}: a profile file's name ends in .yaml or .yml",
-                shown(&file)
-            )]);
+    // First pass: which profile files does it name? (Validation asks the loader for each.)
+    let named = RefCell::new(Vec::new());
+    let _ = spec::parse_with(
+        text,
+        &|name: &str| {
+            named.borrow_mut().push(name.to_string());
+            Err(Vec::new())
+        },
+        catalog,
+    );
+    let loaded = profiles.get_or_init(|| {
+        named
+            .into_inner()
+            .into_iter()
+            .map(|name| {
+                let p = read_profile(&dir, &name);
+                (name, p)
+            })
+            .collect()
+    });
+    let load = |name: &str| -> std::result::Result<&'c RuntimeProfile, Vec<String>> {
+        match loaded.iter().find(|(n, _)| n == name) {
+            Some((_, Ok(p))) => Ok(p),
+            Some((_, Err(e))) => Err(e.clone()),
+            None => Err(vec![format!(
+                "runtime profile {} was not read",
+                spec::echo(name, 64)
+            )]),
         }
-        let text = read_file(&file)
-            .map_err(|e| vec![format!("cannot read runtime profile {}: {e}", shown(&file))])?;
-        let profile = planner::catalog::RuntimeProfile::from_yaml(&text).map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|e| format!("runtime profile {}: {e}", shown(&file)))
-                .collect::<Vec<_>>()
-        })?;
-        // One profile per process run: leaking it gives the spec its 'static lifetime.
-        Ok(Box::leak(Box::new(profile)))
     };
-    spec::parse_with(&text, &load).map_err(|e| spec_problems(path, e.problems).into())
+    spec::parse_with(text, &load, catalog).map_err(|e| spec_problems(path, e.problems).into())
+}
+
+/// The deployment a command acts on: the spec's fixed `deployment:` on its GPU, or the plan's
+/// choice (at the first resolution of the mix).
+pub fn deployment_of<'c>(
+    s: &Spec<'c>,
+    path: &Path,
+    c: &'c Catalog,
+) -> Result<(&'c planner::catalog::Gpu, planner::deployment::Deployment)> {
+    if s.has_deployment {
+        let gpu = s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok((gpu, s.deployment()));
+    }
+    let p = search::plan(s);
+    match p.chosen {
+        Some(ch) => {
+            let gpu = c.gpu(&ch.gpu).expect("the plan's GPU is in the catalog");
+            Ok((
+                gpu,
+                planner::deployment::Deployment {
+                    resolution: s.mix[0].resolution,
+                    ..ch.deployment
+                },
+            ))
+        }
+        None => bail!(
+            "{}: no feasible plan to act on; relax the goal or give a fixed `deployment:`",
+            path.display()
+        ),
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// `import-model`: finds the transformer config and the pipeline folder, reads them, and prints
+/// the catalog entry.
+fn import_model(
+    path: &Path,
+    id: Option<String>,
+    pipeline: Option<PathBuf>,
+    repo: Option<String>,
+    steps: Option<u32>,
+    c: &Catalog,
+) -> Result<planner::catalog::import::ModelsFile> {
+    use planner::catalog::import::{ImportOptions, PipelineFiles, import};
+    let (config, folder) = if path.is_dir() {
+        if path.join("model_index.json").exists() {
+            (
+                path.join("transformer/config.json"),
+                Some(path.to_path_buf()),
+            )
+        } else {
+            (path.join("config.json"), None)
+        }
+    } else {
+        let above = path.parent().and_then(Path::parent).map(Path::to_path_buf);
+        (
+            path.to_path_buf(),
+            above.filter(|d| d.join("model_index.json").exists()),
+        )
+    };
+    let folder = pipeline.or(folder);
+    let files = match &folder {
+        None => None,
+        Some(dir) => {
+            let mut f = PipelineFiles {
+                model_index: read(&dir.join("model_index.json"))?,
+                ..PipelineFiles::default()
+            };
+            for name in ["text_encoder", "text_encoder_2", "text_encoder_3"] {
+                let p = dir.join(name).join("config.json");
+                if p.exists() {
+                    f.text_encoders.push((name.to_string(), read(&p)?));
+                }
+            }
+            let v = dir.join("vae/config.json");
+            if v.exists() {
+                f.vae = Some(read(&v)?);
+            }
+            Some(f)
+        }
+    };
+    let id = id.unwrap_or_else(|| {
+        folder
+            .as_deref()
+            .or_else(|| config.parent().and_then(Path::parent))
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "imported-model".into())
+    });
+    let opts = ImportOptions { id, repo, steps };
+    import(&read(&config)?, files.as_ref(), &opts, c)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))
 }
 
 fn emit<T: serde::Serialize>(
     format: Format,
+    width: usize,
     value: &T,
     text: impl FnOnce() -> String,
 ) -> Result<()> {
     let out = match format {
-        Format::Text => text(),
+        Format::Text => crate::wrap::fit(&text(), width),
+        Format::Csv => bail!("--format csv is for `sweep`; use text, json or yaml here"),
         Format::Json => serde_json::to_string_pretty(value)? + "\n",
         Format::Yaml => {
             let mut y =
@@ -348,7 +584,11 @@ fn wants_json(args: impl Iterator<Item = String>) -> bool {
 /// Runs the CLI and returns the exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     let args = cli.0;
+    let width = args.width;
     let format = args.format;
+    let catalog = load_catalog(args.catalog.as_deref())?;
+    let c = &catalog;
+    let profiles = Profiles::new();
     let command = match (args.command, args.spec) {
         (Some(c), _) => c,
         (None, Some(spec)) => Command::Plan { spec },
@@ -356,29 +596,27 @@ pub fn run(cli: Cli) -> Result<u8> {
     };
     match command {
         Command::Models => {
-            let c = Catalog::get();
             let rows: Vec<render::ModelRow> = c.models.iter().map(render::ModelRow::from).collect();
             let doc = render::Listing {
                 schema_version: planner::estimate::SCHEMA_VERSION,
                 models: Some(&rows),
                 gpus: None,
             };
-            emit(format, &doc, || render::models(&rows))?;
+            emit(format, width, &doc, || render::models(&rows))?;
             Ok(0)
         }
         Command::Gpus => {
-            let c = Catalog::get();
             let rows: Vec<render::GpuRow> = c.gpus.iter().map(render::GpuRow::from).collect();
             let doc = render::Listing {
                 schema_version: planner::estimate::SCHEMA_VERSION,
                 models: None,
                 gpus: Some(&rows),
             };
-            emit(format, &doc, || render::gpus(&c.gpus))?;
+            emit(format, width, &doc, || render::gpus(&c.gpus))?;
             Ok(0)
         }
         Command::Estimate { spec } => {
-            let s = read_spec(&spec)?;
+            let s = read_spec(&spec, c, &profiles)?;
             let gpu = s
                 .estimate_gpu()
                 .map_err(|e| spec_problems(&spec, e.problems))?;
@@ -390,7 +628,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             match estimate(inp, &d) {
                 Ok(e) => {
-                    emit(format, &render::estimate_doc(&e), || render::estimate(&e))?;
+                    emit(format, width, &render::estimate_doc(&e), || {
+                        render::estimate(&e, c)
+                    })?;
                     // Contract v1.1: a deployment that does not fit is a failed gate.
                     Ok(if e.memory.fits { 0 } else { 1 })
                 }
@@ -407,9 +647,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
         }
         Command::Plan { spec } => {
-            let s = read_spec(&spec)?;
+            let s = read_spec(&spec, c, &profiles)?;
             let p = search::plan(&s);
-            emit(format, &render::plan_doc(&p), || render::plan(&p))?;
+            emit(format, width, &render::plan_doc(&p), || render::plan(&p, c))?;
             Ok(if p.chosen.is_some() { 0 } else { 1 })
         }
         Command::Verify {
@@ -430,7 +670,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             if !(max_minutes.is_finite() && max_minutes > 0.0) {
                 bail!("--max-minutes must be a positive number");
             }
-            let s = read_spec(&spec)?;
+            let s = read_spec(&spec, c, &profiles)?;
             if let Some(w) = &weights {
                 check_weights_dir(w)?;
             }
@@ -441,7 +681,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 max_minutes,
             };
             let r = crate::verify::verify(&s, backend.into(), tolerance, &run)?;
-            emit(format, &r, || render::verify(&r))?;
+            emit(format, width, &r, || render::verify(&r))?;
             Ok(if r.within_tolerance { 0 } else { 3 })
         }
         Command::Calibrate {
@@ -453,7 +693,6 @@ pub fn run(cli: Cli) -> Result<u8> {
             if runs == 0 || runs > 10_000 {
                 bail!("--runs must be between 1 and 10000");
             }
-            let c = Catalog::get();
             let id = gpu.unwrap_or_else(|| {
                 if backend == Backend::Cpu {
                     "cpu".into()
@@ -482,14 +721,67 @@ pub fn run(cli: Cli) -> Result<u8> {
                         path.display()
                     )?;
                 }
-                None => emit(format, &profile, || yaml.clone())?,
+                // YAML and code are not wrapped.
+                None => emit(format, 0, &profile, || yaml.clone())?,
+            }
+            Ok(0)
+        }
+        Command::ImportModel {
+            path,
+            id,
+            pipeline,
+            repo,
+            steps,
+        } => {
+            let entry = import_model(&path, id, pipeline, repo, steps, c)?;
+            // Text is the models.yaml file itself (not wrapped); JSON/YAML the same entries.
+            emit(format, 0, &entry, || entry.to_yaml())?;
+            Ok(0)
+        }
+        Command::Export { spec, to } => {
+            let s = read_spec(&spec, c, &profiles)?;
+            let (gpu, d) = deployment_of(&s, &spec, c)?;
+            let code = crate::export::export(to, s.model, gpu, &d).map_err(|reasons| {
+                let lines: Vec<String> = reasons.iter().map(|r| format!("  {r}")).collect();
+                anyhow::anyhow!(
+                    "{}: cannot export this deployment to {} faithfully:\n{}",
+                    spec.display(),
+                    match to {
+                        crate::export::Target::Diffusers => "diffusers",
+                        crate::export::Target::Xdit => "xDiT",
+                    },
+                    lines.join("\n")
+                )
+            })?;
+            let doc = crate::export::Doc {
+                schema_version: planner::estimate::SCHEMA_VERSION,
+                model: &s.model.id,
+                gpu: &gpu.id,
+                deployment: &d,
+                target: to,
+                code: &code,
+            };
+            emit(format, 0, &render::doc(&doc), || code.clone())?; // code is not wrapped
+            Ok(0)
+        }
+        Command::Sweep { spec, vary, svg } => {
+            let sw = crate::sweep::run(&spec, &vary, c)?;
+            if let Some(path) = svg {
+                std::fs::write(&path, crate::svg::chart(&sw))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if format == Format::Csv {
+                let mut stdout = io::stdout().lock();
+                stdout.write_all(crate::sweep::csv(&sw).as_bytes())?;
+            } else {
+                emit(format, width, &render::doc(&sw), || crate::sweep::text(&sw))?;
             }
             Ok(0)
         }
         Command::Fleet { spec } => {
-            let s = read_spec(&spec)?;
+            let s = read_spec(&spec, c, &profiles)?;
             let f = search::fleet(&s);
-            emit(format, &render::fleet_doc(&f), || render::fleet(&f))?;
+            emit(format, width, &render::fleet_doc(&f), || render::fleet(&f))?;
             Ok(if f.options.iter().any(|o| o.candidate.is_some()) {
                 0
             } else {

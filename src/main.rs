@@ -5,9 +5,13 @@
 //! under `--format json`.
 
 mod cli;
+mod export;
 mod progress;
 mod render;
+mod svg;
+mod sweep;
 mod verify;
+mod wrap;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

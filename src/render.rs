@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use planner::catalog::{Gpu, Model};
+use planner::catalog::{Catalog, Gpu, Model};
 use planner::deployment::{Cache, Deployment, Shard};
 use planner::estimate::{Estimate, QualityChange, Stage};
 use planner::rules::{Rule, Violation};
@@ -137,10 +137,8 @@ fn stage_table(out: &mut String, stages: &[Stage], ridge: f64) {
     );
 }
 
-fn estimate_body(out: &mut String, e: &Estimate) {
-    let gpu = planner::catalog::Catalog::get()
-        .gpu(&e.gpu)
-        .expect("estimate names a catalog GPU");
+fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
+    let gpu = c.gpu(&e.gpu).expect("estimate names a catalog GPU");
     let _ = writeln!(
         out,
         "  {} · per batch {} ms (range {}-{}) · per image {} ms · {:.2} images/s per replica",
@@ -239,11 +237,11 @@ fn output_changes(c: &Candidate) -> String {
 }
 
 /// `estimate` as text.
-pub fn estimate(e: &Estimate) -> String {
+pub fn estimate(e: &Estimate, c: &Catalog) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{} on {} ({} runtime)", e.model, e.gpu, e.runtime);
     let _ = writeln!(out, "  {}", knobs(&e.deployment));
-    estimate_body(&mut out, e);
+    estimate_body(&mut out, e, c);
     if !e.memory.fits {
         let _ = writeln!(
             out,
@@ -695,7 +693,7 @@ pub fn error_json(e: &anyhow::Error) -> String {
 }
 
 /// `plan` as text.
-pub fn plan(p: &Plan) -> String {
+pub fn plan(p: &Plan, catalog: &Catalog) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{} ({} runtime)", p.model, p.runtime);
     let _ = writeln!(out, "{}", goal_line(p));
@@ -726,7 +724,7 @@ pub fn plan(p: &Plan) -> String {
             }
             for e in &p.breakdown {
                 let _ = writeln!(out);
-                estimate_body(&mut out, e);
+                estimate_body(&mut out, e, catalog);
             }
         }
         None => {
@@ -887,6 +885,7 @@ pub fn models(rows: &[ModelRow]) -> String {
             r.default_steps,
             if r.cfg_passes == 2 { "yes" } else { "no" }
         );
+        let _ = writeln!(out, "    {} · source: {}", r.name, r.source);
     }
     out
 }
@@ -957,6 +956,7 @@ pub fn gpus(gpus: &[Gpu]) -> String {
                 "no (wider range)"
             }
         );
+        let _ = writeln!(out, "    {} · source: {}", g.name, g.source);
     }
     out
 }

@@ -195,7 +195,7 @@ fn rel(measured: f64, predicted: f64) -> f64 {
 }
 
 /// The device a backend's prediction is for.
-pub fn device(s: &Spec, backend: BackendKind) -> Result<&'static Gpu> {
+pub fn device<'c>(s: &Spec<'c>, backend: BackendKind) -> Result<&'c Gpu> {
     match backend {
         BackendKind::Cpu => {
             // The host as a device: its capacity is the memory available now.
@@ -214,7 +214,7 @@ pub fn device(s: &Spec, backend: BackendKind) -> Result<&'static Gpu> {
 }
 
 /// The runtime a verification predicts with: a profile file named by the spec, else `klein`.
-pub fn runtime(s: &Spec) -> &'static RuntimeProfile {
+pub fn runtime<'c>(s: &Spec<'c>) -> &'c RuntimeProfile {
     if s.runtime.id == "diffusers" {
         Catalog::get().runtime("klein").expect("catalog has klein")
     } else {

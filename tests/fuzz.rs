@@ -552,12 +552,10 @@ fn assert_candidate(c: &search::Candidate, text: &str) {
 
 /// A spec and a runtime profile file it may name (`runtime: ./p.yaml`).
 fn check_with_profile(text: &str, profile: &str) {
-    let load = |_: &str| -> Result<&'static planner::catalog::RuntimeProfile, Vec<String>> {
-        let p = planner::catalog::RuntimeProfile::from_yaml(profile)?;
-        Ok(Box::leak(Box::new(p)))
-    };
+    let p = planner::catalog::RuntimeProfile::from_yaml(profile);
+    let load = |_: &str| p.as_ref().map_err(Clone::clone);
     let text = text.replace("runtime: klein", "runtime: ./p.yaml");
-    let parsed = spec::parse_with(&text, &load);
+    let parsed = spec::parse_with(&text, &load, planner::catalog::Catalog::get());
     check_parsed(&text, parsed);
 }
 

@@ -1,13 +1,15 @@
-//! Catalogs embedded at build time: models, GPUs and runtime profiles, each number with its source.
+//! Catalogs: models, GPUs and runtime profiles, each number with its source; embedded at build
+//! time, extended or overridden by a user's files (`--catalog DIR`).
 
+mod files;
 mod gpu;
+pub mod import;
 mod model;
 mod runtime;
 
 use std::sync::OnceLock;
 
-use serde::Deserialize;
-
+pub use files::{CatalogError, CatalogFile, CatalogProblem};
 pub use gpu::{DenseTflops, Gpu, Link};
 pub use model::{
     Family, Guidance, Model, ParamSplit, TextEncoderDims, TextEncoderKind, TransformerDims, VaeDims,
@@ -18,43 +20,10 @@ const MODELS_YAML: &str = include_str!("../../catalog/models.yaml");
 const GPUS_YAML: &str = include_str!("../../catalog/gpus.yaml");
 const RUNTIMES_YAML: &str = include_str!("../../catalog/runtimes.yaml");
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModel {
-    id: String,
-    name: String,
-    transformer: TransformerDims,
-    text_encoders: Vec<String>,
-    vae: String,
-    default_steps: u32,
-    guidance: Guidance,
-    #[serde(default)]
-    reference_kv_cache: bool,
-    source: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModels {
-    text_encoders: Vec<TextEncoderDims>,
-    vaes: Vec<VaeDims>,
-    models: Vec<RawModel>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGpus {
-    gpus: Vec<Gpu>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRuntimes {
-    runtimes: Vec<RuntimeProfile>,
-}
-
-/// Every catalog, in file order (which is also display order).
-#[derive(Debug)]
+/// Every catalog, in file order (which is also display order). The embedded files come first; a
+/// user's `gpus.yaml` / `models.yaml` ([`Catalog::add_file`]) override entries with the same id
+/// in place and append new ones.
+#[derive(Debug, Clone)]
 pub struct Catalog {
     /// Models.
     pub models: Vec<Model>,
@@ -62,61 +31,55 @@ pub struct Catalog {
     pub gpus: Vec<Gpu>,
     /// Runtime profiles.
     pub runtimes: Vec<RuntimeProfile>,
+    /// Text encoders models may name.
+    pub text_encoders: Vec<TextEncoderDims>,
+    /// VAEs models may name.
+    pub vaes: Vec<VaeDims>,
 }
 
 impl Catalog {
-    /// The embedded catalog. Its files are part of the build and covered by tests, so a parse
-    /// failure is a build defect, reported loudly.
+    /// The embedded catalog, shared: what tests, examples and [`crate::spec::parse`] use. The
+    /// command-line tool builds its own [`Catalog::embedded`] (plus the user's files) and passes
+    /// it to [`crate::spec::parse_with`].
     pub fn get() -> &'static Catalog {
         static CATALOG: OnceLock<Catalog> = OnceLock::new();
-        CATALOG.get_or_init(|| {
-            Catalog::parse().expect("embedded catalog is valid (see catalog tests)")
-        })
+        CATALOG.get_or_init(Catalog::embedded)
     }
 
-    fn parse() -> Result<Catalog, String> {
-        let raw: RawModels =
-            serde_saphyr::from_str(MODELS_YAML).map_err(|e| format!("models.yaml: {e}"))?;
-        let gpus: RawGpus =
-            serde_saphyr::from_str(GPUS_YAML).map_err(|e| format!("gpus.yaml: {e}"))?;
-        let runtimes: RawRuntimes =
-            serde_saphyr::from_str(RUNTIMES_YAML).map_err(|e| format!("runtimes.yaml: {e}"))?;
-        let mut models = Vec::new();
-        for m in raw.models {
-            let text_encoders = m
-                .text_encoders
-                .iter()
-                .map(|id| {
-                    raw.text_encoders
-                        .iter()
-                        .find(|t| &t.id == id)
-                        .cloned()
-                        .ok_or_else(|| format!("model {}: unknown text encoder {id}", m.id))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let vae = raw
-                .vaes
-                .iter()
-                .find(|v| v.id == m.vae)
-                .cloned()
-                .ok_or_else(|| format!("model {}: unknown vae {}", m.id, m.vae))?;
-            models.push(Model {
-                id: m.id,
-                name: m.name,
-                transformer: m.transformer,
-                text_encoders,
-                vae,
-                default_steps: m.default_steps,
-                guidance: m.guidance,
-                reference_kv_cache: m.reference_kv_cache,
-                source: m.source,
-            });
+    /// A fresh copy of the embedded catalog. Its files are part of the build and covered by
+    /// tests (the same validation as a user's files), so a problem is a build defect, reported
+    /// loudly.
+    pub fn embedded() -> Catalog {
+        let mut c = Catalog {
+            models: Vec::new(),
+            gpus: Vec::new(),
+            runtimes: Vec::new(),
+            text_encoders: Vec::new(),
+            vaes: Vec::new(),
+        };
+        let embedded = [
+            (CatalogFile::Gpus, "gpus.yaml", GPUS_YAML),
+            (CatalogFile::Models, "models.yaml", MODELS_YAML),
+            (CatalogFile::Runtimes, "runtimes.yaml", RUNTIMES_YAML),
+        ];
+        for (kind, name, text) in embedded {
+            if let Err(e) = c.add_file(kind, name, text) {
+                panic!("embedded catalog is invalid (see catalog tests): {e}");
+            }
         }
-        Ok(Catalog {
-            models,
-            gpus: gpus.gpus,
-            runtimes: runtimes.runtimes,
-        })
+        c
+    }
+
+    /// Adds the entries of one catalog file (`name` is how problems refer to it), with the
+    /// embedded files' schema and validation. An entry whose id exists replaces it in place; a
+    /// new id is appended. Nothing changes when the file has a problem.
+    pub fn add_file(
+        &mut self,
+        kind: CatalogFile,
+        name: &str,
+        text: &str,
+    ) -> Result<(), CatalogError> {
+        files::add(self, kind, name, text)
     }
 
     /// A model by id.
@@ -132,6 +95,24 @@ impl Catalog {
     /// A runtime profile by id.
     pub fn runtime(&self, id: &str) -> Option<&RuntimeProfile> {
         self.runtimes.iter().find(|r| r.id == id)
+    }
+
+    /// A text encoder by id.
+    pub fn text_encoder(&self, id: &str) -> Option<&TextEncoderDims> {
+        self.text_encoders.iter().find(|t| t.id == id)
+    }
+
+    /// A VAE by id.
+    pub fn vae(&self, id: &str) -> Option<&VaeDims> {
+        self.vaes.iter().find(|v| v.id == id)
+    }
+}
+
+/// Replaces the entry with the same id, or appends.
+fn upsert<T>(list: &mut Vec<T>, item: T, id: impl Fn(&T) -> &str) {
+    match list.iter().position(|x| id(x) == id(&item)) {
+        Some(i) => list[i] = item,
+        None => list.push(item),
     }
 }
 

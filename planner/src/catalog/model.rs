@@ -1,9 +1,9 @@
 //! Model catalog entries: transformer, text encoder and VAE dimensions, and their parameter counts.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which transformer architecture a model uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     /// FLUX.2: no biases, SwiGLU (ratio 3), modulation shared across blocks, 4-axis RoPE.
@@ -13,7 +13,7 @@ pub enum Family {
 }
 
 /// How a model uses guidance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Guidance {
     /// Guidance- or step-distilled: one transformer pass per step.
@@ -23,7 +23,7 @@ pub enum Guidance {
 }
 
 /// Dimensions of the flow transformer.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformerDims {
     /// Architecture family.
@@ -45,8 +45,12 @@ pub struct TransformerDims {
     /// Whether a guidance embedder exists (guidance-distilled models).
     pub guidance_embeds: bool,
     /// Pooled text projection width (FLUX.1 only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub pooled_dim: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// Parameter counts of a transformer split by where they live and how they are stored.
@@ -171,7 +175,7 @@ impl TransformerDims {
 }
 
 /// Text-encoder architecture kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TextEncoderKind {
     /// Decoder-only LM (Qwen3, Mistral): RMSNorm, GQA, SwiGLU, no biases.
@@ -183,7 +187,7 @@ pub enum TextEncoderKind {
 }
 
 /// Dimensions of a text encoder.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextEncoderDims {
     /// Catalog id.
@@ -263,7 +267,7 @@ impl TextEncoderDims {
 }
 
 /// Dimensions of a VAE (AutoencoderKL family).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaeDims {
     /// Catalog id.
@@ -375,11 +379,30 @@ pub struct Model {
     pub guidance: Guidance,
     /// Whether reference-image K/V are cached across steps.
     pub reference_kv_cache: bool,
+    /// Hugging Face repository of the diffusers checkpoint (`export` loads it), when public.
+    pub repo: Option<String>,
+    /// diffusers pipeline class (`export`); by default from the family and text encoder.
+    pub pipeline: Option<String>,
     /// Where the numbers come from.
     pub source: String,
 }
 
 impl Model {
+    /// The diffusers pipeline class: `pipeline:` when given, else FLUX.1's `FluxPipeline`, FLUX.2
+    /// with a Qwen3 encoder `Flux2KleinPipeline` (its KV variant with a reference cache), and
+    /// FLUX.2 with Mistral `Flux2Pipeline`.
+    pub fn pipeline_class(&self) -> &str {
+        if let Some(p) = &self.pipeline {
+            return p;
+        }
+        match self.transformer.family {
+            Family::Flux1 => "FluxPipeline",
+            Family::Flux2 if self.text_encoders[0].id.starts_with("mistral") => "Flux2Pipeline",
+            Family::Flux2 if self.reference_kv_cache => "Flux2KleinKVPipeline",
+            Family::Flux2 => "Flux2KleinPipeline",
+        }
+    }
+
     /// Transformer passes per step (2 with real CFG).
     pub fn cfg_passes(&self) -> u64 {
         match self.guidance {

@@ -111,17 +111,17 @@ pub struct Goal {
 
 /// One GPU type the fleet may use.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct FleetEntry {
+pub struct FleetEntry<'c> {
     /// The GPU.
     #[serde(serialize_with = "ser_gpu")]
-    pub gpu: &'static Gpu,
+    pub gpu: &'c Gpu,
     /// How many can be had.
     pub available: u32,
     /// USD per GPU-hour.
     pub price_per_hour: f64,
 }
 
-fn ser_gpu<S: serde::Serializer>(g: &&'static Gpu, s: S) -> Result<S::Ok, S::Error> {
+fn ser_gpu<S: serde::Serializer>(g: &&Gpu, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&g.id)
 }
 
@@ -185,15 +185,15 @@ pub struct Pins {
     pub reference_images: Option<u32>,
 }
 
-/// A validated spec.
+/// A validated spec. It borrows its model, GPUs and runtime from the catalog it was read against.
 #[derive(Debug, Clone)]
-pub struct Spec {
+pub struct Spec<'c> {
     /// Model.
-    pub model: &'static Model,
+    pub model: &'c Model,
     /// Runtime profile.
-    pub runtime: &'static RuntimeProfile,
+    pub runtime: &'c RuntimeProfile,
     /// The GPU named by `gpu:` (estimate).
-    pub gpu: Option<&'static Gpu>,
+    pub gpu: Option<&'c Gpu>,
     /// Keys of `deployment:`.
     pub pins: Pins,
     /// Whether the spec had a `deployment:` section.
@@ -211,12 +211,12 @@ pub struct Spec {
     /// Goal.
     pub goal: Goal,
     /// Fleet.
-    pub fleet: Vec<FleetEntry>,
+    pub fleet: Vec<FleetEntry<'c>>,
     /// Search space.
     pub allow: Allow,
 }
 
-impl Spec {
+impl<'c> Spec<'c> {
     /// The fixed deployment of `estimate`, defaults filled in.
     pub fn deployment(&self) -> Deployment {
         let p = &self.pins;
@@ -241,7 +241,7 @@ impl Spec {
     }
 
     /// The GPU of `estimate`, or the problem to report.
-    pub fn estimate_gpu(&self) -> Result<&'static Gpu, SpecError> {
+    pub fn estimate_gpu(&self) -> Result<&'c Gpu, SpecError> {
         self.gpu
             .or_else(|| (self.fleet.len() == 1).then(|| self.fleet[0].gpu))
             .ok_or_else(|| SpecError {

@@ -8,8 +8,9 @@ use crate::catalog::{Catalog, Guidance, Model, RuntimeProfile};
 use crate::deployment::*;
 
 /// Loads a runtime profile named by a path in `runtime:` (the caller owns file access); an error
-/// is one message per problem of the profile.
-pub type ProfileLoader<'a> = &'a dyn Fn(&str) -> Result<&'static RuntimeProfile, Vec<String>>;
+/// is one message per problem of the profile. The profile lives as long as the catalog (`'c`):
+/// the caller owns both.
+pub type ProfileLoader<'a, 'c> = &'a dyn Fn(&str) -> Result<&'c RuntimeProfile, Vec<String>>;
 
 /// At most this many problems are reported (the rest are counted).
 pub const MAX_PROBLEMS: usize = 50;
@@ -59,20 +60,33 @@ fn v(s: &str) -> String {
     echo(s, 64)
 }
 
-/// Parses and validates a spec whose `runtime:` is a catalog id.
-pub fn parse(text: &str) -> Result<Spec, SpecError> {
-    parse_with(text, &|path| {
-        Err(vec![format!(
-            "runtime profile files ({}) are read by the command-line tool",
-            v(path)
-        )])
-    })
+/// Parses and validates a spec against the embedded catalog; `runtime:` must be a catalog id.
+pub fn parse(text: &str) -> Result<Spec<'static>, SpecError> {
+    parse_with(
+        text,
+        &|path| {
+            Err(vec![format!(
+                "runtime profile files ({}) are read by the command-line tool",
+                v(path)
+            )])
+        },
+        Catalog::get(),
+    )
 }
 
-/// Parses and validates a spec; `runtime:` may name a profile file, read through `load`.
-pub fn parse_with(text: &str, load: ProfileLoader) -> Result<Spec, SpecError> {
+/// Parses and validates a spec against `catalog`; `runtime:` may name a profile file, read
+/// through `load`.
+pub fn parse_with<'c>(
+    text: &str,
+    load: ProfileLoader<'_, 'c>,
+    catalog: &'c Catalog,
+) -> Result<Spec<'c>, SpecError> {
     let (raw, problems) = parse_raw(text);
-    let mut v = Validator { problems, load };
+    let mut v = Validator {
+        problems,
+        load,
+        catalog,
+    };
     let spec = raw.and_then(|raw| v.spec(raw));
     match spec {
         Some(s) if v.problems.is_empty() => Ok(s),
@@ -327,9 +341,10 @@ fn field_at(text: &str, at: Location) -> String {
     path.join(".")
 }
 
-struct Validator<'a> {
+struct Validator<'a, 'c> {
     problems: Vec<Problem>,
-    load: ProfileLoader<'a>,
+    load: ProfileLoader<'a, 'c>,
+    catalog: &'c Catalog,
 }
 
 fn loc<T>(s: &Spanned<T>) -> Option<Location> {
@@ -364,7 +379,7 @@ const MAX_IMAGES_PER_S: f64 = 1e5;
 /// Largest GPU price accepted, USD per hour.
 const MAX_PRICE_PER_HOUR: f64 = 1e4;
 
-impl Validator<'_> {
+impl<'c> Validator<'_, 'c> {
     /// The same workload key given in `deployment:` and `workload:` with different values.
     fn conflict(&mut self, key: &str, workload: u32, pin: u32, at: Option<Location>) {
         self.problem(
@@ -819,8 +834,8 @@ impl Validator<'_> {
         }
     }
 
-    fn spec(&mut self, raw: RawSpec) -> Option<Spec> {
-        let c = Catalog::get();
+    fn spec(&mut self, raw: RawSpec) -> Option<Spec<'c>> {
+        let c = self.catalog;
         let model = match &raw.model {
             // Not when the key was there but dropped for its own problem (a type error).
             None if self

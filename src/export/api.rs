@@ -1,0 +1,214 @@
+//! Every external name `export` may emit, with the file of the project that defines it (read
+//! in diffusers at 58eb52c, 2026-08-23, and xDiT at 175e0bf, 2026-07-14). A test holds every
+//! call in every exported snippet to this list.
+
+// The lists are read by the tests that hold every export to them (and XDIT_MODELS by the export).
+#![cfg_attr(not(test), allow(dead_code))]
+
+/// A name and where it is defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Api {
+    /// The called name (last path segment for methods), or the command-line flag.
+    pub name: &'static str,
+    /// Repository and file that defines it.
+    pub source: &'static str,
+}
+
+const fn api(name: &'static str, source: &'static str) -> Api {
+    Api { name, source }
+}
+
+/// Python calls of the diffusers snippets: diffusers, torch, torchao, and Python itself.
+pub const DIFFUSERS: &[Api] = &[
+    api(
+        "from_pretrained",
+        "diffusers src/diffusers/pipelines/pipeline_utils.py, models/modeling_utils.py",
+    ),
+    api(
+        "enable_layerwise_casting",
+        "diffusers src/diffusers/models/modeling_utils.py",
+    ),
+    api(
+        "enable_group_offload",
+        "diffusers src/diffusers/models/modeling_utils.py",
+    ),
+    api(
+        "enable_model_cpu_offload",
+        "diffusers src/diffusers/pipelines/pipeline_utils.py",
+    ),
+    api(
+        "set_attention_backend",
+        "diffusers src/diffusers/models/modeling_utils.py (names: models/attention_dispatch.py AttentionBackendName)",
+    ),
+    api(
+        "enable_cache",
+        "diffusers src/diffusers/models/cache_utils.py",
+    ),
+    api(
+        "FirstBlockCacheConfig",
+        "diffusers src/diffusers/hooks/first_block_cache.py",
+    ),
+    api(
+        "enable_parallelism",
+        "diffusers src/diffusers/models/modeling_utils.py",
+    ),
+    api(
+        "ContextParallelConfig",
+        "diffusers src/diffusers/models/_modeling_parallel.py",
+    ),
+    api(
+        "enable_tiling",
+        "diffusers src/diffusers/models/autoencoders/vae.py",
+    ),
+    api(
+        "encode_prompt",
+        "diffusers src/diffusers/pipelines/flux2/pipeline_flux2_klein.py, flux2/pipeline_flux2.py, flux/pipeline_flux.py",
+    ),
+    api(
+        "TorchAoConfig",
+        "diffusers src/diffusers/quantizers/quantization_config.py",
+    ),
+    api(
+        "NVIDIAModelOptConfig",
+        "diffusers src/diffusers/quantizers/quantization_config.py",
+    ),
+    api(
+        "Float8DynamicActivationFloat8WeightConfig",
+        "torchao torchao/quantization (named in diffusers' TorchAoConfig docstring)",
+    ),
+    api(
+        "pipe",
+        "the pipeline's __call__ (diffusers pipelines/*/pipeline_*.py)",
+    ),
+    api(
+        "to",
+        "torch torch/nn/modules/module.py (Module.to), DiffusionPipeline.to",
+    ),
+    api("device", "torch torch.device"),
+    api("Generator", "torch torch.Generator"),
+    api("manual_seed", "torch torch.Generator.manual_seed"),
+    api(
+        "init_process_group",
+        "torch torch/distributed/distributed_c10d.py",
+    ),
+    api("get_rank", "torch torch/distributed/distributed_c10d.py"),
+    api(
+        "destroy_process_group",
+        "torch torch/distributed/distributed_c10d.py",
+    ),
+    api("set_device", "torch torch/cuda/__init__.py"),
+    api("save", "PIL PIL/Image.py (Image.save)"),
+    api("generate", "defined by the snippet itself"),
+    api("encode", "defined by the snippet itself"),
+    api("range", "Python builtin"),
+    api("enumerate", "Python builtin"),
+];
+
+/// Pipeline and transformer classes the snippets load.
+pub const DIFFUSERS_CLASSES: &[Api] = &[
+    api(
+        "Flux2KleinPipeline",
+        "diffusers src/diffusers/pipelines/flux2/pipeline_flux2_klein.py",
+    ),
+    api(
+        "Flux2KleinKVPipeline",
+        "diffusers src/diffusers/pipelines/flux2/pipeline_flux2_klein_kv.py",
+    ),
+    api(
+        "Flux2Pipeline",
+        "diffusers src/diffusers/pipelines/flux2/pipeline_flux2.py",
+    ),
+    api(
+        "FluxPipeline",
+        "diffusers src/diffusers/pipelines/flux/pipeline_flux.py",
+    ),
+    api(
+        "Flux2Transformer2DModel",
+        "diffusers src/diffusers/models/transformers/transformer_flux2.py",
+    ),
+    api(
+        "FluxTransformer2DModel",
+        "diffusers src/diffusers/models/transformers/transformer_flux.py",
+    ),
+];
+
+/// diffusers' attention backend names (`AttentionBackendName` in models/attention_dispatch.py).
+pub const DIFFUSERS_ATTENTION: &[&str] = &["native", "flash", "_native_cudnn", "_native_math"];
+
+/// Flags of xDiT's model runner (`xFuserArgs.add_runner_args`, xfuser/config/args.py) and the
+/// environment variable the FLUX.2 runners read for the FBCache threshold (xfuser/envs.py).
+pub const XDIT: &[Api] = &[
+    api("--model", "xDiT xfuser/config/args.py (add_runner_args)"),
+    api("--height", "xDiT xfuser/config/args.py (add_runner_args)"),
+    api("--width", "xDiT xfuser/config/args.py (add_runner_args)"),
+    api(
+        "--num_inference_steps",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--batch_size",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api("--prompt", "xDiT xfuser/config/args.py (add_runner_args)"),
+    api(
+        "--ulysses_degree",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--ring_degree",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--fully_shard_degree",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--use_parallel_vae",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--enable_tiling",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--attention_backend",
+        "xDiT xfuser/config/args.py; names: xfuser/core/distributed/attention_backend.py AttentionBackendType",
+    ),
+    api(
+        "--use_fp8_gemms",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--use_fp4_gemms",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--enable_model_cpu_offload",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--use_fbcache",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api("XDIT_FBCACHE_THRESH", "xDiT xfuser/envs.py"),
+    api(
+        "--nproc_per_node",
+        "torch torchrun (torch/distributed/run.py)",
+    ),
+    api(
+        "-m",
+        "torch torchrun --module (torch/distributed/run.py); module xfuser/runner.py",
+    ),
+];
+
+/// xDiT attention backends (`AttentionBackendType` member names; the runner upper-cases the flag).
+pub const XDIT_ATTENTION: &[&str] = &["SDPA", "FLASH", "CUDNN", "SDPA_MATH"];
+
+/// Models xDiT's runner registers (`@register_model`, runner_models/flux.py), with what each
+/// declares in `ModelCapabilities`: FP8 GEMMs, FP4 GEMMs, FBCache.
+pub const XDIT_MODELS: &[(&str, bool, bool, bool)] = &[
+    ("black-forest-labs/FLUX.1-dev", true, false, false),
+    ("black-forest-labs/FLUX.2-dev", true, true, true),
+    ("black-forest-labs/FLUX.2-klein-9B", true, false, true),
+    ("black-forest-labs/FLUX.2-klein-4B", true, false, true),
+];

@@ -1,0 +1,270 @@
+//! docs/CONTRACT.md held to the code: every command it lists exists, every key of its spec block
+//! is accepted, every field of its JSON blocks is in the output; the README's spec reference is a
+//! valid spec; every text view fits 120 columns; README links stay inside the repository.
+
+mod util;
+
+use std::fs;
+
+use serde_json::Value;
+use util::{TestCommand, command_for, repo_root, yaml_files};
+
+fn contract() -> String {
+    fs::read_to_string(repo_root().join("docs/CONTRACT.md")).expect("docs/CONTRACT.md")
+}
+
+/// The fenced block of `lang` that follows the heading starting with `heading`.
+fn block(doc: &str, heading: &str, lang: &str) -> String {
+    let at = doc
+        .find(&format!("\n## {heading}"))
+        .unwrap_or_else(|| panic!("no section '{heading}'"));
+    let rest = &doc[at..];
+    let start = rest
+        .find(&format!("```{lang}\n"))
+        .unwrap_or_else(|| panic!("no {lang} block under '{heading}'"))
+        + lang.len()
+        + 4;
+    let end = rest[start..].find("```").expect("closed block");
+    rest[start..start + end].to_string()
+}
+
+/// Every key path of a documented JSON value; `{"...": ...}` stands for "any content".
+fn paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) if m.contains_key("...") => {}
+        Value::Object(m) => {
+            for (k, x) in m {
+                let p = format!("{prefix}/{k}");
+                out.push(p.clone());
+                paths(x, &p, out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                paths(x, &format!("{prefix}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn holds(documented: &Value, actual: &Value) {
+    let mut ps = Vec::new();
+    paths(documented, "", &mut ps);
+    assert!(ps.len() > 5, "documented JSON is too small: {ps:?}");
+    for p in ps {
+        assert!(
+            actual.pointer(&p).is_some(),
+            "documented field {p} is missing from the output:\n{actual:#}"
+        );
+    }
+}
+
+#[test]
+fn every_command_in_the_contract_exists() {
+    let doc = contract();
+    let mut seen = 0;
+    for line in doc.lines().filter(|l| l.starts_with("| `klein-plan ")) {
+        let cmd = line["| `klein-plan ".len()..]
+            .split([' ', '`'])
+            .next()
+            .unwrap();
+        if cmd.ends_with(".yaml") {
+            continue; // `klein-plan SPEC.yaml`, the bare form of plan
+        }
+        TestCommand::in_repo([cmd, "--help"]).run().expect_code(0);
+        seen += 1;
+    }
+    assert!(seen >= 9, "only {seen} commands found in the table");
+    for f in ["text", "json", "yaml"] {
+        TestCommand::in_repo(["models", "--format", f])
+            .run()
+            .expect_code(0);
+    }
+}
+
+#[test]
+fn every_estimate_key_is_accepted_and_every_json_field_exists() {
+    let doc = contract();
+    let spec = block(&doc, "Spec keys used by `estimate`", "yaml");
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("contract.yaml"), &spec).unwrap();
+    let out = TestCommand::in_dir(
+        tmp.path(),
+        ["estimate", "contract.yaml", "--format", "json"],
+    )
+    .run()
+    .expect_code(0)
+    .json();
+    let documented: Value =
+        serde_json::from_str(&block(&doc, "JSON output of `estimate`", "json")).unwrap();
+    holds(&documented, &out);
+    // Each documented stage is the stage of that name.
+    for (i, s) in documented["stages"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(out["stages"][i]["name"], s["name"]);
+    }
+    // Both runtimes the contract names exist.
+    for rt in ["diffusers", "klein"] {
+        fs::write(
+            tmp.path().join("rt.yaml"),
+            spec.replace("runtime: diffusers", &format!("runtime: {rt}")),
+        )
+        .unwrap();
+        TestCommand::in_dir(tmp.path(), ["estimate", "rt.yaml"])
+            .run()
+            .expect_code(0);
+    }
+}
+
+#[test]
+fn export_and_sweep_json_have_every_documented_field() {
+    let doc = contract();
+    let export: Value =
+        serde_json::from_str(&block(&doc, "JSON output of `export`", "json")).unwrap();
+    let out = TestCommand::in_repo([
+        "export",
+        "specs/estimate-contract.yaml",
+        "--to",
+        "diffusers",
+        "--format",
+        "json",
+    ])
+    .run()
+    .expect_code(0)
+    .json();
+    holds(&export, &out);
+    let sweep: Value =
+        serde_json::from_str(&block(&doc, "JSON output of `sweep`", "json")).unwrap();
+    let out = TestCommand::in_repo([
+        "sweep",
+        "specs/estimate-contract.yaml",
+        "--vary",
+        "weights=bf16",
+        "--format",
+        "json",
+    ])
+    .run()
+    .expect_code(0)
+    .json();
+    holds(&sweep, &out);
+}
+
+#[test]
+fn the_readme_spec_reference_is_a_valid_spec() {
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let spec = block(&readme, "Spec reference", "yaml");
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("reference.yaml"), spec).unwrap();
+    for cmd in ["estimate", "plan"] {
+        let out = TestCommand::in_dir(tmp.path(), [cmd, "reference.yaml"]).run();
+        assert!(out.code == 0 || out.code == 1, "{cmd}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn readme_links_stay_inside_the_repository() {
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let mut links = 0;
+    for part in readme.split("](").skip(1) {
+        let target = part.split(')').next().unwrap();
+        if target.starts_with("http") {
+            continue;
+        }
+        links += 1;
+        let path = target.split('#').next().unwrap();
+        assert!(
+            !path.starts_with(".."),
+            "README links outside the repo: {target}"
+        );
+        assert!(
+            repo_root().join(path).exists(),
+            "README links to a missing file: {target}"
+        );
+    }
+    assert!(links >= 2, "README has {links} local links");
+}
+
+#[test]
+fn every_text_view_fits_120_columns() {
+    let mut runs = vec![vec!["models".to_string()], vec!["gpus".to_string()]];
+    for path in yaml_files("specs") {
+        runs.push(vec![
+            command_for(&path).to_string(),
+            path.to_str().unwrap().to_string(),
+        ]);
+    }
+    for args in runs {
+        let out = TestCommand::in_repo(&args).run();
+        for line in out.stdout.lines() {
+            assert!(
+                line.chars().count() <= 120,
+                "klein-plan {}: {} columns: {line}",
+                args.join(" "),
+                line.chars().count()
+            );
+        }
+    }
+    // --width 0 leaves the long lines as they are.
+    let wide = TestCommand::in_repo(["--width", "0", "plan", "specs/prod.yaml"]).run();
+    assert!(wide.stdout.lines().any(|l| l.chars().count() > 120));
+}
+
+/// Copies a folder of the repository (recursively) into `to`.
+fn copy(from: &std::path::Path, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_readme_commands_run() {
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in ["specs", "examples", "tests/fixtures"] {
+        copy(&repo_root().join(dir), &tmp.path().join(dir));
+    }
+    let mut ran = 0;
+    let mut in_sh = false;
+    let mut commands = Vec::new();
+    for line in readme.lines() {
+        match line {
+            "```sh" => in_sh = true,
+            "```" => in_sh = false,
+            l if in_sh && l.starts_with("klein-plan ") => commands.push(l),
+            _ => {}
+        }
+    }
+    for line in commands {
+        let cmd = line.split('#').next().unwrap().trim();
+        // Needs a GPU, files outside the repository, or is the executor (tests/verify.rs runs it).
+        if cmd.contains("--backend cuda") || cmd.contains('~') || cmd.contains(" verify ") {
+            continue;
+        }
+        let (cmd, redirect) = match cmd.split_once(" > ") {
+            Some((c, file)) => (c, Some(file.trim())),
+            None => (cmd, None),
+        };
+        let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+        let out = TestCommand::in_dir(tmp.path(), &args).run();
+        if let Some(file) = redirect {
+            let path = tmp.path().join(file);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, &out.stdout).unwrap();
+        }
+        assert!(
+            out.code == 0 || (out.code == 1 && args.contains(&"plan")),
+            "README command `{cmd}` exited {}: {}",
+            out.code,
+            out.stderr
+        );
+        ran += 1;
+    }
+    assert!(ran >= 6, "only {ran} README commands found");
+}

@@ -1,0 +1,68 @@
+//! Snapshots of `klein-plan export` for every spec in `specs/`, to diffusers and to xDiT: the
+//! script or command, or (exit 2) the reasons the deployment has no faithful equivalent there.
+//! Which names each export may call is checked against the projects' APIs by the unit tests in
+//! `src/export/mod.rs`. `INSTA_UPDATE=always cargo test --test export` accepts changes.
+
+mod util;
+
+use util::{TestCommand, stem, yaml_files};
+
+#[test]
+fn every_spec_exports_to_diffusers_and_xdit() {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("snapshots/export");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    let mut exported = 0;
+    for path in yaml_files("specs") {
+        let file = path.to_str().expect("UTF-8 path");
+        for target in ["diffusers", "xdit"] {
+            let out = TestCommand::in_repo(["export", file, "--to", target]).run();
+            let shown = match out.code {
+                0 => {
+                    assert_eq!(
+                        out.stderr, "",
+                        "export {file} --to {target} wrote to stderr"
+                    );
+                    exported += 1;
+                    out.stdout
+                }
+                2 => {
+                    assert_eq!(out.stdout, "", "a refused export prints nothing on stdout");
+                    format!("exit 2\n{}", out.stderr)
+                }
+                c => panic!("export {file} --to {target} exited {c}\n{}", out.stderr),
+            };
+            settings.set_description(format!("klein-plan export {file} --to {target}"));
+            settings.bind(|| {
+                insta::assert_snapshot!(format!("{}.{target}", stem(&path)), shown);
+            });
+        }
+    }
+    assert!(exported >= 10, "only {exported} specs export");
+}
+
+#[test]
+fn json_carries_the_deployment_and_the_code() {
+    let out = TestCommand::in_repo([
+        "export",
+        "specs/estimate-contract.yaml",
+        "--to",
+        "diffusers",
+        "--format",
+        "json",
+    ])
+    .run()
+    .expect_code(0);
+    let v = out.json();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["target"], "diffusers");
+    assert_eq!(v["gpu"], "h200");
+    assert_eq!(v["deployment"]["weights"], "bf16");
+    assert!(
+        v["code"]
+            .as_str()
+            .unwrap()
+            .contains("Flux2KleinPipeline.from_pretrained(repo, torch_dtype=torch.bfloat16)")
+    );
+}
