@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 ok · 1 no feasible plan · 2 bad input or I/O · 3 verification outside tolerance.
 
+mod chart;
 mod cli;
 mod progress;
 mod render;

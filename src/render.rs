@@ -6,7 +6,8 @@ use std::fmt::Write;
 use planner::catalog::{Gpu, Model};
 use planner::deployment::{Cache, Deployment, Shard};
 use planner::estimate::{Estimate, Stage};
-use planner::search::{Candidate, FleetPlan, Plan};
+use planner::fleet::FleetPlan;
+use planner::search::{Candidate, Plan};
 use planner::spec::Objective;
 use serde::Serialize;
 
@@ -250,28 +251,148 @@ pub fn plan(p: &Plan) -> String {
     out
 }
 
-/// `fleet` as text.
+/// `fleet` as text: the pools, every class against its targets, the alternatives.
 pub fn fleet(f: &FleetPlan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{} ({} runtime) capacity plan", f.model, f.runtime);
-    for o in &f.options {
-        match (&o.candidate, &o.infeasible) {
-            (Some(c), _) => {
-                let _ = writeln!(out, "  {:<10} {}", o.gpu, candidate_line(c));
-                let _ = writeln!(out, "  {:<10}     {}", "", knobs(&c.deployment));
+    let _ = writeln!(out, "{} ({} runtime) capacity plan under load", f.model, f.runtime);
+    let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
+    let pair = |p: Option<planner::fleet::queueing::Percentiles>| match p {
+        Some(p) => format!("{:>6} / {:>6}", ms(p.p50_ms), ms(p.p99_ms)),
+        None => format!("{:>6} / {:>6}", "-", "-"),
+    };
+    if let Some(total) = f.total_usd_per_hour {
+        let _ = writeln!(
+            out,
+            "FLEET  ${total:.2}/h · {} GPUs · {}",
+            f.pools.iter().map(|p| p.count).sum::<u32>(),
+            if f.meets_targets {
+                "meets every class's targets (predicted and simulated)"
+            } else {
+                "MISSES a target (see classes)"
             }
-            (None, Some(i)) => {
-                let _ = writeln!(
-                    out,
-                    "  {:<10} infeasible ({}): {}; relax: {}",
-                    o.gpu, i.binding, i.reason, i.relaxation
-                );
-            }
-            (None, None) => {
-                let _ = writeln!(out, "  {:<10} infeasible", o.gpu);
+        );
+        for p in &f.pools {
+            let served: Vec<String> = p
+                .classes
+                .iter()
+                .map(|c| {
+                    if c.share < 1.0 {
+                        format!("{} ({:.0} %)", c.size, c.share * 100.0)
+                    } else {
+                        c.size.to_string()
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:>3} x {:<10} {} replica{} · ${:.2}/h · {:.0} % busy · serves {}",
+                p.count,
+                p.gpu,
+                p.replicas,
+                if p.replicas == 1 { "" } else { "s" },
+                p.usd_per_hour,
+                p.utilization * 100.0,
+                served.join(", ")
+            );
+            let _ = writeln!(out, "      {}", knobs(&p.deployment));
+        }
+    }
+    if !f.classes.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "CLASSES (p50 / p99 ms)  {:<10} {:>8}   {:<15}   {:<15}   {:<15}   {:>9}",
+            "size", "images/s", "target", "predicted", "simulated", "$/1k img"
+        );
+        for c in &f.classes {
+            let _ = writeln!(
+                out,
+                "  {:<4} {:<16}  {:<10} {:>8.2}   {:>6} / {:>6}   {}   {}   {:>9}",
+                if c.meets_target { "ok" } else { "MISS" },
+                "",
+                c.size.to_string(),
+                c.images_per_s,
+                opt(c.target.p50_ms),
+                opt(c.target.p99_ms),
+                pair(c.predicted),
+                pair(c.simulated),
+                c.usd_per_1000_images
+                    .map(|u| format!("{u:.3}"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    if let Some(i) = &f.infeasible {
+        let _ = writeln!(out);
+        let class = i.class.map(|c| format!(" ({c})")).unwrap_or_default();
+        let _ = writeln!(out, "INFEASIBLE [{}]{class}: {}", i.constraint, i.reason);
+        let _ = writeln!(out, "  relax: {}", i.relaxation);
+    }
+    if !f.homogeneous_alternatives.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "ONE GPU TYPE ALONE");
+        for h in &f.homogeneous_alternatives {
+            match (h.total_usd_per_hour, &h.reason) {
+                (Some(t), _) => {
+                    let _ = writeln!(
+                        out,
+                        "  {:<10} ${t:.2}/h · {} GPUs{}",
+                        h.gpu,
+                        h.gpus.unwrap_or(0),
+                        f.total_usd_per_hour
+                            .map(|m| format!(" ({:+.0} % vs the fleet)", (t / m - 1.0) * 100.0))
+                            .unwrap_or_default()
+                    );
+                }
+                (None, Some(r)) => {
+                    let _ = writeln!(out, "  {:<10} cannot: {r}", h.gpu);
+                }
+                (None, None) => {
+                    let _ = writeln!(out, "  {:<10} cannot", h.gpu);
+                }
             }
         }
     }
+    if let Some(sn) = &f.sensitivity {
+        let _ = writeln!(out);
+        match sn.total_usd_per_hour {
+            Some(t) => {
+                let pools: Vec<String> = sn
+                    .pools
+                    .iter()
+                    .map(|p| format!("{} x {}", p.count, p.gpu))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "AT {}x TRAFFIC ({:.1} images/s, queueing model only)  ${t:.2}/h · {}",
+                    sn.traffic_factor,
+                    sn.images_per_s,
+                    pools.join(" + ")
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "AT {}x TRAFFIC ({:.1} images/s)  infeasible: {}",
+                    sn.traffic_factor,
+                    sn.images_per_s,
+                    sn.infeasible.as_ref().map(|i| i.reason.as_str()).unwrap_or("")
+                );
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "solver: {} (gap {}) · {} candidates of {} enumerated · {} re-solve{}{}",
+        f.solver.status,
+        f.solver.gap.map(|g| format!("{:.1} %", g * 100.0)).unwrap_or_else(|| "unknown".into()),
+        f.solver.candidates,
+        f.solver.enumerated,
+        f.solver.repairs,
+        if f.solver.repairs == 1 { "" } else { "s" },
+        f.solver.ms.map(|m| format!(" · {m:.0} ms")).unwrap_or_default()
+    );
     out
 }
 

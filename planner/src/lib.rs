@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod cost;
 pub mod deployment;
 pub mod estimate;
+pub mod fleet;
 pub mod rules;
 pub mod search;
 pub mod spec;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::catalog::Guidance;
 use crate::deployment::*;
 use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION, estimate};
+use crate::fleet::queueing::{ClassLoad, pool_latency, utilization};
 use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
 
 /// A candidate's outcome over the whole traffic mix.
@@ -38,6 +39,71 @@ pub struct Candidate {
     pub capacity_bytes: u64,
     /// Whether the output differs from the BF16 uncached reference.
     pub changes_output: bool,
+    /// Every traffic class against its own targets: unloaded without a rate, else under load
+    /// at the replica count above (queueing model of `fleet::queueing`).
+    pub classes: Vec<ClassLatency>,
+}
+
+/// One traffic class's latency on a candidate, beside its targets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassLatency {
+    /// Image size.
+    pub size: Resolution,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Its p50 target (its own, else the goal's), milliseconds.
+    pub target_p50_ms: Option<f64>,
+    /// Its p99 target, milliseconds.
+    pub target_p99_ms: Option<f64>,
+}
+
+impl ClassLatency {
+    /// The worst overshoot of a target, as (which, latency, target), if any.
+    pub fn miss(&self) -> Option<(&'static str, f64, f64)> {
+        let p50 = self.target_p50_ms.filter(|t| self.p50_ms > *t).map(|t| ("p50", self.p50_ms, t));
+        let p99 = self.target_p99_ms.filter(|t| self.p99_ms > *t).map(|t| ("p99", self.p99_ms, t));
+        match (p50, p99) {
+            (Some(a), Some(b)) => Some(if a.1 / a.2 >= b.1 / b.2 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The worst class miss of a candidate: (class, which, latency, target).
+fn worst_miss(c: &Candidate) -> Option<(Resolution, &'static str, f64, f64)> {
+    c.classes
+        .iter()
+        .filter_map(|k| k.miss().map(|(w, l, t)| (k.size, w, l, t)))
+        .max_by(|a, b| (a.2 / a.3).total_cmp(&(b.2 / b.3)))
+}
+
+/// Per class latency of `replicas` replicas serving the whole mix (with a rate), or unloaded.
+fn class_latencies(s: &Spec, ests: &[Estimate], batch: u32, replicas: Option<u32>) -> Option<Vec<ClassLatency>> {
+    let loads: Vec<ClassLoad> = s
+        .mix
+        .iter()
+        .zip(ests)
+        .map(|(m, e)| ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms))
+        .collect();
+    let lat: Vec<(f64, f64)> = match replicas {
+        Some(c) => pool_latency(c, batch, &loads)?.iter().map(|p| (p.p50_ms, p.p99_ms)).collect(),
+        None => ests.iter().map(|e| (e.latency.per_batch_ms, e.latency.per_batch_ms)).collect(),
+    };
+    Some(
+        s.mix
+            .iter()
+            .zip(lat)
+            .map(|(m, (p50, p99))| ClassLatency {
+                size: m.resolution,
+                p50_ms: p50,
+                p99_ms: p99,
+                target_p50_ms: m.target_p50_ms(&s.goal),
+                target_p99_ms: m.target_p99_ms(&s.goal),
+            })
+            .collect(),
+    )
 }
 
 /// A candidate that lost, with the reason in numbers.
@@ -179,7 +245,7 @@ fn pick<T: Clone>(pin: &Option<T>, allowed: &[T]) -> Vec<T> {
     }
 }
 
-fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
+pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
     let a = &s.allow;
     let p = &s.pins;
     let mut out = Vec::new();
@@ -315,9 +381,43 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
         .map(|(e, m)| m.share / e.throughput.images_per_s)
         .sum();
     let ips = 1.0 / s_per_image;
-    let replicas = match s.goal.images_per_s {
-        Some(rate) => (rate / ips - 1e-9).ceil().max(1.0) as u32,
-        None => 1,
+    // With a rate: the fewest replicas at which every class meets its targets under load and
+    // no replica is busier than the utilisation cap (the first count that meets both; past 4x
+    // the busy-time minimum, the best found, which then misses a target).
+    let (replicas, classes) = match s.goal.images_per_s {
+        Some(rate) => {
+            let floor = (rate / ips - 1e-9).ceil().max(1.0) as u32;
+            let cap = s
+                .goal
+                .max_utilization
+                .unwrap_or(1.0)
+                .min(crate::fleet::candidates::DEFAULT_MAX_UTILIZATION);
+            let loads: Vec<ClassLoad> = s
+                .mix
+                .iter()
+                .zip(&ests)
+                .map(|(m, e)| ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms))
+                .collect();
+            let mut found = None;
+            for c in floor..=floor * 4 + 8 {
+                if utilization(c, d.batch, &loads) > cap {
+                    continue;
+                }
+                if let Some(cl) = class_latencies(s, &ests, d.batch, Some(c)) {
+                    let ok = cl.iter().all(|k| k.miss().is_none());
+                    found = Some((c, cl));
+                    if ok {
+                        break;
+                    }
+                }
+            }
+            found.unwrap_or_else(|| {
+                let c = floor * 4 + 8;
+                let cl = class_latencies(s, &ests, d.batch, None).unwrap_or_default();
+                (c, cl)
+            })
+        }
+        None => (1, class_latencies(s, &ests, d.batch, None).unwrap_or_default()),
     };
     let gpus = replicas * d.parallel.gpus;
     let cost_per_hour = gpus as f64 * f.price_per_hour;
@@ -335,6 +435,7 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
         peak_bytes: ests.iter().map(|e| e.memory.peak_bytes).max().unwrap_or(0),
         capacity_bytes: f.gpu.hbm_bytes,
         changes_output: ests.iter().any(|e| e.quality.changes_output),
+        classes,
     };
     Outcome::Costed(Box::new(cand), ests)
 }
@@ -344,7 +445,7 @@ fn gb(b: u64) -> String {
 }
 
 /// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
-fn better(obj: Objective, has_rate: bool, a: &Candidate, b: &Candidate) -> Ordering {
+pub(crate) fn better(obj: Objective, has_rate: bool, a: &Candidate, b: &Candidate) -> Ordering {
     let cost = |c: &Candidate| {
         if has_rate {
             c.cost_per_hour
@@ -422,23 +523,19 @@ pub fn plan(s: &Spec) -> Plan {
                 ));
             }
             Outcome::Costed(c, _) => {
-                if best_latency
-                    .as_ref()
-                    .is_none_or(|b| c.p50_latency_ms < b.p50_latency_ms)
-                {
+                let over = |c: &Candidate| worst_miss(c).map(|m| m.2 / m.3).unwrap_or(0.0);
+                if best_latency.as_ref().is_none_or(|b| over(c) < over(b)) {
                     best_latency = Some((**c).clone());
                 }
-                if let Some(goal) = s.goal.p50_latency_ms
-                    && c.p50_latency_ms > goal
-                {
+                if let Some((size, which, got, target)) = worst_miss(c) {
                     searched.too_slow += 1;
                     rejected.push((
                         i,
                         reject(
                             "latency",
-                            format!("p50 {:.0} ms > goal {goal:.0} ms", c.p50_latency_ms),
+                            format!("{size} {which} {got:.0} ms > target {target:.0} ms"),
                         ),
-                        c.p50_latency_ms / goal,
+                        got / target,
                     ));
                     continue;
                 }
@@ -692,16 +789,17 @@ fn infeasibility(
             ),
         };
     }
-    if let (Some(goal), Some(b)) = (s.goal.p50_latency_ms, best_latency)
-        && b.p50_latency_ms > goal
+    if let Some(b) = best_latency
+        && let Some((size, which, got, target)) = worst_miss(b)
     {
+        let key = if which == "p50" { "p50_ms" } else { "p99_ms" };
         return Infeasible {
             binding: "latency",
             reason: format!(
-                "the fastest candidate ({} x {}) has p50 {:.0} ms > goal {goal:.0} ms",
-                b.deployment.parallel.gpus, b.gpu, b.p50_latency_ms
+                "the closest candidate ({} x {}) has {size} {which} {got:.0} ms > target {target:.0} ms",
+                b.deployment.parallel.gpus, b.gpu
             ),
-            relaxation: format!("p50_latency_ms: {:.0}", b.p50_latency_ms.ceil()),
+            relaxation: format!("{key}: {:.0} for {size}", got.ceil()),
         };
     }
     let rate = s.goal.images_per_s.unwrap_or(0.0);
@@ -721,68 +819,5 @@ fn infeasibility(
                 )
             })
             .unwrap_or_else(|| "more GPUs in `fleet:`".into()),
-    }
-}
-
-/// One GPU type's answer in a capacity plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FleetOption {
-    /// GPU type.
-    pub gpu: String,
-    /// Its best deployment for the goal, with replica and GPU counts.
-    pub candidate: Option<Candidate>,
-    /// Why it cannot meet the goal.
-    pub infeasible: Option<Infeasible>,
-}
-
-/// A capacity plan: per GPU type, how many GPUs the traffic mix needs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FleetPlan {
-    /// Schema version.
-    pub schema_version: u32,
-    /// Model id.
-    pub model: String,
-    /// Runtime id.
-    pub runtime: String,
-    /// Goal.
-    pub goal: Goal,
-    /// Traffic mix.
-    pub mix: Vec<Share>,
-    /// One option per GPU type, feasible ones first by the objective.
-    pub options: Vec<FleetOption>,
-}
-
-/// Plans each GPU type of the fleet on its own.
-pub fn fleet(s: &Spec) -> FleetPlan {
-    let has_rate = s.goal.images_per_s.is_some();
-    let mut options: Vec<FleetOption> = s
-        .fleet
-        .iter()
-        .map(|f| {
-            let one = Spec {
-                fleet: vec![f.clone()],
-                ..s.clone()
-            };
-            let p = plan(&one);
-            FleetOption {
-                gpu: f.gpu.id.clone(),
-                candidate: p.chosen,
-                infeasible: p.infeasible,
-            }
-        })
-        .collect();
-    options.sort_by(|a, b| match (&a.candidate, &b.candidate) {
-        (Some(x), Some(y)) => better(s.goal.objective, has_rate, x, y),
-        (Some(_), None) => Ordering::Less,
-        (None, Some(_)) => Ordering::Greater,
-        (None, None) => Ordering::Equal,
-    });
-    FleetPlan {
-        schema_version: SCHEMA_VERSION,
-        model: s.model.id.clone(),
-        runtime: s.runtime.id.clone(),
-        goal: s.goal.clone(),
-        mix: s.mix.clone(),
-        options,
     }
 }
