@@ -398,24 +398,39 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
                 .zip(&ests)
                 .map(|(m, e)| ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms))
                 .collect();
-            let mut found = None;
-            for c in floor..=floor * 4 + 8 {
-                if utilization(c, d.batch, &loads) > cap {
-                    continue;
-                }
-                if let Some(cl) = class_latencies(s, &ests, d.batch, Some(c)) {
-                    let ok = cl.iter().all(|k| k.miss().is_none());
-                    found = Some((c, cl));
-                    if ok {
-                        break;
+            let busy = utilization(1, d.batch, &loads);
+            let lo = floor.max((busy / cap).ceil() as u32);
+            let ok = |c: u32| {
+                class_latencies(s, &ests, d.batch, Some(c))
+                    .filter(|cl| cl.iter().all(|k| k.miss().is_none()))
+            };
+            let hi_limit = lo * 4 + 8;
+            // Meeting the targets is monotone in the replica count: binary search.
+            match ok(hi_limit) {
+                None => (
+                    hi_limit,
+                    class_latencies(s, &ests, d.batch, Some(hi_limit))
+                        .unwrap_or_else(|| class_latencies(s, &ests, d.batch, None).unwrap_or_default()),
+                ),
+                Some(at_hi) => {
+                    let (mut a, mut b, mut best) = (lo, hi_limit, at_hi);
+                    if let Some(cl) = ok(lo) {
+                        (lo, cl)
+                    } else {
+                        while b - a > 1 {
+                            let m = a + (b - a) / 2;
+                            match ok(m) {
+                                Some(cl) => {
+                                    b = m;
+                                    best = cl;
+                                }
+                                None => a = m,
+                            }
+                        }
+                        (b, best)
                     }
                 }
             }
-            found.unwrap_or_else(|| {
-                let c = floor * 4 + 8;
-                let cl = class_latencies(s, &ests, d.batch, None).unwrap_or_default();
-                (c, cl)
-            })
         }
         None => (1, class_latencies(s, &ests, d.batch, None).unwrap_or_default()),
     };

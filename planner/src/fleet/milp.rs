@@ -13,8 +13,8 @@
 //! the rates of pools that miss.
 
 use good_lp::{
-    Expression, ResolutionError, Solution, SolutionStatus, SolverModel, Variable, microlp,
-    variable, variables,
+    Expression, ResolutionError, Solution, SolutionStatus, SolverModel, Variable,
+    WithInitialSolution, microlp, variable, variables,
 };
 
 use super::candidates::{Class, FleetCandidate};
@@ -92,7 +92,47 @@ pub fn solve(
                 .collect(),
         );
     }
+    // A feasible start for the branch and bound: each class whole to the candidate where its
+    // replica time costs least, replicas rounded up (used when it fits what is available).
+    let mut start: Vec<(Variable, f64)> = Vec::new();
+    let mut need = vec![0.0f64; cands.len()];
+    let mut pick = vec![None; classes.len()];
+    for (k, cl) in classes.iter().enumerate() {
+        pick[k] = cands
+            .iter()
+            .enumerate()
+            .filter_map(|(j, c)| {
+                c.replica_load(k, cl.images_per_s)
+                    .map(|u| (j, u / derate[j] * c.usd_per_replica_hour))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(j, _)| j);
+        if let Some(j) = pick[k] {
+            need[j] += cands[j].replica_load(k, cl.images_per_s).unwrap_or(0.0) / derate[j];
+        }
+    }
+    let mut used = vec![0u64; offers.len()];
+    for (j, c) in cands.iter().enumerate() {
+        used[c.offer] += need[j].ceil() as u64 * c.gpus_per_replica as u64;
+    }
+    let fits = offers
+        .iter()
+        .zip(&used)
+        .all(|(o, u)| !o.is_limited() || *u <= o.available as u64);
+    if fits && pick.iter().all(|p| p.is_some()) {
+        for (j, nj) in n.iter().enumerate() {
+            start.push((*nj, need[j].ceil()));
+            for (k, v) in x[j].iter().enumerate() {
+                if let Some(v) = v {
+                    start.push((*v, if pick[k] == Some(j) { 1.0 } else { 0.0 }));
+                }
+            }
+        }
+    }
     let mut problem = vars.minimise(objective.clone()).using(microlp);
+    if !start.is_empty() {
+        problem = problem.with_initial_solution(start);
+    }
     for k in 0..classes.len() {
         let served: Expression = x.iter().filter_map(|xj| xj[k]).map(Expression::from).sum();
         problem = problem.with(served.eq(1.0));

@@ -77,6 +77,11 @@ pub fn erlang_c(c: u32, a: f64) -> f64 {
     let mut b = 1.0;
     for k in 1..=c {
         b = a * b / (k as f64 + a * b);
+        // Past the load, B falls faster than geometrically: nothing more to add.
+        if k as f64 > a && b < 1e-18 {
+            b = 0.0;
+            break;
+        }
     }
     b / (1.0 - rho * (1.0 - b))
 }
@@ -101,7 +106,7 @@ pub fn erlang_quantile(k: u32, rate: f64, q: f64) -> f64 {
     while cdf(hi) < q {
         hi *= 2.0;
     }
-    for _ in 0..100 {
+    for _ in 0..50 {
         let mid = 0.5 * (lo + hi);
         if cdf(mid) < q {
             lo = mid;
@@ -239,7 +244,7 @@ pub fn capacity(batch_ms: f64, batch: u32, images_per_s: f64, t: &Targets) -> Op
     let c = hi;
     // Largest rate at that size, by bisection; the batching delay stays that of the class's rate.
     let (mut ok, mut bad) = (images_per_s, c as f64 * batch as f64 * 1000.0 / batch_ms);
-    for _ in 0..60 {
+    for _ in 0..40 {
         let mid = 0.5 * (ok + bad);
         let l = ClassLoad {
             images_per_s: mid,
