@@ -82,14 +82,23 @@ pub fn svg(f: &FleetPlan) -> String {
         );
     }
     for (i, (label, r, t)) in points.iter().enumerate() {
-        let colour = if label.starts_with("mix") { "steelblue" } else { "darkorange" };
+        let colour = if label.starts_with("mix") {
+            "steelblue"
+        } else {
+            "darkorange"
+        };
         let _ = writeln!(
             out,
             r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{colour}"/><text x="{:.1}" y="{:.1}">{label} ${t:.2}/h</text>"#,
             x(*r),
             y(*t),
             x(*r) + 7.0,
-            y(*t) + 4.0 - if label.starts_with("mix") { 0.0 } else { (i % 3) as f64 * 0.0 }
+            y(*t) + 4.0
+                - if label.starts_with("mix") {
+                    0.0
+                } else {
+                    (i % 3) as f64 * 0.0
+                }
         );
     }
     out.push_str("</svg>\n");

@@ -254,7 +254,11 @@ pub fn plan(p: &Plan) -> String {
 /// `fleet` as text: the pools, every class against its targets, the alternatives.
 pub fn fleet(f: &FleetPlan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{} ({} runtime) capacity plan under load", f.model, f.runtime);
+    let _ = writeln!(
+        out,
+        "{} ({} runtime) capacity plan under load",
+        f.model, f.runtime
+    );
     let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
     let pair = |p: Option<planner::fleet::queueing::Percentiles>| match p {
         Some(p) => format!("{:>6} / {:>6}", ms(p.p50_ms), ms(p.p99_ms)),
@@ -376,7 +380,10 @@ pub fn fleet(f: &FleetPlan) -> String {
                     "AT {}x TRAFFIC ({:.1} images/s)  infeasible: {}",
                     sn.traffic_factor,
                     sn.images_per_s,
-                    sn.infeasible.as_ref().map(|i| i.reason.as_str()).unwrap_or("")
+                    sn.infeasible
+                        .as_ref()
+                        .map(|i| i.reason.as_str())
+                        .unwrap_or("")
                 );
             }
         }
@@ -386,12 +393,18 @@ pub fn fleet(f: &FleetPlan) -> String {
         out,
         "solver: {} (gap {}) · {} candidates of {} enumerated · {} re-solve{}{}",
         f.solver.status,
-        f.solver.gap.map(|g| format!("{:.1} %", g * 100.0)).unwrap_or_else(|| "unknown".into()),
+        f.solver
+            .gap
+            .map(|g| format!("{:.1} %", g * 100.0))
+            .unwrap_or_else(|| "unknown".into()),
         f.solver.candidates,
         f.solver.enumerated,
         f.solver.repairs,
         if f.solver.repairs == 1 { "" } else { "s" },
-        f.solver.ms.map(|m| format!(" · {m:.0} ms")).unwrap_or_default()
+        f.solver
+            .ms
+            .map(|m| format!(" · {m:.0} ms"))
+            .unwrap_or_default()
     );
     out
 }

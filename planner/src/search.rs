@@ -62,8 +62,14 @@ pub struct ClassLatency {
 impl ClassLatency {
     /// The worst overshoot of a target, as (which, latency, target), if any.
     pub fn miss(&self) -> Option<(&'static str, f64, f64)> {
-        let p50 = self.target_p50_ms.filter(|t| self.p50_ms > *t).map(|t| ("p50", self.p50_ms, t));
-        let p99 = self.target_p99_ms.filter(|t| self.p99_ms > *t).map(|t| ("p99", self.p99_ms, t));
+        let p50 = self
+            .target_p50_ms
+            .filter(|t| self.p50_ms > *t)
+            .map(|t| ("p50", self.p50_ms, t));
+        let p99 = self
+            .target_p99_ms
+            .filter(|t| self.p99_ms > *t)
+            .map(|t| ("p99", self.p99_ms, t));
         match (p50, p99) {
             (Some(a), Some(b)) => Some(if a.1 / a.2 >= b.1 / b.2 { a } else { b }),
             (a, b) => a.or(b),
@@ -80,7 +86,12 @@ fn worst_miss(c: &Candidate) -> Option<(Resolution, &'static str, f64, f64)> {
 }
 
 /// Per class latency of `replicas` replicas serving the whole mix (with a rate), or unloaded.
-fn class_latencies(s: &Spec, ests: &[Estimate], batch: u32, replicas: Option<u32>) -> Option<Vec<ClassLatency>> {
+fn class_latencies(
+    s: &Spec,
+    ests: &[Estimate],
+    batch: u32,
+    replicas: Option<u32>,
+) -> Option<Vec<ClassLatency>> {
     let loads: Vec<ClassLoad> = s
         .mix
         .iter()
@@ -88,8 +99,14 @@ fn class_latencies(s: &Spec, ests: &[Estimate], batch: u32, replicas: Option<u32
         .map(|(m, e)| ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms))
         .collect();
     let lat: Vec<(f64, f64)> = match replicas {
-        Some(c) => pool_latency(c, batch, &loads)?.iter().map(|p| (p.p50_ms, p.p99_ms)).collect(),
-        None => ests.iter().map(|e| (e.latency.per_batch_ms, e.latency.per_batch_ms)).collect(),
+        Some(c) => pool_latency(c, batch, &loads)?
+            .iter()
+            .map(|p| (p.p50_ms, p.p99_ms))
+            .collect(),
+        None => ests
+            .iter()
+            .map(|e| (e.latency.per_batch_ms, e.latency.per_batch_ms))
+            .collect(),
     };
     Some(
         s.mix
@@ -396,7 +413,9 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
                 .mix
                 .iter()
                 .zip(&ests)
-                .map(|(m, e)| ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms))
+                .map(|(m, e)| {
+                    ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms)
+                })
                 .collect();
             let busy = utilization(1, d.batch, &loads);
             let lo = floor.max((busy / cap).ceil() as u32);
@@ -409,8 +428,9 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
             match ok(hi_limit) {
                 None => (
                     hi_limit,
-                    class_latencies(s, &ests, d.batch, Some(hi_limit))
-                        .unwrap_or_else(|| class_latencies(s, &ests, d.batch, None).unwrap_or_default()),
+                    class_latencies(s, &ests, d.batch, Some(hi_limit)).unwrap_or_else(|| {
+                        class_latencies(s, &ests, d.batch, None).unwrap_or_default()
+                    }),
                 ),
                 Some(at_hi) => {
                     let (mut a, mut b, mut best) = (lo, hi_limit, at_hi);
@@ -432,7 +452,10 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
                 }
             }
         }
-        None => (1, class_latencies(s, &ests, d.batch, None).unwrap_or_default()),
+        None => (
+            1,
+            class_latencies(s, &ests, d.batch, None).unwrap_or_default(),
+        ),
     };
     let gpus = replicas * d.parallel.gpus;
     let cost_per_hour = gpus as f64 * f.price_per_hour;

@@ -25,7 +25,11 @@ pub struct Class {
 
 /// The classes of a spec, or why the spec has none to plan for (no rate).
 pub fn classes(s: &Spec) -> Result<Vec<Class>, String> {
-    let max_utilization = s.goal.max_utilization.unwrap_or(1.0).min(DEFAULT_MAX_UTILIZATION);
+    let max_utilization = s
+        .goal
+        .max_utilization
+        .unwrap_or(1.0)
+        .min(DEFAULT_MAX_UTILIZATION);
     s.mix
         .iter()
         .map(|m| {
@@ -101,8 +105,7 @@ fn service(s: &Spec, classes: &[Class], offer: usize, d: &Deployment) -> Option<
         gpu: f.gpu,
         runtime: s.runtime,
     };
-    if !crate::rules::check(s.model, f.gpu, d).is_empty()
-        || memory_floor(inp, d) > f.gpu.hbm_bytes
+    if !crate::rules::check(s.model, f.gpu, d).is_empty() || memory_floor(inp, d) > f.gpu.hbm_bytes
     {
         return None;
     }
@@ -128,12 +131,16 @@ fn service(s: &Spec, classes: &[Class], offer: usize, d: &Deployment) -> Option<
 
 /// The unloaded latency of a class on a deployment: service plus batching delay, no wait.
 pub fn unloaded(batch_ms: f64, batch: u32, images_per_s: f64) -> Percentiles {
-    pool_latency(u32::MAX / 2, batch, &[ClassLoad::new(images_per_s, batch_ms)])
-        .map(|p| p[0])
-        .unwrap_or(Percentiles {
-            p50_ms: batch_ms,
-            p99_ms: batch_ms,
-        })
+    pool_latency(
+        u32::MAX / 2,
+        batch,
+        &[ClassLoad::new(images_per_s, batch_ms)],
+    )
+    .map(|p| p[0])
+    .unwrap_or(Percentiles {
+        p50_ms: batch_ms,
+        p99_ms: batch_ms,
+    })
 }
 
 /// Deployments costed per class, before capacities (which depend on the rates).
@@ -247,14 +254,17 @@ fn dominates(a: &FleetCandidate, b: &FleetCandidate) -> bool {
     {
         return false;
     }
-    a.per_class.iter().zip(&b.per_class).all(|(x, y)| match (x, y) {
-        (_, Err(_)) => true,
-        (Err(_), Ok(_)) => false,
-        (Ok((_, ca)), Ok((_, cb))) => {
-            a.gpus_per_replica as f64 / ca.images_per_s_per_replica
-                <= b.gpus_per_replica as f64 / cb.images_per_s_per_replica
-        }
-    })
+    a.per_class
+        .iter()
+        .zip(&b.per_class)
+        .all(|(x, y)| match (x, y) {
+            (_, Err(_)) => true,
+            (Err(_), Ok(_)) => false,
+            (Ok((_, ca)), Ok((_, cb))) => {
+                a.gpus_per_replica as f64 / ca.images_per_s_per_replica
+                    <= b.gpus_per_replica as f64 / cb.images_per_s_per_replica
+            }
+        })
 }
 
 /// The candidates no other one dominates (of equals, the first enumerated), in order.
@@ -267,9 +277,10 @@ pub fn prune(cands: &[FleetCandidate]) -> Vec<FleetCandidate> {
         .par_iter()
         .enumerate()
         .map(|(i, b)| {
-            !useful.iter().enumerate().any(|(j, a)| {
-                j != i && dominates(a, b) && (!dominates(b, a) || j < i)
-            })
+            !useful
+                .iter()
+                .enumerate()
+                .any(|(j, a)| j != i && dominates(a, b) && (!dominates(b, a) || j < i))
         })
         .collect();
     useful

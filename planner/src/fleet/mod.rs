@@ -44,7 +44,11 @@ struct Checked {
 }
 
 /// Each pool's loads, one per class it serves.
-fn pool_loads(classes: &[Class], cands: &[FleetCandidate], s: &Solved) -> Vec<Vec<(usize, ClassLoad)>> {
+fn pool_loads(
+    classes: &[Class],
+    cands: &[FleetCandidate],
+    s: &Solved,
+) -> Vec<Vec<(usize, ClassLoad)>> {
     s.pools
         .iter()
         .map(|p| {
@@ -67,7 +71,12 @@ fn check(
     cands: &[FleetCandidate],
     s: &Solved,
     simulated: bool,
-) -> (Vec<Option<Percentiles>>, Vec<Option<Percentiles>>, Vec<f64>, Vec<usize>) {
+) -> (
+    Vec<Option<Percentiles>>,
+    Vec<Option<Percentiles>>,
+    Vec<f64>,
+    Vec<usize>,
+) {
     let loads = pool_loads(classes, cands, s);
     let mut predicted: Vec<Option<Percentiles>> = vec![None; classes.len()];
     let mut failing_pools = Vec::new();
@@ -85,13 +94,15 @@ fn check(
             ok &= u <= t.max_utilization + 1e-9 && got.is_some_and(|g| meets(&g, t));
             let worst = match (predicted[k], got) {
                 (Some(a), Some(b)) => Some(if b.p99_ms > a.p99_ms { b } else { a }),
-                (a, None) => a.map(|_| Percentiles {
-                    p50_ms: f64::INFINITY,
-                    p99_ms: f64::INFINITY,
-                }).or(Some(Percentiles {
-                    p50_ms: f64::INFINITY,
-                    p99_ms: f64::INFINITY,
-                })),
+                (a, None) => a
+                    .map(|_| Percentiles {
+                        p50_ms: f64::INFINITY,
+                        p99_ms: f64::INFINITY,
+                    })
+                    .or(Some(Percentiles {
+                        p50_ms: f64::INFINITY,
+                        p99_ms: f64::INFINITY,
+                    })),
                 (None, b) => b,
             };
             predicted[k] = worst;
@@ -121,7 +132,10 @@ fn check(
         let sims = simulate(&pools, classes.len());
         // A pool whose class misses in simulation is tightened too.
         for (j, l) in loads.iter().enumerate() {
-            if l.iter().any(|&(k, _)| !sims[k].is_some_and(|p| meets(&p, &classes[k].targets))) && !failing_pools.contains(&j) {
+            if l.iter()
+                .any(|&(k, _)| !sims[k].is_some_and(|p| meets(&p, &classes[k].targets)))
+                && !failing_pools.contains(&j)
+            {
                 failing_pools.push(j);
             }
         }
@@ -231,7 +245,9 @@ fn impossible_class(
         let fits: Vec<(f64, u32)> = costed
             .entries
             .iter()
-            .filter(|(o, _, _)| only_gpu.is_none_or(|g| cands.iter().any(|x| x.offer == *o && x.gpu == g)))
+            .filter(|(o, _, _)| {
+                only_gpu.is_none_or(|g| cands.iter().any(|x| x.offer == *o && x.gpu == g))
+            })
             .filter_map(|(_, d, sv)| sv[k].as_ref().ok().map(|ms| (*ms, d.batch)))
             .collect();
         let best = fits
@@ -295,7 +311,12 @@ fn impossible_class(
     None
 }
 
-fn unsolved_reason(u: &Unsolved, s: &Spec, classes: &[Class], cands: &[FleetCandidate]) -> FleetInfeasible {
+fn unsolved_reason(
+    u: &Unsolved,
+    s: &Spec,
+    classes: &[Class],
+    cands: &[FleetCandidate],
+) -> FleetInfeasible {
     match u {
         Unsolved::Infeasible => {
             // What an unlimited fleet would need per GPU type, for the relaxation.
@@ -328,7 +349,8 @@ fn unsolved_reason(u: &Unsolved, s: &Spec, classes: &[Class], cands: &[FleetCand
             FleetInfeasible {
                 class: None,
                 constraint: "availability",
-                reason: "every class can be served, but not all at once with the GPUs available".into(),
+                reason: "every class can be served, but not all at once with the GPUs available"
+                    .into(),
                 relaxation: relax,
             }
         }
@@ -353,7 +375,8 @@ fn plan_for(
     if let Some(why) = impossible_class(classes, costed, &cands, None) {
         return (cands, Err(why));
     }
-    let r = solve_checked(s, classes, &cands, simulated).map_err(|u| unsolved_reason(&u, s, classes, &cands));
+    let r = solve_checked(s, classes, &cands, simulated)
+        .map_err(|u| unsolved_reason(&u, s, classes, &cands));
     (cands, r)
 }
 
@@ -391,7 +414,8 @@ pub fn fleet(s: &Spec) -> FleetPlan {
                 class: None,
                 constraint: "rate",
                 reason: e,
-                relaxation: "give each class `images_per_s`, or `goal.images_per_s` with shares".into(),
+                relaxation: "give each class `images_per_s`, or `goal.images_per_s` with shares"
+                    .into(),
             });
             return out;
         }
@@ -413,14 +437,22 @@ pub fn fleet(s: &Spec) -> FleetPlan {
             Ok(c) if c.meets => Homogeneous {
                 gpu: f.gpu.id.clone(),
                 total_usd_per_hour: Some(c.solved.total_usd_per_hour),
-                gpus: Some(c.solved.pools.iter().map(|p| p.replicas * mine[p.candidate].gpus_per_replica).sum()),
+                gpus: Some(
+                    c.solved
+                        .pools
+                        .iter()
+                        .map(|p| p.replicas * mine[p.candidate].gpus_per_replica)
+                        .sum(),
+                ),
                 reason: None,
             },
             Ok(_) => Homogeneous {
                 gpu: f.gpu.id.clone(),
                 total_usd_per_hour: None,
                 gpus: None,
-                reason: Some("its fleet misses a target in the queueing model or the simulation".into()),
+                reason: Some(
+                    "its fleet misses a target in the queueing model or the simulation".into(),
+                ),
             },
             Err(r) => Homogeneous {
                 gpu: f.gpu.id.clone(),
@@ -431,7 +463,9 @@ pub fn fleet(s: &Spec) -> FleetPlan {
         });
         if let Ok(c) = alt
             && c.meets
-            && best_alone.as_ref().is_none_or(|b| c.solved.total_usd_per_hour < b.1.solved.total_usd_per_hour)
+            && best_alone
+                .as_ref()
+                .is_none_or(|b| c.solved.total_usd_per_hour < b.1.solved.total_usd_per_hour)
         {
             best_alone = Some((g, c, mine));
         }
@@ -485,7 +519,11 @@ pub fn fleet(s: &Spec) -> FleetPlan {
                 relaxation: "looser p99 targets or a lower max_utilization".into(),
             });
         }
-        out.solver.status = if c.solved.optimal { "optimal" } else { "time_limit" };
+        out.solver.status = if c.solved.optimal {
+            "optimal"
+        } else {
+            "time_limit"
+        };
         out.solver.gap = c.solved.optimal.then_some(0.0);
         out.solver.repairs = c.repairs;
         out.total_usd_per_hour = Some(c.solved.total_usd_per_hour);

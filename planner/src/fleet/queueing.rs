@@ -128,7 +128,12 @@ fn wait_quantile(replicas: u32, batch: u32, classes: &[ClassLoad], q: f64) -> Op
     if total <= 0.0 {
         return Some(0.0);
     }
-    let es: f64 = lam.iter().zip(classes).map(|(l, c)| l * c.batch_ms).sum::<f64>() / total;
+    let es: f64 = lam
+        .iter()
+        .zip(classes)
+        .map(|(l, c)| l * c.batch_ms)
+        .sum::<f64>()
+        / total;
     let es2: f64 = lam
         .iter()
         .zip(classes)
@@ -304,10 +309,16 @@ mod tests {
             max_utilization: 0.99,
         };
         let cap = capacity(100.0, 1, 20.0, &t).unwrap();
-        let at = ClassLoad::new(cap.images_per_s_per_replica * cap.replicas_alone as f64, 100.0);
+        let at = ClassLoad::new(
+            cap.images_per_s_per_replica * cap.replicas_alone as f64,
+            100.0,
+        );
         let p = pool_latency(cap.replicas_alone, 1, &[at]).unwrap();
         assert!(p[0].p99_ms <= 400.0 + 1e-6, "{p:?}");
-        assert!(p[0].p99_ms > 399.0, "the rate is the largest that meets it: {p:?}");
+        assert!(
+            p[0].p99_ms > 399.0,
+            "the rate is the largest that meets it: {p:?}"
+        );
         // One replica fewer cannot carry 20 images/s within the target.
         let fewer = pool_latency(cap.replicas_alone - 1, 1, &[load]);
         assert!(fewer.is_none_or(|p| p[0].p99_ms > 400.0));

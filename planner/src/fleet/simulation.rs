@@ -166,9 +166,14 @@ mod tests {
                 batch_ms: 100.0,
             }],
         };
-        let v: Vec<f64> = (0..SEEDS).flat_map(|s| run(&pool, s, 1).remove(0)).collect();
+        let v: Vec<f64> = (0..SEEDS)
+            .flat_map(|s| run(&pool, s, 1).remove(0))
+            .collect();
         let mean = v.iter().sum::<f64>() / v.len() as f64;
-        assert!((mean - 150.0).abs() < 3.0, "mean latency {mean} ms, exact 150 ms");
+        assert!(
+            (mean - 150.0).abs() < 3.0,
+            "mean latency {mean} ms, exact 150 ms"
+        );
     }
 
     #[test]

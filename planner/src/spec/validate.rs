@@ -403,8 +403,16 @@ impl Validator<'_> {
 
     /// When the classes carry their own rates: all of them must, and the shares follow. Returns
     /// the total rate.
-    fn class_rates(&mut self, list: &Spanned<Vec<Spanned<RawShare>>>, mix: &mut [Share]) -> Option<f64> {
-        let with = list.value.iter().filter(|e| e.value.images_per_s.is_some()).count();
+    fn class_rates(
+        &mut self,
+        list: &Spanned<Vec<Spanned<RawShare>>>,
+        mix: &mut [Share],
+    ) -> Option<f64> {
+        let with = list
+            .value
+            .iter()
+            .filter(|e| e.value.images_per_s.is_some())
+            .count();
         if with == 0 {
             return None;
         }
@@ -810,7 +818,12 @@ impl Validator<'_> {
         };
         // Per-class rates add up to the goal's total (given or not).
         if let Some(total) = class_rates {
-            match (goal.images_per_s, raw.goal.as_ref().and_then(|g| g.value.images_per_s.as_ref())) {
+            match (
+                goal.images_per_s,
+                raw.goal
+                    .as_ref()
+                    .and_then(|g| g.value.images_per_s.as_ref()),
+            ) {
                 (Some(given), Some(at)) if (given - total).abs() > 0.01 * total => self.problem(
                     "goal.images_per_s",
                     loc(at),
