@@ -329,8 +329,8 @@ pub fn fleet(f: &FleetPlan) -> String {
     if let Some(i) = &f.infeasible {
         let _ = writeln!(out);
         let class = i.class.map(|c| format!(" ({c})")).unwrap_or_default();
-        let _ = writeln!(out, "INFEASIBLE [{}]{class}: {}", i.constraint, i.reason);
-        let _ = writeln!(out, "  relax: {}", i.relaxation);
+        let _ = writeln!(out, "infeasible ({}){class}: {}", i.constraint, i.reason);
+        let _ = writeln!(out, "  nearest feasible relaxation: {}", i.relaxation);
     }
     if !f.homogeneous_alternatives.is_empty() {
         let _ = writeln!(out);

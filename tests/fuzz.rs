@@ -472,7 +472,7 @@ fn check(text: &str) {
         }
     }
 
-    let f = search::fleet(&s);
+    let f = planner::fleet::fleet(&s);
     assert_eq!(
         f.options.len(),
         s.fleet.len(),

@@ -126,7 +126,7 @@ fn service(s: &Spec, classes: &[Class], offer: usize, d: &Deployment) -> Option<
             }
         })
         .collect();
-    out.iter().any(|r| r.is_ok()).then_some(out)
+    Some(out)
 }
 
 /// The unloaded latency of a class on a deployment: service plus batching delay, no wait.

@@ -410,6 +410,39 @@ pub fn fleet(s: &Spec) -> FleetPlan {
     let classes = match candidates::classes(s) {
         Ok(c) => c,
         Err(e) => {
+            // Without rates nothing can be sized, but a size that fits nowhere is the first thing
+            // to say.
+            let sizes: Vec<Class> = s
+                .mix
+                .iter()
+                .map(|m| Class {
+                    resolution: m.resolution,
+                    images_per_s: 0.0,
+                    targets: queueing::Targets {
+                        p50_ms: None,
+                        p99_ms: None,
+                        max_utilization: candidates::DEFAULT_MAX_UTILIZATION,
+                    },
+                })
+                .collect();
+            let costed = cost_all(s, &sizes);
+            let fits = |k: usize| costed.entries.iter().any(|e| e.2[k].is_ok());
+            if let Some(k) = (0..sizes.len()).find(|&k| !fits(k)) {
+                out.infeasible = impossible_class(
+                    &sizes[k..=k],
+                    &Costed {
+                        entries: costed
+                            .entries
+                            .iter()
+                            .map(|e| (e.0, e.1.clone(), vec![e.2[k].clone()]))
+                            .collect(),
+                        enumerated: costed.enumerated,
+                    },
+                    &[],
+                    None,
+                );
+                return out;
+            }
             out.infeasible = Some(FleetInfeasible {
                 class: None,
                 constraint: "rate",

@@ -1,6 +1,6 @@
 //! Benchmark: `fleet` for 10 GPU types x 8 traffic classes, candidates, integer program, checks
 //! and alternatives included (the goal: under 2 s on the 2-core development machine).
-//! `cargo bench --bench fleet` prints the minimum and median over 5 timed runs after 1 warm-up.
+//! `cargo bench -p planner --bench fleet` prints the minimum and median over 5 timed runs after 1 warm-up.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
