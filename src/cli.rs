@@ -120,33 +120,114 @@ enum Command {
     Gpus,
 }
 
+/// Largest spec or runtime profile read, bytes (the biggest example spec is under 2 kB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A path as it may be printed: control characters escaped, long paths cut.
+pub fn shown(path: &Path) -> String {
+    spec::echo(&path.to_string_lossy(), 200)
+}
+
+/// Reads a regular file of at most `MAX_FILE_BYTES` as UTF-8: a FIFO, a device or a folder is
+/// refused before it is opened (a FIFO would block, `/dev/zero` never ends).
+pub fn read_file(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{} bytes is more than the {MAX_FILE_BYTES} bytes a spec or profile may have",
+            meta.len()
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!("more than {MAX_FILE_BYTES} bytes"));
+    }
+    String::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
+}
+
+/// Problems in an input file: printed one per line as text, or as JSON on stderr.
+#[derive(Debug, serde::Serialize)]
+pub struct InputError {
+    /// The file.
+    pub file: String,
+    /// What was wrong, in file order.
+    pub problems: Vec<spec::Problem>,
+    /// The first line of the report.
+    #[serde(skip)]
+    pub summary: String,
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)?;
+        for p in &self.problems {
+            let sep = if p.location.is_some() { ":" } else { ": " };
+            write!(f, "\n  {}{sep}{p}", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InputError {}
+
+fn spec_problems(path: &Path, problems: Vec<spec::Problem>) -> InputError {
+    let n = problems.len();
+    InputError {
+        file: shown(path),
+        summary: if n > spec::MAX_PROBLEMS {
+            format!(
+                "more than {} problems in {}; the first {} are listed",
+                spec::MAX_PROBLEMS,
+                shown(path),
+                spec::MAX_PROBLEMS
+            )
+        } else {
+            format!(
+                "{n} problem{} in {}",
+                if n == 1 { "" } else { "s" },
+                shown(path)
+            )
+        },
+        problems,
+    }
+}
+
 fn read_spec(path: &Path) -> Result<Spec> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read spec {}", path.display()))?;
+    let text =
+        read_file(path).map_err(|e| anyhow::anyhow!("cannot read spec {}: {e}", shown(path)))?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    // `runtime: ./profile.yaml` names a profile file, relative to the spec.
-    let load = move |name: &str| -> std::result::Result<&'static planner::catalog::RuntimeProfile, String> {
+    // `runtime: ./profile.yaml` names a profile file, relative to the spec's folder.
+    let load = move |name: &str| -> std::result::Result<
+        &'static planner::catalog::RuntimeProfile,
+        Vec<String>,
+    > {
         let file = dir.join(name);
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| format!("cannot read runtime profile {}: {e}", file.display()))?;
-        let profile = planner::catalog::RuntimeProfile::from_yaml(&text)
-            .map_err(|e| format!("runtime profile {}: {e}", file.display()))?;
+        if !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            return Err(vec![format!(
+                "runtime profile {}: a profile file's name ends in .yaml or .yml",
+                shown(&file)
+            )]);
+        }
+        let text = read_file(&file)
+            .map_err(|e| vec![format!("cannot read runtime profile {}: {e}", shown(&file))])?;
+        let profile = planner::catalog::RuntimeProfile::from_yaml(&text).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| format!("runtime profile {}: {e}", shown(&file)))
+                .collect::<Vec<_>>()
+        })?;
         // One profile per process run: leaking it gives the spec its 'static lifetime.
         Ok(Box::leak(Box::new(profile)))
     };
-    spec::parse_with(&text, &load).map_err(|e| {
-        let mut msg = format!(
-            "{} problem{} in {}",
-            e.problems.len(),
-            if e.problems.len() == 1 { "" } else { "s" },
-            path.display()
-        );
-        for p in &e.problems {
-            let sep = if p.location.is_some() { ":" } else { ": " };
-            msg.push_str(&format!("\n  {}{sep}{p}", path.display()));
-        }
-        anyhow::anyhow!(msg)
-    })
+    spec::parse_with(&text, &load).map_err(|e| spec_problems(path, e.problems).into())
 }
 
 fn emit<T: serde::Serialize>(
@@ -172,9 +253,24 @@ fn emit<T: serde::Serialize>(
     Ok(())
 }
 
+/// The parsed command line.
+pub struct Cli(Args);
+
+impl Cli {
+    /// Parses the command line (clap prints usage errors itself and exits 2).
+    pub fn parse() -> Cli {
+        Cli(Args::parse())
+    }
+
+    /// The output format asked for (errors use it too).
+    pub fn format(&self) -> Format {
+        self.0.format
+    }
+}
+
 /// Runs the CLI and returns the exit code.
-pub fn run() -> Result<u8> {
-    let args = Args::parse();
+pub fn run(cli: Cli) -> Result<u8> {
+    let args = cli.0;
     let format = args.format;
     let command = match (args.command, args.spec) {
         (Some(c), _) => c,
@@ -206,7 +302,9 @@ pub fn run() -> Result<u8> {
         }
         Command::Estimate { spec } => {
             let s = read_spec(&spec)?;
-            let gpu = s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let gpu = s
+                .estimate_gpu()
+                .map_err(|e| spec_problems(&spec, e.problems))?;
             let d = s.deployment();
             let inp = Inputs {
                 model: s.model,
@@ -215,24 +313,26 @@ pub fn run() -> Result<u8> {
             };
             match estimate(inp, &d) {
                 Ok(e) => {
-                    emit(format, &e, || render::estimate(&e))?;
-                    Ok(0)
+                    emit(format, &render::doc(&e), || render::estimate(&e))?;
+                    // Contract v1.1: a deployment that does not fit is a failed gate.
+                    Ok(if e.memory.fits { 0 } else { 1 })
                 }
-                Err(v) => {
-                    let reasons: Vec<String> = v.iter().map(|v| format!("  {v}")).collect();
-                    bail!(
-                        "{}: the deployment cannot run on {}:\n{}",
-                        spec.display(),
-                        gpu.id,
-                        reasons.join("\n")
-                    )
+                Err(violations) => {
+                    let problems = violations
+                        .iter()
+                        .map(|v| render::violation_problem(v, &gpu.id, s.deployment_at))
+                        .collect();
+                    let mut err = spec_problems(&spec, problems);
+                    err.summary =
+                        format!("{}: the deployment cannot run on {}", shown(&spec), gpu.id);
+                    Err(err.into())
                 }
             }
         }
         Command::Plan { spec } => {
             let s = read_spec(&spec)?;
             let p = search::plan(&s);
-            emit(format, &p, || render::plan(&p))?;
+            emit(format, &render::plan_doc(&p), || render::plan(&p))?;
             Ok(if p.chosen.is_some() { 0 } else { 1 })
         }
         Command::Verify {
@@ -308,7 +408,7 @@ pub fn run() -> Result<u8> {
                 std::fs::write(&path, crate::chart::svg(&f))
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
-            emit(format, &f, || render::fleet(&f))?;
+            emit(format, &render::fleet_doc(&f), || render::fleet(&f))?;
             Ok(if f.meets_targets { 0 } else { 1 })
         }
     }

@@ -1,6 +1,8 @@
 //! klein-plan: plan, estimate and list deployments of diffusion-transformer image models.
 //!
-//! Exit codes: 0 ok · 1 no feasible plan · 2 bad input or I/O · 3 verification outside tolerance.
+//! Exit codes: 0 ok · 1 no feasible plan, or an estimated deployment that does not fit · 2 bad
+//! input or I/O · 3 verification outside tolerance. Errors go to stderr: text, or one JSON object
+//! under `--format json`.
 
 mod chart;
 mod cli;
@@ -12,17 +14,20 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let code = match cli::run() {
+    let args = cli::Cli::parse();
+    let format = args.format();
+    let code = match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
             let mut err = io::stderr().lock();
-            let _ = writeln!(err, "klein-plan: error: {e}");
-            for cause in e.chain().skip(1) {
-                let _ = writeln!(err, "  caused by: {cause}");
-            }
+            let _ = if format == cli::Format::Json {
+                writeln!(err, "{}", render::error_json(&e))
+            } else {
+                writeln!(err, "{}", render::error_text(&e))
+            };
             2
         }
     };

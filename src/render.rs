@@ -1,5 +1,8 @@
-//! Text views of estimates, plans and catalogs (JSON and YAML are the serde views of the same types).
-//! Sizes print in GB (10^9 bytes) and times in ms.
+//! Text views of estimates, plans and catalogs, and the words and rounding of the JSON/YAML views
+//! (the serde views of the same types, with each typed rejection's sentence beside it and
+//! figures rounded: money to a millionth of a dollar, times to a microsecond).
+//! Sizes print in GB (10^9 bytes) and times in ms. Two figures printed side by side in a
+//! comparison get as many digits as it takes to tell them apart.
 
 use std::fmt::Write;
 
@@ -7,9 +10,14 @@ use planner::catalog::{Gpu, Model};
 use planner::deployment::{Cache, Deployment, Shard};
 use planner::estimate::{Estimate, Stage};
 use planner::fleet::FleetPlan;
-use planner::search::{Candidate, Plan};
-use planner::spec::Objective;
+use planner::rules::Violation;
+use planner::search::{
+    Candidate, Constraint, Infeasible, PARETO_SHOWN, Plan, Quantity, Rejected, Relaxation,
+    TIE_TOLERANCE,
+};
+use planner::spec::{Location, Objective, Problem};
 use serde::Serialize;
+use serde_json::Value;
 
 fn gb(b: u64) -> String {
     format!("{:.2} GB", b as f64 / 1e9)
@@ -20,6 +28,39 @@ fn ms(x: f64) -> String {
         format!("{x:.0}")
     } else {
         format!("{x:.1}")
+    }
+}
+
+/// `a` and `b` printed with `min` decimals, or more until the two differ (when they do).
+fn distinct(a: f64, b: f64, min: usize) -> (String, String) {
+    let mut d = min;
+    loop {
+        let (x, y) = (format!("{a:.d$}"), format!("{b:.d$}"));
+        if x != y || a == b || d >= 9 {
+            return (x, y);
+        }
+        d += 1;
+    }
+}
+
+/// Two byte counts in GB, told apart.
+fn gb_pair(a: u64, b: u64) -> (String, String) {
+    let (x, y) = distinct(a as f64 / 1e9, b as f64 / 1e9, 2);
+    (format!("{x} GB"), format!("{y} GB"))
+}
+
+/// Two times in ms, told apart.
+fn ms_pair(a: f64, b: f64) -> (String, String) {
+    let min = if a.max(b) >= 100.0 { 0 } else { 1 };
+    distinct(a, b, min)
+}
+
+/// `+12 %`, or nothing when the base is 0 (a free GPU).
+fn percent(x: f64, base: f64) -> String {
+    if base > 0.0 && x.is_finite() {
+        format!(" ({:+.0} %)", (x / base - 1.0) * 100.0)
+    } else {
+        String::new()
     }
 }
 
@@ -113,8 +154,10 @@ fn estimate_body(out: &mut String, e: &Estimate) {
     );
     let _ = writeln!(
         out,
-        "  memory: peak {} of {} ({}) · binding stage {} · context {} · weights resident {}",
+        "  memory: peak {} (range {}-{}) of {} ({}) · binding stage {} · context {} · weights resident {}",
         gb(e.memory.peak_bytes),
+        gb(e.memory.low_bytes),
+        gb(e.memory.high_bytes),
         gb(e.memory.capacity_bytes),
         if e.memory.fits {
             "fits"
@@ -125,10 +168,27 @@ fn estimate_body(out: &mut String, e: &Estimate) {
         gb(e.memory.context_bytes),
         gb(e.memory.resident_weights_bytes)
     );
+    let _ = writeln!(out, "  ranges: {}", e.latency.basis);
     stage_table(out, &e.stages, gpu.ridge_flops_per_byte());
     for n in &e.quality.notes {
         let _ = writeln!(out, "  quality: {n}");
     }
+}
+
+/// The deployment keys that change the output, with their settings (`weights fp8-storage`).
+fn output_changes(c: &Candidate) -> String {
+    let d = &c.deployment;
+    c.output_changes
+        .iter()
+        .map(|k| match *k {
+            "weights" => format!("weights {}", d.weights.name()),
+            "cache" => format!("cache {}", d.cache.name()),
+            "vae_tiling" => "tiled VAE decode".to_string(),
+            "cfg" => "no CFG".to_string(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `estimate` as text.
@@ -140,7 +200,7 @@ pub fn estimate(e: &Estimate) -> String {
     if !e.memory.fits {
         let _ = writeln!(
             out,
-            "  does not fit: {} over capacity; try `klein-plan plan` to find what does",
+            "  does not fit: {} over capacity (exit 1); try `klein-plan plan` to find what does",
             gb(e.memory.peak_bytes - e.memory.capacity_bytes)
         );
     }
@@ -194,6 +254,318 @@ fn goal_line(p: &Plan) -> String {
     format!("goal: {} · traffic: {}", g.join(", "), mix.join(", "))
 }
 
+fn quantity(q: Quantity) -> String {
+    match q {
+        Quantity::PeakBytes(b) | Quantity::CapacityBytes(b) => gb(b),
+        Quantity::P50LatencyMs(x) | Quantity::P99LatencyMs(x) => format!("{} ms", ms(x)),
+        Quantity::Gpus(n) => format!("{n} GPUs"),
+        Quantity::CostPerHourUsd(x) => format!("${x:.2}/h"),
+        Quantity::CostPer1000ImagesUsd(x) => format!("${x:.3} per 1,000 images"),
+        Quantity::ImagesPerS(x) => format!("{x:.2} images/s per replica"),
+    }
+}
+
+/// A candidate's figure next to the chosen plan's, told apart.
+fn versus(q: Quantity, l: Quantity) -> String {
+    match (q, l) {
+        (Quantity::CostPerHourUsd(a), Quantity::CostPerHourUsd(b)) => {
+            let (x, y) = distinct(a, b, 2);
+            format!("${x}/h vs ${y}/h chosen{}", percent(a, b))
+        }
+        (Quantity::CostPer1000ImagesUsd(a), Quantity::CostPer1000ImagesUsd(b)) => {
+            let (x, y) = distinct(a, b, 3);
+            format!("${x} per 1,000 images vs ${y} chosen{}", percent(a, b))
+        }
+        (Quantity::P50LatencyMs(a), Quantity::P50LatencyMs(b)) => {
+            let (x, y) = ms_pair(a, b);
+            format!("p50 {x} ms vs {y} ms chosen")
+        }
+        (Quantity::ImagesPerS(a), Quantity::ImagesPerS(b)) => {
+            let (x, y) = distinct(a, b, 2);
+            format!("{x} images/s per replica vs {y} chosen")
+        }
+        (a, b) => format!("{} vs {} chosen", quantity(a), quantity(b)),
+    }
+}
+
+/// ` (at SIZE)`: the class of a candidate that misses its target by the most.
+fn slowest_class(c: Option<&Candidate>) -> String {
+    c.and_then(|c| {
+        c.classes
+            .iter()
+            .filter_map(|k| k.miss().map(|(_, got, t)| (k.size, got / t)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    })
+    .map(|(size, _)| format!(" at {size}"))
+    .unwrap_or_default()
+}
+
+/// Why a candidate was rejected, in words.
+pub fn reason(r: &Rejected) -> String {
+    match (r.constraint, r.quantity, r.limit) {
+        (Constraint::Illegal, _, _) => r
+            .violations
+            .iter()
+            .map(Violation::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
+        (Constraint::Memory, Some(Quantity::PeakBytes(p)), Some(Quantity::CapacityBytes(c))) => {
+            let (p, c) = gb_pair(p, c);
+            let at = r.at.map(|a| format!(" at {a}")).unwrap_or_default();
+            let stage = r.stage.map(|s| format!(" ({s})")).unwrap_or_default();
+            format!("peak {p} > {c} on {}{at}{stage}", r.gpu)
+        }
+        (Constraint::Latency, Some(Quantity::P50LatencyMs(q)), Some(Quantity::P50LatencyMs(l))) => {
+            let (q, l) = ms_pair(q, l);
+            format!(
+                "p50 {q} ms > goal {l} ms{}",
+                slowest_class(r.candidate.as_ref())
+            )
+        }
+        (Constraint::Latency, Some(Quantity::P99LatencyMs(q)), Some(Quantity::P99LatencyMs(l))) => {
+            let (q, l) = ms_pair(q, l);
+            format!(
+                "p99 {q} ms > goal {l} ms{}",
+                slowest_class(r.candidate.as_ref())
+            )
+        }
+        (Constraint::Availability, Some(Quantity::Gpus(n)), Some(Quantity::Gpus(a))) => {
+            let replicas = r.candidate.as_ref().map(|c| c.replicas).unwrap_or(0);
+            format!("needs {n} x {} ({replicas} replicas), {a} available", r.gpu)
+        }
+        (Constraint::Objective, Some(q), Some(l)) => match (&r.candidate, r.tie) {
+            (Some(c), true) => format!(
+                "ties with the chosen plan within {:.1} % on the objective ({}); loses the tie-break (p50 latency, then cost per 1,000 images, then memory): p50 {} ms, ${:.3} per 1,000 images",
+                TIE_TOLERANCE * 100.0,
+                versus(q, l),
+                ms(c.p50_latency_ms),
+                c.cost_per_1000_images
+            ),
+            _ => versus(q, l),
+        },
+        (c, q, l) => format!(
+            "{c:?}: {} vs {}",
+            q.map(quantity).unwrap_or_default(),
+            l.map(quantity).unwrap_or_default()
+        ),
+    }
+}
+
+/// Why there is no plan, in words.
+pub fn infeasible_reason(i: &Infeasible) -> String {
+    let gpu = i.gpu.as_deref().unwrap_or("");
+    match (i.binding, i.quantity, i.limit) {
+        (Constraint::Memory, Some(Quantity::PeakBytes(p)), Some(Quantity::CapacityBytes(c))) => {
+            let (p, c) = gb_pair(p, c);
+            format!("no candidate fits: the smallest peak is {p} on {gpu} ({c} usable)")
+        }
+        (Constraint::Latency, Some(Quantity::P50LatencyMs(q)), Some(Quantity::P50LatencyMs(l))) => {
+            let (q, l) = ms_pair(q, l);
+            let n = i.deployment.as_ref().map(|d| d.parallel.gpus).unwrap_or(1);
+            format!(
+                "the fastest candidate ({n} x {gpu}) has p50 {q} ms > goal {l} ms for its slowest class"
+            )
+        }
+        (Constraint::Latency, Some(Quantity::P99LatencyMs(q)), Some(Quantity::P99LatencyMs(l))) => {
+            let (q, l) = ms_pair(q, l);
+            let n = i.deployment.as_ref().map(|d| d.parallel.gpus).unwrap_or(1);
+            format!(
+                "the fastest candidate ({n} x {gpu}) has p99 {q} ms > goal {l} ms for its slowest class"
+            )
+        }
+        (Constraint::Availability, _, _) => format!(
+            "meeting {} images/s needs more GPUs than the fleet has",
+            i.images_per_s.unwrap_or(0.0)
+        ),
+        _ => "every candidate breaks a legality rule (see rejected)".to_string(),
+    }
+}
+
+/// The nearest feasible relaxation, in words (the alternatives joined by "or").
+pub fn relaxation(i: &Infeasible) -> String {
+    if i.binding == Constraint::Illegal {
+        return "allow other precisions or GPU types (`allow:`, `fleet:`)".into();
+    }
+    let mut allow = Vec::new();
+    let mut parts = Vec::new();
+    for r in &i.relax {
+        match r {
+            Relaxation::P50LatencyMs { value } => parts.push(format!("p50_latency_ms: {value:.0}")),
+            Relaxation::P99LatencyMs { value } => parts.push(format!("p99_latency_ms: {value:.0}")),
+            Relaxation::Available { gpu, value } => {
+                parts.push(format!("available: {value} for {gpu}"))
+            }
+            Relaxation::ImagesPerS { value } => {
+                let there = match i.limit {
+                    Some(Quantity::Gpus(n)) => format!(" with the {n} there are"),
+                    _ => String::new(),
+                };
+                parts.push(format!("images_per_s: {value:.2}{there}"))
+            }
+            Relaxation::GpuMemory { min_capacity_bytes } => parts.push(format!(
+                "a GPU with at least {} of memory",
+                gb(*min_capacity_bytes)
+            )),
+            Relaxation::Allow { name } => allow.push(match *name {
+                "weights" => "fp8-storage",
+                "max_gpus_per_replica" => "more GPUs per replica",
+                other => other,
+            }),
+        }
+    }
+    if !allow.is_empty() {
+        parts.push(format!("allow {}", allow.join(" / ")));
+    }
+    if parts.is_empty() {
+        return "more GPUs in `fleet:`".into();
+    }
+    parts.join(", or ")
+}
+
+/// The problem a legality rule makes of an `estimate` spec's deployment.
+pub fn violation_problem(v: &Violation, gpu: &str, at: Option<Location>) -> Problem {
+    let (field, hint) = match v {
+        Violation::Precision { .. } => (
+            "deployment.weights",
+            format!(
+                "pick a precision {gpu} runs (`klein-plan gpus` lists what each GPU runs natively)"
+            ),
+        ),
+        Violation::Parallel { .. } => (
+            "deployment.parallel",
+            "change the degrees or gpus of deployment.parallel".to_string(),
+        ),
+        Violation::Unsupported { .. } => (
+            "deployment",
+            "change one of the two options (README.md lists the combinations)".to_string(),
+        ),
+    };
+    Problem {
+        field: field.into(),
+        location: at,
+        message: v.to_string(),
+        hint: Some(hint),
+    }
+}
+
+/// Rounds the figures of a JSON view: money (keys naming cost, price or USD) to 1e-6 USD, times
+/// (keys ending in `ms`) to 1e-3 ms, byte and FLOP counts to whole ones, other fractions to 6
+/// significant digits; integers stay.
+pub fn round_json(v: &mut Value) {
+    fn walk(v: &mut Value, key: &str) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    walk(x, k);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, key)),
+            Value::Number(n) if n.is_f64() => {
+                let x = n.as_f64().unwrap_or(0.0);
+                let r = if key.contains("cost") || key.contains("price") || key.contains("usd") {
+                    (x * 1e6).round() / 1e6
+                } else if key.ends_with("ms") {
+                    (x * 1e3).round() / 1e3
+                } else if key.ends_with("_bytes") || key == "flops" {
+                    // Counts computed in floating point: whole bytes and FLOPs.
+                    x.round()
+                } else if x != 0.0 && x.is_finite() {
+                    // Divide or multiply by an exact power of ten, whichever side it is on.
+                    let e = x.abs().log10().floor() as i32 - 5;
+                    if e >= 0 {
+                        let p = 10f64.powi(e);
+                        (x / p).round() * p
+                    } else {
+                        let p = 10f64.powi(-e);
+                        (x * p).round() / p
+                    }
+                } else {
+                    x
+                };
+                if let Some(n2) = serde_json::Number::from_f64(r) {
+                    *n = n2;
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(v, "");
+}
+
+/// A JSON/YAML view: the serde view, rounded.
+pub fn doc<T: Serialize>(x: &T) -> Value {
+    let mut v = serde_json::to_value(x).expect("output types serialize to JSON");
+    round_json(&mut v);
+    v
+}
+
+fn infeasible_doc(i: &Infeasible, v: &mut Value) {
+    v["reason"] = Value::String(infeasible_reason(i));
+    v["relaxation"] = Value::String(relaxation(i));
+}
+
+/// `plan` as JSON/YAML: the plan with each rejection's and the infeasibility's sentence beside
+/// their typed fields (`reason`, `relaxation`).
+pub fn plan_doc(p: &Plan) -> Value {
+    let mut v = doc(p);
+    for (r, x) in p
+        .rejected
+        .iter()
+        .zip(v["rejected"].as_array_mut().into_iter().flatten())
+    {
+        x["reason"] = Value::String(reason(r));
+    }
+    if let Some(i) = &p.infeasible {
+        infeasible_doc(i, &mut v["infeasible"]);
+    }
+    v
+}
+
+/// `fleet` as JSON/YAML, with the sentences of its infeasibilities.
+pub fn fleet_doc(f: &FleetPlan) -> Value {
+    let mut v = doc(f);
+    for (o, x) in f
+        .options
+        .iter()
+        .zip(v["options"].as_array_mut().into_iter().flatten())
+    {
+        if let Some(i) = &o.infeasible {
+            infeasible_doc(i, &mut x["infeasible"]);
+        }
+    }
+    v
+}
+
+/// An error as text: the message (for spec problems, one per line) and its causes.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = format!("klein-plan: error: {e}");
+    for cause in e.chain().skip(1) {
+        let _ = write!(out, "\n  caused by: {cause}");
+    }
+    out
+}
+
+/// An error as one JSON object with the fields of the text: `message`, `file` and `problems`
+/// (each with `field`, `line`, `column`, `message`, `hint`) for input files, and `causes`.
+pub fn error_json(e: &anyhow::Error) -> String {
+    let mut err = serde_json::json!({ "message": e.to_string() });
+    if let Some(i) = e.downcast_ref::<crate::cli::InputError>() {
+        err["message"] = Value::String(i.summary.clone());
+        err["file"] = Value::String(i.file.clone());
+        err["problems"] = serde_json::to_value(&i.problems).unwrap_or_default();
+    }
+    err["causes"] = e
+        .chain()
+        .skip(1)
+        .map(|c| Value::String(c.to_string()))
+        .collect();
+    serde_json::json!({
+        "schema_version": planner::estimate::SCHEMA_VERSION,
+        "error": err,
+    })
+    .to_string()
+}
+
 /// `plan` as text.
 pub fn plan(p: &Plan) -> String {
     let mut out = String::new();
@@ -216,6 +588,14 @@ pub fn plan(p: &Plan) -> String {
         Some(c) => {
             let _ = writeln!(out, "CHOSEN {}", candidate_line(c));
             let _ = writeln!(out, "  {}", knobs(&c.deployment));
+            if c.output_changes.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  output: the BF16 reference's (no technique that changes it)"
+                );
+            } else {
+                let _ = writeln!(out, "  output changed by: {}", output_changes(c));
+            }
             for e in &p.breakdown {
                 let _ = writeln!(out);
                 estimate_body(&mut out, e);
@@ -224,19 +604,50 @@ pub fn plan(p: &Plan) -> String {
         None => {
             let _ = writeln!(out, "NO FEASIBLE PLAN");
             if let Some(i) = &p.infeasible {
-                let _ = writeln!(out, "  binding constraint: {} — {}", i.binding, i.reason);
-                let _ = writeln!(out, "  nearest feasible relaxation: {}", i.relaxation);
+                let binding = serde_json::to_value(i.binding)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  binding constraint: {binding} — {}",
+                    infeasible_reason(i)
+                );
+                let _ = writeln!(out, "  nearest feasible relaxation: {}", relaxation(i));
             }
         }
     }
     if !p.pareto.is_empty() {
         let _ = writeln!(out);
+        let cost = if p.goal.images_per_s.is_some() {
+            "cost per hour"
+        } else {
+            "cost per 1,000 images"
+        };
+        let shown = if p.pareto_total > p.pareto.len() {
+            format!(
+                "; {} of {} points, spread along latency (at most {PARETO_SHOWN})",
+                p.pareto.len(),
+                p.pareto_total
+            )
+        } else {
+            format!(
+                "; {} point{}",
+                p.pareto_total,
+                if p.pareto_total == 1 { "" } else { "s" }
+            )
+        };
         let _ = writeln!(
             out,
-            "PARETO FRONT (p50 latency, cost per 1,000 images, memory)"
+            "PARETO FRONT (p50 latency vs {cost}; memory is headroom; * = chosen{shown})"
         );
         for c in &p.pareto {
-            let _ = writeln!(out, "  {}", candidate_line(c));
+            let mark = if Some(c) == p.chosen.as_ref() {
+                "*"
+            } else {
+                " "
+            };
+            let _ = writeln!(out, "{mark} {}", candidate_line(c));
             let _ = writeln!(out, "      {}", knobs(&c.deployment));
         }
     }
@@ -244,7 +655,11 @@ pub fn plan(p: &Plan) -> String {
         let _ = writeln!(out);
         let _ = writeln!(out, "CLOSEST REJECTED");
         for r in &p.rejected {
-            let _ = writeln!(out, "  [{}] {} · {}", r.constraint, r.gpu, r.reason);
+            let constraint = serde_json::to_value(r.constraint)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  [{constraint}] {} · {}", r.gpu, reason(r));
             let _ = writeln!(out, "      {}", knobs(&r.deployment));
         }
     }

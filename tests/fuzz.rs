@@ -46,8 +46,13 @@ fn flow_list(
     invalid: &'static [&'static str],
     max: usize,
 ) -> BoxedStrategy<String> {
+    // Distinct valid choices (a duplicate is a mistake the parser reports), now and then a
+    // mistaken one.
+    let distinct = prop::sample::subsequence(valid, 1..=max.min(valid.len()))
+        .prop_map(|v| v.into_iter().map(str::to_string).collect::<Vec<_>>());
     prop_oneof![
-        20 => prop::collection::vec(mixed(valid, invalid), 1..=max),
+        20 => distinct,
+        1 => prop::collection::vec(mixed(valid, invalid), 1..=max),
         1 => Just(Vec::new()),
     ]
     .prop_map(|v| format!("[{}]", v.join(", ")))
@@ -158,9 +163,21 @@ const STEPS: (&[&str], &[&str]) = (&["1", "4", "8", "28", "50"], &["0", "1001", 
 const BOOLS: (&[&str], &[&str]) = (&["true", "false"], &["yes", "1", "'true'"]);
 const LATENCIES: (&[&str], &[&str]) = (
     &["50", "300", "1500", "4000", "20000", "1e9"],
-    &["-500", "0", ".nan", "fast"],
+    &["-500", "0", ".nan", "fast", "1e308", ".inf", "1e-300"],
 );
-const RATES: (&[&str], &[&str]) = (&["0.5", "1", "4", "20", "1e6"], &["0", "-1", ".inf"]);
+const RATES: (&[&str], &[&str]) = (
+    &["0.5", "1", "4", "20", "1e5"],
+    &[
+        "0",
+        "-1",
+        ".inf",
+        "1e6",
+        "1e12",
+        "1e308",
+        ".nan",
+        "18446744073709551615",
+    ],
+);
 const SHARES: (&[&str], &[&str]) = (
     &["0.5", "0.25", "1.0", "0.8", "0.2"],
     &["0", "-0.5", "1.2", "half"],
@@ -169,8 +186,21 @@ const OBJECTIVES: (&[&str], &[&str]) = (
     &["min_cost", "min_latency", "max_throughput"],
     &["cheapest", "MinCost"],
 );
-const AVAILABLE: (&[&str], &[&str]) = (&["1", "2", "4", "8"], &["0", "-3", "100001", "all"]);
-const PRICES: (&[&str], &[&str]) = (&["0.69", "2.99", "3.8"], &["0", "-1", "cheap"]);
+const AVAILABLE: (&[&str], &[&str]) = (
+    &["1", "2", "4", "8"],
+    &[
+        "0",
+        "-3",
+        "100001",
+        "all",
+        "4294967297",
+        "18446744073709551615",
+    ],
+);
+const PRICES: (&[&str], &[&str]) = (
+    &["0.69", "2.99", "3.8", "0"],
+    &["-1", "cheap", "1e308", ".nan", ".inf", "1e-320"],
+);
 const RUNTIMES: (&[&str], &[&str]) = (&["diffusers", "klein"], &["tensorrt"]);
 
 fn parallel() -> BoxedStrategy<String> {
@@ -186,7 +216,15 @@ fn parallel() -> BoxedStrategy<String> {
         maybe_line("shard", mixed(&["none", "hsdp"], &["fsdp"]), 4),
         maybe_line("vae_patch", mixed(BOOLS.0, BOOLS.1), 4),
     )
-        .prop_map(|(a, b, c, d, e, f)| block(&[a, b, c, d, e, f]).trim_end().to_string())
+        // With degrees, `gpus` is their product (the parser refuses idle GPUs): leave it out.
+        .prop_map(|(a, b, c, d, e, f)| {
+            let a = if b.is_empty() && c.is_empty() && d.is_empty() {
+                a
+            } else {
+                String::new()
+            };
+            block(&[a, b, c, d, e, f]).trim_end().to_string()
+        })
         .boxed()
 }
 
@@ -349,6 +387,28 @@ fn spec_text() -> impl Strategy<Value = String> {
     );
     (head, tail).prop_map(
         |((model, gpu, runtime, dep), (work, goal, fleet, allow, junk))| {
+            // A key pinned in `deployment:` and given in `workload:` must agree: keep one.
+            let dep = dep.map(|d| match &work {
+                None => d,
+                Some(w) => {
+                    d.lines()
+                        .filter(|l| {
+                            let key = l.trim_start().split(':').next().unwrap_or("");
+                            let twin = match key {
+                                "resolution" => "resolutions:",
+                                "steps" => "steps:",
+                                "reference_images" => "reference_images:",
+                                _ => return true,
+                            };
+                            l.starts_with("  ") && !l.starts_with("   ") && !w.contains(twin)
+                        })
+                        .map(|l| format!("{l}\n"))
+                        .collect::<String>()
+                        .trim_end_matches('\n')
+                        .to_string()
+                        + "\n"
+                }
+            });
             // Without `gpu:` and `fleet:` the search covers every GPU type: too slow for a debug
             // build, so such specs get one GPU.
             let gpu = if gpu.is_none() && fleet.is_none() {
@@ -382,8 +442,131 @@ fn spec_text() -> impl Strategy<Value = String> {
     )
 }
 
+/// The `diffusers` profile as a file, with now and then one parameter set to a hostile value:
+/// zero, negative, huge, non-finite, or an unknown name.
+fn profile_text() -> BoxedStrategy<String> {
+    const KEYS: &[&str] = &[
+        "conv_efficiency",
+        "elementwise_bw_efficiency",
+        "link_efficiency",
+        "pinned_copy_efficiency",
+        "kernel_latency_us",
+        "cpu_dispatch_us",
+        "attention_dispatch_us",
+        "math_bytes_per_score",
+        "allocator_slack",
+        "context_bytes",
+        "gemm_workspace_bytes",
+        "conv_im2col_chunk_pixels",
+        "vae_attention",
+        "sdpa_backend",
+        "text_encoder_attention",
+    ];
+    const VALUES: &[&str] = &[
+        "0",
+        "-1",
+        "1.5",
+        "1e308",
+        ".nan",
+        ".inf",
+        "18446744073709551615",
+        "1e-300",
+        "0.5",
+        "xformers",
+        "math",
+        "flash",
+    ];
+    (prop::option::weighted(0.7, (select(KEYS), select(VALUES))))
+        .prop_map(|change| {
+            let catalog = planner::catalog::Catalog::get();
+            let base = catalog.runtime("diffusers").expect("diffusers profile");
+            let mut text = serde_saphyr::to_string(base).expect("profile serializes");
+            if let Some((key, value)) = change {
+                text = text
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with(&format!("{key}:")) {
+                            format!("{key}: {value}")
+                        } else {
+                            l.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
+            text
+        })
+        .boxed()
+}
+
+/// Every figure a plan or estimate prints is a finite, non-negative number.
+fn assert_figures(v: &serde_json::Value, text: &str) {
+    match v {
+        serde_json::Value::Number(n) => {
+            let x = n.as_f64().expect("a number");
+            assert!(x.is_finite() && x >= 0.0, "a figure {x} for:\n{text}");
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| assert_figures(x, text)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| assert_figures(x, text)),
+        _ => {}
+    }
+}
+
+fn assert_estimate(e: &planner::estimate::Estimate, text: &str) {
+    let l = &e.latency;
+    for x in [
+        l.per_batch_ms,
+        l.per_image_ms,
+        l.low_ms,
+        l.high_ms,
+        e.throughput.images_per_s,
+    ] {
+        assert!(x.is_finite() && x >= 0.0, "latency {l:?} for:\n{text}");
+    }
+    assert!(
+        l.low_ms <= l.per_batch_ms && l.per_batch_ms <= l.high_ms,
+        "range {l:?} for:\n{text}"
+    );
+    for st in &e.stages {
+        assert!(
+            st.ms.is_finite() && st.ms >= 0.0,
+            "stage {} {} ms for:\n{text}",
+            st.name,
+            st.ms
+        );
+    }
+    assert_figures(&serde_json::to_value(e).unwrap(), text);
+}
+
+fn assert_candidate(c: &search::Candidate, text: &str) {
+    for x in [
+        c.p50_latency_ms,
+        c.max_latency_ms,
+        c.replica_images_per_s,
+        c.cost_per_hour,
+        c.cost_per_1000_images,
+    ] {
+        assert!(x.is_finite() && x >= 0.0, "candidate {c:?} for:\n{text}");
+    }
+}
+
+/// A spec and a runtime profile file it may name (`runtime: ./p.yaml`).
+fn check_with_profile(text: &str, profile: &str) {
+    let load = |_: &str| -> Result<&'static planner::catalog::RuntimeProfile, Vec<String>> {
+        let p = planner::catalog::RuntimeProfile::from_yaml(profile)?;
+        Ok(Box::leak(Box::new(p)))
+    };
+    let text = text.replace("runtime: klein", "runtime: ./p.yaml");
+    let parsed = spec::parse_with(&text, &load);
+    check_parsed(&text, parsed);
+}
+
 fn check(text: &str) {
-    let s = match spec::parse(text) {
+    check_parsed(text, spec::parse(text));
+}
+
+fn check_parsed(text: &str, parsed: Result<spec::Spec, spec::SpecError>) {
+    let s = match parsed {
         Err(e) => {
             assert!(
                 !e.problems.is_empty(),
@@ -409,6 +592,7 @@ fn check(text: &str) {
         };
         match estimate(inputs, &s.deployment()) {
             Ok(e) => {
+                assert_estimate(&e, text);
                 let names: Vec<&str> = e.stages.iter().map(|s| s.name).collect();
                 assert_eq!(
                     names,
@@ -445,7 +629,23 @@ fn check(text: &str) {
         p.chosen.is_none(),
         "no plan must say why, for:\n{text}"
     );
+    for c in p
+        .chosen
+        .iter()
+        .chain(&p.pareto)
+        .chain(p.rejected.iter().filter_map(|r| r.candidate.as_ref()))
+    {
+        assert_candidate(c, text);
+    }
+    for e in &p.breakdown {
+        assert_estimate(e, text);
+    }
+    assert_figures(&serde_json::to_value(&p).unwrap(), text);
     if let Some(c) = &p.chosen {
+        assert!(
+            p.pareto.contains(c),
+            "the chosen plan is not on its front, for:\n{text}"
+        );
         assert_eq!(
             p.breakdown.len(),
             s.mix.len(),
@@ -494,6 +694,59 @@ proptest! {
     fn generated_specs_never_panic(text in spec_text()) {
         check(&text);
     }
+
+    #[test]
+    fn generated_profiles_never_panic_or_give_non_finite_figures(
+        text in spec_text(),
+        profile in profile_text(),
+    ) {
+        check_with_profile(&text, &profile);
+    }
+}
+
+/// The fuzz target: generated specs and profiles for `KLEIN_FUZZ_SECONDS` seconds (default 600)
+/// with a fresh random seed, each case under `catch_unwind` so a panic prints its input. Run with
+/// `KLEIN_FUZZ_SECONDS=600 cargo test --test fuzz -- --ignored --nocapture`.
+#[test]
+#[ignore = "long-running fuzz target; see the doc comment for the command"]
+fn fuzz_for_a_while() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let seconds: u64 = std::env::var("KLEIN_FUZZ_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let start = std::time::Instant::now();
+    let mut runner = TestRunner::default();
+    let strategy = (spec_text(), profile_text());
+    let (mut cases, mut parsed) = (0u64, 0u64);
+    while start.elapsed().as_secs() < seconds {
+        let (text, profile) = strategy.new_tree(&mut runner).unwrap().current();
+        let outcome = std::panic::catch_unwind(|| {
+            if cases % 2 == 0 {
+                check(&text);
+            } else {
+                check_with_profile(&text, &profile);
+            }
+        });
+        if let Err(e) = outcome {
+            panic!(
+                "case {cases} failed: {:?}\n--- spec ---\n{text}\n--- profile ---\n{profile}",
+                e.downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            );
+        }
+        if spec::parse(&text).is_ok() {
+            parsed += 1;
+        }
+        cases += 1;
+    }
+    eprintln!(
+        "fuzz: {cases} cases ({parsed} specs parsed and planned) in {} s, no panic, no non-finite or negative figure",
+        start.elapsed().as_secs()
+    );
+    assert!(cases > 0);
 }
 
 /// The generator reaches both sides: specs that parse and specs that do not.

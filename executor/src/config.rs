@@ -29,7 +29,9 @@ pub enum TextEncoderPlacement {
     Resident,
     /// In host memory, copied to the device for the text stage and freed after it.
     Offload,
-    /// Loaded from the weight source for the text stage and freed after it; no host copy is kept.
+    /// Not on the device at all: the embeddings come from elsewhere (as a serving system that
+    /// receives them). The executor computes them once before the first run, then each request's
+    /// text stage only uploads them; no weight copy is kept anywhere.
     Drop,
 }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::catalog::{Family, Gpu, Model, RuntimeProfile};
 use crate::cost::cache::{self, CacheEffect};
 use crate::cost::dit::{self, DitPass};
+use crate::cost::klein;
 use crate::cost::ops::{AttnKernel, BF16};
 use crate::cost::text;
 use crate::cost::trace::{Hw, Trace, TraceSummary};
@@ -66,6 +67,12 @@ pub struct Memory {
     pub context_bytes: u64,
     /// Weights resident at the peak.
     pub resident_weights_bytes: u64,
+    /// Low end of the uncertainty range of `peak_bytes`.
+    pub low_bytes: u64,
+    /// High end.
+    pub high_bytes: u64,
+    /// Where the range comes from (see `latency.basis`).
+    pub basis: String,
 }
 
 /// Latency of one batch.
@@ -79,6 +86,8 @@ pub struct Latency {
     pub low_ms: f64,
     /// High end.
     pub high_ms: f64,
+    /// Where the range comes from: the error category and its out-of-sample figures.
+    pub basis: String,
 }
 
 /// Throughput of one replica.
@@ -139,19 +148,29 @@ pub fn transformer_weight_bytes(model: &Model, p: Precision) -> u64 {
     (s.quantizable as f64 * p.weight_bytes()).round() as u64 + s.kept_bf16 * BF16
 }
 
-/// Bytes of the largest transformer block in `p` (what streams and HSDP gather one at a time).
-fn block_bytes(model: &Model, p: Precision) -> u64 {
+/// Bytes of the largest transformer block in `p` (what streams and HSDP gather one at a time),
+/// from the catalog's per-block parameter counts (layers the precision keeps in BF16 included).
+pub fn block_bytes(model: &Model, p: Precision) -> u64 {
+    model
+        .transformer
+        .block_params()
+        .iter()
+        .map(|b| (b.quantizable as f64 * p.weight_bytes()).round() as u64 + b.kept_bf16 * BF16)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Bytes of the transformer's largest single linear layer in `p` (the fused output projection
+/// of a single-stream block, (d + mlp) x d).
+fn largest_linear_bytes(model: &Model, p: Precision) -> u64 {
     let t = &model.transformer;
-    let d = t.width();
-    let f = t.mlp_hidden();
-    let double = 8 * d * d + 2 * 3 * d * f;
-    let single = d * (3 * d + 2 * f) + (d + f) * d;
-    let per_block = if t.family == Family::Flux1 {
-        double + 12 * d * d
+    let (d, f) = (t.width(), t.mlp_hidden());
+    let widest = if t.family == crate::catalog::Family::Flux2 {
+        d * (3 * d + 2 * f)
     } else {
-        double.max(single)
+        (d + f) * d
     };
-    (per_block as f64 * p.weight_bytes()) as u64
+    (widest as f64 * p.weight_bytes()) as u64
 }
 
 /// Where each component's weights are during each stage, on one GPU.
@@ -175,7 +194,10 @@ impl Placement {
         let blk = block_bytes(model, d.weights);
         let dit_resident = match (d.offload, d.parallel.shard) {
             (Offload::GroupBlock, _) => 2 * blk + (dit_full as f64 * 0.02) as u64,
-            (Offload::GroupLeaf, _) => 2 * blk / 3 + (dit_full as f64 * 0.02) as u64,
+            // Leaf-level group offload with a stream: one leaf module (the largest linear) on the
+            // GPU at a time, the next one's prefetch landing as the previous one is released
+            // (diffusers' benchmark: FLUX.1-dev DiT forward 0.53 GiB, of which ~0.45 activations).
+            (Offload::GroupLeaf, _) => largest_linear_bytes(model, d.weights),
             (_, Shard::Hsdp) => dit_full.div_ceil(d.parallel.gpus as u64) + 2 * blk,
             _ => dit_full,
         };
@@ -288,8 +310,31 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     // Text encoder stage.
     let mut te_trace = Trace::new(hw);
     let mut te_transfer_ms = 0.0;
+    let klein_graph = rt.klein_graph()
+        && model.transformer.family == Family::Flux2
+        && model.text_encoders.len() == 1
+        && model.text_encoders[0].kind == crate::catalog::TextEncoderKind::DecoderLm;
+    let prompts = batch * if d.cfg { 2 } else { 1 };
     let te_weights = match d.text_encoder {
+        TextEncoderPlacement::Drop if klein_graph => {
+            // The executor uploads embeddings computed elsewhere.
+            let te = &model.text_encoders[0];
+            let bytes = prompts * te.tokens * model.transformer.context_dim * BF16;
+            let ctx = te_trace.alloc(bytes);
+            te_trace.blocking(hw.host_copy_s(bytes, false));
+            te_trace.free(ctx);
+            0
+        }
         TextEncoderPlacement::Drop => 0,
+        placement if klein_graph => {
+            let fused = d.attention != crate::deployment::Attention::Math;
+            let ctx = klein::text_encode(&mut te_trace, &model.text_encoders[0], prompts, fused);
+            te_trace.free(ctx);
+            if placement == TextEncoderPlacement::Offload || d.offload == Offload::Model {
+                te_transfer_ms += pcie(te_full, true);
+            }
+            w.te_stage
+        }
         placement => {
             let attn = AttnKernel::from_name(&rt.text_encoder_attention);
             for te in &model.text_encoders {
@@ -347,8 +392,34 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         link_bytes_per_s,
     };
     let mut dit_trace = Trace::new(hw);
-    let (first_s, rest_s) = dit::forward(&mut dit_trace, &pass);
-    let mut pass_s = dit_trace.elapsed_s();
+    let klein_dit = klein_graph && par.ulysses * par.ring == 1 && ref_tokens == 0 && par.cfg == 1;
+    // The klein graph traces every guidance pass of one step; the diffusers one a single pass.
+    let traced_passes = if klein_dit { passes_per_gpu } else { 1 };
+    let (first_s, rest_s) = if klein_dit {
+        let blocks_s = klein::denoise_step(
+            &mut dit_trace,
+            &klein::Denoise {
+                dims: &model.transformer,
+                batch,
+                img_tokens: pass.img_tokens,
+                txt_tokens: pass.txt_tokens,
+                precision: d.weights,
+                fused: d.attention != crate::deployment::Attention::Math,
+                passes: passes_per_gpu,
+                cache_blocks: match d.cache {
+                    crate::deployment::Cache::Dbcache { compute_blocks, .. } => {
+                        Some(compute_blocks as u64)
+                    }
+                    _ => None,
+                },
+                cache_state: d.steps > 1,
+            },
+        );
+        (0.0, blocks_s / passes_per_gpu as f64)
+    } else {
+        dit::forward(&mut dit_trace, &pass)
+    };
+    let mut pass_s = dit_trace.elapsed_s() / traced_passes as f64;
     // Weight movement per pass that overlaps compute: HSDP gathers, group offload streams.
     let moved_per_pass = match (d.offload, par.shard) {
         (Offload::GroupBlock | Offload::GroupLeaf, _) => Some(pcie(dit_full, true) / 1e3),
@@ -402,11 +473,14 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         denoise_ms,
         dit_transfer_ms,
     );
-    dn_stage.activation_peak_bytes += ce.cached_bytes;
+    if !klein_dit {
+        // The klein graph holds the cache's residuals in its trace.
+        dn_stage.activation_peak_bytes += ce.cached_bytes;
+    }
     dn_stage.step_ms = Some(step_s * 1e3);
     dn_stage.steps = Some(d.steps);
-    dn_stage.flops *= (passes_per_gpu * d.steps as u64) as f64;
-    dn_stage.hbm_bytes *= (passes_per_gpu * d.steps as u64) as f64;
+    dn_stage.flops *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
+    dn_stage.hbm_bytes *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
 
     // VAE decode stage (patch-parallel splits rows across the replica's GPUs, with a halo).
     let mut vae_trace = Trace::new(hw);
@@ -423,7 +497,18 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         width: d.resolution.width as u64,
         attn: AttnKernel::from_name(&rt.vae_attention),
     };
-    if d.vae_tiling {
+    if klein_graph && split == 1 {
+        let tile = d.vae_tiling.then_some(VAE_TILE_PX);
+        let fused = d.attention != crate::deployment::Attention::Math;
+        klein::vae_decode(
+            &mut vae_trace,
+            &model.vae,
+            batch,
+            (rows, call.width),
+            tile,
+            fused,
+        );
+    } else if d.vae_tiling {
         vae::decode_tiled(&mut vae_trace, &call, VAE_TILE_PX);
     } else {
         vae::decode(&mut vae_trace, &call);
@@ -471,7 +556,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     }
     let stages = vec![te_stage, dn_stage, vae_stage];
     let per_batch_ms: f64 = stages.iter().map(|s| s.ms).sum();
-    let spread = if gpu.measured { 0.08 } else { 0.25 };
+    let (category, basis) = crate::ranges::category(gpu, rt, d);
+    let spread = category.time;
     let cache_spread = if ce.skipped_steps > 0.0 {
         0.5 * saved_s * 1e3 / per_batch_ms
     } else {
@@ -515,12 +601,16 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             binding_stage: binding,
             context_bytes: rt.context_bytes,
             resident_weights_bytes: resident_at_peak,
+            low_bytes: crate::ranges::range(peak as f64, category.memory).0 as u64,
+            high_bytes: crate::ranges::range(peak as f64, category.memory).1.ceil() as u64,
+            basis: basis.clone(),
         },
         latency: Latency {
             per_batch_ms,
             per_image_ms: per_batch_ms / batch as f64,
-            low_ms: per_batch_ms * (1.0 - spread - cache_spread),
-            high_ms: per_batch_ms * (1.0 + spread + cache_spread),
+            low_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).0,
+            high_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).1,
+            basis,
         },
         throughput: Throughput {
             images_per_s: batch as f64 / (per_batch_ms / 1e3),

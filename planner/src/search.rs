@@ -39,6 +39,9 @@ pub struct Candidate {
     pub capacity_bytes: u64,
     /// Whether the output differs from the BF16 uncached reference.
     pub changes_output: bool,
+    /// The deployment keys whose setting changes the output (`weights`, `cache`, `vae_tiling`,
+    /// `cfg`): what a reviewer must accept the quality of.
+    pub output_changes: Vec<&'static str>,
     /// Every traffic class against its own targets: unloaded without a rate, else under load
     /// at the replica count above (queueing model of `fleet::queueing`).
     pub classes: Vec<ClassLatency>,
@@ -123,28 +126,149 @@ fn class_latencies(
     )
 }
 
-/// A candidate that lost, with the reason in numbers.
+/// The constraint (or the objective) that ruled a candidate out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraint {
+    /// Lost on the objective to the chosen plan (it met every constraint).
+    Objective,
+    /// Missed the latency goal.
+    Latency,
+    /// Needed more GPUs than the fleet has.
+    Availability,
+    /// Did not fit in memory.
+    Memory,
+    /// Broke a legality rule.
+    Illegal,
+}
+
+/// A measured quantity or a limit, its unit in its name (`{"peak_bytes": 48318382080}`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantity {
+    /// Per-GPU memory peak.
+    PeakBytes(u64),
+    /// Per-GPU memory capacity.
+    CapacityBytes(u64),
+    /// p50 latency over the mix (or of one traffic class).
+    P50LatencyMs(f64),
+    /// p99 latency of one traffic class under load.
+    P99LatencyMs(f64),
+    /// GPUs in all.
+    Gpus(u32),
+    /// USD per hour of the fleet.
+    CostPerHourUsd(f64),
+    /// USD per 1,000 images.
+    CostPer1000ImagesUsd(f64),
+    /// Images per second of one replica.
+    ImagesPerS(f64),
+}
+
+impl Quantity {
+    /// A latency percentile (`"p50"` or `"p99"`) in milliseconds.
+    pub fn latency(which: &str, ms: f64) -> Quantity {
+        if which == "p99" {
+            Quantity::P99LatencyMs(ms)
+        } else {
+            Quantity::P50LatencyMs(ms)
+        }
+    }
+}
+
+/// Relative difference on the objective within which two candidates tie (then the tie-break,
+/// latency then cost then memory, decides and the list says so).
+pub const TIE_TOLERANCE: f64 = 0.005;
+
+/// A candidate that lost: the constraint, the quantity that missed and the limit it missed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rejected {
-    /// The candidate (costed when it could be).
+    /// GPU type.
     pub gpu: String,
     /// Knobs.
     pub deployment: Deployment,
-    /// Constraint or objective that ruled it out: `illegal`, `memory`, `latency`, `availability`, `objective`.
-    pub constraint: &'static str,
-    /// The reason in numbers.
-    pub reason: String,
+    /// What ruled it out.
+    pub constraint: Constraint,
+    /// The candidate's figure for that constraint (none for `illegal`).
+    pub quantity: Option<Quantity>,
+    /// The limit it missed: the capacity, the goal, the GPUs available, or the chosen plan's figure.
+    pub limit: Option<Quantity>,
+    /// The image size at which it ran out of memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<Resolution>,
+    /// The stage at whose peak it ran out of memory (`weights` when the weights alone do not fit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<&'static str>,
+    /// The legality rules it breaks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<crate::rules::Violation>,
+    /// Whether it ties with the chosen plan on the objective (within `TIE_TOLERANCE`).
+    pub tie: bool,
+    /// Its figures over the mix, when it was costed (the same as a plan's candidate).
+    pub candidate: Option<Candidate>,
+}
+
+/// One change to the spec that would make it feasible (alternatives: any one suffices).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "key")]
+pub enum Relaxation {
+    /// Raise the latency goal to this.
+    #[serde(rename = "goal.p50_latency_ms")]
+    P50LatencyMs {
+        /// The new goal.
+        value: f64,
+    },
+    /// Raise the p99 goal to this.
+    #[serde(rename = "goal.p99_latency_ms")]
+    P99LatencyMs {
+        /// The new goal.
+        value: f64,
+    },
+    /// Make this many GPUs of a type available.
+    #[serde(rename = "fleet.available")]
+    Available {
+        /// The GPU type.
+        gpu: String,
+        /// The count needed.
+        value: u32,
+    },
+    /// Lower the rate goal to what the fleet can serve.
+    #[serde(rename = "goal.images_per_s")]
+    ImagesPerS {
+        /// The new goal.
+        value: f64,
+    },
+    /// Add a GPU type with at least this much memory.
+    #[serde(rename = "fleet.gpu")]
+    GpuMemory {
+        /// Memory the GPU needs, bytes.
+        min_capacity_bytes: u64,
+    },
+    /// Allow more of a knob (`allow.<name>`).
+    #[serde(rename = "allow")]
+    Allow {
+        /// The `allow:` key to widen.
+        name: &'static str,
+    },
 }
 
 /// Which constraint makes the goal infeasible and what would relax it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Infeasible {
-    /// `memory`, `latency`, `availability` or `illegal`.
-    pub binding: &'static str,
-    /// What binds, in numbers.
-    pub reason: String,
-    /// The nearest feasible relaxation.
-    pub relaxation: String,
+    /// The constraint that binds.
+    pub binding: Constraint,
+    /// The nearest candidate's figure for it (the smallest peak, the fastest p50, the GPUs needed).
+    pub quantity: Option<Quantity>,
+    /// The limit it misses.
+    pub limit: Option<Quantity>,
+    /// The GPU type of that nearest candidate.
+    pub gpu: Option<String>,
+    /// Its knobs.
+    pub deployment: Option<Deployment>,
+    /// The rate goal, when the binding constraint is availability.
+    pub images_per_s: Option<f64>,
+    /// Changes to the spec, any one of which makes it feasible (for `illegal` and `memory`:
+    /// what to widen).
+    pub relax: Vec<Relaxation>,
 }
 
 /// Counts of the search.
@@ -181,8 +305,12 @@ pub struct Plan {
     pub chosen: Option<Candidate>,
     /// Its full breakdown per resolution of the mix.
     pub breakdown: Vec<Estimate>,
-    /// Non-dominated feasible candidates (latency, cost per 1,000 images, memory).
+    /// Feasible candidates no other beats on both p50 latency and cost (USD per hour with a rate
+    /// goal, else per 1,000 images), fastest first; the chosen plan is always among them (under
+    /// `max_throughput` even when another beats it on both).
     pub pareto: Vec<Candidate>,
+    /// How many candidates the whole front has (`pareto` keeps at most `PARETO_SHOWN`).
+    pub pareto_total: usize,
     /// The closest rejected alternatives and why each lost.
     pub rejected: Vec<Rejected>,
     /// Why no plan exists, when none does.
@@ -272,8 +400,14 @@ pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
         None => vec![false],
     };
     for (fi, f) in s.fleet.iter().enumerate() {
+        // The default precisions are those the GPU runs; a precision the spec names is searched
+        // (and reported illegal) as written.
+        let weights_here: Vec<Precision> = pick(&p.weights, &a.weights)
+            .into_iter()
+            .filter(|w| p.weights.is_some() || a.weights_given || runs_natively(f, *w))
+            .collect();
         for parallel in parallel_options(s, f) {
-            for &weights in &pick(&p.weights, &a.weights) {
+            for &weights in &weights_here {
                 for &attention in &pick(&p.attention, &a.attention) {
                     for &text_encoder in &pick(&p.text_encoder, &a.text_encoder) {
                         for &offload in &pick(&p.offload, &a.offload) {
@@ -309,9 +443,34 @@ pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
     out
 }
 
+fn runs_natively(f: &FleetEntry, w: Precision) -> bool {
+    match w {
+        Precision::Fp8 => f.gpu.sm >= 89 && f.gpu.supports("fp8"),
+        _ => true,
+    }
+}
+
+/// The deployment keys whose setting changes the output relative to BF16, uncached, full CFG.
+pub fn output_changes(s: &Spec, d: &Deployment) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if d.weights.lossy() {
+        out.push("weights");
+    }
+    if d.cache != Cache::None {
+        out.push("cache");
+    }
+    if d.vae_tiling {
+        out.push("vae_tiling");
+    }
+    if !d.cfg && s.model.guidance == Guidance::Cfg {
+        out.push("cfg");
+    }
+    out
+}
+
 /// How a candidate fared.
 enum Outcome {
-    Illegal(String),
+    Illegal(Vec<crate::rules::Violation>),
     Memory {
         peak: u64,
         capacity: u64,
@@ -343,8 +502,7 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
     // Legality, then memory from weights alone, before any time is estimated.
     let violations = crate::rules::check(s.model, f.gpu, d);
     if !violations.is_empty() {
-        let reasons: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
-        return Outcome::Illegal(reasons.join("; "));
+        return Outcome::Illegal(violations);
     }
     let floor = crate::estimate::memory_floor(inp, d);
     if floor > f.gpu.hbm_bytes {
@@ -362,14 +520,7 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
             ..d.clone()
         };
         match estimate(inp, &dd) {
-            Err(v) => {
-                return Outcome::Illegal(
-                    v.iter()
-                        .map(|v| v.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                );
-            }
+            Err(v) => return Outcome::Illegal(v),
             Ok(e) if !e.memory.fits => {
                 return Outcome::Memory {
                     peak: e.memory.peak_bytes,
@@ -457,7 +608,7 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
             class_latencies(s, &ests, d.batch, None).unwrap_or_default(),
         ),
     };
-    let gpus = replicas * d.parallel.gpus;
+    let gpus = replicas.saturating_mul(d.parallel.gpus);
     let cost_per_hour = gpus as f64 * f.price_per_hour;
     let replica_cost = d.parallel.gpus as f64 * f.price_per_hour;
     let cand = Candidate {
@@ -474,12 +625,9 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
         capacity_bytes: f.gpu.hbm_bytes,
         changes_output: ests.iter().any(|e| e.quality.changes_output),
         classes,
+        output_changes: output_changes(s, d),
     };
     Outcome::Costed(Box::new(cand), ests)
-}
-
-fn gb(b: u64) -> String {
-    format!("{:.1} GB", b as f64 / 1e9)
 }
 
 /// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
@@ -502,6 +650,33 @@ pub(crate) fn better(obj: Objective, has_rate: bool, a: &Candidate, b: &Candidat
         .then(a.peak_bytes.cmp(&b.peak_bytes))
 }
 
+/// The objective's figure of a candidate (what `better` compares first).
+fn objective_value(obj: Objective, has_rate: bool, c: &Candidate) -> Quantity {
+    match obj {
+        Objective::MinCost if has_rate => Quantity::CostPerHourUsd(c.cost_per_hour),
+        Objective::MinCost => Quantity::CostPer1000ImagesUsd(c.cost_per_1000_images),
+        Objective::MinLatency => Quantity::P50LatencyMs(c.p50_latency_ms),
+        Objective::MaxThroughput => Quantity::ImagesPerS(c.replica_images_per_s),
+    }
+}
+
+fn value(q: Quantity) -> f64 {
+    match q {
+        Quantity::PeakBytes(b) | Quantity::CapacityBytes(b) => b as f64,
+        Quantity::Gpus(n) => n as f64,
+        Quantity::P50LatencyMs(x)
+        | Quantity::P99LatencyMs(x)
+        | Quantity::CostPerHourUsd(x)
+        | Quantity::CostPer1000ImagesUsd(x)
+        | Quantity::ImagesPerS(x) => x,
+    }
+}
+
+/// Whether two figures are equal within `TIE_TOLERANCE` of the larger.
+pub fn ties(a: f64, b: f64) -> bool {
+    (a - b).abs() <= TIE_TOLERANCE * a.abs().max(b.abs())
+}
+
 /// Searches the spec's decision space.
 pub fn plan(s: &Spec) -> Plan {
     let cands = enumerate(s);
@@ -519,19 +694,39 @@ pub fn plan(s: &Spec) -> Plan {
     let mut rejected: Vec<(usize, Rejected, f64)> = Vec::new();
     let mut best_latency: Option<Candidate> = None;
     let mut best_rate: Option<Candidate> = None;
-    let mut best_memory: Option<(u64, u64, String)> = None;
+    let mut best_memory: Option<(u64, u64, String, Deployment)> = None;
     for (i, ((fi, d), o)) in cands.iter().zip(&outcomes).enumerate() {
         let f = &s.fleet[*fi];
-        let reject = |constraint, reason| Rejected {
+        let reject = |constraint, quantity, limit, candidate: Option<&Candidate>| Rejected {
             gpu: f.gpu.id.clone(),
             deployment: d.clone(),
             constraint,
-            reason,
+            quantity: Some(quantity),
+            limit: Some(limit),
+            at: None,
+            stage: None,
+            violations: Vec::new(),
+            tie: false,
+            candidate: candidate.cloned(),
         };
         match o {
-            Outcome::Illegal(r) => {
+            Outcome::Illegal(v) => {
                 searched.illegal += 1;
-                rejected.push((i, reject("illegal", r.clone()), f64::MAX));
+                rejected.push((
+                    i,
+                    Rejected {
+                        quantity: None,
+                        limit: None,
+                        violations: v.clone(),
+                        ..reject(
+                            Constraint::Illegal,
+                            Quantity::Gpus(0),
+                            Quantity::Gpus(0),
+                            None,
+                        )
+                    },
+                    f64::MAX,
+                ));
             }
             Outcome::Memory {
                 peak,
@@ -544,19 +739,20 @@ pub fn plan(s: &Spec) -> Plan {
                 if best_memory.as_ref().is_none_or(|m| {
                     (*peak as u128) * (m.1 as u128) < (m.0 as u128) * (*capacity as u128)
                 }) {
-                    best_memory = Some((*peak, *capacity, f.gpu.id.clone()));
+                    best_memory = Some((*peak, *capacity, f.gpu.id.clone(), d.clone()));
                 }
                 rejected.push((
                     i,
-                    reject(
-                        "memory",
-                        format!(
-                            "peak {} > {} on {} at {at} ({stage})",
-                            gb(*peak),
-                            gb(*capacity),
-                            f.gpu.id
-                        ),
-                    ),
+                    Rejected {
+                        at: Some(*at),
+                        stage: Some(stage),
+                        ..reject(
+                            Constraint::Memory,
+                            Quantity::PeakBytes(*peak),
+                            Quantity::CapacityBytes(*capacity),
+                            None,
+                        )
+                    },
                     over,
                 ));
             }
@@ -565,13 +761,15 @@ pub fn plan(s: &Spec) -> Plan {
                 if best_latency.as_ref().is_none_or(|b| over(c) < over(b)) {
                     best_latency = Some((**c).clone());
                 }
-                if let Some((size, which, got, target)) = worst_miss(c) {
+                if let Some((_, which, got, target)) = worst_miss(c) {
                     searched.too_slow += 1;
                     rejected.push((
                         i,
                         reject(
-                            "latency",
-                            format!("{size} {which} {got:.0} ms > target {target:.0} ms"),
+                            Constraint::Latency,
+                            Quantity::latency(which, got),
+                            Quantity::latency(which, target),
+                            Some(c),
                         ),
                         got / target,
                     ));
@@ -588,11 +786,10 @@ pub fn plan(s: &Spec) -> Plan {
                     rejected.push((
                         i,
                         reject(
-                            "availability",
-                            format!(
-                                "needs {} x {} ({} replicas), {} available",
-                                c.gpus, f.gpu.id, c.replicas, f.available
-                            ),
+                            Constraint::Availability,
+                            Quantity::Gpus(c.gpus),
+                            Quantity::Gpus(f.available),
+                            Some(c),
                         ),
                         c.gpus as f64 / f.available as f64,
                     ));
@@ -612,136 +809,8 @@ pub fn plan(s: &Spec) -> Plan {
         },
         None => Vec::new(),
     };
-    // The closest alternatives: for every GPU type, its best feasible candidate (it lost on the
-    // objective) or, without one, its nearest miss; then, on the chosen GPU type, the best
-    // candidate of each other precision and offload mode. Deterministic: ties by enumeration order.
-    let order = |c: &str| match c {
-        "objective" => 0,
-        "latency" => 1,
-        "availability" => 2,
-        "memory" => 3,
-        _ => 4,
-    };
-    let mut misses: Vec<&(usize, Rejected, f64)> = rejected.iter().collect();
-    misses.sort_by(|a, b| {
-        order(a.1.constraint)
-            .cmp(&order(b.1.constraint))
-            .then(a.2.total_cmp(&b.2))
-            .then(a.0.cmp(&b.0))
-    });
-    let objective_reason = |c: &Candidate, ch: &Candidate| match s.goal.objective {
-        Objective::MinCost if has_rate => format!(
-            "${:.2}/h vs ${:.2}/h chosen ({:+.0} %)",
-            c.cost_per_hour,
-            ch.cost_per_hour,
-            (c.cost_per_hour / ch.cost_per_hour - 1.0) * 100.0
-        ),
-        Objective::MinCost => format!(
-            "${:.3} per 1,000 images vs ${:.3} chosen ({:+.0} %)",
-            c.cost_per_1000_images,
-            ch.cost_per_1000_images,
-            (c.cost_per_1000_images / ch.cost_per_1000_images - 1.0) * 100.0
-        ),
-        Objective::MinLatency => format!(
-            "p50 {:.0} ms vs {:.0} ms chosen",
-            c.p50_latency_ms, ch.p50_latency_ms
-        ),
-        Objective::MaxThroughput => {
-            format!(
-                "{:.2} images/s per replica vs {:.2} chosen",
-                c.replica_images_per_s, ch.replica_images_per_s
-            )
-        }
-    };
-    let loser = |c: &Candidate, ch: &Candidate| {
-        let tie = better(s.goal.objective, has_rate, c, ch) != Ordering::Less
-            && match s.goal.objective {
-                Objective::MinCost if has_rate => c.cost_per_hour == ch.cost_per_hour,
-                Objective::MinCost => c.cost_per_1000_images == ch.cost_per_1000_images,
-                Objective::MinLatency => c.p50_latency_ms == ch.p50_latency_ms,
-                Objective::MaxThroughput => c.replica_images_per_s == ch.replica_images_per_s,
-            };
-        let reason = if tie {
-            format!(
-                "ties on the objective; loses the tie-break: p50 {:.0} ms vs {:.0} ms, ${:.3} vs ${:.3} per 1,000 images",
-                c.p50_latency_ms,
-                ch.p50_latency_ms,
-                c.cost_per_1000_images,
-                ch.cost_per_1000_images
-            )
-        } else {
-            objective_reason(c, ch)
-        };
-        Rejected {
-            gpu: c.gpu.clone(),
-            deployment: c.deployment.clone(),
-            constraint: "objective",
-            reason,
-        }
-    };
-    let mut closest: Vec<Rejected> = Vec::new();
-    for f in &s.fleet {
-        let best = feasible.iter().find(|(_, c)| c.gpu == f.gpu.id);
-        match (best, &chosen) {
-            (Some((_, c)), Some(ch)) if c != ch => closest.push(loser(c, ch)),
-            (Some(_), _) => {}
-            (None, _) => {
-                if let Some(m) = misses.iter().find(|m| m.1.gpu == f.gpu.id) {
-                    closest.push(m.1.clone());
-                }
-            }
-        }
-    }
-    if let Some(ch) = &chosen {
-        let same_gpu = |c: &Candidate| c.gpu == ch.gpu;
-        for w in Precision::ALL
-            .iter()
-            .filter(|w| **w != ch.deployment.weights)
-        {
-            if let Some((_, c)) = feasible
-                .iter()
-                .find(|(_, c)| same_gpu(c) && c.deployment.weights == *w)
-            {
-                closest.push(loser(c, ch));
-            } else if let Some(m) = misses
-                .iter()
-                .find(|m| m.1.gpu == ch.gpu && m.1.deployment.weights == *w)
-            {
-                closest.push(m.1.clone());
-            }
-        }
-        for o in Offload::ALL.iter().filter(|o| **o != ch.deployment.offload) {
-            if let Some((_, c)) = feasible
-                .iter()
-                .find(|(_, c)| same_gpu(c) && c.deployment.offload == *o)
-            {
-                closest.push(loser(c, ch));
-            }
-        }
-        if let Some((_, c)) = feasible
-            .iter()
-            .find(|(_, c)| same_gpu(c) && c.deployment.parallel.gpus != ch.deployment.parallel.gpus)
-        {
-            closest.push(loser(c, ch));
-        }
-    }
-    // And the nearest miss of each constraint that ruled candidates out.
-    for kind in ["latency", "availability", "memory", "illegal"] {
-        if let Some(m) = misses.iter().find(|m| m.1.constraint == kind) {
-            closest.push(m.1.clone());
-        }
-    }
-    let mut seen = Vec::new();
-    closest.retain(|r| {
-        let key = (r.gpu.clone(), r.deployment.clone());
-        if seen.contains(&key) {
-            false
-        } else {
-            seen.push(key);
-            true
-        }
-    });
-    let pareto = pareto_front(&feasible);
+    let closest = closest_rejected(s, &searched, &feasible, chosen.as_ref(), &rejected);
+    let (pareto, pareto_total) = pareto_front(&feasible, chosen.as_ref(), has_rate);
     let infeasible = chosen.is_none().then(|| {
         infeasibility(
             s,
@@ -760,20 +829,171 @@ pub fn plan(s: &Spec) -> Plan {
         chosen,
         breakdown,
         pareto,
+        pareto_total,
         rejected: closest,
         infeasible,
         searched,
     }
 }
 
-fn pareto_front(feasible: &[(usize, Candidate)]) -> Vec<Candidate> {
+/// The closest alternatives a user would weigh: for every GPU type, its best feasible candidate
+/// (it lost on the objective) or, without one, its nearest miss; then, on the chosen GPU type, the
+/// best candidate of each other allowed precision and offload mode and of another replica size;
+/// then the nearest miss of each constraint. Left out: combinations the rules forbid that the spec
+/// did not ask for, and the math attention path where a fused one was allowed (it is never
+/// faster or smaller). Deterministic: ties by enumeration order.
+fn closest_rejected(
+    s: &Spec,
+    searched: &Searched,
+    feasible: &[(usize, Candidate)],
+    chosen: Option<&Candidate>,
+    rejected: &[(usize, Rejected, f64)],
+) -> Vec<Rejected> {
+    let has_rate = s.goal.images_per_s.is_some();
+    let fused_allowed = s.pins.attention.is_none_or(|a| a != Attention::Math)
+        && s.allow.attention.iter().any(|a| *a != Attention::Math);
+    let dominated = |d: &Deployment| fused_allowed && d.attention == Attention::Math;
+    let all_illegal = searched.illegal == searched.candidates;
+    // An illegal candidate is shown when nothing else was legal, or when the spec named the
+    // precision the GPU cannot run.
+    let asked_for = |r: &Rejected| {
+        all_illegal
+            || (s.pins.weights.is_some() || s.allow.weights_given)
+                && r.violations
+                    .iter()
+                    .all(|v| matches!(v, crate::rules::Violation::Precision { .. }))
+    };
+    let mut misses: Vec<&(usize, Rejected, f64)> = rejected
+        .iter()
+        .filter(|m| !dominated(&m.1.deployment))
+        .filter(|m| m.1.constraint != Constraint::Illegal || asked_for(&m.1))
+        .collect();
+    misses.sort_by(|a, b| {
+        a.1.constraint
+            .cmp(&b.1.constraint)
+            .then(a.2.total_cmp(&b.2))
+            .then(a.0.cmp(&b.0))
+    });
+    let feasible: Vec<&Candidate> = feasible
+        .iter()
+        .map(|(_, c)| c)
+        .filter(|c| !dominated(&c.deployment))
+        .collect();
+    let loser = |c: &Candidate, ch: &Candidate| {
+        let q = objective_value(s.goal.objective, has_rate, c);
+        let l = objective_value(s.goal.objective, has_rate, ch);
+        Rejected {
+            gpu: c.gpu.clone(),
+            deployment: c.deployment.clone(),
+            constraint: Constraint::Objective,
+            quantity: Some(q),
+            limit: Some(l),
+            at: None,
+            stage: None,
+            violations: Vec::new(),
+            tie: ties(value(q), value(l)),
+            candidate: Some(c.clone()),
+        }
+    };
+    let mut closest: Vec<Rejected> = Vec::new();
+    for f in &s.fleet {
+        let best = feasible.iter().find(|c| c.gpu == f.gpu.id);
+        match (best, chosen) {
+            (Some(c), Some(ch)) if *c != ch => closest.push(loser(c, ch)),
+            (Some(_), _) => {}
+            (None, _) => {
+                if let Some(m) = misses.iter().find(|m| m.1.gpu == f.gpu.id) {
+                    closest.push(m.1.clone());
+                }
+            }
+        }
+    }
+    if let Some(ch) = chosen {
+        let same_gpu = |c: &Candidate| c.gpu == ch.gpu;
+        for w in s
+            .allow
+            .weights
+            .iter()
+            .filter(|w| **w != ch.deployment.weights)
+        {
+            if let Some(c) = feasible
+                .iter()
+                .find(|c| same_gpu(c) && c.deployment.weights == *w)
+            {
+                closest.push(loser(c, ch));
+            } else if let Some(m) = misses
+                .iter()
+                .find(|m| m.1.gpu == ch.gpu && m.1.deployment.weights == *w)
+            {
+                closest.push(m.1.clone());
+            }
+        }
+        for o in s
+            .allow
+            .offload
+            .iter()
+            .filter(|o| **o != ch.deployment.offload)
+        {
+            if let Some(c) = feasible
+                .iter()
+                .find(|c| same_gpu(c) && c.deployment.offload == *o)
+            {
+                closest.push(loser(c, ch));
+            }
+        }
+        if let Some(c) = feasible
+            .iter()
+            .find(|c| same_gpu(c) && c.deployment.parallel.gpus != ch.deployment.parallel.gpus)
+        {
+            closest.push(loser(c, ch));
+        }
+    }
+    // And the nearest miss of each constraint that ruled candidates out.
+    for kind in [
+        Constraint::Latency,
+        Constraint::Availability,
+        Constraint::Memory,
+        Constraint::Illegal,
+    ] {
+        if let Some(m) = misses.iter().find(|m| m.1.constraint == kind) {
+            closest.push(m.1.clone());
+        }
+    }
+    let mut seen = Vec::new();
+    closest.retain(|r| {
+        let key = (r.gpu.clone(), r.deployment.clone());
+        if seen.contains(&key) {
+            false
+        } else {
+            seen.push(key);
+            true
+        }
+    });
+    closest
+}
+
+/// At most this many points of the Pareto front are listed (spread along latency, the chosen
+/// plan always among them); `Plan::pareto_total` says how many there are.
+pub const PARETO_SHOWN: usize = 12;
+
+/// The feasible candidates no other beats on both latency and cost (the axes a reviewer trades;
+/// memory is headroom, shown with each point). Returns the listed points and the front's size.
+fn pareto_front(
+    feasible: &[(usize, Candidate)],
+    chosen: Option<&Candidate>,
+    has_rate: bool,
+) -> (Vec<Candidate>, usize) {
+    let cost = |c: &Candidate| {
+        if has_rate {
+            c.cost_per_hour
+        } else {
+            c.cost_per_1000_images
+        }
+    };
     let dominates = |a: &Candidate, b: &Candidate| {
         a.p50_latency_ms <= b.p50_latency_ms
-            && a.cost_per_1000_images <= b.cost_per_1000_images
-            && a.peak_bytes <= b.peak_bytes
-            && (a.p50_latency_ms < b.p50_latency_ms
-                || a.cost_per_1000_images < b.cost_per_1000_images
-                || a.peak_bytes < b.peak_bytes)
+            && cost(a) <= cost(b)
+            && (a.p50_latency_ms < b.p50_latency_ms || cost(a) < cost(b))
     };
     let mut front: Vec<(usize, Candidate)> = feasible
         .iter()
@@ -783,19 +1003,56 @@ fn pareto_front(feasible: &[(usize, Candidate)]) -> Vec<Candidate> {
     front.sort_by(|a, b| {
         a.1.p50_latency_ms
             .total_cmp(&b.1.p50_latency_ms)
+            .then(cost(&a.1).total_cmp(&cost(&b.1)))
             .then(a.0.cmp(&b.0))
     });
-    front.dedup_by(|a, b| {
-        a.1.p50_latency_ms == b.1.p50_latency_ms
-            && a.1.cost_per_1000_images == b.1.cost_per_1000_images
-            && a.1.peak_bytes == b.1.peak_bytes
-    });
-    // Keep the front readable: at most 12 points spread along latency.
-    if front.len() > 12 {
-        let n = front.len();
-        front = (0..12).map(|k| front[k * (n - 1) / 11].clone()).collect();
+    // Equal on both axes: keep one point, the chosen plan where it is one of them.
+    let mut kept: Vec<(usize, Candidate)> = Vec::new();
+    for p in front {
+        match kept.last_mut() {
+            Some(last)
+                if last.1.p50_latency_ms == p.1.p50_latency_ms && cost(&last.1) == cost(&p.1) =>
+            {
+                if Some(&p.1) == chosen {
+                    *last = p;
+                }
+            }
+            _ => kept.push(p),
+        }
     }
-    front.into_iter().map(|(_, c)| c).collect()
+    // `max_throughput` may choose a plan that another beats on latency and cost (it is chosen
+    // for its rate): it is listed all the same, in its place along latency.
+    if let Some(ch) = chosen
+        && let Some(i) = feasible.iter().position(|(_, c)| c == ch)
+        && !kept.iter().any(|(_, c)| c == ch)
+    {
+        kept.push(feasible[i].clone());
+        kept.sort_by(|a, b| {
+            a.1.p50_latency_ms
+                .total_cmp(&b.1.p50_latency_ms)
+                .then(cost(&a.1).total_cmp(&cost(&b.1)))
+                .then(a.0.cmp(&b.0))
+        });
+    }
+    let total = kept.len();
+    if total > PARETO_SHOWN {
+        let n = total;
+        let mut idx: Vec<usize> = (0..PARETO_SHOWN)
+            .map(|k| k * (n - 1) / (PARETO_SHOWN - 1))
+            .collect();
+        if let Some(ci) = kept.iter().position(|(_, c)| Some(c) == chosen)
+            && !idx.contains(&ci)
+        {
+            // Replace the nearest listed point by the chosen one (the ends stay).
+            let near = (1..PARETO_SHOWN - 1)
+                .min_by_key(|&k| idx[k].abs_diff(ci))
+                .unwrap_or(1);
+            idx[near] = ci;
+            idx.sort_unstable();
+        }
+        kept = idx.into_iter().map(|i| kept[i].clone()).collect();
+    }
+    (kept.into_iter().map(|(_, c)| c).collect(), total)
 }
 
 fn infeasibility(
@@ -803,59 +1060,91 @@ fn infeasibility(
     n: &Searched,
     best_latency: Option<&Candidate>,
     best_rate: Option<&Candidate>,
-    best_memory: Option<(u64, u64, String)>,
+    best_memory: Option<(u64, u64, String, Deployment)>,
 ) -> Infeasible {
+    let none = Infeasible {
+        binding: Constraint::Illegal,
+        quantity: None,
+        limit: None,
+        gpu: None,
+        deployment: None,
+        images_per_s: None,
+        relax: Vec::new(),
+    };
     if n.candidates == n.illegal {
         return Infeasible {
-            binding: "illegal",
-            reason: "every candidate breaks a legality rule (see rejected)".into(),
-            relaxation: "allow other precisions or GPU types (`allow:`, `fleet:`)".into(),
+            relax: vec![
+                Relaxation::Allow { name: "weights" },
+                Relaxation::Allow { name: "offload" },
+            ],
+            ..none
         };
     }
     if n.out_of_memory + n.illegal == n.candidates {
-        let (peak, cap, gpu) = best_memory.unwrap_or((0, 0, String::new()));
+        let (peak, cap, gpu, d) = best_memory.expect("a candidate ran out of memory");
         return Infeasible {
-            binding: "memory",
-            reason: format!(
-                "no candidate fits: the smallest peak is {} on {gpu} ({} usable)",
-                gb(peak),
-                gb(cap)
-            ),
-            relaxation: format!(
-                "a GPU with at least {} of memory, or allow offload / fp8-storage / vae_tiling / more GPUs per replica",
-                gb(peak)
-            ),
+            binding: Constraint::Memory,
+            quantity: Some(Quantity::PeakBytes(peak)),
+            limit: Some(Quantity::CapacityBytes(cap)),
+            gpu: Some(gpu),
+            deployment: Some(d),
+            relax: vec![
+                Relaxation::GpuMemory {
+                    min_capacity_bytes: peak,
+                },
+                Relaxation::Allow { name: "offload" },
+                Relaxation::Allow { name: "weights" },
+                Relaxation::Allow { name: "vae_tiling" },
+                Relaxation::Allow {
+                    name: "max_gpus_per_replica",
+                },
+            ],
+            ..none
         };
     }
     if let Some(b) = best_latency
-        && let Some((size, which, got, target)) = worst_miss(b)
+        && let Some((_, which, got, target)) = worst_miss(b)
     {
-        let key = if which == "p50" { "p50_ms" } else { "p99_ms" };
         return Infeasible {
-            binding: "latency",
-            reason: format!(
-                "the closest candidate ({} x {}) has {size} {which} {got:.0} ms > target {target:.0} ms",
-                b.deployment.parallel.gpus, b.gpu
-            ),
-            relaxation: format!("{key}: {:.0} for {size}", got.ceil()),
+            binding: Constraint::Latency,
+            quantity: Some(Quantity::latency(which, got)),
+            limit: Some(Quantity::latency(which, target)),
+            gpu: Some(b.gpu.clone()),
+            deployment: Some(b.deployment.clone()),
+            relax: vec![if which == "p50" {
+                Relaxation::P50LatencyMs { value: got.ceil() }
+            } else {
+                Relaxation::P99LatencyMs { value: got.ceil() }
+            }],
+            ..none
         };
     }
-    let rate = s.goal.images_per_s.unwrap_or(0.0);
-    Infeasible {
-        binding: "availability",
-        reason: format!(
-            "meeting {rate} images/s within the latency goal needs more GPUs than the fleet has"
-        ),
-        relaxation: best_rate
-            .map(|b| {
-                let f = s.fleet.iter().find(|f| f.gpu.id == b.gpu);
-                let available = f.map(|f| f.available).unwrap_or(0);
-                let max = (available / b.deployment.parallel.gpus) as f64 * b.replica_images_per_s;
-                format!(
-                    "available: {} for {} (or images_per_s: {:.2} with the {available} there are)",
-                    b.gpus, b.gpu, max
-                )
-            })
-            .unwrap_or_else(|| "more GPUs in `fleet:`".into()),
+    let mut relax = Vec::new();
+    let mut out = Infeasible {
+        binding: Constraint::Availability,
+        images_per_s: s.goal.images_per_s,
+        ..none
+    };
+    if let Some(b) = best_rate {
+        let available = s
+            .fleet
+            .iter()
+            .find(|f| f.gpu.id == b.gpu)
+            .map(|f| f.available)
+            .unwrap_or(0);
+        let max = (available / b.deployment.parallel.gpus) as f64 * b.replica_images_per_s;
+        relax.push(Relaxation::Available {
+            gpu: b.gpu.clone(),
+            value: b.gpus,
+        });
+        // Round down, so the lowered goal is one the fleet meets.
+        relax.push(Relaxation::ImagesPerS {
+            value: (max * 100.0).floor() / 100.0,
+        });
+        out.quantity = Some(Quantity::Gpus(b.gpus));
+        out.limit = Some(Quantity::Gpus(available));
+        out.gpu = Some(b.gpu.clone());
+        out.deployment = Some(b.deployment.clone());
     }
+    Infeasible { relax, ..out }
 }

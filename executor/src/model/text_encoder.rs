@@ -131,22 +131,36 @@ pub fn encode<B: Backend>(
     };
     for l in 0..d.te_layers_needed() {
         let p = format!("model.layers.{l}");
+        // Every intermediate is dropped as soon as it is used (the planner's `klein` graph in
+        // planner/src/cost/klein.rs follows this liveness op by op).
         let h = b.rms_norm(&x, w.get(&format!("{p}.input_layernorm.weight"))?, EPS)?;
         let q = lin(&h, &format!("{p}.self_attn.q_proj.weight"))?;
         let k = lin(&h, &format!("{p}.self_attn.k_proj.weight"))?;
-        let v = lin(&h, &format!("{p}.self_attn.v_proj.weight"))?;
+        let v = b.reshape(
+            &lin(&h, &format!("{p}.self_attn.v_proj.weight"))?,
+            &[batch, s, d.te_kv_heads, d.te_head_dim],
+        )?;
         drop(h);
-        let q = b.reshape(&q, &[batch, s, d.te_heads, d.te_head_dim])?;
-        let k = b.reshape(&k, &[batch, s, d.te_kv_heads, d.te_head_dim])?;
-        let v = b.reshape(&v, &[batch, s, d.te_kv_heads, d.te_head_dim])?;
-        let q = b.rms_norm(&q, w.get(&format!("{p}.self_attn.q_norm.weight"))?, EPS)?;
-        let k = b.rms_norm(&k, w.get(&format!("{p}.self_attn.k_norm.weight"))?, EPS)?;
-        let q = b.rope(&q, &rope.cos, &rope.sin, RopeStyle::Halves)?;
-        let k = b.rope(&k, &rope.cos, &rope.sin, RopeStyle::Halves)?;
-        let o = b.attention(&q, &k, &v, true, attention)?;
+        // Shadowing would keep the earlier tensors alive to the end of the layer: each step
+        // consumes its input instead.
+        let norm_rope = |t: B::Tensor, heads: usize, norm: &str| -> Result<B::Tensor> {
+            let n = b.rms_norm(
+                &b.reshape(&t, &[batch, s, heads, d.te_head_dim])?,
+                w.get(norm)?,
+                EPS,
+            )?;
+            drop(t);
+            b.rope(&n, &rope.cos, &rope.sin, RopeStyle::Halves)
+        };
+        let q = norm_rope(q, d.te_heads, &format!("{p}.self_attn.q_norm.weight"))?;
+        let k = norm_rope(k, d.te_kv_heads, &format!("{p}.self_attn.k_norm.weight"))?;
+        let a = b.attention(&q, &k, &v, true, attention)?;
         drop((q, k, v));
-        let o = b.reshape(&o, &[batch, s, d.te_heads * d.te_head_dim])?;
-        let o = lin(&o, &format!("{p}.self_attn.o_proj.weight"))?;
+        let o = lin(
+            &b.reshape(&a, &[batch, s, d.te_heads * d.te_head_dim])?,
+            &format!("{p}.self_attn.o_proj.weight"),
+        )?;
+        drop(a);
         x = b.add(&x, &o)?;
         drop(o);
         let h = b.rms_norm(
@@ -154,9 +168,14 @@ pub fn encode<B: Backend>(
             w.get(&format!("{p}.post_attention_layernorm.weight"))?,
             EPS,
         )?;
-        let m = b.swiglu(&lin(&h, &format!("{p}.mlp.gate_up.weight"))?)?;
-        let m = lin(&m, &format!("{p}.mlp.down_proj.weight"))?;
-        x = b.add(&x, &m)?;
+        let g = lin(&h, &format!("{p}.mlp.gate_up.weight"))?;
+        drop(h);
+        let m = b.swiglu(&g)?;
+        drop(g);
+        let mo = lin(&m, &format!("{p}.mlp.down_proj.weight"))?;
+        drop(m);
+        x = b.add(&x, &mo)?;
+        drop(mo);
         if l + 1 == d.te_layers && d.te_output_layers.contains(&d.te_layers) {
             // transformers applies the final norm to the last hidden state it returns.
             let n = b.rms_norm(&x, w.get("model.norm.weight")?, EPS)?;

@@ -162,11 +162,28 @@ impl<B: Backend> BlockCache<B> {
     }
 }
 
-/// The hidden states between blocks: separate streams, then one joint `[txt; img]` stream.
+/// The hidden states between blocks: separate streams, then one joint `[txt; img]` stream (the
+/// separate ones are freed when the joint one is made).
 struct Streams<T> {
-    img: T,
-    txt: T,
+    img: Option<T>,
+    txt: Option<T>,
     joint: Option<T>,
+    txt_len: usize,
+    img_len: usize,
+}
+
+impl<T> Streams<T> {
+    fn img(&self) -> &T {
+        self.img
+            .as_ref()
+            .expect("the image stream before the single blocks")
+    }
+
+    fn txt(&self) -> &T {
+        self.txt
+            .as_ref()
+            .expect("the text stream before the single blocks")
+    }
 }
 
 /// Modulation vectors `[batch, hidden]` shared by all blocks of one kind.
@@ -248,8 +265,9 @@ impl<'a, B: Backend> Transformer<'a, B> {
 
     fn feed_forward(&self, x: &B::Tensor, prefix: &str) -> Result<B::Tensor> {
         let h = self.linear(x, &format!("{prefix}.linear_in.weight"))?;
-        let h = self.b.swiglu(&h)?;
-        self.linear(&h, &format!("{prefix}.linear_out.weight"))
+        let a = self.b.swiglu(&h)?;
+        drop(h);
+        self.linear(&a, &format!("{prefix}.linear_out.weight"))
     }
 
     fn double_block(
@@ -263,8 +281,10 @@ impl<'a, B: Backend> Transformer<'a, B> {
         let p = format!("transformer_blocks.{i}.attn");
         let [ish, isc, ig, imsh, imsc, img_g] = &mods.img;
         let [tsh, tsc, tg, tmsh, tmsc, txt_g] = &mods.txt;
-        let ni = b.modulate(&b.layer_norm(&st.img, EPS)?, ish, isc)?;
-        let nt = b.modulate(&b.layer_norm(&st.txt, EPS)?, tsh, tsc)?;
+        // Every intermediate is dropped as soon as it is used (the planner's `klein` graph in
+        // planner/src/cost/klein.rs follows this liveness op by op).
+        let ni = b.modulate(&b.layer_norm(st.img(), EPS)?, ish, isc)?;
+        let nt = b.modulate(&b.layer_norm(st.txt(), EPS)?, tsh, tsc)?;
         let qi = self.heads_normed(
             &self.linear(&ni, &format!("{p}.to_q.weight"))?,
             Some(&format!("{p}.norm_q.weight")),
@@ -274,6 +294,7 @@ impl<'a, B: Backend> Transformer<'a, B> {
             Some(&format!("{p}.norm_k.weight")),
         )?;
         let vi = self.heads_normed(&self.linear(&ni, &format!("{p}.to_v.weight"))?, None)?;
+        drop(ni);
         let qt = self.heads_normed(
             &self.linear(&nt, &format!("{p}.add_q_proj.weight"))?,
             Some(&format!("{p}.norm_added_q.weight")),
@@ -283,16 +304,17 @@ impl<'a, B: Backend> Transformer<'a, B> {
             Some(&format!("{p}.norm_added_k.weight")),
         )?;
         let vt = self.heads_normed(&self.linear(&nt, &format!("{p}.add_v_proj.weight"))?, None)?;
-        drop((ni, nt));
+        drop(nt);
         // Joint attention over [txt; img], the order FLUX.2 concatenates in.
         let q = b.cat(&[&qt, &qi], 1)?;
+        drop((qt, qi));
         let k = b.cat(&[&kt, &ki], 1)?;
+        drop((kt, ki));
         let v = b.cat(&[&vt, &vi], 1)?;
-        drop((qi, ki, vi, qt, kt, vt));
+        drop((vt, vi));
         let o = self.attend(&q, &k, &v, rope)?;
         drop((q, k, v));
-        let st_len = b.shape(&st.txt)[1];
-        let si_len = b.shape(&st.img)[1];
+        let (st_len, si_len) = (st.txt_len, st.img_len);
         let ot = self.linear(
             &b.narrow(&o, 1, 0, st_len)?,
             &format!("{p}.to_add_out.weight"),
@@ -302,18 +324,19 @@ impl<'a, B: Backend> Transformer<'a, B> {
             &format!("{p}.to_out.0.weight"),
         )?;
         drop(o);
-        st.img = b.gated_add(&st.img, &oi, ig)?;
-        st.txt = b.gated_add(&st.txt, &ot, tg)?;
-        let fi = self.feed_forward(
-            &b.modulate(&b.layer_norm(&st.img, EPS)?, imsh, imsc)?,
-            &format!("transformer_blocks.{i}.ff"),
-        )?;
-        st.img = b.gated_add(&st.img, &fi, img_g)?;
-        let ft = self.feed_forward(
-            &b.modulate(&b.layer_norm(&st.txt, EPS)?, tmsh, tmsc)?,
-            &format!("transformer_blocks.{i}.ff_context"),
-        )?;
-        st.txt = b.gated_add(&st.txt, &ft, txt_g)?;
+        st.img = Some(b.gated_add(st.img(), &oi, ig)?);
+        drop(oi);
+        st.txt = Some(b.gated_add(st.txt(), &ot, tg)?);
+        drop(ot);
+        let n = b.modulate(&b.layer_norm(st.img(), EPS)?, imsh, imsc)?;
+        let fi = self.feed_forward(&n, &format!("transformer_blocks.{i}.ff"))?;
+        drop(n);
+        st.img = Some(b.gated_add(st.img(), &fi, img_g)?);
+        drop(fi);
+        let n = b.modulate(&b.layer_norm(st.txt(), EPS)?, tmsh, tmsc)?;
+        let ft = self.feed_forward(&n, &format!("transformer_blocks.{i}.ff_context"))?;
+        drop(n);
+        st.txt = Some(b.gated_add(st.txt(), &ft, txt_g)?);
         Ok(())
     }
 
@@ -345,7 +368,10 @@ impl<'a, B: Backend> Transformer<'a, B> {
         drop(proj);
         let o = self.attend(&q, &k, &v, rope)?;
         drop((q, k, v));
-        let out = self.linear(&b.cat(&[&o, &mlp], 2)?, &format!("{p}.to_out.weight"))?;
+        let c = b.cat(&[&o, &mlp], 2)?;
+        drop((o, mlp));
+        let out = self.linear(&c, &format!("{p}.to_out.weight"))?;
+        drop(c);
         b.gated_add(x, &out, g)
     }
 
@@ -361,7 +387,9 @@ impl<'a, B: Backend> Transformer<'a, B> {
             return self.double_block(i, st, mods, rope);
         }
         if st.joint.is_none() {
-            st.joint = Some(self.b.cat(&[&st.txt, &st.img], 1)?);
+            st.joint = Some(self.b.cat(&[st.txt(), st.img()], 1)?);
+            st.img = None;
+            st.txt = None;
         }
         let j = st.joint.as_ref().expect("joint stream set above");
         st.joint = Some(self.single_block(i - self.d.double_blocks, j, mods, rope)?);
@@ -371,12 +399,8 @@ impl<'a, B: Backend> Transformer<'a, B> {
     /// The image tokens of the current streams.
     fn img_part(&self, st: &Streams<B::Tensor>) -> Result<B::Tensor> {
         match &st.joint {
-            Some(j) => {
-                let t = self.b.shape(&st.txt)[1];
-                let i = self.b.shape(&st.img)[1];
-                self.b.narrow(j, 1, t, i)
-            }
-            None => Ok(st.img.clone()),
+            Some(j) => self.b.narrow(j, 1, st.txt_len, st.img_len),
+            None => Ok(st.img().clone()),
         }
     }
 
@@ -406,6 +430,7 @@ impl<'a, B: Backend> Transformer<'a, B> {
             )?
         };
         let act = b.silu(&temb)?;
+        drop(temb);
         let mods = Mods {
             img: self
                 .chunks::<6>(&self.linear(&act, "double_stream_modulation_img.linear.weight")?)?,
@@ -415,22 +440,27 @@ impl<'a, B: Backend> Transformer<'a, B> {
                 .chunks::<3>(&self.linear(&act, "single_stream_modulation.linear.weight")?)?,
         };
         let mut st = Streams {
-            img: self.linear(latents, "x_embedder.weight")?,
-            txt: self.linear(context, "context_embedder.weight")?,
+            img: Some(self.linear(latents, "x_embedder.weight")?),
+            txt: Some(self.linear(context, "context_embedder.weight")?),
             joint: None,
+            txt_len: b.shape(context)[1],
+            img_len: b.shape(latents)[1],
         };
         let total = self.d.double_blocks + self.d.single_blocks;
         let first = cache
             .as_ref()
             .map_or(total, |c| c.compute_blocks.min(total));
-        let input_img = st.img.clone();
+        // The cache compares the first blocks' residual, so it keeps their input alive.
+        let input_img = cache.as_ref().map(|_| st.img().clone());
         for i in 0..first {
             self.block(i, &mut st, &mods, rope)?;
         }
         let final_img = match cache {
             Some(c) if first < total => {
                 let after_first = self.img_part(&st)?;
-                let residual = b.scaled_add(&after_first, &input_img, -1.0)?;
+                let input = input_img.expect("kept when caching");
+                let residual = b.scaled_add(&after_first, &input, -1.0)?;
+                drop(input);
                 let similar = match (&c.prev_first_residual, &c.rest_residual) {
                     (Some(prev), Some(_)) if step >= c.warmup_steps => {
                         let (diff, base) = b.l1_change(&residual, prev)?;
@@ -457,6 +487,7 @@ impl<'a, B: Backend> Transformer<'a, B> {
                 }
             }
             other => {
+                drop(input_img);
                 for i in first..total {
                     self.block(i, &mut st, &mods, rope)?;
                 }
@@ -471,7 +502,9 @@ impl<'a, B: Backend> Transformer<'a, B> {
         let emb = self.linear(&act, "norm_out.linear.weight")?;
         let h = self.d.hidden;
         let (scale, shift) = (b.narrow(&emb, 1, 0, h)?, b.narrow(&emb, 1, h, h)?);
+        drop(emb);
         let x = b.modulate(&b.layer_norm(&final_img, EPS)?, &shift, &scale)?;
+        drop(final_img);
         self.linear(&x, "proj_out.weight")
     }
 }

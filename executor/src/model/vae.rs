@@ -166,22 +166,36 @@ impl<'a, B: Backend> Decoder<'a, B> {
         self.b.silu(&n)
     }
 
+    /// GroupNorm + SiLU of a tensor nobody else needs: it is freed once normed.
+    fn norm_silu_owned(&self, x: B::Tensor, name: &str) -> Result<B::Tensor> {
+        let n = self.b.group_norm(
+            &x,
+            self.d.vae_norm_groups,
+            self.w.get(&format!("{name}.weight"))?,
+            self.w.get(&format!("{name}.bias"))?,
+            EPS,
+        )?;
+        drop(x);
+        self.b.silu(&n)
+    }
+
+    // Every intermediate is dropped as soon as it is used (the planner's `klein` graph in
+    // planner/src/cost/klein.rs follows this liveness op by op).
     fn resnet(&self, x: &B::Tensor, p: &str) -> Result<B::Tensor> {
-        let h = self.conv(
+        let h1 = self.conv(
             &self.norm_silu(x, &format!("{p}.norm1"))?,
             &format!("{p}.conv1"),
             1,
         )?;
-        let h = self.conv(
-            &self.norm_silu(&h, &format!("{p}.norm2"))?,
-            &format!("{p}.conv2"),
-            1,
-        )?;
+        let s2 = self.norm_silu_owned(h1, &format!("{p}.norm2"))?;
+        let h2 = self.conv(&s2, &format!("{p}.conv2"), 1)?;
+        drop(s2);
         let short = format!("{p}.conv_shortcut");
         if self.w.get(&format!("{short}.weight")).is_ok() {
-            self.b.add(&self.conv(x, &short, 0)?, &h)
+            let sc = self.conv(x, &short, 0)?;
+            self.b.add(&sc, &h2)
         } else {
-            self.b.add(x, &h)
+            self.b.add(x, &h2)
         }
     }
 
@@ -214,17 +228,20 @@ impl<'a, B: Backend> Decoder<'a, B> {
         let k = heads(lin(&seq, "to_k")?)?;
         let v = heads(lin(&seq, "to_v")?)?;
         drop(seq);
-        let o = b.attention(&q, &k, &v, false, self.attention)?;
+        let a = b.attention(&q, &k, &v, false, self.attention)?;
         drop((q, k, v));
-        let o = lin(&b.reshape(&o, &[bs, h * w, c])?, "to_out.0")?;
-        let o = b.reshape(&b.transpose12(&o)?, &[bs, c, h, w])?;
-        b.add(x, &o)
+        let o = lin(&b.reshape(&a, &[bs, h * w, c])?, "to_out.0")?;
+        drop(a);
+        let t = b.reshape(&b.transpose12(&o)?, &[bs, c, h, w])?;
+        drop(o);
+        b.add(x, &t)
     }
 
     /// Decodes latents `[b, lc, h, w]` into images `[b, 3, 8h, 8w]` (for four VAE levels).
     pub fn decode(&self, z: &B::Tensor) -> Result<B::Tensor> {
-        let x = self.conv(z, "post_quant_conv", 0)?;
-        let mut x = self.conv(&x, "decoder.conv_in", 1)?;
+        let pq = self.conv(z, "post_quant_conv", 0)?;
+        let mut x = self.conv(&pq, "decoder.conv_in", 1)?;
+        drop(pq);
         x = self.resnet(&x, "decoder.mid_block.resnets.0")?;
         x = self.mid_attention(&x)?;
         x = self.resnet(&x, "decoder.mid_block.resnets.1")?;
@@ -238,8 +255,8 @@ impl<'a, B: Backend> Decoder<'a, B> {
                 x = self.conv(&x, &format!("decoder.up_blocks.{i}.upsamplers.0.conv"), 1)?;
             }
         }
-        let x = self.norm_silu(&x, "decoder.conv_norm_out")?;
-        self.conv(&x, "decoder.conv_out", 1)
+        let n = self.norm_silu_owned(x, "decoder.conv_norm_out")?;
+        self.conv(&n, "decoder.conv_out", 1)
     }
 
     /// Decodes in overlapping tiles of `tile` latent pixels (overlap a quarter of a tile), each

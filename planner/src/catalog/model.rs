@@ -85,22 +85,49 @@ impl TransformerDims {
         }
     }
 
-    fn flux2_params(&self) -> ParamSplit {
+    /// Parameters of one double-stream and one single-stream block, split as in `params`.
+    pub fn block_params(&self) -> [ParamSplit; 2] {
         let d = self.width();
         let f = self.mlp_hidden();
         let hd = self.head_dim;
+        let lin = |i: u64, o: u64| i * o + o;
+        match self.family {
+            Family::Flux2 => [
+                // q,k,v,out for each stream (8 d^2) and a SwiGLU MLP per stream; QK norms.
+                ParamSplit {
+                    quantizable: 8 * d * d + 2 * (d * 2 * f + f * d),
+                    kept_bf16: 4 * hd,
+                },
+                // Fused qkv+mlp-in, fused out.
+                ParamSplit {
+                    quantizable: d * (3 * d + 2 * f) + (d + f) * d,
+                    kept_bf16: 2 * hd,
+                },
+            ],
+            // FLUX.1: the AdaLayerNormZero linears (`norm1.linear`, `norm1_context.linear`,
+            // `norm.linear`) match layerwise casting's `norm` skip pattern and stay BF16.
+            Family::Flux1 => [
+                ParamSplit {
+                    quantizable: 8 * lin(d, d) + 2 * (lin(d, f) + lin(f, d)),
+                    kept_bf16: 2 * lin(d, 6 * d) + 4 * hd,
+                },
+                ParamSplit {
+                    quantizable: 3 * lin(d, d) + lin(d, f) + lin(d + f, d),
+                    kept_bf16: lin(d, 3 * d) + 2 * hd,
+                },
+            ],
+        }
+    }
+
+    fn flux2_params(&self) -> ParamSplit {
+        let d = self.width();
         // Timestep (and guidance) embedders: Linear(256, d) then Linear(d, d), no bias.
         let embedders = if self.guidance_embeds { 2 } else { 1 };
         let time = embedders * (256 * d + d * d);
         // Shared modulation: img and txt double-stream (6d each) and single-stream (3d).
         let modulation = d * 6 * d * 2 + d * 3 * d;
         let embed = self.in_channels * d + self.context_dim * d;
-        // Double block: q,k,v,out for each stream (8 d^2) and a SwiGLU MLP per stream.
-        let double_lin = 8 * d * d + 2 * (d * 2 * f + f * d);
-        let double_norm = 4 * hd;
-        // Single block: fused qkv+mlp-in, fused out.
-        let single_lin = d * (3 * d + 2 * f) + (d + f) * d;
-        let single_norm = 2 * hd;
+        let [double, single] = self.block_params();
         // Layerwise casting skips norms (`norm_out.linear` included) and the input embedders
         // (timestep/guidance, x and context): those stay BF16. The measured FP8-storage klein-4B
         // module agrees to 0.01 % (data/h200-diffusers-calibration.jsonl).
@@ -108,11 +135,11 @@ impl TransformerDims {
         let proj_out = d * self.in_channels;
         ParamSplit {
             quantizable: modulation
-                + self.double_blocks * double_lin
-                + self.single_blocks * single_lin
+                + self.double_blocks * double.quantizable
+                + self.single_blocks * single.quantizable
                 + proj_out,
-            kept_bf16: self.double_blocks * double_norm
-                + self.single_blocks * single_norm
+            kept_bf16: self.double_blocks * double.kept_bf16
+                + self.single_blocks * single.kept_bf16
                 + norm_out
                 + time
                 + embed,
@@ -121,28 +148,23 @@ impl TransformerDims {
 
     fn flux1_params(&self) -> ParamSplit {
         let d = self.width();
-        let f = self.mlp_hidden();
-        let hd = self.head_dim;
         let lin = |i: u64, o: u64| i * o + o;
         let embedders = if self.guidance_embeds { 2 } else { 1 };
         let time = embedders * (lin(256, d) + lin(d, d)) + lin(self.pooled_dim, d) + lin(d, d);
         let embed = lin(self.context_dim, d) + lin(self.in_channels, d);
-        // Double block: two AdaLayerNormZero (6d), 8 attention projections, two GELU MLPs.
-        let double_lin = 2 * lin(d, 6 * d) + 8 * lin(d, d) + 2 * (lin(d, f) + lin(f, d));
-        let double_norm = 4 * hd;
-        // Single block: AdaLayerNormZeroSingle (3d), q,k,v, proj_mlp, fused proj_out.
-        let single_lin = lin(d, 3 * d) + 3 * lin(d, d) + lin(d, f) + lin(d + f, d);
-        let single_norm = 2 * hd;
+        // Double block: two AdaLayerNormZero (6d), 8 attention projections, two GELU MLPs;
+        // single block: AdaLayerNormZeroSingle (3d), q,k,v, proj_mlp, fused proj_out.
+        let [double, single] = self.block_params();
         let norm_out = lin(d, 2 * d);
         let proj_out = lin(d, self.in_channels);
         ParamSplit {
             quantizable: time
                 + embed
-                + self.double_blocks * double_lin
-                + self.single_blocks * single_lin
+                + self.double_blocks * double.quantizable
+                + self.single_blocks * single.quantizable
                 + proj_out,
-            kept_bf16: self.double_blocks * double_norm
-                + self.single_blocks * single_norm
+            kept_bf16: self.double_blocks * double.kept_bf16
+                + self.single_blocks * single.kept_bf16
                 + norm_out,
         }
     }

@@ -4,6 +4,40 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Attention kernels a profile may name (`cost::ops::AttnKernel::from_name`).
+pub const ATTENTION_KERNELS: [&str; 4] = ["cudnn", "flash", "efficient", "math"];
+
+/// Largest byte count a profile may hold (1 TB: no GPU context or workspace comes near).
+const MAX_PROFILE_BYTES: u64 = 1_000_000_000_000;
+
+/// The parser's message without quoting the file: the line, the kind of mistake, and a key's
+/// name only when it looks like a key (a file that is no profile may hold anything on a line).
+fn parse_error(e: &serde_saphyr::Error) -> String {
+    let msg = e.without_snippet().to_string();
+    let mut msg = msg.lines().next().unwrap_or("").to_string();
+    if let Some(at) = msg.rfind(" at line ") {
+        msg.truncate(at);
+    }
+    let line = e
+        .location()
+        .map(|l| format!("line {}: ", l.line()))
+        .unwrap_or_default();
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let key = rest.split('`').next().unwrap_or("");
+        let plain = key.len() <= 40
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        return if plain {
+            format!("{line}unknown key '{key}' (see `klein-plan calibrate` for the format)")
+        } else {
+            format!("{line}not a runtime profile (a key that is no profile key)")
+        };
+    }
+    // Other messages name types and positions, not content; cut them anyway.
+    format!("{line}{}", crate::spec::echo(&msg, 120))
+}
+
 /// Achieved fractions of a GPU's dense tensor throughput per attention backend.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -30,20 +64,36 @@ pub struct RuntimeProfile {
     pub gemm_efficiency: BTreeMap<String, f64>,
     /// Output tile (rows, cols) of the GEMM kernels, for wave quantization.
     pub gemm_tile: [u64; 2],
+    /// Smallest `k` chunk of a split-K GEMM (0: the library never splits `k`).
+    #[serde(default)]
+    pub gemm_split_k_min: u64,
     /// Achieved fraction of dense BF16 throughput per attention backend.
     pub attention_efficiency: AttentionEfficiency,
     /// FlashAttention-2's fraction of dense BF16 peak per architecture where it differs from
     /// `attention_efficiency.flash` (measured on Hopper, where FA2 uses no Hopper features).
     #[serde(default)]
     pub flash_efficiency_by_arch: BTreeMap<String, f64>,
+    /// On GPUs that were never measured (`measured: false`), a factor on every achieved rate
+    /// (GEMM, attention, convolution, elementwise bandwidth) per architecture, fitted on published
+    /// runs (docs/calibration.md); an architecture not listed keeps 1.
+    #[serde(default)]
+    pub unmeasured_arch_scale: BTreeMap<String, f64>,
     /// Fused backend the `sdpa` choice resolves to on this runtime.
     pub sdpa_backend: String,
     /// Bytes per attention score element on the math path.
     pub math_bytes_per_score: f64,
     /// Bytes per element of q, k, v and the output on the math path (their FP32 copies).
     pub math_bytes_per_qkv_element: f64,
+    /// Bytes moved through HBM per score by the math path's scale and softmax passes (0: time
+    /// the math path at `attention_efficiency.math` instead).
+    #[serde(default)]
+    pub math_bytes_moved_per_score: f64,
     /// cuDNN convolution workspace per byte of the convolution's input.
     pub conv_workspace_per_input_byte: f64,
+    /// How the convolution workspace grows with the batch: `batch^exponent` times one image's
+    /// (1: in proportion to the batch's input, 0: one image's whatever the batch).
+    #[serde(default = "one")]
+    pub conv_workspace_batch_exponent: f64,
     /// When non-zero, convolutions run as GEMMs over an im2col workspace of at most this many
     /// output pixels (klein's executor) instead of a cuDNN workspace.
     #[serde(default)]
@@ -56,6 +106,10 @@ pub struct RuntimeProfile {
     pub kernel_latency_us: f64,
     /// Host-side time to dispatch one op, microseconds (Python + framework overhead).
     pub cpu_dispatch_us: f64,
+    /// Host-side time of one bare tensor op issued from a Python loop (tiled decode's row-by-row
+    /// seam blending), microseconds; 0 falls back to `cpu_dispatch_us`.
+    #[serde(default)]
+    pub tensor_op_dispatch_us: f64,
     /// Extra host time of one transformer attention call, microseconds (diffusers' processor and
     /// `dispatch_attention_fn`: signature inspection, backend lookup, layout permutes).
     pub attention_dispatch_us: f64,
@@ -73,6 +127,14 @@ pub struct RuntimeProfile {
     /// RMSNorm and diffusers' FP32 RoPE: eight kernels each, with FP32 temporaries).
     #[serde(default)]
     pub fused_norm_rope: bool,
+    /// Whether dynamic activation quantization (FP8/INT4/NVFP4 compute) runs as two fused
+    /// kernels (amax, quantize) rather than eager PyTorch's chain of six elementwise ops.
+    #[serde(default)]
+    pub fused_quantization: bool,
+    /// Whose op graph the stages follow: `diffusers` (the default: diffusers' eager order, shaped
+    /// by the flags above) or `klein` (klein-plan's executor, op by op: `cost/klein.rs`).
+    #[serde(default)]
+    pub graph: String,
     /// Whether the text encoder runs every layer (true) or stops at the last one it needs.
     pub text_encoder_runs_all_layers: bool,
     /// Whether the runtime keeps every hidden state of the text encoder alive.
@@ -83,18 +145,163 @@ pub struct RuntimeProfile {
     pub gemm_workspace_bytes: u64,
     /// Allocator slack: reserved over allocated at the peak, as a fraction of the peak transient.
     pub allocator_slack: f64,
+    /// GPUs this runtime was measured on (its estimates there carry the narrow range).
+    #[serde(default)]
+    pub calibrated_on: Vec<String>,
     /// Where the parameters come from and how they were fitted.
     pub source: String,
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 impl RuntimeProfile {
-    /// Parses one profile from YAML (the format `klein-plan calibrate` writes).
-    pub fn from_yaml(text: &str) -> Result<RuntimeProfile, String> {
-        let p: RuntimeProfile = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
-        if !p.gemm_efficiency.contains_key("bf16") {
-            return Err("gemm_efficiency needs a bf16 entry".into());
+    /// Whether the stages follow the executor's graph (`graph: klein`).
+    pub fn klein_graph(&self) -> bool {
+        self.graph == "klein"
+    }
+
+    /// Parses one profile from YAML (the format `klein-plan calibrate` writes) and checks it like a
+    /// spec: every problem at once, each naming its key and line, never quoting the file.
+    pub fn from_yaml(text: &str) -> Result<RuntimeProfile, Vec<String>> {
+        let p: RuntimeProfile = serde_saphyr::from_str(text).map_err(|e| vec![parse_error(&e)])?;
+        let problems = p.problems(text);
+        if problems.is_empty() {
+            Ok(p)
+        } else {
+            Err(problems)
         }
-        Ok(p)
+    }
+
+    /// What is wrong with the profile's numbers and names: efficiencies must lie in (0, 1],
+    /// latencies and coefficients be finite and non-negative, byte counts bounded, names known.
+    pub fn problems(&self, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        // Line of a key's first appearance: where to look, without quoting the file.
+        let at = |key: &str| {
+            let leaf = key.rsplit('.').next().unwrap_or(key);
+            text.lines()
+                .position(|l| {
+                    let t = l.trim_start().trim_start_matches(['{', ' ']);
+                    t.starts_with(&format!("{leaf}:"))
+                        || l.contains(&format!(" {leaf}:"))
+                        || l.contains(&format!("{{{leaf}:"))
+                })
+                .map(|i| format!("line {}: ", i + 1))
+                .unwrap_or_default()
+        };
+        let mut eff = |key: String, x: f64| {
+            if !(x.is_finite() && x > 0.0 && x <= 1.0) {
+                out.push(format!(
+                    "{}{key}: {} is not an efficiency in (0, 1]",
+                    at(&key),
+                    crate::spec::num(x)
+                ));
+            }
+        };
+        for (k, x) in &self.gemm_efficiency {
+            eff(format!("gemm_efficiency.{}", crate::spec::echo(k, 32)), *x);
+        }
+        for (k, x) in &self.flash_efficiency_by_arch {
+            eff(
+                format!("flash_efficiency_by_arch.{}", crate::spec::echo(k, 32)),
+                *x,
+            );
+        }
+        let a = &self.attention_efficiency;
+        for (k, x) in [
+            ("attention_efficiency.cudnn", a.cudnn),
+            ("attention_efficiency.flash", a.flash),
+            ("attention_efficiency.efficient", a.efficient),
+            ("attention_efficiency.math", a.math),
+            ("elementwise_bw_efficiency", self.elementwise_bw_efficiency),
+            ("conv_efficiency", self.conv_efficiency),
+            ("pinned_copy_efficiency", self.pinned_copy_efficiency),
+            ("pageable_copy_efficiency", self.pageable_copy_efficiency),
+            ("link_efficiency", self.link_efficiency),
+        ] {
+            eff(k.to_string(), x);
+        }
+        for (k, x, max) in [
+            ("kernel_latency_us", self.kernel_latency_us, 1e6),
+            ("cpu_dispatch_us", self.cpu_dispatch_us, 1e6),
+            ("attention_dispatch_us", self.attention_dispatch_us, 1e6),
+            ("math_bytes_per_score", self.math_bytes_per_score, 64.0),
+            (
+                "math_bytes_per_qkv_element",
+                self.math_bytes_per_qkv_element,
+                64.0,
+            ),
+            (
+                "conv_workspace_per_input_byte",
+                self.conv_workspace_per_input_byte,
+                1e3,
+            ),
+            ("allocator_slack", self.allocator_slack, 10.0),
+        ] {
+            if !(x.is_finite() && (0.0..=max).contains(&x)) {
+                out.push(format!(
+                    "{}{k}: {} is outside [0, {}]",
+                    at(k),
+                    crate::spec::num(x),
+                    crate::spec::num(max)
+                ));
+            }
+        }
+        for (k, x, max) in [
+            ("context_bytes", self.context_bytes, MAX_PROFILE_BYTES),
+            (
+                "gemm_workspace_bytes",
+                self.gemm_workspace_bytes,
+                MAX_PROFILE_BYTES,
+            ),
+            (
+                "conv_im2col_chunk_pixels",
+                self.conv_im2col_chunk_pixels,
+                1 << 30,
+            ),
+        ] {
+            if x > max {
+                out.push(format!("{}{k}: {x} is more than {max}", at(k)));
+            }
+        }
+        if self.gemm_tile.iter().any(|t| !(1..=4096).contains(t)) {
+            out.push(format!(
+                "{}gemm_tile: each side must be 1 to 4096",
+                at("gemm_tile")
+            ));
+        }
+        if !self.gemm_efficiency.contains_key("bf16") {
+            out.push(format!(
+                "{}gemm_efficiency needs a bf16 entry",
+                at("gemm_efficiency")
+            ));
+        }
+        for k in self.gemm_efficiency.keys() {
+            if !["bf16", "fp8-storage", "fp8", "int4", "nvfp4"].contains(&k.as_str()) {
+                out.push(format!(
+                    "{}gemm_efficiency.{}: unknown precision (expected bf16, fp8, int4, nvfp4)",
+                    at("gemm_efficiency"),
+                    crate::spec::echo(k, 32)
+                ));
+            }
+        }
+        for (k, name) in [
+            ("sdpa_backend", &self.sdpa_backend),
+            ("text_encoder_attention", &self.text_encoder_attention),
+            ("vae_attention", &self.vae_attention),
+        ] {
+            if !ATTENTION_KERNELS.contains(&name.as_str()) {
+                out.push(format!(
+                    "{}{k}: unknown attention path '{}' (expected one of {})",
+                    at(k),
+                    crate::spec::echo(name, 32),
+                    ATTENTION_KERNELS.join(", ")
+                ));
+            }
+        }
+        out
     }
 
     /// GEMM efficiency for a precision name (`bf16`, `fp8`, `int4`, `nvfp4`).

@@ -245,17 +245,52 @@ fn flux1_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
     let d = p.dims.width();
     // AdaLayerNormZero per stream: a (batch x 6d) modulation GEMM each.
     for _ in 0..2 {
-        let m = t.gemm(p.batch, d, 6 * d, p.precision);
+        let m = t.gemm(p.batch, d, 6 * d, adaln_precision(p));
         t.free(m);
     }
     flux2_double(t, p, ti, tt);
 }
 
-/// A FLUX.1 single-stream block: AdaLayerNormZeroSingle, q/k/v and proj_mlp, fused proj_out.
+/// A FLUX.1 single-stream block (diffusers' `FluxSingleTransformerBlock`): AdaLayerNormZeroSingle,
+/// then `proj_mlp` + GELU, then attention with its own q, k, v (separate tensors that die inside
+/// the attention processor, unlike FLUX.2's fused projection), `cat`, the fused `proj_out`.
 fn flux1_single(t: &mut Trace, p: &DitPass, tokens: u64) {
-    let m = t.gemm(p.batch, p.dims.width(), 3 * p.dims.width(), p.precision);
+    let d = p.dims.width();
+    let f = p.dims.mlp_hidden();
+    let (b, w) = (p.batch, p.precision);
+    let u = b * tokens * d * BF16;
+    let m = t.gemm(b, d, 3 * d, adaln_precision(p));
     t.free(m);
-    flux2_single(t, p, tokens);
+    let n = norm_modulate(t, u);
+    let pm = t.gemm(b * tokens, d, f, w);
+    let mlp = t.ew_new(pm.bytes(), pm.bytes());
+    t.free(pm);
+    let q = t.gemm(b * tokens, d, d, w);
+    let k = t.gemm(b * tokens, d, d, w);
+    let v = t.gemm(b * tokens, d, d, w);
+    let nq = rms_norm(t, u);
+    t.free(q);
+    let nk = rms_norm(t, u);
+    t.free(k);
+    let o = attention(t, p, tokens);
+    t.free_all([nq, nk, v]);
+    let cat = t.ew_new(u + mlp.bytes(), u + mlp.bytes());
+    t.free_all([o, mlp]);
+    let out = t.gemm(b * tokens, d + f, d, w);
+    t.free(cat);
+    let g = t.ew_new(2 * u, u);
+    t.free(out);
+    let x = t.ew_new(2 * u, u);
+    t.free_all([g, n, x]);
+}
+
+/// FLUX.1's AdaLayerNormZero linears match layerwise casting's `norm` skip pattern: under FP8
+/// storage they stay BF16 (no upcast); compute precisions quantize them like any linear.
+fn adaln_precision(p: &DitPass) -> Precision {
+    match p.precision {
+        Precision::Fp8Storage => Precision::Bf16,
+        other => other,
+    }
 }
 
 /// One transformer forward pass (one CFG branch). Returns the per-block time split

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod dit;
+pub mod klein;
 pub mod ops;
 pub mod text;
 pub mod trace;

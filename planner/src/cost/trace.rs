@@ -3,7 +3,7 @@
 //! Memory comes from liveness: every tensor an op creates is allocated, and freed where the runtime
 //! drops its last reference, so the peak is the largest sum of live bytes. Time comes from a
 //! roofline per op (its FLOPs over the achieved rate, or its bytes over the achieved bandwidth,
-//! whichever is larger, plus a fixed kernel latency) run through a model of the asynchronous launch
+//! whichever is larger, and at least the minimum kernel time) run through a model of the asynchronous launch
 //! queue: the host needs `cpu_dispatch` per op, and the GPU cannot start an op before it was launched.
 
 use crate::catalog::{Gpu, RuntimeProfile};
@@ -30,6 +30,19 @@ pub struct Hw<'a> {
 }
 
 impl Hw<'_> {
+    /// The runtime's per-architecture factor on achieved rates for an unmeasured GPU (1 on a
+    /// measured one).
+    pub fn arch_scale(&self) -> f64 {
+        if self.gpu.measured {
+            return 1.0;
+        }
+        self.rt
+            .unmeasured_arch_scale
+            .get(&self.gpu.arch)
+            .copied()
+            .unwrap_or(1.0)
+    }
+
     /// A copy of `bytes` over the host link (pinned or pageable), seconds.
     pub fn host_copy_s(&self, bytes: u64, pinned: bool) -> f64 {
         let eff = if pinned {
@@ -101,9 +114,10 @@ impl<'a> Trace<'a> {
 
     /// Runs one kernel of `flops` at `flops_per_s` that moves `bytes` through HBM.
     pub fn kernel(&mut self, flops: f64, flops_per_s: f64, bytes: f64) {
-        let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency;
+        let scale = self.hw.arch_scale();
+        let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency * scale;
         let compute_s = if flops_per_s > 0.0 {
-            flops / flops_per_s
+            flops / (flops_per_s * scale)
         } else {
             0.0
         };
@@ -115,13 +129,26 @@ impl<'a> Trace<'a> {
         }
         self.flops += flops;
         self.hbm_bytes += bytes;
-        self.launch(compute_s.max(memory_s) + self.hw.rt.kernel_latency_us * 1e-6);
+        // A kernel takes its roofline time, but never less than the GPU's minimum kernel time.
+        self.launch(
+            compute_s
+                .max(memory_s)
+                .max(self.hw.rt.kernel_latency_us * 1e-6),
+        );
     }
 
     /// Puts `gpu_s` of GPU work behind one host dispatch in the launch queue.
     pub fn launch(&mut self, gpu_s: f64) {
         self.ops += 1;
         self.cpu_s += self.hw.rt.cpu_dispatch_us * 1e-6;
+        self.gpu_s = self.gpu_s.max(self.cpu_s) + gpu_s;
+    }
+
+    /// Puts `gpu_s` of GPU work behind one bare tensor op from Python (slicing, a scalar product:
+    /// no module around it), which costs the host `tensor_op_dispatch_us` instead of `cpu_dispatch_us`.
+    pub fn tensor_op(&mut self, gpu_s: f64) {
+        self.ops += 1;
+        self.cpu_s += self.hw.rt.tensor_op_dispatch_us * 1e-6;
         self.gpu_s = self.gpu_s.max(self.cpu_s) + gpu_s;
     }
 

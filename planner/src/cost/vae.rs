@@ -175,6 +175,18 @@ pub fn decode_tiled(t: &mut Trace, p: &VaeDecode, tile: u64) {
             t.repeat_since(mark, nh * nw - 1);
         }
     }
+    // Seams: diffusers' `blend_v`/`blend_h` loop over the `tile - stride` overlapping rows (or
+    // columns) of every tile below (right of) another, four tensor ops per row: two scalar
+    // products, a sum and the in-place copy into the tile.
+    let overlap = tile - stride;
+    let (nr, nc) = (rows.values().sum::<u64>(), cols.values().sum::<u64>());
+    let blends = (nr - 1) * nc + nr * (nc - 1);
+    let row_bytes = p.batch * 3 * tile * BF16;
+    let bw = t.hw.gpu.hbm_bytes_per_s() * t.hw.rt.elementwise_bw_efficiency;
+    let op_s = (3 * row_bytes) as f64 / bw + t.hw.rt.kernel_latency_us * 1e-6;
+    for _ in 0..blends * overlap * 4 {
+        t.tensor_op(op_s);
+    }
     let out = t.ew_new(kept.bytes(), p.batch * 3 * p.height * p.width * BF16);
     t.free_all([kept, out]);
 }

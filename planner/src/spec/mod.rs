@@ -11,10 +11,13 @@ use crate::deployment::{
     Attention, Cache, Deployment, Offload, Parallel, Precision, Resolution, TextEncoderPlacement,
 };
 
-pub use validate::{ProfileLoader, is_profile_path, parse, parse_with};
+pub use validate::{
+    MAX_ALLOW, MAX_ENTRIES, MAX_PROBLEMS, ProfileLoader, echo, is_profile_path, num, parse,
+    parse_with,
+};
 
 /// Where in the YAML a problem sits (1-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Location {
     /// Line.
     pub line: u64,
@@ -23,11 +26,12 @@ pub struct Location {
 }
 
 /// One problem in a spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     /// Dotted path of the field (`deployment.weights`).
     pub field: String,
-    /// Where it is, when known.
+    /// Where it is, when known (`line`, `column`).
+    #[serde(flatten)]
     pub location: Option<Location>,
     /// What is wrong.
     pub message: String,
@@ -170,6 +174,10 @@ fn ser_gpu<S: serde::Serializer>(g: &&'static Gpu, s: S) -> Result<S::Ok, S::Err
 pub struct Allow {
     /// Precisions.
     pub weights: Vec<Precision>,
+    /// Whether `allow.weights` was written (else the default, from which the search drops the
+    /// precisions a GPU cannot run rather than listing them as illegal).
+    #[serde(skip)]
+    pub weights_given: bool,
     /// Attention paths.
     pub attention: Vec<Attention>,
     /// Text-encoder placements.
@@ -234,6 +242,8 @@ pub struct Spec {
     pub pins: Pins,
     /// Whether the spec had a `deployment:` section.
     pub has_deployment: bool,
+    /// Where `deployment:` is (for problems of the deployment as a whole).
+    pub deployment_at: Option<Location>,
     /// Traffic mix.
     pub mix: Vec<Share>,
     /// Steps of the workload.

@@ -7,46 +7,191 @@ use super::{Allow, FleetEntry, Goal, Location, Objective, Pins, Problem, Share, 
 use crate::catalog::{Catalog, Guidance, Model, RuntimeProfile};
 use crate::deployment::*;
 
-/// Loads a runtime profile named by a path in `runtime:` (the caller owns file access).
-pub type ProfileLoader<'a> = &'a dyn Fn(&str) -> Result<&'static RuntimeProfile, String>;
+/// Loads a runtime profile named by a path in `runtime:` (the caller owns file access); an error
+/// is one message per problem of the profile.
+pub type ProfileLoader<'a> = &'a dyn Fn(&str) -> Result<&'static RuntimeProfile, Vec<String>>;
+
+/// At most this many problems are reported (the rest are counted).
+pub const MAX_PROBLEMS: usize = 50;
+/// At most this many traffic classes (`workload.resolutions`) or fleet entries: each one multiplies
+/// the estimates of every candidate.
+pub const MAX_ENTRIES: usize = 16;
+/// At most this many entries in an `allow:` list.
+pub const MAX_ALLOW: usize = 16;
 
 /// Whether a `runtime:` value names a profile file rather than a catalog id.
 pub fn is_profile_path(s: &str) -> bool {
     s.ends_with(".yaml") || s.ends_with(".yml") || s.contains('/')
 }
 
+/// A user's value as it may be echoed in a message: control characters escaped, at most `max`
+/// characters (longer values are cut, with their length stated).
+pub fn echo(s: &str, max: usize) -> String {
+    let mut out = String::new();
+    let n = s.chars().count();
+    for c in s.chars().take(max) {
+        // Control characters, and the invisible format characters that reorder or hide text
+        // (bidirectional overrides, zero-width marks, the byte-order mark).
+        let invisible = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
+        if c.is_control() || invisible {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if n > max {
+        out.push_str(&format!("… ({n} characters)"));
+    }
+    out
+}
+
+/// A number as a message prints it: short, in exponent form when very large or small.
+pub fn num(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && !(1e-3..1e7).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// A value echoed in a problem: escaped and cut at 64 characters.
+fn v(s: &str) -> String {
+    echo(s, 64)
+}
+
 /// Parses and validates a spec whose `runtime:` is a catalog id.
 pub fn parse(text: &str) -> Result<Spec, SpecError> {
     parse_with(text, &|path| {
-        Err(format!(
-            "runtime profile files ({path}) are read by the command-line tool"
-        ))
+        Err(vec![format!(
+            "runtime profile files ({}) are read by the command-line tool",
+            v(path)
+        )])
     })
 }
 
 /// Parses and validates a spec; `runtime:` may name a profile file, read through `load`.
 pub fn parse_with(text: &str, load: ProfileLoader) -> Result<Spec, SpecError> {
-    let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| syntax_problem(text, &e))?;
-    let mut v = Validator {
-        problems: Vec::new(),
-        load,
-    };
-    let spec = v.spec(raw);
+    let (raw, problems) = parse_raw(text);
+    let mut v = Validator { problems, load };
+    let spec = raw.and_then(|raw| v.spec(raw));
     match spec {
         Some(s) if v.problems.is_empty() => Ok(s),
         _ => {
-            v.problems
-                .sort_by_key(|p| p.location.map(|l| (l.line, l.column)).unwrap_or((0, 0)));
-            Err(SpecError {
-                problems: v.problems,
-            })
+            let mut problems = v.problems;
+            problems.sort_by_key(|p| p.location.map(|l| (l.line, l.column)).unwrap_or((0, 0)));
+            if problems.len() > MAX_PROBLEMS {
+                // The parse stops early, so how many more there are is unknown.
+                problems.truncate(MAX_PROBLEMS);
+                problems.push(Problem {
+                    field: String::new(),
+                    location: None,
+                    message: format!(
+                        "more problems follow (only the first {MAX_PROBLEMS} are listed)"
+                    ),
+                    hint: Some("fix these first".into()),
+                });
+            }
+            Err(SpecError { problems })
         }
     }
 }
 
-/// One problem from the YAML parser: the field found from the location, the library's message
-/// without its own location suffix, and a hint for the kind of mistake.
-fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> SpecError {
+/// The typed parse, reporting every unknown key and type error rather than the first: the entry
+/// the parser stopped at is blanked out of the text (lines and columns of the rest unchanged) and
+/// the parse retried. A YAML syntax error ends the loop (what follows it cannot be trusted).
+fn parse_raw(text: &str) -> (Option<RawSpec>, Vec<Problem>) {
+    let mut text = text.to_string();
+    let mut problems = Vec::new();
+    while problems.len() <= MAX_PROBLEMS {
+        let e = match serde_saphyr::from_str::<RawSpec>(&text) {
+            Ok(raw) => return (Some(raw), problems),
+            Err(e) => e,
+        };
+        let (p, recoverable) = syntax_problem(&text, &e);
+        let masked = p
+            .location
+            .filter(|_| recoverable)
+            .and_then(|l| mask_entry(&text, l));
+        problems.push(p);
+        match masked {
+            Some(t) if t != text => text = t,
+            _ => break,
+        }
+    }
+    (None, problems)
+}
+
+/// `text` with the entry at `at` replaced by spaces: in a flow collection (`{a: 1, b: 2}`) the
+/// `key: value` item and its comma, else the line and the lines indented under it.
+fn mask_entry(text: &str, at: Location) -> Option<String> {
+    let mut lines: Vec<String> = text.split('\n').map(str::to_string).collect();
+    let li = (at.line as usize).checked_sub(1)?;
+    let chars: Vec<char> = lines.get(li)?.chars().collect();
+    let col = (at.column as usize).saturating_sub(1).min(chars.len());
+    // Open flow brackets before the column, ignoring quoted text.
+    let mut stack = Vec::new();
+    let mut quote = None;
+    for (i, c) in chars[..col].iter().enumerate() {
+        match (quote, c) {
+            (Some(q), c) if *c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(*c),
+            (None, '{' | '[') => stack.push(i),
+            (None, '}' | ']') => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    let mut out = chars.clone();
+    if let Some(&open) = stack.last() {
+        let mut start = col;
+        while start > open + 1 && out[start - 1] != ',' {
+            start -= 1;
+        }
+        let mut end = col;
+        let mut depth = 0i32;
+        while end < out.len() {
+            match out[end] {
+                '{' | '[' => depth += 1,
+                '}' | ']' if depth == 0 => break,
+                '}' | ']' => depth -= 1,
+                ',' if depth == 0 => break,
+                _ => {}
+            }
+            end += 1;
+        }
+        if end < out.len() && out[end] == ',' {
+            end += 1;
+        } else if start > open + 1 {
+            start -= 1; // the last item: its leading comma goes with it
+        }
+        for c in &mut out[start..end] {
+            *c = ' ';
+        }
+        lines[li] = out.into_iter().collect();
+    } else {
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let own = indent(&lines[li]);
+        let is_key = lines[li].trim_end().ends_with(':');
+        lines[li] = " ".repeat(lines[li].len());
+        for l in lines.iter_mut().skip(li + 1) {
+            let t = l.trim_start();
+            let under = !t.is_empty()
+                && (indent(l) > own || (is_key && indent(l) == own && t.starts_with('-')));
+            if !(under || t.is_empty()) {
+                break;
+            }
+            *l = " ".repeat(l.len());
+        }
+    }
+    Some(lines.join("\n"))
+}
+
+/// One problem from the YAML parser (the field found from the location, the library's message
+/// without its own location suffix, a hint for the kind of mistake) and whether it concerns one
+/// entry only (an unknown key, a value of the wrong type), so the parse can go on without it.
+fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> (Problem, bool) {
     let location = e.location().map(|l| Location {
         line: l.line(),
         column: l.column(),
@@ -56,10 +201,9 @@ fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> SpecError {
     if let Some(at) = message.rfind(" at line ") {
         message.truncate(at);
     }
-    let field = location
-        .map(|l| field_at(text, l.line as usize))
-        .unwrap_or_default();
-    let (message, hint) = if message.starts_with("duplicate mapping key") {
+    let message = echo(&message, 200);
+    let field = location.map(|l| field_at(text, l)).unwrap_or_default();
+    let (message, hint, recoverable) = if message.starts_with("duplicate mapping key") {
         let key = message
             .split(": ")
             .nth(1)
@@ -69,44 +213,68 @@ fn syntax_problem(text: &str, e: &serde_saphyr::Error) -> SpecError {
         (
             format!("duplicate key '{key}'"),
             "remove one of the two entries".to_string(),
+            true,
         )
     } else if message.contains("unknown field") {
         (
             message,
             "check the spelling against the spec reference in README.md".to_string(),
+            true,
         )
-    } else if message.starts_with("invalid ") || message.contains("invalid type") {
-        let what = if message.contains("i64") || message.contains("u64") {
-            "an integer"
-        } else if message.contains("f64") {
-            "a number"
-        } else if message.contains("bool") {
-            "true or false"
-        } else {
-            "a value of another type"
-        };
+    } else if message.starts_with("invalid ")
+        || message.contains("invalid type")
+        || message.starts_with("expected ")
+    {
+        let what =
+            if message.contains("i64") || message.contains("u64") || message.contains("integer") {
+                "an integer"
+            } else if message.contains("f64") || message.contains("floating") {
+                "a number"
+            } else if message.contains("bool") {
+                "true or false"
+            } else if message.contains("mapping") {
+                "a mapping (key: value lines)"
+            } else if message.contains("sequence") {
+                "a list ([a, b])"
+            } else if message.contains("string") {
+                "a plain value (not a list or mapping)"
+            } else {
+                "a value of another type"
+            };
         (
             format!("{message}: expected {what}"),
             format!("write {what} here"),
+            true,
         )
+    } else if message.starts_with("multiple YAML documents") {
+        (
+            "a spec is one YAML document, this file has several".to_string(),
+            "remove the `---` line and the document after it".to_string(),
+            false,
+        )
+    } else if message.starts_with("missing field") {
+        (message, "add the key".to_string(), true)
     } else {
         (
             message,
             "check the YAML syntax here (quotes, brackets, indentation)".to_string(),
+            false,
         )
     };
-    SpecError {
-        problems: vec![Problem {
+    (
+        Problem {
             field,
             location,
             message,
             hint: Some(hint),
-        }],
-    }
+        },
+        recoverable,
+    )
 }
 
 /// The dotted key path of the mapping entry on `line` (1-based), from indentation.
-fn field_at(text: &str, line: usize) -> String {
+fn field_at(text: &str, at: Location) -> String {
+    let line = at.line as usize;
     let lines: Vec<&str> = text.lines().collect();
     let key_of = |l: &str| -> Option<(usize, String)> {
         let indent = l.len() - l.trim_start().len();
@@ -116,14 +284,37 @@ fn field_at(text: &str, line: usize) -> String {
         (!key.is_empty() && !key.starts_with('#') && !key.contains([' ', '{', '"', '\'']))
             .then(|| (indent, key.to_string()))
     };
-    let Some(mut at) = line
-        .checked_sub(1)
-        .and_then(|i| lines.get(i))
-        .and_then(|l| key_of(l))
-    else {
+    let Some(this) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
         return String::new();
     };
+    let indent = this.len() - this.trim_start().len();
+    // In a flow mapping (`- {gpu: h200, availble: 3}`), the key at the column.
+    let chars: Vec<char> = this.chars().collect();
+    let col = (at.column as usize).saturating_sub(1).min(chars.len());
+    let flow_key = chars[..col].contains(&'{').then(|| {
+        // The item the column is in: from the last separator before it to its colon.
+        let from = chars[..col]
+            .iter()
+            .rposition(|c| matches!(c, ',' | '{'))
+            .map_or(0, |i| i + 1);
+        let item: String = chars[from..].iter().collect();
+        item.split(':').next().unwrap_or("").trim().to_string()
+    });
+    let mut at = match (flow_key, key_of(this)) {
+        (Some(k), _) if !k.is_empty() && !k.contains([' ', ',', '{', '}']) => (indent + 1, k),
+        (_, Some(k)) => k,
+        _ => return String::new(),
+    };
     let mut path = vec![at.1.clone()];
+    if at.0 > indent {
+        // The flow mapping's own key, if the line has one (`parallel: {...}`).
+        if let Some(k) = key_of(this) {
+            path.push(k.1.clone());
+            at = k;
+        } else {
+            at.0 = indent + 1;
+        }
+    }
     for l in lines[..line - 1].iter().rev() {
         if let Some((indent, key)) = key_of(l)
             && indent < at.0
@@ -166,7 +357,24 @@ pub fn parse_resolution(s: &str) -> Option<Resolution> {
     })
 }
 
+/// Largest latency goal accepted, milliseconds (one hour).
+const MAX_LATENCY_MS: f64 = 3.6e6;
+/// Largest rate goal accepted, images per second.
+const MAX_IMAGES_PER_S: f64 = 1e5;
+/// Largest GPU price accepted, USD per hour.
+const MAX_PRICE_PER_HOUR: f64 = 1e4;
+
 impl Validator<'_> {
+    /// The same workload key given in `deployment:` and `workload:` with different values.
+    fn conflict(&mut self, key: &str, workload: u32, pin: u32, at: Option<Location>) {
+        self.problem(
+            &format!("workload.{key}"),
+            at,
+            format!("{workload} here, but deployment.{key} is {pin}"),
+            format!("give {key} once, or the same value in both"),
+        );
+    }
+
     fn problem(
         &mut self,
         field: &str,
@@ -195,7 +403,7 @@ impl Validator<'_> {
             self.problem(
                 field,
                 loc(s),
-                format!("unknown value '{}'", s.value),
+                format!("unknown value '{}'", v(&s.value)),
                 format!("expected one of {}", names(all, name)),
             );
         }
@@ -216,15 +424,18 @@ impl Validator<'_> {
         }
     }
 
-    fn positive(&mut self, field: &str, s: &Spanned<f64>) -> Option<f64> {
-        if s.value.is_finite() && s.value > 0.0 {
-            Some(s.value)
+    /// A number in `(0, max]`, or `[0, max]` with `zero` (NaN and infinities never).
+    fn number(&mut self, field: &str, s: &Spanned<f64>, zero: bool, max: f64) -> Option<f64> {
+        let x = s.value;
+        if x.is_finite() && (x > 0.0 || zero && x == 0.0) && x <= max {
+            Some(x)
         } else {
+            let lo = if zero { "[0" } else { "(0" };
             self.problem(
                 field,
                 loc(s),
-                format!("{} must be a positive number", s.value),
-                "",
+                format!("{} is out of range", num(x)),
+                format!("use a number in {lo}, {}]", num(max)),
             );
             None
         }
@@ -246,7 +457,7 @@ impl Validator<'_> {
                 self.problem(
                     field,
                     loc(s),
-                    format!("'{}' is not a usable image size", s.value),
+                    format!("'{}' is not a usable image size", v(&s.value)),
                     "use multiples of 16 pixels between 64 and 8192, e.g. 1024x1024",
                 );
                 None
@@ -255,7 +466,7 @@ impl Validator<'_> {
                 self.problem(
                     field,
                     loc(s),
-                    format!("'{}' is not WIDTHxHEIGHT", s.value),
+                    format!("'{}' is not WIDTHxHEIGHT", v(&s.value)),
                     "write the size as e.g. 1024x1024",
                 );
                 None
@@ -309,7 +520,7 @@ impl Validator<'_> {
                 self.problem(
                     field,
                     l,
-                    format!("unknown cache '{other}'"),
+                    format!("unknown cache '{}'", v(other)),
                     "expected one of none, teacache, dbcache",
                 );
                 None
@@ -342,7 +553,7 @@ impl Validator<'_> {
                     self.problem(
                         "deployment.parallel.shard",
                         loc(s),
-                        format!("unknown value '{}'", s.value),
+                        format!("unknown value '{}'", v(&s.value)),
                         "expected one of none, hsdp",
                     );
                     ok = false;
@@ -352,11 +563,43 @@ impl Validator<'_> {
         if let Some(b) = &p.vae_patch {
             out.vae_patch = b.value;
         }
+        let used = out.ulysses * out.ring * out.cfg;
         if p.gpus.is_none() {
             // Degrees given without a GPU count imply the smallest replica that holds them.
-            out.gpus = out.ulysses * out.ring * out.cfg;
+            out.gpus = used;
             if out.shard == Shard::Hsdp || out.vae_patch {
                 out.gpus = out.gpus.max(2);
+            }
+        } else if ok
+            && used != out.gpus
+            // (Not when a degree was misspelt or mistyped: that problem is reported already.)
+            && !self
+                .problems
+                .iter()
+                .any(|p| p.field.starts_with("deployment.parallel."))
+        {
+            // A replica whose degrees use fewer GPUs than it holds leaves GPUs idle (HSDP or a
+            // patch-parallel decode over GPUs that otherwise only hold weights is the exception).
+            let sharing_only = used == 1 && (out.shard == Shard::Hsdp || out.vae_patch);
+            if !sharing_only {
+                self.problem(
+                    "deployment.parallel.gpus",
+                    loc(raw),
+                    format!(
+                        "gpus: {} but ulysses x ring x cfg = {}x{}x{} = {used}: {}",
+                        out.gpus,
+                        out.ulysses,
+                        out.ring,
+                        out.cfg,
+                        if used < out.gpus {
+                            "GPUs would sit idle"
+                        } else {
+                            "the degrees need more GPUs"
+                        }
+                    ),
+                    format!("set gpus: {used}, or degrees whose product is {}", out.gpus),
+                );
+                ok = false;
             }
         }
         ok.then_some(out)
@@ -369,7 +612,7 @@ impl Validator<'_> {
         let mut ok = true;
         let mut num = |v: &Option<Spanned<f64>>, field: &str, me: &mut Self| match v {
             Some(v) => {
-                let got = me.positive(field, v);
+                let got = me.number(field, v, false, 1e7);
                 ok &= got.is_some();
                 got
             }
@@ -498,21 +741,47 @@ impl Validator<'_> {
         match raw {
             None => default.to_vec(),
             Some(list) => {
-                let out: Vec<T> = list
-                    .value
-                    .iter()
-                    .filter_map(|s| self.choice(field, s, all, name))
-                    .collect();
-                if list.value.is_empty() {
-                    self.problem(
-                        field,
-                        loc(list),
-                        "the list is empty",
-                        "name at least one choice, or drop the key for the default",
-                    );
+                let mut out: Vec<T> = Vec::new();
+                for s in &list.value {
+                    if let Some(x) = self.choice(field, s, all, name) {
+                        if out.iter().any(|o| name(*o) == name(x)) {
+                            self.duplicate(field, loc(s), name(x));
+                        } else {
+                            out.push(x);
+                        }
+                    }
                 }
+                self.list_size(field, list);
                 out
             }
+        }
+    }
+
+    fn duplicate(&mut self, field: &str, at: Option<Location>, what: &str) {
+        self.problem(
+            field,
+            at,
+            format!("{} is listed twice", v(what)),
+            "remove the duplicate",
+        );
+    }
+
+    /// An explicit `allow:` list must name between one and `MAX_ALLOW` choices.
+    fn list_size<T>(&mut self, field: &str, list: &Spanned<Vec<T>>) {
+        if list.value.is_empty() {
+            self.problem(
+                field,
+                loc(list),
+                "the list is empty",
+                "name at least one choice, or drop the key for the default",
+            );
+        } else if list.value.len() > MAX_ALLOW {
+            self.problem(
+                field,
+                loc(list),
+                format!("{} entries (at most {MAX_ALLOW})", list.value.len()),
+                "list each choice once",
+            );
         }
     }
 
@@ -535,19 +804,37 @@ impl Validator<'_> {
         let flag = |b: &Option<Spanned<bool>>| b.as_ref().is_none_or(|b| b.value);
         let cache = match &a.cache {
             None => vec![Cache::None],
-            Some(list) => list
-                .value
-                .iter()
-                .filter_map(|c| self.cache("allow.cache", loc(c), &c.value))
-                .collect(),
+            Some(list) => {
+                self.list_size("allow.cache", list);
+                let mut out: Vec<Cache> = Vec::new();
+                for c in &list.value {
+                    if let Some(x) = self.cache("allow.cache", loc(c), &c.value) {
+                        if out.contains(&x) {
+                            self.duplicate("allow.cache", loc(c), x.name());
+                        } else {
+                            out.push(x);
+                        }
+                    }
+                }
+                out
+            }
         };
         let batch = match &a.batch {
             None => vec![1, 2, 4],
-            Some(list) => list
-                .value
-                .iter()
-                .filter_map(|b| self.count("allow.batch", b, 1, 64))
-                .collect(),
+            Some(list) => {
+                self.list_size("allow.batch", list);
+                let mut out = Vec::new();
+                for b in &list.value {
+                    if let Some(x) = self.count("allow.batch", b, 1, 64) {
+                        if out.contains(&x) {
+                            self.duplicate("allow.batch", loc(b), &x.to_string());
+                        } else {
+                            out.push(x);
+                        }
+                    }
+                }
+                out
+            }
         };
         let max_gpus = match &a.max_gpus_per_replica {
             None => 8,
@@ -556,13 +843,17 @@ impl Validator<'_> {
                 .unwrap_or(8),
         };
         Allow {
+            // By default only the precisions that keep the output close to BF16; INT4 and NVFP4
+            // (like caching) only when the spec allows them. FP8 compute is searched where the GPU
+            // runs it (`weights_given` false: the search skips what the GPU cannot run).
             weights: self.list(
                 "allow.weights",
                 &a.weights,
                 &Precision::ALL,
                 Precision::name,
-                &Precision::ALL,
+                &[Precision::Bf16, Precision::Fp8Storage, Precision::Fp8],
             ),
+            weights_given: a.weights.is_some(),
             attention: self.list(
                 "allow.attention",
                 &a.attention,
@@ -601,6 +892,14 @@ impl Validator<'_> {
     fn spec(&mut self, raw: RawSpec) -> Option<Spec> {
         let c = Catalog::get();
         let model = match &raw.model {
+            // Not when the key was there but dropped for its own problem (a type error).
+            None if self
+                .problems
+                .iter()
+                .any(|p| p.field == "model" || p.field.is_empty()) =>
+            {
+                None
+            }
             None => {
                 self.problem(
                     "model",
@@ -617,7 +916,7 @@ impl Validator<'_> {
                     self.problem(
                         "model",
                         loc(m),
-                        format!("unknown model '{}'", m.value),
+                        format!("unknown model '{}'", v(&m.value)),
                         format!("expected one of {}", ids.join(", ")),
                     );
                 }
@@ -628,13 +927,15 @@ impl Validator<'_> {
             None => c.runtime("diffusers"),
             Some(r) if is_profile_path(&r.value) => match (self.load)(&r.value) {
                 Ok(p) => Some(p),
-                Err(e) => {
-                    self.problem(
-                        "runtime",
-                        loc(r),
-                        e,
-                        "write the profile with `klein-plan calibrate -o PATH`",
-                    );
+                Err(errors) => {
+                    for e in errors {
+                        self.problem(
+                            "runtime",
+                            loc(r),
+                            e,
+                            "write the profile with `klein-plan calibrate -o PATH`",
+                        );
+                    }
                     None
                 }
             },
@@ -644,7 +945,7 @@ impl Validator<'_> {
                     self.problem(
                         "runtime",
                         loc(r),
-                        format!("unknown runtime '{}'", r.value),
+                        format!("unknown runtime '{}'", v(&r.value)),
                         "expected one of diffusers, klein, or a profile file such as ./profile.yaml",
                     );
                 }
@@ -664,7 +965,7 @@ impl Validator<'_> {
                 self.problem(
                     "gpu",
                     loc(g),
-                    format!("unknown gpu '{}'", g.value),
+                    format!("unknown gpu '{}'", v(&g.value)),
                     format!("expected one of {}", gpu_ids()),
                 );
             }
@@ -684,24 +985,52 @@ impl Validator<'_> {
         let mut class_rates = None;
         if let Some(w) = &raw.workload {
             if let Some(list) = &w.value.resolutions {
-                for entry in &list.value {
+                let mut all_valid = true;
+                for entry in list.value.iter().take(MAX_ENTRIES) {
                     let r = self.resolution("workload.resolutions.size", &entry.value.size);
                     let share = match &entry.value.share {
-                        Some(s) => self.positive("workload.resolutions.share", s),
+                        Some(s) => self.number("workload.resolutions.share", s, false, 1.0),
                         None => Some(1.0 / list.value.len() as f64),
                     };
-                    let class = self.class(entry);
-                    if let (Some(resolution), Some(share), Some((images_per_s, p50_ms, p99_ms))) =
-                        (r, share, class)
+                    if let Some(r) = r
+                        && mix.iter().any(|m: &Share| m.resolution == r)
                     {
-                        mix.push(Share {
-                            resolution,
-                            share,
-                            images_per_s,
-                            p50_ms,
-                            p99_ms,
-                        });
+                        self.duplicate(
+                            "workload.resolutions.size",
+                            loc(&entry.value.size),
+                            &r.to_string(),
+                        );
+                        all_valid = false;
+                        continue;
                     }
+                    match (r, share, self.class(entry)) {
+                        (Some(resolution), Some(share), Some((images_per_s, p50_ms, p99_ms))) => {
+                            mix.push(Share {
+                                resolution,
+                                share,
+                                images_per_s,
+                                p50_ms,
+                                p99_ms,
+                            })
+                        }
+                        _ => all_valid = false,
+                    }
+                }
+                if list.value.len() > MAX_ENTRIES {
+                    self.problem(
+                        "workload.resolutions",
+                        loc(list),
+                        format!(
+                            "{} traffic classes (at most {MAX_ENTRIES})",
+                            list.value.len()
+                        ),
+                        "merge sizes that share a deployment",
+                    );
+                    all_valid = false;
+                }
+                if !all_valid {
+                    // The shares of the remaining entries say nothing about the mix as written.
+                    mix.clear();
                 }
                 class_rates = self.class_rates(list, &mut mix);
                 if list.value.is_empty() {
@@ -724,6 +1053,11 @@ impl Validator<'_> {
             }
             if let Some(s) = &w.value.steps {
                 steps = self.count("workload.steps", s, 1, 1000);
+                if let (Some(a), Some(b)) = (steps, pins.steps)
+                    && a != b
+                {
+                    self.conflict("steps", a, b, loc(s));
+                }
             }
             if let Some(c) = &w.value.cfg {
                 cfg = Some(c.value);
@@ -743,6 +1077,30 @@ impl Validator<'_> {
                 reference_images = self
                     .count("workload.reference_images", r, 0, 10)
                     .unwrap_or(0);
+                if let Some(pin) = pins.reference_images
+                    && pin != reference_images
+                {
+                    self.conflict("reference_images", reference_images, pin, loc(r));
+                }
+            }
+            // A pinned size is what `plan` costs, so it must be the traffic (or absent from it).
+            if let (Some(pin), Some(list), Some(d)) =
+                (pins.resolution, &w.value.resolutions, &raw.deployment)
+                && !mix.is_empty()
+                && !(mix.len() == 1 && mix[0].resolution == pin)
+            {
+                self.problem(
+                    "deployment.resolution",
+                    d.value.resolution.as_ref().and_then(loc).or(loc(list)),
+                    format!(
+                        "{pin} is pinned, but workload.resolutions lists {}",
+                        mix.iter()
+                            .map(|m| m.resolution.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "drop deployment.resolution (the plan judges every size of the traffic), or make it the only size",
+                );
             }
         }
         if mix.is_empty() {
@@ -758,64 +1116,63 @@ impl Validator<'_> {
             });
         }
 
-        let mut goal = match &raw.goal {
-            None => Goal {
-                p50_latency_ms: None,
-                images_per_s: None,
-                objective: Objective::MinCost,
-                p99_latency_ms: None,
-                max_utilization: None,
-            },
-            Some(g) => {
-                let g = &g.value;
-                let objective = match &g.objective {
-                    None => Some(Objective::MinCost),
-                    Some(o) => match o.value.as_str() {
-                        "min_cost" => Some(Objective::MinCost),
-                        "min_latency" => Some(Objective::MinLatency),
-                        "max_throughput" => Some(Objective::MaxThroughput),
-                        other => {
-                            self.problem(
-                                "goal.objective",
-                                loc(o),
-                                format!("unknown objective '{other}'"),
-                                "expected one of min_cost, min_latency, max_throughput",
-                            );
-                            None
-                        }
-                    },
-                };
-                Goal {
-                    p50_latency_ms: g
-                        .p50_latency_ms
-                        .as_ref()
-                        .and_then(|v| self.positive("goal.p50_latency_ms", v)),
-                    images_per_s: g
-                        .images_per_s
-                        .as_ref()
-                        .and_then(|v| self.positive("goal.images_per_s", v)),
-                    objective: objective.unwrap_or(Objective::MinCost),
-                    p99_latency_ms: g
-                        .p99_latency_ms
-                        .as_ref()
-                        .and_then(|v| self.positive("goal.p99_latency_ms", v)),
-                    max_utilization: g.max_utilization.as_ref().and_then(|v| {
-                        self.positive("goal.max_utilization", v).filter(|u| {
-                            let ok = *u <= 1.0;
-                            if !ok {
+        let mut goal =
+            match &raw.goal {
+                None => Goal {
+                    p50_latency_ms: None,
+                    images_per_s: None,
+                    objective: Objective::MinCost,
+                    p99_latency_ms: None,
+                    max_utilization: None,
+                },
+                Some(g) => {
+                    let g = &g.value;
+                    let objective = match &g.objective {
+                        None => Some(Objective::MinCost),
+                        Some(o) => match o.value.as_str() {
+                            "min_cost" => Some(Objective::MinCost),
+                            "min_latency" => Some(Objective::MinLatency),
+                            "max_throughput" => Some(Objective::MaxThroughput),
+                            other => {
                                 self.problem(
+                                    "goal.objective",
+                                    loc(o),
+                                    format!("unknown objective '{other}'"),
+                                    "expected one of min_cost, min_latency, max_throughput",
+                                );
+                                None
+                            }
+                        },
+                    };
+                    Goal {
+                        p50_latency_ms: g.p50_latency_ms.as_ref().and_then(|v| {
+                            self.number("goal.p50_latency_ms", v, false, MAX_LATENCY_MS)
+                        }),
+                        images_per_s: g.images_per_s.as_ref().and_then(|v| {
+                            self.number("goal.images_per_s", v, false, MAX_IMAGES_PER_S)
+                        }),
+                        objective: objective.unwrap_or(Objective::MinCost),
+                        p99_latency_ms: g.p99_latency_ms.as_ref().and_then(|v| {
+                            self.number("goal.p99_latency_ms", v, false, MAX_LATENCY_MS)
+                        }),
+                        max_utilization: g.max_utilization.as_ref().and_then(|v| {
+                            self.number("goal.max_utilization", v, false, 1.0)
+                                .filter(|u| {
+                                    let ok = *u <= 1.0;
+                                    if !ok {
+                                        self.problem(
                                     "goal.max_utilization",
                                     loc(v),
                                     format!("{u} is above 1"),
                                     "give the busiest a replica may be as a fraction, e.g. 0.8",
                                 );
-                            }
-                            ok
-                        })
-                    }),
+                                    }
+                                    ok
+                                })
+                        }),
+                    }
                 }
-            }
-        };
+            };
         // Per-class rates add up to the goal's total (given or not).
         if let Some(total) = class_rates {
             match (
@@ -845,13 +1202,21 @@ impl Validator<'_> {
                         "list at least one `- gpu: h200`",
                     );
                 }
-                for e in &list.value {
+                if list.value.len() > MAX_ENTRIES {
+                    self.problem(
+                        "fleet",
+                        loc(list),
+                        format!("{} entries (at most {MAX_ENTRIES})", list.value.len()),
+                        "list each GPU type once",
+                    );
+                }
+                for e in list.value.iter().take(MAX_ENTRIES) {
                     let e = &e.value;
                     let Some(g) = c.gpu(&e.gpu.value) else {
                         self.problem(
                             "fleet.gpu",
                             loc(&e.gpu),
-                            format!("unknown gpu '{}'", e.gpu.value),
+                            format!("unknown gpu '{}'", v(&e.gpu.value)),
                             format!("expected one of {}", gpu_ids()),
                         );
                         continue;
@@ -870,8 +1235,9 @@ impl Validator<'_> {
                         None => FleetEntry::UNLIMITED,
                     };
                     let price = match &e.price_per_hour {
+                        // 0 is a GPU already owned.
                         Some(p) => self
-                            .positive("fleet.price_per_hour", p)
+                            .number("fleet.price_per_hour", p, true, MAX_PRICE_PER_HOUR)
                             .unwrap_or(g.price_per_hour),
                         None => g.price_per_hour,
                     };
@@ -907,6 +1273,7 @@ impl Validator<'_> {
             runtime,
             gpu,
             has_deployment: raw.deployment.is_some(),
+            deployment_at: raw.deployment.as_ref().and_then(loc),
             steps: pins.steps.or(steps).unwrap_or(model.default_steps),
             reference_images,
             cfg: cfg.unwrap_or(model.guidance == Guidance::Cfg),
@@ -965,6 +1332,55 @@ mod tests {
         assert_eq!(e.problems.len(), 1);
         assert!(e.problems[0].message.contains("deploymnt"), "{e}");
         assert_eq!(e.problems[0].location.unwrap().line, 2);
+    }
+
+    #[test]
+    fn unknown_keys_and_type_errors_are_reported_together_with_the_rest() {
+        let e = parse(
+            "model: flux2-klein-4b\ngpu: h201\ndeployment:\n  bach: 2\n  steps: four\n  parallel: {gpus: 2, ulyses: 2}\nfleet:\n  - {gpu: h200, available: many}\nallow:\n  batch: [1, 1]\n",
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = e.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "gpu",
+                "deployment.bach",
+                "deployment.steps",
+                "deployment.parallel.ulyses",
+                "fleet.available",
+                "allow.batch"
+            ],
+            "{e}"
+        );
+        let lines: Vec<u64> = e
+            .problems
+            .iter()
+            .map(|p| p.location.unwrap().line)
+            .collect();
+        assert_eq!(lines, [2, 4, 5, 6, 8, 10]);
+    }
+
+    #[test]
+    fn a_masked_entry_leaves_every_other_position_alone() {
+        let text = "a: {x: 1, bad: 2, y: 3}\nb:\n  c: 1\n  - d\ne: 2\n";
+        let flow = mask_entry(
+            text,
+            Location {
+                line: 1,
+                column: 11,
+            },
+        )
+        .unwrap();
+        assert_eq!(flow, "a: {x: 1,         y: 3}\nb:\n  c: 1\n  - d\ne: 2\n");
+        let block = mask_entry(text, Location { line: 2, column: 1 }).unwrap();
+        assert_eq!(block, "a: {x: 1, bad: 2, y: 3}\n  \n      \n     \ne: 2\n");
+    }
+
+    #[test]
+    fn echoed_values_are_escaped_and_cut() {
+        assert_eq!(echo("a\u{1b}[2Jb\n", 64), "a\\u{1b}[2Jb\\n");
+        assert_eq!(echo(&"x".repeat(100), 4), "xxxx… (100 characters)");
     }
 
     #[test]
