@@ -79,10 +79,17 @@ enum Command {
         /// Spec file (YAML).
         spec: PathBuf,
     },
-    /// Capacity plan: for each GPU type, the best deployment and how many GPUs the mix needs.
+    /// Capacity plan under load: the cheapest GPU mix whose pools meet every class's targets.
     Fleet {
         /// Spec file (YAML).
         spec: PathBuf,
+        /// Also write a chart of cost per hour against served rate (SVG) here.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Report the wall time of the solve (`solver.ms`; off by default so that the output of
+        /// one spec is byte-identical between runs).
+        #[arg(long)]
+        timings: bool,
     },
     /// Run the deployment with the executor and compare predicted with measured, per stage.
     Verify {
@@ -778,15 +785,19 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Fleet { spec } => {
+        Command::Fleet { spec, svg, timings } => {
             let s = read_spec(&spec, c, &profiles)?;
-            let f = search::fleet(&s);
+            let start = std::time::Instant::now();
+            let mut f = planner::fleet::fleet(&s);
+            if timings {
+                f.solver.ms = Some(start.elapsed().as_secs_f64() * 1e3);
+            }
+            if let Some(path) = svg {
+                std::fs::write(&path, crate::chart::svg(&f))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             emit(format, width, &render::fleet_doc(&f), || render::fleet(&f))?;
-            Ok(if f.options.iter().any(|o| o.candidate.is_some()) {
-                0
-            } else {
-                1
-            })
+            Ok(if f.meets_targets { 0 } else { 1 })
         }
     }
 }

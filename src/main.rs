@@ -4,6 +4,7 @@
 //! input or I/O · 3 verification outside tolerance. Errors go to stderr: text, or one JSON object
 //! under `--format json`.
 
+mod chart;
 mod cli;
 mod export;
 mod progress;

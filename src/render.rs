@@ -9,10 +9,11 @@ use std::fmt::Write;
 use planner::catalog::{Catalog, Gpu, Model};
 use planner::deployment::{Cache, Deployment, Shard};
 use planner::estimate::{Estimate, QualityChange, Stage};
+use planner::fleet::FleetPlan;
 use planner::rules::{Rule, Violation};
 use planner::search::{
-    Candidate, Constraint, FleetPlan, Infeasible, PARETO_SHOWN, Plan, Quantity, Rejected,
-    Relaxation, TIE_TOLERANCE,
+    Candidate, Constraint, Infeasible, PARETO_SHOWN, Plan, Quantity, Rejected, Relaxation,
+    TIE_TOLERANCE,
 };
 use planner::spec::{Location, Objective, Problem};
 use serde::Serialize;
@@ -302,7 +303,7 @@ fn goal_line(p: &Plan) -> String {
 fn quantity(q: Quantity) -> String {
     match q {
         Quantity::PeakBytes(b) | Quantity::CapacityBytes(b) => gb(b),
-        Quantity::P50LatencyMs(x) => format!("{} ms", ms(x)),
+        Quantity::P50LatencyMs(x) | Quantity::P99LatencyMs(x) => format!("{} ms", ms(x)),
         Quantity::Gpus(n) => format!("{n} GPUs"),
         Quantity::CostPerHourUsd(x) => format!("${x:.2}/h"),
         Quantity::CostPer1000ImagesUsd(x) => format!("${x:.3} per 1,000 images"),
@@ -333,6 +334,18 @@ fn versus(q: Quantity, l: Quantity) -> String {
     }
 }
 
+/// ` (at SIZE)`: the class of a candidate that misses its target by the most.
+fn slowest_class(c: Option<&Candidate>) -> String {
+    c.and_then(|c| {
+        c.classes
+            .iter()
+            .filter_map(|k| k.miss().map(|(_, got, t)| (k.size, got / t)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    })
+    .map(|(size, _)| format!(" at {size}"))
+    .unwrap_or_default()
+}
+
 /// Why a candidate was rejected, in words.
 pub fn reason(r: &Rejected) -> String {
     match (r.constraint, r.quantity, r.limit) {
@@ -350,7 +363,17 @@ pub fn reason(r: &Rejected) -> String {
         }
         (Constraint::Latency, Some(Quantity::P50LatencyMs(q)), Some(Quantity::P50LatencyMs(l))) => {
             let (q, l) = ms_pair(q, l);
-            format!("p50 {q} ms > goal {l} ms")
+            format!(
+                "p50 {q} ms > goal {l} ms{}",
+                slowest_class(r.candidate.as_ref())
+            )
+        }
+        (Constraint::Latency, Some(Quantity::P99LatencyMs(q)), Some(Quantity::P99LatencyMs(l))) => {
+            let (q, l) = ms_pair(q, l);
+            format!(
+                "p99 {q} ms > goal {l} ms{}",
+                slowest_class(r.candidate.as_ref())
+            )
         }
         (Constraint::Availability, Some(Quantity::Gpus(n)), Some(Quantity::Gpus(a))) => {
             let replicas = r.candidate.as_ref().map(|c| c.replicas).unwrap_or(0);
@@ -385,7 +408,16 @@ pub fn infeasible_reason(i: &Infeasible) -> String {
         (Constraint::Latency, Some(Quantity::P50LatencyMs(q)), Some(Quantity::P50LatencyMs(l))) => {
             let (q, l) = ms_pair(q, l);
             let n = i.deployment.as_ref().map(|d| d.parallel.gpus).unwrap_or(1);
-            format!("the fastest candidate ({n} x {gpu}) has p50 {q} ms > goal {l} ms")
+            format!(
+                "the fastest candidate ({n} x {gpu}) has p50 {q} ms > goal {l} ms for its slowest class"
+            )
+        }
+        (Constraint::Latency, Some(Quantity::P99LatencyMs(q)), Some(Quantity::P99LatencyMs(l))) => {
+            let (q, l) = ms_pair(q, l);
+            let n = i.deployment.as_ref().map(|d| d.parallel.gpus).unwrap_or(1);
+            format!(
+                "the fastest candidate ({n} x {gpu}) has p99 {q} ms > goal {l} ms for its slowest class"
+            )
         }
         (Constraint::Availability, _, _) => format!(
             "meeting {} images/s needs more GPUs than the fleet has",
@@ -405,6 +437,7 @@ pub fn relaxation(i: &Infeasible) -> String {
     for r in &i.relax {
         match r {
             Relaxation::P50LatencyMs { value } => parts.push(format!("p50_latency_ms: {value:.0}")),
+            Relaxation::P99LatencyMs { value } => parts.push(format!("p99_latency_ms: {value:.0}")),
             Relaxation::Available { gpu, value } => {
                 parts.push(format!("available: {value} for {gpu}"))
             }
@@ -792,34 +825,161 @@ pub fn plan(p: &Plan, catalog: &Catalog) -> String {
     out
 }
 
-/// `fleet` as text.
+/// `fleet` as text: the pools, every class against its targets, the alternatives.
 pub fn fleet(f: &FleetPlan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{} ({} runtime) capacity plan", f.model, f.runtime);
-    for o in &f.options {
-        match (&o.candidate, &o.infeasible) {
-            (Some(c), _) => {
-                let _ = writeln!(out, "  {:<10} {}", o.gpu, candidate_line(c));
-                let _ = writeln!(out, "  {:<10}     {}", "", knobs(&c.deployment));
+    let _ = writeln!(
+        out,
+        "{} ({} runtime) capacity plan under load",
+        f.model, f.runtime
+    );
+    let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
+    let pair = |p: Option<planner::fleet::queueing::Percentiles>| match p {
+        Some(p) => format!("{:>6} / {:>6}", ms(p.p50_ms), ms(p.p99_ms)),
+        None => format!("{:>6} / {:>6}", "-", "-"),
+    };
+    if let Some(total) = f.total_usd_per_hour {
+        let _ = writeln!(
+            out,
+            "FLEET  ${total:.2}/h · {} GPUs · {}",
+            f.pools.iter().map(|p| p.count).sum::<u32>(),
+            if f.meets_targets {
+                "meets every class's targets (predicted and simulated)"
+            } else {
+                "MISSES a target (see classes)"
             }
-            (None, Some(i)) => {
-                let binding = serde_json::to_value(i.binding)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "  {:<10} infeasible ({binding}): {}; relax: {}",
-                    o.gpu,
-                    infeasible_reason(i),
-                    relaxation(i)
-                );
-            }
-            (None, None) => {
-                let _ = writeln!(out, "  {:<10} infeasible", o.gpu);
+        );
+        for p in &f.pools {
+            let served: Vec<String> = p
+                .classes
+                .iter()
+                .map(|c| {
+                    if c.share < 1.0 {
+                        format!("{} ({:.0} %)", c.size, c.share * 100.0)
+                    } else {
+                        c.size.to_string()
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:>3} x {:<10} {} replica{} · ${:.2}/h · {:.0} % busy · serves {}",
+                p.count,
+                p.gpu,
+                p.replicas,
+                if p.replicas == 1 { "" } else { "s" },
+                p.usd_per_hour,
+                p.utilization * 100.0,
+                served.join(", ")
+            );
+            let _ = writeln!(out, "      {}", knobs(&p.deployment));
+        }
+    }
+    if !f.classes.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "CLASSES (p50 / p99 ms)  {:<10} {:>8}   {:<15}   {:<15}   {:<15}   {:>9}",
+            "size", "images/s", "target", "predicted", "simulated", "$/1k img"
+        );
+        for c in &f.classes {
+            let _ = writeln!(
+                out,
+                "  {:<4} {:<16}  {:<10} {:>8.2}   {:>6} / {:>6}   {}   {}   {:>9}",
+                if c.meets_target { "ok" } else { "MISS" },
+                "",
+                c.size.to_string(),
+                c.images_per_s,
+                opt(c.target.p50_ms),
+                opt(c.target.p99_ms),
+                pair(c.predicted),
+                pair(c.simulated),
+                c.usd_per_1000_images
+                    .map(|u| format!("{u:.3}"))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    if let Some(i) = &f.infeasible {
+        let _ = writeln!(out);
+        let class = i.class.map(|c| format!(" ({c})")).unwrap_or_default();
+        let _ = writeln!(out, "infeasible ({}){class}: {}", i.constraint, i.reason);
+        let _ = writeln!(out, "  nearest feasible relaxation: {}", i.relaxation);
+    }
+    if !f.homogeneous_alternatives.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "ONE GPU TYPE ALONE");
+        for h in &f.homogeneous_alternatives {
+            match (h.total_usd_per_hour, &h.reason) {
+                (Some(t), _) => {
+                    let _ = writeln!(
+                        out,
+                        "  {:<10} ${t:.2}/h · {} GPUs{}",
+                        h.gpu,
+                        h.gpus.unwrap_or(0),
+                        f.total_usd_per_hour
+                            .map(|m| format!(" ({:+.0} % vs the fleet)", (t / m - 1.0) * 100.0))
+                            .unwrap_or_default()
+                    );
+                }
+                (None, Some(r)) => {
+                    let _ = writeln!(out, "  {:<10} cannot: {r}", h.gpu);
+                }
+                (None, None) => {
+                    let _ = writeln!(out, "  {:<10} cannot", h.gpu);
+                }
             }
         }
     }
+    if let Some(sn) = &f.sensitivity {
+        let _ = writeln!(out);
+        match sn.total_usd_per_hour {
+            Some(t) => {
+                let pools: Vec<String> = sn
+                    .pools
+                    .iter()
+                    .map(|p| format!("{} x {}", p.count, p.gpu))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "AT {}x TRAFFIC ({:.1} images/s, queueing model only)  ${t:.2}/h · {}",
+                    sn.traffic_factor,
+                    sn.images_per_s,
+                    pools.join(" + ")
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "AT {}x TRAFFIC ({:.1} images/s)  infeasible: {}",
+                    sn.traffic_factor,
+                    sn.images_per_s,
+                    sn.infeasible
+                        .as_ref()
+                        .map(|i| i.reason.as_str())
+                        .unwrap_or("")
+                );
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "solver: {} (gap {}) · {} candidates of {} enumerated · {} re-solve{}{}",
+        f.solver.status,
+        f.solver
+            .gap
+            .map(|g| format!("{:.1} %", g * 100.0))
+            .unwrap_or_else(|| "unknown".into()),
+        f.solver.candidates,
+        f.solver.enumerated,
+        f.solver.repairs,
+        if f.solver.repairs == 1 { "" } else { "s" },
+        f.solver
+            .ms
+            .map(|m| format!(" · {m:.0} ms"))
+            .unwrap_or_default()
+    );
     out
 }
 

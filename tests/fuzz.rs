@@ -670,7 +670,7 @@ fn check_parsed(text: &str, parsed: Result<spec::Spec, spec::SpecError>) {
         }
     }
 
-    let f = search::fleet(&s);
+    let f = planner::fleet::fleet(&s);
     assert_eq!(
         f.options.len(),
         s.fleet.len(),

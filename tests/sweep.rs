@@ -244,7 +244,7 @@ fn a_plan_without_vary_draws_its_pareto_front() {
     let file = tmp.path().join("front.svg");
     let json = TestCommand::in_repo([
         "sweep",
-        "specs/klein-9b-h100.yaml",
+        "specs/throughput-batch.yaml",
         "--svg",
         file.to_str().unwrap(),
         "--format",

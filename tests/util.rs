@@ -42,12 +42,12 @@ pub fn stem(path: &Path) -> String {
 }
 
 /// The command a spec is meant for, by its file name: `*estimate*` costs the spec's fixed
-/// deployment, `capacity-*` is a capacity review for `fleet`, everything else is a `plan`.
+/// deployment, `capacity-*` and `fleet*` are capacity reviews for `fleet`, everything else is a `plan`.
 pub fn command_for(path: &Path) -> &'static str {
     let stem = stem(path);
     if stem.contains("estimate") {
         "estimate"
-    } else if stem.starts_with("capacity") {
+    } else if stem.starts_with("capacity") || stem.starts_with("fleet") {
         "fleet"
     } else {
         "plan"

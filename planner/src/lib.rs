@@ -15,6 +15,7 @@ pub mod cost;
 pub mod deployment;
 pub mod estimate;
 pub mod fit;
+pub mod fleet;
 pub mod ranges;
 pub mod rules;
 pub mod search;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::catalog::Guidance;
 use crate::deployment::*;
 use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION, estimate};
+use crate::fleet::queueing::{ClassLoad, pool_latency, utilization};
 use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
 
 /// A candidate's outcome over the whole traffic mix.
@@ -41,6 +42,88 @@ pub struct Candidate {
     /// The deployment keys whose setting changes the output (`weights`, `cache`, `vae_tiling`,
     /// `cfg`): what a reviewer must accept the quality of.
     pub output_changes: Vec<&'static str>,
+    /// Every traffic class against its own targets: unloaded without a rate, else under load
+    /// at the replica count above (queueing model of `fleet::queueing`).
+    pub classes: Vec<ClassLatency>,
+}
+
+/// One traffic class's latency on a candidate, beside its targets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassLatency {
+    /// Image size.
+    pub size: Resolution,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Its p50 target (its own, else the goal's), milliseconds.
+    pub target_p50_ms: Option<f64>,
+    /// Its p99 target, milliseconds.
+    pub target_p99_ms: Option<f64>,
+}
+
+impl ClassLatency {
+    /// The worst overshoot of a target, as (which, latency, target), if any.
+    pub fn miss(&self) -> Option<(&'static str, f64, f64)> {
+        let p50 = self
+            .target_p50_ms
+            .filter(|t| self.p50_ms > *t)
+            .map(|t| ("p50", self.p50_ms, t));
+        let p99 = self
+            .target_p99_ms
+            .filter(|t| self.p99_ms > *t)
+            .map(|t| ("p99", self.p99_ms, t));
+        match (p50, p99) {
+            (Some(a), Some(b)) => Some(if a.1 / a.2 >= b.1 / b.2 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The worst class miss of a candidate: (class, which, latency, target).
+fn worst_miss(c: &Candidate) -> Option<(Resolution, &'static str, f64, f64)> {
+    c.classes
+        .iter()
+        .filter_map(|k| k.miss().map(|(w, l, t)| (k.size, w, l, t)))
+        .max_by(|a, b| (a.2 / a.3).total_cmp(&(b.2 / b.3)))
+}
+
+/// Per class latency of `replicas` replicas serving the whole mix (with a rate), or unloaded.
+fn class_latencies(
+    s: &Spec,
+    ests: &[Estimate],
+    batch: u32,
+    replicas: Option<u32>,
+) -> Option<Vec<ClassLatency>> {
+    let loads: Vec<ClassLoad> = s
+        .mix
+        .iter()
+        .zip(ests)
+        .map(|(m, e)| ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms))
+        .collect();
+    let lat: Vec<(f64, f64)> = match replicas {
+        Some(c) => pool_latency(c, batch, &loads)?
+            .iter()
+            .map(|p| (p.p50_ms, p.p99_ms))
+            .collect(),
+        None => ests
+            .iter()
+            .map(|e| (e.latency.per_batch_ms, e.latency.per_batch_ms))
+            .collect(),
+    };
+    Some(
+        s.mix
+            .iter()
+            .zip(lat)
+            .map(|(m, (p50, p99))| ClassLatency {
+                size: m.resolution,
+                p50_ms: p50,
+                p99_ms: p99,
+                target_p50_ms: m.target_p50_ms(&s.goal),
+                target_p99_ms: m.target_p99_ms(&s.goal),
+            })
+            .collect(),
+    )
 }
 
 /// The constraint (or the objective) that ruled a candidate out.
@@ -67,8 +150,10 @@ pub enum Quantity {
     PeakBytes(u64),
     /// Per-GPU memory capacity.
     CapacityBytes(u64),
-    /// p50 latency over the mix.
+    /// p50 latency over the mix (or of one traffic class).
     P50LatencyMs(f64),
+    /// p99 latency of one traffic class under load.
+    P99LatencyMs(f64),
     /// GPUs in all.
     Gpus(u32),
     /// USD per hour of the fleet.
@@ -77,6 +162,17 @@ pub enum Quantity {
     CostPer1000ImagesUsd(f64),
     /// Images per second of one replica.
     ImagesPerS(f64),
+}
+
+impl Quantity {
+    /// A latency percentile (`"p50"` or `"p99"`) in milliseconds.
+    pub fn latency(which: &str, ms: f64) -> Quantity {
+        if which == "p99" {
+            Quantity::P99LatencyMs(ms)
+        } else {
+            Quantity::P50LatencyMs(ms)
+        }
+    }
 }
 
 /// Relative difference on the objective within which two candidates tie (then the tie-break,
@@ -118,6 +214,12 @@ pub enum Relaxation {
     /// Raise the latency goal to this.
     #[serde(rename = "goal.p50_latency_ms")]
     P50LatencyMs {
+        /// The new goal.
+        value: f64,
+    },
+    /// Raise the p99 goal to this.
+    #[serde(rename = "goal.p99_latency_ms")]
+    P99LatencyMs {
         /// The new goal.
         value: f64,
     },
@@ -288,7 +390,7 @@ fn pick<T: Clone>(pin: &Option<T>, allowed: &[T]) -> Vec<T> {
     }
 }
 
-fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
+pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
     let a = &s.allow;
     let p = &s.pins;
     let mut out = Vec::new();
@@ -447,10 +549,64 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
         .map(|(e, m)| m.share / e.throughput.images_per_s)
         .sum();
     let ips = 1.0 / s_per_image;
-    let replicas = match s.goal.images_per_s {
-        // `as` saturates: an absurd rate needs u32::MAX replicas, never a wrapped count.
-        Some(rate) => (rate / ips - 1e-9).ceil().max(1.0) as u32,
-        None => 1,
+    // With a rate: the fewest replicas at which every class meets its targets under load and
+    // no replica is busier than the utilisation cap (the first count that meets both; past 4x
+    // the busy-time minimum, the best found, which then misses a target).
+    let (replicas, classes) = match s.goal.images_per_s {
+        Some(rate) => {
+            let floor = (rate / ips - 1e-9).ceil().max(1.0) as u32;
+            let cap = s
+                .goal
+                .max_utilization
+                .unwrap_or(1.0)
+                .min(crate::fleet::candidates::DEFAULT_MAX_UTILIZATION);
+            let loads: Vec<ClassLoad> = s
+                .mix
+                .iter()
+                .zip(&ests)
+                .map(|(m, e)| {
+                    ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms)
+                })
+                .collect();
+            let busy = utilization(1, d.batch, &loads);
+            let lo = floor.max((busy / cap).ceil() as u32);
+            let ok = |c: u32| {
+                class_latencies(s, &ests, d.batch, Some(c))
+                    .filter(|cl| cl.iter().all(|k| k.miss().is_none()))
+            };
+            let hi_limit = lo * 4 + 8;
+            // Meeting the targets is monotone in the replica count: binary search.
+            match ok(hi_limit) {
+                None => (
+                    hi_limit,
+                    class_latencies(s, &ests, d.batch, Some(hi_limit)).unwrap_or_else(|| {
+                        class_latencies(s, &ests, d.batch, None).unwrap_or_default()
+                    }),
+                ),
+                Some(at_hi) => {
+                    let (mut a, mut b, mut best) = (lo, hi_limit, at_hi);
+                    if let Some(cl) = ok(lo) {
+                        (lo, cl)
+                    } else {
+                        while b - a > 1 {
+                            let m = a + (b - a) / 2;
+                            match ok(m) {
+                                Some(cl) => {
+                                    b = m;
+                                    best = cl;
+                                }
+                                None => a = m,
+                            }
+                        }
+                        (b, best)
+                    }
+                }
+            }
+        }
+        None => (
+            1,
+            class_latencies(s, &ests, d.batch, None).unwrap_or_default(),
+        ),
     };
     let gpus = replicas.saturating_mul(d.parallel.gpus);
     let cost_per_hour = gpus as f64 * f.price_per_hour;
@@ -468,13 +624,14 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
         peak_bytes: ests.iter().map(|e| e.memory.peak_bytes).max().unwrap_or(0),
         capacity_bytes: f.gpu.hbm_bytes,
         changes_output: ests.iter().any(|e| e.quality.changes_output),
+        classes,
         output_changes: output_changes(s, d),
     };
     Outcome::Costed(Box::new(cand), ests)
 }
 
 /// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
-fn better(obj: Objective, has_rate: bool, a: &Candidate, b: &Candidate) -> Ordering {
+pub(crate) fn better(obj: Objective, has_rate: bool, a: &Candidate, b: &Candidate) -> Ordering {
     let cost = |c: &Candidate| {
         if has_rate {
             c.cost_per_hour
@@ -508,6 +665,7 @@ fn value(q: Quantity) -> f64 {
         Quantity::PeakBytes(b) | Quantity::CapacityBytes(b) => b as f64,
         Quantity::Gpus(n) => n as f64,
         Quantity::P50LatencyMs(x)
+        | Quantity::P99LatencyMs(x)
         | Quantity::CostPerHourUsd(x)
         | Quantity::CostPer1000ImagesUsd(x)
         | Quantity::ImagesPerS(x) => x,
@@ -599,25 +757,21 @@ pub fn plan(s: &Spec) -> Plan {
                 ));
             }
             Outcome::Costed(c, _) => {
-                if best_latency
-                    .as_ref()
-                    .is_none_or(|b| c.p50_latency_ms < b.p50_latency_ms)
-                {
+                let over = |c: &Candidate| worst_miss(c).map(|m| m.2 / m.3).unwrap_or(0.0);
+                if best_latency.as_ref().is_none_or(|b| over(c) < over(b)) {
                     best_latency = Some((**c).clone());
                 }
-                if let Some(goal) = s.goal.p50_latency_ms
-                    && c.p50_latency_ms > goal
-                {
+                if let Some((_, which, got, target)) = worst_miss(c) {
                     searched.too_slow += 1;
                     rejected.push((
                         i,
                         reject(
                             Constraint::Latency,
-                            Quantity::P50LatencyMs(c.p50_latency_ms),
-                            Quantity::P50LatencyMs(goal),
+                            Quantity::latency(which, got),
+                            Quantity::latency(which, target),
                             Some(c),
                         ),
-                        c.p50_latency_ms / goal,
+                        got / target,
                     ));
                     continue;
                 }
@@ -948,17 +1102,19 @@ fn infeasibility(
             ..none
         };
     }
-    if let (Some(goal), Some(b)) = (s.goal.p50_latency_ms, best_latency)
-        && b.p50_latency_ms > goal
+    if let Some(b) = best_latency
+        && let Some((_, which, got, target)) = worst_miss(b)
     {
         return Infeasible {
             binding: Constraint::Latency,
-            quantity: Some(Quantity::P50LatencyMs(b.p50_latency_ms)),
-            limit: Some(Quantity::P50LatencyMs(goal)),
+            quantity: Some(Quantity::latency(which, got)),
+            limit: Some(Quantity::latency(which, target)),
             gpu: Some(b.gpu.clone()),
             deployment: Some(b.deployment.clone()),
-            relax: vec![Relaxation::P50LatencyMs {
-                value: b.p50_latency_ms.ceil(),
+            relax: vec![if which == "p50" {
+                Relaxation::P50LatencyMs { value: got.ceil() }
+            } else {
+                Relaxation::P99LatencyMs { value: got.ceil() }
             }],
             ..none
         };
@@ -991,67 +1147,4 @@ fn infeasibility(
         out.deployment = Some(b.deployment.clone());
     }
     Infeasible { relax, ..out }
-}
-
-/// One GPU type's answer in a capacity plan.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FleetOption {
-    /// GPU type.
-    pub gpu: String,
-    /// Its best deployment for the goal, with replica and GPU counts.
-    pub candidate: Option<Candidate>,
-    /// Why it cannot meet the goal.
-    pub infeasible: Option<Infeasible>,
-}
-
-/// A capacity plan: per GPU type, how many GPUs the traffic mix needs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FleetPlan {
-    /// Schema version.
-    pub schema_version: u32,
-    /// Model id.
-    pub model: String,
-    /// Runtime id.
-    pub runtime: String,
-    /// Goal.
-    pub goal: Goal,
-    /// Traffic mix.
-    pub mix: Vec<Share>,
-    /// One option per GPU type, feasible ones first by the objective.
-    pub options: Vec<FleetOption>,
-}
-
-/// Plans each GPU type of the fleet on its own.
-pub fn fleet(s: &Spec) -> FleetPlan {
-    let has_rate = s.goal.images_per_s.is_some();
-    let mut options: Vec<FleetOption> = s
-        .fleet
-        .iter()
-        .map(|f| {
-            let one = Spec {
-                fleet: vec![f.clone()],
-                ..s.clone()
-            };
-            let p = plan(&one);
-            FleetOption {
-                gpu: f.gpu.id.clone(),
-                candidate: p.chosen,
-                infeasible: p.infeasible,
-            }
-        })
-        .collect();
-    options.sort_by(|a, b| match (&a.candidate, &b.candidate) {
-        (Some(x), Some(y)) => better(s.goal.objective, has_rate, x, y),
-        (Some(_), None) => Ordering::Less,
-        (None, Some(_)) => Ordering::Greater,
-        (None, None) => Ordering::Equal,
-    });
-    FleetPlan {
-        schema_version: SCHEMA_VERSION,
-        model: s.model.id.clone(),
-        runtime: s.runtime.id.clone(),
-        goal: s.goal.clone(),
-        mix: s.mix.clone(),
-        options,
-    }
 }

@@ -89,13 +89,41 @@ pub enum Objective {
     MaxThroughput,
 }
 
-/// A resolution and its share of the traffic.
+/// A resolution and its share of the traffic: one traffic class, with its own rate and latency
+/// targets when the spec gives them (`{size, images_per_s, p50_ms, p99_ms}`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Share {
     /// Image size.
     pub resolution: Resolution,
     /// Fraction of requests (the shares sum to 1).
     pub share: f64,
+    /// The class's own rate, images per second (absent in the `share` form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images_per_s: Option<f64>,
+    /// The class's own p50 latency target, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ms: Option<f64>,
+    /// The class's own p99 latency target, milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<f64>,
+}
+
+impl Share {
+    /// The class's p50 target: its own, else the goal's.
+    pub fn target_p50_ms(&self, goal: &Goal) -> Option<f64> {
+        self.p50_ms.or(goal.p50_latency_ms)
+    }
+
+    /// The class's p99 target: its own, else the goal's.
+    pub fn target_p99_ms(&self, goal: &Goal) -> Option<f64> {
+        self.p99_ms.or(goal.p99_latency_ms)
+    }
+
+    /// The class's rate: its own, else its share of the goal's total.
+    pub fn rate(&self, goal: &Goal) -> Option<f64> {
+        self.images_per_s
+            .or(goal.images_per_s.map(|r| r * self.share))
+    }
 }
 
 /// What is asked of the deployment.
@@ -107,6 +135,12 @@ pub struct Goal {
     pub images_per_s: Option<f64>,
     /// What to optimise among deployments that meet the goal.
     pub objective: Objective,
+    /// p99 latency of one request under load, milliseconds, for every class that sets none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_latency_ms: Option<f64>,
+    /// Highest utilisation a replica may run at (headroom), 0..1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_utilization: Option<f64>,
 }
 
 /// One GPU type the fleet may use.
@@ -115,10 +149,20 @@ pub struct FleetEntry<'c> {
     /// The GPU.
     #[serde(serialize_with = "ser_gpu")]
     pub gpu: &'c Gpu,
-    /// How many can be had.
+    /// How many can be had (`UNLIMITED` when the spec gives no limit).
     pub available: u32,
     /// USD per GPU-hour.
     pub price_per_hour: f64,
+}
+
+impl FleetEntry<'_> {
+    /// `available` when the spec sets no limit.
+    pub const UNLIMITED: u32 = u32::MAX;
+
+    /// Whether the offer has a limit.
+    pub fn is_limited(&self) -> bool {
+        self.available != Self::UNLIMITED
+    }
 }
 
 fn ser_gpu<S: serde::Serializer>(g: &&Gpu, s: S) -> Result<S::Ok, S::Error> {

@@ -83,6 +83,9 @@ pub struct RawWorkload {
 pub struct RawShare {
     pub size: S<String>,
     pub share: Option<S<f64>>,
+    pub images_per_s: Option<S<f64>>,
+    pub p50_ms: Option<S<f64>>,
+    pub p99_ms: Option<S<f64>>,
 }
 
 /// `goal:`.
@@ -92,6 +95,8 @@ pub struct RawGoal {
     pub p50_latency_ms: Option<S<f64>>,
     pub images_per_s: Option<S<f64>>,
     pub objective: Option<S<String>>,
+    pub p99_latency_ms: Option<S<f64>>,
+    pub max_utilization: Option<S<f64>>,
 }
 
 /// One GPU type the fleet may use.

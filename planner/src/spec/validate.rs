@@ -620,6 +620,76 @@ impl<'c> Validator<'_, 'c> {
         ok.then_some(out)
     }
 
+    /// A traffic class's own rate and targets: `{size, images_per_s, p50_ms, p99_ms}`.
+    #[allow(clippy::type_complexity)]
+    fn class(&mut self, e: &Spanned<RawShare>) -> Option<(Option<f64>, Option<f64>, Option<f64>)> {
+        let c = &e.value;
+        let mut ok = true;
+        let mut num = |v: &Option<Spanned<f64>>, field: &str, me: &mut Self| match v {
+            Some(v) => {
+                let got = me.number(field, v, false, 1e7);
+                ok &= got.is_some();
+                got
+            }
+            None => None,
+        };
+        let rate = num(&c.images_per_s, "workload.resolutions.images_per_s", self);
+        let p50 = num(&c.p50_ms, "workload.resolutions.p50_ms", self);
+        let p99 = num(&c.p99_ms, "workload.resolutions.p99_ms", self);
+        if let (Some(s), Some(_)) = (&c.share, &c.images_per_s) {
+            self.problem(
+                "workload.resolutions.share",
+                loc(s),
+                "a class gives either `share` or `images_per_s`, not both",
+                "keep `images_per_s` (the shares follow from the rates)",
+            );
+            ok = false;
+        }
+        if let (Some(a), Some(b)) = (p50, p99)
+            && a > b
+        {
+            self.problem(
+                "workload.resolutions.p50_ms",
+                loc(&e.value.size),
+                format!("p50_ms {a} is above p99_ms {b}"),
+                "the median cannot be slower than the 99th percentile",
+            );
+            ok = false;
+        }
+        ok.then_some((rate, p50, p99))
+    }
+
+    /// When the classes carry their own rates: all of them must, and the shares follow. Returns
+    /// the total rate.
+    fn class_rates(
+        &mut self,
+        list: &Spanned<Vec<Spanned<RawShare>>>,
+        mix: &mut [Share],
+    ) -> Option<f64> {
+        let with = list
+            .value
+            .iter()
+            .filter(|e| e.value.images_per_s.is_some())
+            .count();
+        if with == 0 {
+            return None;
+        }
+        if with < list.value.len() {
+            self.problem(
+                "workload.resolutions.images_per_s",
+                loc(list),
+                format!("{with} of {} classes give images_per_s", list.value.len()),
+                "give every class its own images_per_s, or use `share` with goal.images_per_s",
+            );
+            return None;
+        }
+        let total: f64 = mix.iter().filter_map(|m| m.images_per_s).sum();
+        for m in mix.iter_mut() {
+            m.share = m.images_per_s.unwrap_or(0.0) / total;
+        }
+        (total > 0.0).then_some(total)
+    }
+
     fn pins(&mut self, raw: &RawDeployment, model: Option<&Model>) -> Pins {
         let mut p = Pins::default();
         if let Some(r) = &raw.resolution {
@@ -927,6 +997,7 @@ impl<'c> Validator<'_, 'c> {
         let mut steps = None;
         let mut cfg = None;
         let mut reference_images = pins.reference_images.unwrap_or(0);
+        let mut class_rates = None;
         if let Some(w) = &raw.workload {
             if let Some(list) = &w.value.resolutions {
                 let mut all_valid = true;
@@ -947,8 +1018,16 @@ impl<'c> Validator<'_, 'c> {
                         all_valid = false;
                         continue;
                     }
-                    match (r, share) {
-                        (Some(resolution), Some(share)) => mix.push(Share { resolution, share }),
+                    match (r, share, self.class(entry)) {
+                        (Some(resolution), Some(share), Some((images_per_s, p50_ms, p99_ms))) => {
+                            mix.push(Share {
+                                resolution,
+                                share,
+                                images_per_s,
+                                p50_ms,
+                                p99_ms,
+                            })
+                        }
                         _ => all_valid = false,
                     }
                 }
@@ -968,6 +1047,7 @@ impl<'c> Validator<'_, 'c> {
                     // The shares of the remaining entries say nothing about the mix as written.
                     mix.clear();
                 }
+                class_rates = self.class_rates(list, &mut mix);
                 if list.value.is_empty() {
                     self.problem(
                         "workload.resolutions",
@@ -977,7 +1057,7 @@ impl<'c> Validator<'_, 'c> {
                     );
                 }
                 let total: f64 = mix.iter().map(|s| s.share).sum();
-                if !mix.is_empty() && (total - 1.0).abs() > 0.01 {
+                if !mix.is_empty() && class_rates.is_none() && (total - 1.0).abs() > 0.01 {
                     self.problem(
                         "workload.resolutions",
                         loc(list),
@@ -1045,15 +1125,20 @@ impl<'c> Validator<'_, 'c> {
                     height: 1024,
                 }),
                 share: 1.0,
+                images_per_s: None,
+                p50_ms: None,
+                p99_ms: None,
             });
         }
 
-        let goal =
+        let mut goal =
             match &raw.goal {
                 None => Goal {
                     p50_latency_ms: None,
                     images_per_s: None,
                     objective: Objective::MinCost,
+                    p99_latency_ms: None,
+                    max_utilization: None,
                 },
                 Some(g) => {
                     let g = &g.value;
@@ -1082,9 +1167,44 @@ impl<'c> Validator<'_, 'c> {
                             self.number("goal.images_per_s", v, false, MAX_IMAGES_PER_S)
                         }),
                         objective: objective.unwrap_or(Objective::MinCost),
+                        p99_latency_ms: g.p99_latency_ms.as_ref().and_then(|v| {
+                            self.number("goal.p99_latency_ms", v, false, MAX_LATENCY_MS)
+                        }),
+                        max_utilization: g.max_utilization.as_ref().and_then(|v| {
+                            self.number("goal.max_utilization", v, false, 1.0)
+                                .filter(|u| {
+                                    let ok = *u <= 1.0;
+                                    if !ok {
+                                        self.problem(
+                                    "goal.max_utilization",
+                                    loc(v),
+                                    format!("{u} is above 1"),
+                                    "give the busiest a replica may be as a fraction, e.g. 0.8",
+                                );
+                                    }
+                                    ok
+                                })
+                        }),
                     }
                 }
             };
+        // Per-class rates add up to the goal's total (given or not).
+        if let Some(total) = class_rates {
+            match (
+                goal.images_per_s,
+                raw.goal
+                    .as_ref()
+                    .and_then(|g| g.value.images_per_s.as_ref()),
+            ) {
+                (Some(given), Some(at)) if (given - total).abs() > 0.01 * total => self.problem(
+                    "goal.images_per_s",
+                    loc(at),
+                    format!("{given} differs from the classes' total {total}"),
+                    "drop goal.images_per_s (the classes' rates add up to it) or make them agree",
+                ),
+                _ => goal.images_per_s = Some(total),
+            }
+        }
 
         let mut fleet = Vec::new();
         match &raw.fleet {
@@ -1127,7 +1247,7 @@ impl<'c> Validator<'_, 'c> {
                     }
                     let available = match &e.available {
                         Some(a) => self.count("fleet.available", a, 1, 100_000).unwrap_or(1),
-                        None => 64,
+                        None => FleetEntry::UNLIMITED,
                     };
                     let price = match &e.price_per_hour {
                         // 0 is a GPU already owned.
@@ -1146,14 +1266,14 @@ impl<'c> Validator<'_, 'c> {
             None => match gpu {
                 Some(g) => fleet.push(FleetEntry {
                     gpu: g,
-                    available: 64,
+                    available: FleetEntry::UNLIMITED,
                     price_per_hour: g.price_per_hour,
                 }),
                 None => {
                     for g in c.gpus.iter().filter(|g| g.arch != "cpu") {
                         fleet.push(FleetEntry {
                             gpu: g,
-                            available: 64,
+                            available: FleetEntry::UNLIMITED,
                             price_per_hour: g.price_per_hour,
                         });
                     }

@@ -1,0 +1,619 @@
+//! Capacity planning under load: the cheapest mix of GPU pools whose replicas meet every traffic
+//! class's latency targets at its rate, by integer program, checked by simulation.
+//!
+//! `fleet` costs every candidate deployment per class (`candidates`), turns service times into
+//! the largest rate per replica that meets each class's targets (`queueing`), solves for integer
+//! replica counts and class shares (`milp`), then checks each pool of the answer with the queueing
+//! model and the simulation (`simulation`), tightening the rates of pools that miss and solving
+//! again. The same is done per GPU type alone (the homogeneous alternatives) and at twice the
+//! traffic (the sensitivity).
+
+pub mod candidates;
+pub mod milp;
+pub mod queueing;
+pub mod report;
+pub mod simulation;
+
+use std::cmp::Ordering;
+
+use candidates::{Class, Costed, FleetCandidate, Unserved, cost_all, unloaded};
+use milp::{Solved, Unsolved, solve};
+use queueing::{ClassLoad, Percentiles, meets, pool_latency, utilization};
+pub use report::*;
+use simulation::{SimClass, SimPool, simulate};
+
+use crate::estimate::SCHEMA_VERSION;
+use crate::spec::Spec;
+
+/// Re-solves after a check fails, at most.
+const MAX_REPAIRS: u32 = 12;
+/// Each repair scales the rates per replica of the pools that missed by this.
+const REPAIR_FACTOR: f64 = 0.85;
+/// The traffic multiple of the sensitivity.
+const SENSITIVITY_FACTOR: f64 = 2.0;
+
+/// A checked fleet: the solution, and per class the prediction and the simulation.
+#[derive(Debug, Clone)]
+struct Checked {
+    solved: Solved,
+    predicted: Vec<Option<Percentiles>>,
+    simulated: Vec<Option<Percentiles>>,
+    utilization: Vec<f64>,
+    repairs: u32,
+    meets: bool,
+}
+
+/// Each pool's loads, one per class it serves.
+fn pool_loads(
+    classes: &[Class],
+    cands: &[FleetCandidate],
+    s: &Solved,
+) -> Vec<Vec<(usize, ClassLoad)>> {
+    s.pools
+        .iter()
+        .map(|p| {
+            let c = &cands[p.candidate];
+            p.classes
+                .iter()
+                .map(|&(k, share)| {
+                    let ms = c.per_class[k].as_ref().expect("served classes fit").0;
+                    (k, ClassLoad::new(classes[k].images_per_s * share, ms))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Predicts (and, when `simulated`, simulates) every pool; the classes' worst pool counts.
+#[allow(clippy::type_complexity)]
+fn check(
+    classes: &[Class],
+    cands: &[FleetCandidate],
+    s: &Solved,
+    simulated: bool,
+) -> (
+    Vec<Option<Percentiles>>,
+    Vec<Option<Percentiles>>,
+    Vec<f64>,
+    Vec<usize>,
+) {
+    let loads = pool_loads(classes, cands, s);
+    let mut predicted: Vec<Option<Percentiles>> = vec![None; classes.len()];
+    let mut failing_pools = Vec::new();
+    let mut utils = Vec::new();
+    for (j, (p, l)) in s.pools.iter().zip(&loads).enumerate() {
+        let batch = cands[p.candidate].deployment.batch;
+        let only: Vec<ClassLoad> = l.iter().map(|x| x.1).collect();
+        let u = utilization(p.replicas, batch, &only);
+        utils.push(u);
+        let lat = pool_latency(p.replicas, batch, &only);
+        let mut ok = true;
+        for (i, &(k, _)) in l.iter().enumerate() {
+            let got = lat.as_ref().map(|v| v[i]);
+            let t = &classes[k].targets;
+            ok &= u <= t.max_utilization + 1e-9 && got.is_some_and(|g| meets(&g, t));
+            let worst = match (predicted[k], got) {
+                (Some(a), Some(b)) => Some(if b.p99_ms > a.p99_ms { b } else { a }),
+                (a, None) => a
+                    .map(|_| Percentiles {
+                        p50_ms: f64::INFINITY,
+                        p99_ms: f64::INFINITY,
+                    })
+                    .or(Some(Percentiles {
+                        p50_ms: f64::INFINITY,
+                        p99_ms: f64::INFINITY,
+                    })),
+                (None, b) => b,
+            };
+            predicted[k] = worst;
+        }
+        if !ok {
+            failing_pools.push(j);
+        }
+    }
+    let sims = if simulated {
+        let pools: Vec<SimPool> = s
+            .pools
+            .iter()
+            .zip(&loads)
+            .map(|(p, l)| SimPool {
+                replicas: p.replicas,
+                batch: cands[p.candidate].deployment.batch,
+                classes: l
+                    .iter()
+                    .map(|&(k, c)| SimClass {
+                        class: k,
+                        images_per_s: c.images_per_s,
+                        batch_ms: c.batch_ms,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let sims = simulate(&pools, classes.len());
+        // A pool whose class misses in simulation is tightened too.
+        for (j, l) in loads.iter().enumerate() {
+            if l.iter()
+                .any(|&(k, _)| !sims[k].is_some_and(|p| meets(&p, &classes[k].targets)))
+                && !failing_pools.contains(&j)
+            {
+                failing_pools.push(j);
+            }
+        }
+        sims
+    } else {
+        vec![None; classes.len()]
+    };
+    (predicted, sims, utils, failing_pools)
+}
+
+/// Solves, checks and repairs until the fleet passes or the repairs run out.
+fn solve_checked(
+    s: &Spec,
+    classes: &[Class],
+    cands: &[FleetCandidate],
+    simulated: bool,
+) -> Result<Checked, Unsolved> {
+    let mut derate = vec![1.0; cands.len()];
+    let mut repairs = 0;
+    loop {
+        let solved = solve(classes, cands, &s.fleet, &derate)?;
+        let (predicted, sims, utilization, failing) = check(classes, cands, &solved, simulated);
+        if failing.is_empty() || repairs == MAX_REPAIRS {
+            return Ok(Checked {
+                meets: failing.is_empty(),
+                solved,
+                predicted,
+                simulated: sims,
+                utilization,
+                repairs,
+            });
+        }
+        for j in failing {
+            derate[solved.pools[j].candidate] *= REPAIR_FACTOR;
+        }
+        repairs += 1;
+    }
+}
+
+fn pools_of(classes: &[Class], cands: &[FleetCandidate], c: &Checked) -> Vec<Pool> {
+    c.solved
+        .pools
+        .iter()
+        .zip(&c.utilization)
+        .map(|(p, &u)| {
+            let cand = &cands[p.candidate];
+            let first = classes[p.classes[0].0].resolution;
+            Pool {
+                gpu: cand.gpu.clone(),
+                count: p.replicas * cand.gpus_per_replica,
+                replicas: p.replicas,
+                gpus_per_replica: cand.gpus_per_replica,
+                deployment: crate::deployment::Deployment {
+                    resolution: first,
+                    ..cand.deployment.clone()
+                },
+                classes: p
+                    .classes
+                    .iter()
+                    .map(|&(k, share)| PoolClass {
+                        size: classes[k].resolution,
+                        share,
+                        images_per_s: classes[k].images_per_s * share,
+                        batch_ms: cand.per_class[k].as_ref().map(|x| x.0).unwrap_or(0.0),
+                    })
+                    .collect(),
+                utilization: u,
+                usd_per_hour: p.replicas as f64 * cand.usd_per_replica_hour,
+            }
+        })
+        .collect()
+}
+
+/// Per class, its pools' cost split by the busy time it takes there, per 1,000 images.
+fn usd_per_1000(classes: &[Class], pools: &[Pool]) -> Vec<Option<f64>> {
+    let mut usd = vec![0.0; classes.len()];
+    for p in pools {
+        let busy = |c: &PoolClass| c.images_per_s * c.batch_ms;
+        let total: f64 = p.classes.iter().map(busy).sum();
+        for c in &p.classes {
+            if let Some(k) = classes.iter().position(|cl| cl.resolution == c.size) {
+                usd[k] += p.usd_per_hour * busy(c) / total;
+            }
+        }
+    }
+    usd.iter()
+        .zip(classes)
+        .map(|(u, c)| (*u > 0.0).then(|| u / (c.images_per_s * 3600.0) * 1000.0))
+        .collect()
+}
+
+fn gb(b: u64) -> String {
+    format!("{:.1} GB", b as f64 / 1e9)
+}
+
+/// The first class no candidate can serve, with the reason and the nearest relaxation.
+fn impossible_class(
+    classes: &[Class],
+    costed: &Costed,
+    cands: &[FleetCandidate],
+    only_gpu: Option<&str>,
+) -> Option<FleetInfeasible> {
+    for (k, c) in classes.iter().enumerate() {
+        if cands.iter().any(|x| x.per_class[k].is_ok()) {
+            continue;
+        }
+        let fits: Vec<(f64, u32)> = costed
+            .entries
+            .iter()
+            .filter(|(o, _, _)| {
+                only_gpu.is_none_or(|g| cands.iter().any(|x| x.offer == *o && x.gpu == g))
+            })
+            .filter_map(|(_, d, sv)| sv[k].as_ref().ok().map(|ms| (*ms, d.batch)))
+            .collect();
+        let best = fits
+            .iter()
+            .map(|&(ms, b)| unloaded(ms, b, c.images_per_s))
+            .min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+        let gpu = only_gpu.map(|g| format!(" on {g}")).unwrap_or_default();
+        return Some(match best {
+            Some(p) => {
+                let t = c.targets;
+                let (what, relax) = match (t.p99_ms, t.p50_ms) {
+                    (Some(x), _) if p.p99_ms > x => (
+                        format!("p99 {:.0} ms > target {x:.0} ms", p.p99_ms),
+                        format!("p99_ms: {:.0} for {}", p.p99_ms.ceil(), c.resolution),
+                    ),
+                    (_, Some(x)) => (
+                        format!("p50 {:.0} ms > target {x:.0} ms", p.p50_ms),
+                        format!("p50_ms: {:.0} for {}", p.p50_ms.ceil(), c.resolution),
+                    ),
+                    _ => (
+                        "no utilisation cap leaves a stable queue".to_string(),
+                        "raise goal.max_utilization".to_string(),
+                    ),
+                };
+                FleetInfeasible {
+                    class: Some(c.resolution),
+                    constraint: "latency",
+                    reason: format!(
+                        "no GPU{gpu} serves {} within its targets even unloaded: the fastest gives {what}",
+                        c.resolution
+                    ),
+                    relaxation: relax,
+                }
+            }
+            None => {
+                let smallest = costed
+                    .entries
+                    .iter()
+                    .filter_map(|(_, _, sv)| match &sv[k] {
+                        Err(Unserved::Memory(p, cap)) => Some((*p, *cap)),
+                        _ => None,
+                    })
+                    .min_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
+                FleetInfeasible {
+                    class: Some(c.resolution),
+                    constraint: "memory",
+                    reason: match smallest {
+                        Some((p, cap)) => format!(
+                            "no deployment{gpu} fits {}: the smallest peak is {} ({} usable)",
+                            c.resolution,
+                            gb(p),
+                            gb(cap)
+                        ),
+                        None => format!("no legal deployment{gpu} fits {}", c.resolution),
+                    },
+                    relaxation: "a GPU with more memory, or allow offload / fp8-storage / vae_tiling / more GPUs per replica".into(),
+                }
+            }
+        });
+    }
+    None
+}
+
+fn unsolved_reason(
+    u: &Unsolved,
+    s: &Spec,
+    classes: &[Class],
+    cands: &[FleetCandidate],
+) -> FleetInfeasible {
+    match u {
+        Unsolved::Infeasible => {
+            // What an unlimited fleet would need per GPU type, for the relaxation.
+            let unlimited: Vec<crate::spec::FleetEntry> = s
+                .fleet
+                .iter()
+                .map(|f| crate::spec::FleetEntry {
+                    available: crate::spec::FleetEntry::UNLIMITED,
+                    ..f.clone()
+                })
+                .collect();
+            let relax = solve(classes, cands, &unlimited, &vec![1.0; cands.len()])
+                .ok()
+                .map(|sol| {
+                    let mut need: Vec<(String, u32)> = Vec::new();
+                    for p in &sol.pools {
+                        let c = &cands[p.candidate];
+                        let n = p.replicas * c.gpus_per_replica;
+                        match need.iter_mut().find(|x| x.0 == c.gpu) {
+                            Some(x) => x.1 += n,
+                            None => need.push((c.gpu.clone(), n)),
+                        }
+                    }
+                    need.iter()
+                        .map(|(g, n)| format!("available: {n} for {g}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|| "more GPUs in `fleet:`".into());
+            FleetInfeasible {
+                class: None,
+                constraint: "availability",
+                reason: "every class can be served, but not all at once with the GPUs available"
+                    .into(),
+                relaxation: relax,
+            }
+        }
+        Unsolved::Solver(e) => FleetInfeasible {
+            class: None,
+            constraint: "solver",
+            reason: format!("the integer program failed: {e}"),
+            relaxation: "report this as a bug with the spec".into(),
+        },
+    }
+}
+
+/// A fleet for the classes: the checked mix, or why none.
+fn plan_for(
+    s: &Spec,
+    costed: &Costed,
+    classes: &[Class],
+    simulated: bool,
+) -> (Vec<FleetCandidate>, Result<Checked, FleetInfeasible>) {
+    let all = candidates::candidates(s, costed, classes);
+    let cands = candidates::prune(&all);
+    if let Some(why) = impossible_class(classes, costed, &cands, None) {
+        return (cands, Err(why));
+    }
+    let r = solve_checked(s, classes, &cands, simulated)
+        .map_err(|u| unsolved_reason(&u, s, classes, &cands));
+    (cands, r)
+}
+
+/// Plans the cheapest fleet for the spec's traffic classes.
+pub fn fleet(s: &Spec) -> FleetPlan {
+    let options = options(s);
+    let mut out = FleetPlan {
+        schema_version: SCHEMA_VERSION,
+        model: s.model.id.clone(),
+        runtime: s.runtime.id.clone(),
+        goal: s.goal.clone(),
+        mix: s.mix.clone(),
+        meets_targets: false,
+        total_usd_per_hour: None,
+        pools: Vec::new(),
+        classes: Vec::new(),
+        homogeneous_alternatives: Vec::new(),
+        solver: SolverReport {
+            status: "infeasible",
+            gap: None,
+            candidates: 0,
+            enumerated: 0,
+            ms: None,
+            repairs: 0,
+            backend: "microlp",
+        },
+        sensitivity: None,
+        infeasible: None,
+        options,
+    };
+    let classes = match candidates::classes(s) {
+        Ok(c) => c,
+        Err(e) => {
+            // Without rates nothing can be sized, but a size that fits nowhere is the first thing
+            // to say.
+            let sizes: Vec<Class> = s
+                .mix
+                .iter()
+                .map(|m| Class {
+                    resolution: m.resolution,
+                    images_per_s: 0.0,
+                    targets: queueing::Targets {
+                        p50_ms: None,
+                        p99_ms: None,
+                        max_utilization: candidates::DEFAULT_MAX_UTILIZATION,
+                    },
+                })
+                .collect();
+            let costed = cost_all(s, &sizes);
+            let fits = |k: usize| costed.entries.iter().any(|e| e.2[k].is_ok());
+            if let Some(k) = (0..sizes.len()).find(|&k| !fits(k)) {
+                out.infeasible = impossible_class(
+                    &sizes[k..=k],
+                    &Costed {
+                        entries: costed
+                            .entries
+                            .iter()
+                            .map(|e| (e.0, e.1.clone(), vec![e.2[k].clone()]))
+                            .collect(),
+                        enumerated: costed.enumerated,
+                    },
+                    &[],
+                    None,
+                );
+                return out;
+            }
+            out.infeasible = Some(FleetInfeasible {
+                class: None,
+                constraint: "rate",
+                reason: e,
+                relaxation: "give each class `images_per_s`, or `goal.images_per_s` with shares"
+                    .into(),
+            });
+            return out;
+        }
+    };
+    let costed = cost_all(s, &classes);
+    out.solver.enumerated = costed.enumerated;
+    let (cands, mix) = plan_for(s, &costed, &classes, true);
+    out.solver.candidates = cands.len();
+    // Homogeneous alternatives: the same program and checks, one GPU type at a time.
+    let mut best_alone: Option<(usize, Checked, Vec<FleetCandidate>)> = None;
+    for (g, f) in s.fleet.iter().enumerate() {
+        let mine: Vec<FleetCandidate> = cands.iter().filter(|c| c.offer == g).cloned().collect();
+        let alt = match impossible_class(&classes, &costed, &mine, Some(&f.gpu.id)) {
+            Some(why) => Err(why.reason),
+            None => solve_checked(s, &classes, &mine, true)
+                .map_err(|u| unsolved_reason(&u, s, &classes, &mine).reason),
+        };
+        out.homogeneous_alternatives.push(match &alt {
+            Ok(c) if c.meets => Homogeneous {
+                gpu: f.gpu.id.clone(),
+                total_usd_per_hour: Some(c.solved.total_usd_per_hour),
+                gpus: Some(
+                    c.solved
+                        .pools
+                        .iter()
+                        .map(|p| p.replicas * mine[p.candidate].gpus_per_replica)
+                        .sum(),
+                ),
+                reason: None,
+            },
+            Ok(_) => Homogeneous {
+                gpu: f.gpu.id.clone(),
+                total_usd_per_hour: None,
+                gpus: None,
+                reason: Some(
+                    "its fleet misses a target in the queueing model or the simulation".into(),
+                ),
+            },
+            Err(r) => Homogeneous {
+                gpu: f.gpu.id.clone(),
+                total_usd_per_hour: None,
+                gpus: None,
+                reason: Some(r.clone()),
+            },
+        });
+        if let Ok(c) = alt
+            && c.meets
+            && best_alone
+                .as_ref()
+                .is_none_or(|b| c.solved.total_usd_per_hour < b.1.solved.total_usd_per_hour)
+        {
+            best_alone = Some((g, c, mine));
+        }
+    }
+    let mut chosen = match mix {
+        Ok(c) => Some((c, cands)),
+        Err(why) => {
+            out.infeasible = Some(why);
+            None
+        }
+    };
+    // Tightening after a failed check can leave the mix dearer than a single type that passed
+    // the same checks; then that single type is the answer.
+    if let Some((_, alone, mine)) = best_alone
+        && chosen.as_ref().is_none_or(|(c, _)| {
+            !c.meets || alone.solved.total_usd_per_hour < c.solved.total_usd_per_hour
+        })
+        && out.infeasible.is_none()
+    {
+        chosen = Some((alone, mine));
+    }
+    if let Some((c, cands)) = chosen {
+        let pools = pools_of(&classes, &cands, &c);
+        let usd = usd_per_1000(&classes, &pools);
+        out.classes = classes
+            .iter()
+            .enumerate()
+            .map(|(k, cl)| ClassReport {
+                size: cl.resolution,
+                images_per_s: cl.images_per_s,
+                target: Target {
+                    p50_ms: cl.targets.p50_ms,
+                    p99_ms: cl.targets.p99_ms,
+                },
+                predicted: c.predicted[k],
+                simulated: c.simulated[k],
+                usd_per_1000_images: usd[k],
+                meets_target: c.predicted[k].is_some_and(|p| meets(&p, &cl.targets))
+                    && c.simulated[k].is_some_and(|p| meets(&p, &cl.targets)),
+            })
+            .collect();
+        out.meets_targets = c.meets && out.classes.iter().all(|c| c.meets_target);
+        if !out.meets_targets {
+            out.infeasible = Some(FleetInfeasible {
+                class: out.classes.iter().find(|c| !c.meets_target).map(|c| c.size),
+                constraint: "simulation",
+                reason: format!(
+                    "after {} re-solves with tightened rates the fleet still misses a target",
+                    c.repairs
+                ),
+                relaxation: "looser p99 targets or a lower max_utilization".into(),
+            });
+        }
+        out.solver.status = if c.solved.optimal {
+            "optimal"
+        } else {
+            "time_limit"
+        };
+        out.solver.gap = c.solved.optimal.then_some(0.0);
+        out.solver.repairs = c.repairs;
+        out.total_usd_per_hour = Some(c.solved.total_usd_per_hour);
+        out.pools = pools;
+    }
+    // Sensitivity: twice the traffic, queueing model only.
+    let doubled: Vec<Class> = classes
+        .iter()
+        .map(|c| Class {
+            images_per_s: c.images_per_s * SENSITIVITY_FACTOR,
+            ..c.clone()
+        })
+        .collect();
+    let (dc, d) = plan_for(s, &costed, &doubled, false);
+    out.sensitivity = Some(match d {
+        Ok(c) => Sensitivity {
+            traffic_factor: SENSITIVITY_FACTOR,
+            images_per_s: doubled.iter().map(|c| c.images_per_s).sum(),
+            total_usd_per_hour: Some(c.solved.total_usd_per_hour),
+            pools: pools_of(&doubled, &dc, &c),
+            infeasible: None,
+        },
+        Err(why) => Sensitivity {
+            traffic_factor: SENSITIVITY_FACTOR,
+            images_per_s: doubled.iter().map(|c| c.images_per_s).sum(),
+            total_usd_per_hour: None,
+            pools: Vec::new(),
+            infeasible: Some(why),
+        },
+    });
+    out
+}
+
+/// v1's answer: per GPU type, `plan` on that type alone.
+fn options(s: &Spec) -> Vec<FleetOption> {
+    let has_rate = s.goal.images_per_s.is_some();
+    let mut options: Vec<FleetOption> = s
+        .fleet
+        .iter()
+        .map(|f| {
+            let one = Spec {
+                fleet: vec![f.clone()],
+                ..s.clone()
+            };
+            let p = crate::search::plan(&one);
+            FleetOption {
+                gpu: f.gpu.id.clone(),
+                candidate: p.chosen,
+                infeasible: p.infeasible,
+            }
+        })
+        .collect();
+    options.sort_by(|a, b| match (&a.candidate, &b.candidate) {
+        (Some(x), Some(y)) => crate::search::better(s.goal.objective, has_rate, x, y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    });
+    options
+}

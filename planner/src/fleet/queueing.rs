@@ -1,0 +1,332 @@
+//! Latency under load: batching delay, queueing delay and service time of a replica pool, per
+//! traffic class, under Poisson arrivals.
+//!
+//! The model (all times in milliseconds):
+//! - **Router and batching.** A pool's router keeps one buffer per traffic class and dispatches a
+//!   batch when `batch` requests of that class have arrived (images of one batch share a size).
+//!   The request that opens a batch waits for `batch - 1` more arrivals: an Erlang(`batch - 1`, λ)
+//!   time at the class's rate λ. Its 99th percentile is used for p99 (the worst position in the
+//!   batch, so conservative) and the mean wait over positions, `(batch - 1) / (2 λ)`, for p50.
+//! - **Queueing.** Batches go to the replica that frees first (least work left), which gives every
+//!   batch the start time of one first-come-first-served queue feeding `replicas` servers: a
+//!   GI/G/c queue. Its waiting time uses the **Allen–Cunneen approximation** (A. O. Allen,
+//!   *Probability, Statistics and Queueing Theory*, 2nd ed. 1990, §6; W. Whitt, "Approximations for
+//!   the GI/G/m queue", *Production and Operations Management* 2(2), 1993):
+//!   `P(wait > 0)` is Erlang's C formula at the offered load, and the conditional wait is taken as
+//!   exponential with mean `(ca² + cs²)/2 · E[S] / (c − a)`, the M/M/c tail scaled by the
+//!   variability of arrivals (`ca² = 1/batch`: batches of an Erlang-`batch` renewal stream) and of
+//!   service (`cs² = 0` for one class: an M/D/c-type queue; the mixture's for a pool serving
+//!   several classes). Percentiles of the wait follow from that tail.
+//! - **Service.** A batch of class k takes the cost model's per-batch latency `S_k` (deterministic).
+//!
+//! A class's latency percentile is the sum of the batching, waiting and service parts' percentiles
+//! (an upper bound for p99: the parts are not all at their worst at once). The simulation in
+//! `simulation.rs` checks the whole.
+
+/// Load one class puts on a pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassLoad {
+    /// Requests (images) per second of the class sent to the pool.
+    pub images_per_s: f64,
+    /// Service time of one batch of the class, milliseconds.
+    pub batch_ms: f64,
+    /// The rate at which the class's batches fill at the router (its rate there; kept apart so
+    /// that a search over the pool's load keeps the batching delay of the real rate).
+    pub fill_images_per_s: f64,
+}
+
+impl ClassLoad {
+    /// A class sending `images_per_s` to a pool, batches filling at that rate.
+    pub fn new(images_per_s: f64, batch_ms: f64) -> ClassLoad {
+        ClassLoad {
+            images_per_s,
+            batch_ms,
+            fill_images_per_s: images_per_s,
+        }
+    }
+}
+
+/// Predicted latency percentiles of one class, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// The busy fraction of a pool's replicas.
+pub fn utilization(replicas: u32, batch: u32, classes: &[ClassLoad]) -> f64 {
+    let busy_ms_per_ms: f64 = classes
+        .iter()
+        .map(|c| c.images_per_s / 1000.0 / batch as f64 * c.batch_ms)
+        .sum();
+    busy_ms_per_ms / replicas as f64
+}
+
+/// Erlang's C formula: the probability that an arrival waits in an M/M/c queue with offered load
+/// `a` (in servers), through the numerically stable Erlang B recursion.
+pub fn erlang_c(c: u32, a: f64) -> f64 {
+    if a <= 0.0 {
+        return 0.0;
+    }
+    let rho = a / c as f64;
+    if rho >= 1.0 {
+        return 1.0;
+    }
+    let mut b = 1.0;
+    for k in 1..=c {
+        b = a * b / (k as f64 + a * b);
+        // Past the load, B falls faster than geometrically: nothing more to add.
+        if k as f64 > a && b < 1e-18 {
+            b = 0.0;
+            break;
+        }
+    }
+    b / (1.0 - rho * (1.0 - b))
+}
+
+/// The `q` quantile of an Erlang(`k`, `rate`) time (sum of `k` exponentials), by bisection on its
+/// CDF; 0 for `k = 0`.
+pub fn erlang_quantile(k: u32, rate: f64, q: f64) -> f64 {
+    if k == 0 {
+        return 0.0;
+    }
+    let cdf = |x: f64| {
+        // 1 - sum_{n<k} e^-x x^n / n!
+        let mut term = (-x).exp();
+        let mut sum = term;
+        for n in 1..k {
+            term *= x / n as f64;
+            sum += term;
+        }
+        1.0 - sum
+    };
+    let (mut lo, mut hi) = (0.0, k as f64 + 10.0 * (k as f64).sqrt() + 10.0);
+    while cdf(hi) < q {
+        hi *= 2.0;
+    }
+    for _ in 0..50 {
+        let mid = 0.5 * (lo + hi);
+        if cdf(mid) < q {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi) / rate
+}
+
+/// The `q` quantile of the queueing wait (milliseconds), or `None` when the pool is overloaded.
+fn wait_quantile(replicas: u32, batch: u32, classes: &[ClassLoad], q: f64) -> Option<f64> {
+    // Batches per millisecond and the service-time moments of the mixture.
+    let lam: Vec<f64> = classes
+        .iter()
+        .map(|c| c.images_per_s / 1000.0 / batch as f64)
+        .collect();
+    let total: f64 = lam.iter().sum();
+    if total <= 0.0 {
+        return Some(0.0);
+    }
+    let es: f64 = lam
+        .iter()
+        .zip(classes)
+        .map(|(l, c)| l * c.batch_ms)
+        .sum::<f64>()
+        / total;
+    let es2: f64 = lam
+        .iter()
+        .zip(classes)
+        .map(|(l, c)| l * c.batch_ms * c.batch_ms)
+        .sum::<f64>()
+        / total;
+    let a = total * es;
+    let c = replicas as f64;
+    if a >= c {
+        return None;
+    }
+    let cs2 = (es2 / (es * es) - 1.0).max(0.0);
+    let ca2 = 1.0 / batch as f64;
+    let p_wait = erlang_c(replicas, a);
+    let mean_conditional = (ca2 + cs2) / 2.0 * es / (c - a);
+    Some(if p_wait <= 1.0 - q {
+        0.0
+    } else {
+        mean_conditional * (p_wait / (1.0 - q)).ln()
+    })
+}
+
+/// Predicted p50/p99 per class of a pool of `replicas` replicas, each running batches of `batch`,
+/// serving `classes`; `None` when the pool is overloaded.
+pub fn pool_latency(replicas: u32, batch: u32, classes: &[ClassLoad]) -> Option<Vec<Percentiles>> {
+    let w50 = wait_quantile(replicas, batch, classes, 0.50)?;
+    let w99 = wait_quantile(replicas, batch, classes, 0.99)?;
+    Some(
+        classes
+            .iter()
+            .map(|c| {
+                let per_ms = c.fill_images_per_s / 1000.0;
+                let (fill50, fill99) = if batch > 1 && per_ms > 0.0 {
+                    (
+                        (batch - 1) as f64 / (2.0 * per_ms),
+                        erlang_quantile(batch - 1, per_ms, 0.99),
+                    )
+                } else {
+                    (0.0, 0.0)
+                };
+                Percentiles {
+                    p50_ms: fill50 + w50 + c.batch_ms,
+                    p99_ms: fill99 + w99 + c.batch_ms,
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A class's latency targets and the utilisation cap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Targets {
+    /// p50 target, milliseconds.
+    pub p50_ms: Option<f64>,
+    /// p99 target, milliseconds.
+    pub p99_ms: Option<f64>,
+    /// Highest utilisation allowed (below 1).
+    pub max_utilization: f64,
+}
+
+/// Whether predicted percentiles meet the targets.
+pub fn meets(p: &Percentiles, t: &Targets) -> bool {
+    t.p50_ms.is_none_or(|x| p.p50_ms <= x) && t.p99_ms.is_none_or(|x| p.p99_ms <= x)
+}
+
+/// What one deployment can do for one class on its own: the smallest pool that carries the
+/// class's whole rate within its targets, and the largest rate per replica at that pool size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Capacity {
+    /// Replicas of the smallest pool serving the class alone.
+    pub replicas_alone: u32,
+    /// Largest images per second per replica that still meets the class's targets at that size.
+    pub images_per_s_per_replica: f64,
+}
+
+fn pool_ok(c: u32, batch: u32, load: ClassLoad, t: &Targets) -> bool {
+    utilization(c, batch, &[load]) <= t.max_utilization
+        && pool_latency(c, batch, &[load]).is_some_and(|p| meets(&p[0], t))
+}
+
+/// The capacity of a deployment (`batch_ms` per batch of `batch`) for a class of `images_per_s`
+/// with targets `t`; `None` when no pool size meets the targets (the unloaded latency with the
+/// batching delay already misses).
+pub fn capacity(batch_ms: f64, batch: u32, images_per_s: f64, t: &Targets) -> Option<Capacity> {
+    let load = ClassLoad::new(images_per_s, batch_ms);
+    // Unloaded (no wait at all) must meet the targets, else no pool size will.
+    let unloaded = pool_latency(u32::MAX / 2, batch, &[load])?;
+    if !meets(&unloaded[0], t) {
+        return None;
+    }
+    // Smallest pool: exponential then binary search (meeting the targets is monotone in size).
+    let busy = utilization(1, batch, &[load]);
+    let mut lo = (busy / t.max_utilization).floor().max(0.0) as u32; // fails (or 0)
+    if lo > 1_000_000 {
+        return None;
+    }
+    let mut hi = lo.max(1);
+    while !pool_ok(hi, batch, load, t) {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+        if hi > 1_000_000 {
+            return None;
+        }
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if pool_ok(mid, batch, load, t) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let c = hi;
+    // Largest rate at that size, by bisection; the batching delay stays that of the class's rate.
+    let (mut ok, mut bad) = (images_per_s, c as f64 * batch as f64 * 1000.0 / batch_ms);
+    for _ in 0..40 {
+        let mid = 0.5 * (ok + bad);
+        let l = ClassLoad {
+            images_per_s: mid,
+            ..load
+        };
+        if pool_ok(c, batch, l, t) {
+            ok = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Some(Capacity {
+        replicas_alone: c,
+        images_per_s_per_replica: ok / c as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn erlang_c_matches_textbook_values() {
+        // M/M/1: P(wait) = rho.
+        assert!((erlang_c(1, 0.7) - 0.7).abs() < 1e-12);
+        // M/M/2 at a = 1: C = a^2/(2(2-a)) / (1 + a + a^2/(2(2-a))) = 0.5/2.5 = 1/3.
+        assert!((erlang_c(2, 1.0) - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn erlang_quantile_of_one_exponential_is_its_log() {
+        let q = erlang_quantile(1, 2.0, 0.99);
+        assert!((q - (100.0f64).ln() / 2.0).abs() < 1e-9, "{q}");
+        // The median of Erlang(2, 1) solves 1 - e^-x (1 + x) = 0.5: x = 1.67834699...
+        assert!((erlang_quantile(2, 1.0, 0.5) - 1.678_346_99).abs() < 1e-6);
+    }
+
+    #[test]
+    fn md1_mean_wait_is_half_the_mm1_wait() {
+        // One class, batch 1, deterministic service: Allen–Cunneen with ca2 = 1, cs2 = 0 gives the
+        // exact M/D/1 mean wait rho S / (2 (1 - rho)); its tail mean is S/(2(1-rho)) times P(wait).
+        let s = 100.0;
+        let load = ClassLoad::new(7.0, s);
+        let rho = 0.7;
+        let w99 = wait_quantile(1, 1, &[load], 0.99).unwrap();
+        let theta = s / (2.0 * (1.0 - rho));
+        assert!((w99 - theta * (rho / 0.01f64).ln()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn overload_has_no_latency_and_capacity_respects_the_target() {
+        let load = ClassLoad::new(20.0, 100.0);
+        assert!(pool_latency(2, 1, &[load]).is_none());
+        let t = Targets {
+            p50_ms: None,
+            p99_ms: Some(400.0),
+            max_utilization: 0.99,
+        };
+        let cap = capacity(100.0, 1, 20.0, &t).unwrap();
+        let at = ClassLoad::new(
+            cap.images_per_s_per_replica * cap.replicas_alone as f64,
+            100.0,
+        );
+        let p = pool_latency(cap.replicas_alone, 1, &[at]).unwrap();
+        assert!(p[0].p99_ms <= 400.0 + 1e-6, "{p:?}");
+        assert!(
+            p[0].p99_ms > 399.0,
+            "the rate is the largest that meets it: {p:?}"
+        );
+        // One replica fewer cannot carry 20 images/s within the target.
+        let fewer = pool_latency(cap.replicas_alone - 1, 1, &[load]);
+        assert!(fewer.is_none_or(|p| p[0].p99_ms > 400.0));
+        // A target below the service time cannot be met at any size.
+        let tight = Targets {
+            p99_ms: Some(90.0),
+            ..t
+        };
+        assert!(capacity(100.0, 1, 20.0, &tight).is_none());
+    }
+}
