@@ -268,3 +268,17 @@ fn the_readme_commands_run() {
     }
     assert!(ran >= 6, "only {ran} README commands found");
 }
+
+#[test]
+fn the_v1_1_fleet_spec_is_accepted_and_its_json_fields_exist() {
+    let doc = contract();
+    let spec = block(&doc, "Extensions in v1.1", "yaml");
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("v11.yaml"), spec).unwrap();
+    let out = TestCommand::in_dir(tmp.path(), ["fleet", "v11.yaml", "--format", "json"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let actual: Value = serde_json::from_str(&out.stdout).expect("fleet JSON");
+    let documented: Value =
+        serde_json::from_str(&block(&doc, "Extensions in v1.1", "json")).expect("documented JSON");
+    holds(&documented, &actual);
+}
