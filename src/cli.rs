@@ -687,7 +687,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 weights,
                 max_minutes,
             };
-            let r = crate::verify::verify(&s, backend.into(), tolerance, &run)?;
+            let r = crate::verify::verify(&s, c, backend.into(), tolerance, &run)?;
             emit(format, width, &r, || render::verify(&r))?;
             Ok(if r.within_tolerance { 0 } else { 3 })
         }

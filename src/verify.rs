@@ -194,12 +194,13 @@ fn rel(measured: f64, predicted: f64) -> f64 {
     }
 }
 
-/// The device a backend's prediction is for.
-pub fn device<'c>(s: &Spec<'c>, backend: BackendKind) -> Result<&'c Gpu> {
+/// The device a backend's prediction is for (the host's `cpu` entry comes from the catalog the
+/// command was given, so a `--catalog` override of it counts).
+pub fn device<'c>(s: &Spec<'c>, catalog: &Catalog, backend: BackendKind) -> Result<&'c Gpu> {
     match backend {
         BackendKind::Cpu => {
             // The host as a device: its capacity is the memory available now.
-            let mut cpu = Catalog::get()
+            let mut cpu = catalog
                 .gpu("cpu")
                 .expect("catalog has the cpu device")
                 .clone();
@@ -359,8 +360,14 @@ fn preflight(
 }
 
 /// Plans (or takes the fixed deployment), predicts, runs and compares.
-pub fn verify(s: &Spec, backend: BackendKind, tolerance: f64, run: &RunOptions) -> Result<Report> {
-    let gpu = device(s, backend)?;
+pub fn verify(
+    s: &Spec,
+    catalog: &Catalog,
+    backend: BackendKind,
+    tolerance: f64,
+    run: &RunOptions,
+) -> Result<Report> {
+    let gpu = device(s, catalog, backend)?;
     let rt = runtime(s);
     let d = if s.has_deployment {
         s.deployment()
