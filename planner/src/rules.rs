@@ -322,6 +322,7 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
             height_px: d.resolution.height,
         }));
     }
+    crate::technique::check_all(crate::technique::Ctx { model, gpu }, d, &mut v);
     v
 }
 
