@@ -130,10 +130,10 @@ pub struct RuntimeProfile {
     /// changes, the collectives' calls), microseconds.
     #[serde(default)]
     pub sequence_parallel_dispatch_us: f64,
-    /// Extra host time of each Ring step after the first (send/recv calls, the merge's ops),
-    /// microseconds.
+    /// Extra host time of one Ring attention call beyond `sequence_parallel_dispatch_us` (the
+    /// ring loop's communicator setup, send/recv calls, the merges' Python), microseconds.
     #[serde(default)]
-    pub ring_step_dispatch_us: f64,
+    pub ring_dispatch_us: f64,
     /// Attention path the text encoder takes (the pipeline passes a padding mask).
     pub text_encoder_attention: String,
     /// Attention path of the VAE's mid-block (one 512-wide head: too wide for the fused kernels).
@@ -254,7 +254,7 @@ impl RuntimeProfile {
                 self.sequence_parallel_dispatch_us,
                 1e6,
             ),
-            ("ring_step_dispatch_us", self.ring_step_dispatch_us, 1e6),
+            ("ring_dispatch_us", self.ring_dispatch_us, 1e6),
             ("math_bytes_per_score", self.math_bytes_per_score, 64.0),
             (
                 "math_bytes_per_qkv_element",

@@ -9,7 +9,7 @@
 //! context parallelism issue them; per Ring step a peer-to-peer send of the next K/V chunk on the
 //! communicator's stream, overlapping the partial attention it is not needed by, then the merge of
 //! the partial output and log-sum-exp (FP32 elementwise kernels); the wrapper's host time per call
-//! and per further Ring step; the output gather at the end of the pass.
+//! (more for Ring); the output gather at the end of the pass.
 
 use crate::catalog::Model;
 use crate::cost::dit::DitPass;
@@ -79,11 +79,9 @@ pub fn attention(t: &mut Trace, p: &DitPass, shape: AttnShape, u: u64) -> Buf {
     };
     let o32 = shape.batch * shape.heads * shape.q_tokens * shape.head_dim * 4;
     let kv_chunk = 2.0 * u as f64;
+    t.host(t.hw.rt.ring_dispatch_us * 1e-6);
     let mut acc: Option<Buf> = None;
     for step in 0..ring {
-        if step > 0 {
-            t.host(t.hw.rt.ring_step_dispatch_us * 1e-6);
-        }
         if step + 1 < ring {
             t.collective(link.collective(
                 CollectiveKind::PeerToPeer,
