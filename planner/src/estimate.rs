@@ -339,8 +339,11 @@ fn text_encoder_bytes(model: &Model) -> u64 {
 }
 
 /// A stage from its trace, whose summary counts `reps` times (passes x steps for denoise);
-/// `transfer_ms` are host copies costed outside the trace; `extra_comm_ms` collectives costed in
-/// a trace of their own (the CFG-parallel exchange per step); `ridge` the precision's ridge point.
+/// `transfer_ms` the host-copy time not hidden behind compute (the contract's field);
+/// `untraced_copy_ms` host copies costed outside the stage's trace (offload's closed-form moves,
+/// until they are trace ops), added to the trace's own in `host_copy_ms`; `extra_comm_ms`
+/// collectives costed in a trace of their own (the CFG-parallel exchange per step); `ridge` the
+/// precision's ridge point.
 struct StageOf<'t, 'a> {
     name: &'static str,
     weights: u64,
@@ -348,6 +351,7 @@ struct StageOf<'t, 'a> {
     reps: f64,
     ms: f64,
     transfer_ms: f64,
+    untraced_copy_ms: f64,
     extra_comm_ms: f64,
     ridge: f64,
 }
@@ -356,7 +360,7 @@ fn stage(s: StageOf) -> Stage {
     let sum: TraceSummary = s.trace.summary();
     let k = s.reps * 1e3;
     let comm_ms = sum.comm_s * k + s.extra_comm_ms;
-    let host_copy_ms = sum.host_copy_s * k + s.transfer_ms;
+    let host_copy_ms = sum.host_copy_s * k + s.untraced_copy_ms;
     let shares = BoundShares::of(
         s.ms,
         sum.compute_bound_s * k,
@@ -476,6 +480,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         reps: 1.0,
         ms: te_ms,
         transfer_ms: te_transfer_ms,
+        untraced_copy_ms: te_transfer_ms,
         extra_comm_ms: 0.0,
         ridge: ridge(Precision::Bf16),
     });
@@ -595,6 +600,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         reps,
         ms: denoise_ms,
         transfer_ms: dit_transfer_ms,
+        untraced_copy_ms: dit_transfer_ms,
         extra_comm_ms: cfg_comm_ms,
         ridge: ridge(d.weights),
     });
@@ -649,6 +655,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         reps: 1.0,
         ms: vae_ms,
         transfer_ms: vae_transfer_ms,
+        untraced_copy_ms: vae_transfer_ms,
         extra_comm_ms: 0.0,
         ridge: ridge(Precision::Bf16),
     });
