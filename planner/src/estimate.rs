@@ -13,6 +13,7 @@ use crate::cost::trace::{Hw, Trace, TraceSummary};
 use crate::cost::vae::{self, VaeDecode};
 use crate::deployment::{Deployment, Offload, Precision, Shard, TextEncoderPlacement};
 use crate::rules::{self, Violation};
+use crate::technique::{self, Link};
 
 /// JSON schema version of estimates and plans.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -48,8 +49,68 @@ pub struct Stage {
     pub hbm_bytes: f64,
     /// FLOPs per HBM byte.
     pub arithmetic_intensity: f64,
-    /// `compute`, `memory` or `host` (launch overhead or PCIe).
+    /// Collectives on the GPU link inside the stage (overlapped or not), per batch.
+    pub comm_ms: f64,
+    /// Copies over the host link inside the stage (overlapped or not), per batch.
+    pub host_copy_ms: f64,
+    /// The largest of `bound_shares`: `compute`, `memory`, `communication`, `host-copy` or
+    /// `host` (launch overhead).
     pub bound: &'static str,
+    /// The shares of the stage's time the label is chosen from.
+    pub bound_shares: BoundShares,
+    /// FLOPs per HBM byte at which the stage's precision turns compute-bound on this GPU.
+    pub ridge_flops_per_byte: f64,
+}
+
+/// A stage's time split by what limits it, as fractions summing to 1: kernels limited by
+/// compute, by HBM bandwidth, collectives, host copies, and host overhead (stage time no GPU
+/// work or transfer accounts for).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BoundShares {
+    /// Compute-bound kernels.
+    pub compute: f64,
+    /// Memory-bound kernels.
+    pub memory: f64,
+    /// Collectives.
+    pub communication: f64,
+    /// Host copies.
+    pub host_copy: f64,
+    /// Host overhead.
+    pub host: f64,
+}
+
+impl BoundShares {
+    /// Shares of the five times (ms), host overhead being what `ms` leaves over the others.
+    fn of(ms: f64, compute_ms: f64, memory_ms: f64, comm_ms: f64, copy_ms: f64) -> BoundShares {
+        let host = (ms - compute_ms - memory_ms - comm_ms - copy_ms).max(0.0);
+        let total = compute_ms + memory_ms + comm_ms + copy_ms + host;
+        let f = |x: f64| if total > 0.0 { x / total } else { 0.0 };
+        BoundShares {
+            compute: f(compute_ms),
+            memory: f(memory_ms),
+            communication: f(comm_ms),
+            host_copy: f(copy_ms),
+            host: f(host),
+        }
+    }
+
+    /// The largest share's name (ties: the earlier in the order above).
+    fn label(&self) -> &'static str {
+        let all = [
+            ("compute", self.compute),
+            ("memory", self.memory),
+            ("communication", self.communication),
+            ("host-copy", self.host_copy),
+            ("host", self.host),
+        ];
+        let mut best = all[0];
+        for x in all {
+            if x.1 > best.1 {
+                best = x;
+            }
+        }
+        best.0
+    }
 }
 
 /// The request's memory on one GPU.
@@ -226,7 +287,7 @@ impl Placement {
             // GPU at a time, the next one's prefetch landing as the previous one is released
             // (diffusers' benchmark: FLUX.1-dev DiT forward 0.53 GiB, of which ~0.45 activations).
             (Offload::GroupLeaf, _) => largest_linear_bytes(model, d.weights),
-            (_, Shard::Hsdp) => dit_full.div_ceil(d.parallel.gpus as u64) + 2 * blk,
+            (_, Shard::Hsdp) => technique::hsdp::resident_bytes(dit_full, blk, d.parallel.gpus),
             _ => dit_full,
         };
         let te_full = text_encoder_bytes(model);
@@ -277,39 +338,56 @@ fn text_encoder_bytes(model: &Model) -> u64 {
     model.text_encoders.iter().map(|t| t.params() * BF16).sum()
 }
 
-fn bound_of(s: &TraceSummary, elapsed_s: f64) -> &'static str {
-    let gpu_s = s.compute_bound_s + s.memory_bound_s;
-    if gpu_s < 0.6 * elapsed_s {
-        "host"
-    } else if s.compute_bound_s >= s.memory_bound_s {
-        "compute"
-    } else {
-        "memory"
-    }
+/// A stage from its trace, whose summary counts `reps` times (passes x steps for denoise);
+/// `transfer_ms` the host-copy time not hidden behind compute (the contract's field);
+/// `untraced_copy_ms` host copies costed outside the stage's trace (offload's closed-form moves,
+/// until they are trace ops), added to the trace's own in `host_copy_ms`; `extra_comm_ms`
+/// collectives costed in a trace of their own (the CFG-parallel exchange per step); `ridge` the
+/// precision's ridge point.
+struct StageOf<'t, 'a> {
+    name: &'static str,
+    weights: u64,
+    trace: &'t Trace<'a>,
+    reps: f64,
+    ms: f64,
+    transfer_ms: f64,
+    untraced_copy_ms: f64,
+    extra_comm_ms: f64,
+    ridge: f64,
 }
 
-fn stage(name: &'static str, weights: u64, t: &Trace, ms: f64, transfer_ms: f64) -> Stage {
-    let s = t.summary();
+fn stage(s: StageOf) -> Stage {
+    let sum: TraceSummary = s.trace.summary();
+    let k = s.reps * 1e3;
+    let comm_ms = sum.comm_s * k + s.extra_comm_ms;
+    let host_copy_ms = sum.host_copy_s * k + s.untraced_copy_ms;
+    let shares = BoundShares::of(
+        s.ms,
+        sum.compute_bound_s * k,
+        sum.memory_bound_s * k,
+        comm_ms,
+        host_copy_ms,
+    );
     Stage {
-        name,
-        weights_bytes: weights,
-        activation_peak_bytes: t.peak_bytes(),
+        name: s.name,
+        weights_bytes: s.weights,
+        activation_peak_bytes: s.trace.peak_bytes(),
         step_ms: None,
         steps: None,
-        ms,
-        transfer_ms,
-        flops: s.flops,
-        hbm_bytes: s.hbm_bytes,
-        arithmetic_intensity: if s.hbm_bytes > 0.0 {
-            s.flops / s.hbm_bytes
+        ms: s.ms,
+        transfer_ms: s.transfer_ms,
+        flops: sum.flops * s.reps,
+        hbm_bytes: sum.hbm_bytes * s.reps,
+        arithmetic_intensity: if sum.hbm_bytes > 0.0 {
+            sum.flops / sum.hbm_bytes
         } else {
             0.0
         },
-        bound: if transfer_ms > 0.5 * ms {
-            "host"
-        } else {
-            bound_of(&s, t.elapsed_s())
-        },
+        comm_ms,
+        host_copy_ms,
+        bound: shares.label(),
+        bound_shares: shares,
+        ridge_flops_per_byte: s.ridge,
     }
 }
 
@@ -327,7 +405,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     let hw = Hw { gpu, rt };
     let par = d.parallel;
     let batch = d.batch as u64;
-    let link_bytes_per_s = gpu.gpu_link.gbps * 1e9 * rt.link_efficiency;
+    let link = Link::of(gpu, rt);
+    let ridge = |p: Precision| gpu.gemm_flops_per_s(p) / gpu.hbm_bytes_per_s();
     let pcie = |bytes: u64, pinned: bool| hw.host_copy_s(bytes, pinned) * 1e3;
 
     // Weights of each component on one GPU.
@@ -394,7 +473,17 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         }
     };
     let te_ms = te_trace.elapsed_s() * 1e3 + te_transfer_ms;
-    let te_stage = stage("text_encoder", te_weights, &te_trace, te_ms, te_transfer_ms);
+    let te_stage = stage(StageOf {
+        name: "text_encoder",
+        weights: te_weights,
+        trace: &te_trace,
+        reps: 1.0,
+        ms: te_ms,
+        transfer_ms: te_transfer_ms,
+        untraced_copy_ms: te_transfer_ms,
+        extra_comm_ms: 0.0,
+        ridge: ridge(Precision::Bf16),
+    });
 
     // Denoise stage: one step = CFG passes (split over GPUs with cfg-parallel).
     let passes_per_gpu = if d.cfg { 2 } else { 1 } / par.cfg as u64;
@@ -417,9 +506,13 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         ring: par.ring as u64,
         precision: d.weights,
         attn,
-        link_bytes_per_s,
+        link,
     };
     let mut dit_trace = Trace::new(hw);
+    let hsdp = par.shard == Shard::Hsdp;
+    if hsdp {
+        technique::hsdp::gather(&mut dit_trace, link, dit_full, par.gpus);
+    }
     let klein_dit = klein_graph && par.ulysses * par.ring == 1 && ref_tokens == 0 && par.cfg == 1;
     // The klein graph traces every guidance pass of one step; the diffusers one a single pass.
     let traced_passes = if klein_dit { passes_per_gpu } else { 1 };
@@ -447,13 +540,15 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     } else {
         dit::forward(&mut dit_trace, &pass)
     };
+    if hsdp {
+        let groups = model.transformer.double_blocks + model.transformer.single_blocks;
+        technique::hsdp::hooks(&mut dit_trace, groups);
+        dit_trace.wait_comm();
+    }
     let mut pass_s = dit_trace.elapsed_s() / traced_passes as f64;
-    // Weight movement per pass that overlaps compute: HSDP gathers, group offload streams.
-    let moved_per_pass = match (d.offload, par.shard) {
-        (Offload::GroupBlock | Offload::GroupLeaf, _) => Some(pcie(dit_full, true) / 1e3),
-        (_, Shard::Hsdp) => {
-            Some(dit_full as f64 * (par.gpus - 1) as f64 / par.gpus as f64 / link_bytes_per_s)
-        }
+    // Weight movement per pass that overlaps compute: group offload streams.
+    let moved_per_pass = match d.offload {
+        Offload::GroupBlock | Offload::GroupLeaf => Some(pcie(dit_full, true) / 1e3),
         _ => None,
     };
     let mut dit_transfer_ms = 0.0;
@@ -488,36 +583,38 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         dit_transfer_ms += t;
         denoise_ms += t;
     }
+    let mut cfg_comm_ms = 0.0;
     if par.cfg == 2 {
         // The unconditional branch's prediction crosses the link every step.
         let latent = batch * pass.img_tokens * model.transformer.in_channels * BF16;
-        denoise_ms +=
-            d.steps as f64 * (latent as f64 / link_bytes_per_s * 1e3 + rt.kernel_latency_us * 1e-3);
+        let mut x = Trace::new(hw);
+        technique::cfg_parallel::exchange(&mut x, link, latent);
+        denoise_ms += d.steps as f64 * x.elapsed_s() * 1e3;
+        cfg_comm_ms = d.steps as f64 * x.summary().comm_s * 1e3;
     }
-    let mut dn_stage = stage(
-        "denoise",
-        dit_resident,
-        &dit_trace,
-        denoise_ms,
-        dit_transfer_ms,
-    );
+    let reps = (passes_per_gpu / traced_passes * d.steps as u64) as f64;
+    let mut dn_stage = stage(StageOf {
+        name: "denoise",
+        weights: dit_resident,
+        trace: &dit_trace,
+        reps,
+        ms: denoise_ms,
+        transfer_ms: dit_transfer_ms,
+        untraced_copy_ms: dit_transfer_ms,
+        extra_comm_ms: cfg_comm_ms,
+        ridge: ridge(d.weights),
+    });
     if !klein_dit {
         // The klein graph holds the cache's residuals in its trace.
         dn_stage.activation_peak_bytes += ce.cached_bytes;
     }
     dn_stage.step_ms = Some(step_s * 1e3);
     dn_stage.steps = Some(d.steps);
-    dn_stage.flops *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
-    dn_stage.hbm_bytes *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
 
     // VAE decode stage (patch-parallel splits rows across the replica's GPUs, with a halo).
     let mut vae_trace = Trace::new(hw);
-    let split = if par.vae_patch { par.gpus as u64 } else { 1 };
-    let rows = if split > 1 {
-        ((d.resolution.height as u64).div_ceil(split) + 64).div_ceil(16) * 16
-    } else {
-        d.resolution.height as u64
-    };
+    let split = technique::vae_patch::split(d);
+    let rows = technique::vae_patch::rows(d.resolution.height as u64, split);
     let call = VaeDecode {
         dims: &model.vae,
         batch,
@@ -542,16 +639,26 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         vae::decode(&mut vae_trace, &call);
     }
     let mut vae_transfer_ms = 0.0;
-    let mut vae_ms = vae_trace.elapsed_s() * 1e3;
     if split > 1 {
         let img = batch * 3 * d.resolution.pixels() * BF16;
-        vae_ms += img as f64 / link_bytes_per_s * 1e3;
+        technique::vae_patch::gather(&mut vae_trace, link, img, split);
     }
+    let mut vae_ms = vae_trace.elapsed_s() * 1e3;
     if d.offload == Offload::Model {
         vae_transfer_ms = pcie(vae_full, false) * 2.0;
         vae_ms += vae_transfer_ms;
     }
-    let vae_stage = stage("vae_decode", vae_full, &vae_trace, vae_ms, vae_transfer_ms);
+    let vae_stage = stage(StageOf {
+        name: "vae_decode",
+        weights: vae_full,
+        trace: &vae_trace,
+        reps: 1.0,
+        ms: vae_ms,
+        transfer_ms: vae_transfer_ms,
+        untraced_copy_ms: vae_transfer_ms,
+        extra_comm_ms: 0.0,
+        ridge: ridge(Precision::Bf16),
+    });
 
     // The request's memory timeline: what is resident during each stage, plus its transient.
     let embeds = batch * pass.txt_tokens * model.transformer.context_dim * BF16;
