@@ -53,7 +53,7 @@ fn phases(spec: &planner::spec::Spec) -> String {
     use planner::fleet::{candidates, milp};
     let t = Instant::now();
     let classes = candidates::classes(spec).expect("rates");
-    let costed = candidates::cost_all(spec, &classes);
+    let costed = candidates::cost_all(spec, &classes, &planner::memo::Memo::default());
     let cost = t.elapsed();
     let t = Instant::now();
     let cands = candidates::prune(&candidates::candidates(spec, &costed, &classes));

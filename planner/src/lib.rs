@@ -16,6 +16,7 @@ pub mod deployment;
 pub mod estimate;
 pub mod fit;
 pub mod fleet;
+pub mod memo;
 pub mod ranges;
 pub mod rules;
 pub mod search;

@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use crate::catalog::Guidance;
 use crate::deployment::*;
-use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION, estimate};
+use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION};
 use crate::fleet::queueing::{ClassLoad, pool_latency, utilization};
+use crate::memo::Memo;
 use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
 use crate::technique;
 
@@ -473,7 +474,7 @@ fn weighted_median(mut xs: Vec<(f64, f64)>) -> f64 {
     xs.last().map(|x| x.0).unwrap_or(0.0)
 }
 
-fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
+fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) -> Outcome {
     let inp = Inputs {
         model: s.model,
         gpu: f.gpu,
@@ -499,7 +500,7 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
             resolution: share.resolution,
             ..d.clone()
         };
-        match estimate(inp, &dd) {
+        match memo.estimate(inp, &dd) {
             Err(v) => return Outcome::Illegal(v),
             Ok(e) if !e.memory.fits => {
                 return Outcome::Memory {
@@ -659,10 +660,16 @@ pub fn ties(a: f64, b: f64) -> bool {
 
 /// Searches the spec's decision space.
 pub fn plan(s: &Spec) -> Plan {
+    plan_with(s, &Memo::default())
+}
+
+/// `plan`, reusing (and adding to) estimates a caller already made with the same spec's model
+/// and runtime.
+pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
     let cands = enumerate(s);
     let outcomes: Vec<Outcome> = cands
         .par_iter()
-        .map(|(fi, d)| evaluate(s, &s.fleet[*fi], d))
+        .map(|(fi, d)| evaluate(s, &s.fleet[*fi], d, memo))
         .collect();
     let has_rate = s.goal.images_per_s.is_some();
     let mut searched = Searched {

@@ -71,7 +71,7 @@ fn the_integer_program_reaches_the_brute_force_optimum() {
         let text = SMALL.replace("available: 6", &format!("available: {available}"));
         let s = parse(&text).unwrap();
         let classes = candidates::classes(&s).unwrap();
-        let costed = candidates::cost_all(&s, &classes);
+        let costed = candidates::cost_all(&s, &classes, &planner::memo::Memo::default());
         let cands = candidates::prune(&candidates::candidates(&s, &costed, &classes));
         assert!(
             cands.len() >= 2 && cands.len() <= 8,
@@ -101,7 +101,7 @@ fn the_integer_program_reaches_the_brute_force_optimum() {
 fn the_integer_program_reaches_the_brute_force_optimum_on_the_example_spec() {
     let s = parse(include_str!("../../specs/fleet.yaml")).unwrap();
     let classes = candidates::classes(&s).unwrap();
-    let costed = candidates::cost_all(&s, &classes);
+    let costed = candidates::cost_all(&s, &classes, &planner::memo::Memo::default());
     let cands = candidates::prune(&candidates::candidates(&s, &costed, &classes));
     assert!(cands.len() >= 10, "{} candidates", cands.len());
     let brute = brute_force(&classes, &cands, &s).expect("the example has a fleet");

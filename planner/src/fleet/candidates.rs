@@ -6,7 +6,8 @@ use rayon::prelude::*;
 
 use super::queueing::{Capacity, ClassLoad, Percentiles, Targets, capacity, pool_latency};
 use crate::deployment::{Deployment, Resolution};
-use crate::estimate::{Inputs, estimate, memory_floor};
+use crate::estimate::{Inputs, memory_floor};
+use crate::memo::Memo;
 use crate::spec::Spec;
 
 /// Utilisation cap when the goal sets none: below 1 so that every queue is stable.
@@ -92,7 +93,13 @@ impl FleetCandidate {
 /// Per class, the service time of one batch (ms), or why the deployment cannot serve it.
 pub type Service = Vec<Result<f64, Unserved>>;
 
-fn service(s: &Spec, classes: &[Class], offer: usize, d: &Deployment) -> Option<Service> {
+fn service(
+    s: &Spec,
+    classes: &[Class],
+    offer: usize,
+    d: &Deployment,
+    memo: &Memo,
+) -> Option<Service> {
     let f = &s.fleet[offer];
     let inp = Inputs {
         model: s.model,
@@ -110,7 +117,7 @@ fn service(s: &Spec, classes: &[Class], offer: usize, d: &Deployment) -> Option<
                 resolution: c.resolution,
                 ..d.clone()
             };
-            match estimate(inp, &dd) {
+            match memo.estimate(inp, &dd) {
                 Err(_) => Err(Unserved::Memory(u64::MAX, f.gpu.hbm_bytes)),
                 Ok(e) if !e.memory.fits => Err(Unserved::Memory(
                     e.memory.peak_bytes,
@@ -148,11 +155,11 @@ pub struct Costed {
 
 /// Every legal candidate that fits at least one class's size and is not beaten on every
 /// class's service time by another of its offer, GPU count and batch, in enumeration order.
-pub fn cost_all(s: &Spec, classes: &[Class]) -> Costed {
+pub fn cost_all(s: &Spec, classes: &[Class], memo: &Memo) -> Costed {
     let all = crate::search::enumerate(s);
     let costed: Vec<(usize, &Deployment, Service)> = all
         .par_iter()
-        .map(|(offer, d)| service(s, classes, *offer, d).map(|sv| (*offer, d, sv)))
+        .map(|(offer, d)| service(s, classes, *offer, d, memo).map(|sv| (*offer, d, sv)))
         .collect::<Vec<_>>()
         .into_iter()
         .flatten()
