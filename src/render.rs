@@ -550,6 +550,14 @@ fn rule_text(r: &Rule) -> String {
         } => {
             format!("dbcache compute_blocks must be between 1 and {max_compute_blocks} for {model}")
         }
+        Rule::DbcacheBackBlocks {
+            compute_blocks,
+            back_blocks,
+            blocks,
+            model,
+        } => format!(
+            "dbcache compute_blocks {compute_blocks} plus back_blocks {back_blocks} leave none of {model}'s {blocks} blocks to skip"
+        ),
         Rule::NoReferenceImages { model, .. } => format!("{model} takes no reference images"),
         Rule::ResolutionMultipleOf16 {
             width_px,

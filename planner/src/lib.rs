@@ -20,3 +20,4 @@ pub mod ranges;
 pub mod rules;
 pub mod search;
 pub mod spec;
+pub mod technique;
