@@ -5,6 +5,14 @@
 //! roofline per op (its FLOPs over the achieved rate, or its bytes over the achieved bandwidth,
 //! whichever is larger, and at least the minimum kernel time) run through a model of the asynchronous launch
 //! queue: the host needs `cpu_dispatch` per op, and the GPU cannot start an op before it was launched.
+//!
+//! Traffic is traced like kernels, as ops of their own kind: a **collective** (one latency plus the
+//! bytes each GPU sends over the achieved bandwidth of the link) and a **host copy** (bytes over the
+//! host link, pinned or pageable). Each either blocks the host, queues on the compute stream, or
+//! runs on a side stream (the communicator's stream, a copy engine) that overlaps compute until a
+//! `wait_*` joins it, so the trace stays the one source of time; its summary carries `comm_s` and
+//! `host_copy_s` beside the compute- and memory-bound time. Buffers held across steps (a cache's
+//! residuals) are `hold`s: live like any tensor, and counted apart in the summary.
 
 use crate::catalog::{Gpu, RuntimeProfile};
 
@@ -54,6 +62,67 @@ impl Hw<'_> {
     }
 }
 
+/// How a transfer sits in the launch queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Synchronous for the host: both the host and the GPU wait for it (a pageable `.to()`, a
+    /// collective staged through host memory).
+    Blocking,
+    /// Queued on the compute stream: the host goes on, the GPU runs it between kernels.
+    Queued,
+    /// On a side stream (the communicator's, a copy engine): overlaps compute until joined with
+    /// `wait_comm` / `wait_copy`.
+    Stream,
+}
+
+/// The kind of a collective, for the bytes each GPU puts on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectiveKind {
+    /// Every GPU sends `(n - 1) / n` of its tensor, a slice to each peer (Ulysses).
+    AllToAll,
+    /// Every GPU receives the other `n - 1` shards (HSDP weight gathers, output gathers).
+    AllGather,
+    /// One chunk to one peer (a Ring K/V step, the CFG-parallel exchange).
+    PeerToPeer,
+}
+
+/// A collective among `ranks` GPUs over a link.
+#[derive(Debug, Clone, Copy)]
+pub struct Collective {
+    /// Pattern.
+    pub kind: CollectiveKind,
+    /// GPUs taking part.
+    pub ranks: u64,
+    /// Bytes of the tensor each GPU holds going in (all-to-all, p2p) or its shard (all-gather).
+    pub bytes: f64,
+    /// Fixed cost per collective (launch, synchronisation, protocol), seconds.
+    pub latency_s: f64,
+    /// Achieved bandwidth per GPU of the link kind, bytes per second.
+    pub bytes_per_s: f64,
+    /// Where it runs.
+    pub overlap: Overlap,
+}
+
+impl Collective {
+    /// Bytes each GPU sends over the link.
+    pub fn wire_bytes(&self) -> f64 {
+        let n = self.ranks.max(1) as f64;
+        match self.kind {
+            CollectiveKind::AllToAll => self.bytes * (n - 1.0) / n,
+            CollectiveKind::AllGather => self.bytes * (n - 1.0),
+            CollectiveKind::PeerToPeer => self.bytes,
+        }
+    }
+
+    /// Duration: latency plus the wire bytes over the bandwidth; 0 on one rank.
+    pub fn seconds(&self) -> f64 {
+        if self.ranks <= 1 {
+            return 0.0;
+        }
+        self.latency_s + self.wire_bytes() / self.bytes_per_s
+    }
+}
+
 /// One stage's trace.
 #[derive(Debug)]
 pub struct Trace<'a> {
@@ -61,12 +130,17 @@ pub struct Trace<'a> {
     pub hw: Hw<'a>,
     live_bytes: u64,
     peak_bytes: u64,
+    held_bytes: u64,
     cpu_s: f64,
     gpu_s: f64,
+    comm_stream_s: f64,
+    copy_stream_s: f64,
     flops: f64,
     hbm_bytes: f64,
     compute_bound_s: f64,
     memory_bound_s: f64,
+    comm_s: f64,
+    host_copy_s: f64,
     ops: u64,
 }
 
@@ -77,14 +151,85 @@ impl<'a> Trace<'a> {
             hw,
             live_bytes: 0,
             peak_bytes: 0,
+            held_bytes: 0,
             cpu_s: 0.0,
             gpu_s: 0.0,
+            comm_stream_s: 0.0,
+            copy_stream_s: 0.0,
             flops: 0.0,
             hbm_bytes: 0.0,
             compute_bound_s: 0.0,
             memory_bound_s: 0.0,
+            comm_s: 0.0,
+            host_copy_s: 0.0,
             ops: 0,
         }
+    }
+
+    /// Allocates a buffer held across steps (a cache's residuals): live like any tensor, and
+    /// counted in the summary's `held_bytes` while it lives.
+    pub fn hold(&mut self, bytes: u64) -> Buf {
+        self.held_bytes += bytes;
+        self.alloc(bytes)
+    }
+
+    /// Frees a held buffer.
+    pub fn release(&mut self, b: Buf) {
+        self.held_bytes -= b.0;
+        self.free(b);
+    }
+
+    /// Runs a collective; returns its duration. See [`Overlap`] for where it runs.
+    pub fn collective(&mut self, c: Collective) -> f64 {
+        let s = c.seconds();
+        if s > 0.0 {
+            self.comm_s += s;
+            self.transfer(s, c.overlap, true);
+        }
+        s
+    }
+
+    /// Copies `bytes` between host and GPU memory; returns its duration.
+    pub fn host_copy(&mut self, bytes: u64, pinned: bool, overlap: Overlap) -> f64 {
+        let s = self.hw.host_copy_s(bytes, pinned);
+        if s > 0.0 {
+            self.host_copy_s += s;
+            self.transfer(s, overlap, false);
+        }
+        s
+    }
+
+    fn transfer(&mut self, s: f64, overlap: Overlap, comm: bool) {
+        match overlap {
+            Overlap::Blocking => {
+                self.ops += 1;
+                self.blocking(s);
+            }
+            Overlap::Queued => self.launch(s),
+            Overlap::Stream => {
+                // Issued by the host behind the work queued so far (its input is ready when the
+                // compute stream gets there), serialised with the side stream's earlier work.
+                self.ops += 1;
+                self.cpu_s += self.hw.rt.cpu_dispatch_us * 1e-6;
+                let ready = self.gpu_s.max(self.cpu_s);
+                let clock = if comm {
+                    &mut self.comm_stream_s
+                } else {
+                    &mut self.copy_stream_s
+                };
+                *clock = clock.max(ready) + s;
+            }
+        }
+    }
+
+    /// The compute stream waits for the communicator's stream.
+    pub fn wait_comm(&mut self) {
+        self.gpu_s = self.gpu_s.max(self.comm_stream_s);
+    }
+
+    /// The compute stream waits for the copy stream.
+    pub fn wait_copy(&mut self) {
+        self.gpu_s = self.gpu_s.max(self.copy_stream_s);
     }
 
     /// Allocates a tensor of `bytes`.
@@ -186,10 +331,14 @@ impl<'a> Trace<'a> {
         Mark {
             cpu_s: self.cpu_s,
             gpu_s: self.gpu_s,
+            comm_stream_s: self.comm_stream_s,
+            copy_stream_s: self.copy_stream_s,
             flops: self.flops,
             hbm_bytes: self.hbm_bytes,
             compute_bound_s: self.compute_bound_s,
             memory_bound_s: self.memory_bound_s,
+            comm_s: self.comm_s,
+            host_copy_s: self.host_copy_s,
             ops: self.ops,
         }
     }
@@ -202,10 +351,21 @@ impl<'a> Trace<'a> {
         let k = times as f64;
         let d_cpu = self.cpu_s - m.cpu_s;
         let d_gpu = self.gpu_s - m.gpu_s;
-        // Each repetition starts when both the host and the GPU are free of the previous one.
-        let step = d_gpu.max(d_cpu);
+        let d_comm = self.comm_stream_s - m.comm_stream_s;
+        let d_copy = self.copy_stream_s - m.copy_stream_s;
+        // Each repetition starts when the host, the GPU and any side stream it used are free of
+        // the previous one; the side streams keep their phase to the compute stream.
+        let step = d_gpu.max(d_cpu).max(d_comm).max(d_copy);
         self.cpu_s += d_cpu * k;
         self.gpu_s += step * k;
+        if d_comm > 0.0 {
+            self.comm_stream_s += step * k;
+        }
+        if d_copy > 0.0 {
+            self.copy_stream_s += step * k;
+        }
+        self.comm_s += (self.comm_s - m.comm_s) * k;
+        self.host_copy_s += (self.host_copy_s - m.host_copy_s) * k;
         self.flops += (self.flops - m.flops) * k;
         self.hbm_bytes += (self.hbm_bytes - m.hbm_bytes) * k;
         self.compute_bound_s += (self.compute_bound_s - m.compute_bound_s) * k;
@@ -213,9 +373,13 @@ impl<'a> Trace<'a> {
         self.ops += (self.ops - m.ops) * times;
     }
 
-    /// Elapsed time of the stage so far, seconds.
+    /// Elapsed time of the stage so far, seconds (side streams included: a stage ends when its
+    /// last transfer has landed).
     pub fn elapsed_s(&self) -> f64 {
-        self.gpu_s.max(self.cpu_s)
+        self.gpu_s
+            .max(self.cpu_s)
+            .max(self.comm_stream_s)
+            .max(self.copy_stream_s)
     }
 
     /// Peak of live bytes.
@@ -235,6 +399,9 @@ impl<'a> Trace<'a> {
             hbm_bytes: self.hbm_bytes,
             compute_bound_s: self.compute_bound_s,
             memory_bound_s: self.memory_bound_s,
+            comm_s: self.comm_s,
+            host_copy_s: self.host_copy_s,
+            held_bytes: self.held_bytes,
             ops: self.ops,
         }
     }
@@ -245,10 +412,14 @@ impl<'a> Trace<'a> {
 pub struct Mark {
     cpu_s: f64,
     gpu_s: f64,
+    comm_stream_s: f64,
+    copy_stream_s: f64,
     flops: f64,
     hbm_bytes: f64,
     compute_bound_s: f64,
     memory_bound_s: f64,
+    comm_s: f64,
+    host_copy_s: f64,
     ops: u64,
 }
 
@@ -263,6 +434,12 @@ pub struct TraceSummary {
     pub compute_bound_s: f64,
     /// Time in ops limited by bandwidth.
     pub memory_bound_s: f64,
+    /// Time of collectives on the GPU link (overlapped or not).
+    pub comm_s: f64,
+    /// Time of copies over the host link (overlapped or not).
+    pub host_copy_s: f64,
+    /// Bytes held across steps, live at the end of the trace.
+    pub held_bytes: u64,
     /// Ops launched.
     pub ops: u64,
 }
@@ -310,6 +487,75 @@ mod tests {
                 "{gpu_s} {ahead}"
             );
         }
+    }
+
+    #[test]
+    fn collectives_block_queue_or_overlap_as_placed() {
+        let h = hw();
+        let c = |overlap| Collective {
+            kind: CollectiveKind::AllToAll,
+            ranks: 4,
+            bytes: 4e9,
+            latency_s: 1e-3,
+            bytes_per_s: 1e11,
+            overlap,
+        };
+        // 3 GB on the wire at 100 GB/s plus 1 ms.
+        assert!((c(Overlap::Queued).seconds() - 0.031).abs() < 1e-12);
+        let mut serial = Trace::new(h);
+        serial.kernel(1e15, 1e15, 0.0);
+        serial.collective(c(Overlap::Queued));
+        assert!((serial.elapsed_s() - 1.031).abs() < 1e-3);
+        let mut side = Trace::new(h);
+        side.collective(c(Overlap::Stream));
+        side.kernel(1e15, 1e15, 0.0);
+        side.wait_comm();
+        assert!(
+            (side.elapsed_s() - 1.0).abs() < 1e-3,
+            "{}",
+            side.elapsed_s()
+        );
+        for t in [&serial, &side] {
+            assert!((t.summary().comm_s - 0.031).abs() < 1e-12);
+        }
+        let one_rank = Collective {
+            ranks: 1,
+            ..c(Overlap::Queued)
+        };
+        assert_eq!(one_rank.seconds(), 0.0);
+    }
+
+    #[test]
+    fn a_side_stream_bounds_repeated_blocks_when_it_is_the_slower() {
+        let h = hw();
+        let mut t = Trace::new(h);
+        for _ in 0..2 {
+            let m = t.mark();
+            // 0.1 s of compute behind a 0.3 s prefetch of the next block's weights.
+            t.host_copy(
+                (0.3 * h.gpu.host_link_gbps * 1e9 * h.rt.pinned_copy_efficiency) as u64,
+                true,
+                Overlap::Stream,
+            );
+            t.kernel(1e14, 1e15, 0.0);
+            t.wait_copy();
+            if t.summary().ops > 2 {
+                t.repeat_since(m, 8);
+            }
+        }
+        assert!((t.elapsed_s() - 3.0).abs() < 0.01, "{}", t.elapsed_s());
+        assert!((t.summary().host_copy_s - 3.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn held_buffers_are_live_and_counted() {
+        let mut t = Trace::new(hw());
+        let a = t.hold(100);
+        let b = t.alloc(50);
+        t.free(b);
+        assert_eq!((t.peak_bytes(), t.summary().held_bytes), (150, 100));
+        t.release(a);
+        assert_eq!(t.summary().held_bytes, 0);
     }
 
     #[test]
