@@ -94,8 +94,19 @@ pub fn knobs(d: &Deployment) -> String {
             threshold,
             warmup_steps,
             compute_blocks,
+            back_blocks,
+            max_continuous_cached_steps,
         } => {
-            format!("dbcache {threshold} (warm-up {warmup_steps}, F{compute_blocks})")
+            let back = if *back_blocks > 0 {
+                format!("B{back_blocks}")
+            } else {
+                String::new()
+            };
+            let cap = match max_continuous_cached_steps {
+                Some(n) => format!(", at most {n} cached in a row"),
+                None => String::new(),
+            };
+            format!("dbcache {threshold} (warm-up {warmup_steps}, F{compute_blocks}{back}{cap})")
         }
     };
     format!(

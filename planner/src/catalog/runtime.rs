@@ -262,7 +262,11 @@ impl RuntimeProfile {
                 (x > 0.0 && x <= 1e4, "a rate in (0, 10000] GB/s")
             };
             if !(x.is_finite() && ok) {
-                out.push(format!("{}{k}: {} is not {what}", at(k), crate::spec::num(x)));
+                out.push(format!(
+                    "{}{k}: {} is not {what}",
+                    at(k),
+                    crate::spec::num(x)
+                ));
             }
         }
         for (k, x) in self.cache.entries() {

@@ -199,6 +199,16 @@ impl<'a> Trace<'a> {
         s
     }
 
+    /// Copies `bytes` between host and GPU memory in `s` seconds, a rate the caller knows better
+    /// than the link's (an offload mode's effective bandwidth, `technique::offload`).
+    pub fn host_copy_timed(&mut self, bytes: u64, s: f64, overlap: Overlap) -> f64 {
+        if bytes > 0 && s > 0.0 {
+            self.host_copy_s += s;
+            self.transfer(s, overlap, false);
+        }
+        s
+    }
+
     fn transfer(&mut self, s: f64, overlap: Overlap, comm: bool) {
         match overlap {
             Overlap::Blocking => {

@@ -529,7 +529,10 @@ impl<'c> Validator<'_, 'c> {
             self.problem(
                 field,
                 l,
-                format!("cache '{}' has no back_blocks or max_continuous_cached_steps", v(kind)),
+                format!(
+                    "cache '{}' has no back_blocks or max_continuous_cached_steps",
+                    v(kind)
+                ),
                 "they are DBCache's (kind: dbcache)",
             );
             return None;

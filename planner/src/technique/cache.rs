@@ -86,9 +86,9 @@ impl Default for CacheProfile {
     /// The values fitted by `planner/tests/offload_cache.rs` (and written in `runtimes.yaml`).
     fn default() -> Self {
         CacheProfile {
-            change_exponent: 0.8,
-            fb_change_scale: 1.385,
-            teacache_change_scale: 1.41,
+            change_exponent: 0.75,
+            fb_change_scale: 1.153,
+            teacache_change_scale: 1.098,
         }
     }
 }
@@ -269,8 +269,7 @@ pub fn effect(cache: &Cache, run: &Run, k: &CacheProfile) -> CacheEffect {
             ..
         } => CacheEffect {
             skipped_steps: skipped,
-            kept_fraction_on_skip: ((compute_blocks + back_blocks) as f64 / blocks as f64)
-                .min(1.0),
+            kept_fraction_on_skip: ((compute_blocks + back_blocks) as f64 / blocks as f64).min(1.0),
             // The first blocks' residual for the comparison and the tail's residual (image
             // and text streams).
             cached_bytes: 2 * hidden(run.img_tokens + run.txt_tokens),

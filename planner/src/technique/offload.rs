@@ -55,10 +55,10 @@ impl Default for OffloadProfile {
     /// `planner/tests/offload_cache.rs`; written in `runtimes.yaml`).
     fn default() -> Self {
         OffloadProfile {
-            module_to_h2d_gbps: 5.66,
+            module_to_h2d_gbps: 5.657,
             module_to_d2h_gbps: 1.435,
-            group_block_stream_efficiency: 0.36,
-            group_leaf_stream_efficiency: 0.70,
+            group_block_stream_efficiency: 0.357,
+            group_leaf_stream_efficiency: 0.658,
         }
     }
 }
