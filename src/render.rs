@@ -126,26 +126,40 @@ pub fn knobs(d: &Deployment) -> String {
 fn stage_table(out: &mut String, stages: &[Stage], ridge: f64) {
     let _ = writeln!(
         out,
-        "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>10} {:>12}  bound (time share)",
-        "stage", "weights", "transient", "step ms", "ms", "PCIe ms", "FLOP/byte"
+        "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10}  bound (time share)",
+        "stage", "weights", "transient", "step ms", "ms", "comm ms", "copy ms", "FLOP/byte"
     );
     for s in stages {
+        let sh = &s.bound_shares;
+        let share = match s.bound {
+            "compute" => sh.compute,
+            "memory" => sh.memory,
+            "communication" => sh.communication,
+            "host-copy" => sh.host_copy,
+            _ => sh.host,
+        };
         let _ = writeln!(
             out,
-            "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>10} {:>12.0}  {}",
+            "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10.0}  {} {}",
             s.name,
             gb(s.weights_bytes),
             gb(s.activation_peak_bytes),
             s.step_ms.map(ms).unwrap_or_else(|| "-".into()),
             ms(s.ms),
-            ms(s.transfer_ms),
+            ms(s.comm_ms),
+            ms(s.host_copy_ms),
             s.arithmetic_intensity,
-            s.bound
+            if share > 0.0 { s.bound } else { "-" },
+            if share > 0.0 {
+                format!("{:.0} %", share * 100.0)
+            } else {
+                String::new()
+            }
         );
     }
     let _ = writeln!(
         out,
-        "    (ridge point {ridge:.0} FLOP/byte: kernels above it are compute-bound, below it bandwidth-bound; `bound` says where the stage's time goes, `host` when launch overhead dominates)"
+        "    (ridge point {ridge:.0} FLOP/byte: kernels above it are compute-bound, below it bandwidth-bound; `bound` is the largest share of the stage's time among compute, memory, communication (collectives), host-copy and host (launch overhead); comm and copy ms count overlapped transfers too)"
     );
 }
 
@@ -178,7 +192,13 @@ fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
         gb(e.memory.resident_weights_bytes)
     );
     let _ = writeln!(out, "  ranges: {}", e.latency.basis);
-    stage_table(out, &e.stages, gpu.ridge_flops_per_byte());
+    // The ridge point of the precision the transformer runs in.
+    let ridge = e
+        .stages
+        .iter()
+        .find(|s| s.name == "denoise")
+        .map_or(gpu.ridge_flops_per_byte(), |s| s.ridge_flops_per_byte);
+    stage_table(out, &e.stages, ridge);
     for c in &e.quality.changes {
         let _ = writeln!(out, "  quality: {}", quality_change(c));
     }

@@ -14,6 +14,7 @@ use crate::deployment::{Deployment, Offload, Precision, Shard, TextEncoderPlacem
 use crate::rules::{self, Violation};
 use crate::technique::cache::{self, CacheEffect};
 use crate::technique::offload;
+use crate::technique::{self, Link};
 
 /// JSON schema version of estimates and plans.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -49,8 +50,68 @@ pub struct Stage {
     pub hbm_bytes: f64,
     /// FLOPs per HBM byte.
     pub arithmetic_intensity: f64,
-    /// `compute`, `memory` or `host` (launch overhead or PCIe).
+    /// Collectives on the GPU link inside the stage (overlapped or not), per batch.
+    pub comm_ms: f64,
+    /// Copies over the host link inside the stage (overlapped or not), per batch.
+    pub host_copy_ms: f64,
+    /// The largest of `bound_shares`: `compute`, `memory`, `communication`, `host-copy` or
+    /// `host` (launch overhead).
     pub bound: &'static str,
+    /// The shares of the stage's time the label is chosen from.
+    pub bound_shares: BoundShares,
+    /// FLOPs per HBM byte at which the stage's precision turns compute-bound on this GPU.
+    pub ridge_flops_per_byte: f64,
+}
+
+/// A stage's time split by what limits it, as fractions summing to 1: kernels limited by
+/// compute, by HBM bandwidth, collectives, host copies, and host overhead (stage time no GPU
+/// work or transfer accounts for).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BoundShares {
+    /// Compute-bound kernels.
+    pub compute: f64,
+    /// Memory-bound kernels.
+    pub memory: f64,
+    /// Collectives.
+    pub communication: f64,
+    /// Host copies.
+    pub host_copy: f64,
+    /// Host overhead.
+    pub host: f64,
+}
+
+impl BoundShares {
+    /// Shares of the five times (ms), host overhead being what `ms` leaves over the others.
+    fn of(ms: f64, compute_ms: f64, memory_ms: f64, comm_ms: f64, copy_ms: f64) -> BoundShares {
+        let host = (ms - compute_ms - memory_ms - comm_ms - copy_ms).max(0.0);
+        let total = compute_ms + memory_ms + comm_ms + copy_ms + host;
+        let f = |x: f64| if total > 0.0 { x / total } else { 0.0 };
+        BoundShares {
+            compute: f(compute_ms),
+            memory: f(memory_ms),
+            communication: f(comm_ms),
+            host_copy: f(copy_ms),
+            host: f(host),
+        }
+    }
+
+    /// The largest share's name (ties: the earlier in the order above).
+    fn label(&self) -> &'static str {
+        let all = [
+            ("compute", self.compute),
+            ("memory", self.memory),
+            ("communication", self.communication),
+            ("host-copy", self.host_copy),
+            ("host", self.host),
+        ];
+        let mut best = all[0];
+        for x in all {
+            if x.1 > best.1 {
+                best = x;
+            }
+        }
+        best.0
+    }
 }
 
 /// The request's memory on one GPU.
@@ -228,7 +289,7 @@ impl Placement {
                 blk,
                 largest_linear_bytes(model, d.weights),
             ),
-            (_, Shard::Hsdp) => dit_full.div_ceil(d.parallel.gpus as u64) + 2 * blk,
+            (_, Shard::Hsdp) => technique::hsdp::resident_bytes(dit_full, blk, d.parallel.gpus),
             _ => dit_full,
         };
         let te_full = text_encoder_bytes(model);
@@ -277,39 +338,52 @@ fn text_encoder_bytes(model: &Model) -> u64 {
     model.text_encoders.iter().map(|t| t.params() * BF16).sum()
 }
 
-fn bound_of(s: &TraceSummary, elapsed_s: f64) -> &'static str {
-    let gpu_s = s.compute_bound_s + s.memory_bound_s;
-    if gpu_s < 0.6 * elapsed_s {
-        "host"
-    } else if s.compute_bound_s >= s.memory_bound_s {
-        "compute"
-    } else {
-        "memory"
-    }
+/// A stage from its trace, whose summary counts `reps` times (passes x steps for denoise);
+/// `transfer_ms` are host copies costed outside the trace; `extra_comm_ms` collectives costed in
+/// a trace of their own (the CFG-parallel exchange per step); `ridge` the precision's ridge point.
+struct StageOf<'t, 'a> {
+    name: &'static str,
+    weights: u64,
+    trace: &'t Trace<'a>,
+    reps: f64,
+    ms: f64,
+    transfer_ms: f64,
+    extra_comm_ms: f64,
+    ridge: f64,
 }
 
-fn stage(name: &'static str, weights: u64, t: &Trace, ms: f64, transfer_ms: f64) -> Stage {
-    let s = t.summary();
+fn stage(s: StageOf) -> Stage {
+    let sum: TraceSummary = s.trace.summary();
+    let k = s.reps * 1e3;
+    let comm_ms = sum.comm_s * k + s.extra_comm_ms;
+    let host_copy_ms = sum.host_copy_s * k + s.transfer_ms;
+    let shares = BoundShares::of(
+        s.ms,
+        sum.compute_bound_s * k,
+        sum.memory_bound_s * k,
+        comm_ms,
+        host_copy_ms,
+    );
     Stage {
-        name,
-        weights_bytes: weights,
-        activation_peak_bytes: t.peak_bytes(),
+        name: s.name,
+        weights_bytes: s.weights,
+        activation_peak_bytes: s.trace.peak_bytes(),
         step_ms: None,
         steps: None,
-        ms,
-        transfer_ms,
-        flops: s.flops,
-        hbm_bytes: s.hbm_bytes,
-        arithmetic_intensity: if s.hbm_bytes > 0.0 {
-            s.flops / s.hbm_bytes
+        ms: s.ms,
+        transfer_ms: s.transfer_ms,
+        flops: sum.flops * s.reps,
+        hbm_bytes: sum.hbm_bytes * s.reps,
+        arithmetic_intensity: if sum.hbm_bytes > 0.0 {
+            sum.flops / sum.hbm_bytes
         } else {
             0.0
         },
-        bound: if transfer_ms > 0.5 * ms {
-            "host"
-        } else {
-            bound_of(&s, t.elapsed_s())
-        },
+        comm_ms,
+        host_copy_ms,
+        bound: shares.label(),
+        bound_shares: shares,
+        ridge_flops_per_byte: s.ridge,
     }
 }
 
@@ -327,7 +401,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     let hw = Hw { gpu, rt };
     let par = d.parallel;
     let batch = d.batch as u64;
-    let link_bytes_per_s = gpu.gpu_link.gbps * 1e9 * rt.link_efficiency;
+    let link = Link::of(gpu, rt);
+    let ridge = |p: Precision| gpu.gemm_flops_per_s(p) / gpu.hbm_bytes_per_s();
 
     // Weights of each component on one GPU.
     let w = Placement::of(model, d);
@@ -336,6 +411,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
 
     // Text encoder stage.
     let mut te_trace = Trace::new(hw);
+    // Host copies not hidden behind compute (all copies are in the stage's trace).
+    let mut te_exposed_s = 0.0;
     let klein_graph = rt.klein_graph()
         && model.transformer.family == Family::Flux2
         && model.text_encoders.len() == 1
@@ -347,7 +424,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             let te = &model.text_encoders[0];
             let bytes = prompts * te.tokens * model.transformer.context_dim * BF16;
             let ctx = te_trace.alloc(bytes);
-            te_trace.host_copy(bytes, false, Overlap::Blocking);
+            te_exposed_s += te_trace.host_copy(bytes, false, Overlap::Blocking);
             te_trace.free(ctx);
             0
         }
@@ -357,7 +434,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             let ctx = klein::text_encode(&mut te_trace, &model.text_encoders[0], prompts, fused);
             te_trace.free(ctx);
             if placement == TextEncoderPlacement::Offload || d.offload == Offload::Model {
-                te_trace.host_copy(te_full, true, Overlap::Blocking);
+                te_exposed_s += te_trace.host_copy(te_full, true, Overlap::Blocking);
             }
             w.te_stage
         }
@@ -365,17 +442,17 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             let attn = AttnKernel::from_name(&rt.text_encoder_attention);
             // Who moves the text encoder: accelerate's hooks (model offload), the group or
             // sequential hooks streaming it layer by layer, or a pinned copy in per request.
-            match d.offload {
+            te_exposed_s += match d.offload {
                 Offload::Model => offload::model_offload(&mut te_trace, te_full),
                 o if o.streams_weights() => {
                     let layers = model.text_encoders.iter().map(|t| t.layers).sum();
-                    offload::stream_begin(&mut te_trace, o, te_full, layers);
+                    offload::stream_begin(&mut te_trace, o, te_full, layers)
                 }
                 _ if placement == TextEncoderPlacement::Offload => {
-                    te_trace.host_copy(te_full, true, Overlap::Blocking);
+                    te_trace.host_copy(te_full, true, Overlap::Blocking)
                 }
-                _ => {}
-            }
+                _ => 0.0,
+            };
             for te in &model.text_encoders {
                 let layers = if rt.text_encoder_runs_all_layers {
                     te.layers
@@ -391,13 +468,22 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
                     attn,
                 );
             }
-            offload::stream_end(&mut te_trace, d.offload);
+            te_exposed_s += offload::stream_end(&mut te_trace, d.offload);
             w.te_stage
         }
     };
     let te_ms = te_trace.elapsed_s() * 1e3;
-    let te_transfer_ms = te_trace.summary().host_copy_s * 1e3;
-    let te_stage = stage("text_encoder", te_weights, &te_trace, te_ms, te_transfer_ms);
+    let mut te_stage = stage(StageOf {
+        name: "text_encoder",
+        weights: te_weights,
+        trace: &te_trace,
+        reps: 1.0,
+        ms: te_ms,
+        transfer_ms: 0.0,
+        extra_comm_ms: 0.0,
+        ridge: ridge(Precision::Bf16),
+    });
+    te_stage.transfer_ms = te_exposed_s * 1e3;
 
     // Denoise stage: one step = CFG passes (split over GPUs with cfg-parallel).
     let passes_per_gpu = if d.cfg { 2 } else { 1 } / par.cfg as u64;
@@ -420,9 +506,13 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         ring: par.ring as u64,
         precision: d.weights,
         attn,
-        link_bytes_per_s,
+        link,
     };
     let mut dit_trace = Trace::new(hw);
+    let hsdp = par.shard == Shard::Hsdp;
+    if hsdp {
+        technique::hsdp::gather(&mut dit_trace, link, dit_full, par.gpus);
+    }
     let klein_dit = klein_graph && par.ulysses * par.ring == 1 && ref_tokens == 0 && par.cfg == 1;
     // The klein graph traces every guidance pass of one step; the diffusers one a single pass.
     let traced_passes = if klein_dit { passes_per_gpu } else { 1 };
@@ -442,7 +532,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     // The cache's buffers live across steps (the klein graph holds them in its own trace).
     let held = (!klein_dit && ce.cached_bytes > 0).then(|| dit_trace.hold(ce.cached_bytes));
     // Group and sequential offload stream the weights in during every pass.
-    offload::stream_begin(&mut dit_trace, d.offload, dit_full * traced_passes, blocks);
+    let mut stream_exposed_s =
+        offload::stream_begin(&mut dit_trace, d.offload, dit_full * traced_passes, blocks);
     let (first_s, rest_s) = if klein_dit {
         let blocks_s = klein::denoise_step(
             &mut dit_trace,
@@ -467,19 +558,21 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     } else {
         dit::forward(&mut dit_trace, &pass)
     };
-    offload::stream_end(&mut dit_trace, d.offload);
+    if hsdp {
+        let groups = model.transformer.double_blocks + model.transformer.single_blocks;
+        technique::hsdp::hooks(&mut dit_trace, groups);
+        dit_trace.wait_comm();
+    }
+    stream_exposed_s += offload::stream_end(&mut dit_trace, d.offload);
     if let Some(h) = held {
         dit_trace.release(h);
     }
-    let mut pass_s = dit_trace.elapsed_s() / traced_passes as f64;
-    let per_pass_copy_s = dit_trace.summary().host_copy_s / traced_passes as f64;
-    let mut dit_transfer_ms = per_pass_copy_s * 1e3 * passes_per_gpu as f64 * d.steps as f64;
-    // HSDP gathers the shards per pass, overlapping compute.
-    if par.shard == Shard::Hsdp {
-        let move_s = dit_full as f64 * (par.gpus - 1) as f64 / par.gpus as f64 / link_bytes_per_s;
-        let groups = blocks as f64;
-        pass_s += (move_s - pass_s).max(0.0) + groups * 2.0 * rt.cpu_dispatch_us * 1e-6;
-    }
+    let pass_s = dit_trace.elapsed_s() / traced_passes as f64;
+    let reps = (passes_per_gpu / traced_passes * d.steps as u64) as f64;
+    // Host copies outside the pass's trace (model offload's once-per-request moves), and the
+    // copies of every pass not hidden behind compute.
+    let mut dit_moves_ms = 0.0;
+    let mut dit_exposed_ms = stream_exposed_s * 1e3 * reps;
     let step_s = pass_s * passes_per_gpu as f64;
     let block_s = first_s + rest_s;
     let saved_s =
@@ -492,36 +585,38 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     if d.offload == Offload::Model {
         // The transformer moved up once per request, and down when the VAE needs the GPU.
         let mut moves = Trace::new(hw);
-        offload::model_offload(&mut moves, dit_full);
-        dit_transfer_ms += moves.summary().host_copy_s * 1e3;
+        let exposed_s = offload::model_offload(&mut moves, dit_full);
+        dit_moves_ms += moves.summary().host_copy_s * 1e3;
+        dit_exposed_ms += exposed_s * 1e3;
         denoise_ms += moves.elapsed_s() * 1e3;
     }
+    let mut cfg_comm_ms = 0.0;
     if par.cfg == 2 {
         // The unconditional branch's prediction crosses the link every step.
         let latent = batch * pass.img_tokens * model.transformer.in_channels * BF16;
-        denoise_ms +=
-            d.steps as f64 * (latent as f64 / link_bytes_per_s * 1e3 + rt.kernel_latency_us * 1e-3);
+        let mut x = Trace::new(hw);
+        technique::cfg_parallel::exchange(&mut x, link, latent);
+        denoise_ms += d.steps as f64 * x.elapsed_s() * 1e3;
+        cfg_comm_ms = d.steps as f64 * x.summary().comm_s * 1e3;
     }
-    let mut dn_stage = stage(
-        "denoise",
-        dit_resident,
-        &dit_trace,
-        denoise_ms,
-        dit_transfer_ms,
-    );
+    let mut dn_stage = stage(StageOf {
+        name: "denoise",
+        weights: dit_resident,
+        trace: &dit_trace,
+        reps,
+        ms: denoise_ms,
+        transfer_ms: dit_moves_ms,
+        extra_comm_ms: cfg_comm_ms,
+        ridge: ridge(d.weights),
+    });
+    dn_stage.transfer_ms = dit_exposed_ms;
     dn_stage.step_ms = Some(step_s * 1e3);
     dn_stage.steps = Some(d.steps);
-    dn_stage.flops *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
-    dn_stage.hbm_bytes *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
 
     // VAE decode stage (patch-parallel splits rows across the replica's GPUs, with a halo).
     let mut vae_trace = Trace::new(hw);
-    let split = if par.vae_patch { par.gpus as u64 } else { 1 };
-    let rows = if split > 1 {
-        ((d.resolution.height as u64).div_ceil(split) + 64).div_ceil(16) * 16
-    } else {
-        d.resolution.height as u64
-    };
+    let split = technique::vae_patch::split(d);
+    let rows = technique::vae_patch::rows(d.resolution.height as u64, split);
     let call = VaeDecode {
         dims: &model.vae,
         batch,
@@ -545,16 +640,27 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     } else {
         vae::decode(&mut vae_trace, &call);
     }
-    if d.offload == Offload::Model {
-        offload::model_offload(&mut vae_trace, vae_full);
-    }
-    let vae_transfer_ms = vae_trace.summary().host_copy_s * 1e3;
-    let mut vae_ms = vae_trace.elapsed_s() * 1e3;
+    let vae_exposed_s = if d.offload == Offload::Model {
+        offload::model_offload(&mut vae_trace, vae_full)
+    } else {
+        0.0
+    };
     if split > 1 {
         let img = batch * 3 * d.resolution.pixels() * BF16;
-        vae_ms += img as f64 / link_bytes_per_s * 1e3;
+        technique::vae_patch::gather(&mut vae_trace, link, img, split);
     }
-    let vae_stage = stage("vae_decode", vae_full, &vae_trace, vae_ms, vae_transfer_ms);
+    let vae_ms = vae_trace.elapsed_s() * 1e3;
+    let mut vae_stage = stage(StageOf {
+        name: "vae_decode",
+        weights: vae_full,
+        trace: &vae_trace,
+        reps: 1.0,
+        ms: vae_ms,
+        transfer_ms: 0.0,
+        extra_comm_ms: 0.0,
+        ridge: ridge(Precision::Bf16),
+    });
+    vae_stage.transfer_ms = vae_exposed_s * 1e3;
 
     // The request's memory timeline: what is resident during each stage, plus its transient.
     let embeds = batch * pass.txt_tokens * model.transformer.context_dim * BF16;

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-use crate::catalog::{Gpu, Guidance, Model};
+use crate::catalog::{Gpu, Model};
 use crate::deployment::{Deployment, Precision, Shard};
+use crate::technique;
 
 /// Why a deployment cannot launch at all (memory is checked later, by the cost model), by the
 /// kind of deployment key at fault; the [`Rule`] says which rule and with which figures.
@@ -232,35 +233,14 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
         _ => {}
     }
     let p = &d.parallel;
-    let heads = model.transformer.heads as u32;
     let par = |rule: Rule| Violation::Parallel { rule };
     if p.gpus == 0 {
         v.push(par(Rule::NoGpus));
         return v;
     }
-    if !heads.is_multiple_of(p.ulysses) {
-        v.push(par(Rule::UlyssesDividesHeads {
-            ulysses: p.ulysses,
-            heads,
-            model: model.id.clone(),
-        }));
-    }
-    if p.cfg > 2 || p.cfg == 0 {
-        v.push(par(Rule::CfgDegree { cfg: p.cfg }));
-    }
-    if d.cfg && model.guidance != Guidance::Cfg {
-        v.push(par(Rule::CfgOnDistilled {
-            model: model.id.clone(),
-        }));
-    }
-    if p.cfg == 2 && !d.cfg && model.guidance == Guidance::Cfg {
-        v.push(par(Rule::CfgParallelWithoutGuidance));
-    }
-    if p.cfg == 2 && model.guidance != Guidance::Cfg {
-        v.push(par(Rule::CfgParallelOnDistilled {
-            model: model.id.clone(),
-        }));
-    }
+    let cx = technique::Ctx { model, gpu };
+    technique::sequence::check(cx, d, &mut v);
+    technique::cfg_parallel::check(cx, d, &mut v);
     let used = p.ulysses * p.ring * p.cfg;
     if used > p.gpus {
         v.push(par(Rule::DegreesExceedGpus {
@@ -276,12 +256,8 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
             used_gpus: used,
         }));
     }
-    if p.shard == Shard::Hsdp && p.gpus < 2 {
-        v.push(par(Rule::HsdpNeedsTwoGpus { gpus: p.gpus }));
-    }
-    if p.vae_patch && p.gpus < 2 {
-        v.push(par(Rule::VaePatchNeedsTwoGpus { gpus: p.gpus }));
-    }
+    technique::hsdp::check(cx, d, &mut v);
+    technique::vae_patch::check(cx, d, &mut v);
     if p.gpus > 1 && p.shard == Shard::None && used == 1 && !p.vae_patch {
         v.push(par(Rule::NoParallelism { gpus: p.gpus }));
     }
@@ -310,7 +286,7 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
             height_px: d.resolution.height,
         }));
     }
-    crate::technique::check_all(crate::technique::Ctx { model, gpu }, d, &mut v);
+    technique::check_all(cx, d, &mut v);
     v
 }
 

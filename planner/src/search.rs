@@ -11,6 +11,7 @@ use crate::deployment::*;
 use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION, estimate};
 use crate::fleet::queueing::{ClassLoad, pool_latency, utilization};
 use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
+use crate::technique;
 
 /// A candidate's outcome over the whole traffic mix.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -336,47 +337,26 @@ fn parallel_options(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
                 out.push(p);
             }
         };
+        // Each technique names its layouts on `g` GPUs (technique/); VAE patch-parallel joins
+        // every one of them when allowed.
         let base = Parallel {
             gpus: g,
+            vae_patch: a.vae_patch,
             ..Parallel::SINGLE
         };
         if a.sequence_parallel {
-            if heads.is_multiple_of(g) {
-                push(Parallel {
-                    ulysses: g,
-                    vae_patch: a.vae_patch,
-                    ..base
-                });
-                if a.hsdp {
-                    push(Parallel {
-                        ulysses: g,
-                        shard: Shard::Hsdp,
-                        vae_patch: a.vae_patch,
-                        ..base
-                    });
+            for layout in technique::sequence::options(s.model, base) {
+                push(layout);
+                if a.hsdp && layout.ulysses > 1 {
+                    technique::hsdp::options(layout)
+                        .into_iter()
+                        .for_each(&mut push);
                 }
             }
-            push(Parallel {
-                ring: g,
-                vae_patch: a.vae_patch,
-                ..base
-            });
         }
         if a.cfg_parallel && cfg_model {
-            let rest = g / 2;
-            if rest == 1 {
-                push(Parallel {
-                    cfg: 2,
-                    vae_patch: a.vae_patch,
-                    ..base
-                });
-            } else if a.sequence_parallel && heads.is_multiple_of(rest) {
-                push(Parallel {
-                    cfg: 2,
-                    ulysses: rest,
-                    vae_patch: a.vae_patch,
-                    ..base
-                });
+            for layout in technique::cfg_parallel::options(heads, a.sequence_parallel, base) {
+                push(layout);
             }
         }
     }

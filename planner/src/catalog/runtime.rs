@@ -119,6 +119,21 @@ pub struct RuntimeProfile {
     pub pageable_copy_efficiency: f64,
     /// Achieved fraction of the GPU-to-GPU link rate for collectives.
     pub link_efficiency: f64,
+    /// Achieved fraction of the link rate per link kind (`pcie`, `pcie-host`, ...) where it
+    /// differs from `link_efficiency`.
+    #[serde(default)]
+    pub link_efficiency_by_kind: BTreeMap<String, f64>,
+    /// Fixed cost of one collective (NCCL launch, handshake, protocol), microseconds.
+    #[serde(default)]
+    pub collective_latency_us: f64,
+    /// Extra host time of one sequence-parallel attention call (the wrapper's Python: layout
+    /// changes, the collectives' calls), microseconds.
+    #[serde(default)]
+    pub sequence_parallel_dispatch_us: f64,
+    /// Extra host time of one Ring attention call beyond `sequence_parallel_dispatch_us` (the
+    /// ring loop's communicator setup, send/recv calls, the merges' Python), microseconds.
+    #[serde(default)]
+    pub ring_dispatch_us: f64,
     /// Attention path the text encoder takes (the pipeline passes a padding mask).
     pub text_encoder_attention: String,
     /// Attention path of the VAE's mid-block (one 512-wide head: too wide for the fused kernels).
@@ -229,10 +244,23 @@ impl RuntimeProfile {
         ] {
             eff(k.to_string(), x);
         }
+        for (k, x) in &self.link_efficiency_by_kind {
+            eff(
+                format!("link_efficiency_by_kind.{}", crate::spec::echo(k, 32)),
+                *x,
+            );
+        }
         for (k, x, max) in [
             ("kernel_latency_us", self.kernel_latency_us, 1e6),
             ("cpu_dispatch_us", self.cpu_dispatch_us, 1e6),
             ("attention_dispatch_us", self.attention_dispatch_us, 1e6),
+            ("collective_latency_us", self.collective_latency_us, 1e6),
+            (
+                "sequence_parallel_dispatch_us",
+                self.sequence_parallel_dispatch_us,
+                1e6,
+            ),
+            ("ring_dispatch_us", self.ring_dispatch_us, 1e6),
             ("math_bytes_per_score", self.math_bytes_per_score, 64.0),
             (
                 "math_bytes_per_qkv_element",

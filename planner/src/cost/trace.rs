@@ -392,6 +392,12 @@ impl<'a> Trace<'a> {
             .max(self.copy_stream_s)
     }
 
+    /// The launch queue's clock (host and compute stream, side streams not included): what a
+    /// join with a side stream moves shows how much of that stream's work was not hidden.
+    pub fn queue_s(&self) -> f64 {
+        self.gpu_s.max(self.cpu_s)
+    }
+
     /// Peak of live bytes.
     pub fn peak_bytes(&self) -> u64 {
         self.peak_bytes

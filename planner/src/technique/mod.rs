@@ -6,8 +6,9 @@
 //!   home of the spec's values; the module documents which fields are its own).
 //! - **Legality** — `check(cx, d, out)`: pushes a typed `rules::Violation` for every rule the
 //!   deployment breaks (a degree that does not divide the heads, a GPU without the link the
-//!   technique needs). `rules::check` calls every module's `check` in a fixed order, through
-//!   [`check_all`], before any time is computed.
+//!   technique needs). `rules::check` calls every module's `check` in a fixed order (the
+//!   parallel ones beside the replica-layout rules they extend, the rest through
+//!   [`check_all`]) before any time is computed.
 //! - **Enumeration** — `options(..)`: the values of its knobs the search tries for a given
 //!   fleet entry and `allow:` block, in a fixed order (the search's cross product keeps it, so
 //!   plans stay deterministic).
@@ -24,14 +25,72 @@
 //! `data/` and judged leave-one-out.
 //!
 //! Modules: `sequence` (Ulysses, Ring, both), `hsdp`, `cfg_parallel`, `vae_patch` (lane 7a);
-//! `offload` and `cache` (lane 7b: created here as stubs for that lane to fill).
+//! `offload` and `cache` (lane 7b: created here as stubs for that lane to fill). [`Link`] is
+//! what every multi-GPU technique's collectives cost on the GPU's link kind.
 
-use crate::catalog::{Gpu, Model};
+use crate::catalog::{Gpu, Model, RuntimeProfile};
+use crate::cost::trace::{Collective, CollectiveKind, Overlap};
 use crate::deployment::Deployment;
 use crate::rules::Violation;
 
 pub mod cache;
+pub mod cfg_parallel;
+pub mod hsdp;
+pub mod link_fit;
 pub mod offload;
+pub mod sequence;
+pub mod vae_patch;
+
+/// The achieved GPU-to-GPU link of a replica: what one collective costs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    /// Achieved bandwidth per GPU, bytes per second.
+    pub bytes_per_s: f64,
+    /// Fixed cost per collective, seconds.
+    pub latency_s: f64,
+}
+
+impl Link {
+    /// The link of `gpu` under the runtime `rt`: the catalog rate of its link kind times the
+    /// runtime's achieved fraction for that kind. Without peer-to-peer (`pcie-host`, GeForce)
+    /// every transfer is staged through host memory: device to host, then host to device, over
+    /// the host link, so half its rate.
+    pub fn of(gpu: &Gpu, rt: &RuntimeProfile) -> Link {
+        let kind = gpu.gpu_link.kind.as_str();
+        let eff = rt
+            .link_efficiency_by_kind
+            .get(kind)
+            .copied()
+            .unwrap_or(rt.link_efficiency);
+        let bytes_per_s = match kind {
+            "pcie-host" => gpu.host_link_gbps * 1e9 * eff / 2.0,
+            _ => gpu.gpu_link.gbps * 1e9 * eff,
+        };
+        Link {
+            bytes_per_s,
+            latency_s: rt.collective_latency_us * 1e-6,
+        }
+    }
+
+    /// A collective of `kind` among `ranks` GPUs, each holding `bytes` going in (its shard for an
+    /// all-gather).
+    pub fn collective(
+        &self,
+        kind: CollectiveKind,
+        ranks: u64,
+        bytes: f64,
+        overlap: Overlap,
+    ) -> Collective {
+        Collective {
+            kind,
+            ranks,
+            bytes,
+            latency_s: self.latency_s,
+            bytes_per_s: self.bytes_per_s,
+            overlap,
+        }
+    }
+}
 
 /// What every technique's legality rules see.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +101,8 @@ pub struct Ctx<'a> {
     pub gpu: &'a Gpu,
 }
 
-/// Every technique's legality rules, in a fixed order.
+/// The legality rules of the techniques that do not shape the replica's GPU layout (offload,
+/// caching), in a fixed order.
 pub fn check_all(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
     offload::check(cx, d, out);
     cache::check(cx, d, out);

@@ -149,16 +149,18 @@ pub fn module_to_s(hw: &Hw, bytes: u64, up: bool) -> f64 {
 }
 
 /// `enable_model_cpu_offload`: the component of `bytes` is moved up before it runs and back
-/// down when the next one needs the GPU (each once per request). Blocking host copies.
-pub fn model_offload(t: &mut Trace, bytes: u64) {
+/// down when the next one needs the GPU (each once per request). Blocking host copies; returns
+/// their seconds (all of them exposed).
+pub fn model_offload(t: &mut Trace, bytes: u64) -> f64 {
     let hw = t.hw;
-    t.host_copy_timed(bytes, module_to_s(&hw, bytes, true), Overlap::Blocking);
-    t.host_copy_timed(bytes, module_to_s(&hw, bytes, false), Overlap::Blocking);
+    t.host_copy_timed(bytes, module_to_s(&hw, bytes, true), Overlap::Blocking)
+        + t.host_copy_timed(bytes, module_to_s(&hw, bytes, false), Overlap::Blocking)
 }
 
 /// Streamed weights of one transformer pass: `weights` bytes in `groups` groups (blocks) that
 /// the pass runs through. Call before the pass's kernels; call [`stream_end`] after them.
-pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64) {
+/// Returns the seconds of blocking copies (exposed by construction).
+pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64) -> f64 {
     let hw = t.hw;
     let rt = hw.rt;
     let link = hw.gpu.host_link_gbps * 1e9;
@@ -179,11 +181,12 @@ pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64) {
             } else {
                 weights / leaves
             };
-            t.host_copy_timed(first, first as f64 / rate, Overlap::Blocking);
+            let exposed = t.host_copy_timed(first, first as f64 / rate, Overlap::Blocking);
             let rest = weights - first;
             t.host_copy_timed(rest, rest as f64 / rate, Overlap::Stream);
             // Pre- and post-forward hooks of every group.
             t.host(hooks as f64 * 2.0 * rt.cpu_dispatch_us * 1e-6);
+            exposed
         }
         Offload::GroupBlockNoStream | Offload::GroupLeafNoStream | Offload::Sequential => {
             let hooks = if mode == Offload::GroupBlockNoStream {
@@ -191,18 +194,24 @@ pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64) {
             } else {
                 leaves
             };
-            t.host_copy_timed(weights, module_to_s(&hw, weights, true), Overlap::Blocking);
+            let exposed =
+                t.host_copy_timed(weights, module_to_s(&hw, weights, true), Overlap::Blocking);
             t.host(hooks as f64 * 2.0 * rt.cpu_dispatch_us * 1e-6);
+            exposed
         }
-        Offload::None | Offload::Model => {}
+        Offload::None | Offload::Model => 0.0,
     }
 }
 
-/// Joins the prefetch stream at the end of a streamed pass.
-pub fn stream_end(t: &mut Trace, mode: Offload) {
-    if mode.streams_weights() {
-        t.wait_copy();
+/// Joins the prefetch stream at the end of a streamed pass; returns the seconds the compute
+/// stream waited for it (the prefetch not hidden behind compute).
+pub fn stream_end(t: &mut Trace, mode: Offload) -> f64 {
+    if !mode.streams_weights() {
+        return 0.0;
     }
+    let before = t.queue_s();
+    t.wait_copy();
+    t.queue_s() - before
 }
 
 #[cfg(test)]
