@@ -339,8 +339,11 @@ fn text_encoder_bytes(model: &Model) -> u64 {
 }
 
 /// A stage from its trace, whose summary counts `reps` times (passes x steps for denoise);
-/// `transfer_ms` are host copies costed outside the trace; `extra_comm_ms` collectives costed in
-/// a trace of their own (the CFG-parallel exchange per step); `ridge` the precision's ridge point.
+/// `transfer_ms` the host-copy time not hidden behind compute (the contract's field);
+/// `untraced_copy_ms` host copies costed outside the stage's trace (offload's closed-form moves,
+/// until they are trace ops), added to the trace's own in `host_copy_ms`; `extra_comm_ms`
+/// collectives costed in a trace of their own (the CFG-parallel exchange per step); `ridge` the
+/// precision's ridge point.
 struct StageOf<'t, 'a> {
     name: &'static str,
     weights: u64,
@@ -348,6 +351,7 @@ struct StageOf<'t, 'a> {
     reps: f64,
     ms: f64,
     transfer_ms: f64,
+    untraced_copy_ms: f64,
     extra_comm_ms: f64,
     ridge: f64,
 }
@@ -356,7 +360,7 @@ fn stage(s: StageOf) -> Stage {
     let sum: TraceSummary = s.trace.summary();
     let k = s.reps * 1e3;
     let comm_ms = sum.comm_s * k + s.extra_comm_ms;
-    let host_copy_ms = sum.host_copy_s * k + s.transfer_ms;
+    let host_copy_ms = sum.host_copy_s * k + s.untraced_copy_ms;
     let shares = BoundShares::of(
         s.ms,
         sum.compute_bound_s * k,
@@ -473,17 +477,17 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         }
     };
     let te_ms = te_trace.elapsed_s() * 1e3;
-    let mut te_stage = stage(StageOf {
+    let te_stage = stage(StageOf {
         name: "text_encoder",
         weights: te_weights,
         trace: &te_trace,
         reps: 1.0,
         ms: te_ms,
-        transfer_ms: 0.0,
+        transfer_ms: te_exposed_s * 1e3,
+        untraced_copy_ms: 0.0,
         extra_comm_ms: 0.0,
         ridge: ridge(Precision::Bf16),
     });
-    te_stage.transfer_ms = te_exposed_s * 1e3;
 
     // Denoise stage: one step = CFG passes (split over GPUs with cfg-parallel).
     let passes_per_gpu = if d.cfg { 2 } else { 1 } / par.cfg as u64;
@@ -605,11 +609,11 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         trace: &dit_trace,
         reps,
         ms: denoise_ms,
-        transfer_ms: dit_moves_ms,
+        transfer_ms: dit_exposed_ms,
+        untraced_copy_ms: dit_moves_ms,
         extra_comm_ms: cfg_comm_ms,
         ridge: ridge(d.weights),
     });
-    dn_stage.transfer_ms = dit_exposed_ms;
     dn_stage.step_ms = Some(step_s * 1e3);
     dn_stage.steps = Some(d.steps);
 
@@ -650,17 +654,17 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         technique::vae_patch::gather(&mut vae_trace, link, img, split);
     }
     let vae_ms = vae_trace.elapsed_s() * 1e3;
-    let mut vae_stage = stage(StageOf {
+    let vae_stage = stage(StageOf {
         name: "vae_decode",
         weights: vae_full,
         trace: &vae_trace,
         reps: 1.0,
         ms: vae_ms,
-        transfer_ms: 0.0,
+        transfer_ms: vae_exposed_s * 1e3,
+        untraced_copy_ms: 0.0,
         extra_comm_ms: 0.0,
         ridge: ridge(Precision::Bf16),
     });
-    vae_stage.transfer_ms = vae_exposed_s * 1e3;
 
     // The request's memory timeline: what is resident during each stage, plus its transient.
     let embeds = batch * pass.txt_tokens * model.transformer.context_dim * BF16;

@@ -107,3 +107,74 @@ pub fn check_all(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
     offload::check(cx, d, out);
     cache::check(cx, d, out);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::deployment::{Parallel, Resolution};
+    use crate::estimate::{Inputs, estimate};
+
+    #[test]
+    fn a_link_is_its_kind_s_rate_and_geforce_goes_through_host_memory() {
+        let c = Catalog::get();
+        let rt = c.runtime("diffusers").unwrap();
+        let l20 = c.gpu("l20").unwrap();
+        let pcie = Link::of(l20, rt).bytes_per_s;
+        assert_eq!(
+            pcie,
+            l20.gpu_link.gbps * 1e9 * rt.link_efficiency_by_kind["pcie"]
+        );
+        let g = c.gpu("rtx-4090").unwrap();
+        assert_eq!(g.gpu_link.kind, "pcie-host");
+        let staged = Link::of(g, rt).bytes_per_s;
+        assert_eq!(staged, g.host_link_gbps * 1e9 * rt.link_efficiency / 2.0);
+        let h = c.gpu("h100-sxm").unwrap();
+        assert_eq!(
+            Link::of(h, rt).bytes_per_s,
+            h.gpu_link.gbps * 1e9 * rt.link_efficiency
+        );
+    }
+
+    #[test]
+    fn collectives_show_in_the_denoise_stage_and_can_bind_it() {
+        let c = Catalog::get();
+        let inp = Inputs {
+            model: c.model("flux2-klein-4b").unwrap(),
+            gpu: c.gpu("rtx-4090").unwrap(),
+            runtime: c.runtime("diffusers").unwrap(),
+        };
+        let mut d = Deployment::baseline(
+            Resolution {
+                width: 1024,
+                height: 1024,
+            },
+            1,
+            4,
+        );
+        let one = estimate(inp, &d).unwrap();
+        assert_eq!(one.stages[1].comm_ms, 0.0);
+        d.parallel = Parallel {
+            gpus: 2,
+            ulysses: 2,
+            ..Parallel::SINGLE
+        };
+        let two = estimate(inp, &d).unwrap();
+        let dn = &two.stages[1];
+        assert!(dn.comm_ms > 0.1 * dn.ms, "{} of {}", dn.comm_ms, dn.ms);
+        let s = dn.bound_shares;
+        let sum = s.compute + s.memory + s.communication + s.host_copy + s.host;
+        assert!((sum - 1.0).abs() < 1e-9);
+        let largest = [s.compute, s.memory, s.communication, s.host_copy, s.host]
+            .into_iter()
+            .fold(0.0, f64::max);
+        let named = match dn.bound {
+            "compute" => s.compute,
+            "memory" => s.memory,
+            "communication" => s.communication,
+            "host-copy" => s.host_copy,
+            _ => s.host,
+        };
+        assert_eq!(named, largest);
+    }
+}
