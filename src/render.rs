@@ -916,17 +916,17 @@ pub fn fleet(f: &FleetPlan) -> String {
     }
     if !f.classes.is_empty() {
         let _ = writeln!(out);
+        let _ = writeln!(out, "CLASSES (latency p50 / p99 ms)");
         let _ = writeln!(
             out,
-            "CLASSES (p50 / p99 ms)  {:<10} {:>8}   {:<15}   {:<15}   {:<15}   {:>9}",
-            "size", "images/s", "target", "predicted", "simulated", "$/1k img"
+            "  {:<4}  {:<10} {:>8}   {:<15}   {:<15}   {:<15}   {:>9}",
+            "", "size", "images/s", "target", "predicted", "simulated", "$/1k img"
         );
         for c in &f.classes {
             let _ = writeln!(
                 out,
-                "  {:<4} {:<16}  {:<10} {:>8.2}   {:>6} / {:>6}   {}   {}   {:>9}",
+                "  {:<4}  {:<10} {:>8.2}   {:>6} / {:>6}   {}   {}   {:>9}",
                 if c.meets_target { "ok" } else { "MISS" },
-                "",
                 c.size.to_string(),
                 c.images_per_s,
                 opt(c.target.p50_ms),

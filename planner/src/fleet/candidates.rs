@@ -87,12 +87,6 @@ impl FleetCandidate {
             .ok()
             .map(|(_, c)| images_per_s / c.images_per_s_per_replica)
     }
-
-    /// Whether a class may be split across this and other pools (only without batching: a batch
-    /// fills at the rate its pool sees, and the model assumes the class's whole rate).
-    pub fn splittable(&self) -> bool {
-        self.deployment.batch == 1
-    }
 }
 
 /// Per class, the service time of one batch (ms), or why the deployment cannot serve it.
@@ -243,14 +237,13 @@ pub fn candidates(s: &Spec, costed: &Costed, classes: &[Class]) -> Vec<FleetCand
         .collect()
 }
 
-/// Whether `a` makes `b` useless to the integer program: same offer, no more GPUs per replica,
-/// at least as splittable, and for every class no more GPU-time per unit of rate. With GPUs per
-/// replica powers of two, `b`'s pool can always be rebuilt from `a` at no higher cost.
+/// Whether `a` makes `b` useless to the integer program: same offer, no more GPUs per replica
+/// (dividing `b`'s), and for every class no more GPU-time per unit of rate. Then any pool of `b`
+/// rebuilt on `a` serves the same classes with no more GPUs, at no higher cost.
 fn dominates(a: &FleetCandidate, b: &FleetCandidate) -> bool {
     if a.offer != b.offer
         || a.gpus_per_replica > b.gpus_per_replica
         || !b.gpus_per_replica.is_multiple_of(a.gpus_per_replica)
-        || (b.splittable() && !a.splittable())
     {
         return false;
     }
