@@ -94,8 +94,19 @@ pub fn knobs(d: &Deployment) -> String {
             threshold,
             warmup_steps,
             compute_blocks,
+            back_blocks,
+            max_continuous_cached_steps,
         } => {
-            format!("dbcache {threshold} (warm-up {warmup_steps}, F{compute_blocks})")
+            let back = if *back_blocks > 0 {
+                format!("B{back_blocks}")
+            } else {
+                String::new()
+            };
+            let cap = match max_continuous_cached_steps {
+                Some(n) => format!(", at most {n} cached in a row"),
+                None => String::new(),
+            };
+            format!("dbcache {threshold} (warm-up {warmup_steps}, F{compute_blocks}{back}{cap})")
         }
     };
     format!(
@@ -570,6 +581,14 @@ fn rule_text(r: &Rule) -> String {
         } => {
             format!("dbcache compute_blocks must be between 1 and {max_compute_blocks} for {model}")
         }
+        Rule::DbcacheBackBlocks {
+            compute_blocks,
+            back_blocks,
+            blocks,
+            model,
+        } => format!(
+            "dbcache compute_blocks {compute_blocks} plus back_blocks {back_blocks} leave none of {model}'s {blocks} blocks to skip"
+        ),
         Rule::NoReferenceImages { model, .. } => format!("{model} takes no reference images"),
         Rule::ResolutionMultipleOf16 {
             width_px,

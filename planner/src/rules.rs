@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::catalog::{Gpu, Model};
-use crate::deployment::{Cache, Deployment, Offload, Precision, Shard, TextEncoderPlacement};
+use crate::deployment::{Deployment, Precision, Shard};
 use crate::technique;
 
 /// Why a deployment cannot launch at all (memory is checked later, by the cost model), by the
@@ -181,6 +181,17 @@ pub enum Rule {
         /// Model id.
         model: String,
     },
+    /// `dbcache` front and back blocks leave no block to skip.
+    DbcacheBackBlocks {
+        /// Front blocks (Fn).
+        compute_blocks: u32,
+        /// Back blocks (Bn).
+        back_blocks: u32,
+        /// Blocks of the model.
+        blocks: u32,
+        /// Model id.
+        model: String,
+    },
     /// Reference images for a model that takes none.
     NoReferenceImages {
         /// Model id.
@@ -263,29 +274,6 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
         }));
     }
     let unsup = |rule: Rule| Violation::Unsupported { rule };
-    let offload = d.offload.name();
-    if d.offload != Offload::None && p.gpus > 1 {
-        v.push(unsup(Rule::OffloadMultiGpu {
-            offload,
-            gpus: p.gpus,
-        }));
-    }
-    if d.offload != Offload::None && d.text_encoder == TextEncoderPlacement::Resident {
-        v.push(unsup(Rule::OffloadResidentTextEncoder { offload }));
-    }
-    if d.offload != Offload::None && d.parallel.shard == Shard::Hsdp {
-        v.push(unsup(Rule::OffloadWithHsdp { offload }));
-    }
-    if let Cache::Dbcache { compute_blocks, .. } = d.cache {
-        let blocks = (model.transformer.double_blocks + model.transformer.single_blocks) as u32;
-        if compute_blocks == 0 || compute_blocks >= blocks {
-            v.push(unsup(Rule::DbcacheComputeBlocks {
-                compute_blocks,
-                max_compute_blocks: blocks - 1,
-                model: model.id.clone(),
-            }));
-        }
-    }
     if d.reference_images > 0 && !model.reference_kv_cache && model.id.starts_with("flux1") {
         v.push(unsup(Rule::NoReferenceImages {
             model: model.id.clone(),

@@ -160,6 +160,12 @@ pub struct RuntimeProfile {
     pub gemm_workspace_bytes: u64,
     /// Allocator slack: reserved over allocated at the peak, as a fraction of the peak transient.
     pub allocator_slack: f64,
+    /// Offload's effective copy rates (`technique::offload`); the fit when absent.
+    #[serde(default)]
+    pub offload: crate::technique::offload::OffloadProfile,
+    /// The cache models' constants (`technique::cache`); the fit when absent.
+    #[serde(default)]
+    pub cache: crate::technique::cache::CacheProfile,
     /// GPUs this runtime was measured on (its estimates there carry the narrow range).
     #[serde(default)]
     pub calibrated_on: Vec<String>,
@@ -274,6 +280,29 @@ impl RuntimeProfile {
                     at(k),
                     crate::spec::num(x),
                     crate::spec::num(max)
+                ));
+            }
+        }
+        for (k, x, is_eff) in self.offload.entries() {
+            let (ok, what) = if is_eff {
+                (x > 0.0 && x <= 1.0, "an efficiency in (0, 1]")
+            } else {
+                (x > 0.0 && x <= 1e4, "a rate in (0, 10000] GB/s")
+            };
+            if !(x.is_finite() && ok) {
+                out.push(format!(
+                    "{}{k}: {} is not {what}",
+                    at(k),
+                    crate::spec::num(x)
+                ));
+            }
+        }
+        for (k, x) in self.cache.entries() {
+            if !(x.is_finite() && x > 0.0 && x <= 100.0) {
+                out.push(format!(
+                    "{}{k}: {} is outside (0, 100]",
+                    at(k),
+                    crate::spec::num(x)
                 ));
             }
         }

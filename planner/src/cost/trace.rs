@@ -199,6 +199,16 @@ impl<'a> Trace<'a> {
         s
     }
 
+    /// Copies `bytes` between host and GPU memory in `s` seconds, a rate the caller knows better
+    /// than the link's (an offload mode's effective bandwidth, `technique::offload`).
+    pub fn host_copy_timed(&mut self, bytes: u64, s: f64, overlap: Overlap) -> f64 {
+        if bytes > 0 && s > 0.0 {
+            self.host_copy_s += s;
+            self.transfer(s, overlap, false);
+        }
+        s
+    }
+
     fn transfer(&mut self, s: f64, overlap: Overlap, comm: bool) {
         match overlap {
             Overlap::Blocking => {
@@ -380,6 +390,12 @@ impl<'a> Trace<'a> {
             .max(self.cpu_s)
             .max(self.comm_stream_s)
             .max(self.copy_stream_s)
+    }
+
+    /// The launch queue's clock (host and compute stream, side streams not included): what a
+    /// join with a side stream moves shows how much of that stream's work was not hidden.
+    pub fn queue_s(&self) -> f64 {
+        self.gpu_s.max(self.cpu_s)
     }
 
     /// Peak of live bytes.
