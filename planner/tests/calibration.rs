@@ -24,13 +24,14 @@ const PUBLISHED: &str = include_str!(concat!(
 /// Shrink these as the model improves; never widen one without a reason in the commit.
 const KNOWN_MISSES: [(&str, f64); 5] = [
     // Host-bound rows: two host parameters, two host-bound rows; each left out leaves the other
-    // parameter to the one that remains.
+    // parameter to the one that remains (encode b1 widened 0.20 -> 0.33 when the encoder's
+    // RMSNorms got their eight kernels: the refit without it lands elsewhere on that ridge).
     ("step 512px b1 sdpa ms", 0.13),
-    ("encode b1 ms", 0.20),
+    ("encode b1 ms", 0.33),
     // The math path's traffic per score is pinned by two rows that disagree (the encoder at
     // batch 4 wants less than the DiT step).
-    ("step 1024px b1 math ms", 0.48),
-    ("encode b4 ms", 0.25),
+    ("step 1024px b1 math ms", 0.40),
+    ("encode b4 ms", 0.20),
     // The VAE's transient at batch 4 lies between a per-batch and a per-image convolution
     // workspace; one row pins the exponent (left out, the profile keeps per batch: errs high).
     ("decode 1024px b4 transient", 0.21),
