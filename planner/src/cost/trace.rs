@@ -16,6 +16,10 @@
 
 use crate::catalog::{Gpu, RuntimeProfile};
 
+/// Kernel launches the host can queue ahead of the GPU before a launch blocks: the CUDA
+/// driver's pending-launch queue holds about 1024 (a driver constant, not fitted).
+pub const LAUNCH_QUEUE_DEPTH: u64 = 1024;
+
 /// A live tensor: its size, to be returned by `free`.
 #[derive(Debug)]
 #[must_use = "a tensor that is never freed stays live to the end of the stage"]
@@ -269,7 +273,13 @@ impl<'a> Trace<'a> {
 
     /// Runs one kernel of `flops` at `flops_per_s` that moves `bytes` through HBM.
     pub fn kernel(&mut self, flops: f64, flops_per_s: f64, bytes: f64) {
-        let scale = self.hw.arch_scale();
+        self.kernel_on(flops, flops_per_s, bytes, 1.0);
+    }
+
+    /// A kernel that keeps only a fraction `busy` (0 to 1] of the SMs occupied (fewer blocks
+    /// than SMs): its compute and bandwidth both scale by that fraction.
+    pub fn kernel_on(&mut self, flops: f64, flops_per_s: f64, bytes: f64, busy: f64) {
+        let scale = self.hw.arch_scale() * busy.clamp(1e-3, 1.0);
         let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency * scale;
         let compute_s = if flops_per_s > 0.0 {
             flops / (flops_per_s * scale)
@@ -303,19 +313,37 @@ impl<'a> Trace<'a> {
     /// them) in the queue, each `gpu_s` of GPU work behind `tensor_op_dispatch_us` of host time.
     /// Closed form of `n` launches: the GPU ends at the later of its own `n` ops back to back
     /// and the host's last (or first, when the GPU is the slower) dispatch plus the ops after it.
+    ///
+    /// The host can run at most `LAUNCH_QUEUE_DEPTH` launches ahead of the GPU: behind a backlog
+    /// (the tiles of a tiled decode, seconds of GPU work queued in a few milliseconds), the
+    /// first launches fill the queue and the host then waits until the backlog has drained, so
+    /// the rest of the loop's host time adds to the GPU's instead of hiding under it.
     pub fn tensor_ops(&mut self, n: u64, gpu_s: f64) {
         if n == 0 {
             return;
         }
         let h = self.hw.rt.tensor_op_dispatch_us * 1e-6;
         let k = n as f64;
-        let host_bound = if gpu_s >= h {
-            self.cpu_s + h + k * gpu_s
+        let (c, g) = (self.cpu_s, self.gpu_s);
+        let free = n.min(LAUNCH_QUEUE_DEPTH) as f64;
+        // Host time of the last dispatch: launch `free + 1` waits for a slot, which the GPU
+        // frees once the backlog and the first queued op are done.
+        let host_end = if n > LAUNCH_QUEUE_DEPTH {
+            (c + free * h).max(g + gpu_s) + (k - free) * h
         } else {
-            self.cpu_s + k * h + gpu_s
+            c + k * h
         };
-        self.gpu_s = (self.gpu_s + k * gpu_s).max(host_bound);
-        self.cpu_s += k * h;
+        let host_bound = if gpu_s >= h {
+            c + h + k * gpu_s
+        } else {
+            host_end + gpu_s
+        };
+        self.gpu_s = (g + k * gpu_s).max(host_bound);
+        self.cpu_s = if gpu_s >= h {
+            host_end.max(self.gpu_s - free * gpu_s)
+        } else {
+            host_end
+        };
         self.ops += n;
     }
 
@@ -572,6 +600,28 @@ mod tests {
         assert_eq!((t.peak_bytes(), t.summary().held_bytes), (150, 100));
         t.release(a);
         assert_eq!(t.summary().held_bytes, 0);
+    }
+
+    #[test]
+    fn a_full_launch_queue_makes_the_host_wait_for_the_backlog() {
+        let h = hw();
+        let host = h.rt.tensor_op_dispatch_us * 1e-6;
+        let n = 3 * LAUNCH_QUEUE_DEPTH;
+        // One second of GPU work queued, then a loop of tiny ops: the first DEPTH hide under
+        // the backlog, the host waits, and the remaining 2 * DEPTH run at the host's pace.
+        let mut t = Trace::new(h);
+        t.kernel(1e15, 1e15, 0.0);
+        t.tensor_ops(n, host * 0.1);
+        let expected = h.rt.cpu_dispatch_us * 1e-6 + 1.0 + (n - LAUNCH_QUEUE_DEPTH) as f64 * host;
+        assert!(
+            (t.elapsed_s() - expected).abs() < 2.0 * host,
+            "{} vs {expected}",
+            t.elapsed_s()
+        );
+        // Without a backlog the loop is host-bound from the start.
+        let mut t = Trace::new(h);
+        t.tensor_ops(n, host * 0.1);
+        assert!((t.elapsed_s() - n as f64 * host).abs() < 2.0 * host);
     }
 
     #[test]
