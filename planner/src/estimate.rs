@@ -250,6 +250,18 @@ pub fn block_bytes(model: &Model, p: Precision) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes of the transformer's top-level modules, outside its block lists (embedders, FLUX.2's
+/// shared modulation linears, `norm_out`, `proj_out`): all weights less every block's.
+pub fn top_level_bytes(model: &Model, p: Precision) -> u64 {
+    let t = &model.transformer;
+    let [double, single] = t.block_params();
+    let bytes = |b: &crate::catalog::ParamSplit| {
+        (b.quantizable as f64 * p.weight_bytes()).round() as u64 + b.kept_bf16 * BF16
+    };
+    let blocks = t.double_blocks * bytes(&double) + t.single_blocks * bytes(&single);
+    transformer_weight_bytes(model, p).saturating_sub(blocks)
+}
+
 /// Bytes of the transformer's largest single linear layer in `p` (the fused output projection
 /// of a single-stream block, (d + mlp) x d).
 fn largest_linear_bytes(model: &Model, p: Precision) -> u64 {
@@ -288,6 +300,7 @@ impl Placement {
                 dit_full,
                 blk,
                 largest_linear_bytes(model, d.weights),
+                top_level_bytes(model, d.weights),
             ),
             (_, Shard::Hsdp) => technique::hsdp::resident_bytes(dit_full, blk, d.parallel.gpus),
             _ => dit_full,
@@ -450,7 +463,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
                 Offload::Model => offload::model_offload(&mut te_trace, te_full),
                 o if o.streams_weights() => {
                     let layers = model.text_encoders.iter().map(|t| t.layers).sum();
-                    offload::stream_begin(&mut te_trace, o, te_full, layers)
+                    offload::stream_begin(&mut te_trace, o, te_full, layers, 0)
                 }
                 _ if placement == TextEncoderPlacement::Offload => {
                     te_trace.host_copy(te_full, true, Overlap::Blocking)
@@ -472,7 +485,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
                     attn,
                 );
             }
-            te_exposed_s += offload::stream_end(&mut te_trace, d.offload);
+            te_exposed_s += offload::stream_end(&mut te_trace, d.offload, 0);
             w.te_stage
         }
     };
@@ -536,8 +549,14 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     // The cache's buffers live across steps (the klein graph holds them in its own trace).
     let held = (!klein_dit && ce.cached_bytes > 0).then(|| dit_trace.hold(ce.cached_bytes));
     // Group and sequential offload stream the weights in during every pass.
-    let mut stream_exposed_s =
-        offload::stream_begin(&mut dit_trace, d.offload, dit_full * traced_passes, blocks);
+    let dit_top = top_level_bytes(model, d.weights) * traced_passes;
+    let mut stream_exposed_s = offload::stream_begin(
+        &mut dit_trace,
+        d.offload,
+        dit_full * traced_passes,
+        blocks,
+        dit_top,
+    );
     let (first_s, rest_s) = if klein_dit {
         let blocks_s = klein::denoise_step(
             &mut dit_trace,
@@ -567,7 +586,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         technique::hsdp::hooks(&mut dit_trace, groups);
         dit_trace.wait_comm();
     }
-    stream_exposed_s += offload::stream_end(&mut dit_trace, d.offload);
+    stream_exposed_s += offload::stream_end(&mut dit_trace, d.offload, dit_top);
     if let Some(h) = held {
         dit_trace.release(h);
     }
