@@ -286,6 +286,9 @@ struct Placement {
     te_full: u64,
     /// Text-encoder weights on the GPU while encoding (0 when dropped).
     te_stage: u64,
+    /// Resident text-encoder weights on the GPU during the other stages (all of them, or the
+    /// shard of a sharded one).
+    te_kept: u64,
     /// VAE weights.
     vae: u64,
 }
@@ -306,15 +309,22 @@ impl Placement {
             _ => dit_full,
         };
         let te_full = text_encoder_bytes(model);
+        let te_layers = model.text_encoders.iter().map(|t| t.layers).sum();
         let te_stage = match d.text_encoder {
             TextEncoderPlacement::Drop => 0,
+            TextEncoderPlacement::Resident => {
+                technique::text_encoder_shard::resident_bytes(d.parallel, te_full, te_layers, true)
+            }
             _ => offload::resident_text_encoder(d.offload, te_full, model.text_encoders[0].layers),
         };
+        let te_kept =
+            technique::text_encoder_shard::resident_bytes(d.parallel, te_full, te_layers, false);
         Placement {
             dit_full,
             dit_resident,
             te_full,
             te_stage,
+            te_kept,
             vae: model.vae.params() * BF16,
         }
     }
@@ -324,8 +334,8 @@ impl Placement {
         match d.offload {
             Offload::None => {
                 let te = match d.text_encoder {
-                    TextEncoderPlacement::Resident => self.te_full,
                     _ if stage == "text_encoder" => self.te_stage,
+                    TextEncoderPlacement::Resident => self.te_kept,
                     _ => 0,
                 };
                 te + self.dit_resident + self.vae
@@ -435,6 +445,14 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         && model.text_encoders.len() == 1
         && model.text_encoders[0].kind == crate::catalog::TextEncoderKind::DecoderLm;
     let prompts = batch * if d.cfg { 2 } else { 1 };
+    // A sharded text encoder gathers its layers on the communicator's stream as it encodes.
+    let te_sharded = d.parallel.text_encoder == crate::deployment::TeShard::Sharded
+        && d.text_encoder == TextEncoderPlacement::Resident
+        && par.gpus > 1;
+    if te_sharded {
+        let layers = model.text_encoders.iter().map(|t| t.layers).sum();
+        technique::text_encoder_shard::gather(&mut te_trace, link, te_full, layers, par.gpus);
+    }
     let te_weights = match d.text_encoder {
         TextEncoderPlacement::Drop if klein_graph => {
             // The executor uploads embeddings computed elsewhere.
@@ -489,6 +507,9 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             w.te_stage
         }
     };
+    if te_sharded {
+        te_trace.wait_comm();
+    }
     let te_ms = te_trace.elapsed_s() * 1e3;
     let te_stage = stage(StageOf {
         name: "text_encoder",
