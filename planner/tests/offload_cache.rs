@@ -24,10 +24,10 @@
 use planner::catalog::{Catalog, RuntimeProfile};
 use planner::deployment::{Cache, Deployment};
 use planner::estimate::{Estimate, Inputs, QualityChange, estimate, transformer_weight_bytes};
-use planner::technique::cache::{self, CacheProfile, Run};
-use planner::technique::offload::module_to_s;
 use planner::fit::judge;
+use planner::technique::cache::{self, CacheProfile, Run};
 use planner::technique::link_fit::{LINK_PARAMS, multigpu_rows};
+use planner::technique::offload::module_to_s;
 use serde_json::Value;
 
 const PUBLISHED: &str = include_str!(concat!(

@@ -83,8 +83,7 @@ pub fn parse(k: &CacheKey) -> Result<Cache, KeyProblem> {
             "use small non-negative integers (compute_blocks and max_continuous_cached_steps >= 1)",
         ));
     }
-    if k.kind != "dbcache" && (k.back_blocks.is_some() || k.max_continuous_cached_steps.is_some())
-    {
+    if k.kind != "dbcache" && (k.back_blocks.is_some() || k.max_continuous_cached_steps.is_some()) {
         return Err(problem(
             format!(
                 "cache '{}' has no back_blocks or max_continuous_cached_steps",

@@ -37,8 +37,7 @@ pub fn implied_gpus(p: Parallel) -> u32 {
 /// weights is the exception).
 pub fn check_gpus(p: Parallel) -> Result<(), KeyProblem> {
     let used = p.ulysses * p.ring * p.cfg;
-    let sharing_only =
-        used == 1 && (p.shard == crate::deployment::Shard::Hsdp || p.vae_patch);
+    let sharing_only = used == 1 && (p.shard == crate::deployment::Shard::Hsdp || p.vae_patch);
     if used == p.gpus || sharing_only {
         return Ok(());
     }
