@@ -148,4 +148,37 @@ mod tests {
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(parse("sharded").is_ok() && parse("tp").is_err());
     }
+
+    /// FLUX.2-dev in BF16 on H100s with at most two GPUs per replica: the 24B text encoder
+    /// replicated next to a half of the 32B transformer does not fit in 80 GB, sharded it does,
+    /// so the search finds a plan only when it may shard the text encoder.
+    #[test]
+    fn the_search_shards_the_text_encoder_when_allowed_and_that_is_what_fits() {
+        let spec = |allow: bool| {
+            [
+                "model: flux2-dev",
+                "runtime: diffusers",
+                "workload:",
+                "  resolutions:",
+                "    - {size: 1024x1024, share: 1.0}",
+                "fleet:",
+                "  - {gpu: h100-sxm, available: 8, price_per_hour: 2.99}",
+                "allow:",
+                "  weights: [bf16]",
+                "  offload: [none]",
+                "  text_encoder: [resident]",
+                "  cache: [none]",
+                "  batch: [1]",
+                "  max_gpus_per_replica: 2",
+                &format!("  text_encoder_shard: {allow}"),
+            ]
+            .join("\n")
+        };
+        let without = crate::search::plan(&crate::spec::parse(&spec(false)).unwrap());
+        assert!(without.chosen.is_none(), "{:?}", without.chosen);
+        let with = crate::search::plan(&crate::spec::parse(&spec(true)).unwrap());
+        let chosen = with.chosen.expect("a plan with the text encoder sharded");
+        assert_eq!(chosen.deployment.parallel.text_encoder, TeShard::Sharded);
+        assert_eq!(chosen.deployment.parallel.gpus, 2);
+    }
 }
