@@ -503,7 +503,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
                     attn,
                 );
             }
-            te_exposed_s += offload::stream_end(&mut te_trace, d.offload, 0);
+            te_exposed_s += offload::stream_end(&mut te_trace, d.offload, te_full, 0);
             w.te_stage
         }
     };
@@ -607,7 +607,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         technique::hsdp::hooks(&mut dit_trace, groups);
         dit_trace.wait_comm();
     }
-    stream_exposed_s += offload::stream_end(&mut dit_trace, d.offload, dit_top);
+    stream_exposed_s +=
+        offload::stream_end(&mut dit_trace, d.offload, dit_full * traced_passes, dit_top);
     if let Some(h) = held {
         dit_trace.release(h);
     }

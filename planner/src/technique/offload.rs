@@ -23,8 +23,10 @@
 //!   Resident: the current and the prefetched group and, at block level, the top-level modules,
 //!   or one leaf (the largest linear) at leaf level.
 //! - `group-block-no-stream` / `group-leaf-no-stream` (`use_stream=False`): the same groups
-//!   copied from pageable memory when they are called, blocking, nothing overlapped; the host
-//!   copy keeps the weights, so nothing is copied back.
+//!   copied from pageable memory when they are called, blocking, nothing overlapped; without a
+//!   stream diffusers keeps no host copy (`cpu_param_dict` is empty), so after its forward each
+//!   group is moved back with `module.to("cpu")`, blocking too (costed at the up rate, as the
+//!   block level's top-level modules above).
 //! - `sequential` (`enable_sequential_cpu_offload`): accelerate's per-leaf hooks copy each leaf
 //!   in when it runs (pageable, blocking, no prefetch) and drop it after.
 //!
@@ -225,11 +227,19 @@ pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64, top
 
 /// Joins the prefetch stream at the end of a streamed pass and, at block level, moves the
 /// `top` bytes of top-level modules back to pageable memory (blocking; costed at the
-/// `module.to()` up rate, see the module doc); returns the seconds the compute stream waited
-/// (the prefetch not hidden behind compute, and the down-copy).
-pub fn stream_end(t: &mut Trace, mode: Offload, top: u64) -> f64 {
+/// `module.to()` up rate, see the module doc); without streams, every group of the pass's
+/// `weights` goes back the same way. Returns the seconds the compute stream waited (the
+/// prefetch not hidden behind compute, and the down-copies).
+pub fn stream_end(t: &mut Trace, mode: Offload, weights: u64, top: u64) -> f64 {
     if !mode.streams_weights() {
         return 0.0;
+    }
+    if matches!(
+        mode,
+        Offload::GroupBlockNoStream | Offload::GroupLeafNoStream
+    ) {
+        let hw = t.hw;
+        return t.host_copy_timed(weights, module_to_s(&hw, weights, true), Overlap::Blocking);
     }
     let before = t.queue_s();
     t.wait_copy();
@@ -271,7 +281,7 @@ mod tests {
             let mut t = Trace::new(h);
             stream_begin(&mut t, mode, bytes, 25, 0);
             t.kernel(1e15, 1e16, 0.0); // 100 ms of compute
-            stream_end(&mut t, mode, 0);
+            stream_end(&mut t, mode, bytes, 0);
             (t.elapsed_s(), t.summary().host_copy_s)
         };
         let (leaf, leaf_copy) = pass(Offload::GroupLeaf);
@@ -281,6 +291,31 @@ mod tests {
             (sync - (0.1 + sync_copy)).abs() < 0.01,
             "serial: {sync} vs {sync_copy}"
         );
+        // Without streams every group goes up and back down; sequential offload's hooks drop
+        // the weights (accelerate keeps the host copy), so up only.
+        let up = module_to_s(&h, bytes, true);
+        assert!((sync_copy - 2.0 * up).abs() < 1e-9, "{sync_copy} vs {up}");
+        let (_, seq_copy) = pass(Offload::Sequential);
+        assert!((seq_copy - up).abs() < 1e-9, "{seq_copy} vs {up}");
+    }
+
+    /// Block level's top-level modules (diffusers' unmatched group, no stream) go up and down
+    /// through pageable memory every pass, blocking; leaf level streams them with the rest.
+    #[test]
+    fn block_level_pays_its_top_level_modules_round_trip() {
+        let h = hw();
+        let (bytes, top) = (4_000_000_000u64, 200_000_000u64);
+        let pass = |mode, top| {
+            let mut t = Trace::new(h);
+            stream_begin(&mut t, mode, bytes, 25, top);
+            t.kernel(1e15, 1e16, 0.0);
+            stream_end(&mut t, mode, bytes, top);
+            t.elapsed_s()
+        };
+        let extra = pass(Offload::GroupBlock, top) - pass(Offload::GroupBlock, 0);
+        let round_trip = 2.0 * module_to_s(&h, top, true);
+        assert!(extra > 0.9 * round_trip, "{extra} vs {round_trip}");
+        assert_eq!(pass(Offload::GroupLeaf, top), pass(Offload::GroupLeaf, 0));
     }
 
     #[test]
