@@ -84,6 +84,9 @@ pub fn knobs(d: &Deployment) -> String {
     if p.vae_patch {
         parts.push("vae patch".to_string());
     }
+    if p.text_encoder == planner::deployment::TeShard::Sharded {
+        parts.push("text encoder sharded".to_string());
+    }
     if !parts.is_empty() {
         par = format!("{par} ({})", parts.join(", "));
     }
@@ -556,6 +559,12 @@ fn rule_text(r: &Rule) -> String {
         ),
         Rule::HsdpNeedsTwoGpus { .. } => "shard: hsdp needs at least 2 GPUs".into(),
         Rule::VaePatchNeedsTwoGpus { .. } => "vae_patch needs at least 2 GPUs".into(),
+        Rule::TextEncoderShardNeedsTwoGpus { .. } => {
+            "parallel.text_encoder: sharded needs at least 2 GPUs".into()
+        }
+        Rule::TextEncoderShardNotResident { placement } => format!(
+            "parallel.text_encoder: sharded shards a resident text encoder, but text_encoder is {placement}"
+        ),
         Rule::NoParallelism { gpus } => {
             format!("{gpus} GPUs with no parallelism: use separate replicas instead")
         }

@@ -273,6 +273,35 @@ pub enum Shard {
     Hsdp,
 }
 
+/// Where the text encoder's weights live across a replica's GPUs
+/// (`planner::technique::text_encoder_shard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeShard {
+    /// A full copy on every GPU (every rank runs the whole pipeline).
+    #[default]
+    Replicated,
+    /// Each GPU holds 1/N of the text encoder, layers gathered as it encodes.
+    Sharded,
+}
+
+impl TeShard {
+    /// All choices.
+    pub const ALL: [TeShard; 2] = [TeShard::Replicated, TeShard::Sharded];
+
+    /// Spec spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            TeShard::Replicated => "replicated",
+            TeShard::Sharded => "sharded",
+        }
+    }
+
+    fn is_replicated(&self) -> bool {
+        *self == TeShard::Replicated
+    }
+}
+
 /// Parallelism inside one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct Parallel {
@@ -288,6 +317,10 @@ pub struct Parallel {
     pub shard: Shard,
     /// VAE decode split into patches over the replica's GPUs.
     pub vae_patch: bool,
+    /// The text encoder replicated or sharded over the replica's GPUs (absent from output when
+    /// replicated, as before the key existed).
+    #[serde(skip_serializing_if = "TeShard::is_replicated")]
+    pub text_encoder: TeShard,
 }
 
 impl Parallel {
@@ -299,6 +332,7 @@ impl Parallel {
         cfg: 1,
         shard: Shard::None,
         vae_patch: false,
+        text_encoder: TeShard::Replicated,
     };
 
     /// Sequence-parallel degree (Ulysses x Ring).

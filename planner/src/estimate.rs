@@ -250,6 +250,18 @@ pub fn block_bytes(model: &Model, p: Precision) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes of the transformer's top-level modules, outside its block lists (embedders, FLUX.2's
+/// shared modulation linears, `norm_out`, `proj_out`): all weights less every block's.
+pub fn top_level_bytes(model: &Model, p: Precision) -> u64 {
+    let t = &model.transformer;
+    let [double, single] = t.block_params();
+    let bytes = |b: &crate::catalog::ParamSplit| {
+        (b.quantizable as f64 * p.weight_bytes()).round() as u64 + b.kept_bf16 * BF16
+    };
+    let blocks = t.double_blocks * bytes(&double) + t.single_blocks * bytes(&single);
+    transformer_weight_bytes(model, p).saturating_sub(blocks)
+}
+
 /// Bytes of the transformer's largest single linear layer in `p` (the fused output projection
 /// of a single-stream block, (d + mlp) x d).
 fn largest_linear_bytes(model: &Model, p: Precision) -> u64 {
@@ -274,6 +286,9 @@ struct Placement {
     te_full: u64,
     /// Text-encoder weights on the GPU while encoding (0 when dropped).
     te_stage: u64,
+    /// Resident text-encoder weights on the GPU during the other stages (all of them, or the
+    /// shard of a sharded one).
+    te_kept: u64,
     /// VAE weights.
     vae: u64,
 }
@@ -288,20 +303,28 @@ impl Placement {
                 dit_full,
                 blk,
                 largest_linear_bytes(model, d.weights),
+                top_level_bytes(model, d.weights),
             ),
             (_, Shard::Hsdp) => technique::hsdp::resident_bytes(dit_full, blk, d.parallel.gpus),
             _ => dit_full,
         };
         let te_full = text_encoder_bytes(model);
+        let te_layers = model.text_encoders.iter().map(|t| t.layers).sum();
         let te_stage = match d.text_encoder {
             TextEncoderPlacement::Drop => 0,
+            TextEncoderPlacement::Resident => {
+                technique::text_encoder_shard::resident_bytes(d.parallel, te_full, te_layers, true)
+            }
             _ => offload::resident_text_encoder(d.offload, te_full, model.text_encoders[0].layers),
         };
+        let te_kept =
+            technique::text_encoder_shard::resident_bytes(d.parallel, te_full, te_layers, false);
         Placement {
             dit_full,
             dit_resident,
             te_full,
             te_stage,
+            te_kept,
             vae: model.vae.params() * BF16,
         }
     }
@@ -311,8 +334,8 @@ impl Placement {
         match d.offload {
             Offload::None => {
                 let te = match d.text_encoder {
-                    TextEncoderPlacement::Resident => self.te_full,
                     _ if stage == "text_encoder" => self.te_stage,
+                    TextEncoderPlacement::Resident => self.te_kept,
                     _ => 0,
                 };
                 te + self.dit_resident + self.vae
@@ -422,6 +445,14 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         && model.text_encoders.len() == 1
         && model.text_encoders[0].kind == crate::catalog::TextEncoderKind::DecoderLm;
     let prompts = batch * if d.cfg { 2 } else { 1 };
+    // A sharded text encoder gathers its layers on the communicator's stream as it encodes.
+    let te_sharded = d.parallel.text_encoder == crate::deployment::TeShard::Sharded
+        && d.text_encoder == TextEncoderPlacement::Resident
+        && par.gpus > 1;
+    if te_sharded {
+        let layers = model.text_encoders.iter().map(|t| t.layers).sum();
+        technique::text_encoder_shard::gather(&mut te_trace, link, te_full, layers, par.gpus);
+    }
     let te_weights = match d.text_encoder {
         TextEncoderPlacement::Drop if klein_graph => {
             // The executor uploads embeddings computed elsewhere.
@@ -450,7 +481,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
                 Offload::Model => offload::model_offload(&mut te_trace, te_full),
                 o if o.streams_weights() => {
                     let layers = model.text_encoders.iter().map(|t| t.layers).sum();
-                    offload::stream_begin(&mut te_trace, o, te_full, layers)
+                    offload::stream_begin(&mut te_trace, o, te_full, layers, 0)
                 }
                 _ if placement == TextEncoderPlacement::Offload => {
                     te_trace.host_copy(te_full, true, Overlap::Blocking)
@@ -472,10 +503,13 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
                     attn,
                 );
             }
-            te_exposed_s += offload::stream_end(&mut te_trace, d.offload);
+            te_exposed_s += offload::stream_end(&mut te_trace, d.offload, te_full, 0);
             w.te_stage
         }
     };
+    if te_sharded {
+        te_trace.wait_comm();
+    }
     let te_ms = te_trace.elapsed_s() * 1e3;
     let te_stage = stage(StageOf {
         name: "text_encoder",
@@ -536,8 +570,14 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     // The cache's buffers live across steps (the klein graph holds them in its own trace).
     let held = (!klein_dit && ce.cached_bytes > 0).then(|| dit_trace.hold(ce.cached_bytes));
     // Group and sequential offload stream the weights in during every pass.
-    let mut stream_exposed_s =
-        offload::stream_begin(&mut dit_trace, d.offload, dit_full * traced_passes, blocks);
+    let dit_top = top_level_bytes(model, d.weights) * traced_passes;
+    let mut stream_exposed_s = offload::stream_begin(
+        &mut dit_trace,
+        d.offload,
+        dit_full * traced_passes,
+        blocks,
+        dit_top,
+    );
     let (first_s, rest_s) = if klein_dit {
         let blocks_s = klein::denoise_step(
             &mut dit_trace,
@@ -567,7 +607,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         technique::hsdp::hooks(&mut dit_trace, groups);
         dit_trace.wait_comm();
     }
-    stream_exposed_s += offload::stream_end(&mut dit_trace, d.offload);
+    stream_exposed_s +=
+        offload::stream_end(&mut dit_trace, d.offload, dit_full * traced_passes, dit_top);
     if let Some(h) = held {
         dit_trace.release(h);
     }

@@ -136,6 +136,16 @@ pub enum Rule {
         /// `parallel.gpus`.
         gpus: u32,
     },
+    /// The text encoder sharded on one GPU.
+    TextEncoderShardNeedsTwoGpus {
+        /// `parallel.gpus`.
+        gpus: u32,
+    },
+    /// The text encoder sharded but not resident (offloaded or dropped).
+    TextEncoderShardNotResident {
+        /// `text_encoder` placement.
+        placement: &'static str,
+    },
     /// Several GPUs and no parallelism to use them.
     NoParallelism {
         /// `parallel.gpus`.

@@ -361,6 +361,13 @@ fn parallel_options(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
             }
         }
     }
+    if a.text_encoder_shard {
+        // Every multi-GPU layout also with its text encoder sharded.
+        let layouts = out.clone();
+        for l in layouts {
+            out.extend(technique::text_encoder_shard::options(l));
+        }
+    }
     out
 }
 

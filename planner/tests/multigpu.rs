@@ -102,7 +102,7 @@ fn multigpu_rows_hold_leave_one_out() {
 /// 2, 4 and 8 GPUs): the one-GPU latency over the N-GPU latency never exceeds N.
 #[test]
 fn no_predicted_speed_up_exceeds_the_gpu_count() {
-    use planner::deployment::{Deployment, Parallel, Resolution, Shard};
+    use planner::deployment::{Deployment, Parallel, Resolution, Shard, TeShard};
     use planner::estimate::{Inputs, estimate};
     let c = Catalog::get();
     let rt = c.runtime("diffusers").unwrap();
@@ -153,6 +153,11 @@ fn no_predicted_speed_up_exceeds_the_gpu_count() {
                             Parallel {
                                 ulysses: n,
                                 vae_patch: true,
+                                ..base
+                            },
+                            Parallel {
+                                ulysses: n,
+                                text_encoder: TeShard::Sharded,
                                 ..base
                             },
                         ];

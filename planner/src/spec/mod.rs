@@ -200,6 +200,8 @@ pub struct Allow {
     pub hsdp: bool,
     /// VAE patch-parallel decode.
     pub vae_patch: bool,
+    /// The text encoder sharded over a replica's GPUs (off unless asked for).
+    pub text_encoder_shard: bool,
 }
 
 /// Deployment keys the spec fixes (`estimate` defaults the rest; `plan` searches the rest).

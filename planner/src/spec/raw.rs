@@ -68,6 +68,7 @@ pub struct RawParallel {
     pub cfg: Option<S<i64>>,
     pub shard: Option<S<String>>,
     pub vae_patch: Option<S<bool>>,
+    pub text_encoder: Option<S<String>>,
 }
 
 /// `workload:`.
@@ -127,4 +128,5 @@ pub struct RawAllow {
     pub cfg_parallel: Option<S<bool>>,
     pub hsdp: Option<S<bool>>,
     pub vae_patch: Option<S<bool>>,
+    pub text_encoder_shard: Option<S<bool>>,
 }

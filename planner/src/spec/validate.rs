@@ -406,6 +406,11 @@ impl<'c> Validator<'_, 'c> {
         });
     }
 
+    /// A technique module's problem with its key, placed at the key.
+    fn key_problem(&mut self, field: &str, at: Option<Location>, e: crate::technique::KeyProblem) {
+        self.problem(field, at, e.message, e.hint);
+    }
+
     fn choice<T: Copy>(
         &mut self,
         field: &str,
@@ -501,61 +506,18 @@ impl<'c> Validator<'_, 'c> {
                 m.max_continuous_cached_steps,
             ),
         };
-        if let Some(t) = threshold
-            && !(0.0..=1.0).contains(&t)
-        {
-            self.problem(
-                field,
-                l,
-                format!("threshold {t} is outside 0..1"),
-                "relative L1 thresholds are typically 0.05-0.3",
-            );
-            return None;
-        }
-        if warmup.is_some_and(|w| !(0..=1000).contains(&w))
-            || blocks.is_some_and(|b| !(1..=1000).contains(&b))
-            || back.is_some_and(|b| !(0..=1000).contains(&b))
-            || cap.is_some_and(|c| !(1..=1000).contains(&c))
-        {
-            self.problem(
-                field,
-                l,
-                "warmup_steps/compute_blocks/back_blocks/max_continuous_cached_steps out of range",
-                "use small non-negative integers (compute_blocks and max_continuous_cached_steps >= 1)",
-            );
-            return None;
-        }
-        if kind != "dbcache" && (back.is_some() || cap.is_some()) {
-            self.problem(
-                field,
-                l,
-                format!(
-                    "cache '{}' has no back_blocks or max_continuous_cached_steps",
-                    v(kind)
-                ),
-                "they are DBCache's (kind: dbcache)",
-            );
-            return None;
-        }
-        match kind {
-            "none" => Some(Cache::None),
-            "teacache" => Some(Cache::Teacache {
-                threshold: threshold.unwrap_or(0.1),
-            }),
-            "dbcache" => Some(Cache::Dbcache {
-                threshold: threshold.unwrap_or(0.12),
-                warmup_steps: warmup.unwrap_or(1) as u32,
-                compute_blocks: blocks.unwrap_or(1) as u32,
-                back_blocks: back.unwrap_or(0) as u32,
-                max_continuous_cached_steps: cap.map(|c| c as u32),
-            }),
-            other => {
-                self.problem(
-                    field,
-                    l,
-                    format!("unknown cache '{}'", v(other)),
-                    "expected one of none, teacache, dbcache",
-                );
+        let key = crate::technique::cache::CacheKey {
+            kind,
+            threshold,
+            warmup_steps: warmup,
+            compute_blocks: blocks,
+            back_blocks: back,
+            max_continuous_cached_steps: cap,
+        };
+        match crate::technique::cache::parse(&key) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.key_problem(field, l, e);
                 None
             }
         }
@@ -579,16 +541,10 @@ impl<'c> Validator<'_, 'c> {
             }
         }
         if let Some(s) = &p.shard {
-            match s.value.as_str() {
-                "none" => out.shard = Shard::None,
-                "hsdp" => out.shard = Shard::Hsdp,
-                _ => {
-                    self.problem(
-                        "deployment.parallel.shard",
-                        loc(s),
-                        format!("unknown value '{}'", v(&s.value)),
-                        "expected one of none, hsdp",
-                    );
+            match crate::technique::hsdp::parse(&s.value) {
+                Ok(shard) => out.shard = shard,
+                Err(e) => {
+                    self.key_problem("deployment.parallel.shard", loc(s), e);
                     ok = false;
                 }
             }
@@ -596,44 +552,28 @@ impl<'c> Validator<'_, 'c> {
         if let Some(b) = &p.vae_patch {
             out.vae_patch = b.value;
         }
-        let used = out.ulysses * out.ring * out.cfg;
+        if let Some(s) = &p.text_encoder {
+            match crate::technique::text_encoder_shard::parse(&s.value) {
+                Ok(t) => out.text_encoder = t,
+                Err(e) => {
+                    self.key_problem("deployment.parallel.text_encoder", loc(s), e);
+                    ok = false;
+                }
+            }
+        }
         if p.gpus.is_none() {
             // Degrees given without a GPU count imply the smallest replica that holds them.
-            out.gpus = used;
-            if out.shard == Shard::Hsdp || out.vae_patch {
-                out.gpus = out.gpus.max(2);
-            }
+            out.gpus = crate::technique::sequence::implied_gpus(out);
         } else if ok
-            && used != out.gpus
             // (Not when a degree was misspelt or mistyped: that problem is reported already.)
             && !self
                 .problems
                 .iter()
                 .any(|p| p.field.starts_with("deployment.parallel."))
+            && let Err(e) = crate::technique::sequence::check_gpus(out)
         {
-            // A replica whose degrees use fewer GPUs than it holds leaves GPUs idle (HSDP or a
-            // patch-parallel decode over GPUs that otherwise only hold weights is the exception).
-            let sharing_only = used == 1 && (out.shard == Shard::Hsdp || out.vae_patch);
-            if !sharing_only {
-                self.problem(
-                    "deployment.parallel.gpus",
-                    loc(raw),
-                    format!(
-                        "gpus: {} but ulysses x ring x cfg = {}x{}x{} = {used}: {}",
-                        out.gpus,
-                        out.ulysses,
-                        out.ring,
-                        out.cfg,
-                        if used < out.gpus {
-                            "GPUs would sit idle"
-                        } else {
-                            "the degrees need more GPUs"
-                        }
-                    ),
-                    format!("set gpus: {used}, or degrees whose product is {}", out.gpus),
-                );
-                ok = false;
-            }
+            self.key_problem("deployment.parallel.gpus", loc(raw), e);
+            ok = false;
         }
         ok.then_some(out)
     }
@@ -743,18 +683,9 @@ impl<'c> Validator<'_, 'c> {
         if let Some(par) = &raw.parallel {
             p.parallel = self.parallel(par);
             if let (Some(pp), Some(m)) = (p.parallel, model)
-                && pp.cfg == 2
-                && m.guidance != Guidance::Cfg
+                && let Err(e) = crate::technique::cfg_parallel::check_key(pp, m)
             {
-                self.problem(
-                    "deployment.parallel.cfg",
-                    loc(par),
-                    format!(
-                        "cfg-parallel needs real CFG, but {} is guidance-distilled",
-                        m.id
-                    ),
-                    "remove `cfg: 2` or pick a base model (flux2-klein-base-4b/9b)",
-                );
+                self.key_problem("deployment.parallel.cfg", loc(par), e);
             }
         }
         if let Some(r) = &raw.reference_images {
@@ -832,6 +763,7 @@ impl<'c> Validator<'_, 'c> {
             cfg_parallel: None,
             hsdp: None,
             vae_patch: None,
+            text_encoder_shard: None,
         };
         let a = raw.unwrap_or(&empty);
         let flag = |b: &Option<Spanned<bool>>| b.as_ref().is_none_or(|b| b.value);
@@ -919,6 +851,7 @@ impl<'c> Validator<'_, 'c> {
             cfg_parallel: flag(&a.cfg_parallel),
             hsdp: flag(&a.hsdp),
             vae_patch: flag(&a.vae_patch),
+            text_encoder_shard: a.text_encoder_shard.as_ref().is_some_and(|b| b.value),
         }
     }
 

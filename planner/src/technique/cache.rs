@@ -32,11 +32,84 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Ctx;
+use super::{Ctx, KeyProblem};
 use crate::catalog::{Family, Model};
 use crate::cost::ops::BF16;
 use crate::deployment::{Cache, Deployment};
 use crate::rules::{Rule, Violation};
+
+/// The spec's `cache:` as written: a kind alone, or a map with its parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheKey<'a> {
+    /// `none`, `teacache` or `dbcache`.
+    pub kind: &'a str,
+    /// Relative L1 threshold.
+    pub threshold: Option<f64>,
+    /// DBCache / TeaCache warm-up steps.
+    pub warmup_steps: Option<i64>,
+    /// DBCache's `Fn`.
+    pub compute_blocks: Option<i64>,
+    /// DBCache's `Bn`.
+    pub back_blocks: Option<i64>,
+    /// DBCache's cap on cached steps in a row.
+    pub max_continuous_cached_steps: Option<i64>,
+}
+
+/// The spec's `cache:` (a `deployment.cache` or an `allow.cache` entry), with its defaults:
+/// TeaCache 0.1; DBCache 0.12, one warm-up step, `F1B0`, no cap.
+pub fn parse(k: &CacheKey) -> Result<Cache, KeyProblem> {
+    let echo = |s: &str| crate::spec::echo(s, 64);
+    let problem = |message: String, hint: &str| KeyProblem {
+        message,
+        hint: hint.into(),
+    };
+    if let Some(t) = k.threshold
+        && !(0.0..=1.0).contains(&t)
+    {
+        return Err(problem(
+            format!("threshold {t} is outside 0..1"),
+            "relative L1 thresholds are typically 0.05-0.3",
+        ));
+    }
+    if k.warmup_steps.is_some_and(|w| !(0..=1000).contains(&w))
+        || k.compute_blocks.is_some_and(|b| !(1..=1000).contains(&b))
+        || k.back_blocks.is_some_and(|b| !(0..=1000).contains(&b))
+        || k.max_continuous_cached_steps
+            .is_some_and(|c| !(1..=1000).contains(&c))
+    {
+        return Err(problem(
+            "warmup_steps/compute_blocks/back_blocks/max_continuous_cached_steps out of range"
+                .into(),
+            "use small non-negative integers (compute_blocks and max_continuous_cached_steps >= 1)",
+        ));
+    }
+    if k.kind != "dbcache" && (k.back_blocks.is_some() || k.max_continuous_cached_steps.is_some()) {
+        return Err(problem(
+            format!(
+                "cache '{}' has no back_blocks or max_continuous_cached_steps",
+                echo(k.kind)
+            ),
+            "they are DBCache's (kind: dbcache)",
+        ));
+    }
+    match k.kind {
+        "none" => Ok(Cache::None),
+        "teacache" => Ok(Cache::Teacache {
+            threshold: k.threshold.unwrap_or(0.1),
+        }),
+        "dbcache" => Ok(Cache::Dbcache {
+            threshold: k.threshold.unwrap_or(0.12),
+            warmup_steps: k.warmup_steps.unwrap_or(1) as u32,
+            compute_blocks: k.compute_blocks.unwrap_or(1) as u32,
+            back_blocks: k.back_blocks.unwrap_or(0) as u32,
+            max_continuous_cached_steps: k.max_continuous_cached_steps.map(|c| c as u32),
+        }),
+        other => Err(problem(
+            format!("unknown cache '{}'", echo(other)),
+            "expected one of none, teacache, dbcache",
+        )),
+    }
+}
 
 /// Caching's legality rules: DBCache's front blocks leave at least one block, and front and
 /// back blocks together leave some to skip.

@@ -12,7 +12,22 @@ use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel};
 use crate::rules::{Rule, Violation};
 
-use super::{Ctx, Link};
+use super::{Ctx, KeyProblem, Link};
+
+/// The spec-time check of `parallel.cfg` against the model: a guidance-distilled model has no
+/// unconditional pass to put on another GPU.
+pub fn check_key(p: Parallel, model: &crate::catalog::Model) -> Result<(), KeyProblem> {
+    if p.cfg == 2 && model.guidance != Guidance::Cfg {
+        return Err(KeyProblem {
+            message: format!(
+                "cfg-parallel needs real CFG, but {} is guidance-distilled",
+                model.id
+            ),
+            hint: "remove `cfg: 2` or pick a base model (flux2-klein-base-4b/9b)".into(),
+        });
+    }
+    Ok(())
+}
 
 /// CFG-parallel's rules.
 pub fn check(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {

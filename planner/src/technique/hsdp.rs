@@ -1,7 +1,7 @@
 //! HSDP (`parallel.shard: hsdp`): each GPU holds `1 / gpus` of the transformer's weights and
 //! gathers every block's full weights just before it runs.
 //!
-//! Knob: `parallel.shard`. Legality: two GPUs at least. Enumeration: beside Ulysses, when the
+//! Knob: `parallel.shard` (parsed by [`parse`]). Legality: two GPUs at least. Enumeration: beside Ulysses, when the
 //! spec allows `hsdp`. Trace contribution: per pass, the all-gather of the other GPUs' shards on
 //! the communicator's stream (FSDP prefetches the next block while the current one computes), so
 //! a pass lasts the longer of its compute and its gathers; resident weights are the shard plus
@@ -11,7 +11,19 @@ use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel, Shard};
 use crate::rules::{Rule, Violation};
 
-use super::{Ctx, Link};
+use super::{Ctx, KeyProblem, Link};
+
+/// The spec's value of `parallel.shard`.
+pub fn parse(value: &str) -> Result<Shard, KeyProblem> {
+    match value {
+        "none" => Ok(Shard::None),
+        "hsdp" => Ok(Shard::Hsdp),
+        _ => Err(KeyProblem {
+            message: format!("unknown value '{}'", crate::spec::echo(value, 64)),
+            hint: "expected one of none, hsdp".into(),
+        }),
+    }
+}
 
 /// HSDP needs two GPUs.
 pub fn check(_cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {

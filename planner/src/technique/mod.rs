@@ -24,8 +24,12 @@
 //! GPU catalog (`gpu_link` with its kind) and the runtime profile, fitted on declared rows of
 //! `data/` and judged leave-one-out.
 //!
-//! Modules: `sequence` (Ulysses, Ring, both), `hsdp`, `cfg_parallel`, `vae_patch` (lane 7a);
-//! `offload` and `cache` (lane 7b: created here as stubs for that lane to fill). [`Link`] is
+//! - **Spec keys** — where a technique's keys need more than a choice among names, its module
+//!   parses and checks them (`parse*` functions returning a [`KeyProblem`]); `spec/validate.rs`
+//!   only adds the key's name and location.
+//!
+//! Modules: `sequence` (Ulysses, Ring, both, and the replica layout's degrees), `hsdp`,
+//! `cfg_parallel`, `vae_patch`, `text_encoder_shard`, `offload`, `cache`. [`Link`] is
 //! what every multi-GPU technique's collectives cost on the GPU's link kind.
 
 use crate::catalog::{Gpu, Model, RuntimeProfile};
@@ -39,7 +43,18 @@ pub mod hsdp;
 pub mod link_fit;
 pub mod offload;
 pub mod sequence;
+pub mod text_encoder_shard;
 pub mod vae_patch;
+
+/// A problem with a technique's spec key, as its module's parser reports it: the validator adds
+/// the key's name and its line and column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyProblem {
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
 
 /// The achieved GPU-to-GPU link of a replica: what one collective costs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,6 +121,7 @@ pub struct Ctx<'a> {
 pub fn check_all(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
     offload::check(cx, d, out);
     cache::check(cx, d, out);
+    text_encoder_shard::check(cx, d, out);
 }
 
 #[cfg(test)]

@@ -9,16 +9,24 @@
 //!   H200 (5.7 and 1.4 GB/s, where one pinned 2 GiB copy reaches 55 GB/s and a pageable one
 //!   21/17). The two rates are constants of the host and the copy path, capped by the link.
 //! - `group-block` / `group-leaf` (`apply_group_offloading(..., use_stream=True)`): the weights
-//!   sit in pinned host memory and the next group is prefetched on a side stream, so copies
-//!   overlap compute; a step takes the longer of the two, plus the hooks' host work. The
-//!   achieved copy rate differs by level (measured on the H200 with klein-4B: leaf-level
-//!   184 ms a step, block-level 339 ms, for 7.75 GB; the block level's larger groups copy at
-//!   about half the leaf level's rate), so each level has its own efficiency on the link.
-//!   Resident: the current and the prefetched group (block level also keeps the top-level
-//!   modules), or one leaf (the largest linear) at leaf level.
+//!   of the groups sit in pinned host memory and the next group is prefetched on a side stream,
+//!   so copies overlap compute; a step takes the longer of the two, plus the hooks' host work.
+//!   Both levels stream at one achieved fraction of the host link. What differs is what is not a
+//!   group: at block level the top-level modules outside the block lists (embedders, FLUX.2's
+//!   shared modulation linears, `norm_out`, `proj_out`; ~5 % of klein-4B) form diffusers'
+//!   "unmatched group", built with `stream=None`: it is copied up from pageable memory,
+//!   blocking, when the transformer is called, and `module.to("cpu")` back after it, every
+//!   pass. At leaf level every linear (those included) is a streamed group. The top-level round
+//!   trip is costed at the `module.to()` up rate in both directions: the per-step down-copy
+//!   lands in pages the allocator just freed, unlike H2's first-touch 7.75 GB (an assumption no
+//!   row measures; with H2's rate the block level would be predicted ~50 % slow).
+//!   Resident: the current and the prefetched group and, at block level, the top-level modules,
+//!   or one leaf (the largest linear) at leaf level.
 //! - `group-block-no-stream` / `group-leaf-no-stream` (`use_stream=False`): the same groups
-//!   copied from pageable memory when they are called, blocking, nothing overlapped; the host
-//!   copy keeps the weights, so nothing is copied back.
+//!   copied from pageable memory when they are called, blocking, nothing overlapped; without a
+//!   stream diffusers keeps no host copy (`cpu_param_dict` is empty), so after its forward each
+//!   group is moved back with `module.to("cpu")`, blocking too (costed at the up rate, as the
+//!   block level's top-level modules above).
 //! - `sequential` (`enable_sequential_cpu_offload`): accelerate's per-leaf hooks copy each leaf
 //!   in when it runs (pageable, blocking, no prefetch) and drop it after.
 //!
@@ -44,7 +52,8 @@ pub struct OffloadProfile {
     pub module_to_h2d_gbps: f64,
     /// `module.to("cpu")` of a whole model into fresh pageable host memory, GB/s.
     pub module_to_d2h_gbps: f64,
-    /// Block-level group offload with streams: achieved fraction of the host link.
+    /// Block-level group offload with streams: achieved fraction of the host link (the built-in
+    /// profile fits one value for both levels; a profile may set them apart).
     pub group_block_stream_efficiency: f64,
     /// Leaf-level group offload with streams: achieved fraction of the host link.
     pub group_leaf_stream_efficiency: f64,
@@ -57,8 +66,8 @@ impl Default for OffloadProfile {
         OffloadProfile {
             module_to_h2d_gbps: 5.657,
             module_to_d2h_gbps: 1.435,
-            group_block_stream_efficiency: 0.357,
-            group_leaf_stream_efficiency: 0.658,
+            group_block_stream_efficiency: 0.636,
+            group_leaf_stream_efficiency: 0.636,
         }
     }
 }
@@ -111,9 +120,9 @@ pub fn check(_cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
 
 /// Transformer bytes on the GPU while denoising under `mode`: `full` (all weights), `block`
 /// (the largest block), `leaf` (the largest linear).
-pub fn resident_transformer(mode: Offload, full: u64, block: u64, leaf: u64) -> u64 {
-    // Top-level modules (embedders, modulation, norm_out, proj_out) stay on the GPU at block level.
-    let top = (full as f64 * 0.02) as u64;
+/// `top` (the top-level modules outside the block lists) is on the GPU for the whole pass at
+/// block level.
+pub fn resident_transformer(mode: Offload, full: u64, block: u64, leaf: u64, top: u64) -> u64 {
     match mode {
         Offload::None | Offload::Model => full,
         // The running group and the prefetched one.
@@ -158,9 +167,10 @@ pub fn model_offload(t: &mut Trace, bytes: u64) -> f64 {
 }
 
 /// Streamed weights of one transformer pass: `weights` bytes in `groups` groups (blocks) that
-/// the pass runs through. Call before the pass's kernels; call [`stream_end`] after them.
+/// the pass runs through, of which `top` bytes are top-level modules outside the block lists
+/// (0 for a text encoder). Call before the pass's kernels; call [`stream_end`] after them.
 /// Returns the seconds of blocking copies (exposed by construction).
-pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64) -> f64 {
+pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64, top: u64) -> f64 {
     let hw = t.hw;
     let rt = hw.rt;
     let link = hw.gpu.host_link_gbps * 1e9;
@@ -174,15 +184,27 @@ pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64) -> 
                 (rt.offload.group_leaf_stream_efficiency, leaves)
             };
             let rate = link * eff;
+            // Block level: the unmatched group (top-level modules) up from pageable memory,
+            // blocking, before the first block is prefetched.
+            let (top, streamed) = if mode == Offload::GroupBlock {
+                let top = top.min(weights);
+                (top, weights - top)
+            } else {
+                (0, weights)
+            };
+            let mut exposed = 0.0;
+            if top > 0 {
+                exposed += t.host_copy_timed(top, module_to_s(&hw, top, true), Overlap::Blocking);
+            }
             // The first group is onloaded before the pass starts; the rest is prefetched
             // on the copy stream behind the compute.
             let first = if mode == Offload::GroupBlock {
-                weights / groups
+                streamed / groups
             } else {
-                weights / leaves
+                streamed / leaves
             };
-            let exposed = t.host_copy_timed(first, first as f64 / rate, Overlap::Blocking);
-            let rest = weights - first;
+            exposed += t.host_copy_timed(first, first as f64 / rate, Overlap::Blocking);
+            let rest = streamed - first;
             t.host_copy_timed(rest, rest as f64 / rate, Overlap::Stream);
             // Pre- and post-forward hooks of every group.
             t.host(hooks as f64 * 2.0 * rt.cpu_dispatch_us * 1e-6);
@@ -203,15 +225,30 @@ pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64) -> 
     }
 }
 
-/// Joins the prefetch stream at the end of a streamed pass; returns the seconds the compute
-/// stream waited for it (the prefetch not hidden behind compute).
-pub fn stream_end(t: &mut Trace, mode: Offload) -> f64 {
+/// Joins the prefetch stream at the end of a streamed pass and, at block level, moves the
+/// `top` bytes of top-level modules back to pageable memory (blocking; costed at the
+/// `module.to()` up rate, see the module doc); without streams, every group of the pass's
+/// `weights` goes back the same way. Returns the seconds the compute stream waited (the
+/// prefetch not hidden behind compute, and the down-copies).
+pub fn stream_end(t: &mut Trace, mode: Offload, weights: u64, top: u64) -> f64 {
     if !mode.streams_weights() {
         return 0.0;
     }
+    if matches!(
+        mode,
+        Offload::GroupBlockNoStream | Offload::GroupLeafNoStream
+    ) {
+        let hw = t.hw;
+        return t.host_copy_timed(weights, module_to_s(&hw, weights, true), Overlap::Blocking);
+    }
     let before = t.queue_s();
     t.wait_copy();
-    t.queue_s() - before
+    let waited = t.queue_s() - before;
+    if mode == Offload::GroupBlock && top > 0 {
+        let hw = t.hw;
+        return waited + t.host_copy_timed(top, module_to_s(&hw, top, true), Overlap::Blocking);
+    }
+    waited
 }
 
 #[cfg(test)]
@@ -242,9 +279,9 @@ mod tests {
         let bytes = 4_000_000_000;
         let pass = |mode| {
             let mut t = Trace::new(h);
-            stream_begin(&mut t, mode, bytes, 25);
+            stream_begin(&mut t, mode, bytes, 25, 0);
             t.kernel(1e15, 1e16, 0.0); // 100 ms of compute
-            stream_end(&mut t, mode);
+            stream_end(&mut t, mode, bytes, 0);
             (t.elapsed_s(), t.summary().host_copy_s)
         };
         let (leaf, leaf_copy) = pass(Offload::GroupLeaf);
@@ -254,12 +291,37 @@ mod tests {
             (sync - (0.1 + sync_copy)).abs() < 0.01,
             "serial: {sync} vs {sync_copy}"
         );
+        // Without streams every group goes up and back down; sequential offload's hooks drop
+        // the weights (accelerate keeps the host copy), so up only.
+        let up = module_to_s(&h, bytes, true);
+        assert!((sync_copy - 2.0 * up).abs() < 1e-9, "{sync_copy} vs {up}");
+        let (_, seq_copy) = pass(Offload::Sequential);
+        assert!((seq_copy - up).abs() < 1e-9, "{seq_copy} vs {up}");
+    }
+
+    /// Block level's top-level modules (diffusers' unmatched group, no stream) go up and down
+    /// through pageable memory every pass, blocking; leaf level streams them with the rest.
+    #[test]
+    fn block_level_pays_its_top_level_modules_round_trip() {
+        let h = hw();
+        let (bytes, top) = (4_000_000_000u64, 200_000_000u64);
+        let pass = |mode, top| {
+            let mut t = Trace::new(h);
+            stream_begin(&mut t, mode, bytes, 25, top);
+            t.kernel(1e15, 1e16, 0.0);
+            stream_end(&mut t, mode, bytes, top);
+            t.elapsed_s()
+        };
+        let extra = pass(Offload::GroupBlock, top) - pass(Offload::GroupBlock, 0);
+        let round_trip = 2.0 * module_to_s(&h, top, true);
+        assert!(extra > 0.9 * round_trip, "{extra} vs {round_trip}");
+        assert_eq!(pass(Offload::GroupLeaf, top), pass(Offload::GroupLeaf, 0));
     }
 
     #[test]
     fn every_streaming_mode_keeps_less_than_the_whole_transformer() {
         for m in Offload::ALL {
-            let r = resident_transformer(m, 1000, 100, 10);
+            let r = resident_transformer(m, 1000, 100, 10, 20);
             assert_eq!(r == 1000, !m.streams_weights(), "{}", m.name());
         }
     }

@@ -1,7 +1,8 @@
 //! Sequence parallelism: Ulysses (all-to-all over heads), Ring (K/V chunks passed around a ring,
 //! partial attentions merged), or both (USP).
 //!
-//! Knobs: `parallel.ulysses`, `parallel.ring`. Each GPU keeps `tokens / (ulysses x ring)` tokens
+//! Knobs: `parallel.ulysses`, `parallel.ring` (and, through [`implied_gpus`] / [`check_gpus`],
+//! how the degrees of a `parallel:` block fix its `gpus`). Each GPU keeps `tokens / (ulysses x ring)` tokens
 //! for projections and MLPs (the smaller per-GPU GEMMs are costed by the kernel models at those
 //! shapes, sub-wave efficiency included); attention runs on `heads / ulysses` heads over the
 //! Ring group's share of the sequence. Trace contribution, per attention call: Ulysses' four
@@ -18,7 +19,44 @@ use crate::cost::trace::{Buf, CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel};
 use crate::rules::{Rule, Violation};
 
-use super::Ctx;
+use super::{Ctx, KeyProblem};
+
+/// The GPUs a `parallel:` block without `gpus` implies: the product of its degrees, at least two
+/// when it shards the transformer or patches the VAE over GPUs.
+pub fn implied_gpus(p: Parallel) -> u32 {
+    let used = p.ulysses * p.ring * p.cfg;
+    if p.shard == crate::deployment::Shard::Hsdp || p.vae_patch {
+        used.max(2)
+    } else {
+        used
+    }
+}
+
+/// A `parallel:` block with `gpus` whose degrees use another number of GPUs: idle GPUs, or
+/// degrees that need more (HSDP or a patch-parallel decode over GPUs that otherwise only hold
+/// weights is the exception).
+pub fn check_gpus(p: Parallel) -> Result<(), KeyProblem> {
+    let used = p.ulysses * p.ring * p.cfg;
+    let sharing_only = used == 1 && (p.shard == crate::deployment::Shard::Hsdp || p.vae_patch);
+    if used == p.gpus || sharing_only {
+        return Ok(());
+    }
+    Err(KeyProblem {
+        message: format!(
+            "gpus: {} but ulysses x ring x cfg = {}x{}x{} = {used}: {}",
+            p.gpus,
+            p.ulysses,
+            p.ring,
+            p.cfg,
+            if used < p.gpus {
+                "GPUs would sit idle"
+            } else {
+                "the degrees need more GPUs"
+            }
+        ),
+        hint: format!("set gpus: {used}, or degrees whose product is {}", p.gpus),
+    })
+}
 
 /// Ulysses splits heads: its degree must divide them.
 pub fn check(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
