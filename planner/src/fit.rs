@@ -247,7 +247,7 @@ pub struct Param {
 
 /// The diffusers profile's free parameters fitted on the H200 pipeline rows. Everything else
 /// (GEMM, fused-attention and copy efficiencies, math-path memory) is read off the kernel rows.
-pub const H200_PARAMS: [Param; 8] = [
+pub const H200_PARAMS: [Param; 7] = [
     Param {
         name: "cpu_dispatch_us",
         unit: "µs per op",
@@ -297,16 +297,6 @@ pub const H200_PARAMS: [Param; 8] = [
         start: 0.2,
         min: 0.01,
         max: 1.0,
-    },
-    Param {
-        name: "math_bytes_moved_per_score",
-        unit: "bytes per score",
-        meaning: "HBM traffic of the math attention path's scale and softmax passes",
-        get: |r| r.math_bytes_moved_per_score,
-        set: |r, v| r.math_bytes_moved_per_score = v,
-        start: 40.0,
-        min: 4.0,
-        max: 400.0,
     },
     Param {
         name: "conv_workspace_per_input_byte",

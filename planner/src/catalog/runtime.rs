@@ -84,8 +84,10 @@ pub struct RuntimeProfile {
     pub math_bytes_per_score: f64,
     /// Bytes per element of q, k, v and the output on the math path (their FP32 copies).
     pub math_bytes_per_qkv_element: f64,
-    /// Bytes moved through HBM per score by the math path's scale and softmax passes (0: time
-    /// the math path at `attention_efficiency.math` instead).
+    /// Bytes moved through HBM per score by the math path's passes between its two batched
+    /// GEMMs (softmax and `_safe_softmax`'s masking, the BF16 copy of the probabilities),
+    /// counted from the runtime's code; 0: time the math path at `attention_efficiency.math`
+    /// instead.
     #[serde(default)]
     pub math_bytes_moved_per_score: f64,
     /// cuDNN convolution workspace per byte of the convolution's input.

@@ -192,14 +192,17 @@ impl Trace<'_> {
             let scores = (rt.math_bytes_per_score * (bh * s.q_tokens * s.kv_tokens) as f64) as u64;
             self.transient(copies + scores);
             if rt.math_bytes_moved_per_score > 0.0 {
-                // Two batched GEMMs (scores, then probabilities times v) at the GEMM rate, and the
-                // scale/softmax passes between them, which move `math_bytes_moved_per_score`
-                // bytes per score through HBM: at any length the passes dominate.
+                // PyTorch's `_scaled_dot_product_attention_math` on the FP32 copies: a batched
+                // GEMM writes FP32 scores (4 bytes each), the passes between the two GEMMs move
+                // `math_bytes_moved_per_score` (counted, not fitted: `_safe_softmax`'s softmax
+                // 4 + 4, `eq(-inf)` 4 + 1, `all` 1, `where` 4 + 4, and the BF16 copy of the
+                // probabilities the function also returns, 4 + 2: 28 bytes), and the second GEMM
+                // reads the FP32 probabilities (4). At any length the passes dominate.
                 let n_scores = (bh * s.q_tokens * s.kv_tokens) as f64;
                 let bmm_rate = gpu.bf16_flops_per_s() * rt.gemm_eff("bf16");
-                self.kernel(flops / 2.0, bmm_rate, io / 2.0 + 2.0 * n_scores);
+                self.kernel(flops / 2.0, bmm_rate, io / 2.0 + 4.0 * n_scores);
                 self.kernel(0.0, 0.0, rt.math_bytes_moved_per_score * n_scores);
-                self.kernel(flops / 2.0, bmm_rate, io / 2.0 + 2.0 * n_scores);
+                self.kernel(flops / 2.0, bmm_rate, io / 2.0 + 4.0 * n_scores);
                 for _ in 0..3 {
                     self.launch(0.0);
                 }
