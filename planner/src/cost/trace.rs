@@ -347,6 +347,13 @@ impl<'a> Trace<'a> {
         self.ops += n;
     }
 
+    /// `n` tensor calls that launch no kernel (views, reshapes, a cast to the dtype a tensor
+    /// already has): each costs the host one `cpu_dispatch_us`, like any eager op, and the GPU
+    /// nothing. Counted from the runtime's code where its eager order is traced (`dit.rs`, `text.rs`).
+    pub fn host_ops(&mut self, n: u64) {
+        self.cpu_s += n as f64 * self.hw.rt.view_dispatch_us * 1e-6;
+    }
+
     /// Host work that launches nothing (Python between ops): only the host clock advances.
     pub fn host(&mut self, s: f64) {
         self.cpu_s += s;
