@@ -82,9 +82,9 @@ fn every_h200_row_holds_leave_one_out() {
             failed.push(line);
         }
     }
-    // Issue 6's targets are 3 % (memory) and 8 % (time); time misses it (the rows above), so
-    // its bound is today's figure, a guard against regressions.
-    for (time, bound) in [(false, 0.03), (true, 0.105)] {
+    // Issue 6's targets: 3 % (memory) and 8 % (time, 7.93 % since the host work is counted
+    // from the code; the known misses above are its rows over 8 %).
+    for (time, bound) in [(false, 0.03), (true, 0.08)] {
         let e: Vec<f64> = r
             .rows
             .iter()
