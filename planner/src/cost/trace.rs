@@ -632,6 +632,31 @@ mod tests {
     }
 
     #[test]
+    fn views_cost_the_host_only_and_launch_nothing() {
+        let c = Catalog::get();
+        let mut rt = c.runtime("diffusers").unwrap().clone();
+        rt.view_dispatch_us = 4.0;
+        let h = Hw {
+            gpu: c.gpu("h200").unwrap(),
+            rt: &rt,
+        };
+        // Behind a second of queued GPU work, views hide under it and add no op.
+        let mut t = Trace::new(h);
+        t.kernel(1e15, 1e15, 0.0);
+        t.host_ops(1000);
+        assert!((t.elapsed_s() - 1.0).abs() < 1e-3);
+        assert_eq!(t.summary().ops, 1);
+        // Alone, 1000 views take 1000 x 4 us of host time.
+        let mut t = Trace::new(h);
+        t.host_ops(1000);
+        assert!((t.elapsed_s() - 4e-3).abs() < 1e-9, "{}", t.elapsed_s());
+        // At the diffusers profile's 0 they are free.
+        let mut t = Trace::new(hw());
+        t.host_ops(1000);
+        assert_eq!(t.elapsed_s(), 0.0);
+    }
+
+    #[test]
     fn tiny_ops_are_bound_by_the_host_and_big_ops_by_the_gpu() {
         let h = hw();
         let mut t = Trace::new(h);
