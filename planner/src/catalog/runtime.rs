@@ -112,6 +112,10 @@ pub struct RuntimeProfile {
     /// seam blending), microseconds; 0 falls back to `cpu_dispatch_us`.
     #[serde(default)]
     pub tensor_op_dispatch_us: f64,
+    /// Host-side time of one tensor call that launches no kernel (a view, a reshape, a cast to
+    /// the dtype a tensor already has), microseconds; 0 counts them free.
+    #[serde(default)]
+    pub view_dispatch_us: f64,
     /// Extra host time of one transformer attention call, microseconds (diffusers' processor and
     /// `dispatch_attention_fn`: signature inspection, backend lookup, layout permutes).
     pub attention_dispatch_us: f64,

@@ -46,9 +46,14 @@ impl DitPass<'_> {
 }
 
 /// Emits one block's attention: RoPE on q and k, the kernel, and the sequence-parallel traffic.
-fn attention(t: &mut Trace, p: &DitPass, tokens_local: u64) -> Buf {
+/// `views` counts the processor's tensor calls that launch nothing (`unflatten` of q, k, v per
+/// stream, `split`/`chunk` of a fused projection, `flatten` and the same-dtype `.to` of the
+/// output, `split_with_sizes` of the joint output, the eval-mode `Dropout`), counted from
+/// diffusers' `Flux2AttnProcessor` / `Flux2ParallelSelfAttnProcessor`; they cost host time only.
+fn attention(t: &mut Trace, p: &DitPass, tokens_local: u64, views: u64) -> Buf {
     let d = p.dims.width();
     let u = p.batch * tokens_local * d * BF16;
+    t.host_ops(views);
     for _ in 0..2 {
         rope(t, u);
     }
@@ -72,6 +77,9 @@ fn rope(t: &mut Trace, u: u64) {
         t.free(out);
         return;
     }
+    // `apply_rotary_emb`'s calls that launch nothing: the broadcast indexing of cos and sin and
+    // their `.to(device)` (4), `reshape` and `unbind` of x into pairs, `flatten` of the stack (3).
+    t.host_ops(7);
     let neg = t.ew_new(u / 2, u / 2);
     let rot = t.ew_new(u, u);
     t.free(neg);
@@ -109,9 +117,11 @@ fn rms_norm(t: &mut Trace, u: u64) -> Buf {
     out
 }
 
-/// LayerNorm then `(1 + scale) * x + shift`: returns the modulated tensor.
+/// LayerNorm then `(1 + scale) * x + shift`: returns the modulated tensor. `1 + scale` is a
+/// kernel of its own on the (batch x width) modulation.
 fn norm_modulate(t: &mut Trace, u: u64) -> Buf {
     let n = t.ew_new(u, u);
+    t.launch(0.0);
     let a = t.ew_new(u, u);
     let m = t.ew_new(u, u);
     t.free_all([a, n]);
@@ -147,7 +157,9 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
     // Joint q, k, v = cat([txt, img]); the image parts die, the text parts stay referenced.
     let joint: Vec<Buf> = (0..3).map(|_| t.ew_new(ui + ut, ui + ut)).collect();
     t.free_all(img_qkv);
-    let o = attention(t, p, ti + tt);
+    // Views: `unflatten` of six projections, `flatten` and `.to` of the output,
+    // `split_with_sizes` into the streams, `to_out[1]` (Dropout, identity in eval).
+    let o = attention(t, p, ti + tt, 10);
     let flat = t.ew_new(ui + ut, ui + ut);
     t.free(o);
     let oi = t.gemm(b * ti, d, d, w);
@@ -163,8 +175,9 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
         let n2 = norm_modulate(t, u);
         t.free(n);
         let (h, a) = if gated_mlp(p) {
-            // SwiGLU: one projection to 2f, silu of one half times the other.
+            // SwiGLU: one projection to 2f, silu of one half times the other (a `chunk`).
             let h = t.gemm(b * tok, d, 2 * f, w);
+            t.host_ops(1);
             let hu = h.bytes();
             let s = t.ew_new(hu / 2, hu / 2);
             let a = t.ew_new(hu, hu / 2);
@@ -206,7 +219,10 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     let proj = t.gemm(b * tokens, d, 3 * d + if gated { 2 * f } else { f }, w);
     let q = rms_norm(t, u);
     let k = rms_norm(t, u);
-    let o = attention(t, p, tokens);
+    // Views: `split` of the fused projection, `chunk` into q, k, v, three `unflatten`s,
+    // `flatten` and `.to` of the output; then the SwiGLU's `chunk`.
+    let o = attention(t, p, tokens, 7);
+    t.host_ops(u64::from(gated));
     let mlp_in = b * tokens * f * BF16;
     let m = if gated {
         let s = t.ew_new(mlp_in, mlp_in);
@@ -259,7 +275,8 @@ fn flux1_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     t.free(q);
     let nk = rms_norm(t, u);
     t.free(k);
-    let o = attention(t, p, tokens);
+    // Views: three `unflatten`s, `flatten` and `.to` of the output.
+    let o = attention(t, p, tokens, 5);
     t.free_all([nq, nk, v]);
     let cat = t.ew_new(u + mlp.bytes(), u + mlp.bytes());
     t.free_all([o, mlp]);
@@ -291,19 +308,49 @@ pub fn forward(t: &mut Trace, p: &DitPass) -> (f64, f64) {
     // Timestep (and guidance) embedding, shared modulation: tiny GEMMs at m = batch.
     let embedders = if dims.guidance_embeds { 2 } else { 1 };
     for _ in 0..embedders {
+        // `.to(dtype) * 1000`, then diffusers' sinusoidal `Timesteps` (arange, scale, exp,
+        // the product with the timesteps, sin, cos, two cats: 11 kernels on a few hundred
+        // elements, 4 indexing views) and its `.to(dtype)`; `TimestepEmbedding`'s SiLU between
+        // its two linears.
+        for _ in 0..2 + 11 + 1 + 1 {
+            t.launch(0.0);
+        }
+        t.host_ops(4);
         let a = t.gemm(b, 256, d, w);
         let c = t.gemm(b, d, d, w);
         t.free_all([a, c]);
     }
+    if embedders > 1 {
+        t.launch(0.0);
+    }
     if dims.family == Family::Flux2 {
+        // `Flux2Modulation`: SiLU, the linear, `unsqueeze` and `chunk` (views).
         for n in [6 * d, 6 * d, 3 * d] {
+            t.launch(0.0);
             let m = t.gemm(b, d, n, w);
+            t.host_ops(2);
             t.free(m);
         }
     }
-    // RoPE tables (FP32 cos and sin) live for the whole pass.
+    // RoPE tables (FP32 cos and sin) live for the whole pass. diffusers recomputes them every
+    // forward (`Flux2PosEmbed`, once for the image ids and once for the text ids): per axis
+    // `get_1d_rotary_pos_embed` runs 12 tiny kernels in FP64 (arange, four scalar ops for the
+    // frequencies, the outer product, and cos / sin each repeated and cast to FP32) behind two
+    // views (the axis of the ids, the arange's slice); then a cat each of cos and sin, and two
+    // `.to(device)` that find the tensors there. The image and text tables are concatenated.
+    // FLUX.1 (`FluxPosEmbed`) runs once over the concatenated ids, with three axes.
     let tables = t.alloc((ti + tt) * dims.head_dim * 4 * 2);
-    for _ in 0..8 {
+    let (calls, axes) = match dims.family {
+        Family::Flux2 => (2, 4),
+        Family::Flux1 => (1, 3),
+    };
+    for _ in 0..calls {
+        for _ in 0..axes * 12 + 2 {
+            t.launch(0.0);
+        }
+        t.host_ops(axes * 2 + 1 + 2);
+    }
+    for _ in 0..2 {
         t.launch(0.0);
     }
     let x_img = t.gemm(b * ti, dims.in_channels, d, w);

@@ -52,6 +52,9 @@ pub fn encode(
         // q is `heads` wide and k only `kv_heads` (grouped-query attention): each pass below
         // runs once over q and once over k, at that tensor's own size.
         let (uq, uk) = (tok * qw * BF16, tok * kvw * BF16);
+        // transformers' attention module: `view` and `transpose` of q, k and v, calls that
+        // launch nothing (the host pays for them all the same).
+        t.host_ops(6);
         if d.qk_norm {
             for (x, heads) in [(uq, d.heads), (uk, d.kv_heads)] {
                 rms_norm_fp32(t, x, tok * heads * 4);
@@ -59,6 +62,8 @@ pub fn encode(
         }
         if d.kind == TextEncoderKind::DecoderLm {
             // RoPE on q and k: x * cos, rotate-half (neg of one half, cat), * sin, add.
+            // `unsqueeze` of cos and sin, and rotate-half's two slices of q and of k: views.
+            t.host_ops(6);
             for x in [uq, uk] {
                 t.ew(x, x);
                 t.ew(x / 2, x / 2);
@@ -75,8 +80,19 @@ pub fn encode(
             kv_tokens: d.tokens,
             head_dim: d.head_dim,
         };
+        // `sdpa_attention_forward` with a padding mask: grouped-query k and v are repeated to
+        // every head (`repeat_kv`: an indexing and an `expand`, views, then a copying `reshape`),
+        // the mask is sliced to the key length (a view).
+        t.host_ops(1);
+        if d.kv_heads < d.heads && d.kind == TextEncoderKind::DecoderLm {
+            t.host_ops(4);
+        }
         let o = t.attention(shape, attn);
         t.free_all([q, k, v]);
+        // The output's `transpose(1, 2).contiguous()` (a view and a copy), then `reshape` and a
+        // `contiguous()` that finds it contiguous (views).
+        t.host_ops(3);
+        t.ew(uq, uq);
         let o2 = t.gemm(tok, qw, h, p);
         t.free_all([o, n]);
         let r = t.ew_new(2 * u, u);

@@ -347,6 +347,13 @@ impl<'a> Trace<'a> {
         self.ops += n;
     }
 
+    /// `n` tensor calls that launch no kernel (views, reshapes, a cast to the dtype a tensor
+    /// already has): each costs the host one `cpu_dispatch_us`, like any eager op, and the GPU
+    /// nothing. Counted from the runtime's code where its eager order is traced (`dit.rs`, `text.rs`).
+    pub fn host_ops(&mut self, n: u64) {
+        self.cpu_s += n as f64 * self.hw.rt.view_dispatch_us * 1e-6;
+    }
+
     /// Host work that launches nothing (Python between ops): only the host clock advances.
     pub fn host(&mut self, s: f64) {
         self.cpu_s += s;
@@ -622,6 +629,31 @@ mod tests {
         let mut t = Trace::new(h);
         t.tensor_ops(n, host * 0.1);
         assert!((t.elapsed_s() - n as f64 * host).abs() < 2.0 * host);
+    }
+
+    #[test]
+    fn views_cost_the_host_only_and_launch_nothing() {
+        let c = Catalog::get();
+        let mut rt = c.runtime("diffusers").unwrap().clone();
+        rt.view_dispatch_us = 4.0;
+        let h = Hw {
+            gpu: c.gpu("h200").unwrap(),
+            rt: &rt,
+        };
+        // Behind a second of queued GPU work, views hide under it and add no op.
+        let mut t = Trace::new(h);
+        t.kernel(1e15, 1e15, 0.0);
+        t.host_ops(1000);
+        assert!((t.elapsed_s() - 1.0).abs() < 1e-3);
+        assert_eq!(t.summary().ops, 1);
+        // Alone, 1000 views take 1000 x 4 us of host time.
+        let mut t = Trace::new(h);
+        t.host_ops(1000);
+        assert!((t.elapsed_s() - 4e-3).abs() < 1e-9, "{}", t.elapsed_s());
+        // At the diffusers profile's 0 they are free.
+        let mut t = Trace::new(hw());
+        t.host_ops(1000);
+        assert_eq!(t.elapsed_s(), 0.0);
     }
 
     #[test]

@@ -103,7 +103,11 @@ pub fn attention(t: &mut Trace, p: &DitPass, shape: AttnShape, u: u64) -> Buf {
     for _ in 0..3 {
         a2a(t);
     }
+    // `dispatch_attention_fn`'s Python (the fitted `attention_dispatch_us`), and the native
+    // backend's four `permute`s between diffusers' (B, S, H, D) and SDPA's (B, H, S, D) layouts,
+    // calls that launch nothing.
     t.host(t.hw.rt.attention_dispatch_us * 1e-6);
+    t.host_ops(4);
     if ring == 1 {
         let out = t.attention(shape, p.attn);
         a2a(t);
