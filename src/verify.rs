@@ -520,11 +520,17 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         .runtime("klein")
         .expect("catalog has klein")
         .clone();
-    // Per-op fixed cost: on the CPU the host runs each op itself (no queue to overlap with).
+    // Per-op fixed cost: on the CPU the host runs each op itself (no queue to overlap with),
+    // so an op's time is that cost plus its memory time plus its compute time (`serial_ops`).
+    let serial = backend == BackendKind::Cpu;
     let op_ms = match backend {
         BackendKind::Cpu => {
             p.kernel_latency_us = report.dispatch.device_us;
             p.cpu_dispatch_us = 0.0;
+            p.serial_ops = true;
+            // No waves of thread blocks on the host: its GEMM rate is what was measured.
+            p.gemm_tile = [1, 1];
+            p.gemm_split_k_min = 0;
             report.dispatch.device_us * 1e-3
         }
         BackendKind::Cuda => {
@@ -536,21 +542,37 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         }
     };
     p.attention_dispatch_us = 0.0;
-    // Σ work / Σ time beyond the per-op cost.
-    let rate = |items: &[(f64, f64)]| {
+    // Milliseconds per byte of elementwise traffic: on a serial host, the least-squares slope
+    // of the elementwise mix's rounds after their per-op cost (several sizes, so the fixed
+    // cost and the per-byte cost are told apart).
+    let ms_per_byte = if serial && !report.mix.is_empty() {
+        let (num, den) = report.mix.iter().fold((0.0, 0.0), |(n, d), m| {
+            let b = m.bytes as f64;
+            (n + b * (m.ms - m.ops as f64 * op_ms), d + b * b)
+        });
+        (num / den).max(0.0)
+    } else {
+        0.0
+    };
+    // Σ work / Σ time beyond the per-op cost (and, on a serial host, beyond the op's memory
+    // time): `(work, ms, bytes)` per measurement.
+    let rate = |items: &[(f64, f64, f64)]| {
         let work: f64 = items.iter().map(|i| i.0).sum();
         let time_s: f64 = items
             .iter()
-            .map(|i| (i.1 - op_ms).max(i.1 * 0.05) * 1e-3)
+            .map(|i| (i.1 - op_ms - i.2 * ms_per_byte).max(i.1 * 0.05) * 1e-3)
             .sum();
         if time_s > 0.0 { work / time_s } else { 0.0 }
     };
-    let gemm = |dtype: &str| -> Vec<(f64, f64)> {
+    let gemm = |dtype: &str| -> Vec<(f64, f64, f64)> {
         report
             .gemm
             .iter()
             .filter(|g| g.dtype == dtype)
-            .map(|g| (2.0 * (g.m * g.n * g.k) as f64, g.ms))
+            .map(|g| {
+                let bytes = 2 * (g.m * g.k + g.m * g.n + g.n * g.k);
+                (2.0 * (g.m * g.n * g.k) as f64, g.ms, bytes as f64)
+            })
             .collect()
     };
     let bf16 = rate(&gemm("bf16")) / gpu.bf16_flops_per_s();
@@ -563,11 +585,23 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
             .insert("fp8".into(), fp8 / (gpu.dense_tflops.fp8 * 1e12));
     }
     let attn = |path: &str| {
-        let items: Vec<(f64, f64)> = report
+        let items: Vec<(f64, f64, f64)> = report
             .attention
             .iter()
             .filter(|a| a.path == path)
-            .map(|a| (4.0 * (a.heads * a.seq * a.seq * a.head_dim) as f64, a.ms))
+            .map(|a| {
+                let io = 2 * 4 * a.heads * a.seq * a.head_dim;
+                let scores = if a.path == "math" {
+                    2 * 2 * a.heads * a.seq * a.seq
+                } else {
+                    0
+                };
+                (
+                    4.0 * (a.heads * a.seq * a.seq * a.head_dim) as f64,
+                    a.ms,
+                    (io + scores) as f64,
+                )
+            })
             .collect();
         rate(&items) / gpu.bf16_flops_per_s()
     };
@@ -582,10 +616,17 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
     if math > 0.0 {
         p.attention_efficiency.math = math;
     }
-    let conv: Vec<(f64, f64)> = report
+    let conv: Vec<(f64, f64, f64)> = report
         .conv
         .iter()
-        .map(|c| (2.0 * (c.cin * c.cout * 9 * c.h * c.w) as f64, c.ms))
+        .map(|c| {
+            let bytes = 2 * ((c.cin + c.cout) * c.h * c.w + c.cin * c.cout * 9);
+            (
+                2.0 * (c.cin * c.cout * 9 * c.h * c.w) as f64,
+                c.ms,
+                bytes as f64,
+            )
+        })
         .collect();
     let conv = rate(&conv) / gpu.bf16_flops_per_s();
     if conv > 0.0 {
@@ -593,8 +634,13 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
     }
     p.sdpa_backend = "flash".into();
     let e = &report.elementwise;
-    p.elementwise_bw_efficiency =
-        (rate(&[(e.bytes as f64, e.ms)]) / gpu.hbm_bytes_per_s()).min(1.0);
+    p.elementwise_bw_efficiency = if ms_per_byte > 0.0 {
+        (1e3 / ms_per_byte / gpu.hbm_bytes_per_s()).min(1.0)
+    } else {
+        let per_op = e.ms - op_ms;
+        let bw = e.bytes as f64 / (per_op.max(e.ms * 0.05) * 1e-3);
+        (bw / gpu.hbm_bytes_per_s()).min(1.0)
+    };
     // Efficiencies are fractions of the catalog's figures; the `cpu` entry's nominal host link
     // (10 GB/s) is below a real memcpy, so the copy saturates at the catalog's rate.
     p.pinned_copy_efficiency = (report.host_to_device.gbps / gpu.host_link_gbps).min(1.0);
@@ -614,6 +660,7 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         .map(|g| g.spread)
         .chain(report.attention.iter().map(|a| a.spread))
         .chain(report.conv.iter().map(|c| c.spread))
+        .chain(report.mix.iter().map(|m| m.spread))
         .chain([report.elementwise.spread, report.dispatch.spread])
         .fold(0.0, f64::max);
     p.id = format!("klein-calibrated-{}", gpu.id);

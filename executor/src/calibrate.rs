@@ -102,6 +102,24 @@ pub struct DispatchBench {
     pub spread: f64,
 }
 
+/// One round of the graphs' elementwise and normalization ops (add, RMSNorm, LayerNorm,
+/// modulation, RoPE, SiLU, gated residual, GroupNorm, SwiGLU) over tensors of `elements` values:
+/// what the klein graph's `ew` ops cost per byte on this backend (the CPU backend's norms are
+/// several passes each, so `a + b` alone would not say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixBench {
+    /// Values per input tensor.
+    pub elements: usize,
+    /// Ops in one round.
+    pub ops: usize,
+    /// Bytes the planner's trace counts for the round (BF16 reads plus writes of each op).
+    pub bytes: u64,
+    /// Median milliseconds of one round.
+    pub ms: f64,
+    /// (p90 − p10) / median over the repetitions.
+    pub spread: f64,
+}
+
 /// Everything `calibrate` measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalibrationReport {
@@ -121,6 +139,9 @@ pub struct CalibrationReport {
     pub conv: Vec<ConvBench>,
     /// Per-op fixed cost.
     pub dispatch: DispatchBench,
+    /// The elementwise mix at each of `CalibrationSizes::mix_elements` (its slope is the cost
+    /// per byte, its intercept the per-op cost).
+    pub mix: Vec<MixBench>,
     /// The device measured: the CUDA driver's name, or `cpu`.
     pub device: String,
     /// The device's total memory (CUDA: `cuMemGetInfo`; 0 on the CPU backend).
@@ -139,6 +160,8 @@ pub struct CalibrationSizes {
     pub conv: Vec<(usize, usize, usize, usize)>,
     /// Elements of the elementwise and copy tests.
     pub elements: usize,
+    /// Values per tensor of the elementwise mix, smallest to largest (multiples of 2048).
+    pub mix_elements: Vec<usize>,
     /// Least measured repetitions of each benchmark (after a warm-up).
     pub reps: usize,
     /// Least measured time of each benchmark, milliseconds (repetitions are added until both
@@ -171,6 +194,8 @@ impl CalibrationSizes {
                 (16, 3, 64, 64),
             ],
             elements: 1 << 13,
+            // From the text encoder's 16-token states to the VAE's larger feature maps.
+            mix_elements: vec![1 << 11, 1 << 14, 1 << 18],
             reps: 5,
             min_ms: 30.0,
             fp8: false,
@@ -197,6 +222,7 @@ impl CalibrationSizes {
                 (128, 128, 1024, 1024),
             ],
             elements: 1 << 28,
+            mix_elements: vec![1 << 20, 1 << 24],
             reps: 10,
             min_ms: 200.0,
             fp8: true,
@@ -348,6 +374,10 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         });
     }
     let dispatch = dispatch(b, sizes)?;
+    let mut mix = Vec::new();
+    for &n in &sizes.mix_elements {
+        mix.push(elementwise_mix(b, sizes, n)?);
+    }
     Ok(CalibrationReport {
         backend: b.kind(),
         context_bytes: b.context_bytes(),
@@ -357,6 +387,7 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         host_to_device,
         conv,
         dispatch,
+        mix,
         device: match b.kind() {
             BackendKind::Cpu => "cpu".to_string(),
             BackendKind::Cuda => String::new(),
@@ -413,6 +444,49 @@ fn dispatch<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<DispatchBench
         host_us: quantile(&host, 0.5),
         device_us: med,
         spread: (quantile(&device, 0.9) - quantile(&device, 0.1)) / med.max(1e-12),
+    })
+}
+
+/// The elementwise mix over tensors of `n` values (`n` a multiple of 2048): token-major
+/// `[1, n / 64, 2, 32]` states for the transformer's ops, `[1, 32, n / 256, 8]` maps for the VAE's.
+fn elementwise_mix<B: Backend>(b: &B, sizes: &CalibrationSizes, n: usize) -> Result<MixBench> {
+    let (heads, d) = (2, 32);
+    let s = (n / (heads * d)).max(1);
+    let n = s * heads * d;
+    let x = b.upload(&random(&[1, s, heads, d], 20))?;
+    let y = b.upload(&random(&[1, s, heads, d], 21))?;
+    let flat = b.reshape(&x, &[1, s, heads * d])?;
+    let flat_y = b.reshape(&y, &[1, s, heads * d])?;
+    let v = b.upload(&random(&[1, heads * d], 22))?;
+    let nw = b.upload_weight(&random(&[d], 23), StoreDtype::Bf16)?;
+    let cos = b.upload(&random(&[s, d / 2], 24))?;
+    let sin = b.upload(&random(&[s, d / 2], 25))?;
+    let c = 32;
+    let map = b.reshape(&x, &[1, c, n / (c * 8), 8])?;
+    let gamma = b.upload_weight(&random(&[c], 26), StoreDtype::Bf16)?;
+    let beta = b.upload_weight(&random(&[c], 27), StoreDtype::Bf16)?;
+    const OPS: usize = 9;
+    let u = 2 * n as u64;
+    // As the trace counts them: binary ops 3 tensors, unary 2, SwiGLU reads 2·half, writes half.
+    let bytes = 3 * u + 2 * u + 2 * u + 2 * u + 2 * u + 2 * u + 3 * u + 2 * u + u + u / 2;
+    let t = time(b, sizes, || {
+        drop(b.add(&x, &y)?);
+        drop(b.rms_norm(&x, &nw, 1e-6)?);
+        drop(b.layer_norm(&flat, 1e-6)?);
+        drop(b.modulate(&flat, &v, &v)?);
+        drop(b.rope(&x, &cos, &sin, crate::backend::RopeStyle::Interleaved)?);
+        drop(b.silu(&flat)?);
+        drop(b.gated_add(&flat, &flat_y, &v)?);
+        drop(b.group_norm(&map, 8, &gamma, &beta, 1e-6)?);
+        drop(b.swiglu(&flat)?);
+        Ok(())
+    })?;
+    Ok(MixBench {
+        elements: n,
+        ops: OPS,
+        bytes,
+        ms: t.ms,
+        spread: t.spread,
     })
 }
 

@@ -104,6 +104,11 @@ pub struct RuntimeProfile {
     pub conv_efficiency: f64,
     /// GPU-side minimum time of one kernel, microseconds.
     pub kernel_latency_us: f64,
+    /// Whether each op's time is its fixed cost plus its memory time plus its compute time
+    /// (a host that runs every op itself: klein's CPU backend) instead of the largest of them
+    /// (a GPU, where a kernel's loads overlap its math and the launch overlaps the queue).
+    #[serde(default)]
+    pub serial_ops: bool,
     /// Host-side time to dispatch one op, microseconds (Python + framework overhead).
     pub cpu_dispatch_us: f64,
     /// Host-side time of one bare tensor op issued from a Python loop (tiled decode's row-by-row

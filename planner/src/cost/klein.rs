@@ -31,7 +31,12 @@ fn attention(t: &mut Trace, s: AttnShape, fused: bool) -> Buf {
         // 64 query rows per CTA: a partial last wave idles SMs.
         let ctas = bh * s.q_tokens.div_ceil(64);
         let waves = ctas.div_ceil(gpu.sms.max(1));
-        let wave_eff = ctas as f64 / (waves * gpu.sms.max(1)) as f64;
+        // A host running ops itself has no waves (its rate is what calibrate measured).
+        let wave_eff = if rt.serial_ops {
+            1.0
+        } else {
+            ctas as f64 / (waves * gpu.sms.max(1)) as f64
+        };
         let out = t.alloc(out_bytes);
         let rate = gpu.bf16_flops_per_s() * rt.attention_efficiency.flash * wave_eff;
         t.kernel(flops, rate, io);

@@ -129,12 +129,14 @@ impl<'a> Trace<'a> {
         }
         self.flops += flops;
         self.hbm_bytes += bytes;
-        // A kernel takes its roofline time, but never less than the GPU's minimum kernel time.
-        self.launch(
-            compute_s
-                .max(memory_s)
-                .max(self.hw.rt.kernel_latency_us * 1e-6),
-        );
+        let latency_s = self.hw.rt.kernel_latency_us * 1e-6;
+        if self.hw.rt.serial_ops {
+            // A host running the op itself: fixed cost, then its passes over memory and its math.
+            self.launch(latency_s + compute_s + memory_s);
+        } else {
+            // A kernel takes its roofline time, but never less than the GPU's minimum kernel time.
+            self.launch(compute_s.max(memory_s).max(latency_s));
+        }
     }
 
     /// Puts `gpu_s` of GPU work behind one host dispatch in the launch queue.
