@@ -542,13 +542,14 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         }
     };
     p.attention_dispatch_us = 0.0;
-    // Milliseconds per byte of elementwise traffic: on a serial host, the least-squares slope
-    // of the elementwise mix's rounds after their per-op cost (several sizes, so the fixed
-    // cost and the per-byte cost are told apart).
+    // Milliseconds per byte of elementwise traffic: on a serial host, the slope of the
+    // elementwise mix's rounds after their per-op cost, fitted on relative error so that each
+    // size counts alike (the graphs' tensors span them all; the per-byte cost grows once a
+    // tensor leaves the caches).
     let ms_per_byte = if serial && !report.mix.is_empty() {
         let (num, den) = report.mix.iter().fold((0.0, 0.0), |(n, d), m| {
-            let b = m.bytes as f64;
-            (n + b * (m.ms - m.ops as f64 * op_ms), d + b * b)
+            let (b, w) = (m.bytes as f64, 1.0 / (m.ms * m.ms).max(1e-12));
+            (n + w * b * (m.ms - m.ops as f64 * op_ms), d + w * b * b)
         });
         (num / den).max(0.0)
     } else {
