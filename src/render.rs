@@ -94,8 +94,19 @@ pub fn knobs(d: &Deployment) -> String {
             threshold,
             warmup_steps,
             compute_blocks,
+            back_blocks,
+            max_continuous_cached_steps,
         } => {
-            format!("dbcache {threshold} (warm-up {warmup_steps}, F{compute_blocks})")
+            let back = if *back_blocks > 0 {
+                format!("B{back_blocks}")
+            } else {
+                String::new()
+            };
+            let cap = match max_continuous_cached_steps {
+                Some(n) => format!(", at most {n} cached in a row"),
+                None => String::new(),
+            };
+            format!("dbcache {threshold} (warm-up {warmup_steps}, F{compute_blocks}{back}{cap})")
         }
     };
     format!(
@@ -115,26 +126,40 @@ pub fn knobs(d: &Deployment) -> String {
 fn stage_table(out: &mut String, stages: &[Stage], ridge: f64) {
     let _ = writeln!(
         out,
-        "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>10} {:>12}  bound (time share)",
-        "stage", "weights", "transient", "step ms", "ms", "PCIe ms", "FLOP/byte"
+        "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10}  bound (time share)",
+        "stage", "weights", "transient", "step ms", "ms", "comm ms", "copy ms", "FLOP/byte"
     );
     for s in stages {
+        let sh = &s.bound_shares;
+        let share = match s.bound {
+            "compute" => sh.compute,
+            "memory" => sh.memory,
+            "communication" => sh.communication,
+            "host-copy" => sh.host_copy,
+            _ => sh.host,
+        };
         let _ = writeln!(
             out,
-            "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>10} {:>12.0}  {}",
+            "    {:<13} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>10.0}  {} {}",
             s.name,
             gb(s.weights_bytes),
             gb(s.activation_peak_bytes),
             s.step_ms.map(ms).unwrap_or_else(|| "-".into()),
             ms(s.ms),
-            ms(s.transfer_ms),
+            ms(s.comm_ms),
+            ms(s.host_copy_ms),
             s.arithmetic_intensity,
-            s.bound
+            if share > 0.0 { s.bound } else { "-" },
+            if share > 0.0 {
+                format!("{:.0} %", share * 100.0)
+            } else {
+                String::new()
+            }
         );
     }
     let _ = writeln!(
         out,
-        "    (ridge point {ridge:.0} FLOP/byte: kernels above it are compute-bound, below it bandwidth-bound; `bound` says where the stage's time goes, `host` when launch overhead dominates)"
+        "    (ridge point {ridge:.0} FLOP/byte: kernels above it are compute-bound, below it bandwidth-bound; `bound` is the largest share of the stage's time among compute, memory, communication (collectives), host-copy and host (launch overhead); comm and copy ms count overlapped transfers too)"
     );
 }
 
@@ -167,7 +192,13 @@ fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
         gb(e.memory.resident_weights_bytes)
     );
     let _ = writeln!(out, "  ranges: {}", e.latency.basis);
-    stage_table(out, &e.stages, gpu.ridge_flops_per_byte());
+    // The ridge point of the precision the transformer runs in.
+    let ridge = e
+        .stages
+        .iter()
+        .find(|s| s.name == "denoise")
+        .map_or(gpu.ridge_flops_per_byte(), |s| s.ridge_flops_per_byte);
+    stage_table(out, &e.stages, ridge);
     for c in &e.quality.changes {
         let _ = writeln!(out, "  quality: {}", quality_change(c));
     }
@@ -550,6 +581,14 @@ fn rule_text(r: &Rule) -> String {
         } => {
             format!("dbcache compute_blocks must be between 1 and {max_compute_blocks} for {model}")
         }
+        Rule::DbcacheBackBlocks {
+            compute_blocks,
+            back_blocks,
+            blocks,
+            model,
+        } => format!(
+            "dbcache compute_blocks {compute_blocks} plus back_blocks {back_blocks} leave none of {model}'s {blocks} blocks to skip"
+        ),
         Rule::NoReferenceImages { model, .. } => format!("{model} takes no reference images"),
         Rule::ResolutionMultipleOf16 {
             width_px,
@@ -877,17 +916,17 @@ pub fn fleet(f: &FleetPlan) -> String {
     }
     if !f.classes.is_empty() {
         let _ = writeln!(out);
+        let _ = writeln!(out, "CLASSES (latency p50 / p99 ms)");
         let _ = writeln!(
             out,
-            "CLASSES (p50 / p99 ms)  {:<10} {:>8}   {:<15}   {:<15}   {:<15}   {:>9}",
-            "size", "images/s", "target", "predicted", "simulated", "$/1k img"
+            "  {:<4}  {:<10} {:>8}   {:<15}   {:<15}   {:<15}   {:>9}",
+            "", "size", "images/s", "target", "predicted", "simulated", "$/1k img"
         );
         for c in &f.classes {
             let _ = writeln!(
                 out,
-                "  {:<4} {:<16}  {:<10} {:>8.2}   {:>6} / {:>6}   {}   {}   {:>9}",
+                "  {:<4}  {:<10} {:>8.2}   {:>6} / {:>6}   {}   {}   {:>9}",
                 if c.meets_target { "ok" } else { "MISS" },
-                "",
                 c.size.to_string(),
                 c.images_per_s,
                 opt(c.target.p50_ms),

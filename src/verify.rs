@@ -72,9 +72,17 @@ pub fn run_config(d: &Deployment, runs: (usize, usize)) -> Result<RunConfig> {
     let cache = match d.cache {
         Cache::None => None,
         Cache::Dbcache {
+            back_blocks,
+            max_continuous_cached_steps,
+            ..
+        } if back_blocks > 0 || max_continuous_cached_steps.is_some() => {
+            bail!("the executor's dbcache has no back_blocks or max_continuous_cached_steps")
+        }
+        Cache::Dbcache {
             threshold,
             warmup_steps,
             compute_blocks,
+            ..
         } => Some(CacheConfig {
             compute_blocks: compute_blocks as usize,
             threshold: threshold as f32,

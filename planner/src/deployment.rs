@@ -123,23 +123,47 @@ impl TextEncoderPlacement {
     }
 }
 
-/// Whole-model offload mode (diffusers' names).
+/// Offload mode, named after diffusers' API (`planner::technique::offload` costs each one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Offload {
     /// Everything resident.
     None,
-    /// `enable_model_cpu_offload`: one component on the GPU at a time, moved whole (pageable).
+    /// `enable_model_cpu_offload`: accelerate hooks move one component to the GPU at a time with
+    /// `module.to()` from pageable host memory, and the evicted one back.
     Model,
-    /// Group offload per block with a prefetch stream (pinned): weights stream every step.
+    /// `apply_group_offloading(offload_type="block_level", num_blocks_per_group=1,
+    /// use_stream=True)`: pinned host copies, the next block prefetched on a side stream.
     GroupBlock,
-    /// Group offload per leaf module: the least memory, the most transfers.
+    /// `apply_group_offloading(offload_type="leaf_level", use_stream=True)`: one leaf module at a
+    /// time, prefetched on a side stream.
     GroupLeaf,
+    /// Block-level group offload with `use_stream=False`: each block copied from pageable host
+    /// memory when it is called, nothing overlapped.
+    GroupBlockNoStream,
+    /// Leaf-level group offload with `use_stream=False`.
+    GroupLeafNoStream,
+    /// `enable_sequential_cpu_offload`: accelerate's per-leaf hooks copy every leaf's weights in
+    /// when it runs, no prefetch.
+    Sequential,
 }
 
 impl Offload {
-    /// All choices.
-    pub const ALL: [Offload; 4] = [
+    /// Every value a spec may name.
+    pub const ALL: [Offload; 7] = [
+        Offload::None,
+        Offload::Model,
+        Offload::GroupBlock,
+        Offload::GroupLeaf,
+        Offload::GroupBlockNoStream,
+        Offload::GroupLeafNoStream,
+        Offload::Sequential,
+    ];
+
+    /// What the search tries when `allow.offload` is not given: the modes no other mode dominates
+    /// (the no-stream and sequential forms hold the memory of their streamed counterparts and
+    /// are slower; a spec may still allow or name them).
+    pub const SEARCHED: [Offload; 4] = [
         Offload::None,
         Offload::Model,
         Offload::GroupBlock,
@@ -153,7 +177,16 @@ impl Offload {
             Offload::Model => "model",
             Offload::GroupBlock => "group-block",
             Offload::GroupLeaf => "group-leaf",
+            Offload::GroupBlockNoStream => "group-block-no-stream",
+            Offload::GroupLeafNoStream => "group-leaf-no-stream",
+            Offload::Sequential => "sequential",
         }
+    }
+
+    /// Whether the transformer's weights stream in during every step (group and sequential
+    /// offload), rather than staying resident or moving whole once per request.
+    pub fn streams_weights(self) -> bool {
+        !matches!(self, Offload::None | Offload::Model)
     }
 }
 
@@ -175,6 +208,11 @@ pub enum Cache {
         warmup_steps: u32,
         /// Blocks always computed at the front (Fn).
         compute_blocks: u32,
+        /// Blocks always computed at the back (Bn; 0 is First-Block-Cache).
+        back_blocks: u32,
+        /// Most steps cached in a row before one is computed in full (cache-dit's
+        /// `max_continuous_cached_steps`); `None` is no cap.
+        max_continuous_cached_steps: Option<u32>,
     },
 }
 
@@ -193,12 +231,21 @@ impl Serialize for Cache {
                 threshold,
                 warmup_steps,
                 compute_blocks,
+                back_blocks,
+                max_continuous_cached_steps,
             } => {
-                let mut m = s.serialize_map(Some(4))?;
+                // The keys added after v1 appear only when they are not their defaults.
+                let mut m = s.serialize_map(None)?;
                 m.serialize_entry("kind", "dbcache")?;
                 m.serialize_entry("threshold", &threshold)?;
                 m.serialize_entry("warmup_steps", &warmup_steps)?;
                 m.serialize_entry("compute_blocks", &compute_blocks)?;
+                if back_blocks > 0 {
+                    m.serialize_entry("back_blocks", &back_blocks)?;
+                }
+                if let Some(cap) = max_continuous_cached_steps {
+                    m.serialize_entry("max_continuous_cached_steps", &cap)?;
+                }
                 m.end()
             }
         }

@@ -4,15 +4,17 @@
 use serde::Serialize;
 
 use crate::catalog::{Family, Gpu, Model, RuntimeProfile};
-use crate::cost::cache::{self, CacheEffect};
 use crate::cost::dit::{self, DitPass};
 use crate::cost::klein;
 use crate::cost::ops::{AttnKernel, BF16};
 use crate::cost::text;
-use crate::cost::trace::{Hw, Trace, TraceSummary};
+use crate::cost::trace::{Hw, Overlap, Trace, TraceSummary};
 use crate::cost::vae::{self, VaeDecode};
 use crate::deployment::{Deployment, Offload, Precision, Shard, TextEncoderPlacement};
 use crate::rules::{self, Violation};
+use crate::technique::cache::{self, CacheEffect};
+use crate::technique::offload;
+use crate::technique::{self, Link};
 
 /// JSON schema version of estimates and plans.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -48,8 +50,68 @@ pub struct Stage {
     pub hbm_bytes: f64,
     /// FLOPs per HBM byte.
     pub arithmetic_intensity: f64,
-    /// `compute`, `memory` or `host` (launch overhead or PCIe).
+    /// Collectives on the GPU link inside the stage (overlapped or not), per batch.
+    pub comm_ms: f64,
+    /// Copies over the host link inside the stage (overlapped or not), per batch.
+    pub host_copy_ms: f64,
+    /// The largest of `bound_shares`: `compute`, `memory`, `communication`, `host-copy` or
+    /// `host` (launch overhead).
     pub bound: &'static str,
+    /// The shares of the stage's time the label is chosen from.
+    pub bound_shares: BoundShares,
+    /// FLOPs per HBM byte at which the stage's precision turns compute-bound on this GPU.
+    pub ridge_flops_per_byte: f64,
+}
+
+/// A stage's time split by what limits it, as fractions summing to 1: kernels limited by
+/// compute, by HBM bandwidth, collectives, host copies, and host overhead (stage time no GPU
+/// work or transfer accounts for).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BoundShares {
+    /// Compute-bound kernels.
+    pub compute: f64,
+    /// Memory-bound kernels.
+    pub memory: f64,
+    /// Collectives.
+    pub communication: f64,
+    /// Host copies.
+    pub host_copy: f64,
+    /// Host overhead.
+    pub host: f64,
+}
+
+impl BoundShares {
+    /// Shares of the five times (ms), host overhead being what `ms` leaves over the others.
+    fn of(ms: f64, compute_ms: f64, memory_ms: f64, comm_ms: f64, copy_ms: f64) -> BoundShares {
+        let host = (ms - compute_ms - memory_ms - comm_ms - copy_ms).max(0.0);
+        let total = compute_ms + memory_ms + comm_ms + copy_ms + host;
+        let f = |x: f64| if total > 0.0 { x / total } else { 0.0 };
+        BoundShares {
+            compute: f(compute_ms),
+            memory: f(memory_ms),
+            communication: f(comm_ms),
+            host_copy: f(copy_ms),
+            host: f(host),
+        }
+    }
+
+    /// The largest share's name (ties: the earlier in the order above).
+    fn label(&self) -> &'static str {
+        let all = [
+            ("compute", self.compute),
+            ("memory", self.memory),
+            ("communication", self.communication),
+            ("host-copy", self.host_copy),
+            ("host", self.host),
+        ];
+        let mut best = all[0];
+        for x in all {
+            if x.1 > best.1 {
+                best = x;
+            }
+        }
+        best.0
+    }
 }
 
 /// The request's memory on one GPU.
@@ -221,20 +283,19 @@ impl Placement {
         let dit_full = transformer_weight_bytes(model, d.weights);
         let blk = block_bytes(model, d.weights);
         let dit_resident = match (d.offload, d.parallel.shard) {
-            (Offload::GroupBlock, _) => 2 * blk + (dit_full as f64 * 0.02) as u64,
-            // Leaf-level group offload with a stream: one leaf module (the largest linear) on the
-            // GPU at a time, the next one's prefetch landing as the previous one is released
-            // (diffusers' benchmark: FLUX.1-dev DiT forward 0.53 GiB, of which ~0.45 activations).
-            (Offload::GroupLeaf, _) => largest_linear_bytes(model, d.weights),
-            (_, Shard::Hsdp) => dit_full.div_ceil(d.parallel.gpus as u64) + 2 * blk,
+            (o, _) if o.streams_weights() => offload::resident_transformer(
+                o,
+                dit_full,
+                blk,
+                largest_linear_bytes(model, d.weights),
+            ),
+            (_, Shard::Hsdp) => technique::hsdp::resident_bytes(dit_full, blk, d.parallel.gpus),
             _ => dit_full,
         };
         let te_full = text_encoder_bytes(model);
-        let te_stage = match (d.text_encoder, d.offload) {
-            (TextEncoderPlacement::Drop, _) => 0,
-            (_, Offload::None | Offload::Model) => te_full,
-            // Group offload streams the text encoder too: two layers at a time.
-            _ => te_full / model.text_encoders[0].layers.max(1) * 2,
+        let te_stage = match d.text_encoder {
+            TextEncoderPlacement::Drop => 0,
+            _ => offload::resident_text_encoder(d.offload, te_full, model.text_encoders[0].layers),
         };
         Placement {
             dit_full,
@@ -277,39 +338,56 @@ fn text_encoder_bytes(model: &Model) -> u64 {
     model.text_encoders.iter().map(|t| t.params() * BF16).sum()
 }
 
-fn bound_of(s: &TraceSummary, elapsed_s: f64) -> &'static str {
-    let gpu_s = s.compute_bound_s + s.memory_bound_s;
-    if gpu_s < 0.6 * elapsed_s {
-        "host"
-    } else if s.compute_bound_s >= s.memory_bound_s {
-        "compute"
-    } else {
-        "memory"
-    }
+/// A stage from its trace, whose summary counts `reps` times (passes x steps for denoise);
+/// `transfer_ms` the host-copy time not hidden behind compute (the contract's field);
+/// `untraced_copy_ms` host copies costed outside the stage's trace (offload's closed-form moves,
+/// until they are trace ops), added to the trace's own in `host_copy_ms`; `extra_comm_ms`
+/// collectives costed in a trace of their own (the CFG-parallel exchange per step); `ridge` the
+/// precision's ridge point.
+struct StageOf<'t, 'a> {
+    name: &'static str,
+    weights: u64,
+    trace: &'t Trace<'a>,
+    reps: f64,
+    ms: f64,
+    transfer_ms: f64,
+    untraced_copy_ms: f64,
+    extra_comm_ms: f64,
+    ridge: f64,
 }
 
-fn stage(name: &'static str, weights: u64, t: &Trace, ms: f64, transfer_ms: f64) -> Stage {
-    let s = t.summary();
+fn stage(s: StageOf) -> Stage {
+    let sum: TraceSummary = s.trace.summary();
+    let k = s.reps * 1e3;
+    let comm_ms = sum.comm_s * k + s.extra_comm_ms;
+    let host_copy_ms = sum.host_copy_s * k + s.untraced_copy_ms;
+    let shares = BoundShares::of(
+        s.ms,
+        sum.compute_bound_s * k,
+        sum.memory_bound_s * k,
+        comm_ms,
+        host_copy_ms,
+    );
     Stage {
-        name,
-        weights_bytes: weights,
-        activation_peak_bytes: t.peak_bytes(),
+        name: s.name,
+        weights_bytes: s.weights,
+        activation_peak_bytes: s.trace.peak_bytes(),
         step_ms: None,
         steps: None,
-        ms,
-        transfer_ms,
-        flops: s.flops,
-        hbm_bytes: s.hbm_bytes,
-        arithmetic_intensity: if s.hbm_bytes > 0.0 {
-            s.flops / s.hbm_bytes
+        ms: s.ms,
+        transfer_ms: s.transfer_ms,
+        flops: sum.flops * s.reps,
+        hbm_bytes: sum.hbm_bytes * s.reps,
+        arithmetic_intensity: if sum.hbm_bytes > 0.0 {
+            sum.flops / sum.hbm_bytes
         } else {
             0.0
         },
-        bound: if transfer_ms > 0.5 * ms {
-            "host"
-        } else {
-            bound_of(&s, t.elapsed_s())
-        },
+        comm_ms,
+        host_copy_ms,
+        bound: shares.label(),
+        bound_shares: shares,
+        ridge_flops_per_byte: s.ridge,
     }
 }
 
@@ -327,8 +405,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     let hw = Hw { gpu, rt };
     let par = d.parallel;
     let batch = d.batch as u64;
-    let link_bytes_per_s = gpu.gpu_link.gbps * 1e9 * rt.link_efficiency;
-    let pcie = |bytes: u64, pinned: bool| hw.host_copy_s(bytes, pinned) * 1e3;
+    let link = Link::of(gpu, rt);
+    let ridge = |p: Precision| gpu.gemm_flops_per_s(p) / gpu.hbm_bytes_per_s();
 
     // Weights of each component on one GPU.
     let w = Placement::of(model, d);
@@ -337,7 +415,8 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
 
     // Text encoder stage.
     let mut te_trace = Trace::new(hw);
-    let mut te_transfer_ms = 0.0;
+    // Host copies not hidden behind compute (all copies are in the stage's trace).
+    let mut te_exposed_s = 0.0;
     let klein_graph = rt.klein_graph()
         && model.transformer.family == Family::Flux2
         && model.text_encoders.len() == 1
@@ -349,7 +428,7 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             let te = &model.text_encoders[0];
             let bytes = prompts * te.tokens * model.transformer.context_dim * BF16;
             let ctx = te_trace.alloc(bytes);
-            te_trace.blocking(hw.host_copy_s(bytes, false));
+            te_exposed_s += te_trace.host_copy(bytes, false, Overlap::Blocking);
             te_trace.free(ctx);
             0
         }
@@ -359,12 +438,25 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
             let ctx = klein::text_encode(&mut te_trace, &model.text_encoders[0], prompts, fused);
             te_trace.free(ctx);
             if placement == TextEncoderPlacement::Offload || d.offload == Offload::Model {
-                te_transfer_ms += pcie(te_full, true);
+                te_exposed_s += te_trace.host_copy(te_full, true, Overlap::Blocking);
             }
             w.te_stage
         }
         placement => {
             let attn = AttnKernel::from_name(&rt.text_encoder_attention);
+            // Who moves the text encoder: accelerate's hooks (model offload), the group or
+            // sequential hooks streaming it layer by layer, or a pinned copy in per request.
+            te_exposed_s += match d.offload {
+                Offload::Model => offload::model_offload(&mut te_trace, te_full),
+                o if o.streams_weights() => {
+                    let layers = model.text_encoders.iter().map(|t| t.layers).sum();
+                    offload::stream_begin(&mut te_trace, o, te_full, layers)
+                }
+                _ if placement == TextEncoderPlacement::Offload => {
+                    te_trace.host_copy(te_full, true, Overlap::Blocking)
+                }
+                _ => 0.0,
+            };
             for te in &model.text_encoders {
                 let layers = if rt.text_encoder_runs_all_layers {
                     te.layers
@@ -380,21 +472,22 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
                     attn,
                 );
             }
-            if placement == TextEncoderPlacement::Offload {
-                te_transfer_ms += pcie(te_full, true);
-            }
-            match d.offload {
-                Offload::Model => te_transfer_ms += pcie(te_full, false) * 2.0,
-                Offload::GroupBlock | Offload::GroupLeaf => {
-                    te_transfer_ms += (pcie(te_full, true) - te_trace.elapsed_s() * 1e3).max(0.0)
-                }
-                Offload::None => {}
-            }
+            te_exposed_s += offload::stream_end(&mut te_trace, d.offload);
             w.te_stage
         }
     };
-    let te_ms = te_trace.elapsed_s() * 1e3 + te_transfer_ms;
-    let te_stage = stage("text_encoder", te_weights, &te_trace, te_ms, te_transfer_ms);
+    let te_ms = te_trace.elapsed_s() * 1e3;
+    let te_stage = stage(StageOf {
+        name: "text_encoder",
+        weights: te_weights,
+        trace: &te_trace,
+        reps: 1.0,
+        ms: te_ms,
+        transfer_ms: te_exposed_s * 1e3,
+        untraced_copy_ms: 0.0,
+        extra_comm_ms: 0.0,
+        ridge: ridge(Precision::Bf16),
+    });
 
     // Denoise stage: one step = CFG passes (split over GPUs with cfg-parallel).
     let passes_per_gpu = if d.cfg { 2 } else { 1 } / par.cfg as u64;
@@ -417,12 +510,34 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         ring: par.ring as u64,
         precision: d.weights,
         attn,
-        link_bytes_per_s,
+        link,
     };
     let mut dit_trace = Trace::new(hw);
+    let hsdp = par.shard == Shard::Hsdp;
+    if hsdp {
+        technique::hsdp::gather(&mut dit_trace, link, dit_full, par.gpus);
+    }
     let klein_dit = klein_graph && par.ulysses * par.ring == 1 && ref_tokens == 0 && par.cfg == 1;
     // The klein graph traces every guidance pass of one step; the diffusers one a single pass.
     let traced_passes = if klein_dit { passes_per_gpu } else { 1 };
+    let blocks = model.transformer.double_blocks + model.transformer.single_blocks;
+    let ce: CacheEffect = cache::effect(
+        &d.cache,
+        &cache::Run {
+            model,
+            steps: d.steps,
+            batch,
+            img_tokens: pass.img_tokens,
+            txt_tokens: pass.txt_tokens,
+            passes: passes_per_gpu,
+        },
+        &rt.cache,
+    );
+    // The cache's buffers live across steps (the klein graph holds them in its own trace).
+    let held = (!klein_dit && ce.cached_bytes > 0).then(|| dit_trace.hold(ce.cached_bytes));
+    // Group and sequential offload stream the weights in during every pass.
+    let mut stream_exposed_s =
+        offload::stream_begin(&mut dit_trace, d.offload, dit_full * traced_passes, blocks);
     let (first_s, rest_s) = if klein_dit {
         let blocks_s = klein::denoise_step(
             &mut dit_trace,
@@ -447,34 +562,22 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     } else {
         dit::forward(&mut dit_trace, &pass)
     };
-    let mut pass_s = dit_trace.elapsed_s() / traced_passes as f64;
-    // Weight movement per pass that overlaps compute: HSDP gathers, group offload streams.
-    let moved_per_pass = match (d.offload, par.shard) {
-        (Offload::GroupBlock | Offload::GroupLeaf, _) => Some(pcie(dit_full, true) / 1e3),
-        (_, Shard::Hsdp) => {
-            Some(dit_full as f64 * (par.gpus - 1) as f64 / par.gpus as f64 / link_bytes_per_s)
-        }
-        _ => None,
-    };
-    let mut dit_transfer_ms = 0.0;
-    if let Some(move_s) = moved_per_pass {
-        let groups = (model.transformer.double_blocks + model.transformer.single_blocks) as f64;
-        let groups = if d.offload == Offload::GroupLeaf {
-            groups * 8.0
-        } else {
-            groups
-        };
-        let extra = (move_s - pass_s).max(0.0) + groups * 2.0 * rt.cpu_dispatch_us * 1e-6;
-        pass_s += extra;
-        if d.offload != Offload::None {
-            dit_transfer_ms += extra * 1e3 * passes_per_gpu as f64 * d.steps as f64;
-        }
+    if hsdp {
+        let groups = model.transformer.double_blocks + model.transformer.single_blocks;
+        technique::hsdp::hooks(&mut dit_trace, groups);
+        dit_trace.wait_comm();
     }
+    stream_exposed_s += offload::stream_end(&mut dit_trace, d.offload);
+    if let Some(h) = held {
+        dit_trace.release(h);
+    }
+    let pass_s = dit_trace.elapsed_s() / traced_passes as f64;
+    let reps = (passes_per_gpu / traced_passes * d.steps as u64) as f64;
+    // Host copies outside the pass's trace (model offload's once-per-request moves), and the
+    // copies of every pass not hidden behind compute.
+    let mut dit_moves_ms = 0.0;
+    let mut dit_exposed_ms = stream_exposed_s * 1e3 * reps;
     let step_s = pass_s * passes_per_gpu as f64;
-    let blocks = model.transformer.double_blocks + model.transformer.single_blocks;
-    let residual_bytes =
-        batch * (pass.img_tokens + pass.txt_tokens) * model.transformer.width() * BF16;
-    let ce: CacheEffect = cache::effect(&d.cache, d.steps, blocks, residual_bytes);
     let block_s = first_s + rest_s;
     let saved_s =
         ce.skipped_steps * (1.0 - ce.kept_fraction_on_skip) * block_s * passes_per_gpu as f64;
@@ -484,40 +587,40 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
         denoise_ms += pass_s * 1e3 * cached_ref as f64 / (pass.img_tokens + pass.txt_tokens) as f64;
     }
     if d.offload == Offload::Model {
-        let t = pcie(dit_full, false) * 2.0;
-        dit_transfer_ms += t;
-        denoise_ms += t;
+        // The transformer moved up once per request, and down when the VAE needs the GPU.
+        let mut moves = Trace::new(hw);
+        let exposed_s = offload::model_offload(&mut moves, dit_full);
+        dit_moves_ms += moves.summary().host_copy_s * 1e3;
+        dit_exposed_ms += exposed_s * 1e3;
+        denoise_ms += moves.elapsed_s() * 1e3;
     }
+    let mut cfg_comm_ms = 0.0;
     if par.cfg == 2 {
         // The unconditional branch's prediction crosses the link every step.
         let latent = batch * pass.img_tokens * model.transformer.in_channels * BF16;
-        denoise_ms +=
-            d.steps as f64 * (latent as f64 / link_bytes_per_s * 1e3 + rt.kernel_latency_us * 1e-3);
+        let mut x = Trace::new(hw);
+        technique::cfg_parallel::exchange(&mut x, link, latent);
+        denoise_ms += d.steps as f64 * x.elapsed_s() * 1e3;
+        cfg_comm_ms = d.steps as f64 * x.summary().comm_s * 1e3;
     }
-    let mut dn_stage = stage(
-        "denoise",
-        dit_resident,
-        &dit_trace,
-        denoise_ms,
-        dit_transfer_ms,
-    );
-    if !klein_dit {
-        // The klein graph holds the cache's residuals in its trace.
-        dn_stage.activation_peak_bytes += ce.cached_bytes;
-    }
+    let mut dn_stage = stage(StageOf {
+        name: "denoise",
+        weights: dit_resident,
+        trace: &dit_trace,
+        reps,
+        ms: denoise_ms,
+        transfer_ms: dit_exposed_ms,
+        untraced_copy_ms: dit_moves_ms,
+        extra_comm_ms: cfg_comm_ms,
+        ridge: ridge(d.weights),
+    });
     dn_stage.step_ms = Some(step_s * 1e3);
     dn_stage.steps = Some(d.steps);
-    dn_stage.flops *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
-    dn_stage.hbm_bytes *= (passes_per_gpu / traced_passes * d.steps as u64) as f64;
 
     // VAE decode stage (patch-parallel splits rows across the replica's GPUs, with a halo).
     let mut vae_trace = Trace::new(hw);
-    let split = if par.vae_patch { par.gpus as u64 } else { 1 };
-    let rows = if split > 1 {
-        ((d.resolution.height as u64).div_ceil(split) + 64).div_ceil(16) * 16
-    } else {
-        d.resolution.height as u64
-    };
+    let split = technique::vae_patch::split(d);
+    let rows = technique::vae_patch::rows(d.resolution.height as u64, split);
     let call = VaeDecode {
         dims: &model.vae,
         batch,
@@ -541,17 +644,27 @@ fn cost(inp: Inputs, d: &Deployment) -> Estimate {
     } else {
         vae::decode(&mut vae_trace, &call);
     }
-    let mut vae_transfer_ms = 0.0;
-    let mut vae_ms = vae_trace.elapsed_s() * 1e3;
+    let vae_exposed_s = if d.offload == Offload::Model {
+        offload::model_offload(&mut vae_trace, vae_full)
+    } else {
+        0.0
+    };
     if split > 1 {
         let img = batch * 3 * d.resolution.pixels() * BF16;
-        vae_ms += img as f64 / link_bytes_per_s * 1e3;
+        technique::vae_patch::gather(&mut vae_trace, link, img, split);
     }
-    if d.offload == Offload::Model {
-        vae_transfer_ms = pcie(vae_full, false) * 2.0;
-        vae_ms += vae_transfer_ms;
-    }
-    let vae_stage = stage("vae_decode", vae_full, &vae_trace, vae_ms, vae_transfer_ms);
+    let vae_ms = vae_trace.elapsed_s() * 1e3;
+    let vae_stage = stage(StageOf {
+        name: "vae_decode",
+        weights: vae_full,
+        trace: &vae_trace,
+        reps: 1.0,
+        ms: vae_ms,
+        transfer_ms: vae_exposed_s * 1e3,
+        untraced_copy_ms: 0.0,
+        extra_comm_ms: 0.0,
+        ridge: ridge(Precision::Bf16),
+    });
 
     // The request's memory timeline: what is resident during each stage, plus its transient.
     let embeds = batch * pass.txt_tokens * model.transformer.context_dim * BF16;

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-use crate::catalog::{Gpu, Guidance, Model};
-use crate::deployment::{Cache, Deployment, Offload, Precision, Shard, TextEncoderPlacement};
+use crate::catalog::{Gpu, Model};
+use crate::deployment::{Deployment, Precision, Shard};
+use crate::technique;
 
 /// Why a deployment cannot launch at all (memory is checked later, by the cost model), by the
 /// kind of deployment key at fault; the [`Rule`] says which rule and with which figures.
@@ -180,6 +181,17 @@ pub enum Rule {
         /// Model id.
         model: String,
     },
+    /// `dbcache` front and back blocks leave no block to skip.
+    DbcacheBackBlocks {
+        /// Front blocks (Fn).
+        compute_blocks: u32,
+        /// Back blocks (Bn).
+        back_blocks: u32,
+        /// Blocks of the model.
+        blocks: u32,
+        /// Model id.
+        model: String,
+    },
     /// Reference images for a model that takes none.
     NoReferenceImages {
         /// Model id.
@@ -221,35 +233,14 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
         _ => {}
     }
     let p = &d.parallel;
-    let heads = model.transformer.heads as u32;
     let par = |rule: Rule| Violation::Parallel { rule };
     if p.gpus == 0 {
         v.push(par(Rule::NoGpus));
         return v;
     }
-    if !heads.is_multiple_of(p.ulysses) {
-        v.push(par(Rule::UlyssesDividesHeads {
-            ulysses: p.ulysses,
-            heads,
-            model: model.id.clone(),
-        }));
-    }
-    if p.cfg > 2 || p.cfg == 0 {
-        v.push(par(Rule::CfgDegree { cfg: p.cfg }));
-    }
-    if d.cfg && model.guidance != Guidance::Cfg {
-        v.push(par(Rule::CfgOnDistilled {
-            model: model.id.clone(),
-        }));
-    }
-    if p.cfg == 2 && !d.cfg && model.guidance == Guidance::Cfg {
-        v.push(par(Rule::CfgParallelWithoutGuidance));
-    }
-    if p.cfg == 2 && model.guidance != Guidance::Cfg {
-        v.push(par(Rule::CfgParallelOnDistilled {
-            model: model.id.clone(),
-        }));
-    }
+    let cx = technique::Ctx { model, gpu };
+    technique::sequence::check(cx, d, &mut v);
+    technique::cfg_parallel::check(cx, d, &mut v);
     let used = p.ulysses * p.ring * p.cfg;
     if used > p.gpus {
         v.push(par(Rule::DegreesExceedGpus {
@@ -265,12 +256,8 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
             used_gpus: used,
         }));
     }
-    if p.shard == Shard::Hsdp && p.gpus < 2 {
-        v.push(par(Rule::HsdpNeedsTwoGpus { gpus: p.gpus }));
-    }
-    if p.vae_patch && p.gpus < 2 {
-        v.push(par(Rule::VaePatchNeedsTwoGpus { gpus: p.gpus }));
-    }
+    technique::hsdp::check(cx, d, &mut v);
+    technique::vae_patch::check(cx, d, &mut v);
     if p.gpus > 1 && p.shard == Shard::None && used == 1 && !p.vae_patch {
         v.push(par(Rule::NoParallelism { gpus: p.gpus }));
     }
@@ -287,29 +274,6 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
         }));
     }
     let unsup = |rule: Rule| Violation::Unsupported { rule };
-    let offload = d.offload.name();
-    if d.offload != Offload::None && p.gpus > 1 {
-        v.push(unsup(Rule::OffloadMultiGpu {
-            offload,
-            gpus: p.gpus,
-        }));
-    }
-    if d.offload != Offload::None && d.text_encoder == TextEncoderPlacement::Resident {
-        v.push(unsup(Rule::OffloadResidentTextEncoder { offload }));
-    }
-    if d.offload != Offload::None && d.parallel.shard == Shard::Hsdp {
-        v.push(unsup(Rule::OffloadWithHsdp { offload }));
-    }
-    if let Cache::Dbcache { compute_blocks, .. } = d.cache {
-        let blocks = (model.transformer.double_blocks + model.transformer.single_blocks) as u32;
-        if compute_blocks == 0 || compute_blocks >= blocks {
-            v.push(unsup(Rule::DbcacheComputeBlocks {
-                compute_blocks,
-                max_compute_blocks: blocks - 1,
-                model: model.id.clone(),
-            }));
-        }
-    }
     if d.reference_images > 0 && !model.reference_kv_cache && model.id.starts_with("flux1") {
         v.push(unsup(Rule::NoReferenceImages {
             model: model.id.clone(),
@@ -322,6 +286,7 @@ pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
             height_px: d.resolution.height,
         }));
     }
+    technique::check_all(cx, d, &mut v);
     v
 }
 

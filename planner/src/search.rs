@@ -8,9 +8,11 @@ use serde::Serialize;
 
 use crate::catalog::Guidance;
 use crate::deployment::*;
-use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION, estimate};
+use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION};
 use crate::fleet::queueing::{ClassLoad, pool_latency, utilization};
+use crate::memo::Memo;
 use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
+use crate::technique;
 
 /// A candidate's outcome over the whole traffic mix.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -336,47 +338,26 @@ fn parallel_options(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
                 out.push(p);
             }
         };
+        // Each technique names its layouts on `g` GPUs (technique/); VAE patch-parallel joins
+        // every one of them when allowed.
         let base = Parallel {
             gpus: g,
+            vae_patch: a.vae_patch,
             ..Parallel::SINGLE
         };
         if a.sequence_parallel {
-            if heads.is_multiple_of(g) {
-                push(Parallel {
-                    ulysses: g,
-                    vae_patch: a.vae_patch,
-                    ..base
-                });
-                if a.hsdp {
-                    push(Parallel {
-                        ulysses: g,
-                        shard: Shard::Hsdp,
-                        vae_patch: a.vae_patch,
-                        ..base
-                    });
+            for layout in technique::sequence::options(s.model, base) {
+                push(layout);
+                if a.hsdp && layout.ulysses > 1 {
+                    technique::hsdp::options(layout)
+                        .into_iter()
+                        .for_each(&mut push);
                 }
             }
-            push(Parallel {
-                ring: g,
-                vae_patch: a.vae_patch,
-                ..base
-            });
         }
         if a.cfg_parallel && cfg_model {
-            let rest = g / 2;
-            if rest == 1 {
-                push(Parallel {
-                    cfg: 2,
-                    vae_patch: a.vae_patch,
-                    ..base
-                });
-            } else if a.sequence_parallel && heads.is_multiple_of(rest) {
-                push(Parallel {
-                    cfg: 2,
-                    ulysses: rest,
-                    vae_patch: a.vae_patch,
-                    ..base
-                });
+            for layout in technique::cfg_parallel::options(heads, a.sequence_parallel, base) {
+                push(layout);
             }
         }
     }
@@ -493,7 +474,7 @@ fn weighted_median(mut xs: Vec<(f64, f64)>) -> f64 {
     xs.last().map(|x| x.0).unwrap_or(0.0)
 }
 
-fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
+fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) -> Outcome {
     let inp = Inputs {
         model: s.model,
         gpu: f.gpu,
@@ -519,7 +500,7 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment) -> Outcome {
             resolution: share.resolution,
             ..d.clone()
         };
-        match estimate(inp, &dd) {
+        match memo.estimate(inp, &dd) {
             Err(v) => return Outcome::Illegal(v),
             Ok(e) if !e.memory.fits => {
                 return Outcome::Memory {
@@ -679,10 +660,16 @@ pub fn ties(a: f64, b: f64) -> bool {
 
 /// Searches the spec's decision space.
 pub fn plan(s: &Spec) -> Plan {
+    plan_with(s, &Memo::default())
+}
+
+/// `plan`, reusing (and adding to) estimates a caller already made with the same spec's model
+/// and runtime.
+pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
     let cands = enumerate(s);
     let outcomes: Vec<Outcome> = cands
         .par_iter()
-        .map(|(fi, d)| evaluate(s, &s.fleet[*fi], d))
+        .map(|(fi, d)| evaluate(s, &s.fleet[*fi], d, memo))
         .collect();
     let has_rate = s.goal.images_per_s.is_some();
     let mut searched = Searched {

@@ -22,21 +22,19 @@ const PUBLISHED: &str = include_str!(concat!(
 
 /// Rows the physics does not yet reach, with the leave-one-out error they must stay under.
 /// Shrink these as the model improves; never widen one without a reason in the commit.
-const KNOWN_MISSES: [(&str, f64); 7] = [
+const KNOWN_MISSES: [(&str, f64); 5] = [
     // Host-bound rows: two host parameters, two host-bound rows; each left out leaves the other
-    // parameter to the one that remains.
+    // parameter to the one that remains (encode b1 widened 0.20 -> 0.33 when the encoder's
+    // RMSNorms got their eight kernels: the refit without it lands elsewhere on that ridge).
     ("step 512px b1 sdpa ms", 0.13),
-    ("encode b1 ms", 0.20),
+    ("encode b1 ms", 0.33),
     // The math path's traffic per score is pinned by two rows that disagree (the encoder at
     // batch 4 wants less than the DiT step).
-    ("step 1024px b1 math ms", 0.48),
-    ("encode b4 ms", 0.25),
-    // The VAE at batch 4 runs ~10 % more efficiently per image, and its transient lies between
-    // a per-batch and a per-image convolution workspace (the profile keeps per batch: errs high).
-    ("decode 1024px b4 ms", 0.20),
+    ("step 1024px b1 math ms", 0.40),
+    ("encode b4 ms", 0.20),
+    // The VAE's transient at batch 4 lies between a per-batch and a per-image convolution
+    // workspace; one row pins the exponent (left out, the profile keeps per batch: errs high).
     ("decode 1024px b4 transient", 0.21),
-    // Tiled decode: the seam-blending loop's host cost has no row of its own.
-    ("decode 2048px b1 tiled ms", 0.15),
 ];
 
 fn report() -> Report {
@@ -78,7 +76,7 @@ fn every_h200_row_holds_leave_one_out() {
     }
     // Issue 6's targets are 3 % (memory) and 8 % (time); time misses it (the rows above), so
     // its bound is today's figure, a guard against regressions.
-    for (time, bound) in [(false, 0.03), (true, 0.125)] {
+    for (time, bound) in [(false, 0.03), (true, 0.105)] {
         let e: Vec<f64> = r
             .rows
             .iter()
@@ -109,7 +107,7 @@ fn the_catalog_profile_is_the_fit() {
             "{:<32} fitted {fitted:>10.4} catalog {catalog:>10.4}",
             p.name
         );
-        if pins.is_empty() {
+        if pins.is_empty() && (fitted / p.start - 1.0).abs() < 1e-6 {
             // Unidentified: the fit leaves it at its declared start, which the catalog keeps.
             assert!((catalog / p.start - 1.0).abs() < 1e-9, "{}", p.name);
         } else {

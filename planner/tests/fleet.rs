@@ -17,7 +17,7 @@ fleet:
 allow: {weights: [bf16, fp8], attention: [sdpa], text_encoder: [resident], offload: [none], vae_tiling: false, batch: [2], max_gpus_per_replica: 1, cache: [none]}
 ";
 
-/// Every assignment of classes (whole: batched classes are not split) to candidates, with the
+/// Every assignment of classes (whole: the program never splits a class) to candidates, with the
 /// fewest replicas each pool needs, is tried; the cheapest that fits the availability is the
 /// optimum the integer program must reach.
 fn brute_force(
@@ -71,7 +71,7 @@ fn the_integer_program_reaches_the_brute_force_optimum() {
         let text = SMALL.replace("available: 6", &format!("available: {available}"));
         let s = parse(&text).unwrap();
         let classes = candidates::classes(&s).unwrap();
-        let costed = candidates::cost_all(&s, &classes);
+        let costed = candidates::cost_all(&s, &classes, &planner::memo::Memo::default());
         let cands = candidates::prune(&candidates::candidates(&s, &costed, &classes));
         assert!(
             cands.len() >= 2 && cands.len() <= 8,
@@ -93,6 +93,37 @@ fn the_integer_program_reaches_the_brute_force_optimum() {
             (b, m) => panic!("available {available}: brute force {b:?}, milp {m:?}"),
         }
     }
+}
+
+/// The shipped example: 20 candidates of six GPU types, four classes, two types with limited
+/// availability; the brute force tries all 20^4 whole-class assignments.
+#[test]
+fn the_integer_program_reaches_the_brute_force_optimum_on_the_example_spec() {
+    let s = parse(include_str!("../../specs/fleet.yaml")).unwrap();
+    let classes = candidates::classes(&s).unwrap();
+    let costed = candidates::cost_all(&s, &classes, &planner::memo::Memo::default());
+    let cands = candidates::prune(&candidates::candidates(&s, &costed, &classes));
+    assert!(cands.len() >= 10, "{} candidates", cands.len());
+    let brute = brute_force(&classes, &cands, &s).expect("the example has a fleet");
+    let m = milp::solve(&classes, &cands, &s.fleet, &vec![1.0; cands.len()]).unwrap();
+    assert!(m.optimal);
+    assert!(
+        (m.total_usd_per_hour - brute).abs() < 1e-6,
+        "milp {} vs brute force {brute}",
+        m.total_usd_per_hour
+    );
+    // Every class is served exactly once, whole.
+    let mut served: Vec<usize> = m
+        .pools
+        .iter()
+        .flat_map(|p| p.classes.iter().map(|&(k, share)| (k, share)))
+        .map(|(k, share)| {
+            assert_eq!(share, 1.0);
+            k
+        })
+        .collect();
+    served.sort();
+    assert_eq!(served, (0..classes.len()).collect::<Vec<_>>());
 }
 
 #[test]

@@ -37,6 +37,10 @@ pub const DIFFUSERS: &[Api] = &[
         "diffusers src/diffusers/pipelines/pipeline_utils.py",
     ),
     api(
+        "enable_sequential_cpu_offload",
+        "diffusers src/diffusers/pipelines/pipeline_utils.py",
+    ),
+    api(
         "set_attention_backend",
         "diffusers src/diffusers/models/modeling_utils.py (names: models/attention_dispatch.py AttentionBackendName)",
     ),

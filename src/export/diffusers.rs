@@ -40,6 +40,15 @@ fn unsupported(m: &Model, d: &Deployment) -> Vec<String> {
             "cache dbcache with warmup_steps {warmup_steps} and compute_blocks {compute_blocks}: \
              diffusers' FirstBlockCacheConfig computes exactly one block and has no warm-up"
         )),
+        Cache::Dbcache {
+            back_blocks,
+            max_continuous_cached_steps,
+            ..
+        } if *back_blocks != 0 || max_continuous_cached_steps.is_some() => out.push(
+            "cache dbcache with back_blocks or max_continuous_cached_steps: diffusers' \
+             FirstBlockCacheConfig has only a threshold"
+                .into(),
+        ),
         _ => {}
     }
     if d.parallel.cfg > 1 {
@@ -216,20 +225,38 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
             );
             let _ = writeln!(s, "pipe.enable_model_cpu_offload()");
         }
-        Offload::GroupBlock | Offload::GroupLeaf => {
-            let (kind, per_group) = if d.offload == Offload::GroupBlock {
-                ("block_level", ", num_blocks_per_group=1")
-            } else {
-                ("leaf_level", "")
-            };
+        Offload::Sequential => {
             let _ = writeln!(
                 s,
-                "# offload {}: transformer weights stream from pinned host memory on a side stream",
-                d.offload.name()
+                "# offload sequential: accelerate's per-leaf hooks copy each leaf in when it runs"
+            );
+            let _ = writeln!(s, "pipe.enable_sequential_cpu_offload()");
+        }
+        Offload::GroupBlock
+        | Offload::GroupLeaf
+        | Offload::GroupBlockNoStream
+        | Offload::GroupLeafNoStream => {
+            let (kind, per_group) = match d.offload {
+                Offload::GroupBlock | Offload::GroupBlockNoStream => {
+                    ("block_level", ", num_blocks_per_group=1")
+                }
+                _ => ("leaf_level", ""),
+            };
+            let stream = matches!(d.offload, Offload::GroupBlock | Offload::GroupLeaf);
+            let _ = writeln!(
+                s,
+                "# offload {}: {}",
+                d.offload.name(),
+                if stream {
+                    "transformer weights stream from pinned host memory on a side stream"
+                } else {
+                    "each transformer group copied in from host memory when it runs"
+                }
             );
             let _ = writeln!(
                 s,
-                "pipe.transformer.enable_group_offload(onload_device=device, offload_device=torch.device(\"cpu\"), offload_type=\"{kind}\"{per_group}, use_stream=True)"
+                "pipe.transformer.enable_group_offload(onload_device=device, offload_device=torch.device(\"cpu\"), offload_type=\"{kind}\"{per_group}, use_stream={})",
+                if stream { "True" } else { "False" }
             );
             let _ = writeln!(s, "pipe.vae.to(device)");
             if !te_offload && !drop_te {

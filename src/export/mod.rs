@@ -312,6 +312,8 @@ mod tests {
                         threshold: 0.08,
                         warmup_steps: 0,
                         compute_blocks: 1,
+                        back_blocks: 0,
+                        max_continuous_cached_steps: None,
                     },
                     ..base(flux1)
                 },
@@ -347,6 +349,8 @@ mod tests {
                         threshold: 0.1,
                         warmup_steps: 0,
                         compute_blocks: 1,
+                        back_blocks: 0,
+                        max_continuous_cached_steps: None,
                     },
                     attention: Attention::Flash,
                     ..b.clone()
@@ -427,6 +431,8 @@ mod tests {
                 threshold: 0.1,
                 warmup_steps: 0,
                 compute_blocks: 1,
+                back_blocks: 0,
+                max_continuous_cached_steps: None,
             },
             ..base(klein)
         };

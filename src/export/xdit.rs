@@ -97,13 +97,15 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
             threshold,
             warmup_steps: 0,
             compute_blocks: 1,
+            back_blocks: 0,
+            max_continuous_cached_steps: None,
         } if fbcache => {
             flags.push("--use_fbcache".into());
             env.push(format!("XDIT_FBCACHE_THRESH={threshold}"));
         }
         Cache::Dbcache { .. } if fbcache => problems.push(
-            "cache dbcache: xDiT's FBCache computes one block with no warm-up (compute_blocks 1, \
-             warmup_steps 0)"
+            "cache dbcache: xDiT's FBCache computes one block with no warm-up, back blocks or cap \
+             (compute_blocks 1, warmup_steps 0)"
                 .into(),
         ),
         c => problems.push(format!(

@@ -213,9 +213,9 @@ fn gpu_problems(g: &Gpu) -> Vec<String> {
     if !g.native.iter().any(|n| n == "bf16") {
         out.push("native must list bf16".into());
     }
-    if !["nvlink", "nvlink-bridge", "pcie", "none"].contains(&g.gpu_link.kind.as_str()) {
+    if !crate::catalog::LINK_KINDS.contains(&g.gpu_link.kind.as_str()) {
         out.push(format!(
-            "gpu_link.kind: unknown link '{}' (expected nvlink, nvlink-bridge, pcie, none)",
+            "gpu_link.kind: unknown link '{}' (expected nvlink, nvlink-bridge, pcie, pcie-host, none)",
             g.gpu_link.kind
         ));
     }

@@ -8,11 +8,16 @@ use crate::deployment::Precision;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
-    /// `nvlink`, `nvlink-bridge` or `pcie`.
+    /// One of [`LINK_KINDS`]: `nvlink` (all-to-all through NVSwitch), `nvlink-bridge` (pairs),
+    /// `pcie` (peer-to-peer over PCIe), `pcie-host` (no peer-to-peer: GeForce cards, traffic
+    /// staged through host memory), `none`.
     pub kind: String,
     /// Bandwidth per GPU, GB/s (10^9 bytes per second).
     pub gbps: f64,
 }
+
+/// GPU-to-GPU link kinds.
+pub const LINK_KINDS: [&str; 5] = ["nvlink", "nvlink-bridge", "pcie", "pcie-host", "none"];
 
 /// Dense tensor-core throughput per precision, TFLOP/s (10^12).
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -10,7 +10,7 @@ mod runtime;
 use std::sync::OnceLock;
 
 pub use files::{CatalogError, CatalogFile, CatalogProblem};
-pub use gpu::{DenseTflops, Gpu, Link};
+pub use gpu::{DenseTflops, Gpu, LINK_KINDS, Link};
 pub use model::{
     Family, Guidance, Model, ParamSplit, TextEncoderDims, TextEncoderKind, TransformerDims, VaeDims,
 };

@@ -124,6 +124,21 @@ pub struct RuntimeProfile {
     pub pageable_copy_efficiency: f64,
     /// Achieved fraction of the GPU-to-GPU link rate for collectives.
     pub link_efficiency: f64,
+    /// Achieved fraction of the link rate per link kind (`pcie`, `pcie-host`, ...) where it
+    /// differs from `link_efficiency`.
+    #[serde(default)]
+    pub link_efficiency_by_kind: BTreeMap<String, f64>,
+    /// Fixed cost of one collective (NCCL launch, handshake, protocol), microseconds.
+    #[serde(default)]
+    pub collective_latency_us: f64,
+    /// Extra host time of one sequence-parallel attention call (the wrapper's Python: layout
+    /// changes, the collectives' calls), microseconds.
+    #[serde(default)]
+    pub sequence_parallel_dispatch_us: f64,
+    /// Extra host time of one Ring attention call beyond `sequence_parallel_dispatch_us` (the
+    /// ring loop's communicator setup, send/recv calls, the merges' Python), microseconds.
+    #[serde(default)]
+    pub ring_dispatch_us: f64,
     /// Attention path the text encoder takes (the pipeline passes a padding mask).
     pub text_encoder_attention: String,
     /// Attention path of the VAE's mid-block (one 512-wide head: too wide for the fused kernels).
@@ -150,6 +165,12 @@ pub struct RuntimeProfile {
     pub gemm_workspace_bytes: u64,
     /// Allocator slack: reserved over allocated at the peak, as a fraction of the peak transient.
     pub allocator_slack: f64,
+    /// Offload's effective copy rates (`technique::offload`); the fit when absent.
+    #[serde(default)]
+    pub offload: crate::technique::offload::OffloadProfile,
+    /// The cache models' constants (`technique::cache`); the fit when absent.
+    #[serde(default)]
+    pub cache: crate::technique::cache::CacheProfile,
     /// GPUs this runtime was measured on (its estimates there carry the narrow range).
     #[serde(default)]
     pub calibrated_on: Vec<String>,
@@ -228,10 +249,23 @@ impl RuntimeProfile {
         ] {
             eff(k.to_string(), x);
         }
+        for (k, x) in &self.link_efficiency_by_kind {
+            eff(
+                format!("link_efficiency_by_kind.{}", crate::spec::echo(k, 32)),
+                *x,
+            );
+        }
         for (k, x, max) in [
             ("kernel_latency_us", self.kernel_latency_us, 1e6),
             ("cpu_dispatch_us", self.cpu_dispatch_us, 1e6),
             ("attention_dispatch_us", self.attention_dispatch_us, 1e6),
+            ("collective_latency_us", self.collective_latency_us, 1e6),
+            (
+                "sequence_parallel_dispatch_us",
+                self.sequence_parallel_dispatch_us,
+                1e6,
+            ),
+            ("ring_dispatch_us", self.ring_dispatch_us, 1e6),
             ("math_bytes_per_score", self.math_bytes_per_score, 64.0),
             (
                 "math_bytes_per_qkv_element",
@@ -251,6 +285,29 @@ impl RuntimeProfile {
                     at(k),
                     crate::spec::num(x),
                     crate::spec::num(max)
+                ));
+            }
+        }
+        for (k, x, is_eff) in self.offload.entries() {
+            let (ok, what) = if is_eff {
+                (x > 0.0 && x <= 1.0, "an efficiency in (0, 1]")
+            } else {
+                (x > 0.0 && x <= 1e4, "a rate in (0, 10000] GB/s")
+            };
+            if !(x.is_finite() && ok) {
+                out.push(format!(
+                    "{}{k}: {} is not {what}",
+                    at(k),
+                    crate::spec::num(x)
+                ));
+            }
+        }
+        for (k, x) in self.cache.entries() {
+            if !(x.is_finite() && x > 0.0 && x <= 100.0) {
+                out.push(format!(
+                    "{}{k}: {} is outside (0, 100]",
+                    at(k),
+                    crate::spec::num(x)
                 ));
             }
         }

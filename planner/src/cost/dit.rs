@@ -8,6 +8,7 @@ use crate::deployment::Precision;
 
 use super::ops::{AttnKernel, AttnShape, BF16};
 use super::trace::{Buf, Trace};
+use crate::technique::{Link, sequence};
 
 /// What one forward pass needs to know.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +31,8 @@ pub struct DitPass<'a> {
     pub precision: Precision,
     /// Attention kernel.
     pub attn: AttnKernel,
-    /// Bytes per second of the GPU link for collectives (0 on one GPU).
-    pub link_bytes_per_s: f64,
+    /// The GPU link the sequence-parallel collectives cross.
+    pub link: Link,
 }
 
 impl DitPass<'_> {
@@ -60,21 +61,7 @@ fn attention(t: &mut Trace, p: &DitPass, tokens_local: u64) -> Buf {
         kv_tokens,
         head_dim: p.dims.head_dim,
     };
-    if p.ulysses > 1 {
-        // All-to-all of q, k, v before and of the output after attention.
-        let bytes = 4.0 * u as f64 * (p.ulysses - 1) as f64 / p.ulysses as f64;
-        t.launch(bytes / p.link_bytes_per_s);
-    }
-    t.host(t.hw.rt.attention_dispatch_us * 1e-6);
-    let start = t.elapsed_s();
-    let out = t.attention(shape, p.attn);
-    if p.ring > 1 {
-        // K/V chunks rotate around the ring, overlapped with the partial attentions.
-        let attn_s = t.elapsed_s() - start;
-        let comm = 2.0 * u as f64 * (p.ring - 1) as f64 / p.link_bytes_per_s;
-        t.blocking((comm - attn_s).max(0.0));
-    }
-    out
+    sequence::attention(t, p, shape, u)
 }
 
 /// diffusers' real-valued RoPE: FP32 products of x and its rotation with cos/sin tables.
@@ -360,9 +347,7 @@ pub fn forward(t: &mut Trace, p: &DitPass) -> (f64, f64) {
     let n = norm_modulate(t, b * ti * d * BF16);
     let out = t.gemm(b * ti, d, dims.in_channels, w);
     if p.seq() > 1 {
-        // Gather the sequence shards of the output.
-        let bytes = (b * ti * dims.in_channels * BF16) as f64 * (p.seq() - 1) as f64;
-        t.launch(bytes / p.link_bytes_per_s);
+        sequence::gather_output(t, p, b * ti * dims.in_channels * BF16);
     }
     t.free_all([m, n, out, joint, tables, ref_kv]);
     (first_block_s, rest_s)
@@ -385,7 +370,10 @@ mod tests {
             ring: 1,
             precision: Precision::Bf16,
             attn: AttnKernel::Flash,
-            link_bytes_per_s: 0.0,
+            link: Link {
+                bytes_per_s: 1.0,
+                latency_s: 0.0,
+            },
         }
     }
 
@@ -450,7 +438,7 @@ mod tests {
         let one = run(&pass(dims, 16384, 1)).peak_bytes() as f64;
         let mut p = pass(dims, 16384, 1);
         p.ulysses = 4;
-        p.link_bytes_per_s = 450e9;
+        p.link.bytes_per_s = 450e9;
         let four = run(&p).peak_bytes() as f64;
         assert!((one / four - 4.0).abs() < 0.2, "{}", one / four);
     }

@@ -1,6 +1,5 @@
-//! The cost model: op traces per stage, kernels, and what caching skips.
+//! The cost model: op traces per stage and the kernels in them (techniques add their ops from `crate::technique`).
 
-pub mod cache;
 pub mod dit;
 pub mod klein;
 pub mod ops;

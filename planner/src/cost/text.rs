@@ -49,15 +49,22 @@ pub fn encode(
         let q = t.gemm(tok, h, qw, p);
         let k = t.gemm(tok, h, kvw, p);
         let v = t.gemm(tok, h, kvw, p);
+        // q is `heads` wide and k only `kv_heads` (grouped-query attention): each pass below
+        // runs once over q and once over k, at that tensor's own size.
+        let (uq, uk) = (tok * qw * BF16, tok * kvw * BF16);
         if d.qk_norm {
-            for _ in 0..12 {
-                t.ew(tok * qw * BF16, tok * qw * BF16);
+            for (x, heads) in [(uq, d.heads), (uk, d.kv_heads)] {
+                rms_norm_fp32(t, x, tok * heads * 4);
             }
         }
         if d.kind == TextEncoderKind::DecoderLm {
-            // RoPE on q and k: mul, rotate-half (slice, neg, cat), mul, add.
-            for _ in 0..10 {
-                t.ew(tok * qw * BF16, tok * qw * BF16);
+            // RoPE on q and k: x * cos, rotate-half (neg of one half, cat), * sin, add.
+            for x in [uq, uk] {
+                t.ew(x, x);
+                t.ew(x / 2, x / 2);
+                t.ew(x, x);
+                t.ew(x, x);
+                t.ew(2 * x, x);
             }
         }
         let shape = AttnShape {
@@ -104,4 +111,17 @@ pub fn encode(
     let fin = t.ew_new(u, u);
     t.free_all([fin, x]);
     t.free_all(kept);
+}
+
+/// transformers' RMSNorm over a BF16 tensor of `x` bytes in FP32 pieces: upcast, square, mean
+/// (`rows` bytes of FP32 statistics), add eps, rsqrt, scale, downcast, weight: eight kernels.
+fn rms_norm_fp32(t: &mut Trace, x: u64, rows: u64) {
+    t.ew(x, 2 * x);
+    t.ew(2 * x, 2 * x);
+    t.ew(2 * x, rows);
+    t.ew(rows, rows);
+    t.ew(rows, rows);
+    t.ew(2 * x + rows, 2 * x);
+    t.ew(2 * x, x);
+    t.ew(x, x);
 }

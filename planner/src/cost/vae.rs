@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::catalog::VaeDims;
 
 use super::ops::{AttnKernel, AttnShape, BF16};
-use super::trace::Trace;
+use super::trace::{Buf, Trace};
 
 /// One decode call.
 #[derive(Debug, Clone, Copy)]
@@ -27,15 +27,26 @@ pub struct VaeDecode<'a> {
     pub attn: AttnKernel,
 }
 
-fn resnet(t: &mut Trace, b: u64, cin: u64, cout: u64, h: u64, w: u64) {
+/// PyTorch's GroupNorm on NCHW: one block per (image, group) reduces that group's mean and
+/// variance (`RowwiseMomentsCUDAKernel`, `batch * groups` blocks: at batch 1 and 32 groups a
+/// quarter of an H200's 132 SMs), then an elementwise pass normalises and applies the affine
+/// parameters. Returns the normalised tensor of `u` bytes.
+fn group_norm(t: &mut Trace, b: u64, groups: u64, u: u64) -> Buf {
+    let sms = t.hw.gpu.sms.max(1);
+    let busy = ((b * groups) as f64 / sms as f64).min(1.0);
+    t.kernel_on(0.0, 0.0, u as f64, busy);
+    t.ew_new(u, u)
+}
+
+fn resnet(t: &mut Trace, g: u64, b: u64, cin: u64, cout: u64, h: u64, w: u64) {
     let uin = b * cin * h * w * BF16;
     let uout = b * cout * h * w * BF16;
-    let n1 = t.ew_new(uin, uin);
+    let n1 = group_norm(t, b, g, uin);
     let s1 = t.ew_new(uin, uin);
     t.free(n1);
     let c1 = t.conv(b, cin, cout, h, w, 3);
     t.free(s1);
-    let n2 = t.ew_new(uout, uout);
+    let n2 = group_norm(t, b, g, uout);
     t.free(c1);
     let s2 = t.ew_new(uout, uout);
     t.free(n2);
@@ -68,7 +79,7 @@ fn mid_attention(t: &mut Trace, p: &VaeDecode, c: u64, h: u64, w: u64) {
     let b = p.batch;
     let tokens = h * w;
     let u = b * c * tokens * BF16;
-    let n = t.ew_new(u, u);
+    let n = group_norm(t, b, p.dims.norm_groups, u);
     let q = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
     let k = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
     let v = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
@@ -110,16 +121,24 @@ pub fn decode(t: &mut Trace, p: &VaeDecode) {
     if let Some(pq) = pq {
         t.free(pq);
     }
-    resnet(t, b, deep, deep, h, w);
+    resnet(t, d.norm_groups, b, deep, deep, h, w);
     mid_attention(t, p, deep, h, w);
-    resnet(t, b, deep, deep, h, w);
+    resnet(t, d.norm_groups, b, deep, deep, h, w);
     t.free(x);
     let mut prev = deep;
     for (level, &out) in d.block_out_channels.iter().rev().enumerate() {
         // The level's input stays referenced by the caller while its first resnet runs.
         let held = t.alloc(b * prev * h * w * BF16);
         for j in 0..=d.layers_per_block {
-            resnet(t, b, if j == 0 { prev } else { out }, out, h, w);
+            resnet(
+                t,
+                d.norm_groups,
+                b,
+                if j == 0 { prev } else { out },
+                out,
+                h,
+                w,
+            );
         }
         t.free(held);
         let held = t.alloc(b * out * h * w * BF16);
@@ -134,7 +153,7 @@ pub fn decode(t: &mut Trace, p: &VaeDecode) {
     let c0 = d.block_out_channels[0];
     let u = b * c0 * h * w * BF16;
     let held = t.alloc(u);
-    let n = t.ew_new(u, u);
+    let n = group_norm(t, b, d.norm_groups, u);
     let s = t.ew_new(u, u);
     t.free(n);
     let img = t.conv(b, c0, 3, h, w, 3);

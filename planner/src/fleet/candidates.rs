@@ -6,7 +6,8 @@ use rayon::prelude::*;
 
 use super::queueing::{Capacity, ClassLoad, Percentiles, Targets, capacity, pool_latency};
 use crate::deployment::{Deployment, Resolution};
-use crate::estimate::{Inputs, estimate, memory_floor};
+use crate::estimate::{Inputs, memory_floor};
+use crate::memo::Memo;
 use crate::spec::Spec;
 
 /// Utilisation cap when the goal sets none: below 1 so that every queue is stable.
@@ -87,18 +88,18 @@ impl FleetCandidate {
             .ok()
             .map(|(_, c)| images_per_s / c.images_per_s_per_replica)
     }
-
-    /// Whether a class may be split across this and other pools (only without batching: a batch
-    /// fills at the rate its pool sees, and the model assumes the class's whole rate).
-    pub fn splittable(&self) -> bool {
-        self.deployment.batch == 1
-    }
 }
 
 /// Per class, the service time of one batch (ms), or why the deployment cannot serve it.
 pub type Service = Vec<Result<f64, Unserved>>;
 
-fn service(s: &Spec, classes: &[Class], offer: usize, d: &Deployment) -> Option<Service> {
+fn service(
+    s: &Spec,
+    classes: &[Class],
+    offer: usize,
+    d: &Deployment,
+    memo: &Memo,
+) -> Option<Service> {
     let f = &s.fleet[offer];
     let inp = Inputs {
         model: s.model,
@@ -116,7 +117,7 @@ fn service(s: &Spec, classes: &[Class], offer: usize, d: &Deployment) -> Option<
                 resolution: c.resolution,
                 ..d.clone()
             };
-            match estimate(inp, &dd) {
+            match memo.estimate(inp, &dd) {
                 Err(_) => Err(Unserved::Memory(u64::MAX, f.gpu.hbm_bytes)),
                 Ok(e) if !e.memory.fits => Err(Unserved::Memory(
                     e.memory.peak_bytes,
@@ -154,11 +155,11 @@ pub struct Costed {
 
 /// Every legal candidate that fits at least one class's size and is not beaten on every
 /// class's service time by another of its offer, GPU count and batch, in enumeration order.
-pub fn cost_all(s: &Spec, classes: &[Class]) -> Costed {
+pub fn cost_all(s: &Spec, classes: &[Class], memo: &Memo) -> Costed {
     let all = crate::search::enumerate(s);
     let costed: Vec<(usize, &Deployment, Service)> = all
         .par_iter()
-        .map(|(offer, d)| service(s, classes, *offer, d).map(|sv| (*offer, d, sv)))
+        .map(|(offer, d)| service(s, classes, *offer, d, memo).map(|sv| (*offer, d, sv)))
         .collect::<Vec<_>>()
         .into_iter()
         .flatten()
@@ -243,14 +244,13 @@ pub fn candidates(s: &Spec, costed: &Costed, classes: &[Class]) -> Vec<FleetCand
         .collect()
 }
 
-/// Whether `a` makes `b` useless to the integer program: same offer, no more GPUs per replica,
-/// at least as splittable, and for every class no more GPU-time per unit of rate. With GPUs per
-/// replica powers of two, `b`'s pool can always be rebuilt from `a` at no higher cost.
+/// Whether `a` makes `b` useless to the integer program: same offer, no more GPUs per replica
+/// (dividing `b`'s), and for every class no more GPU-time per unit of rate. Then any pool of `b`
+/// rebuilt on `a` serves the same classes with no more GPUs, at no higher cost.
 fn dominates(a: &FleetCandidate, b: &FleetCandidate) -> bool {
     if a.offer != b.offer
         || a.gpus_per_replica > b.gpus_per_replica
         || !b.gpus_per_replica.is_multiple_of(a.gpus_per_replica)
-        || (b.splittable() && !a.splittable())
     {
         return false;
     }

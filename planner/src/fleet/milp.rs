@@ -1,20 +1,27 @@
-//! The integer program on good_lp (pure-Rust microlp backend): integer replicas per candidate
-//! pool, how much of each class each pool serves, capacity at every class's targets, GPUs per
-//! type within what is available, minimum dollars per hour.
+//! The integer program on good_lp (pure-Rust microlp backend): the cheapest set of replica
+//! pools that serves every class, GPUs per type within what is available, minimum dollars per hour.
 //!
-//! Variables: `n_j` integer replicas of candidate `j`; `x_jk` in [0, 1], the fraction of class
-//! `k` that pool `j` serves (binary when the candidate batches: a batch fills at the rate its pool
-//! sees, so a batched class goes whole to one pool). Constraints: `sum_j x_jk = 1` for every class;
-//! `sum_k x_jk · λ_k / r_jk ≤ n_j` (mixed load as shared replica time: class `k` at rate `λ_k`
-//! needs `λ_k / r_jk` replicas' worth of time, `r_jk` the largest rate per replica that meets
-//! its targets); `sum_{j on type g} gpus_j · n_j ≤ available_g`. Objective: `sum_j usd_j · n_j`.
-//! The mixed-load constraint is an approximation (mixing sizes raises the variance of service
-//! times); the caller checks every pool with the queueing model and the simulation and tightens
-//! the rates of pools that miss.
+//! Every class goes whole to one pool: the largest rate per replica `r_jk` that candidate `j`
+//! sustains for class `k` was found for the class's whole rate (its batching delay and pool size),
+//! so a split class would run outside the figures the program uses. A pool of candidate `j`
+//! serving the class set `S` at rates `λ_k` needs `ceil(sum_{k in S} λ_k / r_jk)` replicas (mixed
+//! load as shared replica time: class `k` takes `λ_k / r_jk` replicas' worth of time).
+//!
+//! The program is that model's set-covering form, which the branch and bound solves far faster
+//! than the compact one (integer replicas times binary assignments; its relaxation is weak and
+//! near-equal candidates make its tree explode). Columns: binary `y_jS`, pool `j` serves `S` with
+//! `ceil(U_jS)` replicas, for the sets `S` that no class can join without another replica (a
+//! larger set at the same replicas costs the same and covers more). Rows: every class covered at
+//! least once (a class covered twice is then kept in its first pool only, which needs no more
+//! replicas); at most one set per candidate; `sum gpus_j · replicas_jS · y_jS ≤ available_g` per
+//! type. Objective: `sum usd_j · replicas_jS · y_jS`. The optimum is that of the compact program
+//! with whole classes, which the brute force in `tests/fleet.rs` checks. The mixed-load constraint
+//! is an approximation (mixing sizes raises the variance of service times); the caller checks
+//! every pool with the queueing model and the simulation and tightens the rates of pools that miss.
 
 use good_lp::{
-    Expression, ResolutionError, Solution, SolutionStatus, SolverModel, Variable,
-    WithInitialSolution, microlp, variable, variables,
+    Expression, ResolutionError, Solution, SolutionStatus, SolverModel, Variable, microlp,
+    variable, variables,
 };
 
 use super::candidates::{Class, FleetCandidate};
@@ -51,6 +58,72 @@ pub enum Unsolved {
     Solver(String),
 }
 
+/// Most classes the set-covering form enumerates sets of (2^16 sets per candidate).
+pub const MAX_CLASSES: usize = 16;
+
+/// One column: a pool of a candidate serving a set of classes.
+struct Column {
+    candidate: usize,
+    /// Bit `k` set: class `k` is served.
+    set: u32,
+    replicas: u32,
+}
+
+/// The maximal class sets of every candidate at the replicas they need, within availability.
+fn columns(
+    classes: &[Class],
+    cands: &[FleetCandidate],
+    offers: &[FleetEntry],
+    derate: &[f64],
+) -> Vec<Column> {
+    let mut out = Vec::new();
+    for (j, c) in cands.iter().enumerate() {
+        let load: Vec<Option<f64>> = (0..classes.len())
+            .map(|k| {
+                c.replica_load(k, classes[k].images_per_s)
+                    .map(|u| u / derate[j])
+            })
+            .collect();
+        let servable: u32 = (0..classes.len())
+            .filter(|&k| load[k].is_some())
+            .fold(0, |m, k| m | 1 << k);
+        let offer = &offers[c.offer];
+        // Every non-empty subset of the servable classes, in increasing bit order.
+        let mut set = servable;
+        let mut sets = Vec::new();
+        while set != 0 {
+            sets.push(set);
+            set = (set - 1) & servable;
+        }
+        sets.reverse();
+        for set in sets {
+            let u = |m: u32| -> f64 {
+                (0..classes.len())
+                    .filter(|k| m >> k & 1 == 1)
+                    .map(|k| load[k].unwrap_or(0.0))
+                    .sum()
+            };
+            let replicas_of = |m: u32| (u(m) - 1e-9).ceil().max(1.0);
+            let r = replicas_of(set);
+            let maximal = (0..classes.len())
+                .filter(|&k| servable >> k & 1 == 1 && set >> k & 1 == 0)
+                .all(|k| replicas_of(set | 1 << k) > r);
+            if !maximal || r > 1e6 {
+                continue;
+            }
+            if offer.is_limited() && r * c.gpus_per_replica as f64 > offer.available as f64 {
+                continue;
+            }
+            out.push(Column {
+                candidate: j,
+                set,
+                replicas: r as u32,
+            });
+        }
+    }
+    out
+}
+
 /// Solves for the cheapest fleet; `derate[j]` scales candidate `j`'s rates per replica (1 unless
 /// a check tightened it).
 pub fn solve(
@@ -59,102 +132,48 @@ pub fn solve(
     offers: &[FleetEntry],
     derate: &[f64],
 ) -> Result<Solved, Unsolved> {
+    if classes.len() > MAX_CLASSES {
+        return Err(Unsolved::Solver(format!(
+            "{} traffic classes: the integer program takes at most {MAX_CLASSES}",
+            classes.len()
+        )));
+    }
+    let cols = columns(classes, cands, offers, derate);
     let mut vars = variables!();
-    let mut n: Vec<Variable> = Vec::with_capacity(cands.len());
-    let mut x: Vec<Vec<Option<Variable>>> = Vec::with_capacity(cands.len());
-    let mut objective = Expression::from(0.0);
-    for (j, c) in cands.iter().enumerate() {
-        let load: f64 = classes
-            .iter()
-            .enumerate()
-            .filter_map(|(k, cl)| c.replica_load(k, cl.images_per_s))
-            .sum::<f64>()
-            / derate[j];
-        let offer = &offers[c.offer];
-        let mut ub = (load.ceil() + 1.0).min(1e6);
-        if offer.is_limited() {
-            ub = ub.min((offer.available / c.gpus_per_replica) as f64);
-        }
-        let nj = vars.add(variable().integer().min(0).max(ub));
-        objective += c.usd_per_replica_hour * nj;
-        n.push(nj);
-        x.push(
-            (0..classes.len())
-                .map(|k| {
-                    c.replica_load(k, classes[k].images_per_s).map(|_| {
-                        if c.splittable() {
-                            vars.add(variable().min(0).max(1))
-                        } else {
-                            vars.add(variable().binary())
-                        }
-                    })
-                })
-                .collect(),
-        );
-    }
-    // A feasible start for the branch and bound: each class whole to the candidate where its
-    // replica time costs least, replicas rounded up (used when it fits what is available).
-    let mut start: Vec<(Variable, f64)> = Vec::new();
-    let mut need = vec![0.0f64; cands.len()];
-    let mut pick = vec![None; classes.len()];
-    for (k, cl) in classes.iter().enumerate() {
-        pick[k] = cands
-            .iter()
-            .enumerate()
-            .filter_map(|(j, c)| {
-                c.replica_load(k, cl.images_per_s)
-                    .map(|u| (j, u / derate[j] * c.usd_per_replica_hour))
-            })
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(j, _)| j);
-        if let Some(j) = pick[k] {
-            need[j] += cands[j].replica_load(k, cl.images_per_s).unwrap_or(0.0) / derate[j];
-        }
-    }
-    let mut used = vec![0u64; offers.len()];
-    for (j, c) in cands.iter().enumerate() {
-        used[c.offer] += need[j].ceil() as u64 * c.gpus_per_replica as u64;
-    }
-    let fits = offers
+    let y: Vec<Variable> = cols.iter().map(|_| vars.add(variable().binary())).collect();
+    let objective: Expression = cols
         .iter()
-        .zip(&used)
-        .all(|(o, u)| !o.is_limited() || *u <= o.available as u64);
-    if fits && pick.iter().all(|p| p.is_some()) {
-        for (j, nj) in n.iter().enumerate() {
-            start.push((*nj, need[j].ceil()));
-            for (k, v) in x[j].iter().enumerate() {
-                if let Some(v) = v {
-                    start.push((*v, if pick[k] == Some(j) { 1.0 } else { 0.0 }));
-                }
-            }
-        }
-    }
-    let mut problem = vars.minimise(objective.clone()).using(microlp);
-    if !start.is_empty() {
-        problem = problem.with_initial_solution(start);
-    }
+        .zip(&y)
+        .map(|(c, v)| c.replicas as f64 * cands[c.candidate].usd_per_replica_hour * *v)
+        .sum();
+    let mut problem = vars.minimise(objective).using(microlp);
     for k in 0..classes.len() {
-        let served: Expression = x.iter().filter_map(|xj| xj[k]).map(Expression::from).sum();
-        problem = problem.with(served.eq(1.0));
+        let covered: Expression = cols
+            .iter()
+            .zip(&y)
+            .filter(|(c, _)| c.set >> k & 1 == 1)
+            .map(|(_, v)| Expression::from(*v))
+            .sum();
+        problem = problem.with(covered.geq(1.0));
     }
-    for (j, c) in cands.iter().enumerate() {
-        let mut time = Expression::from(0.0);
-        for (k, cl) in classes.iter().enumerate() {
-            if let (Some(v), Some(u)) = (x[j][k], c.replica_load(k, cl.images_per_s)) {
-                time += (u / derate[j]) * v;
-            }
-        }
-        problem = problem.with(time.leq(n[j]));
+    for j in 0..cands.len() {
+        let one: Expression = cols
+            .iter()
+            .zip(&y)
+            .filter(|(c, _)| c.candidate == j)
+            .map(|(_, v)| Expression::from(*v))
+            .sum();
+        problem = problem.with(one.leq(1.0));
     }
     for (g, offer) in offers.iter().enumerate() {
         if !offer.is_limited() {
             continue;
         }
-        let used: Expression = cands
+        let used: Expression = cols
             .iter()
-            .zip(&n)
-            .filter(|(c, _)| c.offer == g)
-            .map(|(c, v)| c.gpus_per_replica as f64 * *v)
+            .zip(&y)
+            .filter(|(c, _)| cands[c.candidate].offer == g)
+            .map(|(c, v)| (c.replicas * cands[c.candidate].gpus_per_replica) as f64 * *v)
             .sum();
         problem = problem.with(used.leq(offer.available as f64));
     }
@@ -164,28 +183,30 @@ pub fn solve(
         Err(e) => return Err(Unsolved::Solver(e.to_string())),
     };
     let optimal = matches!(sol.status(), SolutionStatus::Optimal);
+    let mut chosen: Vec<&Column> = cols
+        .iter()
+        .zip(&y)
+        .filter(|(_, v)| sol.value(**v) > 0.5)
+        .map(|(c, _)| c)
+        .collect();
+    chosen.sort_by_key(|c| c.candidate);
     let mut pools = Vec::new();
     let mut total = 0.0;
-    for (j, c) in cands.iter().enumerate() {
-        let replicas = sol.value(n[j]).round() as u32;
-        if replicas == 0 {
+    let mut covered = 0u32;
+    for c in chosen {
+        let set = c.set & !covered;
+        covered |= c.set;
+        if set == 0 {
             continue;
         }
-        total += replicas as f64 * c.usd_per_replica_hour;
-        let served: Vec<(usize, f64)> = x[j]
-            .iter()
-            .enumerate()
-            .filter_map(|(k, v)| v.map(|v| (k, sol.value(v))))
-            .filter(|(_, f)| *f > 1e-6)
-            .map(|(k, f)| (k, if (f - 1.0).abs() < 1e-6 { 1.0 } else { f }))
-            .collect();
-        if served.is_empty() {
-            continue;
-        }
+        total += c.replicas as f64 * cands[c.candidate].usd_per_replica_hour;
         pools.push(PoolChoice {
-            candidate: j,
-            replicas,
-            classes: served,
+            candidate: c.candidate,
+            replicas: c.replicas,
+            classes: (0..classes.len())
+                .filter(|k| set >> k & 1 == 1)
+                .map(|k| (k, 1.0))
+                .collect(),
         });
     }
     Ok(Solved {

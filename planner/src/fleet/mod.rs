@@ -16,6 +16,7 @@ pub mod simulation;
 
 use std::cmp::Ordering;
 
+use crate::memo::Memo;
 use candidates::{Class, Costed, FleetCandidate, Unserved, cost_all, unloaded};
 use milp::{Solved, Unsolved, solve};
 use queueing::{ClassLoad, Percentiles, meets, pool_latency, utilization};
@@ -382,7 +383,8 @@ fn plan_for(
 
 /// Plans the cheapest fleet for the spec's traffic classes.
 pub fn fleet(s: &Spec) -> FleetPlan {
-    let options = options(s);
+    let memo = Memo::default();
+    let options = options(s, &memo);
     let mut out = FleetPlan {
         schema_version: SCHEMA_VERSION,
         model: s.model.id.clone(),
@@ -425,7 +427,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
                     },
                 })
                 .collect();
-            let costed = cost_all(s, &sizes);
+            let costed = cost_all(s, &sizes, &memo);
             let fits = |k: usize| costed.entries.iter().any(|e| e.2[k].is_ok());
             if let Some(k) = (0..sizes.len()).find(|&k| !fits(k)) {
                 out.infeasible = impossible_class(
@@ -453,7 +455,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
             return out;
         }
     };
-    let costed = cost_all(s, &classes);
+    let costed = cost_all(s, &classes, &memo);
     out.solver.enumerated = costed.enumerated;
     let (cands, mix) = plan_for(s, &costed, &classes, true);
     out.solver.candidates = cands.len();
@@ -591,7 +593,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
 }
 
 /// v1's answer: per GPU type, `plan` on that type alone.
-fn options(s: &Spec) -> Vec<FleetOption> {
+fn options(s: &Spec, memo: &Memo) -> Vec<FleetOption> {
     let has_rate = s.goal.images_per_s.is_some();
     let mut options: Vec<FleetOption> = s
         .fleet
@@ -601,7 +603,7 @@ fn options(s: &Spec) -> Vec<FleetOption> {
                 fleet: vec![f.clone()],
                 ..s.clone()
             };
-            let p = crate::search::plan(&one);
+            let p = crate::search::plan_with(&one, memo);
             FleetOption {
                 gpu: f.gpu.id.clone(),
                 candidate: p.chosen,

@@ -45,7 +45,8 @@ pub enum RawCache {
     Map(RawCacheMap),
 }
 
-/// `cache: {kind: dbcache, threshold: 0.12, warmup_steps: 1, compute_blocks: 1}`.
+/// `cache: {kind: dbcache, threshold: 0.12, warmup_steps: 1, compute_blocks: 1, back_blocks: 0,
+/// max_continuous_cached_steps: 3}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCacheMap {
@@ -53,6 +54,8 @@ pub struct RawCacheMap {
     pub threshold: Option<f64>,
     pub warmup_steps: Option<i64>,
     pub compute_blocks: Option<i64>,
+    pub back_blocks: Option<i64>,
+    pub max_continuous_cached_steps: Option<i64>,
 }
 
 /// `parallel:`.

@@ -490,13 +490,15 @@ impl<'c> Validator<'_, 'c> {
     }
 
     fn cache(&mut self, field: &str, l: Option<Location>, raw: &RawCache) -> Option<Cache> {
-        let (kind, threshold, warmup, blocks) = match raw {
-            RawCache::Kind(k) => (k.as_str(), None, None, None),
+        let (kind, threshold, warmup, blocks, back, cap) = match raw {
+            RawCache::Kind(k) => (k.as_str(), None, None, None, None, None),
             RawCache::Map(m) => (
                 m.kind.as_str(),
                 m.threshold,
                 m.warmup_steps,
                 m.compute_blocks,
+                m.back_blocks,
+                m.max_continuous_cached_steps,
             ),
         };
         if let Some(t) = threshold
@@ -512,12 +514,26 @@ impl<'c> Validator<'_, 'c> {
         }
         if warmup.is_some_and(|w| !(0..=1000).contains(&w))
             || blocks.is_some_and(|b| !(1..=1000).contains(&b))
+            || back.is_some_and(|b| !(0..=1000).contains(&b))
+            || cap.is_some_and(|c| !(1..=1000).contains(&c))
         {
             self.problem(
                 field,
                 l,
-                "warmup_steps/compute_blocks out of range",
-                "use small non-negative integers (compute_blocks >= 1)",
+                "warmup_steps/compute_blocks/back_blocks/max_continuous_cached_steps out of range",
+                "use small non-negative integers (compute_blocks and max_continuous_cached_steps >= 1)",
+            );
+            return None;
+        }
+        if kind != "dbcache" && (back.is_some() || cap.is_some()) {
+            self.problem(
+                field,
+                l,
+                format!(
+                    "cache '{}' has no back_blocks or max_continuous_cached_steps",
+                    v(kind)
+                ),
+                "they are DBCache's (kind: dbcache)",
             );
             return None;
         }
@@ -530,6 +546,8 @@ impl<'c> Validator<'_, 'c> {
                 threshold: threshold.unwrap_or(0.12),
                 warmup_steps: warmup.unwrap_or(1) as u32,
                 compute_blocks: blocks.unwrap_or(1) as u32,
+                back_blocks: back.unwrap_or(0) as u32,
+                max_continuous_cached_steps: cap.map(|c| c as u32),
             }),
             other => {
                 self.problem(
@@ -891,7 +909,7 @@ impl<'c> Validator<'_, 'c> {
                 &a.offload,
                 &Offload::ALL,
                 Offload::name,
-                &Offload::ALL,
+                &Offload::SEARCHED,
             ),
             vae_tiling: flag(&a.vae_tiling),
             cache,
@@ -1406,7 +1424,9 @@ mod tests {
             Cache::Dbcache {
                 threshold: 0.2,
                 warmup_steps: 3,
-                compute_blocks: 2
+                compute_blocks: 2,
+                back_blocks: 0,
+                max_continuous_cached_steps: None,
             }
         );
     }

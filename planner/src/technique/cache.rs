@@ -1,0 +1,372 @@
+//! Step caching as the algorithms decide: First-Block-Cache / DBCache and TeaCache, step by step
+//! on the model's real flow-matching sigma schedule; legality, and the buffers the cache holds.
+//!
+//! **The schedule.** diffusers' FLUX pipelines hand `FlowMatchEulerDiscreteScheduler` the sigmas
+//! `linspace(1, 1/N, N)` and shift them, `σ' = e^μ / (e^μ + 1/σ - 1)`, then append 0. FLUX.1 [dev]
+//! takes `μ` from the image sequence length (linear from 0.5 at 256 tokens to 1.15 at 4096);
+//! FLUX.1 [schnell] does not shift (`μ = 0`); FLUX.2 takes FLUX.2's empirical `μ`, which also
+//! depends on the step count. A step moves the latent by its `Δσ`.
+//!
+//! **The change per step.** How much the transformer's input and its first blocks' output move
+//! between two steps is modelled as a relative L1 distance `scale · Δσ^exponent`, with the
+//! exponent shared by both algorithms and one scale each (runtime profile `cache`, fitted on
+//! the published `cache-fb` and `cache-tea` rows of `data/published-flux.jsonl`; see
+//! `planner/tests/offload_cache.rs`).
+//!
+//! **DBCache / First-Block-Cache** (ParaAttention, cache-dit, diffusers' `FirstBlockCache`)
+//! computes the first `Fn` blocks every step and compares their residual with the one of the
+//! *last fully computed* step (the buffer is only refreshed on a computed step): while the
+//! relative L1 distance stays under the threshold the remaining blocks are skipped (the last
+//! `Bn` still run) and their cached residual is added back. The first step is always computed,
+//! and so are the warm-up steps; `max_continuous_cached_steps` caps a run of cached steps.
+//!
+//! **TeaCache** accumulates, step after step, its rescaled L1 change of the timestep-modulated
+//! input (TeaCache4FLUX's fourth-order polynomial of the raw change) and skips the whole
+//! transformer while the sum stays under the threshold, resetting it on each computed step; the
+//! first and last steps are always computed. Its thresholds live on the polynomial's scale,
+//! not on the raw L1 scale of DBCache: the polynomial is about 0.2 at the small changes of a
+//! 28-50 step run, so a threshold of 0.2 computes about every other step.
+//!
+//! Few-step distilled runs take big steps (and TeaCache never skips its first and last), so
+//! they gain almost nothing; 50-step runs gain the most.
+
+use serde::{Deserialize, Serialize};
+
+use super::Ctx;
+use crate::catalog::{Family, Model};
+use crate::cost::ops::BF16;
+use crate::deployment::{Cache, Deployment};
+use crate::rules::{Rule, Violation};
+
+/// Caching's legality rules: DBCache's front blocks leave at least one block, and front and
+/// back blocks together leave some to skip.
+pub fn check(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
+    if let Cache::Dbcache {
+        compute_blocks,
+        back_blocks,
+        ..
+    } = d.cache
+    {
+        let t = &cx.model.transformer;
+        let blocks = (t.double_blocks + t.single_blocks) as u32;
+        if compute_blocks == 0 || compute_blocks >= blocks {
+            out.push(Violation::Unsupported {
+                rule: Rule::DbcacheComputeBlocks {
+                    compute_blocks,
+                    max_compute_blocks: blocks - 1,
+                    model: cx.model.id.clone(),
+                },
+            });
+        } else if compute_blocks + back_blocks >= blocks {
+            out.push(Violation::Unsupported {
+                rule: Rule::DbcacheBackBlocks {
+                    compute_blocks,
+                    back_blocks,
+                    blocks,
+                    model: cx.model.id.clone(),
+                },
+            });
+        }
+    }
+}
+
+/// The cache models' constants (a runtime profile's `cache:`; the defaults are the fit).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheProfile {
+    /// Exponent of `Δσ` in the relative change between two steps.
+    pub change_exponent: f64,
+    /// Relative L1 change of the first blocks' residual per `Δσ^exponent` (DBCache's scale).
+    pub fb_change_scale: f64,
+    /// Relative L1 change of TeaCache's modulated input per `Δσ^exponent` (before rescaling).
+    pub teacache_change_scale: f64,
+}
+
+impl Default for CacheProfile {
+    /// The values fitted by `planner/tests/offload_cache.rs` (and written in `runtimes.yaml`).
+    fn default() -> Self {
+        CacheProfile {
+            change_exponent: 0.75,
+            fb_change_scale: 1.153,
+            teacache_change_scale: 1.098,
+        }
+    }
+}
+
+impl CacheProfile {
+    /// `(key, value)` of every constant, for range checks.
+    pub fn entries(&self) -> [(&'static str, f64); 3] {
+        [
+            ("cache.change_exponent", self.change_exponent),
+            ("cache.fb_change_scale", self.fb_change_scale),
+            ("cache.teacache_change_scale", self.teacache_change_scale),
+        ]
+    }
+}
+
+/// TeaCache4FLUX's rescaling of the raw relative L1 change of the modulated input (highest power
+/// first), as TeaCache publishes it for FLUX.1; used for every FLUX model here.
+const TEACACHE_FLUX_RESCALE: [f64; 5] = [
+    4.986_516_51e2,
+    -2.837_816_31e2,
+    5.585_543_82e1,
+    -3.820_214_01,
+    2.642_308_61e-1,
+];
+
+/// FLUX.2's empirical shift `μ` (diffusers' `compute_empirical_mu`): linear in the sequence
+/// length above 4300 tokens, else interpolated in the step count between fits at 10 and 200
+/// steps.
+fn flux2_mu(img_tokens: u64, steps: u32) -> f64 {
+    let seq = img_tokens as f64;
+    let m_200 = 1.6927e-4 * seq + 0.456_666_66;
+    if img_tokens > 4300 {
+        return m_200;
+    }
+    let m_10 = 8.738_095_24e-5 * seq + 1.898_333_33;
+    let a = (m_200 - m_10) / 190.0;
+    a * steps as f64 + (m_200 - 200.0 * a)
+}
+
+/// FLUX.1 [dev]'s dynamic shift: linear in the sequence length, 0.5 at 256 tokens, 1.15 at 4096.
+fn flux1_mu(img_tokens: u64) -> f64 {
+    let m = (1.15 - 0.5) / (4096.0 - 256.0);
+    img_tokens as f64 * m + 0.5 - 256.0 * m
+}
+
+/// The sigmas the scheduler visits: `steps` values from 1 down, then 0 (`steps + 1` in all).
+/// FLUX.1 models without a guidance embedding ([schnell]) run unshifted, as their scheduler
+/// config says (`use_dynamic_shifting: false`, `shift: 1.0`); the catalog has no scheduler key,
+/// and the guidance embedding is what tells [dev] from [schnell].
+pub fn sigmas(model: &Model, steps: u32, img_tokens: u64) -> Vec<f64> {
+    let n = steps.max(1);
+    let mu = match model.transformer.family {
+        Family::Flux2 => flux2_mu(img_tokens, n),
+        Family::Flux1 if model.transformer.guidance_embeds => flux1_mu(img_tokens),
+        Family::Flux1 => 0.0,
+    };
+    let shift = mu.exp();
+    let mut out: Vec<f64> = (0..n)
+        .map(|i| {
+            let s = if n == 1 {
+                1.0
+            } else {
+                1.0 - (1.0 - 1.0 / n as f64) * i as f64 / (n - 1) as f64
+            };
+            shift / (shift + 1.0 / s - 1.0)
+        })
+        .collect();
+    out.push(0.0);
+    out
+}
+
+/// Which steps are computed in full (`true`) under `cache`, on the schedule `sigmas`
+/// (`steps + 1` values).
+pub fn computed_steps(cache: &Cache, sigmas: &[f64], k: &CacheProfile) -> Vec<bool> {
+    let steps = sigmas.len().saturating_sub(1);
+    let change = |scale: f64, from: f64, to: f64| scale * (from - to).abs().powf(k.change_exponent);
+    let mut out = vec![true; steps];
+    match *cache {
+        Cache::None => {}
+        Cache::Dbcache {
+            threshold,
+            warmup_steps,
+            max_continuous_cached_steps,
+            ..
+        } => {
+            let cap = max_continuous_cached_steps.unwrap_or(u32::MAX);
+            let (mut last, mut run) = (sigmas[0], 0);
+            for (i, c) in out.iter_mut().enumerate().skip(1) {
+                let skip = i >= warmup_steps as usize
+                    && run < cap
+                    && change(k.fb_change_scale, last, sigmas[i]) < threshold;
+                if skip {
+                    *c = false;
+                    run += 1;
+                } else {
+                    last = sigmas[i];
+                    run = 0;
+                }
+            }
+        }
+        Cache::Teacache { threshold } => {
+            let mut acc = 0.0;
+            for i in 1..steps.saturating_sub(1) {
+                let x = change(k.teacache_change_scale, sigmas[i - 1], sigmas[i]);
+                acc += TEACACHE_FLUX_RESCALE
+                    .iter()
+                    .fold(0.0, |a, c| a * x + c)
+                    .max(0.0);
+                if acc < threshold {
+                    out[i] = false;
+                } else {
+                    acc = 0.0;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What caching does to a denoising run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheEffect {
+    /// Steps whose tail blocks (DBCache) or whole transformer (TeaCache) are skipped.
+    pub skipped_steps: f64,
+    /// Fraction of a step's block time still spent on a skipped step (`Fn + Bn` of the blocks).
+    pub kept_fraction_on_skip: f64,
+    /// Bytes held across steps (cached residuals, the comparison buffer), all passes.
+    pub cached_bytes: u64,
+    /// Whether the output differs from an uncached run.
+    pub changes_output: bool,
+}
+
+/// The run a cache acts on.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// Model (its family and blocks; the schedule).
+    pub model: &'a Model,
+    /// Denoising steps.
+    pub steps: u32,
+    /// Images per pass.
+    pub batch: u64,
+    /// Image tokens per image (the scheduler's sequence length; the held buffers).
+    pub img_tokens: u64,
+    /// Text tokens per image.
+    pub txt_tokens: u64,
+    /// Transformer passes per step on one GPU (CFG branches): each keeps its own cache state.
+    pub passes: u64,
+}
+
+/// The effect of `cache` on `run` under the constants `k`.
+pub fn effect(cache: &Cache, run: &Run, k: &CacheProfile) -> CacheEffect {
+    let t = &run.model.transformer;
+    let blocks = (t.double_blocks + t.single_blocks).max(1);
+    let hidden = |tokens: u64| run.passes * run.batch * tokens * t.width() * BF16;
+    let sigmas = sigmas(run.model, run.steps, run.img_tokens);
+    let skipped = computed_steps(cache, &sigmas, k)
+        .iter()
+        .filter(|c| !**c)
+        .count() as f64;
+    match *cache {
+        Cache::None => CacheEffect {
+            skipped_steps: 0.0,
+            kept_fraction_on_skip: 1.0,
+            cached_bytes: 0,
+            changes_output: false,
+        },
+        Cache::Teacache { threshold } => CacheEffect {
+            skipped_steps: skipped,
+            kept_fraction_on_skip: 0.0,
+            // The previous modulated input and the previous residual, image tokens.
+            cached_bytes: 2 * hidden(run.img_tokens),
+            changes_output: threshold > 0.0,
+        },
+        Cache::Dbcache {
+            threshold,
+            compute_blocks,
+            back_blocks,
+            ..
+        } => CacheEffect {
+            skipped_steps: skipped,
+            kept_fraction_on_skip: ((compute_blocks + back_blocks) as f64 / blocks as f64).min(1.0),
+            // The first blocks' residual for the comparison and the tail's residual (image
+            // and text streams).
+            cached_bytes: 2 * hidden(run.img_tokens + run.txt_tokens),
+            changes_output: threshold > 0.0,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn run(model: &str, steps: u32) -> Run<'static> {
+        Run {
+            model: Catalog::get().model(model).unwrap(),
+            steps,
+            batch: 1,
+            img_tokens: 4096,
+            txt_tokens: 512,
+            passes: 1,
+        }
+    }
+
+    fn fb(threshold: f64) -> Cache {
+        Cache::Dbcache {
+            threshold,
+            warmup_steps: 0,
+            compute_blocks: 1,
+            back_blocks: 0,
+            max_continuous_cached_steps: None,
+        }
+    }
+
+    #[test]
+    fn flux1_dev_schedule_is_shifted_by_its_sequence_length() {
+        let c = Catalog::get();
+        let s = sigmas(c.model("flux1-dev").unwrap(), 28, 4096);
+        assert_eq!(s.len(), 29);
+        assert!((s[0] - 1.0).abs() < 1e-12 && s[28] == 0.0, "{s:?}");
+        // μ = 1.15 at 4096 tokens: the last sigma before 0 is e^μ / (e^μ + 27).
+        let e = 1.15f64.exp();
+        assert!((s[27] - e / (e + 27.0)).abs() < 1e-12, "{}", s[27]);
+        // schnell runs unshifted.
+        let s = sigmas(c.model("flux1-schnell").unwrap(), 4, 4096);
+        assert!((s[1] - 0.75).abs() < 1e-12, "{s:?}");
+    }
+
+    #[test]
+    fn few_steps_leave_little_to_skip_and_many_steps_more() {
+        let k = CacheProfile::default();
+        let few = effect(&fb(0.12), &run("flux2-klein-4b", 4), &k);
+        let many = effect(&fb(0.12), &run("flux2-klein-base-4b", 50), &k);
+        assert!(few.skipped_steps <= 1.0, "{}", few.skipped_steps);
+        assert!(many.skipped_steps / 50.0 > 0.4, "{}", many.skipped_steps);
+        let tea = effect(
+            &Cache::Teacache { threshold: 0.4 },
+            &run("flux2-klein-4b", 4),
+            &k,
+        );
+        assert!(tea.skipped_steps <= 2.0);
+    }
+
+    #[test]
+    fn higher_thresholds_skip_more_and_the_cap_and_warmup_hold() {
+        let k = CacheProfile::default();
+        let r = run("flux1-dev", 28);
+        let mut last = -1.0;
+        for t in [0.04, 0.08, 0.12, 0.2, 0.3] {
+            let s = effect(&fb(t), &r, &k).skipped_steps;
+            assert!(s >= last, "{t}: {s} < {last}");
+            last = s;
+        }
+        let capped = Cache::Dbcache {
+            threshold: 0.3,
+            warmup_steps: 8,
+            compute_blocks: 1,
+            back_blocks: 0,
+            max_continuous_cached_steps: Some(1),
+        };
+        let sig = sigmas(r.model, 28, 4096);
+        let steps = computed_steps(&capped, &sig, &k);
+        assert!(steps[..8].iter().all(|c| *c), "warm-up computed");
+        assert!(
+            steps.windows(2).all(|w| w[0] || w[1]),
+            "never two cached in a row: {steps:?}"
+        );
+    }
+
+    #[test]
+    fn zero_threshold_skips_nothing_and_keeps_output() {
+        let e = effect(
+            &Cache::Teacache { threshold: 0.0 },
+            &run("flux1-dev", 50),
+            &CacheProfile::default(),
+        );
+        assert_eq!(e.skipped_steps, 0.0);
+        assert!(!e.changes_output);
+    }
+}

@@ -1,0 +1,180 @@
+//! Techniques: each way of changing how a replica runs lives in one module here.
+//!
+//! A technique module provides, under the same names in every module:
+//!
+//! - **Knobs**: the `Deployment` fields it reads (their types stay in `deployment.rs`, the one
+//!   home of the spec's values; the module documents which fields are its own).
+//! - **Legality** — `check(cx, d, out)`: pushes a typed `rules::Violation` for every rule the
+//!   deployment breaks (a degree that does not divide the heads, a GPU without the link the
+//!   technique needs). `rules::check` calls every module's `check` in a fixed order (the
+//!   parallel ones beside the replica-layout rules they extend, the rest through
+//!   [`check_all`]) before any time is computed.
+//! - **Enumeration** — `options(..)`: the values of its knobs the search tries for a given
+//!   fleet entry and `allow:` block, in a fixed order (the search's cross product keeps it, so
+//!   plans stay deterministic).
+//! - **Trace contribution** — functions that emit its work into a stage's `cost::trace::Trace`
+//!   as ops of their own kind: collectives (`Trace::collective`, a latency plus bytes over the
+//!   achieved bandwidth of the GPU's link kind, queued or on the communicator's stream), host
+//!   copies (`Trace::host_copy`, pinned or pageable, blocking, queued or on a copy stream), held
+//!   buffers (`Trace::hold`). Time and memory then come from the trace alone, its summary carries
+//!   `comm_s` and `host_copy_s`, and `estimate::cost` only orchestrates: it asks each technique
+//!   for its trace ops at the points of the pass where the runtime runs them.
+//!
+//! Constants a technique needs (link bandwidths and latencies, copy efficiencies) are data: the
+//! GPU catalog (`gpu_link` with its kind) and the runtime profile, fitted on declared rows of
+//! `data/` and judged leave-one-out.
+//!
+//! Modules: `sequence` (Ulysses, Ring, both), `hsdp`, `cfg_parallel`, `vae_patch` (lane 7a);
+//! `offload` and `cache` (lane 7b: created here as stubs for that lane to fill). [`Link`] is
+//! what every multi-GPU technique's collectives cost on the GPU's link kind.
+
+use crate::catalog::{Gpu, Model, RuntimeProfile};
+use crate::cost::trace::{Collective, CollectiveKind, Overlap};
+use crate::deployment::Deployment;
+use crate::rules::Violation;
+
+pub mod cache;
+pub mod cfg_parallel;
+pub mod hsdp;
+pub mod link_fit;
+pub mod offload;
+pub mod sequence;
+pub mod vae_patch;
+
+/// The achieved GPU-to-GPU link of a replica: what one collective costs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Link {
+    /// Achieved bandwidth per GPU, bytes per second.
+    pub bytes_per_s: f64,
+    /// Fixed cost per collective, seconds.
+    pub latency_s: f64,
+}
+
+impl Link {
+    /// The link of `gpu` under the runtime `rt`: the catalog rate of its link kind times the
+    /// runtime's achieved fraction for that kind. Without peer-to-peer (`pcie-host`, GeForce)
+    /// every transfer is staged through host memory: device to host, then host to device, over
+    /// the host link, so half its rate.
+    pub fn of(gpu: &Gpu, rt: &RuntimeProfile) -> Link {
+        let kind = gpu.gpu_link.kind.as_str();
+        let eff = rt
+            .link_efficiency_by_kind
+            .get(kind)
+            .copied()
+            .unwrap_or(rt.link_efficiency);
+        let bytes_per_s = match kind {
+            "pcie-host" => gpu.host_link_gbps * 1e9 * eff / 2.0,
+            _ => gpu.gpu_link.gbps * 1e9 * eff,
+        };
+        Link {
+            bytes_per_s,
+            latency_s: rt.collective_latency_us * 1e-6,
+        }
+    }
+
+    /// A collective of `kind` among `ranks` GPUs, each holding `bytes` going in (its shard for an
+    /// all-gather).
+    pub fn collective(
+        &self,
+        kind: CollectiveKind,
+        ranks: u64,
+        bytes: f64,
+        overlap: Overlap,
+    ) -> Collective {
+        Collective {
+            kind,
+            ranks,
+            bytes,
+            latency_s: self.latency_s,
+            bytes_per_s: self.bytes_per_s,
+            overlap,
+        }
+    }
+}
+
+/// What every technique's legality rules see.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// Model.
+    pub model: &'a Model,
+    /// GPU (every GPU of a replica is of one type).
+    pub gpu: &'a Gpu,
+}
+
+/// The legality rules of the techniques that do not shape the replica's GPU layout (offload,
+/// caching), in a fixed order.
+pub fn check_all(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
+    offload::check(cx, d, out);
+    cache::check(cx, d, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::deployment::{Parallel, Resolution};
+    use crate::estimate::{Inputs, estimate};
+
+    #[test]
+    fn a_link_is_its_kind_s_rate_and_geforce_goes_through_host_memory() {
+        let c = Catalog::get();
+        let rt = c.runtime("diffusers").unwrap();
+        let l20 = c.gpu("l20").unwrap();
+        let pcie = Link::of(l20, rt).bytes_per_s;
+        assert_eq!(
+            pcie,
+            l20.gpu_link.gbps * 1e9 * rt.link_efficiency_by_kind["pcie"]
+        );
+        let g = c.gpu("rtx-4090").unwrap();
+        assert_eq!(g.gpu_link.kind, "pcie-host");
+        let staged = Link::of(g, rt).bytes_per_s;
+        assert_eq!(staged, g.host_link_gbps * 1e9 * rt.link_efficiency / 2.0);
+        let h = c.gpu("h100-sxm").unwrap();
+        assert_eq!(
+            Link::of(h, rt).bytes_per_s,
+            h.gpu_link.gbps * 1e9 * rt.link_efficiency
+        );
+    }
+
+    #[test]
+    fn collectives_show_in_the_denoise_stage_and_can_bind_it() {
+        let c = Catalog::get();
+        let inp = Inputs {
+            model: c.model("flux2-klein-4b").unwrap(),
+            gpu: c.gpu("rtx-4090").unwrap(),
+            runtime: c.runtime("diffusers").unwrap(),
+        };
+        let mut d = Deployment::baseline(
+            Resolution {
+                width: 1024,
+                height: 1024,
+            },
+            1,
+            4,
+        );
+        let one = estimate(inp, &d).unwrap();
+        assert_eq!(one.stages[1].comm_ms, 0.0);
+        d.parallel = Parallel {
+            gpus: 2,
+            ulysses: 2,
+            ..Parallel::SINGLE
+        };
+        let two = estimate(inp, &d).unwrap();
+        let dn = &two.stages[1];
+        assert!(dn.comm_ms > 0.1 * dn.ms, "{} of {}", dn.comm_ms, dn.ms);
+        let s = dn.bound_shares;
+        let sum = s.compute + s.memory + s.communication + s.host_copy + s.host;
+        assert!((sum - 1.0).abs() < 1e-9);
+        let largest = [s.compute, s.memory, s.communication, s.host_copy, s.host]
+            .into_iter()
+            .fold(0.0, f64::max);
+        let named = match dn.bound {
+            "compute" => s.compute,
+            "memory" => s.memory,
+            "communication" => s.communication,
+            "host-copy" => s.host_copy,
+            _ => s.host,
+        };
+        assert_eq!(named, largest);
+    }
+}

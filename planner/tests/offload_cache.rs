@@ -1,0 +1,686 @@
+//! Offload and step caching held to the rows that measured them, out of sample: the published
+//! `offload`, `cache-fb`, `cache-skip` and `cache-tea` rows of `data/published-flux.jsonl` and the
+//! H200 offload rows of `data/h200-offload.jsonl`. Prints, per kind, predicted against measured
+//! with the error of a fit that did not see the row (`cargo test -p planner --test offload_cache
+//! -- --nocapture`), the MAPE per kind, and which rows pin each constant.
+//!
+//! Declared fits:
+//! - `cache.change_exponent` (shared), `cache.fb_change_scale` and `cache.teacache_change_scale`
+//!   on the First-Block-Cache rows C1-C8 (F1B0, 28 steps, thresholds 0.06-0.20, two sources) and
+//!   the TeaCache rows C20-C23 (50 steps, A100) together: the exponent is pinned by both sets,
+//!   each scale by its own. Every fitted row is judged leave-one-out (all three refitted). C9/C10
+//!   (F8B8, F12B12) are held out, and the `cache-skip` rows S1-S4 are judged with a fit that left
+//!   out every row of the same deployment (their twins among C2/C4-C8).
+//! - `offload.module_to_h2d_gbps` / `module_to_d2h_gbps` pinned by H1 / H2 (one row each: a
+//!   guess until another host is measured); the L20 model-offload rows O1/O2 are held out.
+//! - `offload.group_leaf_stream_efficiency` / `group_block_stream_efficiency` pinned by H3 / H4
+//!   (one row each, so in sample by construction: printed, not claimed out of sample); the L20
+//!   rows O3/O4 (cache-dit's own streamed leaf offload, a proxy) are held out.
+
+use planner::catalog::{Catalog, RuntimeProfile};
+use planner::deployment::{Cache, Deployment};
+use planner::estimate::{Estimate, Inputs, QualityChange, estimate, transformer_weight_bytes};
+use planner::technique::cache::{self, CacheProfile, Run};
+use planner::technique::offload::module_to_s;
+use serde_json::Value;
+
+const PUBLISHED: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../data/published-flux.jsonl"
+));
+const H200: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../data/h200-offload.jsonl"
+));
+
+/// Rows the First-Block-Cache constants are fitted on.
+const FB_FIT: [&str; 8] = ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8"];
+/// Rows the TeaCache scale is fitted on.
+const TEA_FIT: [&str; 4] = ["C20", "C21", "C22", "C23"];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Metric {
+    PerImageMs,
+    SkippedSteps,
+    StepMs,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    id: String,
+    kind: String,
+    conditions: String,
+    model: String,
+    gpu: String,
+    num: Deployment,
+    den: Option<Deployment>,
+    metric: Metric,
+    measured: f64,
+    /// The source marks the row as a proxy (weaker evidence).
+    proxy: bool,
+}
+
+fn spec(v: &Value) -> (String, String, Deployment) {
+    let mut v = v.clone();
+    v["runtime"] = "diffusers".into();
+    let s = planner::spec::parse(&v.to_string()).expect("a row's spec parses");
+    let gpu = s.estimate_gpu().expect("one GPU").id.clone();
+    (s.model.id.clone(), gpu, s.deployment())
+}
+
+fn published_cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    for line in PUBLISHED.lines().filter(|l| !l.trim().is_empty()) {
+        let r: Value = serde_json::from_str(line).unwrap();
+        let kind = r["kind"].as_str().unwrap();
+        if !matches!(kind, "offload" | "cache-fb" | "cache-skip" | "cache-tea") {
+            continue;
+        }
+        let (model, gpu, num) = spec(&r["spec"]);
+        let metric = if kind == "cache-skip" {
+            Metric::SkippedSteps
+        } else {
+            assert!(r["metric"].as_str().unwrap().starts_with("per_image_s"));
+            Metric::PerImageMs
+        };
+        let scale = if r["unit"] == "s" { 1e3 } else { 1.0 };
+        out.push(Case {
+            id: r["id"].as_str().unwrap().into(),
+            kind: kind.into(),
+            conditions: r["conditions"].as_str().unwrap().into(),
+            model,
+            gpu,
+            num,
+            den: r.get("denominator_spec").map(|d| spec(d).2),
+            metric,
+            measured: r["published"].as_f64().unwrap() * scale,
+            proxy: r["note"].as_str().is_some_and(|n| n.starts_with("proxy")),
+        });
+    }
+    // A ratio of a proxy run (same kind and deployment) is a proxy too.
+    let proxies: Vec<(String, Deployment)> = out
+        .iter()
+        .filter(|c| c.proxy)
+        .map(|c| (c.kind.clone(), c.num.clone()))
+        .collect();
+    for c in &mut out {
+        c.proxy |= proxies.iter().any(|(k, d)| *k == c.kind && *d == c.num);
+    }
+    out
+}
+
+/// The H200 group-offload step rows (H3, H4) as cases.
+fn h200_group_cases() -> Vec<Case> {
+    H200.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["kind"] == "group_offload_step")
+        .map(|r| {
+            let text = format!(
+                "{{\"model\": \"{}\", \"gpu\": \"h200\", \"runtime\": \"diffusers\", \"deployment\": \
+                 {{\"resolution\": \"{}x{}\", \"batch\": {}, \"steps\": 4, \"text_encoder\": \"offload\", \
+                 \"offload\": \"{}\"}}}}",
+                r["model"].as_str().unwrap(),
+                r["width"],
+                r["height"],
+                r["batch"],
+                r["spec_offload"].as_str().unwrap()
+            );
+            let s = planner::spec::parse(&text).unwrap();
+            Case {
+                id: r["id"].as_str().unwrap().into(),
+                kind: "h200-group-offload".into(),
+                conditions: format!(
+                    "klein-4B H200 {} use_stream=True ms/step",
+                    r["offload_type"].as_str().unwrap()
+                ),
+                model: s.model.id.clone(),
+                gpu: "h200".into(),
+                num: s.deployment(),
+                den: None,
+                metric: Metric::StepMs,
+                measured: r["ms"].as_f64().unwrap(),
+                proxy: false,
+            }
+        })
+        .collect()
+}
+
+fn run_of<'a>(c: &Case, cat: &'a Catalog) -> Run<'a> {
+    let model = cat.model(&c.model).unwrap();
+    Run {
+        model,
+        steps: c.num.steps,
+        batch: c.num.batch as u64,
+        img_tokens: c.num.resolution.image_tokens(),
+        txt_tokens: model.text_encoders[0].tokens,
+        passes: 1,
+    }
+}
+
+fn est(c: &Case, d: &Deployment, rt: &RuntimeProfile) -> Estimate {
+    let cat = Catalog::get();
+    let inp = Inputs {
+        model: cat.model(&c.model).unwrap(),
+        gpu: cat.gpu(&c.gpu).unwrap(),
+        runtime: rt,
+    };
+    estimate(inp, d).unwrap_or_else(|v| panic!("{}: {v:?}", c.id))
+}
+
+fn skipped(e: &Estimate) -> f64 {
+    e.quality
+        .changes
+        .iter()
+        .find_map(|q| match q {
+            QualityChange::Cache { skipped_steps, .. } => Some(*skipped_steps),
+            _ => None,
+        })
+        .unwrap_or(0.0)
+}
+
+/// The full prediction: estimates under `rt`.
+fn predict(c: &Case, rt: &RuntimeProfile) -> f64 {
+    let e = est(c, &c.num, rt);
+    let v = match c.metric {
+        Metric::PerImageMs => e.latency.per_image_ms,
+        Metric::SkippedSteps => skipped(&e),
+        Metric::StepMs => e.stages[1].step_ms.unwrap(),
+    };
+    match &c.den {
+        Some(d) => v / est(c, d, rt).latency.per_image_ms,
+        None => v,
+    }
+}
+
+/// A cache row's prediction as a function of the skipped steps alone: everything else in the
+/// estimate is independent of the cache constants, so the fit can search them fast. `at`
+/// checks it against the full estimate.
+struct Surrogate {
+    none_ms: f64,
+    saved_per_step_ms: f64,
+    den_ms: f64,
+}
+
+impl Surrogate {
+    fn of(c: &Case, rt: &RuntimeProfile) -> Surrogate {
+        let mut uncached = c.num.clone();
+        uncached.cache = Cache::None;
+        let none_ms = est(c, &uncached, rt).latency.per_image_ms;
+        // A threshold of 1 skips nearly every step: the saving per skipped step.
+        let mut all = c.num.clone();
+        all.cache = match c.num.cache {
+            Cache::Teacache { .. } => Cache::Teacache { threshold: 1.0 },
+            Cache::Dbcache {
+                warmup_steps,
+                compute_blocks,
+                back_blocks,
+                max_continuous_cached_steps,
+                ..
+            } => Cache::Dbcache {
+                threshold: 1.0,
+                warmup_steps,
+                compute_blocks,
+                back_blocks,
+                max_continuous_cached_steps,
+            },
+            Cache::None => Cache::None,
+        };
+        let e = est(c, &all, rt);
+        let s = skipped(&e).max(1.0);
+        Surrogate {
+            none_ms,
+            saved_per_step_ms: (none_ms - e.latency.per_image_ms) / s,
+            den_ms: c
+                .den
+                .as_ref()
+                .map(|d| est(c, d, rt).latency.per_image_ms)
+                .unwrap_or(1.0),
+        }
+    }
+
+    fn at(&self, c: &Case, k: &CacheProfile) -> f64 {
+        let cat = Catalog::get();
+        let s = cache::effect(&c.num.cache, &run_of(c, cat), k).skipped_steps;
+        match c.metric {
+            Metric::SkippedSteps => s,
+            _ => (self.none_ms - s * self.saved_per_step_ms) / self.den_ms,
+        }
+    }
+}
+
+fn sq_log_err(rows: &[(&Case, &Surrogate)], k: &CacheProfile) -> f64 {
+    rows.iter()
+        .map(|(c, s)| (s.at(c, k) / c.measured).ln().powi(2))
+        .sum()
+}
+
+/// Grid search of the three cache constants on First-Block-Cache rows `fb` and TeaCache rows
+/// `tea` together: for each exponent the best DBCache scale on `fb` and the best TeaCache scale
+/// on `tea`, then the exponent with the least total. Skip counts are integers, so the objective
+/// is a step function: a grid, first minimum in grid order, keeps it deterministic.
+fn fit_cache(fb: &[(&Case, &Surrogate)], tea: &[(&Case, &Surrogate)]) -> CacheProfile {
+    let mut best = (f64::INFINITY, CacheProfile::default());
+    for pi in 4..=30 {
+        let p = pi as f64 * 0.05;
+        let scan = |rows: &[(&Case, &Surrogate)], n: i32, at: &dyn Fn(i32) -> CacheProfile| {
+            let mut b = (f64::INFINITY, 0);
+            for i in 0..n {
+                let e = sq_log_err(rows, &at(i));
+                if e < b.0 {
+                    b = (e, i);
+                }
+            }
+            b
+        };
+        let fb_scale = |i: i32| 0.1 * 1.025f64.powi(i);
+        let tea_scale = |i: i32| 0.05 * 1.02f64.powi(i);
+        let (e_fb, i_fb) = scan(fb, 240, &|i| CacheProfile {
+            change_exponent: p,
+            fb_change_scale: fb_scale(i),
+            teacache_change_scale: 1.0,
+        });
+        let (e_tea, i_tea) = scan(tea, 300, &|i| CacheProfile {
+            change_exponent: p,
+            fb_change_scale: 1.0,
+            teacache_change_scale: tea_scale(i),
+        });
+        if e_fb + e_tea < best.0 {
+            best = (
+                e_fb + e_tea,
+                CacheProfile {
+                    change_exponent: p,
+                    fb_change_scale: fb_scale(i_fb),
+                    teacache_change_scale: tea_scale(i_tea),
+                },
+            );
+        }
+    }
+    best.1
+}
+
+/// The efficiency on the host link that makes `c`'s step take its measured time (bisection;
+/// the step shortens as the efficiency grows).
+fn pin_efficiency(c: &Case, rt: &RuntimeProfile, set: fn(&mut RuntimeProfile, f64)) -> f64 {
+    let (mut lo, mut hi) = (0.02, 1.0);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        let mut t = rt.clone();
+        set(&mut t, mid);
+        if predict(c, &t) > c.measured {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+struct Judged {
+    id: String,
+    kind: String,
+    conditions: String,
+    how: &'static str,
+    predicted: f64,
+    measured: f64,
+    proxy: bool,
+}
+
+impl Judged {
+    fn err(&self) -> f64 {
+        self.predicted / self.measured - 1.0
+    }
+}
+
+#[test]
+fn offload_and_cache_rows_hold_out_of_sample() {
+    let cat = Catalog::get();
+    let catalog_rt = cat.runtime("diffusers").unwrap();
+    let cases = published_cases();
+    let by = |ids: &[&str]| -> Vec<Case> {
+        cases
+            .iter()
+            .filter(|c| ids.contains(&c.id.as_str()))
+            .cloned()
+            .collect()
+    };
+    let mut judged: Vec<Judged> = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+
+    // --- Offload constants, pinned by the H200 rows.
+    let h200: Vec<Value> = H200
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = |id: &str| h200.iter().find(|r| r["id"] == id).unwrap();
+    let rate = |r: &Value| r["bytes"].as_f64().unwrap() / r["s"].as_f64().unwrap() / 1e9;
+    let mut rt = catalog_rt.clone();
+    rt.offload.module_to_h2d_gbps = rate(row("H1"));
+    rt.offload.module_to_d2h_gbps = rate(row("H2"));
+    let group = h200_group_cases();
+    let leaf = group.iter().find(|c| c.id == "H3").unwrap();
+    let block = group.iter().find(|c| c.id == "H4").unwrap();
+    rt.offload.group_leaf_stream_efficiency =
+        pin_efficiency(leaf, &rt, |r, v| r.offload.group_leaf_stream_efficiency = v);
+    rt.offload.group_block_stream_efficiency = pin_efficiency(block, &rt, |r, v| {
+        r.offload.group_block_stream_efficiency = v
+    });
+    let klein = cat.model("flux2-klein-4b").unwrap();
+    let hw = planner::cost::trace::Hw {
+        gpu: cat.gpu("h200").unwrap(),
+        rt: &rt,
+    };
+    let dit_bytes = transformer_weight_bytes(klein, planner::deployment::Precision::Bf16);
+    for (id, up) in [("H1", true), ("H2", false)] {
+        judged.push(Judged {
+            id: id.into(),
+            kind: "h200-module-to".into(),
+            conditions: format!(
+                "klein-4B transformer module.to() {} s ({} B in the catalog)",
+                if up { "up" } else { "down" },
+                dit_bytes
+            ),
+            how: "pins it",
+            predicted: module_to_s(&hw, dit_bytes, up),
+            measured: row(id)["s"].as_f64().unwrap(),
+            proxy: false,
+        });
+    }
+    for c in [leaf, block] {
+        judged.push(Judged {
+            id: c.id.clone(),
+            kind: c.kind.clone(),
+            conditions: c.conditions.clone(),
+            how: "pins it",
+            predicted: predict(c, &rt),
+            measured: c.measured,
+            proxy: c.proxy,
+        });
+    }
+    // A single shared efficiency would not do: each level predicted with the other's.
+    let mut swapped = rt.clone();
+    swapped.offload.group_leaf_stream_efficiency = rt.offload.group_block_stream_efficiency;
+    let leaf_by_block = predict(leaf, &swapped) / leaf.measured - 1.0;
+    for c in by(&["O1", "O2", "O3", "O4"]) {
+        judged.push(Judged {
+            id: c.id.clone(),
+            kind: c.kind.clone(),
+            conditions: c.conditions.clone(),
+            how: "held out",
+            predicted: predict(&c, &rt),
+            measured: c.measured,
+            proxy: c.proxy,
+        });
+    }
+
+    // --- Cache constants.
+    let fb_cases = by(&FB_FIT);
+    let fb_sur: Vec<Surrogate> = fb_cases.iter().map(|c| Surrogate::of(c, &rt)).collect();
+    let fb_rows: Vec<(&Case, &Surrogate)> = fb_cases.iter().zip(&fb_sur).collect();
+    let tea_cases = by(&TEA_FIT);
+    let tea_sur: Vec<Surrogate> = tea_cases.iter().map(|c| Surrogate::of(c, &rt)).collect();
+    let tea_rows: Vec<(&Case, &Surrogate)> = tea_cases.iter().zip(&tea_sur).collect();
+    let k_all = fit_cache(&fb_rows, &tea_rows);
+    rt.cache = k_all;
+    // The surrogate is the estimate: checked on every fitted row at the fit.
+    for (c, s) in fb_rows.iter().chain(&tea_rows) {
+        let (a, b) = (s.at(c, &k_all), predict(c, &rt));
+        assert!((a / b - 1.0).abs() < 1e-9, "{}: surrogate {a} vs {b}", c.id);
+    }
+    for (i, (c, _)) in fb_rows.iter().enumerate() {
+        let others: Vec<_> = fb_rows
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, r)| *r)
+            .collect();
+        let mut t = rt.clone();
+        t.cache = fit_cache(&others, &tea_rows);
+        judged.push(Judged {
+            id: c.id.clone(),
+            kind: c.kind.clone(),
+            conditions: c.conditions.clone(),
+            how: "leave-one-out",
+            predicted: predict(c, &t),
+            measured: c.measured,
+            proxy: c.proxy,
+        });
+    }
+    for c in by(&["C9", "C10"]) {
+        judged.push(Judged {
+            id: c.id.clone(),
+            kind: c.kind.clone(),
+            conditions: c.conditions.clone(),
+            how: "held out",
+            predicted: predict(&c, &rt),
+            measured: c.measured,
+            proxy: c.proxy,
+        });
+    }
+    for c in cases.iter().filter(|c| c.kind == "cache-skip") {
+        // Leave out every fitted row of the same run (same deployment).
+        let others: Vec<_> = fb_rows
+            .iter()
+            .filter(|(f, _)| f.num != c.num)
+            .copied()
+            .collect();
+        assert!(others.len() < fb_rows.len(), "{} has a twin", c.id);
+        let mut t = rt.clone();
+        t.cache = fit_cache(&others, &tea_rows);
+        judged.push(Judged {
+            id: c.id.clone(),
+            kind: c.kind.clone(),
+            conditions: c.conditions.clone(),
+            how: "without twins",
+            predicted: predict(c, &t),
+            measured: c.measured,
+            proxy: c.proxy,
+        });
+    }
+    for (i, (c, _)) in tea_rows.iter().enumerate() {
+        let others: Vec<_> = tea_rows
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, r)| *r)
+            .collect();
+        let mut t = rt.clone();
+        t.cache = fit_cache(&fb_rows, &others);
+        judged.push(Judged {
+            id: c.id.clone(),
+            kind: c.kind.clone(),
+            conditions: c.conditions.clone(),
+            how: "leave-one-out",
+            predicted: predict(c, &t),
+            measured: c.measured,
+            proxy: c.proxy,
+        });
+    }
+
+    // --- Report.
+    println!(
+        "{:<5} {:<19} {:<62} {:<14} {:>10} {:>10} {:>8}",
+        "row", "kind", "conditions", "judged", "predicted", "measured", "error"
+    );
+    for j in &judged {
+        println!(
+            "{:<5} {:<19} {:<62} {:<14} {:>10.4} {:>10.4} {:>+7.1}%",
+            j.id,
+            j.kind,
+            j.conditions.chars().take(62).collect::<String>(),
+            j.how,
+            j.predicted,
+            j.measured,
+            j.err() * 100.0
+        );
+    }
+    let kinds = [
+        "offload",
+        "cache-fb",
+        "cache-skip",
+        "cache-tea",
+        "h200-group-offload",
+    ];
+    for kind in kinds {
+        let errs: Vec<f64> = judged
+            .iter()
+            .filter(|j| j.kind == kind && j.how != "pins it" && !j.proxy)
+            .map(|j| j.err().abs())
+            .collect();
+        let proxies: Vec<f64> = judged
+            .iter()
+            .filter(|j| j.kind == kind && j.proxy)
+            .map(|j| j.err().abs())
+            .collect();
+        if errs.is_empty() {
+            let pinned: Vec<String> = judged
+                .iter()
+                .filter(|j| j.kind == kind)
+                .map(|j| format!("{} {:+.1} %", j.id, j.err() * 100.0))
+                .collect();
+            println!(
+                "{kind:<19} no out-of-sample row (pinned: {})",
+                pinned.join(", ")
+            );
+            continue;
+        }
+        let mape = errs.iter().sum::<f64>() / errs.len() as f64;
+        let with_proxies = (errs.iter().sum::<f64>() + proxies.iter().sum::<f64>())
+            / (errs.len() + proxies.len()) as f64;
+        println!(
+            "{kind:<19} MAPE {:5.1} % over {} rows (out of sample){}",
+            mape * 100.0,
+            errs.len(),
+            if proxies.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {:.1} % with the {} proxy rows",
+                    with_proxies * 100.0,
+                    proxies.len()
+                )
+            }
+        );
+        if mape > 0.10 {
+            failed.push(format!("{kind}: MAPE {:.1} %", mape * 100.0));
+        }
+        // Known miss: the proxy rows (cache-dit's own streamed offload costed as diffusers'
+        // leaf-level group offload) are slower than the model by up to 30 %.
+        if let Some(worst) = proxies.iter().copied().reduce(f64::max)
+            && worst > 0.30
+        {
+            failed.push(format!(
+                "{kind}: a proxy row misses by {:.1} %",
+                worst * 100.0
+            ));
+        }
+    }
+    println!(
+        "fit: cache.change_exponent {:.2}, cache.fb_change_scale {:.3} (pinned by {}); \
+         cache.teacache_change_scale {:.3} (pinned by {}; the exponent by both); offload.module_to_h2d_gbps {:.3} (H1), \
+         module_to_d2h_gbps {:.3} (H2), group_leaf_stream_efficiency {:.3} (H3), \
+         group_block_stream_efficiency {:.3} (H4)",
+        k_all.change_exponent,
+        k_all.fb_change_scale,
+        FB_FIT.join(" "),
+        k_all.teacache_change_scale,
+        TEA_FIT.join(" "),
+        rt.offload.module_to_h2d_gbps,
+        rt.offload.module_to_d2h_gbps,
+        rt.offload.group_leaf_stream_efficiency,
+        rt.offload.group_block_stream_efficiency
+    );
+    println!(
+        "one efficiency for both levels would miss: H3 predicted with H4's efficiency {:+.1} %",
+        leaf_by_block * 100.0
+    );
+    // The H200 group-offload steps: within 15 % (in sample: each level has its own constant).
+    for j in judged.iter().filter(|j| j.kind == "h200-group-offload") {
+        if j.err().abs() > 0.15 {
+            failed.push(format!("{} {:+.1} %", j.id, j.err() * 100.0));
+        }
+    }
+    // The catalog holds the fit.
+    for (name, fitted, catalog) in [
+        (
+            "cache.change_exponent",
+            k_all.change_exponent,
+            catalog_rt.cache.change_exponent,
+        ),
+        (
+            "cache.fb_change_scale",
+            k_all.fb_change_scale,
+            catalog_rt.cache.fb_change_scale,
+        ),
+        (
+            "cache.teacache_change_scale",
+            k_all.teacache_change_scale,
+            catalog_rt.cache.teacache_change_scale,
+        ),
+        (
+            "offload.module_to_h2d_gbps",
+            rt.offload.module_to_h2d_gbps,
+            catalog_rt.offload.module_to_h2d_gbps,
+        ),
+        (
+            "offload.module_to_d2h_gbps",
+            rt.offload.module_to_d2h_gbps,
+            catalog_rt.offload.module_to_d2h_gbps,
+        ),
+        (
+            "offload.group_leaf_stream_efficiency",
+            rt.offload.group_leaf_stream_efficiency,
+            catalog_rt.offload.group_leaf_stream_efficiency,
+        ),
+        (
+            "offload.group_block_stream_efficiency",
+            rt.offload.group_block_stream_efficiency,
+            catalog_rt.offload.group_block_stream_efficiency,
+        ),
+    ] {
+        if (catalog / fitted - 1.0).abs() > 0.02 {
+            failed.push(format!(
+                "{name}: catalog {catalog} but the fit gives {fitted}"
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn few_step_distilled_runs_gain_almost_nothing_and_long_runs_gain_more() {
+    let cat = Catalog::get();
+    let rt = cat.runtime("diffusers").unwrap();
+    let gain = |model: &str, steps: u32| {
+        let m = cat.model(model).unwrap();
+        let run = Run {
+            model: m,
+            steps,
+            batch: 1,
+            img_tokens: 4096,
+            txt_tokens: m.text_encoders[0].tokens,
+            passes: 1,
+        };
+        let fb = Cache::Dbcache {
+            threshold: 0.08,
+            warmup_steps: 0,
+            compute_blocks: 1,
+            back_blocks: 0,
+            max_continuous_cached_steps: None,
+        };
+        cache::effect(&fb, &run, &rt.cache).skipped_steps / steps as f64
+    };
+    let (few, dev28, base50) = (
+        gain("flux2-klein-4b", 4),
+        gain("flux1-dev", 28),
+        gain("flux2-klein-base-4b", 50),
+    );
+    println!(
+        "skipped share at 0.08: klein-4b 4 steps {few:.2}, flux1-dev 28 {dev28:.2}, klein-base-4b 50 {base50:.2}"
+    );
+    assert!(
+        few <= 0.25 && few < dev28 && dev28 < base50,
+        "{few} {dev28} {base50}"
+    );
+}
