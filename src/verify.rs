@@ -479,6 +479,58 @@ pub fn verify(
     Ok(report)
 }
 
+/// `t − op_ms = flops / rate + act · c_a + weight · c_w` over `(flops, ms, act bytes, weight
+/// bytes)` measurements, least squares on relative error with every coefficient at least 0
+/// (one found negative is dropped and the rest refitted): `(rate in FLOP per ms, c_a, c_w in ms
+/// per byte)`; None when the shapes do not pin a positive rate.
+fn serial_gemm_fit(items: &[(f64, f64, f64, f64)], op_ms: f64) -> Option<(f64, f64, f64)> {
+    let mut active = [true; 3];
+    loop {
+        let idx: Vec<usize> = (0..3).filter(|&j| active[j]).collect();
+        let n = idx.len();
+        // Normal equations of the active columns, weighted by 1 / t².
+        let mut a = vec![vec![0.0; n + 1]; n];
+        for &(f, ms, act, w) in items {
+            let x = [f, act, w];
+            let wt = 1.0 / (ms * ms).max(1e-12);
+            let y = ms - op_ms;
+            for (r, &i) in idx.iter().enumerate() {
+                for (c, &j) in idx.iter().enumerate() {
+                    a[r][c] += wt * x[i] * x[j];
+                }
+                a[r][n] += wt * x[i] * y;
+            }
+        }
+        // Gauss-Jordan with partial pivoting.
+        for c in 0..n {
+            let piv = (c..n).max_by(|&p, &q| a[p][c].abs().total_cmp(&a[q][c].abs()))?;
+            a.swap(c, piv);
+            if a[c][c].abs() < 1e-300 {
+                return None;
+            }
+            for r in 0..n {
+                if r != c {
+                    let k = a[r][c] / a[c][c];
+                    for j in c..=n {
+                        a[r][j] -= k * a[c][j];
+                    }
+                }
+            }
+        }
+        let mut coef = [0.0; 3];
+        for (r, &i) in idx.iter().enumerate() {
+            coef[i] = a[r][n] / a[r][r];
+        }
+        match (1..3).find(|&j| active[j] && coef[j] < 0.0) {
+            Some(j) => active[j] = false,
+            None => {
+                return (coef[0] > 0.0 && coef[0].is_finite())
+                    .then(|| (1.0 / coef[0], coef[1], coef[2]));
+            }
+        }
+    }
+}
+
 /// Whether the CUDA driver's device name and memory are the catalog GPU's.
 fn same_device(gpu: &Gpu, driver_name: &str, memory_bytes: u64) -> bool {
     let name: String = driver_name
@@ -550,19 +602,39 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         }
     };
     p.attention_dispatch_us = 0.0;
-    // Milliseconds per byte of elementwise traffic: on a serial host, the slope of the
-    // elementwise mix's rounds after their per-op cost, fitted on relative error so that each
-    // size counts alike (the graphs' tensors span them all; the per-byte cost grows once a
-    // tensor leaves the caches).
-    let ms_per_byte = if serial && !report.mix.is_empty() {
-        let (num, den) = report.mix.iter().fold((0.0, 0.0), |(n, d), m| {
-            let (b, w) = (m.bytes as f64, 1.0 / (m.ms * m.ms).max(1e-12));
-            (n + w * b * (m.ms - m.ops as f64 * op_ms), d + w * b * b)
-        });
-        (num / den).max(0.0)
+    // Milliseconds per byte of each kind of elementwise op on a serial host: the slope of its
+    // rounds after their per-op cost, fitted on relative error so that each size counts alike
+    // (the graphs' tensors span them all). The base rate is the binary ops' (`a + b` and its
+    // kin); the other kinds are multiples of it (`op_byte_cost`).
+    let kind_ms_per_byte = |kind: &str| -> f64 {
+        let (num, den) =
+            report
+                .kinds
+                .iter()
+                .filter(|m| m.kind == kind)
+                .fold((0.0, 0.0), |(n, d), m| {
+                    let (b, w) = (m.bytes as f64, 1.0 / (m.ms * m.ms).max(1e-12));
+                    (n + w * b * (m.ms - m.ops as f64 * op_ms), d + w * b * b)
+                });
+        if den > 0.0 { (num / den).max(0.0) } else { 0.0 }
+    };
+    let ms_per_byte = if serial {
+        kind_ms_per_byte("binary")
     } else {
         0.0
     };
+    if ms_per_byte > 0.0 {
+        let c = &mut p.op_byte_cost;
+        for (kind, slot) in [
+            ("copy", &mut c.copy),
+            ("binary", &mut c.binary),
+            ("norm", &mut c.norm),
+            ("rope", &mut c.rope),
+            ("activation", &mut c.activation),
+        ] {
+            *slot = (kind_ms_per_byte(kind) / ms_per_byte).min(1e3);
+        }
+    }
     // Σ work / Σ time beyond the per-op cost (and, on a serial host, beyond the op's memory
     // time): `(work, ms, bytes)` per measurement.
     let rate = |items: &[(f64, f64, f64)]| {
@@ -584,7 +656,33 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
             })
             .collect()
     };
-    let bf16 = rate(&gemm("bf16")) / gpu.bf16_flops_per_s();
+    // On a serial host a GEMM's time is its fixed cost, its math at one rate and its operands'
+    // bytes at another (the host reads them while it computes, in a pass of its own, not at the
+    // elementwise ops' cost): both fitted by least squares on relative error over the shapes.
+    let gemm_fit = if serial {
+        // Shapes of more than one row (a one-row product is a GEMV, which streams its weight).
+        let items: Vec<(f64, f64, f64, f64)> = report
+            .gemm
+            .iter()
+            .filter(|g| g.dtype == "bf16" && g.m > 1)
+            .map(|g| {
+                let flops = 2.0 * (g.m * g.n * g.k) as f64;
+                let act = (2 * (g.m * g.k + g.m * g.n)) as f64;
+                (flops, g.ms, act, (2 * g.n * g.k) as f64)
+            })
+            .collect();
+        serial_gemm_fit(&items, op_ms)
+    } else {
+        None
+    };
+    let bf16 = match gemm_fit {
+        Some((flops_per_ms, ms_per_act_byte, ms_per_weight_byte)) if ms_per_byte > 0.0 => {
+            p.op_byte_cost.gemm = (ms_per_act_byte / ms_per_byte).min(1e3);
+            p.op_byte_cost.gemm_weight = (ms_per_weight_byte / ms_per_byte).min(1e3);
+            flops_per_ms * 1e3 / gpu.bf16_flops_per_s()
+        }
+        _ => rate(&gemm("bf16")) / gpu.bf16_flops_per_s(),
+    };
     if bf16 > 0.0 {
         p.gemm_efficiency.insert("bf16".into(), bf16);
     }
@@ -670,6 +768,7 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         .chain(report.attention.iter().map(|a| a.spread))
         .chain(report.conv.iter().map(|c| c.spread))
         .chain(report.mix.iter().map(|m| m.spread))
+        .chain(report.kinds.iter().map(|m| m.spread))
         .chain([report.elementwise.spread, report.dispatch.spread])
         .fold(0.0, f64::max);
     p.id = format!("klein-calibrated-{}", gpu.id);

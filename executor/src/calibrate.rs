@@ -120,6 +120,25 @@ pub struct MixBench {
     pub spread: f64,
 }
 
+/// One kind of elementwise op alone (`copy`: narrow and concatenation; `binary`: add, gated
+/// residual, modulation, scaled add; `norm`: RMSNorm, LayerNorm, GroupNorm; `rope`; `activation`:
+/// SiLU, SwiGLU) over tensors of `elements` values: that kind's cost per byte on this backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindBench {
+    /// `copy`, `binary`, `norm`, `rope` or `activation`.
+    pub kind: &'static str,
+    /// Values per input tensor.
+    pub elements: usize,
+    /// Ops in one round.
+    pub ops: usize,
+    /// Bytes the planner's trace counts for the round (BF16 reads plus writes of each op).
+    pub bytes: u64,
+    /// Median milliseconds of one round.
+    pub ms: f64,
+    /// (p90 − p10) / median over the repetitions.
+    pub spread: f64,
+}
+
 /// Everything `calibrate` measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalibrationReport {
@@ -142,6 +161,8 @@ pub struct CalibrationReport {
     /// The elementwise mix at each of `CalibrationSizes::mix_elements` (its slope is the cost
     /// per byte, its intercept the per-op cost).
     pub mix: Vec<MixBench>,
+    /// Each kind of elementwise op at each of `CalibrationSizes::mix_elements`.
+    pub kinds: Vec<KindBench>,
     /// The device measured: the CUDA driver's name, or `cpu`.
     pub device: String,
     /// The device's total memory (CUDA: `cuMemGetInfo`; 0 on the CPU backend).
@@ -169,6 +190,8 @@ pub struct CalibrationSizes {
     pub min_ms: f64,
     /// Whether to include FP8 GEMMs.
     pub fp8: bool,
+    /// Host bytes (f32) of distinct weight copies each GEMM shape cycles through (0: one).
+    pub gemm_weight_rotation_bytes: usize,
 }
 
 impl CalibrationSizes {
@@ -177,6 +200,12 @@ impl CalibrationSizes {
     pub fn cpu() -> CalibrationSizes {
         CalibrationSizes {
             gemm: vec![
+                // Modulation projections (one row per image) and the 64² tokens.
+                (1, 768, 128),
+                (2, 768, 128),
+                (16, 128, 128),
+                (16, 768, 128),
+                (16, 128, 384),
                 (32, 128, 128),
                 (32, 768, 128),
                 (272, 1152, 128),
@@ -199,6 +228,8 @@ impl CalibrationSizes {
             reps: 5,
             min_ms: 30.0,
             fp8: false,
+            // Beyond a core's L2 (2 MiB here): a model's weights come from further out.
+            gemm_weight_rotation_bytes: 16 << 20,
         }
     }
 
@@ -227,6 +258,8 @@ impl CalibrationSizes {
             reps: 10,
             min_ms: 200.0,
             fp8: true,
+            // klein-4B's weights (tens of MB each) are beyond the GPU's L2 already.
+            gemm_weight_rotation_bytes: 0,
         }
     }
 
@@ -287,9 +320,20 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
     }
     for &(m, n, k) in &sizes.gemm {
         let x = b.upload(&random(&[m, k], 1))?;
+        // Distinct weights, taken in turn, so that each product finds its weight outside the
+        // caches closest to the core, as a model's layers do.
+        let copies = (sizes.gemm_weight_rotation_bytes / (4 * n * k).max(1)).clamp(1, 512);
+        let host_w = random(&[n, k], 2);
         for &(name, store, mode) in &modes {
-            let w = b.upload_weight(&random(&[n, k], 2), store)?;
-            let t = match time(b, sizes, || b.linear(&x, &w, None, mode).map(drop)) {
+            let ws = (0..copies)
+                .map(|_| b.upload_weight(&host_w, store))
+                .collect::<Result<Vec<_>>>()?;
+            let turn = std::cell::Cell::new(0usize);
+            let t = match time(b, sizes, || {
+                let w = &ws[turn.get() % ws.len()];
+                turn.set(turn.get() + 1);
+                b.linear(&x, w, None, mode).map(drop)
+            }) {
                 Ok(t) => t,
                 // A backend without FP8 GEMMs reports the gap instead of failing the calibration.
                 Err(ExecError::Unsupported { .. }) => continue,
@@ -376,8 +420,10 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
     }
     let dispatch = dispatch(b, sizes)?;
     let mut mix = Vec::new();
+    let mut kinds = Vec::new();
     for &n in &sizes.mix_elements {
         mix.push(elementwise_mix(b, sizes, n)?);
+        kinds.extend(elementwise_kinds(b, sizes, n)?);
     }
     Ok(CalibrationReport {
         backend: b.kind(),
@@ -389,6 +435,7 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         conv,
         dispatch,
         mix,
+        kinds,
         device: match b.kind() {
             BackendKind::Cpu => "cpu".to_string(),
             BackendKind::Cuda => String::new(),
@@ -489,6 +536,74 @@ fn elementwise_mix<B: Backend>(b: &B, sizes: &CalibrationSizes, n: usize) -> Res
         ms: t.ms,
         spread: t.spread,
     })
+}
+
+/// Each kind of elementwise op alone over tensors of `n` values, shaped as in
+/// [`elementwise_mix`].
+fn elementwise_kinds<B: Backend>(
+    b: &B,
+    sizes: &CalibrationSizes,
+    n: usize,
+) -> Result<Vec<KindBench>> {
+    let (heads, d) = (2, 32);
+    let s = (n / (heads * d)).max(1);
+    let n = s * heads * d;
+    let x = b.upload(&random(&[1, s, heads, d], 30))?;
+    let y = b.upload(&random(&[1, s, heads, d], 31))?;
+    let flat = b.reshape(&x, &[1, s, heads * d])?;
+    let flat_y = b.reshape(&y, &[1, s, heads * d])?;
+    let v = b.upload(&random(&[1, heads * d], 32))?;
+    let nw = b.upload_weight(&random(&[d], 33), StoreDtype::Bf16)?;
+    let cos = b.upload(&random(&[s, d / 2], 34))?;
+    let sin = b.upload(&random(&[s, d / 2], 35))?;
+    let c = 32;
+    let map = b.reshape(&x, &[1, c, n / (c * 8), 8])?;
+    let gamma = b.upload_weight(&random(&[c], 36), StoreDtype::Bf16)?;
+    let beta = b.upload_weight(&random(&[c], 37), StoreDtype::Bf16)?;
+    let u = 2 * n as u64;
+    let mut out = Vec::new();
+    let mut bench = |kind: &'static str, ops: usize, bytes: u64, f: &dyn Fn() -> Result<()>| {
+        let t = time(b, sizes, f)?;
+        out.push(KindBench {
+            kind,
+            elements: n,
+            ops,
+            bytes,
+            ms: t.ms,
+            spread: t.spread,
+        });
+        Ok::<(), ExecError>(())
+    };
+    // As the trace counts them: a copy reads and writes its output's bytes, a binary op reads
+    // two tensors (modulation one), the rest read and write one (SwiGLU reads 2·half).
+    bench("copy", 2, u + 4 * u, &|| {
+        drop(b.narrow(&flat, 2, 0, heads * d / 2)?);
+        drop(b.cat(&[&flat, &flat_y], 2)?);
+        Ok(())
+    })?;
+    bench("binary", 4, 3 * u + 3 * u + 2 * u + 3 * u, &|| {
+        drop(b.add(&x, &y)?);
+        drop(b.gated_add(&flat, &flat_y, &v)?);
+        drop(b.modulate(&flat, &v, &v)?);
+        drop(b.scaled_add(&x, &y, 0.5)?);
+        Ok(())
+    })?;
+    bench("norm", 3, 3 * 2 * u, &|| {
+        drop(b.rms_norm(&x, &nw, 1e-6)?);
+        drop(b.layer_norm(&flat, 1e-6)?);
+        drop(b.group_norm(&map, 8, &gamma, &beta, 1e-6)?);
+        Ok(())
+    })?;
+    bench("rope", 1, 2 * u, &|| {
+        drop(b.rope(&x, &cos, &sin, crate::backend::RopeStyle::Interleaved)?);
+        Ok(())
+    })?;
+    bench("activation", 2, 2 * u + u + u / 2, &|| {
+        drop(b.silu(&flat)?);
+        drop(b.swiglu(&flat)?);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Runs the microbenchmarks on a fresh backend of `kind`, at sizes suited to it.

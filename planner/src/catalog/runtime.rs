@@ -52,6 +52,68 @@ pub struct AttentionEfficiency {
     pub math: f64,
 }
 
+/// Cost per byte of each kind of op, as a multiple of `elementwise_bw_efficiency`'s (1 for each
+/// on a GPU, where every such kernel is one pass at the bandwidth). On a host that runs its ops
+/// itself (`serial_ops`) the kinds differ: a copy is one pass, a composite norm or RoPE several,
+/// an activation pays for its `exp` per value, and a GEMM reads its operands once while it
+/// computes; `klein-plan calibrate --backend cpu` measures each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpByteCost {
+    /// Copies: narrow, concatenation, transposes, upsampling, embedding lookups.
+    #[serde(default = "one")]
+    pub copy: f64,
+    /// Binary and broadcast ops: add, gated residual, modulation, scaled add.
+    #[serde(default = "one")]
+    pub binary: f64,
+    /// Normalizations: LayerNorm, RMSNorm, GroupNorm.
+    #[serde(default = "one")]
+    pub norm: f64,
+    /// Rotary position embedding.
+    #[serde(default = "one")]
+    pub rope: f64,
+    /// Activations: SiLU, SwiGLU.
+    #[serde(default = "one")]
+    pub activation: f64,
+    /// A GEMM's activation and output bytes, and its weight's when it has one row (a GEMV
+    /// streams the weight).
+    #[serde(default = "one")]
+    pub gemm: f64,
+    /// A GEMM's weight bytes when it has more than one row (a CPU GEMM packs the weight into
+    /// panels on every call).
+    #[serde(default = "one")]
+    pub gemm_weight: f64,
+}
+
+impl Default for OpByteCost {
+    fn default() -> Self {
+        OpByteCost {
+            copy: 1.0,
+            binary: 1.0,
+            norm: 1.0,
+            rope: 1.0,
+            activation: 1.0,
+            gemm: 1.0,
+            gemm_weight: 1.0,
+        }
+    }
+}
+
+impl OpByteCost {
+    /// `(key, value)` of every kind.
+    pub fn entries(&self) -> [(&'static str, f64); 7] {
+        [
+            ("op_byte_cost.copy", self.copy),
+            ("op_byte_cost.binary", self.binary),
+            ("op_byte_cost.norm", self.norm),
+            ("op_byte_cost.rope", self.rope),
+            ("op_byte_cost.activation", self.activation),
+            ("op_byte_cost.gemm", self.gemm),
+            ("op_byte_cost.gemm_weight", self.gemm_weight),
+        ]
+    }
+}
+
 /// A runtime profile (see `catalog/runtimes.yaml` for values and how they were fitted).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +171,10 @@ pub struct RuntimeProfile {
     /// (a GPU, where a kernel's loads overlap its math and the launch overlaps the queue).
     #[serde(default)]
     pub serial_ops: bool,
+    /// Cost per byte of each kind of op relative to `elementwise_bw_efficiency` (all 1 when
+    /// absent).
+    #[serde(default)]
+    pub op_byte_cost: OpByteCost,
     /// Host-side time to dispatch one op, microseconds (Python + framework overhead).
     pub cpu_dispatch_us: f64,
     /// Host-side time of one bare tensor op issued from a Python loop (tiled decode's row-by-row
@@ -297,6 +363,15 @@ impl RuntimeProfile {
             if !(x.is_finite() && ok) {
                 out.push(format!(
                     "{}{k}: {} is not {what}",
+                    at(k),
+                    crate::spec::num(x)
+                ));
+            }
+        }
+        for (k, x) in self.op_byte_cost.entries() {
+            if !(x.is_finite() && x >= 0.0 && x <= 1e3) {
+                out.push(format!(
+                    "{}{k}: {} is outside [0, 1000]",
                     at(k),
                     crate::spec::num(x)
                 ));

@@ -279,8 +279,22 @@ impl<'a> Trace<'a> {
     /// A kernel that keeps only a fraction `busy` (0 to 1] of the SMs occupied (fewer blocks
     /// than SMs): its compute and bandwidth both scale by that fraction.
     pub fn kernel_on(&mut self, flops: f64, flops_per_s: f64, bytes: f64, busy: f64) {
+        self.kernel_costed(flops, flops_per_s, bytes, busy, 1.0);
+    }
+
+    /// [`Trace::kernel_on`] for a kind of op whose bytes cost `byte_cost` times the elementwise
+    /// rate's (the profile's `op_byte_cost`).
+    pub fn kernel_costed(
+        &mut self,
+        flops: f64,
+        flops_per_s: f64,
+        bytes: f64,
+        busy: f64,
+        byte_cost: f64,
+    ) {
         let scale = self.hw.arch_scale() * busy.clamp(1e-3, 1.0);
-        let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency * scale;
+        let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency * scale
+            / byte_cost.max(1e-9);
         let compute_s = if flops_per_s > 0.0 {
             flops / (flops_per_s * scale)
         } else {
