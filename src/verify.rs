@@ -261,6 +261,29 @@ pub struct Preflight {
     pub predicted_minutes: f64,
 }
 
+/// The L2 cache of the first core, from sysfs (Linux), bytes.
+fn host_l2_bytes() -> Option<u64> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    for i in 0..8 {
+        let idx = dir.join(format!("index{i}"));
+        let level = std::fs::read_to_string(idx.join("level")).ok()?;
+        if level.trim() != "2" {
+            continue;
+        }
+        let size = std::fs::read_to_string(idx.join("size")).ok()?;
+        let size = size.trim();
+        let (num, mult) = match size.strip_suffix('K') {
+            Some(n) => (n, 1024),
+            None => match size.strip_suffix('M') {
+                Some(n) => (n, 1024 * 1024),
+                None => (size, 1),
+            },
+        };
+        return num.parse::<u64>().ok().map(|n| n * mult);
+    }
+    None
+}
+
 /// Host memory available for new allocations, from /proc/meminfo (Linux).
 fn host_available_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -479,26 +502,28 @@ pub fn verify(
     Ok(report)
 }
 
-/// `t − op_ms = flops / rate + act · c_a + weight · c_w` over `(flops, ms, act bytes, weight
-/// bytes)` measurements, least squares on relative error with every coefficient at least 0
-/// (one found negative is dropped and the rest refitted): `(rate in FLOP per ms, c_a, c_w in ms
-/// per byte)`; None when the shapes do not pin a positive rate.
-fn serial_gemm_fit(items: &[(f64, f64, f64, f64)], op_ms: f64) -> Option<(f64, f64, f64)> {
-    let mut active = [true; 3];
+/// Least squares on relative error, every coefficient at least 0 (one found negative is dropped
+/// and the rest refitted): `ms ≈ Σ coef_j · x_j` over `(x, ms)` measurements. None when the
+/// columns left do not pin the coefficients.
+fn nonneg_fit(rows: &[(Vec<f64>, f64)]) -> Option<Vec<f64>> {
+    let cols = rows.first()?.0.len();
+    let mut active = vec![true; cols];
     loop {
-        let idx: Vec<usize> = (0..3).filter(|&j| active[j]).collect();
+        let idx: Vec<usize> = (0..cols).filter(|&j| active[j]).collect();
         let n = idx.len();
-        // Normal equations of the active columns, weighted by 1 / t².
+        let mut coef = vec![0.0; cols];
+        if n == 0 {
+            return Some(coef);
+        }
+        // Normal equations of the active columns, weighted by 1 / ms².
         let mut a = vec![vec![0.0; n + 1]; n];
-        for &(f, ms, act, w) in items {
-            let x = [f, act, w];
+        for (x, ms) in rows {
             let wt = 1.0 / (ms * ms).max(1e-12);
-            let y = ms - op_ms;
             for (r, &i) in idx.iter().enumerate() {
                 for (c, &j) in idx.iter().enumerate() {
                     a[r][c] += wt * x[i] * x[j];
                 }
-                a[r][n] += wt * x[i] * y;
+                a[r][n] += wt * x[i] * ms;
             }
         }
         // Gauss-Jordan with partial pivoting.
@@ -517,16 +542,15 @@ fn serial_gemm_fit(items: &[(f64, f64, f64, f64)], op_ms: f64) -> Option<(f64, f
                 }
             }
         }
-        let mut coef = [0.0; 3];
         for (r, &i) in idx.iter().enumerate() {
             coef[i] = a[r][n] / a[r][r];
         }
-        match (1..3).find(|&j| active[j] && coef[j] < 0.0) {
+        if coef.iter().any(|c| !c.is_finite()) {
+            return None;
+        }
+        match (0..cols).find(|&j| active[j] && coef[j] < 0.0) {
             Some(j) => active[j] = false,
-            None => {
-                return (coef[0] > 0.0 && coef[0].is_finite())
-                    .then(|| (1.0 / coef[0], coef[1], coef[2]));
-            }
+            None => return Some(coef),
         }
     }
 }
@@ -606,33 +630,31 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
     // rounds after their per-op cost, fitted on relative error so that each size counts alike
     // (the graphs' tensors span them all). The base rate is the binary ops' (`a + b` and its
     // kin); the other kinds are multiples of it (`op_byte_cost`).
-    let kind_ms_per_byte = |kind: &str| -> f64 {
-        let (num, den) =
-            report
-                .kinds
-                .iter()
-                .filter(|m| m.kind == kind)
-                .fold((0.0, 0.0), |(n, d), m| {
-                    let (b, w) = (m.bytes as f64, 1.0 / (m.ms * m.ms).max(1e-12));
-                    (n + w * b * (m.ms - m.ops as f64 * op_ms), d + w * b * b)
-                });
-        if den > 0.0 { (num / den).max(0.0) } else { 0.0 }
+    // `ms = ops · fixed + bytes · c` per kind over its sizes: (fixed ms per op, ms per byte).
+    let kind_fit = |kind: &str| -> Option<(f64, f64)> {
+        let rows: Vec<(Vec<f64>, f64)> = report
+            .kinds
+            .iter()
+            .filter(|m| m.kind == kind)
+            .map(|m| (vec![m.ops as f64, m.bytes as f64], m.ms))
+            .collect();
+        nonneg_fit(&rows).map(|c| (c[0], c[1]))
     };
-    let ms_per_byte = if serial {
-        kind_ms_per_byte("binary")
-    } else {
-        0.0
-    };
-    if ms_per_byte > 0.0 {
-        let c = &mut p.op_byte_cost;
-        for (kind, slot) in [
-            ("copy", &mut c.copy),
-            ("binary", &mut c.binary),
-            ("norm", &mut c.norm),
-            ("rope", &mut c.rope),
-            ("activation", &mut c.activation),
+    let base = if serial { kind_fit("binary") } else { None };
+    let ms_per_byte = base.map_or(0.0, |b| b.1);
+    if ms_per_byte > 0.0 && op_ms > 0.0 {
+        let (c, f) = (&mut p.op_byte_cost, &mut p.op_fixed_cost);
+        for (kind, slot, fixed) in [
+            ("copy", &mut c.copy, &mut f.copy),
+            ("binary", &mut c.binary, &mut f.binary),
+            ("norm", &mut c.norm, &mut f.norm),
+            ("rope", &mut c.rope, &mut f.rope),
+            ("activation", &mut c.activation, &mut f.activation),
         ] {
-            *slot = (kind_ms_per_byte(kind) / ms_per_byte).min(1e3);
+            if let Some((fx, per_byte)) = kind_fit(kind) {
+                *slot = (per_byte / ms_per_byte).min(1e3);
+                *fixed = (fx / op_ms).min(1e3);
+            }
         }
     }
     // Σ work / Σ time beyond the per-op cost (and, on a serial host, beyond the op's memory
@@ -659,27 +681,44 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
     // On a serial host a GEMM's time is its fixed cost, its math at one rate and its operands'
     // bytes at another (the host reads them while it computes, in a pass of its own, not at the
     // elementwise ops' cost): both fitted by least squares on relative error over the shapes.
+    // The host's cache (L2 of one core), beyond which a GEMM's output costs more per byte.
+    if serial {
+        p.cache_bytes = host_l2_bytes().unwrap_or(0);
+    }
     let gemm_fit = if serial {
-        // Shapes of more than one row (a one-row product is a GEMV, which streams its weight).
-        let items: Vec<(f64, f64, f64, f64)> = report
+        // Shapes of more than one row (a one-row product is a GEMV, which streams its weight):
+        // `ms = flops / rate + out · c_out + beyond · c_beyond + weight · c_w`, where `beyond`
+        // is the output's working set (f32 result, BF16 rounding, f32 copy: 5 × its BF16
+        // bytes) past the cache, and the input is read into packed panels inside the math.
+        let cache = p.cache_bytes as f64;
+        let rows: Vec<(Vec<f64>, f64)> = report
             .gemm
             .iter()
             .filter(|g| g.dtype == "bf16" && g.m > 1)
             .map(|g| {
                 let flops = 2.0 * (g.m * g.n * g.k) as f64;
-                let act = (2 * (g.m * g.k + g.m * g.n)) as f64;
-                (flops, g.ms, act, (2 * g.n * g.k) as f64)
+                let out = (2 * g.m * g.n) as f64;
+                let beyond = if cache > 0.0 {
+                    (5.0 * out - cache).max(0.0)
+                } else {
+                    0.0
+                };
+                (vec![flops, out, beyond, (2 * g.n * g.k) as f64], g.ms)
             })
             .collect();
-        serial_gemm_fit(&items, op_ms)
+        nonneg_fit(&rows).filter(|c| c[0] > 0.0)
     } else {
         None
     };
     let bf16 = match gemm_fit {
-        Some((flops_per_ms, ms_per_act_byte, ms_per_weight_byte)) if ms_per_byte > 0.0 => {
-            p.op_byte_cost.gemm = (ms_per_act_byte / ms_per_byte).min(1e3);
-            p.op_byte_cost.gemm_weight = (ms_per_weight_byte / ms_per_byte).min(1e3);
-            flops_per_ms * 1e3 / gpu.bf16_flops_per_s()
+        Some(c) if ms_per_byte > 0.0 => {
+            let o = &mut p.op_byte_cost;
+            o.gemm_input = 0.0;
+            o.gemm = (c[1] / ms_per_byte).min(1e3);
+            o.gemm_beyond_cache = (c[2] / ms_per_byte).min(1e3);
+            o.gemm_weight = (c[3] / ms_per_byte).min(1e3);
+            p.op_fixed_cost.gemm = 1.0;
+            1e3 / c[0] / gpu.bf16_flops_per_s()
         }
         _ => rate(&gemm("bf16")) / gpu.bf16_flops_per_s(),
     };
@@ -712,7 +751,25 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
             .collect();
         rate(&items) / gpu.bf16_flops_per_s()
     };
-    let fused = attn("fused");
+    let mut fused = attn("fused");
+    if serial && ms_per_byte > 0.0 && op_ms > 0.0 {
+        // `ms − io · c = fixed + flops / rate`: the fused path on the host is a loop of candle
+        // ops over tiles, so its fixed cost is its own.
+        let rows: Vec<(Vec<f64>, f64)> = report
+            .attention
+            .iter()
+            .filter(|a| a.path == "fused")
+            .map(|a| {
+                let io = (2 * 4 * a.heads * a.seq * a.head_dim) as f64;
+                let flops = 4.0 * (a.heads * a.seq * a.seq * a.head_dim) as f64;
+                (vec![1.0, flops], (a.ms - io * ms_per_byte).max(a.ms * 0.05))
+            })
+            .collect();
+        if let Some(c) = nonneg_fit(&rows).filter(|c| c[1] > 0.0) {
+            p.op_fixed_cost.attention = (c[0] / op_ms).min(1e3);
+            fused = 1e3 / c[1] / gpu.bf16_flops_per_s();
+        }
+    }
     if fused > 0.0 {
         p.attention_efficiency.flash = fused;
         p.attention_efficiency.cudnn = fused;

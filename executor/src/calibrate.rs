@@ -181,7 +181,7 @@ pub struct CalibrationSizes {
     pub conv: Vec<(usize, usize, usize, usize)>,
     /// Elements of the elementwise and copy tests.
     pub elements: usize,
-    /// Values per tensor of the elementwise mix, smallest to largest (multiples of 2048).
+    /// Values per tensor of the elementwise mix, smallest to largest (multiples of 512).
     pub mix_elements: Vec<usize>,
     /// Least measured repetitions of each benchmark (after a warm-up).
     pub reps: usize,
@@ -224,7 +224,7 @@ impl CalibrationSizes {
             ],
             elements: 1 << 13,
             // From the text encoder's 16-token states to the VAE's larger feature maps.
-            mix_elements: vec![1 << 11, 1 << 14, 1 << 18],
+            mix_elements: vec![1 << 9, 1 << 11, 1 << 14, 1 << 18],
             reps: 5,
             min_ms: 30.0,
             fp8: false,
@@ -495,7 +495,7 @@ fn dispatch<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<DispatchBench
     })
 }
 
-/// The elementwise mix over tensors of `n` values (`n` a multiple of 2048): token-major
+/// The elementwise mix over tensors of `n` values (`n` a multiple of 512): token-major
 /// `[1, n / 64, 2, 32]` states for the transformer's ops, `[1, 32, n / 256, 8]` maps for the VAE's.
 fn elementwise_mix<B: Backend>(b: &B, sizes: &CalibrationSizes, n: usize) -> Result<MixBench> {
     let (heads, d) = (2, 32);

@@ -158,11 +158,17 @@ impl CpuBackend {
 
     /// Rounds a computed result to BF16 the way a BF16 device tensor would store it.
     fn out(&self, t: Tensor, op: &'static str) -> Result<CpuTensor> {
+        let dims = t.dims().to_vec();
+        self.out_logged(t, op, &dims)
+    }
+
+    /// [`CpuBackend::out`], logging `shape` for the op (a GEMM's `[m, k, n]`).
+    fn out_logged(&self, t: Tensor, op: &'static str, shape: &[usize]) -> Result<CpuTensor> {
         let t = t
             .to_dtype(DType::BF16)
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(cpu_err(op))?;
-        op_log::record(op, t.dims());
+        op_log::record(op, shape);
         Ok(self.wrap(t))
     }
 
@@ -426,7 +432,7 @@ impl Backend for CpuBackend {
             *shape.last_mut().expect("non-empty shape") = wd[0];
             y.reshape(shape)
         };
-        self.out(f().map_err(cpu_err("linear"))?, "linear")
+        self.out_logged(f().map_err(cpu_err("linear"))?, "linear", &[m, k, wd[0]])
     }
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
@@ -767,7 +773,7 @@ pub mod op_log {
     pub struct OpRecord {
         /// The backend method (`linear`, `rms_norm`, ...), or `mark` for a timeline mark.
         pub op: &'static str,
-        /// Its output's shape.
+        /// Its output's shape (a GEMM's `[m, k, n]`).
         pub shape: Vec<usize>,
         /// CPU nanoseconds since the previous record.
         pub ns: u64,

@@ -75,10 +75,18 @@ pub struct OpByteCost {
     /// Activations: SiLU, SwiGLU.
     #[serde(default = "one")]
     pub activation: f64,
-    /// A GEMM's activation and output bytes, and its weight's when it has one row (a GEMV
-    /// streams the weight).
+    /// A GEMM's input activation bytes.
+    #[serde(default = "one")]
+    pub gemm_input: f64,
+    /// A GEMM's output bytes (on the CPU backend written in f32, then rounded through BF16), and
+    /// its weight's when it has one row (a GEMV streams the weight).
     #[serde(default = "one")]
     pub gemm: f64,
+    /// A GEMM's output bytes beyond the cache (`cache_bytes`) on top of `gemm`: the output, its
+    /// BF16 rounding and the f32 copy back, five times the BF16 output's bytes, once they no
+    /// longer fit in the core's cache.
+    #[serde(default)]
+    pub gemm_beyond_cache: f64,
     /// A GEMM's weight bytes when it has more than one row (a CPU GEMM packs the weight into
     /// panels on every call).
     #[serde(default = "one")]
@@ -93,7 +101,9 @@ impl Default for OpByteCost {
             norm: 1.0,
             rope: 1.0,
             activation: 1.0,
+            gemm_input: 1.0,
             gemm: 1.0,
+            gemm_beyond_cache: 0.0,
             gemm_weight: 1.0,
         }
     }
@@ -101,15 +111,75 @@ impl Default for OpByteCost {
 
 impl OpByteCost {
     /// `(key, value)` of every kind.
-    pub fn entries(&self) -> [(&'static str, f64); 7] {
+    pub fn entries(&self) -> [(&'static str, f64); 9] {
         [
             ("op_byte_cost.copy", self.copy),
             ("op_byte_cost.binary", self.binary),
             ("op_byte_cost.norm", self.norm),
             ("op_byte_cost.rope", self.rope),
             ("op_byte_cost.activation", self.activation),
+            ("op_byte_cost.gemm_input", self.gemm_input),
             ("op_byte_cost.gemm", self.gemm),
+            ("op_byte_cost.gemm_beyond_cache", self.gemm_beyond_cache),
             ("op_byte_cost.gemm_weight", self.gemm_weight),
+        ]
+    }
+}
+
+/// Fixed cost of each kind of op, as a multiple of `kernel_latency_us` (1 for each on a GPU).
+/// On a host that runs its ops itself an op's fixed cost is the candle ops it is made of: a
+/// norm is several, a GEMM a matmul plus its rounding, fused attention a loop over tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpFixedCost {
+    /// Copies.
+    #[serde(default = "one")]
+    pub copy: f64,
+    /// Binary and broadcast ops.
+    #[serde(default = "one")]
+    pub binary: f64,
+    /// Normalizations.
+    #[serde(default = "one")]
+    pub norm: f64,
+    /// Rotary position embedding.
+    #[serde(default = "one")]
+    pub rope: f64,
+    /// Activations.
+    #[serde(default = "one")]
+    pub activation: f64,
+    /// GEMMs.
+    #[serde(default = "one")]
+    pub gemm: f64,
+    /// Attention calls.
+    #[serde(default = "one")]
+    pub attention: f64,
+}
+
+impl Default for OpFixedCost {
+    fn default() -> Self {
+        OpFixedCost {
+            copy: 1.0,
+            binary: 1.0,
+            norm: 1.0,
+            rope: 1.0,
+            activation: 1.0,
+            gemm: 1.0,
+            attention: 1.0,
+        }
+    }
+}
+
+impl OpFixedCost {
+    /// `(key, value)` of every kind.
+    pub fn entries(&self) -> [(&'static str, f64); 7] {
+        [
+            ("op_fixed_cost.copy", self.copy),
+            ("op_fixed_cost.binary", self.binary),
+            ("op_fixed_cost.norm", self.norm),
+            ("op_fixed_cost.rope", self.rope),
+            ("op_fixed_cost.activation", self.activation),
+            ("op_fixed_cost.gemm", self.gemm),
+            ("op_fixed_cost.attention", self.attention),
         ]
     }
 }
@@ -175,6 +245,13 @@ pub struct RuntimeProfile {
     /// absent).
     #[serde(default)]
     pub op_byte_cost: OpByteCost,
+    /// Fixed cost of each kind of op relative to `kernel_latency_us` (all 1 when absent).
+    #[serde(default)]
+    pub op_fixed_cost: OpFixedCost,
+    /// The cache one core's ops work in, bytes (the host's L2; 0: none modelled), for
+    /// `op_byte_cost.gemm_beyond_cache`.
+    #[serde(default)]
+    pub cache_bytes: u64,
     /// Host-side time to dispatch one op, microseconds (Python + framework overhead).
     pub cpu_dispatch_us: f64,
     /// Host-side time of one bare tensor op issued from a Python loop (tiled decode's row-by-row
@@ -368,7 +445,12 @@ impl RuntimeProfile {
                 ));
             }
         }
-        for (k, x) in self.op_byte_cost.entries() {
+        for (k, x) in self
+            .op_byte_cost
+            .entries()
+            .into_iter()
+            .chain(self.op_fixed_cost.entries())
+        {
             if !(x.is_finite() && x >= 0.0 && x <= 1e3) {
                 out.push(format!(
                     "{}{k}: {} is outside [0, 1000]",
@@ -388,6 +470,7 @@ impl RuntimeProfile {
         }
         for (k, x, max) in [
             ("context_bytes", self.context_bytes, MAX_PROFILE_BYTES),
+            ("cache_bytes", self.cache_bytes, MAX_PROFILE_BYTES),
             (
                 "gemm_workspace_bytes",
                 self.gemm_workspace_bytes,

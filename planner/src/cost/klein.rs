@@ -39,7 +39,7 @@ fn attention(t: &mut Trace, s: AttnShape, fused: bool) -> Buf {
         };
         let out = t.alloc(out_bytes);
         let rate = gpu.bf16_flops_per_s() * rt.attention_efficiency.flash * wave_eff;
-        t.kernel(flops, rate, io);
+        t.kernel_costed(flops, rate, io, 1.0, 1.0, rt.op_fixed_cost.attention);
         out
     } else {
         let scores = bh * s.q_tokens * s.kv_tokens * BF16;
@@ -51,7 +51,8 @@ fn attention(t: &mut Trace, s: AttnShape, fused: bool) -> Buf {
         t.transient(scores + expanded + out_bytes);
         let out = t.alloc(out_bytes);
         let rate = gpu.bf16_flops_per_s() * rt.attention_efficiency.math;
-        t.kernel(flops, rate, io + 2.0 * scores as f64);
+        let fixed = rt.op_fixed_cost.attention;
+        t.kernel_costed(flops, rate, io + 2.0 * scores as f64, 1.0, 1.0, fixed);
         // Scores GEMM, softmax and PV GEMM (plus the head expansion under GQA).
         for _ in 0..2 + usize::from(expanded > 0) {
             t.launch(0.0);

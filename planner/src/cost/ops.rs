@@ -155,13 +155,17 @@ impl Trace<'_> {
     pub fn gemm_kernel(&mut self, m: u64, k: u64, n: u64, p: Precision) {
         let (gpu, rt) = (self.hw.gpu, self.hw.rt);
         let rate = gpu.gemm_flops_per_s(p) * rt.gemm_eff(p.name()) * wave_efficiency(self, m, k, n);
-        let act = ((m * k + m * n) * BF16) as f64;
+        let (input, output) = ((m * k * BF16) as f64, (m * n * BF16) as f64);
         let weight = (n * k) as f64 * p.weight_bytes();
         let c = &rt.op_byte_cost;
-        // Operand bytes weighted by their cost relative to the activations' (1 on a GPU).
+        // Operand bytes weighted by their cost relative to the elementwise rate (1 on a GPU).
         let w_cost = if m > 1 { c.gemm_weight } else { c.gemm };
-        let bytes = act + weight * w_cost / c.gemm.max(1e-9);
-        self.kernel_costed(2.0 * (m * k * n) as f64, rate, bytes, 1.0, c.gemm);
+        let mut bytes = input * c.gemm_input + output * c.gemm + weight * w_cost;
+        if rt.cache_bytes > 0 && c.gemm_beyond_cache > 0.0 {
+            bytes += (5.0 * output - rt.cache_bytes as f64).max(0.0) * c.gemm_beyond_cache;
+        }
+        let fixed = rt.op_fixed_cost.gemm;
+        self.kernel_costed(2.0 * (m * k * n) as f64, rate, bytes, 1.0, 1.0, fixed);
     }
 
     /// An elementwise or normalization kernel over `read` bytes in and `written` bytes out.
@@ -172,15 +176,15 @@ impl Trace<'_> {
     /// An elementwise op of kind `kind` over `read` bytes in and `written` bytes out, at the
     /// kind's cost per byte (`op_byte_cost`).
     pub fn ew_as(&mut self, kind: EwKind, read: u64, written: u64) {
-        let c = &self.hw.rt.op_byte_cost;
-        let cost = match kind {
-            EwKind::Copy => c.copy,
-            EwKind::Binary => c.binary,
-            EwKind::Norm => c.norm,
-            EwKind::Rope => c.rope,
-            EwKind::Activation => c.activation,
+        let (c, f) = (&self.hw.rt.op_byte_cost, &self.hw.rt.op_fixed_cost);
+        let (cost, fixed) = match kind {
+            EwKind::Copy => (c.copy, f.copy),
+            EwKind::Binary => (c.binary, f.binary),
+            EwKind::Norm => (c.norm, f.norm),
+            EwKind::Rope => (c.rope, f.rope),
+            EwKind::Activation => (c.activation, f.activation),
         };
-        self.kernel_costed(0.0, 0.0, (read + written) as f64, 1.0, cost);
+        self.kernel_costed(0.0, 0.0, (read + written) as f64, 1.0, cost, fixed);
     }
 
     /// [`Trace::ew_as`] producing a new tensor of `out` bytes.
