@@ -533,11 +533,12 @@ fn nonneg_fit(rows: &[(Vec<f64>, f64)]) -> Option<Vec<f64>> {
             if a[c][c].abs() < 1e-300 {
                 return None;
             }
-            for r in 0..n {
+            let pivot_row = a[c].clone();
+            for (r, row) in a.iter_mut().enumerate() {
                 if r != c {
-                    let k = a[r][c] / a[c][c];
-                    for j in c..=n {
-                        a[r][j] -= k * a[c][j];
+                    let k = row[c] / pivot_row[c];
+                    for (x, p) in row.iter_mut().zip(&pivot_row).skip(c) {
+                        *x -= k * p;
                     }
                 }
             }
@@ -718,6 +719,23 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
             o.gemm_beyond_cache = (c[2] / ms_per_byte).min(1e3);
             o.gemm_weight = (c[3] / ms_per_byte).min(1e3);
             p.op_fixed_cost.gemm = 1.0;
+            // One-row products at the fitted rate and output cost: what is left per weight byte.
+            let (rate_ms, out_ms) = (c[0], c[1]);
+            let rows: Vec<(Vec<f64>, f64)> = report
+                .gemm
+                .iter()
+                .filter(|g| g.dtype == "bf16" && g.m == 1)
+                .map(|g| {
+                    let rest = g.ms
+                        - op_ms
+                        - 2.0 * (g.n * g.k) as f64 * rate_ms
+                        - (2 * g.n) as f64 * out_ms;
+                    (vec![(2 * g.n * g.k) as f64], rest.max(g.ms * 0.05))
+                })
+                .collect();
+            if let Some(w) = nonneg_fit(&rows) {
+                o.gemv_weight = (w[0] / ms_per_byte).min(1e3);
+            }
             1e3 / c[0] / gpu.bf16_flops_per_s()
         }
         _ => rate(&gemm("bf16")) / gpu.bf16_flops_per_s(),

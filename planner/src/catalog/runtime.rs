@@ -78,10 +78,12 @@ pub struct OpByteCost {
     /// A GEMM's input activation bytes.
     #[serde(default = "one")]
     pub gemm_input: f64,
-    /// A GEMM's output bytes (on the CPU backend written in f32, then rounded through BF16), and
-    /// its weight's when it has one row (a GEMV streams the weight).
+    /// A GEMM's output bytes (on the CPU backend written in f32, then rounded through BF16).
     #[serde(default = "one")]
     pub gemm: f64,
+    /// A one-row product's weight bytes (a GEMV streams its weight, unpacked).
+    #[serde(default = "one")]
+    pub gemv_weight: f64,
     /// A GEMM's output bytes beyond the cache (`cache_bytes`) on top of `gemm`: the output, its
     /// BF16 rounding and the f32 copy back, five times the BF16 output's bytes, once they no
     /// longer fit in the core's cache.
@@ -105,13 +107,14 @@ impl Default for OpByteCost {
             gemm: 1.0,
             gemm_beyond_cache: 0.0,
             gemm_weight: 1.0,
+            gemv_weight: 1.0,
         }
     }
 }
 
 impl OpByteCost {
     /// `(key, value)` of every kind.
-    pub fn entries(&self) -> [(&'static str, f64); 9] {
+    pub fn entries(&self) -> [(&'static str, f64); 10] {
         [
             ("op_byte_cost.copy", self.copy),
             ("op_byte_cost.binary", self.binary),
@@ -122,6 +125,7 @@ impl OpByteCost {
             ("op_byte_cost.gemm", self.gemm),
             ("op_byte_cost.gemm_beyond_cache", self.gemm_beyond_cache),
             ("op_byte_cost.gemm_weight", self.gemm_weight),
+            ("op_byte_cost.gemv_weight", self.gemv_weight),
         ]
     }
 }
@@ -451,7 +455,7 @@ impl RuntimeProfile {
             .into_iter()
             .chain(self.op_fixed_cost.entries())
         {
-            if !(x.is_finite() && x >= 0.0 && x <= 1e3) {
+            if !(x.is_finite() && (0.0..=1e3).contains(&x)) {
                 out.push(format!(
                     "{}{k}: {} is outside [0, 1000]",
                     at(k),

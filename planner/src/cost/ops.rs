@@ -159,7 +159,7 @@ impl Trace<'_> {
         let weight = (n * k) as f64 * p.weight_bytes();
         let c = &rt.op_byte_cost;
         // Operand bytes weighted by their cost relative to the elementwise rate (1 on a GPU).
-        let w_cost = if m > 1 { c.gemm_weight } else { c.gemm };
+        let w_cost = if m > 1 { c.gemm_weight } else { c.gemv_weight };
         let mut bytes = input * c.gemm_input + output * c.gemm + weight * w_cost;
         if rt.cache_bytes > 0 && c.gemm_beyond_cache > 0.0 {
             bytes += (5.0 * output - rt.cache_bytes as f64).max(0.0) * c.gemm_beyond_cache;
