@@ -786,6 +786,22 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         if let Some(c) = nonneg_fit(&rows).filter(|c| c[1] > 0.0) {
             p.op_fixed_cost.attention = (c[0] / op_ms).min(1e3);
             fused = 1e3 / c[1] / gpu.bf16_flops_per_s();
+            // Causal grouped-query calls at that rate: what is left is their fixed cost.
+            let rows: Vec<(Vec<f64>, f64)> = report
+                .causal_attention
+                .iter()
+                .map(|&(h, kv, seq, d, ms)| {
+                    let io = (2 * (2 * h * seq + 2 * kv * seq) * d) as f64;
+                    let flops = 4.0 * (h * seq * seq * d) as f64;
+                    (
+                        vec![1.0],
+                        (ms - io * ms_per_byte - flops * c[1]).max(ms * 0.05),
+                    )
+                })
+                .collect();
+            if let Some(f) = nonneg_fit(&rows) {
+                p.op_fixed_cost.causal_attention = (f[0] / op_ms).min(1e3);
+            }
         }
     }
     if fused > 0.0 {

@@ -150,6 +150,9 @@ pub struct CalibrationReport {
     pub gemm: Vec<GemmBench>,
     /// Attention.
     pub attention: Vec<AttentionBench>,
+    /// Causal grouped-query attention, fused path (the text encoder's): `(heads, kv heads,
+    /// tokens, head width, median ms)`.
+    pub causal_attention: Vec<(usize, usize, usize, usize, f64)>,
     /// `a + b` over BF16 tensors.
     pub elementwise: BandwidthBench,
     /// Raw host-to-device copies from page-locked memory (memcpy on the CPU backend).
@@ -177,6 +180,8 @@ pub struct CalibrationSizes {
     pub gemm: Vec<(usize, usize, usize)>,
     /// `(heads, seq, head_dim)` attention shapes.
     pub attention: Vec<(usize, usize, usize)>,
+    /// `(heads, kv heads, tokens, head_dim)` causal grouped-query attention shapes.
+    pub causal_attention: Vec<(usize, usize, usize, usize)>,
     /// `(cin, cout, h, w)` 3×3 convolutions.
     pub conv: Vec<(usize, usize, usize, usize)>,
     /// Elements of the elementwise and copy tests.
@@ -222,6 +227,8 @@ impl CalibrationSizes {
                 (64, 256, 64),
             ],
             attention: vec![(2, 32, 64), (2, 272, 64), (2, 1040, 64), (4, 16, 16)],
+            // The text encoder's: causal, two query heads per key/value head.
+            causal_attention: vec![(4, 2, 24, 16), (4, 2, 48, 16), (8, 4, 32, 32)],
             conv: vec![
                 (32, 32, 8, 8),
                 (32, 32, 32, 32),
@@ -253,6 +260,7 @@ impl CalibrationSizes {
                 (1, 18432, 3072),
             ],
             attention: vec![(24, 4608, 128), (24, 16896, 128), (32, 512, 128)],
+            causal_attention: Vec::new(),
             conv: vec![
                 (512, 512, 128, 128),
                 (512, 512, 256, 256),
@@ -431,6 +439,17 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
             });
         }
     }
+    let mut causal_attention = Vec::new();
+    for &(heads, kv, seq, d) in &sizes.causal_attention {
+        let q = b.upload(&random(&[1, seq, heads, d], 3))?;
+        let k = b.upload(&random(&[1, seq, kv, d], 4))?;
+        let v = b.upload(&random(&[1, seq, kv, d], 5))?;
+        let t = time_cold(b, sizes, || {
+            b.attention(&q, &k, &v, true, AttentionPath::Fused)
+                .map(drop)
+        })?;
+        causal_attention.push((heads, kv, seq, d, t.ms));
+    }
     let n = sizes.elements;
     let host = random(&[n], 6);
     let a = b.upload(&host)?;
@@ -483,6 +502,7 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         context_bytes: b.context_bytes(),
         gemm,
         attention,
+        causal_attention,
         elementwise,
         host_to_device,
         conv,

@@ -157,6 +157,10 @@ pub struct OpFixedCost {
     /// Attention calls.
     #[serde(default = "one")]
     pub attention: f64,
+    /// Causal attention calls (the text encoder's: on the host a mask per tile and the key/value
+    /// heads expanded for grouped queries).
+    #[serde(default = "one")]
+    pub causal_attention: f64,
 }
 
 impl Default for OpFixedCost {
@@ -169,13 +173,14 @@ impl Default for OpFixedCost {
             activation: 1.0,
             gemm: 1.0,
             attention: 1.0,
+            causal_attention: 1.0,
         }
     }
 }
 
 impl OpFixedCost {
     /// `(key, value)` of every kind.
-    pub fn entries(&self) -> [(&'static str, f64); 7] {
+    pub fn entries(&self) -> [(&'static str, f64); 8] {
         [
             ("op_fixed_cost.copy", self.copy),
             ("op_fixed_cost.binary", self.binary),
@@ -184,6 +189,7 @@ impl OpFixedCost {
             ("op_fixed_cost.activation", self.activation),
             ("op_fixed_cost.gemm", self.gemm),
             ("op_fixed_cost.attention", self.attention),
+            ("op_fixed_cost.causal_attention", self.causal_attention),
         ]
     }
 }

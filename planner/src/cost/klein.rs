@@ -18,7 +18,7 @@ use super::trace::{Buf, Trace};
 
 /// The executor's attention: the fused kernel keeps its tiles on chip; the math path holds BF16
 /// scores (and K/V expanded to every query head under GQA) next to the output.
-fn attention(t: &mut Trace, s: AttnShape, fused: bool) -> Buf {
+fn attention(t: &mut Trace, s: AttnShape, fused: bool, causal: bool) -> Buf {
     let (gpu, rt) = (t.hw.gpu, t.hw.rt);
     let bh = s.batch * s.heads;
     let out_bytes = bh * s.q_tokens * s.head_dim * BF16;
@@ -39,7 +39,13 @@ fn attention(t: &mut Trace, s: AttnShape, fused: bool) -> Buf {
         };
         let out = t.alloc(out_bytes);
         let rate = gpu.bf16_flops_per_s() * rt.attention_efficiency.flash * wave_eff;
-        t.kernel_costed(flops, rate, io, 1.0, 1.0, rt.op_fixed_cost.attention);
+        let f = &rt.op_fixed_cost;
+        let fixed = if causal {
+            f.causal_attention
+        } else {
+            f.attention
+        };
+        t.kernel_costed(flops, rate, io, 1.0, 1.0, fixed);
         out
     } else {
         let scores = bh * s.q_tokens * s.kv_tokens * BF16;
@@ -113,7 +119,7 @@ pub fn text_encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, fused: bool) 
             kv_tokens: s,
             head_dim: d.head_dim,
         };
-        let a = attention(t, shape, fused);
+        let a = attention(t, shape, fused, true);
         t.free_all([q, k, v]);
         let o = t.gemm(tok, d.heads * d.head_dim, h, p);
         t.free(a);
@@ -228,7 +234,7 @@ impl Denoise<'_> {
             kv_tokens: tokens,
             head_dim: d.head_dim,
         };
-        let o = attention(t, shape, self.fused);
+        let o = attention(t, shape, self.fused, false);
         t.free_all([rq, rk]);
         o
     }
@@ -605,7 +611,7 @@ fn vae_attention(t: &mut Trace, b: u64, c: u64, h: u64, w: u64, fused: bool) -> 
         kv_tokens: tokens,
         head_dim: c,
     };
-    let a = attention(t, shape, fused);
+    let a = attention(t, shape, fused, false);
     t.free_all(qkv);
     let o = t.gemm(b * tokens, c, c, bf);
     t.free(a);
