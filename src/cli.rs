@@ -573,6 +573,22 @@ impl Cli {
     pub fn format(&self) -> Format {
         self.0.format
     }
+
+    /// Whether the command times the executor's CPU backend (`verify`/`calibrate --backend cpu`).
+    pub fn times_the_cpu_backend(&self) -> bool {
+        matches!(
+            &self.0.command,
+            Some(
+                Command::Verify {
+                    backend: Backend::Cpu,
+                    ..
+                } | Command::Calibrate {
+                    backend: Backend::Cpu,
+                    ..
+                }
+            )
+        )
+    }
 }
 
 /// Whether raw arguments ask for `--format json` (read before clap has parsed them, so that a

@@ -19,6 +19,14 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    if args.times_the_cpu_backend() && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // candle's CPU ops run on one thread when timed: on a shared host a thread pool makes
+        // every op's cost depend on the neighbours' load (the per-op cost measured 5.2 µs with
+        // two threads, 1.7 µs with one), and calibrate and verify must time the same thing.
+        // SAFETY: set before this process starts any thread; nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
     let format = args.format();
     let code = match cli::run(args) {
         Ok(code) => code,

@@ -261,6 +261,29 @@ pub struct Preflight {
     pub predicted_minutes: f64,
 }
 
+/// The L2 cache of the first core, from sysfs (Linux), bytes.
+fn host_l2_bytes() -> Option<u64> {
+    let dir = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    for i in 0..8 {
+        let idx = dir.join(format!("index{i}"));
+        let level = std::fs::read_to_string(idx.join("level")).ok()?;
+        if level.trim() != "2" {
+            continue;
+        }
+        let size = std::fs::read_to_string(idx.join("size")).ok()?;
+        let size = size.trim();
+        let (num, mult) = match size.strip_suffix('K') {
+            Some(n) => (n, 1024),
+            None => match size.strip_suffix('M') {
+                Some(n) => (n, 1024 * 1024),
+                None => (size, 1),
+            },
+        };
+        return num.parse::<u64>().ok().map(|n| n * mult);
+    }
+    None
+}
+
 /// Host memory available for new allocations, from /proc/meminfo (Linux).
 fn host_available_bytes() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -479,6 +502,60 @@ pub fn verify(
     Ok(report)
 }
 
+/// Least squares on relative error, every coefficient at least 0 (one found negative is dropped
+/// and the rest refitted): `ms ≈ Σ coef_j · x_j` over `(x, ms)` measurements. None when the
+/// columns left do not pin the coefficients.
+fn nonneg_fit(rows: &[(Vec<f64>, f64)]) -> Option<Vec<f64>> {
+    let cols = rows.first()?.0.len();
+    let mut active = vec![true; cols];
+    loop {
+        let idx: Vec<usize> = (0..cols).filter(|&j| active[j]).collect();
+        let n = idx.len();
+        let mut coef = vec![0.0; cols];
+        if n == 0 {
+            return Some(coef);
+        }
+        // Normal equations of the active columns, weighted by 1 / ms².
+        let mut a = vec![vec![0.0; n + 1]; n];
+        for (x, ms) in rows {
+            let wt = 1.0 / (ms * ms).max(1e-12);
+            for (r, &i) in idx.iter().enumerate() {
+                for (c, &j) in idx.iter().enumerate() {
+                    a[r][c] += wt * x[i] * x[j];
+                }
+                a[r][n] += wt * x[i] * ms;
+            }
+        }
+        // Gauss-Jordan with partial pivoting.
+        for c in 0..n {
+            let piv = (c..n).max_by(|&p, &q| a[p][c].abs().total_cmp(&a[q][c].abs()))?;
+            a.swap(c, piv);
+            if a[c][c].abs() < 1e-300 {
+                return None;
+            }
+            let pivot_row = a[c].clone();
+            for (r, row) in a.iter_mut().enumerate() {
+                if r != c {
+                    let k = row[c] / pivot_row[c];
+                    for (x, p) in row.iter_mut().zip(&pivot_row).skip(c) {
+                        *x -= k * p;
+                    }
+                }
+            }
+        }
+        for (r, &i) in idx.iter().enumerate() {
+            coef[i] = a[r][n] / a[r][r];
+        }
+        if coef.iter().any(|c| !c.is_finite()) {
+            return None;
+        }
+        match (0..cols).find(|&j| active[j] && coef[j] < 0.0) {
+            Some(j) => active[j] = false,
+            None => return Some(coef),
+        }
+    }
+}
+
 /// Whether the CUDA driver's device name and memory are the catalog GPU's.
 fn same_device(gpu: &Gpu, driver_name: &str, memory_bytes: u64) -> bool {
     let name: String = driver_name
@@ -528,11 +605,17 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         .runtime("klein")
         .expect("catalog has klein")
         .clone();
-    // Per-op fixed cost: on the CPU the host runs each op itself (no queue to overlap with).
+    // Per-op fixed cost: on the CPU the host runs each op itself (no queue to overlap with),
+    // so an op's time is that cost plus its memory time plus its compute time (`serial_ops`).
+    let serial = backend == BackendKind::Cpu;
     let op_ms = match backend {
         BackendKind::Cpu => {
             p.kernel_latency_us = report.dispatch.device_us;
             p.cpu_dispatch_us = 0.0;
+            p.serial_ops = true;
+            // No waves of thread blocks on the host: its GEMM rate is what was measured.
+            p.gemm_tile = [1, 1];
+            p.gemm_split_k_min = 0;
             report.dispatch.device_us * 1e-3
         }
         BackendKind::Cuda => {
@@ -544,24 +627,119 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         }
     };
     p.attention_dispatch_us = 0.0;
-    // Σ work / Σ time beyond the per-op cost.
-    let rate = |items: &[(f64, f64)]| {
+    // Milliseconds per byte of each kind of elementwise op on a serial host: the slope of its
+    // rounds after their per-op cost, fitted on relative error so that each size counts alike
+    // (the graphs' tensors span them all). The base rate is the binary ops' (`a + b` and its
+    // kin); the other kinds are multiples of it (`op_byte_cost`).
+    // `ms = ops · fixed + bytes · c` per kind over its sizes: (fixed ms per op, ms per byte).
+    let kind_fit = |kind: &str| -> Option<(f64, f64)> {
+        let rows: Vec<(Vec<f64>, f64)> = report
+            .kinds
+            .iter()
+            .filter(|m| m.kind == kind)
+            .map(|m| (vec![m.ops as f64, m.bytes as f64], m.ms))
+            .collect();
+        nonneg_fit(&rows).map(|c| (c[0], c[1]))
+    };
+    let base = if serial { kind_fit("binary") } else { None };
+    let ms_per_byte = base.map_or(0.0, |b| b.1);
+    if ms_per_byte > 0.0 && op_ms > 0.0 {
+        let (c, f) = (&mut p.op_byte_cost, &mut p.op_fixed_cost);
+        for (kind, slot, fixed) in [
+            ("copy", &mut c.copy, &mut f.copy),
+            ("binary", &mut c.binary, &mut f.binary),
+            ("norm", &mut c.norm, &mut f.norm),
+            ("rope", &mut c.rope, &mut f.rope),
+            ("activation", &mut c.activation, &mut f.activation),
+        ] {
+            if let Some((fx, per_byte)) = kind_fit(kind) {
+                *slot = (per_byte / ms_per_byte).min(1e3);
+                *fixed = (fx / op_ms).min(1e3);
+            }
+        }
+    }
+    // Σ work / Σ time beyond the per-op cost (and, on a serial host, beyond the op's memory
+    // time): `(work, ms, bytes)` per measurement.
+    let rate = |items: &[(f64, f64, f64)]| {
         let work: f64 = items.iter().map(|i| i.0).sum();
         let time_s: f64 = items
             .iter()
-            .map(|i| (i.1 - op_ms).max(i.1 * 0.05) * 1e-3)
+            .map(|i| (i.1 - op_ms - i.2 * ms_per_byte).max(i.1 * 0.05) * 1e-3)
             .sum();
         if time_s > 0.0 { work / time_s } else { 0.0 }
     };
-    let gemm = |dtype: &str| -> Vec<(f64, f64)> {
+    let gemm = |dtype: &str| -> Vec<(f64, f64, f64)> {
         report
             .gemm
             .iter()
             .filter(|g| g.dtype == dtype)
-            .map(|g| (2.0 * (g.m * g.n * g.k) as f64, g.ms))
+            .map(|g| {
+                let bytes = 2 * (g.m * g.k + g.m * g.n + g.n * g.k);
+                (2.0 * (g.m * g.n * g.k) as f64, g.ms, bytes as f64)
+            })
             .collect()
     };
-    let bf16 = rate(&gemm("bf16")) / gpu.bf16_flops_per_s();
+    // On a serial host a GEMM's time is its fixed cost, its math at one rate and its operands'
+    // bytes at another (the host reads them while it computes, in a pass of its own, not at the
+    // elementwise ops' cost): both fitted by least squares on relative error over the shapes.
+    // The host's cache (L2 of one core), beyond which a GEMM's output costs more per byte.
+    if serial {
+        p.cache_bytes = host_l2_bytes().unwrap_or(0);
+    }
+    let gemm_fit = if serial {
+        // Shapes of more than one row (a one-row product is a GEMV, which streams its weight):
+        // `ms = flops / rate + out · c_out + beyond · c_beyond + weight · c_w`, where `beyond`
+        // is the output's working set (f32 result, BF16 rounding, f32 copy: 5 × its BF16
+        // bytes) past the cache, and the input is read into packed panels inside the math.
+        let cache = p.cache_bytes as f64;
+        let rows: Vec<(Vec<f64>, f64)> = report
+            .gemm
+            .iter()
+            .filter(|g| g.dtype == "bf16" && g.m > 1)
+            .map(|g| {
+                let flops = 2.0 * (g.m * g.n * g.k) as f64;
+                let out = (2 * g.m * g.n) as f64;
+                let beyond = if cache > 0.0 {
+                    (5.0 * out - cache).max(0.0)
+                } else {
+                    0.0
+                };
+                (vec![flops, out, beyond, (2 * g.n * g.k) as f64], g.ms)
+            })
+            .collect();
+        nonneg_fit(&rows).filter(|c| c[0] > 0.0)
+    } else {
+        None
+    };
+    let bf16 = match gemm_fit {
+        Some(c) if ms_per_byte > 0.0 => {
+            let o = &mut p.op_byte_cost;
+            o.gemm_input = 0.0;
+            o.gemm = (c[1] / ms_per_byte).min(1e3);
+            o.gemm_beyond_cache = (c[2] / ms_per_byte).min(1e3);
+            o.gemm_weight = (c[3] / ms_per_byte).min(1e3);
+            p.op_fixed_cost.gemm = 1.0;
+            // One-row products at the fitted rate and output cost: what is left per weight byte.
+            let (rate_ms, out_ms) = (c[0], c[1]);
+            let rows: Vec<(Vec<f64>, f64)> = report
+                .gemm
+                .iter()
+                .filter(|g| g.dtype == "bf16" && g.m == 1)
+                .map(|g| {
+                    let rest = g.ms
+                        - op_ms
+                        - 2.0 * (g.n * g.k) as f64 * rate_ms
+                        - (2 * g.n) as f64 * out_ms;
+                    (vec![(2 * g.n * g.k) as f64], rest.max(g.ms * 0.05))
+                })
+                .collect();
+            if let Some(w) = nonneg_fit(&rows) {
+                o.gemv_weight = (w[0] / ms_per_byte).min(1e3);
+            }
+            1e3 / c[0] / gpu.bf16_flops_per_s()
+        }
+        _ => rate(&gemm("bf16")) / gpu.bf16_flops_per_s(),
+    };
     if bf16 > 0.0 {
         p.gemm_efficiency.insert("bf16".into(), bf16);
     }
@@ -571,15 +749,61 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
             .insert("fp8".into(), fp8 / (gpu.dense_tflops.fp8 * 1e12));
     }
     let attn = |path: &str| {
-        let items: Vec<(f64, f64)> = report
+        let items: Vec<(f64, f64, f64)> = report
             .attention
             .iter()
             .filter(|a| a.path == path)
-            .map(|a| (4.0 * (a.heads * a.seq * a.seq * a.head_dim) as f64, a.ms))
+            .map(|a| {
+                let io = 2 * 4 * a.heads * a.seq * a.head_dim;
+                let scores = if a.path == "math" {
+                    2 * 2 * a.heads * a.seq * a.seq
+                } else {
+                    0
+                };
+                (
+                    4.0 * (a.heads * a.seq * a.seq * a.head_dim) as f64,
+                    a.ms,
+                    (io + scores) as f64,
+                )
+            })
             .collect();
         rate(&items) / gpu.bf16_flops_per_s()
     };
-    let fused = attn("fused");
+    let mut fused = attn("fused");
+    if serial && ms_per_byte > 0.0 && op_ms > 0.0 {
+        // `ms − io · c = fixed + flops / rate`: the fused path on the host is a loop of candle
+        // ops over tiles, so its fixed cost is its own.
+        let rows: Vec<(Vec<f64>, f64)> = report
+            .attention
+            .iter()
+            .filter(|a| a.path == "fused")
+            .map(|a| {
+                let io = (2 * 4 * a.heads * a.seq * a.head_dim) as f64;
+                let flops = 4.0 * (a.heads * a.seq * a.seq * a.head_dim) as f64;
+                (vec![1.0, flops], (a.ms - io * ms_per_byte).max(a.ms * 0.05))
+            })
+            .collect();
+        if let Some(c) = nonneg_fit(&rows).filter(|c| c[1] > 0.0) {
+            p.op_fixed_cost.attention = (c[0] / op_ms).min(1e3);
+            fused = 1e3 / c[1] / gpu.bf16_flops_per_s();
+            // Causal grouped-query calls at that rate: what is left is their fixed cost.
+            let rows: Vec<(Vec<f64>, f64)> = report
+                .causal_attention
+                .iter()
+                .map(|&(h, kv, seq, d, ms)| {
+                    let io = (2 * (2 * h * seq + 2 * kv * seq) * d) as f64;
+                    let flops = 4.0 * (h * seq * seq * d) as f64;
+                    (
+                        vec![1.0],
+                        (ms - io * ms_per_byte - flops * c[1]).max(ms * 0.05),
+                    )
+                })
+                .collect();
+            if let Some(f) = nonneg_fit(&rows) {
+                p.op_fixed_cost.causal_attention = (f[0] / op_ms).min(1e3);
+            }
+        }
+    }
     if fused > 0.0 {
         p.attention_efficiency.flash = fused;
         p.attention_efficiency.cudnn = fused;
@@ -590,10 +814,17 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
     if math > 0.0 {
         p.attention_efficiency.math = math;
     }
-    let conv: Vec<(f64, f64)> = report
+    let conv: Vec<(f64, f64, f64)> = report
         .conv
         .iter()
-        .map(|c| (2.0 * (c.cin * c.cout * 9 * c.h * c.w) as f64, c.ms))
+        .map(|c| {
+            let bytes = 2 * ((c.cin + c.cout) * c.h * c.w + c.cin * c.cout * 9);
+            (
+                2.0 * (c.cin * c.cout * 9 * c.h * c.w) as f64,
+                c.ms,
+                bytes as f64,
+            )
+        })
         .collect();
     let conv = rate(&conv) / gpu.bf16_flops_per_s();
     if conv > 0.0 {
@@ -601,8 +832,13 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
     }
     p.sdpa_backend = "flash".into();
     let e = &report.elementwise;
-    p.elementwise_bw_efficiency =
-        (rate(&[(e.bytes as f64, e.ms)]) / gpu.hbm_bytes_per_s()).min(1.0);
+    p.elementwise_bw_efficiency = if ms_per_byte > 0.0 {
+        (1e3 / ms_per_byte / gpu.hbm_bytes_per_s()).min(1.0)
+    } else {
+        let per_op = e.ms - op_ms;
+        let bw = e.bytes as f64 / (per_op.max(e.ms * 0.05) * 1e-3);
+        (bw / gpu.hbm_bytes_per_s()).min(1.0)
+    };
     // Efficiencies are fractions of the catalog's figures; the `cpu` entry's nominal host link
     // (10 GB/s) is below a real memcpy, so the copy saturates at the catalog's rate.
     p.pinned_copy_efficiency = (report.host_to_device.gbps / gpu.host_link_gbps).min(1.0);
@@ -622,6 +858,8 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         .map(|g| g.spread)
         .chain(report.attention.iter().map(|a| a.spread))
         .chain(report.conv.iter().map(|c| c.spread))
+        .chain(report.mix.iter().map(|m| m.spread))
+        .chain(report.kinds.iter().map(|m| m.spread))
         .chain([report.elementwise.spread, report.dispatch.spread])
         .fold(0.0, f64::max);
     p.id = format!("klein-calibrated-{}", gpu.id);

@@ -286,6 +286,69 @@ fn calibrate_writes_a_profile_that_specs_can_use() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("missing.yaml"));
 }
 
+/// The loop out of sample: calibrate, then verify flux2-tiny at sizes, batches and step counts
+/// calibrate's microbenchmarks never ran (medians of 3 runs), at the default tolerance: memory
+/// within 2 %, time within 15 %, exit 0. Not met reliably yet (docs/executor.md, "Calibrating
+/// the CPU"): memory is exact, the VAE within 3 %, the denoiser within it in most calibrations
+/// (±10 % from one calibration to the next on a shared host), the text encoder 13-29 % slower
+/// than predicted, so the test is ignored, not weakened:
+/// `cargo test --test verify -- --ignored` runs it.
+#[test]
+#[ignore = "CPU time agreement after calibrate is not yet reliably within 15 % (text encoder; see docs/executor.md)"]
+fn calibrated_loop_passes_on_sizes_calibrate_did_not_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = klein(
+        &["calibrate", "--backend", "cpu", "-o", "p.yaml"],
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut failures = Vec::new();
+    for (size, batch, steps) in [("64x64", 1, 2), ("96x128", 2, 3), ("192x192", 1, 4)] {
+        let spec = format!("s-{size}.yaml");
+        std::fs::write(
+            dir.path().join(&spec),
+            format!("model: flux2-tiny\nruntime: ./p.yaml\ndeployment: {{resolution: {size}, batch: {batch}, steps: {steps}}}\n"),
+        )
+        .unwrap();
+        let v = klein(
+            &[
+                "verify",
+                &spec,
+                "--backend",
+                "cpu",
+                "--runs",
+                "3",
+                "--format",
+                "json",
+            ],
+            dir.path(),
+        );
+        let r = json(&v);
+        assert_eq!(r["error"], Value::Null, "{r}");
+        for s in r["stages"].as_array().unwrap() {
+            let (m, t) = (
+                s["memory_error"].as_f64().unwrap(),
+                s["time_error"].as_f64().unwrap(),
+            );
+            if m.abs() > 0.02 || t.abs() > 0.15 {
+                failures.push(format!(
+                    "{size} b{batch} s{steps} {}: memory {m:+.3}, time {t:+.3}",
+                    s["name"]
+                ));
+            }
+        }
+        if v.status.code() != Some(0) {
+            failures.push(format!("{size}: exit {:?}", v.status.code()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn cuda_backend_without_a_driver_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();

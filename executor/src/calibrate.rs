@@ -102,6 +102,43 @@ pub struct DispatchBench {
     pub spread: f64,
 }
 
+/// One round of the graphs' elementwise and normalization ops (add, RMSNorm, LayerNorm,
+/// modulation, RoPE, SiLU, gated residual, GroupNorm, SwiGLU) over tensors of `elements` values:
+/// what the klein graph's `ew` ops cost per byte on this backend (the CPU backend's norms are
+/// several passes each, so `a + b` alone would not say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MixBench {
+    /// Values per input tensor.
+    pub elements: usize,
+    /// Ops in one round.
+    pub ops: usize,
+    /// Bytes the planner's trace counts for the round (BF16 reads plus writes of each op).
+    pub bytes: u64,
+    /// Median milliseconds of one round.
+    pub ms: f64,
+    /// (p90 − p10) / median over the repetitions.
+    pub spread: f64,
+}
+
+/// One kind of elementwise op alone (`copy`: narrow and concatenation; `binary`: add, gated
+/// residual, modulation, scaled add; `norm`: RMSNorm, LayerNorm, GroupNorm; `rope`; `activation`:
+/// SiLU, SwiGLU) over tensors of `elements` values: that kind's cost per byte on this backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindBench {
+    /// `copy`, `binary`, `norm`, `rope` or `activation`.
+    pub kind: &'static str,
+    /// Values per input tensor.
+    pub elements: usize,
+    /// Ops in one round.
+    pub ops: usize,
+    /// Bytes the planner's trace counts for the round (BF16 reads plus writes of each op).
+    pub bytes: u64,
+    /// Median milliseconds of one round.
+    pub ms: f64,
+    /// (p90 − p10) / median over the repetitions.
+    pub spread: f64,
+}
+
 /// Everything `calibrate` measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalibrationReport {
@@ -113,6 +150,9 @@ pub struct CalibrationReport {
     pub gemm: Vec<GemmBench>,
     /// Attention.
     pub attention: Vec<AttentionBench>,
+    /// Causal grouped-query attention, fused path (the text encoder's): `(heads, kv heads,
+    /// tokens, head width, median ms)`.
+    pub causal_attention: Vec<(usize, usize, usize, usize, f64)>,
     /// `a + b` over BF16 tensors.
     pub elementwise: BandwidthBench,
     /// Raw host-to-device copies from page-locked memory (memcpy on the CPU backend).
@@ -121,6 +161,11 @@ pub struct CalibrationReport {
     pub conv: Vec<ConvBench>,
     /// Per-op fixed cost.
     pub dispatch: DispatchBench,
+    /// The elementwise mix at each of `CalibrationSizes::mix_elements` (its slope is the cost
+    /// per byte, its intercept the per-op cost).
+    pub mix: Vec<MixBench>,
+    /// Each kind of elementwise op at each of `CalibrationSizes::mix_elements`.
+    pub kinds: Vec<KindBench>,
     /// The device measured: the CUDA driver's name, or `cpu`.
     pub device: String,
     /// The device's total memory (CUDA: `cuMemGetInfo`; 0 on the CPU backend).
@@ -135,10 +180,14 @@ pub struct CalibrationSizes {
     pub gemm: Vec<(usize, usize, usize)>,
     /// `(heads, seq, head_dim)` attention shapes.
     pub attention: Vec<(usize, usize, usize)>,
+    /// `(heads, kv heads, tokens, head_dim)` causal grouped-query attention shapes.
+    pub causal_attention: Vec<(usize, usize, usize, usize)>,
     /// `(cin, cout, h, w)` 3×3 convolutions.
     pub conv: Vec<(usize, usize, usize, usize)>,
     /// Elements of the elementwise and copy tests.
     pub elements: usize,
+    /// Values per tensor of the elementwise mix, smallest to largest (multiples of 512).
+    pub mix_elements: Vec<usize>,
     /// Least measured repetitions of each benchmark (after a warm-up).
     pub reps: usize,
     /// Least measured time of each benchmark, milliseconds (repetitions are added until both
@@ -146,6 +195,8 @@ pub struct CalibrationSizes {
     pub min_ms: f64,
     /// Whether to include FP8 GEMMs.
     pub fp8: bool,
+    /// Host bytes (f32) of distinct weight copies each GEMM shape cycles through (0: one).
+    pub gemm_weight_rotation_bytes: usize,
 }
 
 impl CalibrationSizes {
@@ -154,8 +205,21 @@ impl CalibrationSizes {
     pub fn cpu() -> CalibrationSizes {
         CalibrationSizes {
             gemm: vec![
+                // Modulation projections (one row per image) and the 64² tokens.
+                (1, 768, 128),
+                (1, 256, 128),
+                (1, 128, 256),
+                (2, 768, 128),
+                (16, 128, 128),
+                (16, 768, 128),
+                (16, 128, 384),
                 (32, 128, 128),
                 (32, 768, 128),
+                // 128² (64 image tokens, 80 with the text) and a wider joint stream.
+                (64, 768, 128),
+                (80, 1152, 128),
+                (80, 128, 512),
+                (208, 128, 128),
                 (272, 1152, 128),
                 (272, 128, 512),
                 (1040, 768, 128),
@@ -163,6 +227,8 @@ impl CalibrationSizes {
                 (64, 256, 64),
             ],
             attention: vec![(2, 32, 64), (2, 272, 64), (2, 1040, 64), (4, 16, 16)],
+            // The text encoder's: causal, two query heads per key/value head.
+            causal_attention: vec![(4, 2, 24, 16), (4, 2, 48, 16), (8, 4, 32, 32)],
             conv: vec![
                 (32, 32, 8, 8),
                 (32, 32, 32, 32),
@@ -171,9 +237,13 @@ impl CalibrationSizes {
                 (16, 3, 64, 64),
             ],
             elements: 1 << 13,
+            // From the text encoder's 16-token states to the VAE's larger feature maps.
+            mix_elements: vec![1 << 9, 1 << 11, 1 << 14, 1 << 18],
             reps: 5,
             min_ms: 30.0,
             fp8: false,
+            // Beyond a core's L2 (2 MiB here): a model's weights come from further out.
+            gemm_weight_rotation_bytes: 16 << 20,
         }
     }
 
@@ -190,6 +260,7 @@ impl CalibrationSizes {
                 (1, 18432, 3072),
             ],
             attention: vec![(24, 4608, 128), (24, 16896, 128), (32, 512, 128)],
+            causal_attention: Vec::new(),
             conv: vec![
                 (512, 512, 128, 128),
                 (512, 512, 256, 256),
@@ -197,9 +268,13 @@ impl CalibrationSizes {
                 (128, 128, 1024, 1024),
             ],
             elements: 1 << 28,
+            // A GPU overlaps an op's memory and math (no `serial_ops`): `a + b` gives its bandwidth.
+            mix_elements: Vec::new(),
             reps: 10,
             min_ms: 200.0,
             fp8: true,
+            // klein-4B's weights (tens of MB each) are beyond the GPU's L2 already.
+            gemm_weight_rotation_bytes: 0,
         }
     }
 
@@ -248,6 +323,45 @@ fn time<B: Backend>(
     })
 }
 
+/// [`time`] with the host's caches flushed before every repetition (a walk over a buffer past
+/// the L2, outside the measured time), as an op of a model finds them: its output's memory, its
+/// weights and the code of the ops before it have moved the last op's data out. At least
+/// `sizes.reps` repetitions and a tenth of `sizes.min_ms`, at most 2,000.
+fn time_cold<B: Backend>(
+    b: &B,
+    sizes: &CalibrationSizes,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Timing> {
+    // Twice a core's L2 (a quarter of the weight rotation's bytes).
+    let mut flush = vec![0u64; sizes.gemm_weight_rotation_bytes / 32];
+    let mut walk = |seed: u64| {
+        for (i, x) in flush.iter_mut().enumerate().step_by(8) {
+            *x = x.wrapping_add(i as u64 ^ seed);
+        }
+        std::hint::black_box(&flush);
+    };
+    f()?;
+    b.synchronize()?;
+    let mut v = Vec::new();
+    let mut total = 0.0;
+    while (v.len() < sizes.reps || total < sizes.min_ms / 10.0) && v.len() < 2_000 {
+        walk(v.len() as u64);
+        let s = b.mark()?;
+        f()?;
+        let e = b.mark()?;
+        let ms = b.elapsed_ms(&s, &e)?;
+        total += ms;
+        v.push(ms);
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let ms = quantile(&v, 0.5);
+    Ok(Timing {
+        ms,
+        spread: (quantile(&v, 0.9) - quantile(&v, 0.1)) / ms.max(1e-12),
+        reps: v.len(),
+    })
+}
+
 /// Runs the microbenchmarks of `sizes` on `b`.
 pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<CalibrationReport> {
     let mut gemm = Vec::new();
@@ -260,9 +374,27 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
     }
     for &(m, n, k) in &sizes.gemm {
         let x = b.upload(&random(&[m, k], 1))?;
+        // Distinct weights, taken in turn, so that each product finds its weight outside the
+        // caches closest to the core, as a model's layers do.
+        let copies = (sizes.gemm_weight_rotation_bytes / (4 * n * k).max(1)).clamp(1, 512);
+        let host_w = random(&[n, k], 2);
         for &(name, store, mode) in &modes {
-            let w = b.upload_weight(&random(&[n, k], 2), store)?;
-            let t = match time(b, sizes, || b.linear(&x, &w, None, mode).map(drop)) {
+            let ws = (0..copies)
+                .map(|_| b.upload_weight(&host_w, store))
+                .collect::<Result<Vec<_>>>()?;
+            let turn = std::cell::Cell::new(0usize);
+            let product = || {
+                let w = &ws[turn.get() % ws.len()];
+                turn.set(turn.get() + 1);
+                b.linear(&x, w, None, mode).map(drop)
+            };
+            // On the host, with the caches flushed before each product, as in a model.
+            let t = if sizes.gemm_weight_rotation_bytes > 0 {
+                time_cold(b, sizes, product)
+            } else {
+                time(b, sizes, product)
+            };
+            let t = match t {
                 Ok(t) => t,
                 // A backend without FP8 GEMMs reports the gap instead of failing the calibration.
                 Err(ExecError::Unsupported { .. }) => continue,
@@ -307,6 +439,17 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
             });
         }
     }
+    let mut causal_attention = Vec::new();
+    for &(heads, kv, seq, d) in &sizes.causal_attention {
+        let q = b.upload(&random(&[1, seq, heads, d], 3))?;
+        let k = b.upload(&random(&[1, seq, kv, d], 4))?;
+        let v = b.upload(&random(&[1, seq, kv, d], 5))?;
+        let t = time_cold(b, sizes, || {
+            b.attention(&q, &k, &v, true, AttentionPath::Fused)
+                .map(drop)
+        })?;
+        causal_attention.push((heads, kv, seq, d, t.ms));
+    }
     let n = sizes.elements;
     let host = random(&[n], 6);
     let a = b.upload(&host)?;
@@ -348,15 +491,24 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         });
     }
     let dispatch = dispatch(b, sizes)?;
+    let mut mix = Vec::new();
+    let mut kinds = Vec::new();
+    for &n in &sizes.mix_elements {
+        mix.push(elementwise_mix(b, sizes, n)?);
+        kinds.extend(elementwise_kinds(b, sizes, n)?);
+    }
     Ok(CalibrationReport {
         backend: b.kind(),
         context_bytes: b.context_bytes(),
         gemm,
         attention,
+        causal_attention,
         elementwise,
         host_to_device,
         conv,
         dispatch,
+        mix,
+        kinds,
         device: match b.kind() {
             BackendKind::Cpu => "cpu".to_string(),
             BackendKind::Cuda => String::new(),
@@ -414,6 +566,117 @@ fn dispatch<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<DispatchBench
         device_us: med,
         spread: (quantile(&device, 0.9) - quantile(&device, 0.1)) / med.max(1e-12),
     })
+}
+
+/// The elementwise mix over tensors of `n` values (`n` a multiple of 512): token-major
+/// `[1, n / 64, 2, 32]` states for the transformer's ops, `[1, 32, n / 256, 8]` maps for the VAE's.
+fn elementwise_mix<B: Backend>(b: &B, sizes: &CalibrationSizes, n: usize) -> Result<MixBench> {
+    let (heads, d) = (2, 32);
+    let s = (n / (heads * d)).max(1);
+    let n = s * heads * d;
+    let x = b.upload(&random(&[1, s, heads, d], 20))?;
+    let y = b.upload(&random(&[1, s, heads, d], 21))?;
+    let flat = b.reshape(&x, &[1, s, heads * d])?;
+    let flat_y = b.reshape(&y, &[1, s, heads * d])?;
+    let v = b.upload(&random(&[1, heads * d], 22))?;
+    let nw = b.upload_weight(&random(&[d], 23), StoreDtype::Bf16)?;
+    let cos = b.upload(&random(&[s, d / 2], 24))?;
+    let sin = b.upload(&random(&[s, d / 2], 25))?;
+    let c = 32;
+    let map = b.reshape(&x, &[1, c, n / (c * 8), 8])?;
+    let gamma = b.upload_weight(&random(&[c], 26), StoreDtype::Bf16)?;
+    let beta = b.upload_weight(&random(&[c], 27), StoreDtype::Bf16)?;
+    const OPS: usize = 9;
+    let u = 2 * n as u64;
+    // As the trace counts them: binary ops 3 tensors, unary 2, SwiGLU reads 2·half, writes half.
+    let bytes = 3 * u + 2 * u + 2 * u + 2 * u + 2 * u + 2 * u + 3 * u + 2 * u + u + u / 2;
+    let t = time(b, sizes, || {
+        drop(b.add(&x, &y)?);
+        drop(b.rms_norm(&x, &nw, 1e-6)?);
+        drop(b.layer_norm(&flat, 1e-6)?);
+        drop(b.modulate(&flat, &v, &v)?);
+        drop(b.rope(&x, &cos, &sin, crate::backend::RopeStyle::Interleaved)?);
+        drop(b.silu(&flat)?);
+        drop(b.gated_add(&flat, &flat_y, &v)?);
+        drop(b.group_norm(&map, 8, &gamma, &beta, 1e-6)?);
+        drop(b.swiglu(&flat)?);
+        Ok(())
+    })?;
+    Ok(MixBench {
+        elements: n,
+        ops: OPS,
+        bytes,
+        ms: t.ms,
+        spread: t.spread,
+    })
+}
+
+/// Each kind of elementwise op alone over tensors of `n` values, shaped as in
+/// [`elementwise_mix`].
+fn elementwise_kinds<B: Backend>(
+    b: &B,
+    sizes: &CalibrationSizes,
+    n: usize,
+) -> Result<Vec<KindBench>> {
+    let (heads, d) = (2, 32);
+    let s = (n / (heads * d)).max(1);
+    let n = s * heads * d;
+    let x = b.upload(&random(&[1, s, heads, d], 30))?;
+    let y = b.upload(&random(&[1, s, heads, d], 31))?;
+    let flat = b.reshape(&x, &[1, s, heads * d])?;
+    let flat_y = b.reshape(&y, &[1, s, heads * d])?;
+    let v = b.upload(&random(&[1, heads * d], 32))?;
+    let nw = b.upload_weight(&random(&[d], 33), StoreDtype::Bf16)?;
+    let cos = b.upload(&random(&[s, d / 2], 34))?;
+    let sin = b.upload(&random(&[s, d / 2], 35))?;
+    let c = 32;
+    let map = b.reshape(&x, &[1, c, n / (c * 8), 8])?;
+    let gamma = b.upload_weight(&random(&[c], 36), StoreDtype::Bf16)?;
+    let beta = b.upload_weight(&random(&[c], 37), StoreDtype::Bf16)?;
+    let u = 2 * n as u64;
+    let mut out = Vec::new();
+    let mut bench = |kind: &'static str, ops: usize, bytes: u64, f: &dyn Fn() -> Result<()>| {
+        let t = time_cold(b, sizes, f)?;
+        out.push(KindBench {
+            kind,
+            elements: n,
+            ops,
+            bytes,
+            ms: t.ms,
+            spread: t.spread,
+        });
+        Ok::<(), ExecError>(())
+    };
+    // As the trace counts them: a copy reads and writes its output's bytes, a binary op reads
+    // two tensors (modulation one), the rest read and write one (SwiGLU reads 2·half).
+    bench("copy", 2, u + 4 * u, &|| {
+        drop(b.narrow(&flat, 2, 0, heads * d / 2)?);
+        drop(b.cat(&[&flat, &flat_y], 2)?);
+        Ok(())
+    })?;
+    bench("binary", 4, 3 * u + 3 * u + 2 * u + 3 * u, &|| {
+        drop(b.add(&x, &y)?);
+        drop(b.gated_add(&flat, &flat_y, &v)?);
+        drop(b.modulate(&flat, &v, &v)?);
+        drop(b.scaled_add(&x, &y, 0.5)?);
+        Ok(())
+    })?;
+    bench("norm", 3, 3 * 2 * u, &|| {
+        drop(b.rms_norm(&x, &nw, 1e-6)?);
+        drop(b.layer_norm(&flat, 1e-6)?);
+        drop(b.group_norm(&map, 8, &gamma, &beta, 1e-6)?);
+        Ok(())
+    })?;
+    bench("rope", 1, 2 * u, &|| {
+        drop(b.rope(&x, &cos, &sin, crate::backend::RopeStyle::Interleaved)?);
+        Ok(())
+    })?;
+    bench("activation", 2, 2 * u + u + u / 2, &|| {
+        drop(b.silu(&flat)?);
+        drop(b.swiglu(&flat)?);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Runs the microbenchmarks on a fresh backend of `kind`, at sizes suited to it.

@@ -76,6 +76,40 @@ pub struct CpuStaged {
     store: StoreDtype,
 }
 
+/// A point in the host "device"'s timeline: the CPU time this process has used, nanoseconds
+/// (`CLOCK_PROCESS_CPUTIME_ID`; wall-clock time where that clock does not exist). The host runs
+/// every op itself, so its device time is the CPU time its ops take: on a shared machine the
+/// wall clock would also count the neighbours' time slices, and calibrate and verify would
+/// time different loads.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark(u64);
+
+impl CpuMark {
+    #[cfg(unix)]
+    fn now() -> CpuMark {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant libc defines.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        if rc != 0 {
+            return CpuMark::wall();
+        }
+        CpuMark(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+    }
+
+    #[cfg(not(unix))]
+    fn now() -> CpuMark {
+        CpuMark::wall()
+    }
+
+    fn wall() -> CpuMark {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        CpuMark(START.get_or_init(Instant::now).elapsed().as_nanos() as u64)
+    }
+}
+
 /// The candle CPU backend.
 #[derive(Debug)]
 pub struct CpuBackend {
@@ -123,11 +157,18 @@ impl CpuBackend {
     }
 
     /// Rounds a computed result to BF16 the way a BF16 device tensor would store it.
-    fn out(&self, t: Tensor, op: &str) -> Result<CpuTensor> {
+    fn out(&self, t: Tensor, op: &'static str) -> Result<CpuTensor> {
+        let dims = t.dims().to_vec();
+        self.out_logged(t, op, &dims)
+    }
+
+    /// [`CpuBackend::out`], logging `shape` for the op (a GEMM's `[m, k, n]`).
+    fn out_logged(&self, t: Tensor, op: &'static str, shape: &[usize]) -> Result<CpuTensor> {
         let t = t
             .to_dtype(DType::BF16)
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(cpu_err(op))?;
+        op_log::record(op, shape);
         Ok(self.wrap(t))
     }
 
@@ -280,7 +321,7 @@ fn heads_first(t: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
 
 impl Backend for CpuBackend {
     type Tensor = CpuTensor;
-    type Mark = Instant;
+    type Mark = CpuMark;
     type Staged = CpuStaged;
 
     fn kind(&self) -> BackendKind {
@@ -391,7 +432,7 @@ impl Backend for CpuBackend {
             *shape.last_mut().expect("non-empty shape") = wd[0];
             y.reshape(shape)
         };
-        self.out(f().map_err(cpu_err("linear"))?, "linear")
+        self.out_logged(f().map_err(cpu_err("linear"))?, "linear", &[m, k, wd[0]])
     }
 
     fn add(&self, a: &CpuTensor, b: &CpuTensor) -> Result<CpuTensor> {
@@ -690,8 +731,9 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn mark(&self) -> Result<Instant> {
-        Ok(Instant::now())
+    fn mark(&self) -> Result<CpuMark> {
+        op_log::record("mark", &[]);
+        Ok(CpuMark::now())
     }
 
     fn host_to_device_ms(&self, bytes: usize, reps: usize) -> Result<f64> {
@@ -712,7 +754,56 @@ impl Backend for CpuBackend {
         Ok(times[times.len() / 2])
     }
 
-    fn elapsed_ms(&self, start: &Instant, end: &Instant) -> Result<f64> {
-        Ok(end.duration_since(*start).as_secs_f64() * 1e3)
+    fn elapsed_ms(&self, start: &CpuMark, end: &CpuMark) -> Result<f64> {
+        Ok(end.0.saturating_sub(start.0) as f64 * 1e-6)
+    }
+}
+
+/// A per-op timing log of the CPU backend, for checking the cost model op by op: while it is on
+/// (this thread), each op's output records its name, output shape and the CPU time since the
+/// previous record (the op itself plus the frees and host logic before it). Off by default;
+/// nothing is timed then.
+pub mod op_log {
+    use std::cell::RefCell;
+
+    use super::CpuMark;
+
+    /// One op.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct OpRecord {
+        /// The backend method (`linear`, `rms_norm`, ...), or `mark` for a timeline mark.
+        pub op: &'static str,
+        /// Its output's shape (a GEMM's `[m, k, n]`).
+        pub shape: Vec<usize>,
+        /// CPU nanoseconds since the previous record.
+        pub ns: u64,
+    }
+
+    thread_local! {
+        static LOG: RefCell<Option<(u64, Vec<OpRecord>)>> = const { RefCell::new(None) };
+    }
+
+    /// Starts (or restarts) the log on this thread.
+    pub fn start() {
+        LOG.with(|l| *l.borrow_mut() = Some((CpuMark::now().0, Vec::new())));
+    }
+
+    /// Stops the log and returns what it recorded.
+    pub fn take() -> Vec<OpRecord> {
+        LOG.with(|l| l.borrow_mut().take().map(|(_, v)| v).unwrap_or_default())
+    }
+
+    pub(super) fn record(op: &'static str, shape: &[usize]) {
+        LOG.with(|l| {
+            if let Some((last, v)) = l.borrow_mut().as_mut() {
+                let now = CpuMark::now().0;
+                v.push(OpRecord {
+                    op,
+                    shape: shape.to_vec(),
+                    ns: now.saturating_sub(*last),
+                });
+                *last = now;
+            }
+        });
     }
 }

@@ -52,6 +52,148 @@ pub struct AttentionEfficiency {
     pub math: f64,
 }
 
+/// Cost per byte of each kind of op, as a multiple of `elementwise_bw_efficiency`'s (1 for each
+/// on a GPU, where every such kernel is one pass at the bandwidth). On a host that runs its ops
+/// itself (`serial_ops`) the kinds differ: a copy is one pass, a composite norm or RoPE several,
+/// an activation pays for its `exp` per value, and a GEMM reads its operands once while it
+/// computes; `klein-plan calibrate --backend cpu` measures each kind.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpByteCost {
+    /// Copies: narrow, concatenation, transposes, upsampling, embedding lookups.
+    #[serde(default = "one")]
+    pub copy: f64,
+    /// Binary and broadcast ops: add, gated residual, modulation, scaled add.
+    #[serde(default = "one")]
+    pub binary: f64,
+    /// Normalizations: LayerNorm, RMSNorm, GroupNorm.
+    #[serde(default = "one")]
+    pub norm: f64,
+    /// Rotary position embedding.
+    #[serde(default = "one")]
+    pub rope: f64,
+    /// Activations: SiLU, SwiGLU.
+    #[serde(default = "one")]
+    pub activation: f64,
+    /// A GEMM's input activation bytes.
+    #[serde(default = "one")]
+    pub gemm_input: f64,
+    /// A GEMM's output bytes (on the CPU backend written in f32, then rounded through BF16).
+    #[serde(default = "one")]
+    pub gemm: f64,
+    /// A one-row product's weight bytes (a GEMV streams its weight, unpacked).
+    #[serde(default = "one")]
+    pub gemv_weight: f64,
+    /// A GEMM's output bytes beyond the cache (`cache_bytes`) on top of `gemm`: the output, its
+    /// BF16 rounding and the f32 copy back, five times the BF16 output's bytes, once they no
+    /// longer fit in the core's cache.
+    #[serde(default)]
+    pub gemm_beyond_cache: f64,
+    /// A GEMM's weight bytes when it has more than one row (a CPU GEMM packs the weight into
+    /// panels on every call).
+    #[serde(default = "one")]
+    pub gemm_weight: f64,
+}
+
+impl Default for OpByteCost {
+    fn default() -> Self {
+        OpByteCost {
+            copy: 1.0,
+            binary: 1.0,
+            norm: 1.0,
+            rope: 1.0,
+            activation: 1.0,
+            gemm_input: 1.0,
+            gemm: 1.0,
+            gemm_beyond_cache: 0.0,
+            gemm_weight: 1.0,
+            gemv_weight: 1.0,
+        }
+    }
+}
+
+impl OpByteCost {
+    /// `(key, value)` of every kind.
+    pub fn entries(&self) -> [(&'static str, f64); 10] {
+        [
+            ("op_byte_cost.copy", self.copy),
+            ("op_byte_cost.binary", self.binary),
+            ("op_byte_cost.norm", self.norm),
+            ("op_byte_cost.rope", self.rope),
+            ("op_byte_cost.activation", self.activation),
+            ("op_byte_cost.gemm_input", self.gemm_input),
+            ("op_byte_cost.gemm", self.gemm),
+            ("op_byte_cost.gemm_beyond_cache", self.gemm_beyond_cache),
+            ("op_byte_cost.gemm_weight", self.gemm_weight),
+            ("op_byte_cost.gemv_weight", self.gemv_weight),
+        ]
+    }
+}
+
+/// Fixed cost of each kind of op, as a multiple of `kernel_latency_us` (1 for each on a GPU).
+/// On a host that runs its ops itself an op's fixed cost is the candle ops it is made of: a
+/// norm is several, a GEMM a matmul plus its rounding, fused attention a loop over tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpFixedCost {
+    /// Copies.
+    #[serde(default = "one")]
+    pub copy: f64,
+    /// Binary and broadcast ops.
+    #[serde(default = "one")]
+    pub binary: f64,
+    /// Normalizations.
+    #[serde(default = "one")]
+    pub norm: f64,
+    /// Rotary position embedding.
+    #[serde(default = "one")]
+    pub rope: f64,
+    /// Activations.
+    #[serde(default = "one")]
+    pub activation: f64,
+    /// GEMMs.
+    #[serde(default = "one")]
+    pub gemm: f64,
+    /// Attention calls.
+    #[serde(default = "one")]
+    pub attention: f64,
+    /// Causal attention calls (the text encoder's: on the host a mask per tile and the key/value
+    /// heads expanded for grouped queries).
+    #[serde(default = "one")]
+    pub causal_attention: f64,
+}
+
+impl Default for OpFixedCost {
+    fn default() -> Self {
+        OpFixedCost {
+            copy: 1.0,
+            binary: 1.0,
+            norm: 1.0,
+            rope: 1.0,
+            activation: 1.0,
+            gemm: 1.0,
+            attention: 1.0,
+            causal_attention: 1.0,
+        }
+    }
+}
+
+impl OpFixedCost {
+    /// `(key, value)` of every kind.
+    pub fn entries(&self) -> [(&'static str, f64); 8] {
+        [
+            ("op_fixed_cost.copy", self.copy),
+            ("op_fixed_cost.binary", self.binary),
+            ("op_fixed_cost.norm", self.norm),
+            ("op_fixed_cost.rope", self.rope),
+            ("op_fixed_cost.activation", self.activation),
+            ("op_fixed_cost.gemm", self.gemm),
+            ("op_fixed_cost.attention", self.attention),
+            ("op_fixed_cost.causal_attention", self.causal_attention),
+        ]
+    }
+}
+
 /// A runtime profile (see `catalog/runtimes.yaml` for values and how they were fitted).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +248,22 @@ pub struct RuntimeProfile {
     pub conv_efficiency: f64,
     /// GPU-side minimum time of one kernel, microseconds.
     pub kernel_latency_us: f64,
+    /// Whether each op's time is its fixed cost plus its memory time plus its compute time
+    /// (a host that runs every op itself: klein's CPU backend) instead of the largest of them
+    /// (a GPU, where a kernel's loads overlap its math and the launch overlaps the queue).
+    #[serde(default)]
+    pub serial_ops: bool,
+    /// Cost per byte of each kind of op relative to `elementwise_bw_efficiency` (all 1 when
+    /// absent).
+    #[serde(default)]
+    pub op_byte_cost: OpByteCost,
+    /// Fixed cost of each kind of op relative to `kernel_latency_us` (all 1 when absent).
+    #[serde(default)]
+    pub op_fixed_cost: OpFixedCost,
+    /// The cache one core's ops work in, bytes (the host's L2; 0: none modelled), for
+    /// `op_byte_cost.gemm_beyond_cache`.
+    #[serde(default)]
+    pub cache_bytes: u64,
     /// Host-side time to dispatch one op, microseconds (Python + framework overhead).
     pub cpu_dispatch_us: f64,
     /// Host-side time of one bare tensor op issued from a Python loop (tiled decode's row-by-row
@@ -303,6 +461,20 @@ impl RuntimeProfile {
                 ));
             }
         }
+        for (k, x) in self
+            .op_byte_cost
+            .entries()
+            .into_iter()
+            .chain(self.op_fixed_cost.entries())
+        {
+            if !(x.is_finite() && (0.0..=1e3).contains(&x)) {
+                out.push(format!(
+                    "{}{k}: {} is outside [0, 1000]",
+                    at(k),
+                    crate::spec::num(x)
+                ));
+            }
+        }
         for (k, x) in self.cache.entries() {
             if !(x.is_finite() && x > 0.0 && x <= 100.0) {
                 out.push(format!(
@@ -314,6 +486,7 @@ impl RuntimeProfile {
         }
         for (k, x, max) in [
             ("context_bytes", self.context_bytes, MAX_PROFILE_BYTES),
+            ("cache_bytes", self.cache_bytes, MAX_PROFILE_BYTES),
             (
                 "gemm_workspace_bytes",
                 self.gemm_workspace_bytes,

@@ -13,12 +13,12 @@
 use crate::catalog::{TextEncoderDims, TransformerDims, VaeDims};
 use crate::deployment::Precision;
 
-use super::ops::{AttnShape, BF16};
+use super::ops::{AttnShape, BF16, EwKind::*};
 use super::trace::{Buf, Trace};
 
 /// The executor's attention: the fused kernel keeps its tiles on chip; the math path holds BF16
 /// scores (and K/V expanded to every query head under GQA) next to the output.
-fn attention(t: &mut Trace, s: AttnShape, fused: bool) -> Buf {
+fn attention(t: &mut Trace, s: AttnShape, fused: bool, causal: bool) -> Buf {
     let (gpu, rt) = (t.hw.gpu, t.hw.rt);
     let bh = s.batch * s.heads;
     let out_bytes = bh * s.q_tokens * s.head_dim * BF16;
@@ -31,10 +31,21 @@ fn attention(t: &mut Trace, s: AttnShape, fused: bool) -> Buf {
         // 64 query rows per CTA: a partial last wave idles SMs.
         let ctas = bh * s.q_tokens.div_ceil(64);
         let waves = ctas.div_ceil(gpu.sms.max(1));
-        let wave_eff = ctas as f64 / (waves * gpu.sms.max(1)) as f64;
+        // A host running ops itself has no waves (its rate is what calibrate measured).
+        let wave_eff = if rt.serial_ops {
+            1.0
+        } else {
+            ctas as f64 / (waves * gpu.sms.max(1)) as f64
+        };
         let out = t.alloc(out_bytes);
         let rate = gpu.bf16_flops_per_s() * rt.attention_efficiency.flash * wave_eff;
-        t.kernel(flops, rate, io);
+        let f = &rt.op_fixed_cost;
+        let fixed = if causal {
+            f.causal_attention
+        } else {
+            f.attention
+        };
+        t.kernel_costed(flops, rate, io, 1.0, 1.0, fixed);
         out
     } else {
         let scores = bh * s.q_tokens * s.kv_tokens * BF16;
@@ -46,7 +57,8 @@ fn attention(t: &mut Trace, s: AttnShape, fused: bool) -> Buf {
         t.transient(scores + expanded + out_bytes);
         let out = t.alloc(out_bytes);
         let rate = gpu.bf16_flops_per_s() * rt.attention_efficiency.math;
-        t.kernel(flops, rate, io + 2.0 * scores as f64);
+        let fixed = rt.op_fixed_cost.attention;
+        t.kernel_costed(flops, rate, io + 2.0 * scores as f64, 1.0, 1.0, fixed);
         // Scores GEMM, softmax and PV GEMM (plus the head expansion under GQA).
         for _ in 0..2 + usize::from(expanded > 0) {
             t.launch(0.0);
@@ -70,7 +82,7 @@ pub fn text_encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, fused: bool) 
     // RoPE tables: cos and sin, [tokens, head_dim / 2] each.
     let rope = t.alloc(s * d.head_dim * BF16);
     let mut taken: Vec<Buf> = Vec::new();
-    let mut x = Some(t.ew_new(u, u));
+    let mut x = Some(t.ew_new_as(Copy, u, u));
     let keep = |l: u64, x: &mut Option<Buf>, taken: &mut Vec<Buf>| {
         if outputs.contains(&l) {
             taken.push(x.take().expect("the hidden state"));
@@ -84,16 +96,16 @@ pub fn text_encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, fused: bool) 
         }
     };
     for l in 0..layers {
-        let n = t.ew_new(u, u);
+        let n = t.ew_new_as(Norm, u, u);
         let q = t.gemm(tok, h, d.heads * d.head_dim, p);
         let k = t.gemm(tok, h, d.kv_heads * d.head_dim, p);
         let v = t.gemm(tok, h, d.kv_heads * d.head_dim, p);
         t.free(n);
         // q/k RMSNorm then RoPE, each consuming its input.
         let norm_rope = |t: &mut Trace, x: Buf, bytes: u64| {
-            let n = t.ew_new(bytes, bytes);
+            let n = t.ew_new_as(Norm, bytes, bytes);
             t.free(x);
-            let r = t.ew_new(bytes, bytes);
+            let r = t.ew_new_as(Rope, bytes, bytes);
             t.free(n);
             r
         };
@@ -107,26 +119,26 @@ pub fn text_encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, fused: bool) 
             kv_tokens: s,
             head_dim: d.head_dim,
         };
-        let a = attention(t, shape, fused);
+        let a = attention(t, shape, fused, true);
         t.free_all([q, k, v]);
         let o = t.gemm(tok, d.heads * d.head_dim, h, p);
         t.free(a);
-        let x1 = t.ew_new(2 * u, u);
+        let x1 = t.ew_new_as(Binary, 2 * u, u);
         replace(t, &mut x, x1);
         t.free(o);
-        let n = t.ew_new(u, u);
+        let n = t.ew_new_as(Norm, u, u);
         let g = t.gemm(tok, h, 2 * d.intermediate, p);
         t.free(n);
-        let m = t.ew_new(g.bytes(), g.bytes() / 2);
+        let m = t.ew_new_as(Activation, g.bytes(), g.bytes() / 2);
         t.free(g);
         let mo = t.gemm(tok, d.intermediate, h, p);
         t.free(m);
-        let x2 = t.ew_new(2 * u, u);
+        let x2 = t.ew_new_as(Binary, 2 * u, u);
         replace(t, &mut x, x2);
         t.free(mo);
         if l + 1 == d.layers && outputs.contains(&d.layers) {
             // The final norm on the last hidden state transformers returns.
-            taken.push(t.ew_new(u, u));
+            taken.push(t.ew_new_as(Norm, u, u));
         } else {
             keep(l + 1, &mut x, &mut taken);
         }
@@ -135,7 +147,7 @@ pub fn text_encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, fused: bool) 
         t.free(x);
     }
     let parts = taken.len() as u64;
-    let ctx = t.ew_new(parts * u, parts * u);
+    let ctx = t.ew_new_as(Copy, parts * u, parts * u);
     t.free_all(taken);
     t.free(rope);
     ctx
@@ -202,8 +214,8 @@ impl Denoise<'_> {
 
     /// LayerNorm then modulation: the norm's output is freed after the modulation.
     fn norm_mod(t: &mut Trace, u: u64) -> Buf {
-        let n = t.ew_new(u, u);
-        let m = t.ew_new(u, u);
+        let n = t.ew_new_as(Norm, u, u);
+        let m = t.ew_new_as(Binary, u, u);
         t.free(n);
         m
     }
@@ -212,8 +224,8 @@ impl Denoise<'_> {
     fn attend(&self, t: &mut Trace, tokens: u64) -> Buf {
         let d = self.dims;
         let u = self.batch * tokens * d.width() * BF16;
-        let rq = t.ew_new(u, u);
-        let rk = t.ew_new(u, u);
+        let rq = t.ew_new_as(Rope, u, u);
+        let rk = t.ew_new_as(Rope, u, u);
         let shape = AttnShape {
             batch: self.batch,
             heads: d.heads,
@@ -222,7 +234,7 @@ impl Denoise<'_> {
             kv_tokens: tokens,
             head_dim: d.head_dim,
         };
-        let o = attention(t, shape, self.fused);
+        let o = attention(t, shape, self.fused, false);
         t.free_all([rq, rk]);
         o
     }
@@ -234,7 +246,7 @@ impl Denoise<'_> {
         if !normed {
             return p;
         }
-        let n = t.ew_new(p.bytes(), p.bytes());
+        let n = t.ew_new_as(Norm, p.bytes(), p.bytes());
         t.free(p);
         n
     }
@@ -243,7 +255,7 @@ impl Denoise<'_> {
         let (d, f) = (self.dims.width(), self.dims.mlp_hidden());
         let m = self.batch * tokens;
         let h = self.gemm(t, m, d, 2 * f);
-        let a = t.ew_new(h.bytes(), h.bytes() / 2);
+        let a = t.ew_new_as(Activation, h.bytes(), h.bytes() / 2);
         t.free(h);
         let o = self.gemm(t, m, f, d);
         t.free(a);
@@ -266,13 +278,13 @@ impl Denoise<'_> {
         t.free(nt);
         let mut qkv = Vec::new();
         for (a, c) in [(qt, qi), (kt, ki), (vt, vi)] {
-            qkv.push(t.ew_new(ui + ut, ui + ut));
+            qkv.push(t.ew_new_as(Copy, ui + ut, ui + ut));
             t.free_all([a, c]);
         }
         let o = self.attend(t, ti + tt);
         t.free_all(qkv);
         let out = |t: &mut Trace, tokens: u64, bytes: u64| {
-            let n = t.ew_new(bytes, bytes);
+            let n = t.ew_new_as(Copy, bytes, bytes);
             let r = self.gemm(t, b * tokens, d, d);
             t.free(n);
             r
@@ -280,17 +292,17 @@ impl Denoise<'_> {
         let ot = out(t, tt, ut);
         let oi = out(t, ti, ui);
         t.free(o);
-        let x = t.ew_new(2 * ui, ui);
+        let x = t.ew_new_as(Binary, 2 * ui, ui);
         st.set_img(t, x);
         t.free(oi);
-        let x = t.ew_new(2 * ut, ut);
+        let x = t.ew_new_as(Binary, 2 * ut, ut);
         st.set_txt(t, x);
         t.free(ot);
         for (tokens, u, img) in [(ti, ui, true), (tt, ut, false)] {
             let n = Self::norm_mod(t, u);
             let f = self.feed_forward(t, tokens);
             t.free(n);
-            let x = t.ew_new(2 * u, u);
+            let x = t.ew_new_as(Binary, 2 * u, u);
             if img {
                 st.set_img(t, x);
             } else {
@@ -309,25 +321,25 @@ impl Denoise<'_> {
         let proj = self.gemm(t, m, d, 3 * d + 2 * f);
         t.free(n);
         let narrow_norm = |t: &mut Trace| {
-            let c = t.ew_new(u, u);
-            let r = t.ew_new(u, u);
+            let c = t.ew_new_as(Copy, u, u);
+            let r = t.ew_new_as(Norm, u, u);
             t.free(c);
             r
         };
         let q = narrow_norm(t);
         let k = narrow_norm(t);
-        let v = t.ew_new(u, u);
-        let mlp_in = t.ew_new(2 * m * f * BF16, 2 * m * f * BF16);
-        let mlp = t.ew_new(mlp_in.bytes(), mlp_in.bytes() / 2);
+        let v = t.ew_new_as(Copy, u, u);
+        let mlp_in = t.ew_new_as(Copy, 2 * m * f * BF16, 2 * m * f * BF16);
+        let mlp = t.ew_new_as(Activation, mlp_in.bytes(), mlp_in.bytes() / 2);
         t.free(mlp_in);
         t.free(proj);
         let o = self.attend(t, tokens);
         t.free_all([q, k, v]);
-        let cat = t.ew_new(u + mlp.bytes(), u + mlp.bytes());
+        let cat = t.ew_new_as(Copy, u + mlp.bytes(), u + mlp.bytes());
         t.free_all([o, mlp]);
         let out = self.gemm(t, m, d + f, d);
         t.free(cat);
-        let y = t.ew_new(2 * u, u);
+        let y = t.ew_new_as(Binary, 2 * u, u);
         t.free(out);
         let old = st.joint.replace(y).expect("joint stream");
         t.free(old);
@@ -342,7 +354,7 @@ impl Denoise<'_> {
             let txt = st.txt.take().expect("text stream");
             let img = st.img.take().expect("image stream");
             let u = txt.bytes() + img.bytes();
-            st.joint = Some(t.ew_new(u, u));
+            st.joint = Some(t.ew_new_as(Copy, u, u));
             t.free(txt);
             if std::mem::take(&mut st.hold_img) {
                 st.held.push(img);
@@ -358,7 +370,7 @@ impl Denoise<'_> {
     fn img_part(&self, t: &mut Trace, st: &mut Streams) -> Option<Buf> {
         let ui = self.batch * self.img_tokens * self.dims.width() * BF16;
         match st.joint {
-            Some(_) => Some(t.ew_new(ui, ui)),
+            Some(_) => Some(t.ew_new_as(Copy, ui, ui)),
             None => {
                 st.hold_img = true;
                 None
@@ -398,10 +410,10 @@ impl Denoise<'_> {
         // Timestep MLP (BF16; plus the guidance one where the model has it, added), SiLU,
         // shared modulation (stored like the blocks).
         let embed = |t: &mut Trace| {
-            let f = t.ew_new(0, b * TIMESTEP_DIM * BF16);
+            let f = t.ew_new_as(Copy, 0, b * TIMESTEP_DIM * BF16);
             let h = t.gemm(b, TIMESTEP_DIM, d, bf);
             t.free(f);
-            let s = t.ew_new(e, e);
+            let s = t.ew_new_as(Activation, e, e);
             t.free(h);
             let o = t.gemm(b, d, d, bf);
             t.free(s);
@@ -410,17 +422,17 @@ impl Denoise<'_> {
         let mut temb = embed(t);
         if dims.guidance_embeds {
             let g = embed(t);
-            let sum = t.ew_new(2 * e, e);
+            let sum = t.ew_new_as(Binary, 2 * e, e);
             t.free_all([temb, g]);
             temb = sum;
         }
-        let act = t.ew_new(e, e);
+        let act = t.ew_new_as(Activation, e, e);
         t.free(temb);
         let mut mods = Vec::new();
         for n in [6, 6, 3] {
             let m = self.gemm(t, b, d, n * d);
             for _ in 0..n {
-                mods.push(t.ew_new(e, e));
+                mods.push(t.ew_new_as(Copy, e, e));
             }
             t.free(m);
         }
@@ -441,7 +453,7 @@ impl Denoise<'_> {
                 let first = first.clamp(1, total);
                 self.blocks(t, 0..first, &mut st);
                 let after_first = self.img_part(t, &mut st);
-                let residual = t.ew_new(2 * ui, ui);
+                let residual = t.ew_new_as(Binary, 2 * ui, ui);
                 // The blocks' input (held since the first image-stream replacement) dies here.
                 if let Some(input) = st.held.pop() {
                     t.free(input);
@@ -457,7 +469,7 @@ impl Denoise<'_> {
                 state.push(residual);
                 self.blocks(t, first..total, &mut st);
                 let out = self.img_part(t, &mut st);
-                let rest = t.ew_new(2 * ui, ui);
+                let rest = t.ew_new_as(Binary, 2 * ui, ui);
                 if let Some(p) = prev_rest {
                     t.free(p);
                 }
@@ -477,7 +489,7 @@ impl Denoise<'_> {
                 st.hold_img = false;
                 self.blocks(t, 0..total, &mut st);
                 match st.joint {
-                    Some(_) => t.ew_new(ui, ui),
+                    Some(_) => t.ew_new_as(Copy, ui, ui),
                     None => st.img.take().expect("image stream"),
                 }
             }
@@ -487,7 +499,7 @@ impl Denoise<'_> {
         t.free_all(st.held);
         // norm_out (scale and shift copied out of its projection) and proj_out.
         let emb = t.gemm(b, d, 2 * d, bf);
-        let sc = [t.ew_new(e, e), t.ew_new(e, e)];
+        let sc = [t.ew_new_as(Copy, e, e), t.ew_new_as(Copy, e, e)];
         t.free(emb);
         let x = Self::norm_mod(t, ui);
         t.free(final_img);
@@ -511,10 +523,10 @@ pub fn denoise_step(t: &mut Trace, p: &Denoise) -> f64 {
     // RoPE tables: cos and sin, [tokens, head_dim / 2] each.
     let rope = t.alloc(2 * tokens * (dims.head_dim / 2) * BF16);
     let latent = p.batch * p.img_tokens * dims.in_channels * BF16;
-    let x = t.ew_new(0, latent);
+    let x = t.ew_new_as(Copy, 0, latent);
     let halves: Vec<Buf> = if p.passes == 2 {
         let c = p.batch * p.txt_tokens * dims.context_dim * BF16;
-        vec![t.ew_new(c, c), t.ew_new(c, c)]
+        vec![t.ew_new_as(Copy, c, c), t.ew_new_as(Copy, c, c)]
     } else {
         Vec::new()
     };
@@ -538,15 +550,15 @@ pub fn denoise_step(t: &mut Trace, p: &Denoise) -> f64 {
     let v = if p.passes == 2 {
         let vu = preds.pop().expect("two passes");
         let vc = preds.pop().expect("two passes");
-        let delta = t.ew_new(2 * latent, latent);
+        let delta = t.ew_new_as(Binary, 2 * latent, latent);
         t.free(vc);
-        let v = t.ew_new(2 * latent, latent);
+        let v = t.ew_new_as(Binary, 2 * latent, latent);
         t.free_all([vu, delta]);
         v
     } else {
         preds.pop().expect("one pass")
     };
-    let x2 = t.ew_new(2 * latent, latent);
+    let x2 = t.ew_new_as(Binary, 2 * latent, latent);
     t.free_all([x, v, x2, rope]);
     t.free_all(halves);
     t.free_all(states.into_iter().flatten());
@@ -556,19 +568,19 @@ pub fn denoise_step(t: &mut Trace, p: &Denoise) -> f64 {
 /// A residual block of the executor's decoder at `h × w`.
 fn vae_resnet(t: &mut Trace, b: u64, cin: u64, cout: u64, h: u64, w: u64) -> Buf {
     let (uin, uout) = (b * cin * h * w * BF16, b * cout * h * w * BF16);
-    let n = t.ew_new(uin, uin);
-    let s = t.ew_new(uin, uin);
+    let n = t.ew_new_as(Norm, uin, uin);
+    let s = t.ew_new_as(Activation, uin, uin);
     t.free(n);
     let h1 = t.conv(b, cin, cout, h, w, 3);
     t.free(s);
-    let n = t.ew_new(uout, uout);
+    let n = t.ew_new_as(Norm, uout, uout);
     t.free(h1);
-    let s = t.ew_new(uout, uout);
+    let s = t.ew_new_as(Activation, uout, uout);
     t.free(n);
     let h2 = t.conv(b, cout, cout, h, w, 3);
     t.free(s);
     let sc = (cin != cout).then(|| t.conv(b, cin, cout, h, w, 1));
-    let out = t.ew_new(2 * uout, uout);
+    let out = t.ew_new_as(Binary, 2 * uout, uout);
     t.free(h2);
     if let Some(sc) = sc {
         t.free(sc);
@@ -581,8 +593,8 @@ fn vae_resnet(t: &mut Trace, b: u64, cin: u64, cout: u64, h: u64, w: u64) -> Buf
 fn vae_attention(t: &mut Trace, b: u64, c: u64, h: u64, w: u64, fused: bool) -> Buf {
     let tokens = h * w;
     let u = b * c * tokens * BF16;
-    let n = t.ew_new(u, u);
-    let seq = t.ew_new(u, u);
+    let n = t.ew_new_as(Norm, u, u);
+    let seq = t.ew_new_as(Copy, u, u);
     t.free(n);
     let bf = Precision::Bf16;
     let qkv = [
@@ -599,13 +611,13 @@ fn vae_attention(t: &mut Trace, b: u64, c: u64, h: u64, w: u64, fused: bool) -> 
         kv_tokens: tokens,
         head_dim: c,
     };
-    let a = attention(t, shape, fused);
+    let a = attention(t, shape, fused, false);
     t.free_all(qkv);
     let o = t.gemm(b * tokens, c, c, bf);
     t.free(a);
-    let tr = t.ew_new(u, u);
+    let tr = t.ew_new_as(Copy, u, u);
     t.free(o);
-    let out = t.ew_new(2 * u, u);
+    let out = t.ew_new_as(Binary, 2 * u, u);
     t.free(tr);
     out
 }
@@ -617,7 +629,7 @@ fn vae_decode_once(t: &mut Trace, d: &VaeDims, b: u64, height: u64, width: u64, 
     let (mut h, mut w) = (height >> (levels - 1), width >> (levels - 1));
     let lc = d.latent_channels;
     let deep = d.deepest();
-    let z = t.ew_new(0, b * lc * h * w * BF16);
+    let z = t.ew_new_as(Copy, 0, b * lc * h * w * BF16);
     let pq = d.quant_convs.then(|| t.conv(b, lc, lc, h, w, 1));
     let mut x = t.conv(b, lc, deep, h, w, 3);
     t.free_all(pq);
@@ -639,7 +651,7 @@ fn vae_decode_once(t: &mut Trace, d: &VaeDims, b: u64, height: u64, width: u64, 
         }
         if level + 1 < d.block_out_channels.len() {
             let u = b * out * h * w * BF16;
-            let up = t.ew_new(u, 4 * u);
+            let up = t.ew_new_as(Copy, u, 4 * u);
             step(t, &mut x, up);
             h *= 2;
             w *= 2;
@@ -650,9 +662,9 @@ fn vae_decode_once(t: &mut Trace, d: &VaeDims, b: u64, height: u64, width: u64, 
     }
     let c0 = d.block_out_channels[0];
     let u = b * c0 * h * w * BF16;
-    let n = t.ew_new(u, u);
+    let n = t.ew_new_as(Norm, u, u);
     t.free(x);
-    let s = t.ew_new(u, u);
+    let s = t.ew_new_as(Activation, u, u);
     t.free(n);
     let img = t.conv(b, c0, 3, h, w, 3);
     t.free_all([s, img, z]);

@@ -7,6 +7,21 @@ use super::trace::{Buf, Trace};
 /// Bytes of one BF16 element.
 pub const BF16: u64 = 2;
 
+/// Kinds of elementwise op, each with its cost per byte (`RuntimeProfile::op_byte_cost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EwKind {
+    /// Narrow, concatenation, transpose, upsampling, embedding lookup.
+    Copy,
+    /// Add, gated residual, modulation, scaled add.
+    Binary,
+    /// LayerNorm, RMSNorm, GroupNorm.
+    Norm,
+    /// Rotary position embedding.
+    Rope,
+    /// SiLU, SwiGLU.
+    Activation,
+}
+
 /// Attention backends as kernels (the spec's `sdpa` resolves through the runtime profile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttnKernel {
@@ -140,13 +155,43 @@ impl Trace<'_> {
     pub fn gemm_kernel(&mut self, m: u64, k: u64, n: u64, p: Precision) {
         let (gpu, rt) = (self.hw.gpu, self.hw.rt);
         let rate = gpu.gemm_flops_per_s(p) * rt.gemm_eff(p.name()) * wave_efficiency(self, m, k, n);
-        let bytes = ((m * k + m * n) * BF16) as f64 + (n * k) as f64 * p.weight_bytes();
-        self.kernel(2.0 * (m * k * n) as f64, rate, bytes);
+        let (input, output) = ((m * k * BF16) as f64, (m * n * BF16) as f64);
+        let weight = (n * k) as f64 * p.weight_bytes();
+        let c = &rt.op_byte_cost;
+        // Operand bytes weighted by their cost relative to the elementwise rate (1 on a GPU).
+        let w_cost = if m > 1 { c.gemm_weight } else { c.gemv_weight };
+        let mut bytes = input * c.gemm_input + output * c.gemm + weight * w_cost;
+        if rt.cache_bytes > 0 && c.gemm_beyond_cache > 0.0 {
+            bytes += (5.0 * output - rt.cache_bytes as f64).max(0.0) * c.gemm_beyond_cache;
+        }
+        let fixed = rt.op_fixed_cost.gemm;
+        self.kernel_costed(2.0 * (m * k * n) as f64, rate, bytes, 1.0, 1.0, fixed);
     }
 
     /// An elementwise or normalization kernel over `read` bytes in and `written` bytes out.
     pub fn ew(&mut self, read: u64, written: u64) {
         self.kernel(0.0, 0.0, (read + written) as f64);
+    }
+
+    /// An elementwise op of kind `kind` over `read` bytes in and `written` bytes out, at the
+    /// kind's cost per byte (`op_byte_cost`).
+    pub fn ew_as(&mut self, kind: EwKind, read: u64, written: u64) {
+        let (c, f) = (&self.hw.rt.op_byte_cost, &self.hw.rt.op_fixed_cost);
+        let (cost, fixed) = match kind {
+            EwKind::Copy => (c.copy, f.copy),
+            EwKind::Binary => (c.binary, f.binary),
+            EwKind::Norm => (c.norm, f.norm),
+            EwKind::Rope => (c.rope, f.rope),
+            EwKind::Activation => (c.activation, f.activation),
+        };
+        self.kernel_costed(0.0, 0.0, (read + written) as f64, 1.0, cost, fixed);
+    }
+
+    /// [`Trace::ew_as`] producing a new tensor of `out` bytes.
+    pub fn ew_new_as(&mut self, kind: EwKind, read: u64, out: u64) -> Buf {
+        let b = self.alloc(out);
+        self.ew_as(kind, read, out);
+        b
     }
 
     /// An elementwise op producing a new tensor of `out` bytes from `read` bytes.

@@ -279,8 +279,24 @@ impl<'a> Trace<'a> {
     /// A kernel that keeps only a fraction `busy` (0 to 1] of the SMs occupied (fewer blocks
     /// than SMs): its compute and bandwidth both scale by that fraction.
     pub fn kernel_on(&mut self, flops: f64, flops_per_s: f64, bytes: f64, busy: f64) {
+        self.kernel_costed(flops, flops_per_s, bytes, busy, 1.0, 1.0);
+    }
+
+    /// [`Trace::kernel_on`] for a kind of op whose bytes cost `byte_cost` times the elementwise
+    /// rate's and whose fixed cost is `fixed_cost` times `kernel_latency_us` (the profile's
+    /// `op_byte_cost` and `op_fixed_cost`).
+    pub fn kernel_costed(
+        &mut self,
+        flops: f64,
+        flops_per_s: f64,
+        bytes: f64,
+        busy: f64,
+        byte_cost: f64,
+        fixed_cost: f64,
+    ) {
         let scale = self.hw.arch_scale() * busy.clamp(1e-3, 1.0);
-        let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency * scale;
+        let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency * scale
+            / byte_cost.max(1e-9);
         let compute_s = if flops_per_s > 0.0 {
             flops / (flops_per_s * scale)
         } else {
@@ -294,12 +310,14 @@ impl<'a> Trace<'a> {
         }
         self.flops += flops;
         self.hbm_bytes += bytes;
-        // A kernel takes its roofline time, but never less than the GPU's minimum kernel time.
-        self.launch(
-            compute_s
-                .max(memory_s)
-                .max(self.hw.rt.kernel_latency_us * 1e-6),
-        );
+        let latency_s = self.hw.rt.kernel_latency_us * 1e-6 * fixed_cost;
+        if self.hw.rt.serial_ops {
+            // A host running the op itself: fixed cost, then its passes over memory and its math.
+            self.launch(latency_s + compute_s + memory_s);
+        } else {
+            // A kernel takes its roofline time, but never less than the GPU's minimum kernel time.
+            self.launch(compute_s.max(memory_s).max(latency_s));
+        }
     }
 
     /// Puts `gpu_s` of GPU work behind one host dispatch in the launch queue.
