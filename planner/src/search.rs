@@ -562,7 +562,7 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) -> Outcome {
                 class_latencies(s, &ests, d.batch, Some(c))
                     .filter(|cl| cl.iter().all(|k| k.miss().is_none()))
             };
-            let hi_limit = lo * 4 + 8;
+            let hi_limit = lo.saturating_mul(4).saturating_add(8);
             // Meeting the targets is monotone in the replica count: binary search.
             match ok(hi_limit) {
                 None => (
