@@ -10,7 +10,8 @@
 //! - `cache.change_exponent` (shared), `cache.fb_change_scale` and `cache.teacache_change_scale`
 //!   on the First-Block-Cache rows C1-C8 (F1B0, 28 steps, thresholds 0.06-0.20, two sources) and
 //!   the TeaCache rows C20-C23 (50 steps, A100) together: the exponent is pinned by both sets,
-//!   each scale by its own. Every fitted row is judged leave-one-out (all three refitted). C9/C10
+//!   each scale by its own (DBCache's change is measured in half log-SNR `|Δλ|`, TeaCache's in
+//!   `|Δσ|`; see `technique::cache`). Every fitted row is judged leave-one-out (all three refitted). C9/C10
 //!   (F8B8, F12B12) are held out, and the `cache-skip` rows S1-S4 are judged with a fit that left
 //!   out every row of the same deployment (their twins among C2/C4-C8).
 //! - `offload.module_to_h2d_gbps` / `module_to_d2h_gbps` pinned by H1 / H2 (one row each: a

@@ -7,11 +7,21 @@
 //! FLUX.1 [schnell] does not shift (`μ = 0`); FLUX.2 takes FLUX.2's empirical `μ`, which also
 //! depends on the step count. A step moves the latent by its `Δσ`.
 //!
-//! **The change per step.** How much the transformer's input and its first blocks' output move
-//! between two steps is modelled as a relative L1 distance `scale · Δσ^exponent`, with the
-//! exponent shared by both algorithms and one scale each (runtime profile `cache`, fitted on
-//! the published `cache-fb` and `cache-tea` rows of `data/published-flux.jsonl`; see
-//! `planner/tests/offload_cache.rs`).
+//! **The change per step.** How much the compared quantity moves between two steps is a
+//! relative L1 distance `scale · distance^exponent`, with the exponent shared by both
+//! algorithms and one scale each (runtime profile `cache`, fitted on the published `cache-fb`
+//! and `cache-tea` rows of `data/published-flux.jsonl`; see `planner/tests/offload_cache.rs`).
+//! The distance is the one each algorithm's compared tensor responds to:
+//! - DBCache compares the *output* of the first blocks (their residual), which follows the
+//!   signal-to-noise ratio of the latent `x_σ = (1 - σ)·x₀ + σ·ε`: the distance is the step in
+//!   half log-SNR, `|Δλ|` with `λ = ln((1 - σ)/σ)`. It is infinite from `σ = 1` (pure noise), so
+//!   the step after the first is always computed, large near both ends of the schedule and
+//!   smallest in the middle, as published per-step residual plots show (a `Δσ` distance made
+//!   the early, nearly pure-noise steps the easiest to skip). The flow-matching shift is an
+//!   offset in `λ` (`λ' = λ - μ`), so it moves no `Δλ`: what it changes is how many steps land
+//!   where.
+//! - TeaCache compares its timestep-*modulated input*, whose change between consecutive steps
+//!   is driven by the timestep embedding of `t = 1000·σ`: the distance is `|Δσ|`.
 //!
 //! **DBCache / First-Block-Cache** (ParaAttention, cache-dit, diffusers' `FirstBlockCache`)
 //! computes the first `Fn` blocks every step and compares their residual with the one of the
@@ -147,9 +157,10 @@ pub fn check(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheProfile {
-    /// Exponent of `Δσ` in the relative change between two steps.
+    /// Exponent of the distance between two steps (`|Δλ|` for DBCache, `|Δσ|` for TeaCache) in
+    /// their relative change.
     pub change_exponent: f64,
-    /// Relative L1 change of the first blocks' residual per `Δσ^exponent` (DBCache's scale).
+    /// Relative L1 change of the first blocks' residual per `|Δλ|^exponent` (DBCache's scale).
     pub fb_change_scale: f64,
     /// Relative L1 change of TeaCache's modulated input per `Δσ^exponent` (before rescaling).
     pub teacache_change_scale: f64,
@@ -160,7 +171,7 @@ impl Default for CacheProfile {
     fn default() -> Self {
         CacheProfile {
             change_exponent: 0.75,
-            fb_change_scale: 1.153,
+            fb_change_scale: 0.2373,
             teacache_change_scale: 1.098,
         }
     }
@@ -238,6 +249,8 @@ pub fn sigmas(model: &Model, steps: u32, img_tokens: u64) -> Vec<f64> {
 pub fn computed_steps(cache: &Cache, sigmas: &[f64], k: &CacheProfile) -> Vec<bool> {
     let steps = sigmas.len().saturating_sub(1);
     let change = |scale: f64, from: f64, to: f64| scale * (from - to).abs().powf(k.change_exponent);
+    // Half log-SNR of the latent at `σ` (minus infinity at pure noise).
+    let lambda = |s: f64| ((1.0 - s) / s).ln();
     let mut out = vec![true; steps];
     match *cache {
         Cache::None => {}
@@ -252,7 +265,7 @@ pub fn computed_steps(cache: &Cache, sigmas: &[f64], k: &CacheProfile) -> Vec<bo
             for (i, c) in out.iter_mut().enumerate().skip(1) {
                 let skip = i >= warmup_steps as usize
                     && run < cap
-                    && change(k.fb_change_scale, last, sigmas[i]) < threshold;
+                    && change(k.fb_change_scale, lambda(last), lambda(sigmas[i])) < threshold;
                 if skip {
                     *c = false;
                     run += 1;
