@@ -139,6 +139,22 @@ pub struct KindBench {
     pub spread: f64,
 }
 
+/// The extra time of the first call of one kind of op after a VAE-sized workload (large
+/// convolution and group-norm maps), over a warm call of the same op: what a stage's first call
+/// of each kernel pays for the code and state the previous stage pushed out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColdBench {
+    /// `copy` (the embedding lookup), `binary`, `norm`, `rope`, `activation`, `gemm` or
+    /// `causal_attention`.
+    pub kind: &'static str,
+    /// Median over the repetitions of (first call − warm call), microseconds (at least 0).
+    pub us: f64,
+    /// Median of the warm call, microseconds.
+    pub warm_us: f64,
+    /// Repetitions.
+    pub reps: usize,
+}
+
 /// Everything `calibrate` measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalibrationReport {
@@ -166,6 +182,8 @@ pub struct CalibrationReport {
     pub mix: Vec<MixBench>,
     /// Each kind of elementwise op at each of `CalibrationSizes::mix_elements`.
     pub kinds: Vec<KindBench>,
+    /// First calls of each kind after a VAE-sized workload (empty on a GPU).
+    pub cold: Vec<ColdBench>,
     /// The device measured: the CUDA driver's name, or `cpu`.
     pub device: String,
     /// The device's total memory (CUDA: `cuMemGetInfo`; 0 on the CPU backend).
@@ -197,6 +215,8 @@ pub struct CalibrationSizes {
     pub fp8: bool,
     /// Host bytes (f32) of distinct weight copies each GEMM shape cycles through (0: one).
     pub gemm_weight_rotation_bytes: usize,
+    /// Repetitions of the first-call benchmark ([`ColdBench`]; 0: not run).
+    pub cold_reps: usize,
 }
 
 impl CalibrationSizes {
@@ -244,6 +264,7 @@ impl CalibrationSizes {
             fp8: false,
             // Beyond a core's L2 (2 MiB here): a model's weights come from further out.
             gemm_weight_rotation_bytes: 16 << 20,
+            cold_reps: 9,
         }
     }
 
@@ -275,6 +296,7 @@ impl CalibrationSizes {
             fp8: true,
             // klein-4B's weights (tens of MB each) are beyond the GPU's L2 already.
             gemm_weight_rotation_bytes: 0,
+            cold_reps: 0,
         }
     }
 
@@ -497,6 +519,7 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         mix.push(elementwise_mix(b, sizes, n)?);
         kinds.extend(elementwise_kinds(b, sizes, n)?);
     }
+    let cold = cold_first_calls(b, sizes)?;
     Ok(CalibrationReport {
         backend: b.kind(),
         context_bytes: b.context_bytes(),
@@ -509,6 +532,7 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         dispatch,
         mix,
         kinds,
+        cold,
         device: match b.kind() {
             BackendKind::Cpu => "cpu".to_string(),
             BackendKind::Cuda => String::new(),
@@ -676,6 +700,94 @@ fn elementwise_kinds<B: Backend>(
         drop(b.swiglu(&flat)?);
         Ok(())
     })?;
+    Ok(out)
+}
+
+/// The first call of each kind of op after a VAE-sized workload, minus a warm call of the same
+/// op, at the text encoder's shapes (16 tokens, width 64, 4 query and 2 key/value heads of 16):
+/// per repetition, a 3×3 convolution, a group norm and a SiLU over 16 × 128 × 128 maps, then
+/// for each kind in the text encoder's order its op twice, each call timed alone.
+fn cold_first_calls<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Vec<ColdBench>> {
+    if sizes.cold_reps == 0 {
+        return Ok(Vec::new());
+    }
+    let (c, hw) = (16, 128);
+    let map = b.upload(&random(&[1, c, hw, hw], 40))?;
+    let ck = b.upload_weight(&random(&[c, c, 3, 3], 41), StoreDtype::Bf16)?;
+    let gamma = b.upload_weight(&random(&[c], 42), StoreDtype::Bf16)?;
+    let beta = b.upload_weight(&random(&[c], 43), StoreDtype::Bf16)?;
+    let (tok, h, heads, kv, d) = (16, 64, 4, 2, 16);
+    let table = b.upload_weight(&random(&[256, h], 44), StoreDtype::Bf16)?;
+    let ids: Vec<u32> = (0..2 * tok as u32).map(|i| (i * 7) % 256).collect();
+    let x = b.upload(&random(&[2, tok, h], 45))?;
+    let y = b.upload(&random(&[2, tok, h], 46))?;
+    let nw = b.upload_weight(&random(&[h], 47), StoreDtype::Bf16)?;
+    let lw = b.upload_weight(&random(&[h, h], 48), StoreDtype::Bf16)?;
+    let q = b.upload(&random(&[2, tok, heads, d], 49))?;
+    let k = b.upload(&random(&[2, tok, kv, d], 50))?;
+    let v = b.upload(&random(&[2, tok, kv, d], 51))?;
+    let cos = b.upload(&random(&[tok, d / 2], 52))?;
+    let sin = b.upload(&random(&[tok, d / 2], 53))?;
+    let g = b.upload(&random(&[2, tok, 4 * h], 54))?;
+    type Op<'a> = (&'static str, Box<dyn Fn() -> Result<()> + 'a>);
+    let ops: Vec<Op> = vec![
+        ("copy", Box::new(|| b.embedding(&table, &ids).map(drop))),
+        ("norm", Box::new(|| b.rms_norm(&x, &nw, 1e-6).map(drop))),
+        (
+            "gemm",
+            Box::new(|| b.linear(&x, &lw, None, GemmMode::Bf16).map(drop)),
+        ),
+        (
+            "rope",
+            Box::new(|| {
+                b.rope(&q, &cos, &sin, crate::backend::RopeStyle::Interleaved)
+                    .map(drop)
+            }),
+        ),
+        (
+            "causal_attention",
+            Box::new(|| {
+                b.attention(&q, &k, &v, true, AttentionPath::Fused)
+                    .map(drop)
+            }),
+        ),
+        ("binary", Box::new(|| b.add(&x, &y).map(drop))),
+        ("activation", Box::new(|| b.swiglu(&g).map(drop))),
+    ];
+    let one = |f: &dyn Fn() -> Result<()>| -> Result<f64> {
+        let s = b.mark()?;
+        f()?;
+        let e = b.mark()?;
+        Ok(b.elapsed_ms(&s, &e)? * 1e3)
+    };
+    let mut first = vec![Vec::new(); ops.len()];
+    let mut warm = vec![Vec::new(); ops.len()];
+    // One round unmeasured, so that the first measured one is not the process's first call.
+    for r in 0..=sizes.cold_reps {
+        drop(b.silu(&b.group_norm(&b.conv2d(&map, &ck, None, 1)?, 8, &gamma, &beta, 1e-6)?)?);
+        b.synchronize()?;
+        for (i, (_, f)) in ops.iter().enumerate() {
+            let (a, w) = (one(f.as_ref())?, one(f.as_ref())?);
+            if r > 0 {
+                first[i].push(a);
+                warm[i].push(w);
+            }
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        quantile(v, 0.5)
+    };
+    let mut out = Vec::new();
+    for (i, (kind, _)) in ops.iter().enumerate() {
+        let mut extra: Vec<f64> = first[i].iter().zip(&warm[i]).map(|(a, w)| a - w).collect();
+        out.push(ColdBench {
+            kind,
+            us: med(&mut extra).max(0.0),
+            warm_us: med(&mut warm[i]),
+            reps: sizes.cold_reps,
+        });
+    }
     Ok(out)
 }
 

@@ -194,6 +194,59 @@ impl OpFixedCost {
     }
 }
 
+/// Extra time of a stage's first call of each kind of op, microseconds (0 for each when absent,
+/// as on a GPU): on a host that runs its ops itself, the previous stage (the VAE decode's large
+/// maps) leaves each kernel's code and state cold, and its first call in the next stage pays for
+/// it once (calibrate measures it after a VAE-sized workload).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpColdUs {
+    /// Copies (and the embedding lookup).
+    #[serde(default)]
+    pub copy: f64,
+    /// Binary and broadcast ops.
+    #[serde(default)]
+    pub binary: f64,
+    /// Normalizations.
+    #[serde(default)]
+    pub norm: f64,
+    /// Rotary position embedding.
+    #[serde(default)]
+    pub rope: f64,
+    /// Activations.
+    #[serde(default)]
+    pub activation: f64,
+    /// GEMMs.
+    #[serde(default)]
+    pub gemm: f64,
+    /// Attention calls.
+    #[serde(default)]
+    pub attention: f64,
+    /// Causal attention calls.
+    #[serde(default)]
+    pub causal_attention: f64,
+}
+
+impl OpColdUs {
+    /// `(key, value)` of every kind.
+    pub fn entries(&self) -> [(&'static str, f64); 8] {
+        [
+            ("op_cold_us.copy", self.copy),
+            ("op_cold_us.binary", self.binary),
+            ("op_cold_us.norm", self.norm),
+            ("op_cold_us.rope", self.rope),
+            ("op_cold_us.activation", self.activation),
+            ("op_cold_us.gemm", self.gemm),
+            ("op_cold_us.attention", self.attention),
+            ("op_cold_us.causal_attention", self.causal_attention),
+        ]
+    }
+}
+
+fn is_default_cold(c: &OpColdUs) -> bool {
+    *c == OpColdUs::default()
+}
+
 /// A runtime profile (see `catalog/runtimes.yaml` for values and how they were fitted).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -260,6 +313,9 @@ pub struct RuntimeProfile {
     /// Fixed cost of each kind of op relative to `kernel_latency_us` (all 1 when absent).
     #[serde(default)]
     pub op_fixed_cost: OpFixedCost,
+    /// Extra time of a stage's first call of each kind of op, microseconds (all 0 when absent).
+    #[serde(default, skip_serializing_if = "is_default_cold")]
+    pub op_cold_us: OpColdUs,
     /// The cache one core's ops work in, bytes (the host's L2; 0: none modelled), for
     /// `op_byte_cost.gemm_beyond_cache`.
     #[serde(default)]
@@ -466,6 +522,7 @@ impl RuntimeProfile {
             .entries()
             .into_iter()
             .chain(self.op_fixed_cost.entries())
+            .chain(self.op_cold_us.entries())
         {
             if !(x.is_finite() && (0.0..=1e3).contains(&x)) {
                 out.push(format!(

@@ -14,7 +14,7 @@ use crate::catalog::{TextEncoderDims, TransformerDims, VaeDims};
 use crate::deployment::Precision;
 
 use super::ops::{AttnShape, BF16, EwKind::*};
-use super::trace::{Buf, Trace};
+use super::trace::{Buf, ColdKind, Trace};
 
 /// The executor's attention: the fused kernel keeps its tiles on chip; the math path holds BF16
 /// scores (and K/V expanded to every query head under GQA) next to the output.
@@ -27,6 +27,11 @@ fn attention(t: &mut Trace, s: AttnShape, fused: bool, causal: bool) -> Buf {
         (s.batch * (2 * s.heads * s.q_tokens + 2 * s.kv_heads * s.kv_tokens) * s.head_dim * BF16)
             as f64;
     let fused = fused && s.head_dim <= 128;
+    t.first_call(if causal {
+        ColdKind::CausalAttention
+    } else {
+        ColdKind::Attention
+    });
     if fused {
         // 64 query rows per CTA: a partial last wave idles SMs.
         let ctas = bh * s.q_tokens.div_ceil(64);

@@ -2,7 +2,7 @@
 
 use crate::deployment::{Attention, Precision};
 
-use super::trace::{Buf, Trace};
+use super::trace::{Buf, ColdKind, Trace};
 
 /// Bytes of one BF16 element.
 pub const BF16: u64 = 2;
@@ -165,6 +165,7 @@ impl Trace<'_> {
             bytes += (5.0 * output - rt.cache_bytes as f64).max(0.0) * c.gemm_beyond_cache;
         }
         let fixed = rt.op_fixed_cost.gemm;
+        self.first_call(ColdKind::Gemm);
         self.kernel_costed(2.0 * (m * k * n) as f64, rate, bytes, 1.0, 1.0, fixed);
     }
 
@@ -184,6 +185,13 @@ impl Trace<'_> {
             EwKind::Rope => (c.rope, f.rope),
             EwKind::Activation => (c.activation, f.activation),
         };
+        self.first_call(match kind {
+            EwKind::Copy => ColdKind::Copy,
+            EwKind::Binary => ColdKind::Binary,
+            EwKind::Norm => ColdKind::Norm,
+            EwKind::Rope => ColdKind::Rope,
+            EwKind::Activation => ColdKind::Activation,
+        });
         self.kernel_costed(0.0, 0.0, (read + written) as f64, 1.0, cost, fixed);
     }
 

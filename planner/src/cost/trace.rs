@@ -146,9 +146,59 @@ pub struct Trace<'a> {
     comm_s: f64,
     host_copy_s: f64,
     ops: u64,
+    /// Kinds of op already called in this stage (bits of [`ColdKind`]).
+    cold_seen: u8,
+    /// Time charged for first calls so far, seconds (not repeated by [`Trace::repeat_since`]).
+    cold_s: f64,
+}
+
+/// A kind of op whose first call in a stage pays `op_cold_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColdKind {
+    /// Copies and the embedding lookup.
+    Copy,
+    /// Binary ops.
+    Binary,
+    /// Normalizations.
+    Norm,
+    /// RoPE.
+    Rope,
+    /// Activations.
+    Activation,
+    /// GEMMs.
+    Gemm,
+    /// Attention.
+    Attention,
+    /// Causal attention.
+    CausalAttention,
 }
 
 impl<'a> Trace<'a> {
+    /// Charges the first call of `kind` in this stage its `op_cold_us` (once per stage).
+    pub fn first_call(&mut self, kind: ColdKind) {
+        let bit = 1u8 << kind as u8;
+        if self.cold_seen & bit != 0 {
+            return;
+        }
+        self.cold_seen |= bit;
+        let c = &self.hw.rt.op_cold_us;
+        let us = match kind {
+            ColdKind::Copy => c.copy,
+            ColdKind::Binary => c.binary,
+            ColdKind::Norm => c.norm,
+            ColdKind::Rope => c.rope,
+            ColdKind::Activation => c.activation,
+            ColdKind::Gemm => c.gemm,
+            ColdKind::Attention => c.attention,
+            ColdKind::CausalAttention => c.causal_attention,
+        };
+        if us > 0.0 {
+            let s = us * 1e-6;
+            self.gpu_s = self.gpu_s.max(self.cpu_s) + s;
+            self.cold_s += s;
+        }
+    }
+
     /// An empty trace.
     pub fn new(hw: Hw<'a>) -> Self {
         Trace {
@@ -167,6 +217,8 @@ impl<'a> Trace<'a> {
             comm_s: 0.0,
             host_copy_s: 0.0,
             ops: 0,
+            cold_seen: 0,
+            cold_s: 0.0,
         }
     }
 
@@ -403,6 +455,7 @@ impl<'a> Trace<'a> {
             comm_s: self.comm_s,
             host_copy_s: self.host_copy_s,
             ops: self.ops,
+            cold_s: self.cold_s,
         }
     }
 
@@ -413,7 +466,8 @@ impl<'a> Trace<'a> {
     pub fn repeat_since(&mut self, m: Mark, times: u64) {
         let k = times as f64;
         let d_cpu = self.cpu_s - m.cpu_s;
-        let d_gpu = self.gpu_s - m.gpu_s;
+        // First calls are paid once, not per repetition.
+        let d_gpu = self.gpu_s - m.gpu_s - (self.cold_s - m.cold_s);
         let d_comm = self.comm_stream_s - m.comm_stream_s;
         let d_copy = self.copy_stream_s - m.copy_stream_s;
         // Each repetition starts when the host, the GPU and any side stream it used are free of
@@ -490,6 +544,7 @@ pub struct Mark {
     comm_s: f64,
     host_copy_s: f64,
     ops: u64,
+    cold_s: f64,
 }
 
 /// Totals of a trace, for arithmetic intensity and boundness.
