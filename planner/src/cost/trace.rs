@@ -582,6 +582,45 @@ mod tests {
     }
 
     #[test]
+    fn first_calls_are_charged_once_per_kind_and_not_repeated() {
+        let c = Catalog::get();
+        // A host running its ops itself (klein's CPU backend: no separate dispatch), with and
+        // without first-call costs.
+        let mut base = c.runtime("diffusers").unwrap().clone();
+        base.serial_ops = true;
+        base.cpu_dispatch_us = 0.0;
+        let mut rt = base.clone();
+        rt.op_cold_us.norm = 20.0;
+        rt.op_cold_us.gemm = 30.0;
+        let gpu = c.gpu("h200").unwrap();
+        let h = Hw { gpu, rt: &rt };
+        let hw = || Hw { gpu, rt: &base };
+        let layer = |t: &mut Trace| {
+            t.first_call(ColdKind::Norm);
+            t.kernel(0.0, 0.0, 1e3);
+            t.first_call(ColdKind::Gemm);
+            t.kernel(0.0, 0.0, 1e3);
+            t.first_call(ColdKind::Norm);
+        };
+        let mut warm = Trace::new(hw());
+        let m = warm.mark();
+        layer(&mut warm);
+        warm.repeat_since(m, 3);
+        let mut cold = Trace::new(h);
+        let m = cold.mark();
+        layer(&mut cold);
+        cold.repeat_since(m, 3);
+        let extra = cold.elapsed_s() - warm.elapsed_s();
+        assert!((extra - 50e-6).abs() < 1e-12, "{extra}");
+        // A new stage pays again.
+        let mut next = Trace::new(h);
+        layer(&mut next);
+        let mut plain = Trace::new(hw());
+        layer(&mut plain);
+        assert!((next.elapsed_s() - plain.elapsed_s() - 50e-6).abs() < 1e-12);
+    }
+
+    #[test]
     fn peak_is_the_largest_live_sum() {
         let mut t = Trace::new(hw());
         let a = t.alloc(10);
