@@ -488,4 +488,25 @@ fn calibrate_runs_on_cpu() {
     let fused = r.attention.iter().find(|a| a.path == "fused").unwrap();
     assert!(math.peak_above_inputs_bytes > fused.peak_above_inputs_bytes);
     assert!(r.elementwise.gbps > 0.0 && r.host_to_device.gbps > 0.0);
+    // The first call of each kind after a VAE-sized workload, as the text encoder runs them.
+    let kinds: Vec<&str> = r.cold.iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "copy",
+            "norm",
+            "gemm",
+            "rope",
+            "causal_attention",
+            "binary",
+            "activation"
+        ]
+    );
+    assert!(
+        r.cold
+            .iter()
+            .all(|c| c.us.is_finite() && c.us >= 0.0 && c.warm_us > 0.0 && c.reps > 0)
+    );
+    // The GPU's sizes skip it (a GPU stage's kernels have no such start).
+    assert_eq!(executor::calibrate::CalibrationSizes::gpu().cold_reps, 0);
 }
