@@ -287,7 +287,7 @@ fn calibrate_writes_a_profile_that_specs_can_use() {
 }
 
 /// The loop out of sample: calibrate, then verify flux2-tiny at sizes, batches and step counts
-/// calibrate's microbenchmarks never ran (medians of 3 runs), at the default tolerance: memory
+/// calibrate's microbenchmarks never ran (medians of 5 runs), at the default tolerance: memory
 /// within 2 %, time within 15 %, exit 0. The text encoder's first call of each kernel kind after
 /// the previous run's VAE decode is measured by calibrate (`op_cold_us`) and charged once per
 /// kind per stage (docs/executor.md, "Calibrating the CPU"). The denoiser moves by several
@@ -321,7 +321,7 @@ fn calibrated_loop_passes_on_sizes_calibrate_did_not_use() {
                 "--backend",
                 "cpu",
                 "--runs",
-                "3",
+                "5",
                 "--format",
                 "json",
             ],
