@@ -875,7 +875,6 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         .map(|g| g.spread)
         .chain(report.attention.iter().map(|a| a.spread))
         .chain(report.conv.iter().map(|c| c.spread))
-        .chain(report.mix.iter().map(|m| m.spread))
         .chain(report.kinds.iter().map(|m| m.spread))
         .chain([report.elementwise.spread, report.dispatch.spread])
         .fold(0.0, f64::max);

@@ -102,24 +102,6 @@ pub struct DispatchBench {
     pub spread: f64,
 }
 
-/// One round of the graphs' elementwise and normalization ops (add, RMSNorm, LayerNorm,
-/// modulation, RoPE, SiLU, gated residual, GroupNorm, SwiGLU) over tensors of `elements` values:
-/// what the klein graph's `ew` ops cost per byte on this backend (the CPU backend's norms are
-/// several passes each, so `a + b` alone would not say).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MixBench {
-    /// Values per input tensor.
-    pub elements: usize,
-    /// Ops in one round.
-    pub ops: usize,
-    /// Bytes the planner's trace counts for the round (BF16 reads plus writes of each op).
-    pub bytes: u64,
-    /// Median milliseconds of one round.
-    pub ms: f64,
-    /// (p90 − p10) / median over the repetitions.
-    pub spread: f64,
-}
-
 /// One kind of elementwise op alone (`copy`: narrow and concatenation; `binary`: add, gated
 /// residual, modulation, scaled add; `norm`: RMSNorm, LayerNorm, GroupNorm; `rope`; `activation`:
 /// SiLU, SwiGLU) over tensors of `elements` values: that kind's cost per byte on this backend.
@@ -177,10 +159,7 @@ pub struct CalibrationReport {
     pub conv: Vec<ConvBench>,
     /// Per-op fixed cost.
     pub dispatch: DispatchBench,
-    /// The elementwise mix at each of `CalibrationSizes::mix_elements` (its slope is the cost
-    /// per byte, its intercept the per-op cost).
-    pub mix: Vec<MixBench>,
-    /// Each kind of elementwise op at each of `CalibrationSizes::mix_elements`.
+    /// Each kind of elementwise op at each of `CalibrationSizes::kind_elements`.
     pub kinds: Vec<KindBench>,
     /// First calls of each kind after a VAE-sized workload (empty on a GPU).
     pub cold: Vec<ColdBench>,
@@ -204,8 +183,9 @@ pub struct CalibrationSizes {
     pub conv: Vec<(usize, usize, usize, usize)>,
     /// Elements of the elementwise and copy tests.
     pub elements: usize,
-    /// Values per tensor of the elementwise mix, smallest to largest (multiples of 512).
-    pub mix_elements: Vec<usize>,
+    /// Values per tensor of the per-kind elementwise benchmarks, smallest to largest
+    /// (multiples of 512).
+    pub kind_elements: Vec<usize>,
     /// Least measured repetitions of each benchmark (after a warm-up).
     pub reps: usize,
     /// Least measured time of each benchmark, milliseconds (repetitions are added until both
@@ -258,7 +238,7 @@ impl CalibrationSizes {
             ],
             elements: 1 << 13,
             // From the text encoder's 16-token states to the VAE's larger feature maps.
-            mix_elements: vec![1 << 9, 1 << 11, 1 << 14, 1 << 18],
+            kind_elements: vec![1 << 9, 1 << 11, 1 << 14, 1 << 18],
             reps: 5,
             min_ms: 30.0,
             fp8: false,
@@ -290,7 +270,7 @@ impl CalibrationSizes {
             ],
             elements: 1 << 28,
             // A GPU overlaps an op's memory and math (no `serial_ops`): `a + b` gives its bandwidth.
-            mix_elements: Vec::new(),
+            kind_elements: Vec::new(),
             reps: 10,
             min_ms: 200.0,
             fp8: true,
@@ -513,10 +493,8 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         });
     }
     let dispatch = dispatch(b, sizes)?;
-    let mut mix = Vec::new();
     let mut kinds = Vec::new();
-    for &n in &sizes.mix_elements {
-        mix.push(elementwise_mix(b, sizes, n)?);
+    for &n in &sizes.kind_elements {
         kinds.extend(elementwise_kinds(b, sizes, n)?);
     }
     let cold = cold_first_calls(b, sizes)?;
@@ -530,7 +508,6 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
         host_to_device,
         conv,
         dispatch,
-        mix,
         kinds,
         cold,
         device: match b.kind() {
@@ -592,51 +569,9 @@ fn dispatch<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<DispatchBench
     })
 }
 
-/// The elementwise mix over tensors of `n` values (`n` a multiple of 512): token-major
-/// `[1, n / 64, 2, 32]` states for the transformer's ops, `[1, 32, n / 256, 8]` maps for the VAE's.
-fn elementwise_mix<B: Backend>(b: &B, sizes: &CalibrationSizes, n: usize) -> Result<MixBench> {
-    let (heads, d) = (2, 32);
-    let s = (n / (heads * d)).max(1);
-    let n = s * heads * d;
-    let x = b.upload(&random(&[1, s, heads, d], 20))?;
-    let y = b.upload(&random(&[1, s, heads, d], 21))?;
-    let flat = b.reshape(&x, &[1, s, heads * d])?;
-    let flat_y = b.reshape(&y, &[1, s, heads * d])?;
-    let v = b.upload(&random(&[1, heads * d], 22))?;
-    let nw = b.upload_weight(&random(&[d], 23), StoreDtype::Bf16)?;
-    let cos = b.upload(&random(&[s, d / 2], 24))?;
-    let sin = b.upload(&random(&[s, d / 2], 25))?;
-    let c = 32;
-    let map = b.reshape(&x, &[1, c, n / (c * 8), 8])?;
-    let gamma = b.upload_weight(&random(&[c], 26), StoreDtype::Bf16)?;
-    let beta = b.upload_weight(&random(&[c], 27), StoreDtype::Bf16)?;
-    const OPS: usize = 9;
-    let u = 2 * n as u64;
-    // As the trace counts them: binary ops 3 tensors, unary 2, SwiGLU reads 2·half, writes half.
-    let bytes = 3 * u + 2 * u + 2 * u + 2 * u + 2 * u + 2 * u + 3 * u + 2 * u + u + u / 2;
-    let t = time(b, sizes, || {
-        drop(b.add(&x, &y)?);
-        drop(b.rms_norm(&x, &nw, 1e-6)?);
-        drop(b.layer_norm(&flat, 1e-6)?);
-        drop(b.modulate(&flat, &v, &v)?);
-        drop(b.rope(&x, &cos, &sin, crate::backend::RopeStyle::Interleaved)?);
-        drop(b.silu(&flat)?);
-        drop(b.gated_add(&flat, &flat_y, &v)?);
-        drop(b.group_norm(&map, 8, &gamma, &beta, 1e-6)?);
-        drop(b.swiglu(&flat)?);
-        Ok(())
-    })?;
-    Ok(MixBench {
-        elements: n,
-        ops: OPS,
-        bytes,
-        ms: t.ms,
-        spread: t.spread,
-    })
-}
-
-/// Each kind of elementwise op alone over tensors of `n` values, shaped as in
-/// [`elementwise_mix`].
+/// Each kind of elementwise op alone over tensors of `n` values (`n` a multiple of 512):
+/// token-major `[1, n / 64, 2, 32]` states for the transformer's ops, `[1, 32, n / 256, 8]` maps
+/// for the VAE's.
 fn elementwise_kinds<B: Backend>(
     b: &B,
     sizes: &CalibrationSizes,
