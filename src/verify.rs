@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use executor::{AttentionPath, BackendKind, CacheConfig, ModelDims, RunConfig, WeightsDtype};
-use planner::catalog::{Catalog, Family, Gpu, Model, RuntimeProfile, TextEncoderKind};
+use planner::catalog::{Catalog, Family, Gpu, Model, OpKind, RuntimeProfile, TextEncoderKind};
 use planner::deployment::{Attention, Cache, Deployment, Offload, Precision, TextEncoderPlacement};
 use planner::estimate::{Estimate, Inputs, estimate};
 use planner::spec::Spec;
@@ -644,17 +644,12 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
     let base = if serial { kind_fit("binary") } else { None };
     let ms_per_byte = base.map_or(0.0, |b| b.1);
     if ms_per_byte > 0.0 && op_ms > 0.0 {
-        let (c, f) = (&mut p.op_byte_cost, &mut p.op_fixed_cost);
-        for (kind, slot, fixed) in [
-            ("copy", &mut c.copy, &mut f.copy),
-            ("binary", &mut c.binary, &mut f.binary),
-            ("norm", &mut c.norm, &mut f.norm),
-            ("rope", &mut c.rope, &mut f.rope),
-            ("activation", &mut c.activation, &mut f.activation),
-        ] {
-            if let Some((fx, per_byte)) = kind_fit(kind) {
-                *slot = (per_byte / ms_per_byte).min(1e3);
-                *fixed = (fx / op_ms).min(1e3);
+        for kind in OpKind::ELEMENTWISE {
+            if let Some((fx, per_byte)) = kind_fit(kind.name()) {
+                if let Some(slot) = p.op_byte_cost.elementwise_mut(kind) {
+                    *slot = (per_byte / ms_per_byte).min(1e3);
+                }
+                *p.op_fixed_cost.get_mut(kind) = (fx / op_ms).min(1e3);
             }
         }
     }
@@ -687,20 +682,10 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         p.cache_bytes = host_l2_bytes().unwrap_or(0);
         // A stage's first call of each kind after a VAE-sized workload, over a warm call
         // (measured, microseconds; charged once per kind per stage).
-        let c = &mut p.op_cold_us;
         for m in &report.cold {
-            let slot = match m.kind {
-                "copy" => &mut c.copy,
-                "binary" => &mut c.binary,
-                "norm" => &mut c.norm,
-                "rope" => &mut c.rope,
-                "activation" => &mut c.activation,
-                "gemm" => &mut c.gemm,
-                "attention" => &mut c.attention,
-                "causal_attention" => &mut c.causal_attention,
-                _ => continue,
-            };
-            *slot = m.us.min(1e3);
+            if let Some(kind) = OpKind::from_name(m.kind) {
+                *p.op_cold_us.get_mut(kind) = m.us.min(1e3);
+            }
         }
     }
     let gemm_fit = if serial {

@@ -52,6 +52,98 @@ pub struct AttentionEfficiency {
     pub math: f64,
 }
 
+/// A kind of op whose fixed cost (`op_fixed_cost`) and cold first call (`op_cold_us`) a profile
+/// sets apart; the first five are the elementwise kinds, each with its cost per byte
+/// (`op_byte_cost`). `klein-plan calibrate --backend cpu` names its benchmarks by [`OpKind::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// Copies: narrow, concatenation, transposes, upsampling, embedding lookups.
+    Copy,
+    /// Binary and broadcast ops: add, gated residual, modulation, scaled add.
+    Binary,
+    /// Normalizations: LayerNorm, RMSNorm, GroupNorm.
+    Norm,
+    /// Rotary position embedding.
+    Rope,
+    /// Activations: SiLU, SwiGLU.
+    Activation,
+    /// GEMMs.
+    Gemm,
+    /// Attention calls.
+    Attention,
+    /// Causal attention calls (the text encoder's).
+    CausalAttention,
+}
+
+impl OpKind {
+    /// Every kind, in the profile's key order.
+    pub const ALL: [OpKind; 8] = [
+        OpKind::Copy,
+        OpKind::Binary,
+        OpKind::Norm,
+        OpKind::Rope,
+        OpKind::Activation,
+        OpKind::Gemm,
+        OpKind::Attention,
+        OpKind::CausalAttention,
+    ];
+    /// The elementwise kinds (those with a cost per byte of their own).
+    pub const ELEMENTWISE: [OpKind; 5] = [
+        OpKind::Copy,
+        OpKind::Binary,
+        OpKind::Norm,
+        OpKind::Rope,
+        OpKind::Activation,
+    ];
+
+    /// The kind's key in a profile (`op_fixed_cost.<name>`) and in calibrate's benchmarks.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Copy => "copy",
+            OpKind::Binary => "binary",
+            OpKind::Norm => "norm",
+            OpKind::Rope => "rope",
+            OpKind::Activation => "activation",
+            OpKind::Gemm => "gemm",
+            OpKind::Attention => "attention",
+            OpKind::CausalAttention => "causal_attention",
+        }
+    }
+
+    /// The kind a name stands for.
+    pub fn from_name(name: &str) -> Option<OpKind> {
+        OpKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The field of `kind` in a table with one field per [`OpKind`] (`op_fixed_cost`, `op_cold_us`).
+macro_rules! kind_slot {
+    ($table:expr, $kind:expr) => {
+        match $kind {
+            OpKind::Copy => &mut $table.copy,
+            OpKind::Binary => &mut $table.binary,
+            OpKind::Norm => &mut $table.norm,
+            OpKind::Rope => &mut $table.rope,
+            OpKind::Activation => &mut $table.activation,
+            OpKind::Gemm => &mut $table.gemm,
+            OpKind::Attention => &mut $table.attention,
+            OpKind::CausalAttention => &mut $table.causal_attention,
+        }
+    };
+}
+
+/// `(prefix.kind, value)` of each kind of a per-kind table.
+fn kind_entries(
+    prefix: &'static str,
+    kinds: &[OpKind],
+    get: impl Fn(OpKind) -> f64,
+) -> Vec<(String, f64)> {
+    kinds
+        .iter()
+        .map(|&k| (format!("{prefix}.{}", k.name()), get(k)))
+        .collect()
+}
+
 /// Cost per byte of each kind of op, as a multiple of `elementwise_bw_efficiency`'s (1 for each
 /// on a GPU, where every such kernel is one pass at the bandwidth). On a host that runs its ops
 /// itself (`serial_ops`) the kinds differ: a copy is one pass, a composite norm or RoPE several,
@@ -113,20 +205,40 @@ impl Default for OpByteCost {
 }
 
 impl OpByteCost {
-    /// `(key, value)` of every kind.
-    pub fn entries(&self) -> [(&'static str, f64); 10] {
-        [
-            ("op_byte_cost.copy", self.copy),
-            ("op_byte_cost.binary", self.binary),
-            ("op_byte_cost.norm", self.norm),
-            ("op_byte_cost.rope", self.rope),
-            ("op_byte_cost.activation", self.activation),
-            ("op_byte_cost.gemm_input", self.gemm_input),
-            ("op_byte_cost.gemm", self.gemm),
-            ("op_byte_cost.gemm_beyond_cache", self.gemm_beyond_cache),
-            ("op_byte_cost.gemm_weight", self.gemm_weight),
-            ("op_byte_cost.gemv_weight", self.gemv_weight),
-        ]
+    /// The cost per byte of an elementwise kind (`None` for a GEMM or an attention call).
+    pub fn elementwise(&self, kind: OpKind) -> Option<f64> {
+        let mut c = *self;
+        c.elementwise_mut(kind).map(|x| *x)
+    }
+
+    /// The slot of an elementwise kind's cost per byte.
+    pub fn elementwise_mut(&mut self, kind: OpKind) -> Option<&mut f64> {
+        Some(match kind {
+            OpKind::Copy => &mut self.copy,
+            OpKind::Binary => &mut self.binary,
+            OpKind::Norm => &mut self.norm,
+            OpKind::Rope => &mut self.rope,
+            OpKind::Activation => &mut self.activation,
+            OpKind::Gemm | OpKind::Attention | OpKind::CausalAttention => return None,
+        })
+    }
+
+    /// `(key, value)` of every entry.
+    pub fn entries(&self) -> Vec<(String, f64)> {
+        let mut out = kind_entries("op_byte_cost", &OpKind::ELEMENTWISE, |k| {
+            self.elementwise(k).unwrap_or(0.0)
+        });
+        out.extend(
+            [
+                ("gemm_input", self.gemm_input),
+                ("gemm", self.gemm),
+                ("gemm_beyond_cache", self.gemm_beyond_cache),
+                ("gemm_weight", self.gemm_weight),
+                ("gemv_weight", self.gemv_weight),
+            ]
+            .map(|(k, x)| (format!("op_byte_cost.{k}"), x)),
+        );
+        out
     }
 }
 
@@ -179,18 +291,20 @@ impl Default for OpFixedCost {
 }
 
 impl OpFixedCost {
+    /// The slot of a kind's fixed cost.
+    pub fn get_mut(&mut self, kind: OpKind) -> &mut f64 {
+        kind_slot!(self, kind)
+    }
+
+    /// A kind's fixed cost.
+    pub fn get(&self, kind: OpKind) -> f64 {
+        let mut c = *self;
+        *c.get_mut(kind)
+    }
+
     /// `(key, value)` of every kind.
-    pub fn entries(&self) -> [(&'static str, f64); 8] {
-        [
-            ("op_fixed_cost.copy", self.copy),
-            ("op_fixed_cost.binary", self.binary),
-            ("op_fixed_cost.norm", self.norm),
-            ("op_fixed_cost.rope", self.rope),
-            ("op_fixed_cost.activation", self.activation),
-            ("op_fixed_cost.gemm", self.gemm),
-            ("op_fixed_cost.attention", self.attention),
-            ("op_fixed_cost.causal_attention", self.causal_attention),
-        ]
+    pub fn entries(&self) -> Vec<(String, f64)> {
+        kind_entries("op_fixed_cost", &OpKind::ALL, |k| self.get(k))
     }
 }
 
@@ -228,18 +342,20 @@ pub struct OpColdUs {
 }
 
 impl OpColdUs {
+    /// The slot of a kind's first-call time.
+    pub fn get_mut(&mut self, kind: OpKind) -> &mut f64 {
+        kind_slot!(self, kind)
+    }
+
+    /// A kind's first-call time, microseconds.
+    pub fn get(&self, kind: OpKind) -> f64 {
+        let mut c = *self;
+        *c.get_mut(kind)
+    }
+
     /// `(key, value)` of every kind.
-    pub fn entries(&self) -> [(&'static str, f64); 8] {
-        [
-            ("op_cold_us.copy", self.copy),
-            ("op_cold_us.binary", self.binary),
-            ("op_cold_us.norm", self.norm),
-            ("op_cold_us.rope", self.rope),
-            ("op_cold_us.activation", self.activation),
-            ("op_cold_us.gemm", self.gemm),
-            ("op_cold_us.attention", self.attention),
-            ("op_cold_us.causal_attention", self.causal_attention),
-        ]
+    pub fn entries(&self) -> Vec<(String, f64)> {
+        kind_entries("op_cold_us", &OpKind::ALL, |k| self.get(k))
     }
 }
 
@@ -527,7 +643,7 @@ impl RuntimeProfile {
             if !(x.is_finite() && (0.0..=1e3).contains(&x)) {
                 out.push(format!(
                     "{}{k}: {} is outside [0, 1000]",
-                    at(k),
+                    at(&k),
                     crate::spec::num(x)
                 ));
             }

@@ -14,7 +14,8 @@ use crate::catalog::{TextEncoderDims, TransformerDims, VaeDims};
 use crate::deployment::Precision;
 
 use super::ops::{AttnShape, BF16, EwKind::*};
-use super::trace::{Buf, ColdKind, Trace};
+use super::trace::{Buf, Trace};
+use crate::catalog::OpKind;
 
 /// The executor's attention: the fused kernel keeps its tiles on chip; the math path holds BF16
 /// scores (and K/V expanded to every query head under GQA) next to the output.
@@ -28,9 +29,9 @@ fn attention(t: &mut Trace, s: AttnShape, fused: bool, causal: bool) -> Buf {
             as f64;
     let fused = fused && s.head_dim <= 128;
     t.first_call(if causal {
-        ColdKind::CausalAttention
+        OpKind::CausalAttention
     } else {
-        ColdKind::Attention
+        OpKind::Attention
     });
     if fused {
         // 64 query rows per CTA: a partial last wave idles SMs.

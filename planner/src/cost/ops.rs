@@ -2,7 +2,8 @@
 
 use crate::deployment::{Attention, Precision};
 
-use super::trace::{Buf, ColdKind, Trace};
+use super::trace::{Buf, Trace};
+use crate::catalog::OpKind;
 
 /// Bytes of one BF16 element.
 pub const BF16: u64 = 2;
@@ -20,6 +21,19 @@ pub enum EwKind {
     Rope,
     /// SiLU, SwiGLU.
     Activation,
+}
+
+impl EwKind {
+    /// The profile's kind of op.
+    pub fn op(self) -> OpKind {
+        match self {
+            EwKind::Copy => OpKind::Copy,
+            EwKind::Binary => OpKind::Binary,
+            EwKind::Norm => OpKind::Norm,
+            EwKind::Rope => OpKind::Rope,
+            EwKind::Activation => OpKind::Activation,
+        }
+    }
 }
 
 /// Attention backends as kernels (the spec's `sdpa` resolves through the runtime profile).
@@ -165,7 +179,7 @@ impl Trace<'_> {
             bytes += (5.0 * output - rt.cache_bytes as f64).max(0.0) * c.gemm_beyond_cache;
         }
         let fixed = rt.op_fixed_cost.gemm;
-        self.first_call(ColdKind::Gemm);
+        self.first_call(OpKind::Gemm);
         self.kernel_costed(2.0 * (m * k * n) as f64, rate, bytes, 1.0, 1.0, fixed);
     }
 
@@ -177,21 +191,11 @@ impl Trace<'_> {
     /// An elementwise op of kind `kind` over `read` bytes in and `written` bytes out, at the
     /// kind's cost per byte (`op_byte_cost`).
     pub fn ew_as(&mut self, kind: EwKind, read: u64, written: u64) {
-        let (c, f) = (&self.hw.rt.op_byte_cost, &self.hw.rt.op_fixed_cost);
-        let (cost, fixed) = match kind {
-            EwKind::Copy => (c.copy, f.copy),
-            EwKind::Binary => (c.binary, f.binary),
-            EwKind::Norm => (c.norm, f.norm),
-            EwKind::Rope => (c.rope, f.rope),
-            EwKind::Activation => (c.activation, f.activation),
-        };
-        self.first_call(match kind {
-            EwKind::Copy => ColdKind::Copy,
-            EwKind::Binary => ColdKind::Binary,
-            EwKind::Norm => ColdKind::Norm,
-            EwKind::Rope => ColdKind::Rope,
-            EwKind::Activation => ColdKind::Activation,
-        });
+        let rt = self.hw.rt;
+        let op = kind.op();
+        let cost = rt.op_byte_cost.elementwise(op).unwrap_or(1.0);
+        let fixed = rt.op_fixed_cost.get(op);
+        self.first_call(op);
         self.kernel_costed(0.0, 0.0, (read + written) as f64, 1.0, cost, fixed);
     }
 

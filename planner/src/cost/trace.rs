@@ -14,7 +14,7 @@
 //! `host_copy_s` beside the compute- and memory-bound time. Buffers held across steps (a cache's
 //! residuals) are `hold`s: live like any tensor, and counted apart in the summary.
 
-use crate::catalog::{Gpu, RuntimeProfile};
+use crate::catalog::{Gpu, OpKind, RuntimeProfile};
 
 /// Kernel launches the host can queue ahead of the GPU before a launch blocks: the CUDA
 /// driver's pending-launch queue holds about 1024 (a driver constant, not fitted).
@@ -146,52 +146,21 @@ pub struct Trace<'a> {
     comm_s: f64,
     host_copy_s: f64,
     ops: u64,
-    /// Kinds of op already called in this stage (bits of [`ColdKind`]).
+    /// Kinds of op already called in this stage (bits of [`OpKind`]).
     cold_seen: u8,
     /// Time charged for first calls so far, seconds (not repeated by [`Trace::repeat_since`]).
     cold_s: f64,
 }
 
-/// A kind of op whose first call in a stage pays `op_cold_us`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ColdKind {
-    /// Copies and the embedding lookup.
-    Copy,
-    /// Binary ops.
-    Binary,
-    /// Normalizations.
-    Norm,
-    /// RoPE.
-    Rope,
-    /// Activations.
-    Activation,
-    /// GEMMs.
-    Gemm,
-    /// Attention.
-    Attention,
-    /// Causal attention.
-    CausalAttention,
-}
-
 impl<'a> Trace<'a> {
     /// Charges the first call of `kind` in this stage its `op_cold_us` (once per stage).
-    pub fn first_call(&mut self, kind: ColdKind) {
+    pub fn first_call(&mut self, kind: OpKind) {
         let bit = 1u8 << kind as u8;
         if self.cold_seen & bit != 0 {
             return;
         }
         self.cold_seen |= bit;
-        let c = &self.hw.rt.op_cold_us;
-        let us = match kind {
-            ColdKind::Copy => c.copy,
-            ColdKind::Binary => c.binary,
-            ColdKind::Norm => c.norm,
-            ColdKind::Rope => c.rope,
-            ColdKind::Activation => c.activation,
-            ColdKind::Gemm => c.gemm,
-            ColdKind::Attention => c.attention,
-            ColdKind::CausalAttention => c.causal_attention,
-        };
+        let us = self.hw.rt.op_cold_us.get(kind);
         if us > 0.0 {
             let s = us * 1e-6;
             self.gpu_s = self.gpu_s.max(self.cpu_s) + s;
@@ -596,11 +565,11 @@ mod tests {
         let h = Hw { gpu, rt: &rt };
         let hw = || Hw { gpu, rt: &base };
         let layer = |t: &mut Trace| {
-            t.first_call(ColdKind::Norm);
+            t.first_call(OpKind::Norm);
             t.kernel(0.0, 0.0, 1e3);
-            t.first_call(ColdKind::Gemm);
+            t.first_call(OpKind::Gemm);
             t.kernel(0.0, 0.0, 1e3);
-            t.first_call(ColdKind::Norm);
+            t.first_call(OpKind::Norm);
         };
         let mut warm = Trace::new(hw());
         let m = warm.mark();
