@@ -312,27 +312,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 fn time<B: Backend>(
     b: &B,
     sizes: &CalibrationSizes,
-    mut f: impl FnMut() -> Result<()>,
+    f: impl FnMut() -> Result<()>,
 ) -> Result<Timing> {
-    f()?;
-    b.synchronize()?;
-    let mut v = Vec::new();
-    let mut total = 0.0;
-    while (v.len() < sizes.reps || total < sizes.min_ms) && v.len() < 10_000 {
-        let s = b.mark()?;
-        f()?;
-        let e = b.mark()?;
-        let ms = b.elapsed_ms(&s, &e)?;
-        total += ms;
-        v.push(ms);
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let ms = quantile(&v, 0.5);
-    Ok(Timing {
-        ms,
-        spread: (quantile(&v, 0.9) - quantile(&v, 0.1)) / ms.max(1e-12),
-        reps: v.len(),
-    })
+    repeat(b, sizes.reps, sizes.min_ms, 10_000, |_| {}, f)
 }
 
 /// [`time`] with the host's caches flushed before every repetition (a walk over a buffer past
@@ -342,22 +324,35 @@ fn time<B: Backend>(
 fn time_cold<B: Backend>(
     b: &B,
     sizes: &CalibrationSizes,
-    mut f: impl FnMut() -> Result<()>,
+    f: impl FnMut() -> Result<()>,
 ) -> Result<Timing> {
     // Twice a core's L2 (a quarter of the weight rotation's bytes).
     let mut flush = vec![0u64; sizes.gemm_weight_rotation_bytes / 32];
-    let mut walk = |seed: u64| {
+    let walk = |rep: usize| {
         for (i, x) in flush.iter_mut().enumerate().step_by(8) {
-            *x = x.wrapping_add(i as u64 ^ seed);
+            *x = x.wrapping_add(i as u64 ^ rep as u64);
         }
         std::hint::black_box(&flush);
     };
+    repeat(b, sizes.reps, sizes.min_ms / 10.0, 2_000, walk, f)
+}
+
+/// One warm-up call of `f`, then `before(rep)` (untimed) and a timed `f` until at least `reps`
+/// repetitions and `min_ms` of measured time (at most `max_reps`): their median and spread.
+fn repeat<B: Backend>(
+    b: &B,
+    reps: usize,
+    min_ms: f64,
+    max_reps: usize,
+    mut before: impl FnMut(usize),
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Timing> {
     f()?;
     b.synchronize()?;
     let mut v = Vec::new();
     let mut total = 0.0;
-    while (v.len() < sizes.reps || total < sizes.min_ms / 10.0) && v.len() < 2_000 {
-        walk(v.len() as u64);
+    while (v.len() < reps || total < min_ms) && v.len() < max_reps {
+        before(v.len());
         let s = b.mark()?;
         f()?;
         let e = b.mark()?;
@@ -383,6 +378,13 @@ pub fn calibrate_on<B: Backend>(b: &B, sizes: &CalibrationSizes) -> Result<Calib
     Ok(median_of_rounds(rounds))
 }
 
+/// The item whose `ms` is the median of the items'.
+fn median_by<'a, T>(items: impl Iterator<Item = &'a T>, ms: impl Fn(&T) -> f64) -> &'a T {
+    let mut v: Vec<&T> = items.collect();
+    v.sort_by(|a, b| ms(a).total_cmp(&ms(b)));
+    v[v.len() / 2]
+}
+
 /// Per benchmark (the `i`-th of `field` in each round), the round whose `ms` is the median of
 /// the rounds'.
 fn median_round<T: Clone>(
@@ -391,11 +393,7 @@ fn median_round<T: Clone>(
     ms: impl Fn(&T) -> f64,
 ) -> Vec<T> {
     (0..field(&rounds[0]).len())
-        .map(|i| {
-            let mut v: Vec<&T> = rounds.iter().map(|r| &field(r)[i]).collect();
-            v.sort_by(|a, b| ms(a).total_cmp(&ms(b)));
-            v[v.len() / 2].clone()
-        })
+        .map(|i| median_by(rounds.iter().map(|r| &field(r)[i]), &ms).clone())
         .collect()
 }
 
@@ -405,17 +403,10 @@ fn median_of_rounds(mut rounds: Vec<CalibrationReport>) -> CalibrationReport {
     if rounds.len() == 1 {
         return rounds.remove(0);
     }
-    let pick = |f: &dyn Fn(&CalibrationReport) -> f64| -> usize {
-        let mut i: Vec<usize> = (0..rounds.len()).collect();
-        i.sort_by(|&a, &b| f(&rounds[a]).total_cmp(&f(&rounds[b])));
-        i[i.len() / 2]
-    };
-    let elementwise = rounds[pick(&|r| r.elementwise.ms)].elementwise.clone();
-    let host_to_device = rounds[pick(&|r| r.host_to_device.ms)]
-        .host_to_device
-        .clone();
-    let dispatch = rounds[pick(&|r| r.dispatch.device_us)].dispatch.clone();
     let r = &rounds[..];
+    let elementwise = median_by(r.iter().map(|r| &r.elementwise), |e| e.ms).clone();
+    let host_to_device = median_by(r.iter().map(|r| &r.host_to_device), |e| e.ms).clone();
+    let dispatch = median_by(r.iter().map(|r| &r.dispatch), |d| d.device_us).clone();
     let gemm = median_round(r, |r| &r.gemm, |g| g.ms);
     let attention = median_round(r, |r| &r.attention, |a| a.ms);
     let causal_attention = median_round(r, |r| &r.causal_attention, |c| c.4);
