@@ -116,18 +116,35 @@ impl OpKind {
     }
 }
 
-/// The field of `kind` in a table with one field per [`OpKind`] (`op_fixed_cost`, `op_cold_us`).
-macro_rules! kind_slot {
-    ($table:expr, $kind:expr) => {
-        match $kind {
-            OpKind::Copy => &mut $table.copy,
-            OpKind::Binary => &mut $table.binary,
-            OpKind::Norm => &mut $table.norm,
-            OpKind::Rope => &mut $table.rope,
-            OpKind::Activation => &mut $table.activation,
-            OpKind::Gemm => &mut $table.gemm,
-            OpKind::Attention => &mut $table.attention,
-            OpKind::CausalAttention => &mut $table.causal_attention,
+/// `get_mut`, `get` and `entries` of a table with one field per [`OpKind`] (`op_fixed_cost`,
+/// `op_cold_us`), its keys under `prefix`.
+macro_rules! per_kind_table {
+    ($table:ty, $prefix:literal, $what:literal) => {
+        impl $table {
+            #[doc = concat!("The slot of a kind's ", $what, ".")]
+            pub fn get_mut(&mut self, kind: OpKind) -> &mut f64 {
+                match kind {
+                    OpKind::Copy => &mut self.copy,
+                    OpKind::Binary => &mut self.binary,
+                    OpKind::Norm => &mut self.norm,
+                    OpKind::Rope => &mut self.rope,
+                    OpKind::Activation => &mut self.activation,
+                    OpKind::Gemm => &mut self.gemm,
+                    OpKind::Attention => &mut self.attention,
+                    OpKind::CausalAttention => &mut self.causal_attention,
+                }
+            }
+
+            #[doc = concat!("A kind's ", $what, ".")]
+            pub fn get(&self, kind: OpKind) -> f64 {
+                let mut c = *self;
+                *c.get_mut(kind)
+            }
+
+            /// `(key, value)` of every kind.
+            pub fn entries(&self) -> Vec<(String, f64)> {
+                kind_entries($prefix, &OpKind::ALL, |k| self.get(k))
+            }
         }
     };
 }
@@ -290,24 +307,6 @@ impl Default for OpFixedCost {
     }
 }
 
-impl OpFixedCost {
-    /// The slot of a kind's fixed cost.
-    pub fn get_mut(&mut self, kind: OpKind) -> &mut f64 {
-        kind_slot!(self, kind)
-    }
-
-    /// A kind's fixed cost.
-    pub fn get(&self, kind: OpKind) -> f64 {
-        let mut c = *self;
-        *c.get_mut(kind)
-    }
-
-    /// `(key, value)` of every kind.
-    pub fn entries(&self) -> Vec<(String, f64)> {
-        kind_entries("op_fixed_cost", &OpKind::ALL, |k| self.get(k))
-    }
-}
-
 /// Extra time of a stage's first call of each kind of op, microseconds (0 for each when absent,
 /// as on a GPU): on a host that runs its ops itself, the previous stage (the VAE decode's large
 /// maps) leaves each kernel's code and state cold, and its first call in the next stage pays for
@@ -341,23 +340,8 @@ pub struct OpColdUs {
     pub causal_attention: f64,
 }
 
-impl OpColdUs {
-    /// The slot of a kind's first-call time.
-    pub fn get_mut(&mut self, kind: OpKind) -> &mut f64 {
-        kind_slot!(self, kind)
-    }
-
-    /// A kind's first-call time, microseconds.
-    pub fn get(&self, kind: OpKind) -> f64 {
-        let mut c = *self;
-        *c.get_mut(kind)
-    }
-
-    /// `(key, value)` of every kind.
-    pub fn entries(&self) -> Vec<(String, f64)> {
-        kind_entries("op_cold_us", &OpKind::ALL, |k| self.get(k))
-    }
-}
+per_kind_table!(OpFixedCost, "op_fixed_cost", "fixed cost");
+per_kind_table!(OpColdUs, "op_cold_us", "first-call time, microseconds");
 
 fn is_default_cold(c: &OpColdUs) -> bool {
     *c == OpColdUs::default()
