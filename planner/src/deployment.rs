@@ -216,6 +216,36 @@ pub enum Cache {
     },
 }
 
+// Thresholds are finite (the spec's validation), so equality is an equivalence; `+ 0.0` makes
+// -0.0 and 0.0, which compare equal, hash alike.
+impl Eq for Cache {}
+
+impl std::hash::Hash for Cache {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        std::mem::discriminant(self).hash(h);
+        match *self {
+            Cache::None => {}
+            Cache::Teacache { threshold } => (threshold + 0.0).to_bits().hash(h),
+            Cache::Dbcache {
+                threshold,
+                warmup_steps,
+                compute_blocks,
+                back_blocks,
+                max_continuous_cached_steps,
+            } => {
+                (threshold + 0.0).to_bits().hash(h);
+                (
+                    warmup_steps,
+                    compute_blocks,
+                    back_blocks,
+                    max_continuous_cached_steps,
+                )
+                    .hash(h);
+            }
+        }
+    }
+}
+
 impl Serialize for Cache {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -375,7 +405,7 @@ impl Serialize for Resolution {
 }
 
 /// One fully specified deployment of a replica.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Deployment {
     /// Image size.
     pub resolution: Resolution,

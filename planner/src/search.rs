@@ -1,6 +1,8 @@
 //! The search: enumerate deployments per GPU type, prune illegal and out-of-memory ones before any
 //! time is estimated, cost the rest in parallel, and choose by the goal's objective.
 
+use std::sync::Arc;
+
 use std::cmp::Ordering;
 
 use rayon::prelude::*;
@@ -93,7 +95,7 @@ fn worst_miss(c: &Candidate) -> Option<(Resolution, &'static str, f64, f64)> {
 /// Per class latency of `replicas` replicas serving the whole mix (with a rate), or unloaded.
 fn class_latencies(
     s: &Spec,
-    ests: &[Estimate],
+    ests: &[Arc<Estimate>],
     batch: u32,
     replicas: Option<u32>,
 ) -> Option<Vec<ClassLatency>> {
@@ -465,7 +467,7 @@ enum Outcome {
         at: Resolution,
         stage: &'static str,
     },
-    Costed(Box<Candidate>, Vec<Estimate>),
+    Costed(Box<Candidate>, Vec<Arc<Estimate>>),
 }
 
 /// The latency below which at least half of requests complete, over the mix.
@@ -798,7 +800,7 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
     let chosen = feasible.first().map(|c| c.1.clone());
     let breakdown = match &chosen {
         Some(_) => match &outcomes[feasible[0].0] {
-            Outcome::Costed(_, e) => e.clone(),
+            Outcome::Costed(_, e) => e.iter().map(|x| Estimate::clone(x)).collect(),
             _ => Vec::new(),
         },
         None => Vec::new(),

@@ -1,0 +1,437 @@
+//! Costs one fixed deployment: per-stage bytes and milliseconds, the request's memory peak, latency
+//! and throughput. This is `klein-plan estimate` and the inner loop of the search.
+
+use serde::Serialize;
+
+use crate::catalog::{Gpu, Model, RuntimeProfile};
+use crate::cost::ops::BF16;
+use crate::deployment::{Deployment, Parallel, Resolution, TextEncoderPlacement};
+use crate::memo::StageMemo;
+use crate::rules::{self, Violation};
+
+mod placement;
+mod stages;
+
+use placement::Placement;
+pub use placement::{block_bytes, memory_floor, top_level_bytes, transformer_weight_bytes};
+pub(crate) use stages::Denoised;
+
+/// JSON schema version of estimates and plans.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Tile edge of tiled VAE decode, pixels (diffusers' `sample_size` for the FLUX VAEs).
+pub const VAE_TILE_PX: u64 = 1024;
+
+/// Tokens of one reference image (a 1024x1024 reference).
+pub const REF_IMAGE_TOKENS: u64 = 4096;
+
+/// One stage of the request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// `text_encoder`, `denoise` or `vae_decode`.
+    pub name: &'static str,
+    /// The component's weights on one GPU while the stage runs.
+    pub weights_bytes: u64,
+    /// Transient peak above what was allocated when the stage began.
+    pub activation_peak_bytes: u64,
+    /// One denoising step (all CFG passes), denoise only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_ms: Option<f64>,
+    /// Steps, denoise only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    /// The whole stage for one batch, transfers included.
+    pub ms: f64,
+    /// Host-link transfers inside `ms` (offload).
+    pub transfer_ms: f64,
+    /// FLOPs of the stage per batch.
+    pub flops: f64,
+    /// Bytes moved through HBM per batch.
+    pub hbm_bytes: f64,
+    /// FLOPs per HBM byte.
+    pub arithmetic_intensity: f64,
+    /// Collectives on the GPU link inside the stage (overlapped or not), per batch.
+    pub comm_ms: f64,
+    /// Copies over the host link inside the stage (overlapped or not), per batch.
+    pub host_copy_ms: f64,
+    /// The largest of `bound_shares`: `compute`, `memory`, `communication`, `host-copy` or
+    /// `host` (launch overhead).
+    pub bound: &'static str,
+    /// The shares of the stage's time the label is chosen from.
+    pub bound_shares: BoundShares,
+    /// FLOPs per HBM byte at which the stage's precision turns compute-bound on this GPU.
+    pub ridge_flops_per_byte: f64,
+}
+
+/// A stage's time split by what limits it, as fractions summing to 1: kernels limited by
+/// compute, by HBM bandwidth, collectives, host copies, and host overhead (stage time no GPU
+/// work or transfer accounts for).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BoundShares {
+    /// Compute-bound kernels.
+    pub compute: f64,
+    /// Memory-bound kernels.
+    pub memory: f64,
+    /// Collectives.
+    pub communication: f64,
+    /// Host copies.
+    pub host_copy: f64,
+    /// Host overhead.
+    pub host: f64,
+}
+
+impl BoundShares {
+    /// Shares of the five times (ms), host overhead being what `ms` leaves over the others.
+    fn of(ms: f64, compute_ms: f64, memory_ms: f64, comm_ms: f64, copy_ms: f64) -> BoundShares {
+        let host = (ms - compute_ms - memory_ms - comm_ms - copy_ms).max(0.0);
+        let total = compute_ms + memory_ms + comm_ms + copy_ms + host;
+        let f = |x: f64| if total > 0.0 { x / total } else { 0.0 };
+        BoundShares {
+            compute: f(compute_ms),
+            memory: f(memory_ms),
+            communication: f(comm_ms),
+            host_copy: f(copy_ms),
+            host: f(host),
+        }
+    }
+
+    /// The largest share's name (ties: the earlier in the order above).
+    fn label(&self) -> &'static str {
+        let all = [
+            ("compute", self.compute),
+            ("memory", self.memory),
+            ("communication", self.communication),
+            ("host-copy", self.host_copy),
+            ("host", self.host),
+        ];
+        let mut best = all[0];
+        for x in all {
+            if x.1 > best.1 {
+                best = x;
+            }
+        }
+        best.0
+    }
+}
+
+/// The request's memory on one GPU.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Memory {
+    /// Peak over the request, CUDA context and allocator overhead included.
+    pub peak_bytes: u64,
+    /// The GPU's usable memory.
+    pub capacity_bytes: u64,
+    /// Whether the peak fits.
+    pub fits: bool,
+    /// The stage where the peak happens.
+    pub binding_stage: &'static str,
+    /// CUDA context and runtime modules.
+    pub context_bytes: u64,
+    /// Weights resident at the peak.
+    pub resident_weights_bytes: u64,
+    /// Low end of the uncertainty range of `peak_bytes`.
+    pub low_bytes: u64,
+    /// High end.
+    pub high_bytes: u64,
+    /// Where the range comes from (see `latency.basis`).
+    pub basis: String,
+}
+
+/// Latency of one batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    /// One batch end to end.
+    pub per_batch_ms: f64,
+    /// `per_batch_ms / batch`.
+    pub per_image_ms: f64,
+    /// Low end of the uncertainty range of `per_batch_ms`.
+    pub low_ms: f64,
+    /// High end.
+    pub high_ms: f64,
+    /// Where the range comes from: the error category and its out-of-sample figures.
+    pub basis: String,
+}
+
+/// Throughput of one replica.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Throughput {
+    /// Images per second of one replica running batches back to back.
+    pub images_per_s: f64,
+}
+
+/// Output-quality consequences of the deployment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quality {
+    /// Whether the output differs from the BF16, uncached reference beyond run-to-run noise.
+    pub changes_output: bool,
+    /// Why: each setting that changes the output, typed (the words are written at the edge,
+    /// `src/render.rs`, as the JSON's `notes`).
+    pub changes: Vec<QualityChange>,
+}
+
+/// One setting that changes the output from the BF16, uncached, CFG reference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum QualityChange {
+    /// Lossy weights (quantization error).
+    Weights {
+        /// Precision name.
+        precision: &'static str,
+    },
+    /// A step cache skips work on some steps.
+    Cache {
+        /// Cache name.
+        cache: &'static str,
+        /// Steps skipped (expected, fractional).
+        skipped_steps: f64,
+        /// Denoising steps in all.
+        steps: u32,
+    },
+    /// Tiled VAE decode blends tile seams.
+    VaeTiling,
+    /// A CFG model run with one pass per step.
+    NoCfg {
+        /// Model id.
+        model: String,
+    },
+}
+
+/// A costed deployment (the contract's `estimate` JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    /// Schema version.
+    pub schema_version: u32,
+    /// Model id.
+    pub model: String,
+    /// GPU id.
+    pub gpu: String,
+    /// Runtime id.
+    pub runtime: String,
+    /// The full, defaulted deployment.
+    pub deployment: Deployment,
+    /// Stages in request order.
+    pub stages: Vec<Stage>,
+    /// Memory.
+    pub memory: Memory,
+    /// Latency.
+    pub latency: Latency,
+    /// Throughput.
+    pub throughput: Throughput,
+    /// Quality.
+    pub quality: Quality,
+}
+
+/// Everything an estimate needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// Model.
+    pub model: &'a Model,
+    /// GPU.
+    pub gpu: &'a Gpu,
+    /// Runtime.
+    pub runtime: &'a RuntimeProfile,
+}
+
+/// Costs `d`, or returns the legality rules it breaks.
+pub fn estimate(inp: Inputs, d: &Deployment) -> Result<Estimate, Vec<Violation>> {
+    let violations = rules::check(inp.model, inp.gpu, d);
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    Ok(cost(inp, d, &StageMemo::default()))
+}
+
+/// `estimate`, sharing stages through `stages` with the other estimates of one command.
+pub(crate) fn estimate_in<'c>(
+    inp: Inputs<'c>,
+    d: &Deployment,
+    stages: &StageMemo<'c>,
+) -> Result<Estimate, Vec<Violation>> {
+    let violations = rules::check(inp.model, inp.gpu, d);
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    Ok(cost(inp, d, stages))
+}
+
+/// The deployment as each stage sees it: the knobs a stage does not read set to fixed values, so
+/// that deployments differing only there share the stage (and a stage cannot read them).
+pub(crate) mod view {
+    use super::*;
+    use crate::deployment::{Cache, Precision, Shard};
+
+    /// A deployment with every knob at a fixed value but those `keep` copies from `d`.
+    fn blank(d: &Deployment) -> Deployment {
+        Deployment {
+            resolution: Resolution {
+                width: 0,
+                height: 0,
+            },
+            batch: d.batch,
+            steps: 0,
+            weights: Precision::Bf16,
+            attention: d.attention,
+            text_encoder: TextEncoderPlacement::Resident,
+            offload: d.offload,
+            vae_tiling: false,
+            cache: Cache::None,
+            parallel: Parallel {
+                gpus: d.parallel.gpus,
+                ..Parallel::SINGLE
+            },
+            reference_images: 0,
+            cfg: false,
+        }
+    }
+
+    /// The text encoder reads the prompts (batch, CFG), its placement and sharding, offload and
+    /// the attention path.
+    pub(crate) fn text_encoder(d: &Deployment) -> Deployment {
+        let mut v = blank(d);
+        v.cfg = d.cfg;
+        v.text_encoder = d.text_encoder;
+        v.parallel.text_encoder = d.parallel.text_encoder;
+        v
+    }
+
+    /// The denoising loop reads everything but the text encoder's placement and sharding and
+    /// the VAE's tiling and patch split.
+    pub(crate) fn denoise(d: &Deployment) -> Deployment {
+        Deployment {
+            text_encoder: TextEncoderPlacement::Resident,
+            vae_tiling: false,
+            parallel: Parallel {
+                vae_patch: false,
+                text_encoder: Parallel::SINGLE.text_encoder,
+                ..d.parallel
+            },
+            ..d.clone()
+        }
+    }
+
+    /// The VAE decode reads the image size, batch, tiling, patch split, offload and attention.
+    pub(crate) fn vae_decode(d: &Deployment) -> Deployment {
+        let mut v = blank(d);
+        v.resolution = d.resolution;
+        v.vae_tiling = d.vae_tiling;
+        v.parallel.vae_patch = d.parallel.vae_patch;
+        v.parallel.shard = Shard::None;
+        v
+    }
+}
+
+/// Costs `d`: its three stages (shared through `memo`), then the request's memory timeline,
+/// latency, ranges and quality changes.
+fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
+    let te_stage = memo.text_encoder(inp, &view::text_encoder(d), stages::text_encoder);
+    let Denoised {
+        stage: dn_stage,
+        skipped_steps,
+        changes_output: cache_changes_output,
+        saved_s,
+    } = memo.denoise(inp, &view::denoise(d), stages::denoise);
+    let vae_stage = memo.vae_decode(inp, &view::vae_decode(d), stages::vae_decode);
+    let (model, gpu, rt) = (inp.model, inp.gpu, inp.runtime);
+    let batch = d.batch as u64;
+    let w = Placement::of(model, d);
+    let txt_tokens = model.text_encoders[0].tokens;
+    let carried_ref = if model.reference_kv_cache {
+        0
+    } else {
+        d.reference_images as u64 * REF_IMAGE_TOKENS
+    };
+    let img_tokens = d.resolution.image_tokens() + carried_ref;
+
+    // The request's memory timeline: what is resident during each stage, plus its transient.
+    let embeds = batch * txt_tokens * model.transformer.context_dim * BF16;
+    let latents = batch * img_tokens * model.transformer.in_channels * BF16 * 4;
+    let resident = |stage: &str| w.resident(d, stage);
+    let slack = 1.0 + rt.allocator_slack;
+    let mut peak = 0;
+    let mut binding = "denoise";
+    let mut resident_at_peak = 0;
+    for s in [&te_stage, &dn_stage, &vae_stage] {
+        if s.name == "text_encoder" && d.text_encoder == TextEncoderPlacement::Drop {
+            continue;
+        }
+        let r = resident(s.name);
+        let held = if s.name == "text_encoder" {
+            0
+        } else {
+            embeds + latents
+        };
+        let p = rt.context_bytes
+            + r
+            + held
+            + rt.gemm_workspace_bytes
+            + (s.activation_peak_bytes as f64 * slack) as u64;
+        if p > peak {
+            peak = p;
+            binding = s.name;
+            resident_at_peak = r;
+        }
+    }
+    let stages = vec![te_stage, dn_stage, vae_stage];
+    let per_batch_ms: f64 = stages.iter().map(|s| s.ms).sum();
+    let (category, basis) = crate::ranges::category(gpu, rt, d);
+    let spread = category.time;
+    let cache_spread = if skipped_steps > 0.0 {
+        0.5 * saved_s * 1e3 / per_batch_ms
+    } else {
+        0.0
+    };
+    let mut changes = Vec::new();
+    if d.weights.lossy() {
+        changes.push(QualityChange::Weights {
+            precision: d.weights.name(),
+        });
+    }
+    if cache_changes_output {
+        changes.push(QualityChange::Cache {
+            cache: d.cache.name(),
+            skipped_steps: skipped_steps,
+            steps: d.steps,
+        });
+    }
+    if d.vae_tiling {
+        changes.push(QualityChange::VaeTiling);
+    }
+    if !d.cfg && model.guidance == crate::catalog::Guidance::Cfg {
+        changes.push(QualityChange::NoCfg {
+            model: model.id.clone(),
+        });
+    }
+    Estimate {
+        schema_version: SCHEMA_VERSION,
+        model: model.id.clone(),
+        gpu: gpu.id.clone(),
+        runtime: rt.id.clone(),
+        deployment: d.clone(),
+        stages,
+        memory: Memory {
+            peak_bytes: peak,
+            capacity_bytes: gpu.hbm_bytes,
+            fits: peak <= gpu.hbm_bytes,
+            binding_stage: binding,
+            context_bytes: rt.context_bytes,
+            resident_weights_bytes: resident_at_peak,
+            low_bytes: crate::ranges::range(peak as f64, category.memory).0 as u64,
+            high_bytes: crate::ranges::range(peak as f64, category.memory).1.ceil() as u64,
+            basis: basis.clone(),
+        },
+        latency: Latency {
+            per_batch_ms,
+            per_image_ms: per_batch_ms / batch as f64,
+            low_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).0,
+            high_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).1,
+            basis,
+        },
+        throughput: Throughput {
+            images_per_s: batch as f64 / (per_batch_ms / 1e3),
+        },
+        quality: Quality {
+            changes_output: !changes.is_empty(),
+            changes,
+        },
+    }
+}
