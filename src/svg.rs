@@ -230,6 +230,7 @@ pub fn chart(s: &Sweep) -> String {
             .pareto
             .iter()
             .map(|c| (c.cost_per_1000_images, c.p50_latency_ms))
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
         let front = Panel {
             title: "Pareto front of the plan",
@@ -271,7 +272,8 @@ pub fn chart(s: &Sweep) -> String {
                     .filter(|p| &series_label(s, &p.values) == l && p.status == "ok")
                     .filter_map(|p| {
                         let x = categories.iter().position(|c| c == &p.values[0])?;
-                        Some((x as f64, y(p)?))
+                        // A figure that is not a number is never drawn (no `cy="NaN"`).
+                        Some((x as f64, y(p).filter(|v| v.is_finite())?))
                     })
                     .collect(),
                 line: true,

@@ -251,9 +251,25 @@ fn impossible_class(
             })
             .filter_map(|(_, d, sv)| sv[k].as_ref().ok().map(|ms| (*ms, d.batch)))
             .collect();
+        // A deployment that fits but is too slow even unloaded is a latency miss, not a
+        // memory one: its unloaded percentiles count as the fastest too.
+        let too_slow = costed
+            .entries
+            .iter()
+            .filter(|(o, _, _)| {
+                only_gpu.is_none_or(|g| cands.iter().any(|x| x.offer == *o && x.gpu == g))
+            })
+            .filter_map(|(_, _, sv)| match &sv[k] {
+                Err(Unserved::Latency(p50_ms, p99_ms)) => Some(Percentiles {
+                    p50_ms: *p50_ms,
+                    p99_ms: *p99_ms,
+                }),
+                _ => None,
+            });
         let best = fits
             .iter()
             .map(|&(ms, b)| unloaded(ms, b, c.images_per_s))
+            .chain(too_slow)
             .min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
         let gpu = only_gpu.map(|g| format!(" on {g}")).unwrap_or_default();
         return Some(match best {
