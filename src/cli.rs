@@ -728,8 +728,11 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
             });
             let Some(device) = c.gpu(&id) else {
-                bail!("unknown gpu '{id}' (see `klein-plan gpus`)");
+                bail!("unknown gpu '{}' (see `klein-plan gpus`)", spec::echo(&id, 64));
             };
+            if let Some(path) = &output {
+                crate::output::check("-o", path)?;
+            }
             let profile = crate::verify::calibrate(backend.into(), device, runs)?;
             let mut yaml = serde_saphyr::to_string(&profile)
                 .map_err(|e| anyhow::anyhow!("yaml output: {e}"))?;
@@ -791,7 +794,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Sweep { spec, vary, svg } => {
-            let sw = crate::sweep::run(&spec, &vary, c)?;
+            let sw = crate::sweep::run(&spec, &vary, c, svg.as_deref())?;
             if let Some(path) = svg {
                 crate::output::write("--svg", &path, crate::svg::chart(&sw).as_bytes())?;
             }
@@ -805,6 +808,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Fleet { spec, svg, timings } => {
             let s = read_spec(&spec, c, &profiles)?;
+            if let Some(path) = &svg {
+                crate::output::check("--svg", path)?;
+            }
             let start = std::time::Instant::now();
             let mut f = planner::fleet::fleet(&s);
             if timings {

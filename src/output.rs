@@ -57,13 +57,20 @@ fn refusal(path: &Path) -> Option<String> {
         })
 }
 
+/// Refuses `path` as an output before any work is done (after the command's inputs are read):
+/// the same checks `write` makes again when it writes.
+pub fn check(what: &str, path: &Path) -> Result<()> {
+    match refusal(path) {
+        Some(why) => bail!("{what} {}: {why}", crate::cli::shown(path)),
+        None => Ok(()),
+    }
+}
+
 /// Writes `bytes` to `path` whole or not at all (see the module doc). `what` names the option
 /// in messages (`--svg`).
 pub fn write(what: &str, path: &Path, bytes: &[u8]) -> Result<()> {
     let shown = crate::cli::shown(path);
-    if let Some(why) = refusal(path) {
-        bail!("{what} {shown}: {why}");
-    }
+    check(what, path)?;
     let Some(name) = path.file_name() else {
         bail!("{what} {shown}: not a file name");
     };

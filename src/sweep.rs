@@ -266,14 +266,18 @@ fn first_line(e: &anyhow::Error) -> String {
     }
 }
 
-/// Runs the sweep.
-pub fn run(path: &Path, vary: &[Vary], c: &Catalog) -> Result<Sweep> {
+/// Runs the sweep; `svg`, the chart's file when asked for, is checked as an output once the
+/// spec has been read (before any point is costed).
+pub fn run(path: &Path, vary: &[Vary], c: &Catalog, svg: Option<&Path>) -> Result<Sweep> {
     let total = points(vary).map_err(|e| anyhow::anyhow!(e))?;
     let text = crate::cli::read_file(path)
         .map_err(|e| anyhow::anyhow!("cannot read spec {}: {e}", crate::cli::shown(path)))?;
     // The base spec must be valid on its own (its problems are reported with their lines).
     let profiles = crate::cli::Profiles::new();
     let base = crate::cli::read_spec(path, c, &profiles)?;
+    if let Some(svg) = svg {
+        crate::output::check("--svg", svg)?;
+    }
     let mode = if base.has_deployment {
         base.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
         Mode::Estimate
