@@ -312,3 +312,45 @@ fn series_label(s: &Sweep, values: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::sweep::{Mode, Point, Sweep};
+
+    fn point(v: &str, latency_ms: f64) -> Point {
+        Point {
+            values: vec![v.into()],
+            status: "ok",
+            reason: None,
+            gpu: "h200".into(),
+            knobs: None,
+            latency_ms: Some(latency_ms),
+            per_image_ms: Some(latency_ms),
+            low_ms: None,
+            high_ms: None,
+            peak_bytes: Some(1_000_000_000),
+            capacity_bytes: Some(2_000_000_000),
+            images_per_s: Some(1.0),
+            cost_per_1000_images: None,
+        }
+    }
+
+    /// A figure that is not a number is left out of the chart, never drawn at `cy="NaN"`.
+    #[test]
+    fn points_that_are_not_numbers_are_not_drawn() {
+        let s = Sweep {
+            schema_version: 1,
+            spec: "s.yaml".into(),
+            mode: Mode::Estimate,
+            keys: vec!["batch".into()],
+            points: vec![
+                point("1", 100.0),
+                point("2", f64::NAN),
+                point("4", f64::INFINITY),
+            ],
+            pareto: Vec::new(),
+        };
+        let svg = super::chart(&s);
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
+}

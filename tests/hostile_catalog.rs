@@ -418,3 +418,54 @@ fn a_user_model_on_the_measured_gpu_gets_no_measured_range() {
     assert!(basis.starts_with("unmeasured"), "{basis}");
     assert!(basis.contains("never measured"), "{basis}");
 }
+
+/// `price_per_hour: 0` (a GPU you own) is valid: no percentage against a free fleet.
+#[test]
+fn a_free_fleet_prints_no_nan_or_infinite_percentage() {
+    let dir = Dir::new("free-fleet");
+    dir.create(
+        "free.yaml",
+        "model: flux2-klein-4b
+workload:
+  resolutions:
+    - {size: 1024x1024, images_per_s: 1, p99_ms: 5000}
+fleet:
+  - {gpu: h200, price_per_hour: 0}
+  - {gpu: l40s, price_per_hour: 0}
+allow: {weights: [bf16], cache: [none], batch: [1], max_gpus_per_replica: 1, offload: [none]}
+",
+    );
+    let out = dir.command(["fleet", "free.yaml"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for bad in ["NaN", "inf %"] {
+        assert!(!out.stdout.contains(bad), "{bad}:\n{}", out.stdout);
+    }
+    assert!(out.stdout.contains("ONE GPU TYPE ALONE"), "{}", out.stdout);
+}
+
+/// A GPU whose deployments fit but are too slow is "too slow", not "no legal deployment fits".
+#[test]
+fn a_gpu_that_fits_but_is_too_slow_is_said_to_be_too_slow() {
+    let dir = Dir::new("too-slow");
+    dir.create(
+        "slow.yaml",
+        "model: flux2-klein-4b
+workload:
+  resolutions:
+    - {size: 1024x1024, images_per_s: 1, p99_ms: 700}
+fleet:
+  - {gpu: h200}
+  - {gpu: rtx-3090}
+allow: {weights: [bf16], cache: [none], batch: [1], max_gpus_per_replica: 1, offload: [none]}
+",
+    );
+    let out = dir.command(["fleet", "slow.yaml"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("rtx-3090") && l.contains("cannot"))
+        .unwrap_or_else(|| panic!("no rtx-3090 line:\n{}", out.stdout));
+    assert!(!line.contains("no legal deployment"), "{line}");
+    assert!(line.contains("> target"), "{line}");
+}
