@@ -728,7 +728,10 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
             });
             let Some(device) = c.gpu(&id) else {
-                bail!("unknown gpu '{}' (see `klein-plan gpus`)", spec::echo(&id, 64));
+                bail!(
+                    "unknown gpu '{}' (see `klein-plan gpus`)",
+                    spec::echo(&id, 64)
+                );
             };
             if let Some(path) = &output {
                 crate::output::check("-o", path)?;

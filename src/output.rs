@@ -135,7 +135,11 @@ mod tests {
             }
         });
         let got = std::fs::read(&target).unwrap();
-        assert!(contents.contains(&got), "a torn file of {} bytes", got.len());
+        assert!(
+            contents.contains(&got),
+            "a torn file of {} bytes",
+            got.len()
+        );
         // No temporary file is left behind.
         let left: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
         assert_eq!(left.len(), 1, "{left:?}");

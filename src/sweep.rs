@@ -73,7 +73,9 @@ impl std::str::FromStr for Vary {
             .filter(|v| !v.is_empty())
             .collect();
         if values.is_empty() {
-            return Err(format!("'{shown}': expected KEY=V1,V2 (e.g. weights=bf16,fp8)"));
+            return Err(format!(
+                "'{shown}': expected KEY=V1,V2 (e.g. weights=bf16,fp8)"
+            ));
         }
         if values.len() > MAX_VALUES {
             return Err(format!(
@@ -116,9 +118,7 @@ pub fn points(vary: &[Vary]) -> std::result::Result<usize, String> {
         .try_fold(1usize, |n, v| n.checked_mul(v.values.len()))
         .filter(|&n| n <= MAX_POINTS)
         .ok_or_else(|| {
-            format!(
-                "more than {MAX_POINTS} points: narrow the sweep (at most {MAX_POINTS})"
-            )
+            format!("more than {MAX_POINTS} points: narrow the sweep (at most {MAX_POINTS})")
         })
 }
 

@@ -295,5 +295,8 @@ fn the_readme_fleet_default_is_the_code_default() {
     let s = planner::spec::parse("model: flux2-klein-4b\nfleet: [{gpu: h200}]\n").unwrap();
     assert_eq!(s.fleet[0].available, planner::spec::FleetEntry::UNLIMITED);
     assert!(row.contains("`available` unlimited"), "{row}");
-    assert!(!readme.contains("available: 64`"), "the README still says available: 64");
+    assert!(
+        !readme.contains("available: 64`"),
+        "the README still says available: 64"
+    );
 }

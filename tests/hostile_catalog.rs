@@ -42,8 +42,7 @@ fn assert_refused(what: &str, out: &util::Output) {
     assert_eq!(out.stdout, "", "{what} printed to stdout");
     assert!(!out.stderr.is_empty(), "{what} printed no error");
     assert!(
-        !out
-            .stderr
+        !out.stderr
             .chars()
             .any(|c| c != '\n' && !planner::catalog::printable(c)),
         "{what} echoed a raw control character: {:?}",
@@ -85,7 +84,11 @@ fn every_hostile_catalog_is_refused_naming_the_file_and_field() {
         for command in ["gpus", "models"] {
             let out = TestCommand::in_repo(["--catalog", d, command]).run();
             assert_refused(d, &out);
-            assert!(out.stderr.contains(d), "{d}: the file is not named\n{}", out.stderr);
+            assert!(
+                out.stderr.contains(d),
+                "{d}: the file is not named\n{}",
+                out.stderr
+            );
             let json = TestCommand::in_repo(["--catalog", d, command, "--format", "json"]).run();
             assert_refused(d, &json);
             let v: serde_json::Value = serde_json::from_str(&json.stderr)
@@ -94,7 +97,12 @@ fn every_hostile_catalog_is_refused_naming_the_file_and_field() {
             if command == "gpus" {
                 let name = dir.file_name().unwrap().to_str().unwrap();
                 let content = format!("exit code: {}\n--- stderr ---\n{}", out.code, out.stderr);
-                if !snapshot("hostile-catalogs", name, format!("klein-plan --catalog {d} gpus"), content) {
+                if !snapshot(
+                    "hostile-catalogs",
+                    name,
+                    format!("klein-plan --catalog {d} gpus"),
+                    content,
+                ) {
                     failed.push(name.to_string());
                 }
             }
@@ -115,7 +123,12 @@ fn every_hostile_import_is_refused() {
         assert!(!out.stderr.contains("pwned') "), "{}", out.stderr);
         let name = dir.file_name().unwrap().to_str().unwrap();
         let content = format!("exit code: {}\n--- stderr ---\n{}", out.code, out.stderr);
-        if !snapshot("hostile-import", name, format!("klein-plan import-model {d}"), content) {
+        if !snapshot(
+            "hostile-import",
+            name,
+            format!("klein-plan import-model {d}"),
+            content,
+        ) {
             failed.push(name.to_string());
         }
     }
@@ -132,7 +145,11 @@ fn an_import_repo_with_a_quote_is_refused() {
     ])
     .run();
     assert_refused("--repo with a quote", &out);
-    assert!(out.stderr.contains("not a Hugging Face repository id"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not a Hugging Face repository id"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A model whose id, name and source hold every printable character that means something in
@@ -140,21 +157,28 @@ fn an_import_repo_with_a_quote_is_refused() {
 /// plainly (comments and nothing else differ). Needs python3: missing, the test fails.
 #[test]
 fn exports_of_a_catalog_with_odd_names_parse_to_the_plain_code() {
-    let plain = std::fs::read_to_string(util::repo_root().join("examples/user-catalog/models.yaml"))
-        .unwrap()
-        .replace("pipeline: FluxKontextPipeline\n", "")
-        .replace(
-            "repo: black-forest-labs/FLUX.1-Kontext-dev",
-            "repo: black-forest-labs/FLUX.1-dev",
-        );
+    let plain =
+        std::fs::read_to_string(util::repo_root().join("examples/user-catalog/models.yaml"))
+            .unwrap()
+            .replace("pipeline: FluxKontextPipeline\n", "")
+            .replace(
+                "repo: black-forest-labs/FLUX.1-Kontext-dev",
+                "repo: black-forest-labs/FLUX.1-dev",
+            );
     let odd = plain
-        .replace("id: flux1-kontext-dev", r#"id: "x\"');import_os#$(id)`{}\\""#)
+        .replace(
+            "id: flux1-kontext-dev",
+            r#"id: "x\"');import_os#$(id)`{}\\""#,
+        )
         .replace(
             "name: \"FLUX.1 Kontext [dev] 12B\"",
             r#"name: "\"\"\" ''' ; import os # \\""#,
         );
     let mut exports = Vec::new();
-    for (id, models) in [("flux1-kontext-dev", &plain), ("x\"');import_os#$(id)`{}\\", &odd)] {
+    for (id, models) in [
+        ("flux1-kontext-dev", &plain),
+        ("x\"');import_os#$(id)`{}\\", &odd),
+    ] {
         let dir = Dir::new("odd-names");
         std::fs::create_dir(dir.path().join("cat")).unwrap();
         dir.create("cat/models.yaml", models);
@@ -194,15 +218,28 @@ print(json.dumps({"python_equal": py[0] == py[1], "shell_equal": sh[0] == sh[1]}
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "python3 failed: {out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["python_equal"], true, "{}\n{}", exports[1][0], exports[0][0]);
-    assert_eq!(v["shell_equal"], true, "{}\n{}", exports[1][1], exports[0][1]);
+    assert_eq!(
+        v["python_equal"], true,
+        "{}\n{}",
+        exports[1][0], exports[0][0]
+    );
+    assert_eq!(
+        v["shell_equal"], true,
+        "{}\n{}",
+        exports[1][1], exports[0][1]
+    );
 }
 
 #[test]
 fn export_of_a_cpu_deployment_is_refused() {
-    let out = TestCommand::in_repo(["export", "specs/tiny-cpu-verify.yaml", "--to", "diffusers"]).run();
+    let out =
+        TestCommand::in_repo(["export", "specs/tiny-cpu-verify.yaml", "--to", "diffusers"]).run();
     assert_refused("export of gpu: cpu", &out);
-    assert!(out.stderr.contains("verify --backend cpu"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("verify --backend cpu"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -227,7 +264,10 @@ fn catalog_and_import_files_pass_the_input_gate() {
         ("zero", "not a regular file"),
         ("big", "bytes is more than"),
     ] {
-        let out = run_within(dir.command(["--catalog", cat, "gpus"]), Duration::from_secs(30));
+        let out = run_within(
+            dir.command(["--catalog", cat, "gpus"]),
+            Duration::from_secs(30),
+        );
         assert_refused(cat, &out);
         assert!(out.stderr.contains(why), "{cat}: {}", out.stderr);
     }
@@ -237,7 +277,8 @@ fn catalog_and_import_files_pass_the_input_gate() {
     let p = dir.path().join("p");
     std::fs::create_dir_all(p.join("transformer")).unwrap();
     std::fs::copy(
-        util::repo_root().join("tests/fixtures/diffusers-configs/flux1-dev/transformer/config.json"),
+        util::repo_root()
+            .join("tests/fixtures/diffusers-configs/flux1-dev/transformer/config.json"),
         p.join("transformer/config.json"),
     )
     .unwrap();
@@ -245,15 +286,19 @@ fn catalog_and_import_files_pass_the_input_gate() {
     for path in ["t/config.json", "p"] {
         let out = run_within(dir.command(["import-model", path]), Duration::from_secs(30));
         assert_refused(path, &out);
-        assert!(out.stderr.contains("not a regular file"), "{path}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("not a regular file"),
+            "{path}: {}",
+            out.stderr
+        );
     }
 }
 
 #[test]
 fn catalogs_too_large_to_search_are_refused_quickly() {
     let dir = Dir::new("big-catalogs");
-    let gpu = std::fs::read_to_string(util::repo_root().join("examples/user-catalog/gpus.yaml"))
-        .unwrap();
+    let gpu =
+        std::fs::read_to_string(util::repo_root().join("examples/user-catalog/gpus.yaml")).unwrap();
     let entry = gpu.split_once("gpus:\n").unwrap().1.to_string();
     let mut many = String::from("gpus:\n");
     for i in 0..65 {
@@ -261,12 +306,16 @@ fn catalogs_too_large_to_search_are_refused_quickly() {
     }
     std::fs::create_dir(dir.path().join("gpus")).unwrap();
     dir.create("gpus/gpus.yaml", &many);
-    let out = run_within(dir.command(["--catalog", "gpus", "gpus"]), Duration::from_secs(30));
+    let out = run_within(
+        dir.command(["--catalog", "gpus", "gpus"]),
+        Duration::from_secs(30),
+    );
     assert_refused("65 GPUs", &out);
     assert!(out.stderr.contains("at most 64"), "{}", out.stderr);
 
-    let models = std::fs::read_to_string(util::repo_root().join("examples/user-catalog/models.yaml"))
-        .unwrap();
+    let models =
+        std::fs::read_to_string(util::repo_root().join("examples/user-catalog/models.yaml"))
+            .unwrap();
     let encoders = vec!["t5-v1_1-xxl"; 20_000].join(", ");
     let models = models.replace(
         "  text_encoders:\n  - t5-v1_1-xxl\n  - clip-vit-l-14\n",
@@ -275,7 +324,10 @@ fn catalogs_too_large_to_search_are_refused_quickly() {
     std::fs::create_dir(dir.path().join("models")).unwrap();
     dir.create("models/models.yaml", &models);
     let start = Instant::now();
-    let out = run_within(dir.command(["--catalog", "models", "models"]), Duration::from_secs(30));
+    let out = run_within(
+        dir.command(["--catalog", "models", "models"]),
+        Duration::from_secs(30),
+    );
     assert_refused("20,000 text encoders", &out);
     assert!(out.stderr.contains("(at most 4)"), "{}", out.stderr);
     assert!(start.elapsed() < Duration::from_secs(30));
@@ -294,15 +346,20 @@ fn sweep_keys_are_bounded() {
     assert_refused("64 --vary", &out);
     assert!(out.stderr.contains("at most 16"), "{}", out.stderr);
     // One key twice (the second would overwrite the first); three distinct keys are fine.
-    let out = TestCommand::in_repo(
-        ["sweep", spec, "--vary", "batch=1,2", "--vary", "batch=1,4"],
-    )
-    .run();
+    let out =
+        TestCommand::in_repo(["sweep", spec, "--vary", "batch=1,2", "--vary", "batch=1,4"]).run();
     assert_refused("a key twice", &out);
     assert!(out.stderr.contains("given twice"), "{}", out.stderr);
-    let out = TestCommand::in_repo(
-        ["sweep", spec, "--vary", "batch=1,2", "--vary", "steps=1,2", "--vary", "workload.steps=1,2"],
-    )
+    let out = TestCommand::in_repo([
+        "sweep",
+        spec,
+        "--vary",
+        "batch=1,2",
+        "--vary",
+        "steps=1,2",
+        "--vary",
+        "workload.steps=1,2",
+    ])
     .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
     // A key 30,000 levels deep (it used to overflow the stack), a value 30,000 brackets deep.
@@ -327,7 +384,14 @@ fn output_files_are_never_inputs_links_or_special_files() {
     let spec_text = std::fs::read_to_string(dir.path().join("estimate-contract.yaml")).unwrap();
     let sweep = |svg: &str| {
         run_within(
-            dir.command(["sweep", "estimate-contract.yaml", "--vary", "batch=1,2", "--svg", svg]),
+            dir.command([
+                "sweep",
+                "estimate-contract.yaml",
+                "--vary",
+                "batch=1,2",
+                "--svg",
+                svg,
+            ]),
             Duration::from_secs(60),
         )
     };
@@ -340,7 +404,11 @@ fn output_files_are_never_inputs_links_or_special_files() {
     for target in ["estimate-contract.yaml", "alias.svg"] {
         let out = sweep(target);
         assert_refused(target, &out);
-        assert!(out.stderr.contains("is an input of this command"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("is an input of this command"),
+            "{}",
+            out.stderr
+        );
     }
     // A symbolic link to a file the user cares about.
     dir.create("victim.txt", "keep me\n");
@@ -363,13 +431,23 @@ fn output_files_are_never_inputs_links_or_special_files() {
         std::fs::read_to_string(dir.path().join("estimate-contract.yaml")).unwrap(),
         spec_text
     );
-    assert_eq!(std::fs::read_to_string(dir.path().join("victim.txt")).unwrap(), "keep me\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("victim.txt")).unwrap(),
+        "keep me\n"
+    );
     // Concurrent writers: every run's file parses whole.
     for _ in 0..4 {
         let children: Vec<_> = (0..3)
             .map(|_| {
-                dir.command(["sweep", "estimate-contract.yaml", "--vary", "batch=1,2", "--svg", "out.svg"])
-                    .spawn()
+                dir.command([
+                    "sweep",
+                    "estimate-contract.yaml",
+                    "--vary",
+                    "batch=1,2",
+                    "--svg",
+                    "out.svg",
+                ])
+                .spawn()
             })
             .collect();
         for mut c in children {
@@ -391,9 +469,14 @@ fn fleet_refuses_to_write_its_chart_over_its_spec() {
     let dir = Dir::new("fleet-svg");
     dir.copy_from_repo("specs/fleet.yaml");
     let before = std::fs::read_to_string(dir.path().join("fleet.yaml")).unwrap();
-    let out = dir.command(["fleet", "fleet.yaml", "--svg", "fleet.yaml"]).run();
+    let out = dir
+        .command(["fleet", "fleet.yaml", "--svg", "fleet.yaml"])
+        .run();
     assert_refused("fleet --svg of its spec", &out);
-    assert_eq!(std::fs::read_to_string(dir.path().join("fleet.yaml")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("fleet.yaml")).unwrap(),
+        before
+    );
 }
 
 #[test]

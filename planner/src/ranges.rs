@@ -70,7 +70,12 @@ pub fn unmeasured_techniques(d: &Deployment) -> Vec<&'static str> {
 /// The category of an estimate, and its `basis` sentence. A model or GPU from a user's catalog
 /// file was measured by nothing the fits saw: a user's model is unmeasured on every GPU, and a
 /// user's GPU never counts as the measured one, whatever its id.
-pub fn category(model: &Model, gpu: &Gpu, rt: &RuntimeProfile, d: &Deployment) -> (Category, String) {
+pub fn category(
+    model: &Model,
+    gpu: &Gpu,
+    rt: &RuntimeProfile,
+    d: &Deployment,
+) -> (Category, String) {
     let techniques = unmeasured_techniques(d);
     let c = if rt.calibrated_on.is_empty() || !techniques.is_empty() || model.user_defined {
         UNMEASURED

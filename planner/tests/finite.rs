@@ -27,16 +27,33 @@ const L40: &str = "gpus:
 #[test]
 fn denormal_tiny_huge_and_nan_gpu_numbers_are_refused_by_name() {
     let mut c = Catalog::embedded();
-    c.add_user_file(CatalogFile::Gpus, "gpus.yaml", L40).unwrap();
+    c.add_user_file(CatalogFile::Gpus, "gpus.yaml", L40)
+        .unwrap();
     for (field, from, to) in [
-        ("host_link_gbps", "host_link_gbps: 32", "host_link_gbps: 4.9e-324"),
+        (
+            "host_link_gbps",
+            "host_link_gbps: 32",
+            "host_link_gbps: 4.9e-324",
+        ),
         ("gpu_link.gbps", "gbps: 32}", "gbps: 1e-300}"),
-        ("hbm_bandwidth_gbps", "hbm_bandwidth_gbps: 864", "hbm_bandwidth_gbps: .nan"),
+        (
+            "hbm_bandwidth_gbps",
+            "hbm_bandwidth_gbps: 864",
+            "hbm_bandwidth_gbps: .nan",
+        ),
         ("dense_tflops.bf16", "bf16: 181", "bf16: 1e300"),
         ("dense_tflops.fp8", "fp8: 362,", "fp8: 5e-324,"),
-        ("price_per_hour", "price_per_hour: 1.10", "price_per_hour: 1e300"),
+        (
+            "price_per_hour",
+            "price_per_hour: 1.10",
+            "price_per_hour: 1e300",
+        ),
         ("sms", "sms: 142", "sms: 100000"),
-        ("hbm_bytes", "hbm_bytes: 48305799168", "hbm_bytes: 18446744073709551615"),
+        (
+            "hbm_bytes",
+            "hbm_bytes: 48305799168",
+            "hbm_bytes: 18446744073709551615",
+        ),
     ] {
         let text = L40.replace(from, to);
         assert_ne!(text, L40, "{from}");
@@ -70,7 +87,10 @@ fn widths_that_would_wrap_the_parameter_count_are_refused() {
     // count is computed without wrapping (checked against the same sum in u128).
     let big = model
         .replace("heads: 65536, head_dim: 65536", "heads: 256, head_dim: 256")
-        .replace("double_blocks: 5, single_blocks: 20", "double_blocks: 1024, single_blocks: 1024")
+        .replace(
+            "double_blocks: 5, single_blocks: 20",
+            "double_blocks: 1024, single_blocks: 1024",
+        )
         .replace("mlp_ratio: 3.0", "mlp_ratio: 64.0");
     let e = Catalog::embedded()
         .add_user_file(CatalogFile::Models, "models.yaml", &big)
@@ -85,7 +105,8 @@ fn denormal_profile_efficiencies_are_refused() {
     let text = text.replace("conv_efficiency: ", "conv_efficiency: 4.9e-324 #");
     let e = RuntimeProfile::from_yaml(&text).unwrap_err();
     assert!(
-        e.iter().any(|p| p.contains("conv_efficiency") && p.contains("[0.001, 1]")),
+        e.iter()
+            .any(|p| p.contains("conv_efficiency") && p.contains("[0.001, 1]")),
         "{e:?}"
     );
 }

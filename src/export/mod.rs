@@ -67,8 +67,9 @@ pub fn py_str(s: &str) -> String {
 /// else single-quoted (a `'` inside closes, escapes and reopens the quote).
 pub fn sh_word(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'=' | b':'));
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'=' | b':')
+        });
     if plain {
         s.to_string()
     } else {

@@ -131,7 +131,10 @@ pub fn check_catalog(kind: CatalogFile, text: &str) {
         Err(e) => assert!(!e.problems.is_empty(), "no problem for:\n{text}"),
         Ok(()) => {
             let (model, gpu) = match kind {
-                CatalogFile::Gpus => ("flux2-klein-4b".to_string(), c.gpus.last().unwrap().id.clone()),
+                CatalogFile::Gpus => (
+                    "flux2-klein-4b".to_string(),
+                    c.gpus.last().unwrap().id.clone(),
+                ),
                 _ => (c.models.last().unwrap().id.clone(), "h200".to_string()),
             };
             let (m, g) = (c.model(&model).unwrap(), c.gpu(&gpu).unwrap());
@@ -207,7 +210,10 @@ pub fn import_input() -> BoxedStrategy<(String, String)> {
 /// `import` either refuses or writes an entry the catalog accepts, with a safe pipeline and repo.
 pub fn check_import(config: &str, class: &str) {
     use planner::catalog::import::{ImportOptions, PipelineFiles, import};
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/diffusers-configs/flux1-dev");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/diffusers-configs/flux1-dev"
+    );
     let read = |p: &str| std::fs::read_to_string(format!("{dir}/{p}")).expect("fixture");
     let files = PipelineFiles {
         model_index: serde_json::json!({"_class_name": class, "is_distilled": false}).to_string(),
@@ -290,7 +296,10 @@ pub fn check_sweep(vary: &[String]) {
     );
     if out.code == 0 {
         let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
-        assert!(v["points"].as_array().is_some_and(|p| !p.is_empty()), "{vary:?}");
+        assert!(
+            v["points"].as_array().is_some_and(|p| !p.is_empty()),
+            "{vary:?}"
+        );
         for p in v["points"].as_array().unwrap() {
             if p["status"] == "ok" {
                 assert!(p["latency_ms"].as_f64().is_some_and(f64::is_finite), "{p}");

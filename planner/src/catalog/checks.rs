@@ -134,7 +134,10 @@ pub(super) fn gpu_problems(g: &Gpu) -> Vec<String> {
     text(&mut out, "arch", &g.arch, MAX_NAME_CHARS, true);
     text(&mut out, "source", &g.source, MAX_SOURCE_CHARS, false);
     if g.native.len() > 8 {
-        out.push(format!("native lists {} precisions (at most 8)", g.native.len()));
+        out.push(format!(
+            "native lists {} precisions (at most 8)",
+            g.native.len()
+        ));
     }
     // Physical bounds, wide around every real device (a GPU of the catalog is 2 to 9,000 TFLOPS,
     // 20 to 8,000 GB/s): the estimate divides by these, so a denormal would print NaN or a
@@ -152,7 +155,12 @@ pub(super) fn gpu_problems(g: &Gpu) -> Vec<String> {
         1e5,
         &[("hbm_bandwidth_gbps", g.hbm_bandwidth_gbps)],
     );
-    within(&mut out, 1e-3, 1e5, &[("dense_tflops.bf16", g.dense_tflops.bf16)]);
+    within(
+        &mut out,
+        1e-3,
+        1e5,
+        &[("dense_tflops.bf16", g.dense_tflops.bf16)],
+    );
     zero_or_within(
         &mut out,
         1e-3,
@@ -245,8 +253,16 @@ pub(super) fn text_encoder_problems(t: &TextEncoderDims) -> Vec<String> {
     // Widths as products, multiplied with a check: each factor may pass its cap while the
     // product wraps `u64` in the parameter count.
     width(&mut out, "hidden", Some(t.hidden));
-    width(&mut out, "heads x head_dim", t.heads.checked_mul(t.head_dim));
-    width(&mut out, "kv_heads x head_dim", t.kv_heads.checked_mul(t.head_dim));
+    width(
+        &mut out,
+        "heads x head_dim",
+        t.heads.checked_mul(t.head_dim),
+    );
+    width(
+        &mut out,
+        "kv_heads x head_dim",
+        t.kv_heads.checked_mul(t.head_dim),
+    );
     if t.output_layers.len() > MAX_LAYERS as usize {
         out.push(format!(
             "output_layers lists {} layers (at most {MAX_LAYERS})",
@@ -289,11 +305,7 @@ pub(super) fn vae_problems(v: &VaeDims) -> Vec<String> {
             ("norm_groups", v.norm_groups as f64),
         ],
     );
-    at_most(
-        &mut out,
-        1 << 16,
-        &[("latent_channels", v.latent_channels)],
-    );
+    at_most(&mut out, 1 << 16, &[("latent_channels", v.latent_channels)]);
     at_most(&mut out, 64, &[("layers_per_block", v.layers_per_block)]);
     if let Some(c) = v.block_out_channels.iter().find(|&&c| c > 1 << 16) {
         out.push(format!(
@@ -411,7 +423,12 @@ pub(super) fn model_problems(m: &Model) -> Vec<String> {
         "transformer.heads x head_dim",
         t.heads.checked_mul(t.head_dim),
     );
-    within(&mut out, 0.25, 64.0, &[("transformer.mlp_ratio", t.mlp_ratio)]);
+    within(
+        &mut out,
+        0.25,
+        64.0,
+        &[("transformer.mlp_ratio", t.mlp_ratio)],
+    );
     match m.text_encoders.first() {
         None => out.push("text_encoders must name at least one encoder".into()),
         Some(te) if context_width(te) != t.context_dim => out.push(format!(
@@ -463,9 +480,6 @@ fn width(out: &mut Vec<String>, name: &str, w: Option<u64>) {
         Some(w) => out.push(format!(
             "{name} = {w} is past any real model's width (at most {MAX_WIDTH})"
         )),
-        None => out.push(format!(
-            "{name} overflows (at most {MAX_WIDTH})"
-        )),
+        None => out.push(format!("{name} overflows (at most {MAX_WIDTH})")),
     }
 }
-

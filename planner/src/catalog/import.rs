@@ -510,7 +510,11 @@ pub fn import(
     // What `import-model` prints must be what `--catalog` accepts: the same checks, on the file.
     catalog
         .clone()
-        .add_file(super::CatalogFile::Models, "the imported entry", &file.to_yaml())
+        .add_file(
+            super::CatalogFile::Models,
+            "the imported entry",
+            &file.to_yaml(),
+        )
         .map_err(|e| {
             let problems: Vec<String> = e
                 .problems

@@ -11,8 +11,8 @@ mod runtime;
 use std::sync::OnceLock;
 
 pub use checks::{
-    MAX_FILE_ENTRIES, MAX_GPUS, MAX_ID_CHARS, MAX_LAYERS, MAX_PARAMS, MAX_TEXT_ENCODERS,
-    MAX_WIDTH, is_python_identifier, is_repo_id, printable,
+    MAX_FILE_ENTRIES, MAX_GPUS, MAX_ID_CHARS, MAX_LAYERS, MAX_PARAMS, MAX_TEXT_ENCODERS, MAX_WIDTH,
+    is_python_identifier, is_repo_id, printable,
 };
 pub use files::{CatalogError, CatalogFile, CatalogProblem};
 pub use gpu::{DenseTflops, Gpu, LINK_KINDS, Link};
