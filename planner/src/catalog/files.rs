@@ -397,7 +397,7 @@ mod tests {
         assert_eq!(
             text,
             [
-                "my/gpus.yaml:2:5: gpu h20: hbm_bandwidth_gbps must be positive (is 0)",
+                "my/gpus.yaml:2:5: gpu h20: hbm_bandwidth_gbps is 0 (expected 0.1 to 100000)",
                 "my/gpus.yaml:2:5: gpu h20: native: unknown precision 'fp4' (expected bf16, fp8, nvfp4)",
             ]
         );
