@@ -153,7 +153,10 @@ fn importing_a_catalog_model_reproduces_its_entry() {
     // Same dimensions, same numbers; the ranges differ by design: nothing measured a user's model.
     assert_eq!(mine["stages"], theirs["stages"]);
     assert_eq!(mine["memory"]["peak_bytes"], theirs["memory"]["peak_bytes"]);
-    assert_eq!(mine["latency"]["per_batch_ms"], theirs["latency"]["per_batch_ms"]);
+    assert_eq!(
+        mine["latency"]["per_batch_ms"],
+        theirs["latency"]["per_batch_ms"]
+    );
     let basis = mine["latency"]["basis"].as_str().unwrap();
     assert!(basis.contains("from a user catalog"), "{basis}");
 

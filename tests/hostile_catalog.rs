@@ -237,7 +237,9 @@ fn export_of_a_cpu_deployment_is_refused() {
         "cpu.yaml",
         "model: flux2-klein-4b\ngpu: cpu\ndeployment: {batch: 1}\n",
     );
-    let out = dir.command(["export", "cpu.yaml", "--to", "diffusers"]).run();
+    let out = dir
+        .command(["export", "cpu.yaml", "--to", "diffusers"])
+        .run();
     assert_refused("export of gpu: cpu", &out);
     assert!(
         out.stderr.contains("verify --backend cpu"),

@@ -390,7 +390,7 @@ pub(super) fn model_problems(m: &Model) -> Vec<String> {
             ("transformer.in_channels", t.in_channels as f64),
             (
                 "transformer.double_blocks + single_blocks",
-                (t.double_blocks + t.single_blocks) as f64,
+                t.double_blocks.saturating_add(t.single_blocks) as f64,
             ),
             ("default_steps", m.default_steps as f64),
         ],
