@@ -538,7 +538,7 @@ impl RuntimeProfile {
         // Rates are divided by efficiencies: a floor of 0.1 % keeps a denormal (4.9e-324) from
         // turning every time into infinity (NaN fails the comparison too).
         let mut eff = |key: String, x: f64| {
-            if !(x >= MIN_EFFICIENCY && x <= 1.0) {
+            if !(MIN_EFFICIENCY..=1.0).contains(&x) {
                 out.push(format!(
                     "{}{key}: {} is not an efficiency in [0.001, 1]",
                     at(&key),
@@ -631,11 +631,11 @@ impl RuntimeProfile {
         for (k, x, is_eff) in self.offload.entries() {
             let (ok, what) = if is_eff {
                 (
-                    x >= MIN_EFFICIENCY && x <= 1.0,
+                    (MIN_EFFICIENCY..=1.0).contains(&x),
                     "an efficiency in [0.001, 1]",
                 )
             } else {
-                (x >= 0.01 && x <= 1e4, "a rate in [0.01, 10000] GB/s")
+                ((0.01..=1e4).contains(&x), "a rate in [0.01, 10000] GB/s")
             };
             if !(x.is_finite() && ok) {
                 out.push(format!(
@@ -661,7 +661,7 @@ impl RuntimeProfile {
             }
         }
         for (k, x) in self.cache.entries() {
-            if !(x.is_finite() && x >= 1e-6 && x <= 100.0) {
+            if !(1e-6..=100.0).contains(&x) {
                 out.push(format!(
                     "{}{k}: {} is outside [1e-6, 100]",
                     at(k),
