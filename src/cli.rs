@@ -184,7 +184,7 @@ pub fn load_catalog(dir: Option<&Path>) -> Result<Catalog> {
     let mut c = Catalog::embedded();
     let Some(dir) = dir else { return Ok(c) };
     if !dir.is_dir() {
-        bail!("--catalog {}: not a folder", dir.display());
+        bail!("--catalog {}: not a folder", shown(dir));
     }
     let mut found = false;
     for (name, kind) in [
@@ -192,14 +192,13 @@ pub fn load_catalog(dir: Option<&Path>) -> Result<Catalog> {
         ("models.yaml", CatalogFile::Models),
     ] {
         let path = dir.join(name);
-        if !path.exists() {
+        if std::fs::symlink_metadata(&path).is_err() {
             continue;
         }
         found = true;
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let shown = path.display().to_string();
-        c.add_file(kind, &shown, &text).map_err(|e| {
+        let shown = shown(&path);
+        let text = read_file(&path).map_err(|e| anyhow::anyhow!("cannot read {shown}: {e}"))?;
+        c.add_user_file(kind, &shown, &text).map_err(|e| {
             let mut msg = format!(
                 "{} problem{} in {shown}",
                 e.problems.len(),
@@ -214,13 +213,14 @@ pub fn load_catalog(dir: Option<&Path>) -> Result<Catalog> {
     if !found {
         bail!(
             "--catalog {}: holds neither gpus.yaml nor models.yaml",
-            dir.display()
+            shown(dir)
         );
     }
     Ok(c)
 }
 
-/// Largest spec or runtime profile read, bytes (the biggest example spec is under 2 kB).
+/// Largest input file read (spec, runtime profile, catalog file, `config.json`), bytes: the
+/// biggest example spec is under 2 kB, the biggest published `config.json` under 10 kB.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
 /// A path as it may be printed: control characters escaped, long paths cut.
@@ -229,7 +229,9 @@ pub fn shown(path: &Path) -> String {
 }
 
 /// Reads a regular file of at most `MAX_FILE_BYTES` as UTF-8: a FIFO, a device or a folder is
-/// refused before it is opened (a FIFO would block, `/dev/zero` never ends).
+/// refused before it is opened (a FIFO would block, `/dev/zero` never ends). The one gate of
+/// every input file — specs, runtime profiles, catalog files, `import-model`'s JSON — and the
+/// record of what this command read (`output::write` refuses to overwrite any of it).
 pub fn read_file(path: &Path) -> std::result::Result<String, String> {
     use std::io::Read;
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
@@ -238,10 +240,11 @@ pub fn read_file(path: &Path) -> std::result::Result<String, String> {
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(format!(
-            "{} bytes is more than the {MAX_FILE_BYTES} bytes a spec or profile may have",
+            "{} bytes is more than the {MAX_FILE_BYTES} bytes an input file may have",
             meta.len()
         ));
     }
+    crate::output::record_input(path, &meta);
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
@@ -445,8 +448,9 @@ pub fn deployment_of<'c>(
     }
 }
 
+/// Reads an `import-model` input through the same gate as every input file.
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    read_file(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", shown(path)))
 }
 
 /// `import-model`: finds the transformer config and the pipeline folder, reads them, and prints
@@ -508,7 +512,7 @@ fn import_model(
     });
     let opts = ImportOptions { id, repo, steps };
     import(&read(&config)?, files.as_ref(), &opts, c)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", shown(&config)))
 }
 
 fn emit<T: serde::Serialize>(
@@ -724,8 +728,14 @@ pub fn run(cli: Cli) -> Result<u8> {
                 }
             });
             let Some(device) = c.gpu(&id) else {
-                bail!("unknown gpu '{id}' (see `klein-plan gpus`)");
+                bail!(
+                    "unknown gpu '{}' (see `klein-plan gpus`)",
+                    spec::echo(&id, 64)
+                );
             };
+            if let Some(path) = &output {
+                crate::output::check("-o", path)?;
+            }
             let profile = crate::verify::calibrate(backend.into(), device, runs)?;
             let mut yaml = serde_saphyr::to_string(&profile)
                 .map_err(|e| anyhow::anyhow!("yaml output: {e}"))?;
@@ -734,8 +744,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             match output {
                 Some(path) => {
-                    std::fs::write(&path, &yaml)
-                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    crate::output::write("-o", &path, yaml.as_bytes())?;
                     let mut err = io::stderr().lock();
                     writeln!(
                         err,
@@ -788,10 +797,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Sweep { spec, vary, svg } => {
-            let sw = crate::sweep::run(&spec, &vary, c)?;
+            let sw = crate::sweep::run(&spec, &vary, c, svg.as_deref())?;
             if let Some(path) = svg {
-                std::fs::write(&path, crate::svg::chart(&sw))
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                crate::output::write("--svg", &path, crate::svg::chart(&sw).as_bytes())?;
             }
             if format == Format::Csv {
                 let mut stdout = io::stdout().lock();
@@ -803,14 +811,16 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Fleet { spec, svg, timings } => {
             let s = read_spec(&spec, c, &profiles)?;
+            if let Some(path) = &svg {
+                crate::output::check("--svg", path)?;
+            }
             let start = std::time::Instant::now();
             let mut f = planner::fleet::fleet(&s);
             if timings {
                 f.solver.ms = Some(start.elapsed().as_secs_f64() * 1e3);
             }
             if let Some(path) = svg {
-                std::fs::write(&path, crate::chart::svg(&f))
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                crate::output::write("--svg", &path, crate::chart::svg(&f).as_bytes())?;
             }
             emit(format, width, &render::fleet_doc(&f), || render::fleet(&f))?;
             Ok(if f.meets_targets { 0 } else { 1 })

@@ -7,6 +7,7 @@
 mod chart;
 mod cli;
 mod export;
+mod output;
 mod progress;
 mod render;
 mod svg;

@@ -599,6 +599,14 @@ fn rule_text(r: &Rule) -> String {
             "dbcache compute_blocks {compute_blocks} plus back_blocks {back_blocks} leave none of {model}'s {blocks} blocks to skip"
         ),
         Rule::NoReferenceImages { model, .. } => format!("{model} takes no reference images"),
+        Rule::NotFinite {
+            model,
+            gpu,
+            runtime,
+        } => format!(
+            "the estimate of {model} on {gpu} with runtime {runtime} is not a finite number: a \
+             catalog or runtime-profile value is out of range"
+        ),
         Rule::ResolutionMultipleOf16 {
             width_px,
             height_px,
@@ -965,7 +973,9 @@ pub fn fleet(f: &FleetPlan) -> String {
                         "  {:<10} ${t:.2}/h · {} GPUs{}",
                         h.gpu,
                         h.gpus.unwrap_or(0),
+                        // No percentage against a free fleet (price 0: a GPU you own).
                         f.total_usd_per_hour
+                            .filter(|&m| m > 0.0 && t.is_finite())
                             .map(|m| format!(" ({:+.0} % vs the fleet)", (t / m - 1.0) * 100.0))
                             .unwrap_or_default()
                     );
@@ -1086,14 +1096,14 @@ pub fn models(rows: &[ModelRow]) -> String {
         let _ = writeln!(
             out,
             "{:<22} {:>9.2}B {:<36} {:>9.2}B {:>6} {:>4}",
-            r.id,
+            echo(&r.id),
             r.transformer_params as f64 / 1e9,
-            r.text_encoders.join(" + "),
+            echo(&r.text_encoders.join(" + ")),
             r.text_encoder_params as f64 / 1e9,
             r.default_steps,
             if r.cfg_passes == 2 { "yes" } else { "no" }
         );
-        let _ = writeln!(out, "    {} · source: {}", r.name, r.source);
+        let _ = writeln!(out, "    {} · source: {}", echo(&r.name), echo(&r.source));
     }
     out
 }
@@ -1134,10 +1144,16 @@ impl From<&Gpu> for GpuRow {
             gpu_link_gb_per_s: g.gpu_link.gbps,
             host_link_gb_per_s: g.host_link_gbps,
             price_per_hour: g.price_per_hour,
-            measured: g.measured,
+            measured: g.measured && !g.user_defined,
             source: g.source.clone(),
         }
     }
+}
+
+/// A catalog text as a listing prints it: control and invisible characters escaped (the catalog
+/// refuses them; this keeps a terminal safe whatever reaches it), never cut.
+fn echo(s: &str) -> String {
+    planner::spec::echo(s, usize::MAX)
 }
 
 /// `gpus` as text.
@@ -1150,21 +1166,21 @@ pub fn gpus(gpus: &[Gpu]) -> String {
         let _ = writeln!(
             out,
             "{:<10} {:>6} {:>10} {:>9.0} {:>9.1} {:>9.1} {:<18} {:>8.2}  {}",
-            g.id,
+            echo(&g.id),
             format!("sm_{}", g.sm),
             gb(g.hbm_bytes),
             g.hbm_bandwidth_gbps,
             g.dense_tflops.bf16,
             g.dense_tflops.fp8,
-            format!("{} {:.0}", g.gpu_link.kind, g.gpu_link.gbps),
+            format!("{} {:.0}", echo(&g.gpu_link.kind), g.gpu_link.gbps),
             g.price_per_hour,
-            if g.measured {
+            if g.measured && !g.user_defined {
                 "yes"
             } else {
                 "no (wider range)"
             }
         );
-        let _ = writeln!(out, "    {} · source: {}", g.name, g.source);
+        let _ = writeln!(out, "    {} · source: {}", echo(&g.name), echo(&g.source));
     }
     out
 }

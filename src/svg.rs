@@ -230,6 +230,7 @@ pub fn chart(s: &Sweep) -> String {
             .pareto
             .iter()
             .map(|c| (c.cost_per_1000_images, c.p50_latency_ms))
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
         let front = Panel {
             title: "Pareto front of the plan",
@@ -271,7 +272,8 @@ pub fn chart(s: &Sweep) -> String {
                     .filter(|p| &series_label(s, &p.values) == l && p.status == "ok")
                     .filter_map(|p| {
                         let x = categories.iter().position(|c| c == &p.values[0])?;
-                        Some((x as f64, y(p)?))
+                        // A figure that is not a number is never drawn (no `cy="NaN"`).
+                        Some((x as f64, y(p).filter(|v| v.is_finite())?))
                     })
                     .collect(),
                 line: true,
@@ -309,4 +311,46 @@ fn series_label(s: &Sweep, values: &[String]) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sweep::{Mode, Point, Sweep};
+
+    fn point(v: &str, latency_ms: f64) -> Point {
+        Point {
+            values: vec![v.into()],
+            status: "ok",
+            reason: None,
+            gpu: "h200".into(),
+            knobs: None,
+            latency_ms: Some(latency_ms),
+            per_image_ms: Some(latency_ms),
+            low_ms: None,
+            high_ms: None,
+            peak_bytes: Some(1_000_000_000),
+            capacity_bytes: Some(2_000_000_000),
+            images_per_s: Some(1.0),
+            cost_per_1000_images: None,
+        }
+    }
+
+    /// A figure that is not a number is left out of the chart, never drawn at `cy="NaN"`.
+    #[test]
+    fn points_that_are_not_numbers_are_not_drawn() {
+        let s = Sweep {
+            schema_version: 1,
+            spec: "s.yaml".into(),
+            mode: Mode::Estimate,
+            keys: vec!["batch".into()],
+            points: vec![
+                point("1", 100.0),
+                point("2", f64::NAN),
+                point("4", f64::INFINITY),
+            ],
+            pareto: Vec::new(),
+        };
+        let svg = super::chart(&s);
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
 }

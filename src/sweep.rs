@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use planner::catalog::Catalog;
 use planner::estimate::{Inputs, SCHEMA_VERSION, estimate};
 use planner::search::{self, Candidate};
@@ -24,25 +24,102 @@ pub struct Vary {
     pub values: Vec<String>,
 }
 
+/// Most `--vary` options of one sweep.
+pub const MAX_KEYS: usize = 16;
+/// Most dotted parts of a key (`deployment.parallel.ulysses` has 3; the spec nests 4 deep).
+pub const MAX_KEY_DEPTH: usize = 6;
+/// Longest key, characters.
+pub const MAX_KEY_CHARS: usize = 128;
+/// Most values of one key.
+pub const MAX_VALUES: usize = 1000;
+/// Longest value, characters (a YAML scalar or a short list; no deep nesting fits).
+pub const MAX_VALUE_CHARS: usize = 256;
+/// Most points of a sweep (the cross product, multiplied with a check).
+pub const MAX_POINTS: usize = 10_000;
+
 impl std::str::FromStr for Vary {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Vary, String> {
+        let shown = planner::spec::echo(s, 64);
         let (key, values) = s
             .split_once('=')
-            .ok_or_else(|| format!("'{s}': expected KEY=V1,V2 (e.g. weights=bf16,fp8)"))?;
+            .ok_or_else(|| format!("'{shown}': expected KEY=V1,V2 (e.g. weights=bf16,fp8)"))?;
+        let key = key.trim();
+        if key.chars().count() > MAX_KEY_CHARS {
+            return Err(format!(
+                "'{shown}': a key of {} characters (at most {MAX_KEY_CHARS})",
+                key.chars().count()
+            ));
+        }
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.len() > MAX_KEY_DEPTH {
+            return Err(format!(
+                "'{shown}': a key {} levels deep (at most {MAX_KEY_DEPTH})",
+                parts.len()
+            ));
+        }
+        if parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        {
+            return Err(format!(
+                "'{shown}': a key is spec keys joined by '.' (letters, digits and '_'), e.g. \
+                 parallel.ulysses"
+            ));
+        }
         let values: Vec<String> = values
             .split(',')
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
             .collect();
-        if key.trim().is_empty() || values.is_empty() {
-            return Err(format!("'{s}': expected KEY=V1,V2 (e.g. weights=bf16,fp8)"));
+        if values.is_empty() {
+            return Err(format!(
+                "'{shown}': expected KEY=V1,V2 (e.g. weights=bf16,fp8)"
+            ));
+        }
+        if values.len() > MAX_VALUES {
+            return Err(format!(
+                "'{shown}': {} values (at most {MAX_VALUES})",
+                values.len()
+            ));
+        }
+        if let Some(v) = values.iter().find(|v| v.chars().count() > MAX_VALUE_CHARS) {
+            return Err(format!(
+                "'{shown}': a value of {} characters (at most {MAX_VALUE_CHARS})",
+                v.chars().count()
+            ));
         }
         Ok(Vary {
-            key: key.trim().to_string(),
+            key: key.to_string(),
             values,
         })
     }
+}
+
+/// The number of points of `vary`'s cross product, or why it is refused: more keys than
+/// `MAX_KEYS`, a key given twice (its values would be overwritten), or more than `MAX_POINTS`
+/// points (multiplied with a check, so 64 keys of 2 values cannot wrap to 0).
+pub fn points(vary: &[Vary]) -> std::result::Result<usize, String> {
+    if vary.len() > MAX_KEYS {
+        return Err(format!(
+            "{} --vary options (at most {MAX_KEYS})",
+            vary.len()
+        ));
+    }
+    for (i, v) in vary.iter().enumerate() {
+        if vary[..i].iter().any(|w| path_of(&w.key) == path_of(&v.key)) {
+            return Err(format!(
+                "--vary {} is given twice: list every value in one --vary",
+                planner::spec::echo(&v.key, 64)
+            ));
+        }
+    }
+    vary.iter()
+        .try_fold(1usize, |n, v| n.checked_mul(v.values.len()))
+        .filter(|&n| n <= MAX_POINTS)
+        .ok_or_else(|| {
+            format!("more than {MAX_POINTS} points: narrow the sweep (at most {MAX_POINTS})")
+        })
 }
 
 /// The path a key sets in the spec: top-level keys and sections as written, anything else under
@@ -189,13 +266,18 @@ fn first_line(e: &anyhow::Error) -> String {
     }
 }
 
-/// Runs the sweep.
-pub fn run(path: &Path, vary: &[Vary], c: &Catalog) -> Result<Sweep> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read spec {}", path.display()))?;
+/// Runs the sweep; `svg`, the chart's file when asked for, is checked as an output once the
+/// spec has been read (before any point is costed).
+pub fn run(path: &Path, vary: &[Vary], c: &Catalog, svg: Option<&Path>) -> Result<Sweep> {
+    let total = points(vary).map_err(|e| anyhow::anyhow!(e))?;
+    let text = crate::cli::read_file(path)
+        .map_err(|e| anyhow::anyhow!("cannot read spec {}: {e}", crate::cli::shown(path)))?;
     // The base spec must be valid on its own (its problems are reported with their lines).
     let profiles = crate::cli::Profiles::new();
     let base = crate::cli::read_spec(path, c, &profiles)?;
+    if let Some(svg) = svg {
+        crate::output::check("--svg", svg)?;
+    }
     let mode = if base.has_deployment {
         base.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
         Mode::Estimate
@@ -204,10 +286,6 @@ pub fn run(path: &Path, vary: &[Vary], c: &Catalog) -> Result<Sweep> {
     };
     let doc: Value =
         serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let total: usize = vary.iter().map(|v| v.values.len()).product();
-    if total > 10_000 {
-        bail!("{total} points: narrow the sweep (at most 10,000)");
-    }
     let mut points = Vec::new();
     for i in 0..total {
         let mut rest = i;

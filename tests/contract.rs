@@ -282,3 +282,21 @@ fn the_v1_1_fleet_spec_is_accepted_and_its_json_fields_exist() {
         serde_json::from_str(&block(&doc, "Extensions in v1.1", "json")).expect("documented JSON");
     holds(&documented, &actual);
 }
+
+/// The README's defaults table says what the code does for `fleet[].available`: left out, it is
+/// unlimited (v1.1), not 64.
+#[test]
+fn the_readme_fleet_default_is_the_code_default() {
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let row = readme
+        .lines()
+        .find(|l| l.starts_with("| `fleet` |"))
+        .expect("a `fleet` row in the defaults table");
+    let s = planner::spec::parse("model: flux2-klein-4b\nfleet: [{gpu: h200}]\n").unwrap();
+    assert_eq!(s.fleet[0].available, planner::spec::FleetEntry::UNLIMITED);
+    assert!(row.contains("`available` unlimited"), "{row}");
+    assert!(
+        !readme.contains("available: 64`"),
+        "the README still says available: 64"
+    );
+}

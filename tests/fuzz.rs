@@ -5,7 +5,12 @@
 //!
 //! The library is called directly (no process per case) and the generated search spaces are kept
 //! small (short allow lists, at most two GPU types, at most 4 GPUs per replica) so that the cases
-//! run in seconds in a debug build.
+//! run in seconds in a debug build. `fuzz/inputs.rs` generates the other inputs: user catalog
+//! files, `import-model` configs and `sweep --vary` keys (those run the binary).
+
+#[path = "fuzz/inputs.rs"]
+mod inputs;
+mod util;
 
 use planner::estimate::{Inputs, estimate};
 use planner::search;
@@ -694,6 +699,18 @@ proptest! {
     }
 
     #[test]
+    fn generated_catalogs_are_refused_or_estimate_finite((kind, text) in inputs::catalog_file()) {
+        inputs::check_catalog(kind, &text);
+    }
+
+    #[test]
+    fn generated_imports_write_only_what_the_catalog_accepts(
+        (config, class) in inputs::import_input(),
+    ) {
+        inputs::check_import(&config, &class);
+    }
+
+    #[test]
     fn generated_profiles_never_panic_or_give_non_finite_figures(
         text in spec_text(),
         profile in profile_text(),
@@ -702,7 +719,17 @@ proptest! {
     }
 }
 
-/// The fuzz target: generated specs and profiles for `KLEIN_FUZZ_SECONDS` seconds (default 600)
+proptest! {
+    // Each case runs the binary: fewer of them.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_sweep_keys_answer_or_refuse(vary in inputs::vary_args()) {
+        inputs::check_sweep(&vary);
+    }
+}
+
+/// The fuzz target: generated specs, profiles, catalogs, import configs and sweep keys for `KLEIN_FUZZ_SECONDS` seconds (default 600)
 /// with a fresh random seed, each case under `catch_unwind` so a panic prints its input. Run with
 /// `KLEIN_FUZZ_SECONDS=600 cargo test --test fuzz -- --ignored --nocapture`.
 #[test]
@@ -716,20 +743,30 @@ fn fuzz_for_a_while() {
         .unwrap_or(600);
     let start = std::time::Instant::now();
     let mut runner = TestRunner::default();
-    let strategy = (spec_text(), profile_text());
+    let strategy = (
+        spec_text(),
+        profile_text(),
+        inputs::catalog_file(),
+        inputs::import_input(),
+        inputs::vary_args(),
+    );
     let (mut cases, mut parsed) = (0u64, 0u64);
     while start.elapsed().as_secs() < seconds {
-        let (text, profile) = strategy.new_tree(&mut runner).unwrap().current();
-        let outcome = std::panic::catch_unwind(|| {
-            if cases % 2 == 0 {
-                check(&text);
-            } else {
-                check_with_profile(&text, &profile);
+        let (text, profile, (kind, catalog), (config, class), vary) =
+            strategy.new_tree(&mut runner).unwrap().current();
+        let outcome = std::panic::catch_unwind(|| match cases % 8 {
+            0 | 2 | 4 => check(&text),
+            1 | 3 | 5 => check_with_profile(&text, &profile),
+            6 => {
+                inputs::check_catalog(kind, &catalog);
+                inputs::check_import(&config, &class);
             }
+            _ => inputs::check_sweep(&vary),
         });
         if let Err(e) = outcome {
             panic!(
-                "case {cases} failed: {:?}\n--- spec ---\n{text}\n--- profile ---\n{profile}",
+                "case {cases} failed: {:?}\n--- spec ---\n{text}\n--- profile ---\n{profile}\n\
+                 --- catalog ---\n{catalog}\n--- import ---\n{config}\n{class:?}\n--- vary ---\n{vary:?}",
                 e.downcast_ref::<String>()
                     .cloned()
                     .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))

@@ -209,6 +209,17 @@ pub enum Rule {
         /// Reference images asked for.
         reference_images: u32,
     },
+    /// The estimate came out NaN or infinite: a catalog or runtime-profile number is out of any
+    /// physical range (the catalog and profile checks should have refused it; this is the
+    /// backstop that keeps such a figure out of every plan).
+    NotFinite {
+        /// Model id.
+        model: String,
+        /// GPU id.
+        gpu: String,
+        /// Runtime profile id.
+        runtime: String,
+    },
     /// The resolution is not a multiple of 16 pixels.
     ResolutionMultipleOf16 {
         /// Width, pixels.

@@ -127,6 +127,10 @@ pub const DIFFUSERS_CLASSES: &[Api] = &[
         "diffusers src/diffusers/pipelines/flux/pipeline_flux.py",
     ),
     api(
+        "FluxKontextPipeline",
+        "diffusers src/diffusers/pipelines/flux/pipeline_flux_kontext.py",
+    ),
+    api(
         "Flux2Transformer2DModel",
         "diffusers src/diffusers/models/transformers/transformer_flux2.py",
     ),

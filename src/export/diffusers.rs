@@ -115,8 +115,23 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     if !problems.is_empty() {
         return Err(problems);
     }
-    let repo = h.repo;
     let pipeline = m.pipeline_class();
+    // The class is written as code: only a diffusers pipeline class klein-plan knows.
+    if !super::api::DIFFUSERS_CLASSES
+        .iter()
+        .any(|a| a.name == pipeline && a.name.ends_with("Pipeline"))
+    {
+        let known: Vec<&str> = super::api::DIFFUSERS_CLASSES
+            .iter()
+            .map(|a| a.name)
+            .filter(|n| n.ends_with("Pipeline"))
+            .collect();
+        return Err(vec![format!(
+            "pipeline {}: not a diffusers pipeline class this export knows ({})",
+            planner::spec::echo(pipeline, 64),
+            known.join(", ")
+        )]);
+    }
     let cp = d.parallel.sequence() > 1;
     let mut s = String::new();
     let _ = writeln!(s, "# {}", h.title);
@@ -164,7 +179,7 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     } else {
         let _ = writeln!(s, "device = torch.device(\"cuda\")");
     }
-    let _ = writeln!(s, "repo = \"{repo}\"");
+    let _ = writeln!(s, "repo = {}", super::py_str(h.repo));
     let drop_te = d.text_encoder == TextEncoderPlacement::Drop;
     let mut extra = Vec::new();
     match d.weights {

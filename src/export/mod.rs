@@ -45,15 +45,70 @@ struct Header<'a> {
     repo: &'a str,
 }
 
+/// `s` as a Python string literal: double-quoted, with backslashes, quotes and every character
+/// that is not printable ASCII escaped, so that nothing in it can end the literal or the line.
+pub fn py_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c if (c as u32) <= 0xFF => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) <= 0xFFFF => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `s` as one shell word: unchanged when it holds only characters no shell treats specially,
+/// else single-quoted (a `'` inside closes, escapes and reopens the quote).
+pub fn sh_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/' | b'=' | b':')
+        });
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `s` as the text of a `#` comment line (Python and shell): control and invisible characters
+/// escaped, so that it cannot end the line.
+fn comment(s: &str) -> String {
+    planner::spec::echo(s, 400)
+}
+
 /// The export as text, or every reason it cannot be faithful.
 pub fn export(target: Target, m: &Model, gpu: &Gpu, d: &Deployment) -> Result<String, Vec<String>> {
+    let id = planner::spec::echo(&m.id, 64);
+    if gpu.arch == "cpu" {
+        // The `cpu` device is the host as klein's own executor (candle) runs it, for `verify
+        // --backend cpu`; its figures say nothing about PyTorch on a CPU, and a CUDA script
+        // would not run there. Refused rather than emitted wrong.
+        return Err(vec![format!(
+            "gpu {}: the host CPU is a device of `verify --backend cpu` only; diffusers and xDiT \
+             exports target CUDA GPUs (name one, e.g. gpu: h200)",
+            planner::spec::echo(&gpu.id, 64)
+        )]);
+    }
     let Some(repo) = m.repo.as_deref() else {
         return Err(vec![format!(
-            "model {} has no `repo:` in the catalog (a Hugging Face repository to load)",
-            m.id
+            "model {id} has no `repo:` in the catalog (a Hugging Face repository to load)"
         )]);
     };
-    let title = format!(
+    // The catalog checks `repo:`; checked again where it is pasted into code.
+    if !planner::catalog::is_repo_id(repo) {
+        return Err(vec![format!(
+            "model {id}: repo '{}' is not a Hugging Face repository id (owner/name)",
+            planner::spec::echo(repo, 64)
+        )]);
+    }
+    let title = comment(&format!(
         "klein-plan export: {} on {} x{}, {}, batch {}, {} steps, weights {}",
         m.id,
         gpu.id,
@@ -62,7 +117,7 @@ pub fn export(target: Target, m: &Model, gpu: &Gpu, d: &Deployment) -> Result<St
         d.batch,
         d.steps,
         d.weights.name()
-    );
+    ));
     let h = Header { title, repo };
     match target {
         Target::Diffusers => diffusers::script(&h, m, d),

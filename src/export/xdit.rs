@@ -19,14 +19,14 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
             let names: Vec<&str> = XDIT_MODELS.iter().map(|m| m.0).collect();
             problems.push(format!(
                 "model {}: xDiT's runner registers {} only",
-                m.id,
+                planner::spec::echo(&m.id, 64),
                 names.join(", ")
             ));
             (false, false, false)
         }
     };
     let mut flags: Vec<String> = vec![
-        format!("--model {}", h.repo),
+        format!("--model {}", super::sh_word(h.repo)),
         format!("--height {}", d.resolution.height),
         format!("--width {}", d.resolution.width),
         format!("--num_inference_steps {}", d.steps),
@@ -78,7 +78,7 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
                 Precision::Int4 => "no INT4 (SVDQuant) option".to_string(),
                 _ => "no such GEMM option declared".to_string(),
             },
-            m.id
+            planner::spec::echo(&m.id, 64)
         )),
     }
     match d.offload {
@@ -118,7 +118,7 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
             "cache {}: xDiT's runner offers {} for {}",
             c.name(),
             if fbcache { "FBCache only" } else { "no cache" },
-            m.id
+            planner::spec::echo(&m.id, 64)
         )),
     }
     if d.reference_images > 0 {

@@ -6,7 +6,11 @@ use std::fmt;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::model::{Family, Guidance, TextEncoderKind, TransformerDims};
+use super::checks::{
+    MAX_FILE_ENTRIES, MAX_GPUS, MAX_ID_CHARS, gpu_problems, model_problems, text_encoder_problems,
+    vae_problems,
+};
+use super::model::{Guidance, TransformerDims};
 use super::{Catalog, Gpu, Model, RuntimeProfile, TextEncoderDims, VaeDims, upsert};
 
 /// Which catalog a file holds.
@@ -141,6 +145,23 @@ impl Check<'_> {
         });
     }
 
+    /// A problem of the whole file (no entry, no location).
+    fn file(&mut self, message: String) {
+        self.problems.push(CatalogProblem {
+            file: self.file.to_string(),
+            location: None,
+            entry: String::new(),
+            message,
+        });
+    }
+
+    /// At most `max` entries of one kind in a file.
+    fn count(&mut self, what: &str, n: usize, max: usize) {
+        if n > max {
+            self.file(format!("{n} {what} (at most {max} in one file)"));
+        }
+    }
+
     fn done(self) -> Result<(), CatalogError> {
         if self.problems.is_empty() {
             Ok(())
@@ -152,259 +173,19 @@ impl Check<'_> {
     }
 }
 
-/// Messages for fields that must be positive.
-fn positive(out: &mut Vec<String>, fields: &[(&str, f64)]) {
-    for (name, v) in fields {
-        if !(v.is_finite() && *v > 0.0) {
-            out.push(format!("{name} must be positive (is {v})"));
-        }
-    }
+/// An entry as problems name it: its kind and its id, escaped and cut.
+fn entry(kind: &str, id: &str) -> String {
+    format!("{kind} {}", crate::spec::echo(id, MAX_ID_CHARS))
 }
 
-/// Messages for dimensions past any real model's (parameter counts must not overflow).
-fn at_most(out: &mut Vec<String>, limit: u64, fields: &[(&str, u64)]) {
-    for (name, v) in fields {
-        if *v > limit {
-            out.push(format!(
-                "{name} {v} is past any real model's (at most {limit})"
-            ));
-        }
-    }
-}
-
-fn gpu_problems(g: &Gpu) -> Vec<String> {
-    let mut out = Vec::new();
-    positive(
-        &mut out,
-        &[
-            ("sms", g.sms as f64),
-            ("hbm_bytes", g.hbm_bytes as f64),
-            ("hbm_bandwidth_gbps", g.hbm_bandwidth_gbps),
-            ("dense_tflops.bf16", g.dense_tflops.bf16),
-            ("gpu_link.gbps", g.gpu_link.gbps),
-            ("host_link_gbps", g.host_link_gbps),
-        ],
-    );
-    for (name, v) in [
-        ("dense_tflops.fp8", g.dense_tflops.fp8),
-        ("dense_tflops.nvfp4", g.dense_tflops.nvfp4),
-        ("dense_tflops.int8", g.dense_tflops.int8),
-        ("price_per_hour", g.price_per_hour),
-    ] {
-        if !(v.is_finite() && v >= 0.0) {
-            out.push(format!("{name} must be 0 or more (is {v})"));
-        }
-    }
-    for n in &g.native {
-        match n.as_str() {
-            "bf16" => {}
-            "fp8" if g.dense_tflops.fp8 <= 0.0 => {
-                out.push("native lists fp8 but dense_tflops.fp8 is 0".into())
-            }
-            "nvfp4" if g.dense_tflops.nvfp4 <= 0.0 => {
-                out.push("native lists nvfp4 but dense_tflops.nvfp4 is 0".into())
-            }
-            "fp8" | "nvfp4" => {}
-            other => out.push(format!(
-                "native: unknown precision '{other}' (expected bf16, fp8, nvfp4)"
-            )),
-        }
-    }
-    if !g.native.iter().any(|n| n == "bf16") {
-        out.push("native must list bf16".into());
-    }
-    if !crate::catalog::LINK_KINDS.contains(&g.gpu_link.kind.as_str()) {
-        out.push(format!(
-            "gpu_link.kind: unknown link '{}' (expected nvlink, nvlink-bridge, pcie, pcie-host, none)",
-            g.gpu_link.kind
-        ));
-    }
-    if g.sm == 0 && g.arch != "cpu" {
-        out.push("sm (compute capability x10, e.g. 89 for sm_89) must be positive".into());
-    }
-    out
-}
-
-fn text_encoder_problems(t: &TextEncoderDims) -> Vec<String> {
-    let mut out = Vec::new();
-    positive(
-        &mut out,
-        &[
-            ("hidden", t.hidden as f64),
-            ("layers", t.layers as f64),
-            ("heads", t.heads as f64),
-            ("kv_heads", t.kv_heads as f64),
-            ("head_dim", t.head_dim as f64),
-            ("intermediate", t.intermediate as f64),
-            ("vocab", t.vocab as f64),
-            ("tokens", t.tokens as f64),
-        ],
-    );
-    at_most(
-        &mut out,
-        1 << 20,
-        &[
-            ("hidden", t.hidden),
-            ("heads", t.heads),
-            ("kv_heads", t.kv_heads),
-            ("head_dim", t.head_dim),
-            ("intermediate", t.intermediate),
-            ("tokens", t.tokens),
-        ],
-    );
-    at_most(&mut out, 10_000, &[("layers", t.layers)]);
-    at_most(&mut out, 1 << 24, &[("vocab", t.vocab)]);
-    if t.kv_heads > 0 && !t.heads.is_multiple_of(t.kv_heads) {
-        out.push(format!(
-            "heads ({}) must be a multiple of kv_heads ({})",
-            t.heads, t.kv_heads
-        ));
-    }
-    if t.output_layers.is_empty() {
-        out.push("output_layers must name at least one layer".into());
-    }
-    if let Some(l) = t.output_layers.iter().find(|&&l| l > t.layers) {
-        out.push(format!(
-            "output_layers: {l} is past the last layer ({})",
-            t.layers
-        ));
-    }
-    out
-}
-
-fn vae_problems(v: &VaeDims) -> Vec<String> {
-    let mut out = Vec::new();
-    positive(
-        &mut out,
-        &[
-            ("latent_channels", v.latent_channels as f64),
-            ("layers_per_block", v.layers_per_block as f64),
-            ("norm_groups", v.norm_groups as f64),
-        ],
-    );
-    at_most(
-        &mut out,
-        1 << 16,
-        &[
-            ("latent_channels", v.latent_channels),
-            ("layers_per_block", v.layers_per_block),
-        ],
-    );
-    if let Some(c) = v.block_out_channels.iter().find(|&&c| c > 1 << 16) {
-        out.push(format!(
-            "block_out_channels: {c} is past any real VAE's (at most 65536)"
-        ));
-    }
-    if v.block_out_channels.len() > 8 {
-        out.push("block_out_channels: more than 8 levels".into());
-    }
-    if v.block_out_channels.is_empty() {
-        out.push("block_out_channels must list at least one level".into());
-    }
-    if v.norm_groups > 0
-        && let Some(c) = v
-            .block_out_channels
-            .iter()
-            .find(|&&c| c == 0 || !c.is_multiple_of(v.norm_groups))
-    {
-        out.push(format!(
-            "block_out_channels: {c} is not a positive multiple of norm_groups ({})",
-            v.norm_groups
-        ));
-    }
-    out
-}
-
-/// Width of what the first text encoder hands the transformer.
-pub(crate) fn context_width(t: &TextEncoderDims) -> u64 {
-    match t.kind {
-        TextEncoderKind::DecoderLm => t.output_layers.len() as u64 * t.hidden,
-        TextEncoderKind::T5Encoder | TextEncoderKind::ClipText => t.hidden,
-    }
-}
-
-fn model_problems(m: &Model) -> Vec<String> {
-    let t = &m.transformer;
-    let mut out = Vec::new();
-    positive(
-        &mut out,
-        &[
-            ("transformer.heads", t.heads as f64),
-            ("transformer.head_dim", t.head_dim as f64),
-            ("transformer.context_dim", t.context_dim as f64),
-            ("transformer.in_channels", t.in_channels as f64),
-            ("transformer.mlp_ratio", t.mlp_ratio),
-            (
-                "transformer.double_blocks + single_blocks",
-                (t.double_blocks + t.single_blocks) as f64,
-            ),
-            ("default_steps", m.default_steps as f64),
-        ],
-    );
-    at_most(
-        &mut out,
-        1 << 16,
-        &[
-            ("transformer.heads", t.heads),
-            ("transformer.head_dim", t.head_dim),
-            ("transformer.double_blocks", t.double_blocks),
-            ("transformer.single_blocks", t.single_blocks),
-            ("transformer.in_channels", t.in_channels),
-            ("transformer.pooled_dim", t.pooled_dim),
-        ],
-    );
-    at_most(
-        &mut out,
-        1 << 20,
-        &[("transformer.context_dim", t.context_dim)],
-    );
-    if t.mlp_ratio > 64.0 {
-        out.push(format!(
-            "transformer.mlp_ratio {} is past any real model's (at most 64)",
-            t.mlp_ratio
-        ));
-    }
-    match m.text_encoders.first() {
-        None => out.push("text_encoders must name at least one encoder".into()),
-        Some(te) if context_width(te) != t.context_dim => out.push(format!(
-            "transformer.context_dim ({}) differs from what text encoder {} hands it ({})",
-            t.context_dim,
-            te.id,
-            context_width(te)
-        )),
-        Some(_) => {}
-    }
-    if t.family == Family::Flux1 {
-        match m
-            .text_encoders
-            .iter()
-            .find(|e| e.kind == TextEncoderKind::ClipText)
-        {
-            Some(clip) if clip.hidden != t.pooled_dim => out.push(format!(
-                "transformer.pooled_dim ({}) differs from CLIP encoder {}'s width ({})",
-                t.pooled_dim, clip.id, clip.hidden
-            )),
-            None if t.pooled_dim > 0 => {
-                out.push("a FLUX.1 model with pooled_dim needs a clip_text encoder".into())
-            }
-            _ => {}
-        }
-    }
-    if t.in_channels != 4 * m.vae.latent_channels {
-        out.push(format!(
-            "transformer.in_channels ({}) must be 4 x the VAE's latent_channels ({}): the latent is \
-             patchified 2x2",
-            t.in_channels, m.vae.latent_channels
-        ));
-    }
-    out
-}
-
+/// Adds the entries of one file to `c` (all or nothing); `user` marks them as a user's (not
+/// what the runtime profiles were measured on).
 pub(super) fn add(
     c: &mut Catalog,
     kind: CatalogFile,
     file: &str,
     text: &str,
+    user: bool,
 ) -> Result<(), CatalogError> {
     let mut check = Check {
         file,
@@ -420,8 +201,20 @@ pub(super) fn add(
                 }
             };
             let mut seen: Vec<&str> = Vec::new();
+            check.count("GPUs", raw.gpus.len(), MAX_GPUS);
+            let new = raw
+                .gpus
+                .iter()
+                .filter(|g| c.gpu(&g.value.id).is_none())
+                .count();
+            if raw.gpus.len() <= MAX_GPUS && c.gpus.len() + new > MAX_GPUS {
+                check.file(format!(
+                    "{new} new GPUs would make the catalog {} (at most {MAX_GPUS}: a plan searches every one)",
+                    c.gpus.len() + new
+                ));
+            }
             for g in &raw.gpus {
-                let entry = format!("gpu {}", g.value.id);
+                let entry = entry("gpu", &g.value.id);
                 if seen.contains(&g.value.id.as_str()) {
                     check.at(g, entry.clone(), "defined twice in this file".into());
                 }
@@ -432,7 +225,9 @@ pub(super) fn add(
             }
             check.done()?;
             for g in raw.gpus {
-                upsert(&mut c.gpus, g.value, |g| &g.id);
+                let mut g = g.value;
+                g.user_defined = user;
+                upsert(&mut c.gpus, g, |g| &g.id);
             }
             Ok(())
         }
@@ -448,7 +243,7 @@ pub(super) fn add(
                 if !r.value.gemm_efficiency.contains_key("bf16") {
                     check.at(
                         r,
-                        format!("runtime {}", r.value.id),
+                        entry("runtime", &r.value.id),
                         "gemm_efficiency needs a bf16 entry".into(),
                     );
                 }
@@ -467,25 +262,28 @@ pub(super) fn add(
                     return check.done();
                 }
             };
+            check.count("text encoders", raw.text_encoders.len(), MAX_FILE_ENTRIES);
+            check.count("VAEs", raw.vaes.len(), MAX_FILE_ENTRIES);
+            check.count("models", raw.models.len(), MAX_FILE_ENTRIES);
             // References resolve against this file's encoders and VAEs first, then the catalog's.
             let mut encoders = c.text_encoders.clone();
             for t in &raw.text_encoders {
                 for m in text_encoder_problems(&t.value) {
-                    check.at(t, format!("text encoder {}", t.value.id), m);
+                    check.at(t, entry("text encoder", &t.value.id), m);
                 }
                 upsert(&mut encoders, t.value.clone(), |t| &t.id);
             }
             let mut vaes = c.vaes.clone();
             for v in &raw.vaes {
                 for m in vae_problems(&v.value) {
-                    check.at(v, format!("vae {}", v.value.id), m);
+                    check.at(v, entry("vae", &v.value.id), m);
                 }
                 upsert(&mut vaes, v.value.clone(), |v| &v.id);
             }
             let mut models = Vec::new();
             for rm in &raw.models {
                 let m = &rm.value;
-                let entry = format!("model {}", m.id);
+                let entry = entry("model", &m.id);
                 if models.iter().any(|x: &Model| x.id == m.id) {
                     check.at(rm, entry.clone(), "defined twice in this file".into());
                 }
@@ -496,7 +294,10 @@ pub(super) fn add(
                         None => check.at(
                             rm,
                             entry.clone(),
-                            format!("unknown text encoder '{id}' (define it under text_encoders:)"),
+                            format!(
+                                "unknown text encoder '{}' (define it under text_encoders:)",
+                                crate::spec::echo(id, MAX_ID_CHARS)
+                            ),
                         ),
                     }
                 }
@@ -504,7 +305,10 @@ pub(super) fn add(
                     check.at(
                         rm,
                         entry,
-                        format!("unknown vae '{}' (define it under vaes:)", m.vae),
+                        format!(
+                            "unknown vae '{}' (define it under vaes:)",
+                            crate::spec::echo(&m.vae, MAX_ID_CHARS)
+                        ),
                     );
                     continue;
                 };
@@ -523,6 +327,7 @@ pub(super) fn add(
                     repo: m.repo.clone(),
                     pipeline: m.pipeline.clone(),
                     source: m.source.clone(),
+                    user_defined: user,
                 };
                 for p in model_problems(&model) {
                     check.at(rm, entry.clone(), p);
@@ -592,7 +397,7 @@ mod tests {
         assert_eq!(
             text,
             [
-                "my/gpus.yaml:2:5: gpu h20: hbm_bandwidth_gbps must be positive (is 0)",
+                "my/gpus.yaml:2:5: gpu h20: hbm_bandwidth_gbps is 0 (expected 0.1 to 100000)",
                 "my/gpus.yaml:2:5: gpu h20: native: unknown precision 'fp4' (expected bf16, fp8, nvfp4)",
             ]
         );

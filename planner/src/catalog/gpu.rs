@@ -68,6 +68,10 @@ pub struct Gpu {
     pub measured: bool,
     /// Where the numbers come from.
     pub source: String,
+    /// Defined (or overridden) by a user's catalog file: nothing measured it, whatever its
+    /// `measured:` says.
+    #[serde(skip)]
+    pub user_defined: bool,
 }
 
 impl Gpu {

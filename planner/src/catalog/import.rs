@@ -135,7 +135,10 @@ pub struct ModelsFile {
 fn parse<'de, T: Deserialize<'de>>(what: &str, text: &'de str) -> Result<T, String> {
     serde_saphyr::from_str(text).map_err(|e| {
         let raw = e.without_snippet().to_string();
-        format!("{what}: {}", raw.lines().next().unwrap_or(""))
+        format!(
+            "{what}: {}",
+            crate::spec::echo(raw.lines().next().unwrap_or(""), 200)
+        )
     })
 }
 
@@ -145,8 +148,9 @@ fn transformer(cfg: &TransformerConfig) -> Result<TransformerDims, String> {
         "FluxTransformer2DModel" => Family::Flux1,
         other => {
             return Err(format!(
-                "transformer class {other} is not supported (FluxTransformer2DModel, \
-                 Flux2Transformer2DModel)"
+                "transformer class {} is not supported (FluxTransformer2DModel, \
+                 Flux2Transformer2DModel)",
+                crate::spec::echo(other, 64)
             ));
         }
     };
@@ -275,8 +279,9 @@ fn text_encoder(
             })
         }
         other => Err(format!(
-            "{folder}/config.json: text encoder model_type '{other}' is not supported (qwen3, \
-             mistral, t5, clip_text_model)"
+            "{folder}/config.json: text encoder model_type '{}' is not supported (qwen3, \
+             mistral, t5, clip_text_model)",
+            crate::spec::echo(other, 64)
         )),
     }
 }
@@ -287,7 +292,8 @@ fn vae(cfg: VaeConfig, id: &str) -> Result<VaeDims, String> {
         "AutoencoderKL" => false,
         other => {
             return Err(format!(
-                "vae class {other} is not supported (AutoencoderKL, AutoencoderKLFlux2)"
+                "vae class {} is not supported (AutoencoderKL, AutoencoderKLFlux2)",
+                crate::spec::echo(other, 64)
             ));
         }
     };
@@ -362,7 +368,7 @@ pub fn import(
     ) {
         return Err(format!(
             "a {} config, not a transformer's (FluxTransformer2DModel, Flux2Transformer2DModel)",
-            class.class_name
+            crate::spec::echo(&class.class_name, 64)
         ));
     }
     let cfg: TransformerConfig = parse("transformer config.json", transformer_config)?;
@@ -375,6 +381,14 @@ pub fn import(
     let (pipeline_class, distilled, te_ids, vae_id, from) = match pipeline {
         Some(p) => {
             let index: ModelIndex = parse("model_index.json", &p.model_index)?;
+            // `export` writes the class into a Python script: a class name and nothing else.
+            if !super::is_python_identifier(&index.class_name) {
+                return Err(format!(
+                    "model_index.json: _class_name '{}' is not a Python class name (letters, \
+                     digits and '_')",
+                    crate::spec::echo(&index.class_name, 64)
+                ));
+            }
             let mut encoders = Vec::new();
             for (i, (folder, text)) in p.text_encoders.iter().enumerate() {
                 let suffix = if i == 0 {
@@ -472,6 +486,15 @@ pub fn import(
                 .unwrap_or("")
         }),
     };
+    if let Some(r) = &opts.repo
+        && !super::is_repo_id(r)
+    {
+        return Err(format!(
+            "--repo '{}' is not a Hugging Face repository id (owner/name: letters, digits, '-', \
+             '_', '.')",
+            crate::spec::echo(r, 64)
+        ));
+    }
     file.models.push(ModelEntry {
         id: opts.id.clone(),
         name: opts.id.clone(),
@@ -484,6 +507,22 @@ pub fn import(
         pipeline: pipeline_class,
         source,
     });
+    // What `import-model` prints must be what `--catalog` accepts: the same checks, on the file.
+    catalog
+        .clone()
+        .add_file(
+            super::CatalogFile::Models,
+            "the imported entry",
+            &file.to_yaml(),
+        )
+        .map_err(|e| {
+            let problems: Vec<String> = e
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.entry, p.message))
+                .collect();
+            problems.join("; ")
+        })?;
     Ok(file)
 }
 

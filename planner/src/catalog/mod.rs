@@ -1,6 +1,7 @@
 //! Catalogs: models, GPUs and runtime profiles, each number with its source; embedded at build
 //! time, extended or overridden by a user's files (`--catalog DIR`).
 
+mod checks;
 mod files;
 mod gpu;
 pub mod import;
@@ -9,6 +10,10 @@ mod runtime;
 
 use std::sync::OnceLock;
 
+pub use checks::{
+    MAX_FILE_ENTRIES, MAX_GPUS, MAX_ID_CHARS, MAX_LAYERS, MAX_PARAMS, MAX_TEXT_ENCODERS, MAX_WIDTH,
+    is_python_identifier, is_repo_id, printable,
+};
 pub use files::{CatalogError, CatalogFile, CatalogProblem};
 pub use gpu::{DenseTflops, Gpu, LINK_KINDS, Link};
 pub use model::{
@@ -79,7 +84,18 @@ impl Catalog {
         name: &str,
         text: &str,
     ) -> Result<(), CatalogError> {
-        files::add(self, kind, name, text)
+        files::add(self, kind, name, text, false)
+    }
+
+    /// Like [`Catalog::add_file`], for a user's file (`--catalog DIR`): its entries are marked
+    /// `user_defined`, so that no estimate on them claims the range of what was measured.
+    pub fn add_user_file(
+        &mut self,
+        kind: CatalogFile,
+        name: &str,
+        text: &str,
+    ) -> Result<(), CatalogError> {
+        files::add(self, kind, name, text, true)
     }
 
     /// A model by id.

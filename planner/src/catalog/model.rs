@@ -385,6 +385,8 @@ pub struct Model {
     pub pipeline: Option<String>,
     /// Where the numbers come from.
     pub source: String,
+    /// Defined (or overridden) by a user's catalog file: nothing measured it.
+    pub user_defined: bool,
 }
 
 impl Model {

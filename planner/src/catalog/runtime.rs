@@ -493,6 +493,9 @@ pub struct RuntimeProfile {
     pub source: String,
 }
 
+/// Smallest efficiency a profile may give (0.1 % of a rate): rates are divided by it.
+pub const MIN_EFFICIENCY: f64 = 1e-3;
+
 fn one() -> f64 {
     1.0
 }
@@ -515,7 +518,7 @@ impl RuntimeProfile {
         }
     }
 
-    /// What is wrong with the profile's numbers and names: efficiencies must lie in (0, 1],
+    /// What is wrong with the profile's numbers and names: efficiencies must lie in [0.001, 1],
     /// latencies and coefficients be finite and non-negative, byte counts bounded, names known.
     pub fn problems(&self, text: &str) -> Vec<String> {
         let mut out = Vec::new();
@@ -532,10 +535,12 @@ impl RuntimeProfile {
                 .map(|i| format!("line {}: ", i + 1))
                 .unwrap_or_default()
         };
+        // Rates are divided by efficiencies: a floor of 0.1 % keeps a denormal (4.9e-324) from
+        // turning every time into infinity (NaN fails the comparison too).
         let mut eff = |key: String, x: f64| {
-            if !(x.is_finite() && x > 0.0 && x <= 1.0) {
+            if !(MIN_EFFICIENCY..=1.0).contains(&x) {
                 out.push(format!(
-                    "{}{key}: {} is not an efficiency in (0, 1]",
+                    "{}{key}: {} is not an efficiency in [0.001, 1]",
                     at(&key),
                     crate::spec::num(x)
                 ));
@@ -603,11 +608,34 @@ impl RuntimeProfile {
                 ));
             }
         }
+        super::checks::text(&mut out, "id", &self.id, super::MAX_ID_CHARS, true);
+        for (k, x) in &self.unmeasured_arch_scale {
+            if !(0.01..=100.0).contains(x) {
+                out.push(format!(
+                    "{}unmeasured_arch_scale.{}: {} is outside [0.01, 100]",
+                    at("unmeasured_arch_scale"),
+                    crate::spec::echo(k, 32),
+                    crate::spec::num(*x)
+                ));
+            }
+        }
+        for g in &self.calibrated_on {
+            if g.is_empty() || g.chars().count() > 64 || !g.chars().all(super::printable) {
+                out.push(format!(
+                    "{}calibrated_on: '{}' is not a GPU id",
+                    at("calibrated_on"),
+                    crate::spec::echo(g, 64)
+                ));
+            }
+        }
         for (k, x, is_eff) in self.offload.entries() {
             let (ok, what) = if is_eff {
-                (x > 0.0 && x <= 1.0, "an efficiency in (0, 1]")
+                (
+                    (MIN_EFFICIENCY..=1.0).contains(&x),
+                    "an efficiency in [0.001, 1]",
+                )
             } else {
-                (x > 0.0 && x <= 1e4, "a rate in (0, 10000] GB/s")
+                ((0.01..=1e4).contains(&x), "a rate in [0.01, 10000] GB/s")
             };
             if !(x.is_finite() && ok) {
                 out.push(format!(
@@ -633,9 +661,9 @@ impl RuntimeProfile {
             }
         }
         for (k, x) in self.cache.entries() {
-            if !(x.is_finite() && x > 0.0 && x <= 100.0) {
+            if !(1e-6..=100.0).contains(&x) {
                 out.push(format!(
-                    "{}{k}: {} is outside (0, 100]",
+                    "{}{k}: {} is outside [1e-6, 100]",
                     at(k),
                     crate::spec::num(x)
                 ));

@@ -43,9 +43,9 @@ pub struct Hw<'a> {
 
 impl Hw<'_> {
     /// The runtime's per-architecture factor on achieved rates for an unmeasured GPU (1 on a
-    /// measured one).
+    /// measured one; a user's catalog GPU is never the measured one).
     pub fn arch_scale(&self) -> f64 {
-        if self.gpu.measured {
+        if self.gpu.measured && !self.gpu.user_defined {
             return 1.0;
         }
         self.rt

@@ -232,13 +232,10 @@ pub struct Inputs<'a> {
     pub runtime: &'a RuntimeProfile,
 }
 
-/// Costs `d`, or returns the legality rules it breaks.
+/// Costs `d`, or returns the legality rules it breaks. An estimate whose figures are not all
+/// finite is refused (`Rule::NotFinite`, naming the model, GPU and runtime): no NaN reaches a plan.
 pub fn estimate(inp: Inputs, d: &Deployment) -> Result<Estimate, Vec<Violation>> {
-    let violations = rules::check(inp.model, inp.gpu, d);
-    if !violations.is_empty() {
-        return Err(violations);
-    }
-    Ok(cost(inp, d, &StageMemo::default()))
+    estimate_in(inp, d, &StageMemo::default())
 }
 
 /// `estimate`, sharing stages through `stages` with the other estimates of one command.
@@ -251,7 +248,55 @@ pub(crate) fn estimate_in<'c>(
     if !violations.is_empty() {
         return Err(violations);
     }
-    Ok(cost(inp, d, stages))
+    let e = cost(inp, d, stages);
+    if !e.is_finite() {
+        return Err(vec![Violation::Unsupported {
+            rule: rules::Rule::NotFinite {
+                model: inp.model.id.clone(),
+                gpu: inp.gpu.id.clone(),
+                runtime: inp.runtime.id.clone(),
+            },
+        }]);
+    }
+    Ok(e)
+}
+
+impl Estimate {
+    /// Whether every time, rate, share and intensity is a finite number.
+    pub fn is_finite(&self) -> bool {
+        let stages = self.stages.iter().all(|s| {
+            let b = &s.bound_shares;
+            [
+                s.step_ms.unwrap_or(0.0),
+                s.ms,
+                s.transfer_ms,
+                s.flops,
+                s.hbm_bytes,
+                s.arithmetic_intensity,
+                s.comm_ms,
+                s.host_copy_ms,
+                b.compute,
+                b.memory,
+                b.communication,
+                b.host_copy,
+                b.host,
+                s.ridge_flops_per_byte,
+            ]
+            .iter()
+            .all(|x| x.is_finite())
+        });
+        let l = &self.latency;
+        stages
+            && [
+                l.per_batch_ms,
+                l.per_image_ms,
+                l.low_ms,
+                l.high_ms,
+                self.throughput.images_per_s,
+            ]
+            .iter()
+            .all(|x| x.is_finite())
+    }
 }
 
 /// The deployment as each stage sees it: the knobs a stage does not read set to fixed values, so
@@ -373,7 +418,7 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
     }
     let stages = vec![te_stage, dn_stage, vae_stage];
     let per_batch_ms: f64 = stages.iter().map(|s| s.ms).sum();
-    let (category, basis) = crate::ranges::category(gpu, rt, d);
+    let (category, basis) = crate::ranges::category(model, gpu, rt, d);
     let spread = category.time;
     let cache_spread = if skipped_steps > 0.0 {
         0.5 * saved_s * 1e3 / per_batch_ms

@@ -237,8 +237,12 @@ fn impossible_class(
     classes: &[Class],
     costed: &Costed,
     cands: &[FleetCandidate],
-    only_gpu: Option<&str>,
+    only: Option<(usize, &str)>,
 ) -> Option<FleetInfeasible> {
+    // One offer alone (its index in `fleet:` and its GPU id): its entries are those of its
+    // index, whether or not any of them became a candidate.
+    let only_gpu = only.map(|o| o.1);
+    let mine = |o: &usize| only.is_none_or(|(g, _)| *o == g);
     for (k, c) in classes.iter().enumerate() {
         if cands.iter().any(|x| x.per_class[k].is_ok()) {
             continue;
@@ -246,14 +250,26 @@ fn impossible_class(
         let fits: Vec<(f64, u32)> = costed
             .entries
             .iter()
-            .filter(|(o, _, _)| {
-                only_gpu.is_none_or(|g| cands.iter().any(|x| x.offer == *o && x.gpu == g))
-            })
+            .filter(|(o, _, _)| mine(o))
             .filter_map(|(_, d, sv)| sv[k].as_ref().ok().map(|ms| (*ms, d.batch)))
             .collect();
+        // A deployment that fits but is too slow even unloaded is a latency miss, not a
+        // memory one: its unloaded percentiles count as the fastest too.
+        let too_slow = costed
+            .entries
+            .iter()
+            .filter(|(o, _, _)| mine(o))
+            .filter_map(|(_, _, sv)| match &sv[k] {
+                Err(Unserved::Latency(p50_ms, p99_ms)) => Some(Percentiles {
+                    p50_ms: *p50_ms,
+                    p99_ms: *p99_ms,
+                }),
+                _ => None,
+            });
         let best = fits
             .iter()
             .map(|&(ms, b)| unloaded(ms, b, c.images_per_s))
+            .chain(too_slow)
             .min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
         let gpu = only_gpu.map(|g| format!(" on {g}")).unwrap_or_default();
         return Some(match best {
@@ -287,6 +303,7 @@ fn impossible_class(
                 let smallest = costed
                     .entries
                     .iter()
+                    .filter(|(o, _, _)| mine(o))
                     .filter_map(|(_, _, sv)| match &sv[k] {
                         Err(Unserved::Memory(p, cap)) => Some((*p, *cap)),
                         _ => None,
@@ -463,7 +480,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
     let mut best_alone: Option<(usize, Checked, Vec<FleetCandidate>)> = None;
     for (g, f) in s.fleet.iter().enumerate() {
         let mine: Vec<FleetCandidate> = cands.iter().filter(|c| c.offer == g).cloned().collect();
-        let alt = match impossible_class(&classes, &costed, &mine, Some(&f.gpu.id)) {
+        let alt = match impossible_class(&classes, &costed, &mine, Some((g, &f.gpu.id))) {
             Some(why) => Err(why.reason),
             None => solve_checked(s, &classes, &mine, true)
                 .map_err(|u| unsolved_reason(&u, s, &classes, &mine).reason),

@@ -31,10 +31,9 @@ pub fn echo(s: &str, max: usize) -> String {
     let mut out = String::new();
     let n = s.chars().count();
     for c in s.chars().take(max) {
-        // Control characters, and the invisible format characters that reorder or hide text
-        // (bidirectional overrides, zero-width marks, the byte-order mark).
-        let invisible = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}');
-        if c.is_control() || invisible {
+        // Control characters, and the invisible format characters that break, reorder or hide
+        // text (line separators, bidirectional overrides, zero-width marks, the byte-order mark).
+        if !crate::catalog::printable(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
