@@ -1,5 +1,11 @@
 //! The calibrate → verify loop out of sample on the CPU backend, in a test binary of its own so
 //! that no other test of the suite runs beside it (cargo runs test binaries one at a time).
+//!
+//! The default suite holds what does not depend on the machine's speed: calibrate writes a
+//! profile, verify reads it and reports every stage, memory agrees within 2 %, and the exit code
+//! follows the per-stage verdicts. Timing accuracy depends on the CPU and its neighbours, so it is
+//! an opt-in check with a statistical criterion (`timing_is_unbiased_on_sizes_calibrate_did_not_use`,
+//! `cargo test --release --test verify_loop -- --ignored --nocapture`; docs/executor.md).
 
 mod util;
 
@@ -8,18 +14,27 @@ use util::Dir;
 /// Sizes, batches and step counts calibrate's microbenchmarks never ran.
 const CASES: [(&str, u32, u32); 3] = [("64x64", 1, 2), ("96x128", 2, 3), ("192x192", 1, 4)];
 
-/// Rounds of calibrate + verify before the loop is called broken.
-const ROUNDS: usize = 3;
+/// One stage of one verify: its name and signed memory and time errors (measured / predicted − 1).
+struct StageError {
+    case: String,
+    name: String,
+    memory: f64,
+    time: f64,
+}
 
-/// One round in `dir`: `calibrate --backend cpu -o p.yaml`, then `verify` of each case with
-/// `runtime: ./p.yaml` (medians of 5 runs, JSON). Returns every stage's line and whether all of
-/// them were within memory 2 %, time 15 % and every verify exited 0.
-fn round(dir: &Dir) -> (Vec<String>, bool) {
+/// `calibrate --backend cpu -o p.yaml` in `dir`.
+fn calibrate(dir: &Dir) {
     dir.command(["calibrate", "--backend", "cpu", "-o", "p.yaml"])
         .run()
         .expect_code(0);
-    let mut lines = Vec::new();
-    let mut ok = true;
+}
+
+/// `verify` of each case with `runtime: ./p.yaml` (medians of `runs` runs, JSON): every stage's
+/// errors. Asserts the mechanics: no error object, three named stages, finite errors, each
+/// stage's `within_tolerance` the verdict of its own errors at the default tolerance, and exit 0
+/// exactly when every stage is within (3 otherwise).
+fn verify_cases(dir: &Dir, runs: u32) -> Vec<StageError> {
+    let mut out = Vec::new();
     for (size, batch, steps) in CASES {
         let spec = format!("s-{size}.yaml");
         dir.create(
@@ -29,6 +44,7 @@ fn round(dir: &Dir) -> (Vec<String>, bool) {
                  deployment: {{resolution: {size}, batch: {batch}, steps: {steps}}}\n"
             ),
         );
+        let runs = runs.to_string();
         let v = dir
             .command([
                 "verify",
@@ -36,59 +52,123 @@ fn round(dir: &Dir) -> (Vec<String>, bool) {
                 "--backend",
                 "cpu",
                 "--runs",
-                "5",
+                &runs,
                 "--format",
                 "json",
             ])
             .run();
         let r = v.json();
         assert_eq!(r["error"], serde_json::Value::Null, "{r}");
-        for s in r["stages"].as_array().expect("stages") {
+        let stages = r["stages"].as_array().expect("stages");
+        let names: Vec<&str> = stages.iter().filter_map(|s| s["name"].as_str()).collect();
+        assert_eq!(names, ["text_encoder", "denoise", "vae_decode"], "{r}");
+        let mut all_within = true;
+        for s in stages {
             let (m, t) = (
                 s["memory_error"].as_f64().expect("memory_error"),
                 s["time_error"].as_f64().expect("time_error"),
             );
-            let within = m.abs() <= 0.02 && t.abs() <= 0.15;
-            ok &= within;
-            lines.push(format!(
-                "{size} b{batch} s{steps} {}: memory {m:+.3}, time {t:+.3}{}",
-                s["name"],
-                if within { "" } else { "  <- outside" }
-            ));
+            assert!(m.is_finite() && t.is_finite(), "{s}");
+            let within = s["within_tolerance"].as_bool().expect("within_tolerance");
+            assert_eq!(
+                within,
+                m.abs() <= 0.15 && t.abs() <= 0.15,
+                "within_tolerance is the default tolerance's verdict: {s}"
+            );
+            all_within &= within;
+            out.push(StageError {
+                case: format!("{size} b{batch} s{steps}"),
+                name: names[out.len() % 3].to_string(),
+                memory: m,
+                time: t,
+            });
         }
-        if v.code != 0 {
-            ok = false;
-            lines.push(format!("{size}: exit {}", v.code));
-        }
+        assert_eq!(v.code, if all_within { 0 } else { 3 }, "{r}");
     }
-    (lines, ok)
+    out
 }
 
-/// The loop out of sample: calibrate, then verify flux2-tiny at sizes, batches and step counts
-/// calibrate's microbenchmarks never ran (medians of 5 runs), at the default tolerance: memory
-/// within 2 %, time within 15 %, exit 0. The text encoder's first call of each kernel kind after
-/// the previous run's VAE decode is measured by calibrate (`op_cold_us`) and charged once per
-/// kind per stage (docs/executor.md, "Calibrating the CPU").
-///
-/// A round is one fresh calibration and the three verifies; the test passes when one of
-/// [`ROUNDS`] rounds is wholly within, and prints every round it ran. On a shared virtual
-/// machine a neighbour's burst moves a stage of a few milliseconds by up to 27 % in one verify of
-/// six back to back (measured on a 2-core CI-class machine, docs/executor.md), which a median of
-/// 5 runs does not always absorb; an error of the model itself fails every round.
+/// The loop's mechanics and its memory out of sample: calibrate, then verify flux2-tiny at sizes,
+/// batches and step counts calibrate never ran; every stage's transient memory within 2 % of the
+/// prediction (they agree to the byte when the model is right), whatever the machine's speed.
 #[test]
-fn calibrated_loop_passes_on_sizes_calibrate_did_not_use() {
+fn calibrated_loop_reports_every_stage_and_memory_agrees() {
     let dir = Dir::new("verify-loop");
-    let mut report = Vec::new();
-    for i in 1..=ROUNDS {
-        let (lines, ok) = round(&dir);
-        report.push(format!("round {i}:\n  {}", lines.join("\n  ")));
-        eprintln!("{}", report.last().expect("a round"));
-        if ok {
-            return;
+    calibrate(&dir);
+    for s in verify_cases(&dir, 1) {
+        assert!(
+            s.memory.abs() <= 0.02,
+            "{} {}: memory {:+.3} (time {:+.3})",
+            s.case,
+            s.name,
+            s.memory,
+            s.time
+        );
+    }
+}
+
+/// Rounds of the opt-in timing check (a fresh calibration each), `KLEIN_LOOP_ROUNDS` or 5.
+fn rounds() -> usize {
+    std::env::var("KLEIN_LOOP_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(5)
+}
+
+/// The median of `xs` (not empty).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        0.5 * (xs[n / 2 - 1] + xs[n / 2])
+    }
+}
+
+/// Timing out of sample, opt-in (it measures this machine, so it is not in the default suite).
+/// Each round is a fresh calibration and the three verifies (medians of 5 runs). Criterion, per
+/// stage over all rounds and cases: the median signed time error within ±8 % (a model biased by
+/// more than that fails however quiet the machine, while a neighbour's burst moves single runs
+/// and not the median), and at most a fifth of the single errors beyond the default 15 %.
+#[test]
+#[ignore = "times the CPU: run with --release --ignored on a quiet machine (docs/executor.md)"]
+fn timing_is_unbiased_on_sizes_calibrate_did_not_use() {
+    let dir = Dir::new("verify-loop-timing");
+    let mut all = Vec::new();
+    for i in 1..=rounds() {
+        calibrate(&dir);
+        for s in verify_cases(&dir, 5) {
+            eprintln!(
+                "round {i} {} {}: memory {:+.3}, time {:+.3}",
+                s.case, s.name, s.memory, s.time
+            );
+            all.push(s);
         }
     }
-    panic!(
-        "no round of {ROUNDS} within memory 2 %, time 15 %:\n{}",
-        report.join("\n")
-    );
+    let mut failures = Vec::new();
+    for stage in ["text_encoder", "denoise", "vae_decode"] {
+        let times: Vec<f64> = all
+            .iter()
+            .filter(|s| s.name == stage)
+            .map(|s| s.time)
+            .collect();
+        let med = median(times.clone());
+        let outside = times.iter().filter(|t| t.abs() > 0.15).count();
+        eprintln!(
+            "{stage}: median time error {med:+.3} over {} verifies, {outside} beyond 15 %",
+            times.len()
+        );
+        if med.abs() > 0.08 {
+            failures.push(format!("{stage}: median time error {med:+.3} beyond ±8 %"));
+        }
+        if outside * 5 > times.len() {
+            failures.push(format!(
+                "{stage}: {outside} of {} verifies beyond 15 %",
+                times.len()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -6,21 +6,58 @@
 //! the thread count.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use crate::deployment::Deployment;
 use crate::estimate::{Estimate, Inputs, Stage, estimate_in};
+use crate::ranges::Category;
 use crate::rules::Violation;
+
+/// The multiply-rotate hash of rustc's `FxHasher`: the memo's keys are addresses and small
+/// integers made by this process, not attacker-chosen, so SipHash's flooding resistance buys
+/// nothing and costs a tenth of a plan.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(x as u64);
+    }
+
+    fn write_u8(&mut self, x: u8) {
+        self.write_u64(x as u64);
+    }
+
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A map from key to value behind a lock, filled on first use.
 #[derive(Debug)]
-struct Table<K, V>(Mutex<HashMap<K, V>>);
+struct Table<K, V>(Mutex<HashMap<K, V, BuildHasherDefault<Fx>>>);
 
 impl<K, V> Default for Table<K, V> {
     fn default() -> Self {
-        Table(Mutex::new(HashMap::new()))
+        Table(Mutex::new(HashMap::default()))
     }
 }
 
@@ -59,6 +96,7 @@ pub struct StageMemo<'c> {
     text_encoder: Table<Key, Stage>,
     denoise: Table<Key, crate::estimate::Denoised>,
     vae_decode: Table<Key, Stage>,
+    ranges: Table<Key, (Category, String)>,
 }
 
 impl<'c> StageMemo<'c> {
@@ -90,6 +128,18 @@ impl<'c> StageMemo<'c> {
         f: fn(Inputs, &Deployment) -> Stage,
     ) -> Stage {
         self.vae_decode.get_or(key(inp, view), || f(inp, view))
+    }
+}
+
+impl<'c> StageMemo<'c> {
+    /// The range category and basis of `view` (`estimate::view::ranges`), from `f` once.
+    pub(crate) fn ranges(
+        &self,
+        inp: Inputs<'c>,
+        view: &Deployment,
+        f: impl FnOnce() -> (Category, String),
+    ) -> (Category, String) {
+        self.ranges.get_or(key(inp, view), f)
     }
 }
 

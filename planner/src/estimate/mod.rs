@@ -354,6 +354,16 @@ pub(crate) mod view {
         }
     }
 
+    /// The range category reads the precision, offload, GPU count, reference images and
+    /// whether a cache runs.
+    pub(crate) fn ranges(d: &Deployment) -> Deployment {
+        let mut v = blank(d);
+        v.weights = d.weights;
+        v.reference_images = d.reference_images;
+        v.cache = d.cache.clone();
+        v
+    }
+
     /// The VAE decode reads the image size, batch, tiling, patch split, offload and attention.
     pub(crate) fn vae_decode(d: &Deployment) -> Deployment {
         let mut v = blank(d);
@@ -418,7 +428,8 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
     }
     let stages = vec![te_stage, dn_stage, vae_stage];
     let per_batch_ms: f64 = stages.iter().map(|s| s.ms).sum();
-    let (category, basis) = crate::ranges::category(model, gpu, rt, d);
+    let rv = view::ranges(d);
+    let (category, basis) = memo.ranges(inp, &rv, || crate::ranges::category(model, gpu, rt, &rv));
     let spread = category.time;
     let cache_spread = if skipped_steps > 0.0 {
         0.5 * saved_s * 1e3 / per_batch_ms
