@@ -970,13 +970,19 @@ pub fn fleet(f: &FleetPlan) -> String {
                 (Some(t), _) => {
                     let _ = writeln!(
                         out,
-                        "  {:<10} ${t:.2}/h · {} GPUs{}",
+                        "  {:<10} ${t:.2}/h · {} GPUs{}{}",
                         h.gpu,
                         h.gpus.unwrap_or(0),
                         // No percentage against a free fleet (price 0: a GPU you own).
                         f.total_usd_per_hour
                             .filter(|&m| m > 0.0 && t.is_finite())
                             .map(|m| format!(" ({:+.0} % vs the fleet)", (t / m - 1.0) * 100.0))
+                            .unwrap_or_default(),
+                        h.gap
+                            .map(|g| format!(
+                                " · time limit: not proven optimal (gap {:.1} %)",
+                                g * 100.0
+                            ))
                             .unwrap_or_default()
                     );
                 }

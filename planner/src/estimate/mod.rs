@@ -445,7 +445,7 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
     if cache_changes_output {
         changes.push(QualityChange::Cache {
             cache: d.cache.name(),
-            skipped_steps: skipped_steps,
+            skipped_steps,
             steps: d.steps,
         });
     }

@@ -9,6 +9,7 @@
 //! traffic (the sensitivity).
 
 pub mod candidates;
+pub mod compact;
 pub mod milp;
 pub mod queueing;
 pub mod report;
@@ -18,7 +19,7 @@ use std::cmp::Ordering;
 
 use crate::memo::Memo;
 use candidates::{Class, Costed, FleetCandidate, Unserved, cost_all, unloaded};
-use milp::{Solved, Unsolved, solve};
+use milp::{Solved, Unsolved, solve_within};
 use queueing::{ClassLoad, Percentiles, meets, pool_latency, utilization};
 pub use report::*;
 use simulation::{SimClass, SimPool, simulate};
@@ -147,17 +148,62 @@ fn check(
     (predicted, sims, utils, failing_pools)
 }
 
+/// Time limits of the integer programs (seconds): the mix's first solve, each re-solve after a
+/// repair, and each GPU type alone (first solve, re-solves). A program that hits its limit
+/// reports `time_limit` and its gap; within them, every machine gives the same answer.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    first_s: f64,
+    resolve_s: f64,
+    /// Columns of the set-covering form before the compact form is used (`milp::solve_within`).
+    columns: usize,
+}
+
+/// The mix's program (and the 2x-traffic sensitivity's).
+const MIX_LIMITS: Limits = Limits {
+    first_s: 2.0,
+    resolve_s: 0.4,
+    columns: 150_000,
+};
+
+/// The fleet at twice the traffic (a sensitivity, queueing model only).
+const SENSITIVITY_LIMITS: Limits = Limits {
+    first_s: 1.0,
+    resolve_s: 0.2,
+    columns: 150_000,
+};
+
+/// Each GPU type alone.
+const ALONE_LIMITS: Limits = Limits {
+    first_s: 0.4,
+    resolve_s: 0.1,
+    columns: 20_000,
+};
+
 /// Solves, checks and repairs until the fleet passes or the repairs run out.
 fn solve_checked(
     s: &Spec,
     classes: &[Class],
     cands: &[FleetCandidate],
     simulated: bool,
+    limits: Limits,
 ) -> Result<Checked, Unsolved> {
     let mut derate = vec![1.0; cands.len()];
     let mut repairs = 0;
     loop {
-        let solved = solve(classes, cands, &s.fleet, &derate)?;
+        let limit = if repairs == 0 {
+            limits.first_s
+        } else {
+            limits.resolve_s
+        };
+        let solved = solve_within(
+            classes,
+            cands,
+            &s.fleet,
+            &derate,
+            Some(limit),
+            limits.columns,
+        )?;
         let (predicted, sims, utilization, failing) = check(classes, cands, &solved, simulated);
         if failing.is_empty() || repairs == MAX_REPAIRS {
             return Ok(Checked {
@@ -346,24 +392,31 @@ fn unsolved_reason(
                     ..f.clone()
                 })
                 .collect();
-            let relax = solve(classes, cands, &unlimited, &vec![1.0; cands.len()])
-                .ok()
-                .map(|sol| {
-                    let mut need: Vec<(String, u32)> = Vec::new();
-                    for p in &sol.pools {
-                        let c = &cands[p.candidate];
-                        let n = p.replicas * c.gpus_per_replica;
-                        match need.iter_mut().find(|x| x.0 == c.gpu) {
-                            Some(x) => x.1 += n,
-                            None => need.push((c.gpu.clone(), n)),
-                        }
+            let relax = solve_within(
+                classes,
+                cands,
+                &unlimited,
+                &vec![1.0; cands.len()],
+                Some(ALONE_LIMITS.first_s),
+                ALONE_LIMITS.columns,
+            )
+            .ok()
+            .map(|sol| {
+                let mut need: Vec<(String, u32)> = Vec::new();
+                for p in &sol.pools {
+                    let c = &cands[p.candidate];
+                    let n = p.replicas * c.gpus_per_replica;
+                    match need.iter_mut().find(|x| x.0 == c.gpu) {
+                        Some(x) => x.1 += n,
+                        None => need.push((c.gpu.clone(), n)),
                     }
-                    need.iter()
-                        .map(|(g, n)| format!("available: {n} for {g}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_else(|| "more GPUs in `fleet:`".into());
+                }
+                need.iter()
+                    .map(|(g, n)| format!("available: {n} for {g}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "more GPUs in `fleet:`".into());
             FleetInfeasible {
                 class: None,
                 constraint: "availability",
@@ -387,13 +440,14 @@ fn plan_for(
     costed: &Costed,
     classes: &[Class],
     simulated: bool,
+    limits: Limits,
 ) -> (Vec<FleetCandidate>, Result<Checked, FleetInfeasible>) {
     let all = candidates::candidates(s, costed, classes);
     let cands = candidates::prune(&all);
     if let Some(why) = impossible_class(classes, costed, &cands, None) {
         return (cands, Err(why));
     }
-    let r = solve_checked(s, classes, &cands, simulated)
+    let r = solve_checked(s, classes, &cands, simulated, limits)
         .map_err(|u| unsolved_reason(&u, s, classes, &cands));
     (cands, r)
 }
@@ -474,7 +528,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
     };
     let costed = cost_all(s, &classes, &memo);
     out.solver.enumerated = costed.enumerated;
-    let (cands, mix) = plan_for(s, &costed, &classes, true);
+    let (cands, mix) = plan_for(s, &costed, &classes, true, MIX_LIMITS);
     out.solver.candidates = cands.len();
     // Homogeneous alternatives: the same program and checks, one GPU type at a time.
     let mut best_alone: Option<(usize, Checked, Vec<FleetCandidate>)> = None;
@@ -482,7 +536,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
         let mine: Vec<FleetCandidate> = cands.iter().filter(|c| c.offer == g).cloned().collect();
         let alt = match impossible_class(&classes, &costed, &mine, Some((g, &f.gpu.id))) {
             Some(why) => Err(why.reason),
-            None => solve_checked(s, &classes, &mine, true)
+            None => solve_checked(s, &classes, &mine, true, ALONE_LIMITS)
                 .map_err(|u| unsolved_reason(&u, s, &classes, &mine).reason),
         };
         out.homogeneous_alternatives.push(match &alt {
@@ -497,6 +551,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
                         .sum(),
                 ),
                 reason: None,
+                gap: c.solved.gap,
             },
             Ok(_) => Homogeneous {
                 gpu: f.gpu.id.clone(),
@@ -505,12 +560,14 @@ pub fn fleet(s: &Spec) -> FleetPlan {
                 reason: Some(
                     "its fleet misses a target in the queueing model or the simulation".into(),
                 ),
+                gap: None,
             },
             Err(r) => Homogeneous {
                 gpu: f.gpu.id.clone(),
                 total_usd_per_hour: None,
                 gpus: None,
                 reason: Some(r.clone()),
+                gap: None,
             },
         });
         if let Ok(c) = alt
@@ -576,7 +633,11 @@ pub fn fleet(s: &Spec) -> FleetPlan {
         } else {
             "time_limit"
         };
-        out.solver.gap = c.solved.optimal.then_some(0.0);
+        out.solver.gap = if c.solved.optimal {
+            Some(0.0)
+        } else {
+            c.solved.gap
+        };
         out.solver.repairs = c.repairs;
         out.total_usd_per_hour = Some(c.solved.total_usd_per_hour);
         out.pools = pools;
@@ -589,7 +650,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
             ..c.clone()
         })
         .collect();
-    let (dc, d) = plan_for(s, &costed, &doubled, false);
+    let (dc, d) = plan_for(s, &costed, &doubled, false, SENSITIVITY_LIMITS);
     out.sensitivity = Some(match d {
         Ok(c) => Sensitivity {
             traffic_factor: SENSITIVITY_FACTOR,

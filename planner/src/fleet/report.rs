@@ -80,6 +80,10 @@ pub struct Homogeneous {
     pub gpus: Option<u32>,
     /// Why it cannot.
     pub reason: Option<String>,
+    /// When the time limit stopped its program before optimality was proven: the gap to the
+    /// linear relaxation (its cost is at most this fraction above the best). Absent when proven.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap: Option<f64>,
 }
 
 /// How the integer program went.
