@@ -1,4 +1,4 @@
-//! Benchmark: the time to parse and plan `specs/prod.yaml` (the goal: under 100 ms on the
+//! Benchmark: the time to parse and plan `specs/prod.yaml` (the goal: under 50 ms on the
 //! 2-core development machine). A bench binary without a harness, so no extra dependency:
 //! `cargo bench --bench plan` prints the minimum and median over 20 timed runs after 3 warm-ups.
 

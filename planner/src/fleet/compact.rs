@@ -84,7 +84,7 @@ fn greedy(
 }
 
 /// Solves the compact program within `limit_s` seconds.
-pub(super) fn solve(
+pub fn solve(
     classes: &[Class],
     cands: &[FleetCandidate],
     offers: &[FleetEntry],
