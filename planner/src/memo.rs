@@ -146,18 +146,32 @@ impl<'c> StageMemo<'c> {
 /// Estimates already made, by model, GPU, runtime and deployment, and the stages they share.
 #[derive(Debug, Default)]
 pub struct Memo<'c> {
+    /// Whether whole estimates are kept (`fleet` asks for each twice); `plan` asks once per
+    /// deployment, so it shares stages only.
+    keep_estimates: bool,
     estimates: Table<Key, Result<Arc<Estimate>, Vec<Violation>>>,
     stages: StageMemo<'c>,
 }
 
 impl<'c> Memo<'c> {
-    /// `estimate(inp, d)`, computed once per distinct input (shared, not copied, by the
+    /// A memo that keeps whole estimates as well as stages (for commands that ask twice).
+    pub fn keeping_estimates() -> Memo<'c> {
+        Memo {
+            keep_estimates: true,
+            ..Memo::default()
+        }
+    }
+
+    /// `estimate(inp, d)`, computed once per distinct input when estimates are kept (shared, not copied, by the
     /// candidates that ask for it).
     pub fn estimate(
         &self,
         inp: Inputs<'c>,
         d: &Deployment,
     ) -> Result<Arc<Estimate>, Vec<Violation>> {
+        if !self.keep_estimates {
+            return estimate_in(inp, d, &self.stages).map(Arc::new);
+        }
         self.estimates.get_or(key(inp, d), || {
             estimate_in(inp, d, &self.stages).map(Arc::new)
         })

@@ -467,7 +467,7 @@ enum Outcome {
         at: Resolution,
         stage: &'static str,
     },
-    Costed(Box<Candidate>, Vec<Arc<Estimate>>),
+    Costed(Box<Candidate>),
 }
 
 /// The latency below which at least half of requests complete, over the mix.
@@ -617,7 +617,7 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) -> Outcome {
         classes,
         output_changes: output_changes(s, d),
     };
-    Outcome::Costed(Box::new(cand), ests)
+    Outcome::Costed(Box::new(cand))
 }
 
 /// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
@@ -752,7 +752,7 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
                     over,
                 ));
             }
-            Outcome::Costed(c, _) => {
+            Outcome::Costed(c) => {
                 let over = |c: &Candidate| worst_miss(c).map(|m| m.2 / m.3).unwrap_or(0.0);
                 if best_latency.as_ref().is_none_or(|b| over(c) < over(b)) {
                     best_latency = Some((**c).clone());
@@ -798,11 +798,27 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
     }
     feasible.sort_by(|a, b| better(s.goal.objective, has_rate, &a.1, &b.1).then(a.0.cmp(&b.0)));
     let chosen = feasible.first().map(|c| c.1.clone());
+    // The chosen deployment's estimates, made again (a pure function, its stages shared through
+    // the memo): no candidate's estimates are kept while the search runs.
     let breakdown = match &chosen {
-        Some(_) => match &outcomes[feasible[0].0] {
-            Outcome::Costed(_, e) => e.iter().map(|x| Estimate::clone(x)).collect(),
-            _ => Vec::new(),
-        },
+        Some(_) => {
+            let (fi, d) = &cands[feasible[0].0];
+            let inp = Inputs {
+                model: s.model,
+                gpu: s.fleet[*fi].gpu,
+                runtime: s.runtime,
+            };
+            s.mix
+                .iter()
+                .filter_map(|share| {
+                    let dd = Deployment {
+                        resolution: share.resolution,
+                        ..d.clone()
+                    };
+                    memo.estimate(inp, &dd).ok().map(|e| Estimate::clone(&e))
+                })
+                .collect()
+        }
         None => Vec::new(),
     };
     let closest = closest_rejected(s, &searched, &feasible, chosen.as_ref(), &rejected);

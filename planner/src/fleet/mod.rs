@@ -454,7 +454,7 @@ fn plan_for(
 
 /// Plans the cheapest fleet for the spec's traffic classes.
 pub fn fleet(s: &Spec) -> FleetPlan {
-    let memo = Memo::default();
+    let memo = Memo::keeping_estimates();
     let options = options(s, &memo);
     let mut out = FleetPlan {
         schema_version: SCHEMA_VERSION,
