@@ -687,49 +687,23 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
     };
     let mut feasible: Vec<(usize, Candidate)> = Vec::new();
     // (enumeration index, why, how far over its constraint: ranks misses of one constraint)
-    let mut rejected: Vec<(usize, Rejected, f64)> = Vec::new();
-    let mut best_latency: Option<Candidate> = None;
-    let mut best_rate: Option<Candidate> = None;
+    let mut rejected: Vec<Miss> = Vec::new();
+    let mut best_latency: Option<&Candidate> = None;
+    let mut best_rate: Option<&Candidate> = None;
     let mut best_memory: Option<(u64, u64, String, Deployment)> = None;
     for (i, ((fi, d), o)) in cands.iter().zip(&outcomes).enumerate() {
         let f = &s.fleet[*fi];
-        let reject = |constraint, quantity, limit, candidate: Option<&Candidate>| Rejected {
-            gpu: f.gpu.id.clone(),
-            deployment: d.clone(),
+        let miss = |constraint, over| Miss {
+            i,
             constraint,
-            quantity: Some(quantity),
-            limit: Some(limit),
-            at: None,
-            stage: None,
-            violations: Vec::new(),
-            tie: false,
-            candidate: candidate.cloned(),
+            over,
         };
         match o {
-            Outcome::Illegal(v) => {
+            Outcome::Illegal(_) => {
                 searched.illegal += 1;
-                rejected.push((
-                    i,
-                    Rejected {
-                        quantity: None,
-                        limit: None,
-                        violations: v.clone(),
-                        ..reject(
-                            Constraint::Illegal,
-                            Quantity::Gpus(0),
-                            Quantity::Gpus(0),
-                            None,
-                        )
-                    },
-                    f64::MAX,
-                ));
+                rejected.push(miss(Constraint::Illegal, f64::MAX));
             }
-            Outcome::Memory {
-                peak,
-                capacity,
-                at,
-                stage,
-            } => {
+            Outcome::Memory { peak, capacity, .. } => {
                 searched.out_of_memory += 1;
                 let over = *peak as f64 / *capacity as f64;
                 if best_memory.as_ref().is_none_or(|m| {
@@ -737,56 +711,28 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
                 }) {
                     best_memory = Some((*peak, *capacity, f.gpu.id.clone(), d.clone()));
                 }
-                rejected.push((
-                    i,
-                    Rejected {
-                        at: Some(*at),
-                        stage: Some(stage),
-                        ..reject(
-                            Constraint::Memory,
-                            Quantity::PeakBytes(*peak),
-                            Quantity::CapacityBytes(*capacity),
-                            None,
-                        )
-                    },
-                    over,
-                ));
+                rejected.push(miss(Constraint::Memory, over));
             }
             Outcome::Costed(c) => {
                 let over = |c: &Candidate| worst_miss(c).map(|m| m.2 / m.3).unwrap_or(0.0);
-                if best_latency.as_ref().is_none_or(|b| over(c) < over(b)) {
-                    best_latency = Some((**c).clone());
+                if best_latency.is_none_or(|b| over(c) < over(b)) {
+                    best_latency = Some(c);
                 }
-                if let Some((_, which, got, target)) = worst_miss(c) {
+                if let Some((_, _, got, target)) = worst_miss(c) {
                     searched.too_slow += 1;
-                    rejected.push((
-                        i,
-                        reject(
-                            Constraint::Latency,
-                            Quantity::latency(which, got),
-                            Quantity::latency(which, target),
-                            Some(c),
-                        ),
-                        got / target,
-                    ));
+                    rejected.push(miss(Constraint::Latency, got / target));
                     continue;
                 }
                 // Per GPU, the fastest candidate that meets the latency goal (for the relaxation).
                 let per_gpu =
                     |c: &Candidate| c.replica_images_per_s / c.deployment.parallel.gpus as f64;
-                if best_rate.as_ref().is_none_or(|b| per_gpu(c) > per_gpu(b)) {
-                    best_rate = Some((**c).clone());
+                if best_rate.is_none_or(|b| per_gpu(c) > per_gpu(b)) {
+                    best_rate = Some(c);
                 }
                 if c.gpus > f.available {
                     searched.unavailable += 1;
-                    rejected.push((
-                        i,
-                        reject(
-                            Constraint::Availability,
-                            Quantity::Gpus(c.gpus),
-                            Quantity::Gpus(f.available),
-                            Some(c),
-                        ),
+                    rejected.push(miss(
+                        Constraint::Availability,
                         c.gpus as f64 / f.available as f64,
                     ));
                     continue;
@@ -796,6 +742,8 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
             }
         }
     }
+    let best_latency = best_latency.cloned();
+    let best_rate = best_rate.cloned();
     feasible.sort_by(|a, b| better(s.goal.objective, has_rate, &a.1, &b.1).then(a.0.cmp(&b.0)));
     let chosen = feasible.first().map(|c| c.1.clone());
     // The chosen deployment's estimates, made again (a pure function, its stages shared through
@@ -821,7 +769,17 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
         }
         None => Vec::new(),
     };
-    let closest = closest_rejected(s, &searched, &feasible, chosen.as_ref(), &rejected);
+    let rejection = |i: usize| rejection(s, &cands[i], &outcomes[i]);
+    let closest = closest_rejected(
+        s,
+        &searched,
+        &feasible,
+        chosen.as_ref(),
+        &rejected,
+        &cands,
+        &outcomes,
+        &rejection,
+    );
     let (pareto, pareto_total) = pareto_front(&feasible, chosen.as_ref(), has_rate);
     let infeasible = chosen.is_none().then(|| {
         infeasibility(
@@ -854,12 +812,84 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
 /// then the nearest miss of each constraint. Left out: combinations the rules forbid that the spec
 /// did not ask for, and the math attention path where a fused one was allowed (it is never
 /// faster or smaller). Deterministic: ties by enumeration order.
+/// A rejected candidate as the search ranks it: its enumeration index, the constraint that ruled
+/// it out and how far over that constraint it was (ranks the misses of one constraint). The full
+/// `Rejected` is written only for the few shown.
+struct Miss {
+    i: usize,
+    constraint: Constraint,
+    over: f64,
+}
+
+/// The `Rejected` entry of a candidate ruled out by `o` (not `Costed` and feasible).
+fn rejection(s: &Spec, (fi, d): &(usize, Deployment), o: &Outcome) -> Rejected {
+    let f = &s.fleet[*fi];
+    let reject = |constraint, quantity, limit, candidate: Option<&Candidate>| Rejected {
+        gpu: f.gpu.id.clone(),
+        deployment: d.clone(),
+        constraint,
+        quantity: Some(quantity),
+        limit: Some(limit),
+        at: None,
+        stage: None,
+        violations: Vec::new(),
+        tie: false,
+        candidate: candidate.cloned(),
+    };
+    match o {
+        Outcome::Illegal(v) => Rejected {
+            quantity: None,
+            limit: None,
+            violations: v.clone(),
+            ..reject(
+                Constraint::Illegal,
+                Quantity::Gpus(0),
+                Quantity::Gpus(0),
+                None,
+            )
+        },
+        Outcome::Memory {
+            peak,
+            capacity,
+            at,
+            stage,
+        } => Rejected {
+            at: Some(*at),
+            stage: Some(stage),
+            ..reject(
+                Constraint::Memory,
+                Quantity::PeakBytes(*peak),
+                Quantity::CapacityBytes(*capacity),
+                None,
+            )
+        },
+        Outcome::Costed(c) => match worst_miss(c) {
+            Some((_, which, got, target)) => reject(
+                Constraint::Latency,
+                Quantity::latency(which, got),
+                Quantity::latency(which, target),
+                Some(c),
+            ),
+            None => reject(
+                Constraint::Availability,
+                Quantity::Gpus(c.gpus),
+                Quantity::Gpus(f.available),
+                Some(c),
+            ),
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn closest_rejected(
     s: &Spec,
     searched: &Searched,
     feasible: &[(usize, Candidate)],
     chosen: Option<&Candidate>,
-    rejected: &[(usize, Rejected, f64)],
+    rejected: &[Miss],
+    cands: &[(usize, Deployment)],
+    outcomes: &[Outcome],
+    rejection: &dyn Fn(usize) -> Rejected,
 ) -> Vec<Rejected> {
     let has_rate = s.goal.images_per_s.is_some();
     let fused_allowed = s.pins.attention.is_none_or(|a| a != Attention::Math)
@@ -868,23 +898,28 @@ fn closest_rejected(
     let all_illegal = searched.illegal == searched.candidates;
     // An illegal candidate is shown when nothing else was legal, or when the spec named the
     // precision the GPU cannot run.
-    let asked_for = |r: &Rejected| {
+    let asked_for = |m: &Miss| {
         all_illegal
             || (s.pins.weights.is_some() || s.allow.weights_given)
-                && r.violations
-                    .iter()
-                    .all(|v| matches!(v, crate::rules::Violation::Precision { .. }))
+                && match &outcomes[m.i] {
+                    Outcome::Illegal(v) => v
+                        .iter()
+                        .all(|v| matches!(v, crate::rules::Violation::Precision { .. })),
+                    _ => false,
+                }
     };
-    let mut misses: Vec<&(usize, Rejected, f64)> = rejected
+    let deployment = |m: &Miss| &cands[m.i].1;
+    let gpu = |m: &Miss| &s.fleet[cands[m.i].0].gpu.id;
+    let mut misses: Vec<&Miss> = rejected
         .iter()
-        .filter(|m| !dominated(&m.1.deployment))
-        .filter(|m| m.1.constraint != Constraint::Illegal || asked_for(&m.1))
+        .filter(|m| !dominated(deployment(m)))
+        .filter(|m| m.constraint != Constraint::Illegal || asked_for(m))
         .collect();
     misses.sort_by(|a, b| {
-        a.1.constraint
-            .cmp(&b.1.constraint)
-            .then(a.2.total_cmp(&b.2))
-            .then(a.0.cmp(&b.0))
+        a.constraint
+            .cmp(&b.constraint)
+            .then(a.over.total_cmp(&b.over))
+            .then(a.i.cmp(&b.i))
     });
     let feasible: Vec<&Candidate> = feasible
         .iter()
@@ -914,8 +949,8 @@ fn closest_rejected(
             (Some(c), Some(ch)) if *c != ch => closest.push(loser(c, ch)),
             (Some(_), _) => {}
             (None, _) => {
-                if let Some(m) = misses.iter().find(|m| m.1.gpu == f.gpu.id) {
-                    closest.push(m.1.clone());
+                if let Some(m) = misses.iter().find(|m| *gpu(m) == f.gpu.id) {
+                    closest.push(rejection(m.i));
                 }
             }
         }
@@ -935,9 +970,9 @@ fn closest_rejected(
                 closest.push(loser(c, ch));
             } else if let Some(m) = misses
                 .iter()
-                .find(|m| m.1.gpu == ch.gpu && m.1.deployment.weights == *w)
+                .find(|m| *gpu(m) == ch.gpu && deployment(m).weights == *w)
             {
-                closest.push(m.1.clone());
+                closest.push(rejection(m.i));
             }
         }
         for o in s
@@ -967,8 +1002,8 @@ fn closest_rejected(
         Constraint::Memory,
         Constraint::Illegal,
     ] {
-        if let Some(m) = misses.iter().find(|m| m.1.constraint == kind) {
-            closest.push(m.1.clone());
+        if let Some(m) = misses.iter().find(|m| m.constraint == kind) {
+            closest.push(rejection(m.i));
         }
     }
     let mut seen = Vec::new();
