@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::catalog::Guidance;
 use crate::deployment::*;
 use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION};
-use crate::fleet::queueing::{ClassLoad, pool_latency, utilization};
+use crate::fleet::queueing::{ClassLoad, fill_delays, pool_latency_with, utilization};
 use crate::memo::Memo;
 use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
 use crate::technique;
@@ -92,21 +92,16 @@ fn worst_miss(c: &Candidate) -> Option<(Resolution, &'static str, f64, f64)> {
         .max_by(|a, b| (a.2 / a.3).total_cmp(&(b.2 / b.3)))
 }
 
-/// Per class latency of `replicas` replicas serving the whole mix (with a rate), or unloaded.
+/// Per class latency of `replicas` replicas serving the whole mix (with a rate: `loads` per class
+/// and their batching delays `fills`, see `queueing::fill_delays`), or unloaded.
 fn class_latencies(
     s: &Spec,
     ests: &[Arc<Estimate>],
     batch: u32,
-    replicas: Option<u32>,
+    replicas: Option<(u32, &[ClassLoad], &[(f64, f64)])>,
 ) -> Option<Vec<ClassLatency>> {
-    let loads: Vec<ClassLoad> = s
-        .mix
-        .iter()
-        .zip(ests)
-        .map(|(m, e)| ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms))
-        .collect();
     let lat: Vec<(f64, f64)> = match replicas {
-        Some(c) => pool_latency(c, batch, &loads)?
+        Some((c, loads, fills)) => pool_latency_with(c, batch, loads, fills)?
             .iter()
             .map(|p| (p.p50_ms, p.p99_ms))
             .collect(),
@@ -560,8 +555,10 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) -> Outcome {
                 .collect();
             let busy = utilization(1, d.batch, &loads);
             let lo = floor.max((busy / cap).ceil() as u32);
+            let fills = fill_delays(d.batch, &loads);
+            let at = |c: u32| Some((c, loads.as_slice(), fills.as_slice()));
             let ok = |c: u32| {
-                class_latencies(s, &ests, d.batch, Some(c))
+                class_latencies(s, &ests, d.batch, at(c))
                     .filter(|cl| cl.iter().all(|k| k.miss().is_none()))
             };
             let hi_limit = lo.saturating_mul(4).saturating_add(8);
@@ -569,7 +566,7 @@ fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) -> Outcome {
             match ok(hi_limit) {
                 None => (
                     hi_limit,
-                    class_latencies(s, &ests, d.batch, Some(hi_limit)).unwrap_or_else(|| {
+                    class_latencies(s, &ests, d.batch, at(hi_limit)).unwrap_or_else(|| {
                         class_latencies(s, &ests, d.batch, None).unwrap_or_default()
                     }),
                 ),

@@ -202,25 +202,45 @@ fn wait_quantile(replicas: u32, batch: u32, classes: &[ClassLoad], q: f64) -> Op
 /// Predicted p50/p99 per class of a pool of `replicas` replicas, each running batches of `batch`,
 /// serving `classes`; `None` when the pool is overloaded.
 pub fn pool_latency(replicas: u32, batch: u32, classes: &[ClassLoad]) -> Option<Vec<Percentiles>> {
+    pool_latency_with(replicas, batch, classes, &fill_delays(batch, classes))
+}
+
+/// Per class, the batching delay's mean and 99th percentile (ms): what a request waits for its
+/// batch to fill, which does not depend on the pool's size.
+pub fn fill_delays(batch: u32, classes: &[ClassLoad]) -> Vec<(f64, f64)> {
+    classes
+        .iter()
+        .map(|c| {
+            let per_ms = c.fill_images_per_s / 1000.0;
+            if batch > 1 && per_ms > 0.0 {
+                (
+                    (batch - 1) as f64 / (2.0 * per_ms),
+                    erlang_quantile(batch - 1, per_ms, 0.99),
+                )
+            } else {
+                (0.0, 0.0)
+            }
+        })
+        .collect()
+}
+
+/// `pool_latency` with the classes' batching delays (`fill_delays`) already computed, for callers
+/// that try many pool sizes.
+pub fn pool_latency_with(
+    replicas: u32,
+    batch: u32,
+    classes: &[ClassLoad],
+    fills: &[(f64, f64)],
+) -> Option<Vec<Percentiles>> {
     let w50 = wait_quantile(replicas, batch, classes, 0.50)?;
     let w99 = wait_quantile(replicas, batch, classes, 0.99)?;
     Some(
         classes
             .iter()
-            .map(|c| {
-                let per_ms = c.fill_images_per_s / 1000.0;
-                let (fill50, fill99) = if batch > 1 && per_ms > 0.0 {
-                    (
-                        (batch - 1) as f64 / (2.0 * per_ms),
-                        erlang_quantile(batch - 1, per_ms, 0.99),
-                    )
-                } else {
-                    (0.0, 0.0)
-                };
-                Percentiles {
-                    p50_ms: fill50 + w50 + c.batch_ms,
-                    p99_ms: fill99 + w99 + c.batch_ms,
-                }
+            .zip(fills)
+            .map(|(c, &(fill50, fill99))| Percentiles {
+                p50_ms: fill50 + w50 + c.batch_ms,
+                p99_ms: fill99 + w99 + c.batch_ms,
             })
             .collect(),
     )
