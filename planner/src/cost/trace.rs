@@ -150,6 +150,8 @@ pub struct Trace<'a> {
     cold_seen: u8,
     /// Time charged for first calls so far, seconds (not repeated by [`Trace::repeat_since`]).
     cold_s: f64,
+    /// `hw.arch_scale()`, looked up once (every kernel uses it).
+    arch_scale: f64,
 }
 
 impl<'a> Trace<'a> {
@@ -188,6 +190,7 @@ impl<'a> Trace<'a> {
             ops: 0,
             cold_seen: 0,
             cold_s: 0.0,
+            arch_scale: hw.arch_scale(),
         }
     }
 
@@ -315,7 +318,7 @@ impl<'a> Trace<'a> {
         byte_cost: f64,
         fixed_cost: f64,
     ) {
-        let scale = self.hw.arch_scale() * busy.clamp(1e-3, 1.0);
+        let scale = self.arch_scale * busy.clamp(1e-3, 1.0);
         let bw = self.hw.gpu.hbm_bytes_per_s() * self.hw.rt.elementwise_bw_efficiency * scale
             / byte_cost.max(1e-9);
         let compute_s = if flops_per_s > 0.0 {
