@@ -92,13 +92,15 @@ fn worst_miss(c: &Candidate) -> Option<(Resolution, &'static str, f64, f64)> {
         .max_by(|a, b| (a.2 / a.3).total_cmp(&(b.2 / b.3)))
 }
 
-/// Per class latency of `replicas` replicas serving the whole mix (with a rate: `loads` per class
-/// and their batching delays `fills`, see `queueing::fill_delays`), or unloaded.
+/// A pool size with the classes' loads and batching delays (`queueing::fill_delays`).
+type Pool<'l> = (u32, &'l [ClassLoad], &'l [(f64, f64)]);
+
+/// Per class latency of a pool of replicas serving the whole mix (with a rate), or unloaded.
 fn class_latencies(
     s: &Spec,
     ests: &[Arc<Estimate>],
     batch: u32,
-    replicas: Option<(u32, &[ClassLoad], &[(f64, f64)])>,
+    replicas: Option<Pool>,
 ) -> Option<Vec<ClassLatency>> {
     let lat: Vec<(f64, f64)> = match replicas {
         Some((c, loads, fills)) => pool_latency_with(c, batch, loads, fills)?
