@@ -1,0 +1,478 @@
+//! The search: enumerate deployments per GPU type, prune illegal and out-of-memory ones before any
+//! time is estimated, cost the rest in parallel, and choose by the goal's objective.
+
+use std::sync::Arc;
+
+use std::cmp::Ordering;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::catalog::Guidance;
+use crate::deployment::*;
+use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION};
+use crate::fleet::queueing::{ClassLoad, fill_delays, pool_latency_with, utilization};
+use crate::memo::Memo;
+use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
+use crate::technique;
+
+mod enumerate;
+mod evaluate;
+mod infeasible;
+mod pareto;
+mod rejected;
+
+pub(crate) use enumerate::enumerate;
+pub use enumerate::output_changes;
+use evaluate::{Outcome, evaluate, worst_miss};
+use infeasible::infeasibility;
+pub use pareto::PARETO_SHOWN;
+use pareto::pareto_front;
+use rejected::{Miss, closest_rejected, rejection};
+
+/// A candidate's outcome over the whole traffic mix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// GPU type.
+    pub gpu: String,
+    /// Knobs (resolution is the first of the mix; the others use the same knobs).
+    pub deployment: Deployment,
+    /// p50 request latency over the mix, milliseconds.
+    pub p50_latency_ms: f64,
+    /// Worst resolution's latency, milliseconds.
+    pub max_latency_ms: f64,
+    /// Images per second of one replica over the mix.
+    pub replica_images_per_s: f64,
+    /// Replicas needed for the goal's rate (1 without one).
+    pub replicas: u32,
+    /// GPUs in all.
+    pub gpus: u32,
+    /// USD per hour of the fleet.
+    pub cost_per_hour: f64,
+    /// USD per 1,000 images at full utilisation.
+    pub cost_per_1000_images: f64,
+    /// Highest per-GPU memory peak over the mix, bytes.
+    pub peak_bytes: u64,
+    /// The GPU's capacity, bytes.
+    pub capacity_bytes: u64,
+    /// Whether the output differs from the BF16 uncached reference.
+    pub changes_output: bool,
+    /// The deployment keys whose setting changes the output (`weights`, `cache`, `vae_tiling`,
+    /// `cfg`): what a reviewer must accept the quality of.
+    pub output_changes: Vec<&'static str>,
+    /// Every traffic class against its own targets: unloaded without a rate, else under load
+    /// at the replica count above (queueing model of `fleet::queueing`).
+    pub classes: Vec<ClassLatency>,
+}
+
+/// One traffic class's latency on a candidate, beside its targets.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassLatency {
+    /// Image size.
+    pub size: Resolution,
+    /// Median, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Its p50 target (its own, else the goal's), milliseconds.
+    pub target_p50_ms: Option<f64>,
+    /// Its p99 target, milliseconds.
+    pub target_p99_ms: Option<f64>,
+}
+
+impl ClassLatency {
+    /// The worst overshoot of a target, as (which, latency, target), if any.
+    pub fn miss(&self) -> Option<(&'static str, f64, f64)> {
+        let p50 = self
+            .target_p50_ms
+            .filter(|t| self.p50_ms > *t)
+            .map(|t| ("p50", self.p50_ms, t));
+        let p99 = self
+            .target_p99_ms
+            .filter(|t| self.p99_ms > *t)
+            .map(|t| ("p99", self.p99_ms, t));
+        match (p50, p99) {
+            (Some(a), Some(b)) => Some(if a.1 / a.2 >= b.1 / b.2 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The constraint (or the objective) that ruled a candidate out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraint {
+    /// Lost on the objective to the chosen plan (it met every constraint).
+    Objective,
+    /// Missed the latency goal.
+    Latency,
+    /// Needed more GPUs than the fleet has.
+    Availability,
+    /// Did not fit in memory.
+    Memory,
+    /// Broke a legality rule.
+    Illegal,
+}
+
+/// A measured quantity or a limit, its unit in its name (`{"peak_bytes": 48318382080}`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quantity {
+    /// Per-GPU memory peak.
+    PeakBytes(u64),
+    /// Per-GPU memory capacity.
+    CapacityBytes(u64),
+    /// p50 latency over the mix (or of one traffic class).
+    P50LatencyMs(f64),
+    /// p99 latency of one traffic class under load.
+    P99LatencyMs(f64),
+    /// GPUs in all.
+    Gpus(u32),
+    /// USD per hour of the fleet.
+    CostPerHourUsd(f64),
+    /// USD per 1,000 images.
+    CostPer1000ImagesUsd(f64),
+    /// Images per second of one replica.
+    ImagesPerS(f64),
+}
+
+impl Quantity {
+    /// A latency percentile (`"p50"` or `"p99"`) in milliseconds.
+    pub fn latency(which: &str, ms: f64) -> Quantity {
+        if which == "p99" {
+            Quantity::P99LatencyMs(ms)
+        } else {
+            Quantity::P50LatencyMs(ms)
+        }
+    }
+}
+
+/// Relative difference on the objective within which two candidates tie (then the tie-break,
+/// latency then cost then memory, decides and the list says so).
+pub const TIE_TOLERANCE: f64 = 0.005;
+
+/// A candidate that lost: the constraint, the quantity that missed and the limit it missed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rejected {
+    /// GPU type.
+    pub gpu: String,
+    /// Knobs.
+    pub deployment: Deployment,
+    /// What ruled it out.
+    pub constraint: Constraint,
+    /// The candidate's figure for that constraint (none for `illegal`).
+    pub quantity: Option<Quantity>,
+    /// The limit it missed: the capacity, the goal, the GPUs available, or the chosen plan's figure.
+    pub limit: Option<Quantity>,
+    /// The image size at which it ran out of memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<Resolution>,
+    /// The stage at whose peak it ran out of memory (`weights` when the weights alone do not fit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<&'static str>,
+    /// The legality rules it breaks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<crate::rules::Violation>,
+    /// Whether it ties with the chosen plan on the objective (within `TIE_TOLERANCE`).
+    pub tie: bool,
+    /// Its figures over the mix, when it was costed (the same as a plan's candidate).
+    pub candidate: Option<Candidate>,
+}
+
+/// One change to the spec that would make it feasible (alternatives: any one suffices).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "key")]
+pub enum Relaxation {
+    /// Raise the latency goal to this.
+    #[serde(rename = "goal.p50_latency_ms")]
+    P50LatencyMs {
+        /// The new goal.
+        value: f64,
+    },
+    /// Raise the p99 goal to this.
+    #[serde(rename = "goal.p99_latency_ms")]
+    P99LatencyMs {
+        /// The new goal.
+        value: f64,
+    },
+    /// Make this many GPUs of a type available.
+    #[serde(rename = "fleet.available")]
+    Available {
+        /// The GPU type.
+        gpu: String,
+        /// The count needed.
+        value: u32,
+    },
+    /// Lower the rate goal to what the fleet can serve.
+    #[serde(rename = "goal.images_per_s")]
+    ImagesPerS {
+        /// The new goal.
+        value: f64,
+    },
+    /// Add a GPU type with at least this much memory.
+    #[serde(rename = "fleet.gpu")]
+    GpuMemory {
+        /// Memory the GPU needs, bytes.
+        min_capacity_bytes: u64,
+    },
+    /// Allow more of a knob (`allow.<name>`).
+    #[serde(rename = "allow")]
+    Allow {
+        /// The `allow:` key to widen.
+        name: &'static str,
+    },
+}
+
+/// Which constraint makes the goal infeasible and what would relax it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Infeasible {
+    /// The constraint that binds.
+    pub binding: Constraint,
+    /// The nearest candidate's figure for it (the smallest peak, the fastest p50, the GPUs needed).
+    pub quantity: Option<Quantity>,
+    /// The limit it misses.
+    pub limit: Option<Quantity>,
+    /// The GPU type of that nearest candidate.
+    pub gpu: Option<String>,
+    /// Its knobs.
+    pub deployment: Option<Deployment>,
+    /// The rate goal, when the binding constraint is availability.
+    pub images_per_s: Option<f64>,
+    /// Changes to the spec, any one of which makes it feasible (for `illegal` and `memory`:
+    /// what to widen).
+    pub relax: Vec<Relaxation>,
+}
+
+/// Counts of the search.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Searched {
+    /// Candidates enumerated.
+    pub candidates: usize,
+    /// Broke a legality rule.
+    pub illegal: usize,
+    /// Did not fit in memory at some resolution.
+    pub out_of_memory: usize,
+    /// Fit but missed the latency goal.
+    pub too_slow: usize,
+    /// Needed more GPUs than available.
+    pub unavailable: usize,
+    /// Met every constraint.
+    pub feasible: usize,
+}
+
+/// The plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// Schema version.
+    pub schema_version: u32,
+    /// Model id.
+    pub model: String,
+    /// Runtime id.
+    pub runtime: String,
+    /// The goal.
+    pub goal: Goal,
+    /// The traffic mix.
+    pub mix: Vec<Share>,
+    /// The chosen deployment.
+    pub chosen: Option<Candidate>,
+    /// Its full breakdown per resolution of the mix.
+    pub breakdown: Vec<Estimate>,
+    /// Feasible candidates no other beats on both p50 latency and cost (USD per hour with a rate
+    /// goal, else per 1,000 images), fastest first; the chosen plan is always among them (under
+    /// `max_throughput` even when another beats it on both).
+    pub pareto: Vec<Candidate>,
+    /// How many candidates the whole front has (`pareto` keeps at most `PARETO_SHOWN`).
+    pub pareto_total: usize,
+    /// The closest rejected alternatives and why each lost.
+    pub rejected: Vec<Rejected>,
+    /// Why no plan exists, when none does.
+    pub infeasible: Option<Infeasible>,
+    /// Counts.
+    pub searched: Searched,
+}
+
+/// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
+pub(crate) fn better(obj: Objective, has_rate: bool, a: &Candidate, b: &Candidate) -> Ordering {
+    let cost = |c: &Candidate| {
+        if has_rate {
+            c.cost_per_hour
+        } else {
+            c.cost_per_1000_images
+        }
+    };
+    let primary = match obj {
+        Objective::MinCost => cost(a).total_cmp(&cost(b)),
+        Objective::MinLatency => a.p50_latency_ms.total_cmp(&b.p50_latency_ms),
+        Objective::MaxThroughput => b.replica_images_per_s.total_cmp(&a.replica_images_per_s),
+    };
+    primary
+        .then(a.p50_latency_ms.total_cmp(&b.p50_latency_ms))
+        .then(a.cost_per_1000_images.total_cmp(&b.cost_per_1000_images))
+        .then(a.peak_bytes.cmp(&b.peak_bytes))
+}
+
+/// The objective's figure of a candidate (what `better` compares first).
+fn objective_value(obj: Objective, has_rate: bool, c: &Candidate) -> Quantity {
+    match obj {
+        Objective::MinCost if has_rate => Quantity::CostPerHourUsd(c.cost_per_hour),
+        Objective::MinCost => Quantity::CostPer1000ImagesUsd(c.cost_per_1000_images),
+        Objective::MinLatency => Quantity::P50LatencyMs(c.p50_latency_ms),
+        Objective::MaxThroughput => Quantity::ImagesPerS(c.replica_images_per_s),
+    }
+}
+
+fn value(q: Quantity) -> f64 {
+    match q {
+        Quantity::PeakBytes(b) | Quantity::CapacityBytes(b) => b as f64,
+        Quantity::Gpus(n) => n as f64,
+        Quantity::P50LatencyMs(x)
+        | Quantity::P99LatencyMs(x)
+        | Quantity::CostPerHourUsd(x)
+        | Quantity::CostPer1000ImagesUsd(x)
+        | Quantity::ImagesPerS(x) => x,
+    }
+}
+
+/// Whether two figures are equal within `TIE_TOLERANCE` of the larger.
+pub fn ties(a: f64, b: f64) -> bool {
+    (a - b).abs() <= TIE_TOLERANCE * a.abs().max(b.abs())
+}
+
+/// Searches the spec's decision space.
+pub fn plan(s: &Spec) -> Plan {
+    plan_with(s, &Memo::default())
+}
+
+/// `plan`, reusing (and adding to) estimates a caller already made with the same spec's model
+/// and runtime.
+pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
+    let cands = enumerate(s);
+    let outcomes: Vec<Outcome> = cands
+        .par_iter()
+        .map(|(fi, d)| evaluate(s, &s.fleet[*fi], d, memo))
+        .collect();
+    let has_rate = s.goal.images_per_s.is_some();
+    let mut searched = Searched {
+        candidates: cands.len(),
+        ..Searched::default()
+    };
+    let mut feasible: Vec<(usize, Candidate)> = Vec::new();
+    // (enumeration index, why, how far over its constraint: ranks misses of one constraint)
+    let mut rejected: Vec<Miss> = Vec::new();
+    let mut best_latency: Option<&Candidate> = None;
+    let mut best_rate: Option<&Candidate> = None;
+    let mut best_memory: Option<(u64, u64, String, Deployment)> = None;
+    for (i, ((fi, d), o)) in cands.iter().zip(&outcomes).enumerate() {
+        let f = &s.fleet[*fi];
+        let miss = |constraint, over| Miss {
+            i,
+            constraint,
+            over,
+        };
+        match o {
+            Outcome::Illegal(_) => {
+                searched.illegal += 1;
+                rejected.push(miss(Constraint::Illegal, f64::MAX));
+            }
+            Outcome::Memory { peak, capacity, .. } => {
+                searched.out_of_memory += 1;
+                let over = *peak as f64 / *capacity as f64;
+                if best_memory.as_ref().is_none_or(|m| {
+                    (*peak as u128) * (m.1 as u128) < (m.0 as u128) * (*capacity as u128)
+                }) {
+                    best_memory = Some((*peak, *capacity, f.gpu.id.clone(), d.clone()));
+                }
+                rejected.push(miss(Constraint::Memory, over));
+            }
+            Outcome::Costed(c) => {
+                let over = |c: &Candidate| worst_miss(c).map(|m| m.2 / m.3).unwrap_or(0.0);
+                if best_latency.is_none_or(|b| over(c) < over(b)) {
+                    best_latency = Some(c);
+                }
+                if let Some((_, _, got, target)) = worst_miss(c) {
+                    searched.too_slow += 1;
+                    rejected.push(miss(Constraint::Latency, got / target));
+                    continue;
+                }
+                // Per GPU, the fastest candidate that meets the latency goal (for the relaxation).
+                let per_gpu =
+                    |c: &Candidate| c.replica_images_per_s / c.deployment.parallel.gpus as f64;
+                if best_rate.is_none_or(|b| per_gpu(c) > per_gpu(b)) {
+                    best_rate = Some(c);
+                }
+                if c.gpus > f.available {
+                    searched.unavailable += 1;
+                    rejected.push(miss(
+                        Constraint::Availability,
+                        c.gpus as f64 / f.available as f64,
+                    ));
+                    continue;
+                }
+                searched.feasible += 1;
+                feasible.push((i, (**c).clone()));
+            }
+        }
+    }
+    let best_latency = best_latency.cloned();
+    let best_rate = best_rate.cloned();
+    feasible.sort_by(|a, b| better(s.goal.objective, has_rate, &a.1, &b.1).then(a.0.cmp(&b.0)));
+    let chosen = feasible.first().map(|c| c.1.clone());
+    // The chosen deployment's estimates, made again (a pure function, its stages shared through
+    // the memo): no candidate's estimates are kept while the search runs.
+    let breakdown = match &chosen {
+        Some(_) => {
+            let (fi, d) = &cands[feasible[0].0];
+            let inp = Inputs {
+                model: s.model,
+                gpu: s.fleet[*fi].gpu,
+                runtime: s.runtime,
+            };
+            s.mix
+                .iter()
+                .filter_map(|share| {
+                    let dd = Deployment {
+                        resolution: share.resolution,
+                        ..d.clone()
+                    };
+                    memo.estimate(inp, &dd).ok().map(|e| Estimate::clone(&e))
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let rejection = |i: usize| rejection(s, &cands[i], &outcomes[i]);
+    let closest = closest_rejected(
+        s,
+        &searched,
+        &feasible,
+        chosen.as_ref(),
+        &rejected,
+        &cands,
+        &outcomes,
+        &rejection,
+    );
+    let (pareto, pareto_total) = pareto_front(&feasible, chosen.as_ref(), has_rate);
+    let infeasible = chosen.is_none().then(|| {
+        infeasibility(
+            s,
+            &searched,
+            best_latency.as_ref(),
+            best_rate.as_ref(),
+            best_memory,
+        )
+    });
+    Plan {
+        schema_version: SCHEMA_VERSION,
+        model: s.model.id.clone(),
+        runtime: s.runtime.id.clone(),
+        goal: s.goal.clone(),
+        mix: s.mix.clone(),
+        chosen,
+        breakdown,
+        pareto,
+        pareto_total,
+        rejected: closest,
+        infeasible,
+        searched,
+    }
+}
