@@ -11,51 +11,7 @@ mod util;
 
 use std::time::{Duration, Instant};
 
-use util::{Dir, TestCommand, command_for, stem, yaml_files};
-
-/// Runs and waits at most `limit`, failing the test (and killing the run) if it takes longer.
-fn run_within(cmd: TestCommand, limit: Duration) -> util::Output {
-    let mut child = cmd.spawn();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut out = String::new();
-            if let Some(mut o) = child.stdout.take() {
-                std::io::Read::read_to_string(&mut o, &mut out).expect("read stdout");
-            }
-            return util::Output {
-                stdout: out,
-                stderr: util::rest_of_stderr(&mut child),
-                code: status.code().unwrap_or(-1),
-            };
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("klein-plan ran longer than {limit:?} (blocked on its input?)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// What every refusal must look like.
-fn assert_refused(what: &str, out: &util::Output) {
-    assert_eq!(out.code, 2, "{what} should exit 2\n{}", out.stderr);
-    assert_eq!(out.stdout, "", "{what} printed to stdout");
-    assert!(!out.stderr.is_empty(), "{what} printed no error");
-    assert!(
-        !out.stderr.chars().any(|c| c.is_control() && c != '\n'),
-        "{what} echoed a raw control character: {:?}",
-        out.stderr
-    );
-    // (JSON errors are one line; the text view's lines are what a terminal shows.)
-    for line in out.stderr.lines().filter(|l| !l.starts_with('{')) {
-        assert!(
-            line.chars().count() <= 600,
-            "{what} printed a {}-character line",
-            line.chars().count()
-        );
-    }
-}
+use util::{Dir, TestCommand, assert_refused, command_for, run_within, stem, yaml_files};
 
 #[test]
 fn every_hostile_file_is_refused_with_every_problem() {

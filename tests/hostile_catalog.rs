@@ -10,45 +10,7 @@ mod util;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use util::{Dir, TestCommand};
-
-/// Runs and waits at most `limit`, failing the test (and killing the run) if it takes longer.
-fn run_within(cmd: TestCommand, limit: Duration) -> util::Output {
-    let mut child = cmd.spawn();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut out = String::new();
-            if let Some(mut o) = child.stdout.take() {
-                std::io::Read::read_to_string(&mut o, &mut out).expect("read stdout");
-            }
-            return util::Output {
-                stdout: out,
-                stderr: util::rest_of_stderr(&mut child),
-                code: status.code().unwrap_or(-1),
-            };
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("klein-plan ran longer than {limit:?} (blocked on its input?)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// What every refusal must look like.
-fn assert_refused(what: &str, out: &util::Output) {
-    assert_eq!(out.code, 2, "{what} should exit 2\n{}", out.stderr);
-    assert_eq!(out.stdout, "", "{what} printed to stdout");
-    assert!(!out.stderr.is_empty(), "{what} printed no error");
-    assert!(
-        !out.stderr
-            .chars()
-            .any(|c| c != '\n' && !planner::catalog::printable(c)),
-        "{what} echoed a raw control character: {:?}",
-        out.stderr
-    );
-}
+use util::{Dir, TestCommand, assert_refused, run_within};
 
 /// The folders of `tests/data/hostile/<dir>`, sorted, relative to the repository root.
 fn folders(dir: &str) -> Vec<PathBuf> {

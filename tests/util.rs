@@ -197,3 +197,51 @@ impl Dir {
         TestCommand::in_dir(self.path(), args)
     }
 }
+
+/// Runs and waits at most `limit`, failing the test (and killing the run) if it takes longer.
+pub fn run_within(cmd: TestCommand, limit: std::time::Duration) -> Output {
+    let mut child = cmd.spawn();
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut out = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                o.read_to_string(&mut out).expect("read stdout");
+            }
+            return Output {
+                stdout: out,
+                stderr: rest_of_stderr(&mut child),
+                code: status.code().unwrap_or(-1),
+            };
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("klein-plan ran longer than {limit:?} (blocked on its input?)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// What every refusal of hostile input must look like: exit 2, nothing on stdout, an error on
+/// stderr with no character a terminal would not show as text (controls, line separators,
+/// bidirectional overrides: `planner::catalog::printable`), and no text line over 600 characters.
+pub fn assert_refused(what: &str, out: &Output) {
+    assert_eq!(out.code, 2, "{what} should exit 2\n{}", out.stderr);
+    assert_eq!(out.stdout, "", "{what} printed to stdout");
+    assert!(!out.stderr.is_empty(), "{what} printed no error");
+    assert!(
+        !out.stderr
+            .chars()
+            .any(|c| c != '\n' && !planner::catalog::printable(c)),
+        "{what} echoed a raw control character: {:?}",
+        out.stderr
+    );
+    // (JSON errors are one line; the text view's lines are what a terminal shows.)
+    for line in out.stderr.lines().filter(|l| !l.starts_with('{')) {
+        assert!(
+            line.chars().count() <= 600,
+            "{what} printed a {}-character line",
+            line.chars().count()
+        );
+    }
+}

@@ -78,7 +78,7 @@ fn verify_cases(dir: &Dir, runs: u32) -> Vec<StageError> {
             all_within &= within;
             out.push(StageError {
                 case: format!("{size} b{batch} s{steps}"),
-                name: names[out.len() % 3].to_string(),
+                name: s["name"].as_str().expect("name").to_string(),
                 memory: m,
                 time: t,
             });

@@ -100,8 +100,9 @@ fn sixteen_classes() -> String {
     format!("{}{more}{}", &SPEC[..at], &SPEC[at..])
 }
 
-/// Times `fleet` on `text` over `runs` runs after one warm-up; prints one line.
-fn time_fleet(label: &str, text: &str, runs: usize) {
+/// Times `fleet` on `text` over `runs` runs after one warm-up; prints one line and returns the
+/// parsed spec.
+fn time_fleet(label: &str, text: &str, runs: usize) -> planner::spec::Spec<'static> {
     let spec = planner::spec::parse(text).expect("the bench spec is valid");
     let once = || black_box(planner::fleet::fleet(black_box(&spec)));
     let first = once();
@@ -116,7 +117,9 @@ fn time_fleet(label: &str, text: &str, runs: usize) {
     let cpu = cpu_s().zip(cpu0).map(|(b, a)| (b - a) / runs as f64);
     times.sort();
     println!(
-        "fleet {label} ({}, gap {}, ${:.2}/h, meets targets: {}): min {:.0} ms, median {:.0} ms over {runs} runs; CPU {} per run",
+        "fleet {label} ({} enumerated, {} candidates, {}, gap {}, ${:.2}/h, meets targets: {}): min {:.0} ms, median {:.0} ms over {runs} runs; CPU {} per run",
+        first.solver.enumerated,
+        first.solver.candidates,
         first.solver.status,
         first
             .solver
@@ -129,34 +132,11 @@ fn time_fleet(label: &str, text: &str, runs: usize) {
         cpu.map(|c| format!("{:.0} ms", c * 1e3))
             .unwrap_or_else(|| "unknown".into()),
     );
+    spec
 }
 
 fn main() {
-    let spec = planner::spec::parse(SPEC).expect("the bench spec is valid");
-    let once = || black_box(planner::fleet::fleet(black_box(&spec)));
-    let first = once();
-    let cpu0 = cpu_s();
-    let mut times: Vec<Duration> = (0..RUNS)
-        .map(|_| {
-            let start = Instant::now();
-            once();
-            start.elapsed()
-        })
-        .collect();
-    let cpu = cpu_s().zip(cpu0).map(|(b, a)| (b - a) / RUNS as f64);
-    times.sort();
-    println!(
-        "fleet 10 GPU types x 8 classes ({} enumerated, {} candidates, {}, ${:.2}/h, meets targets: {}): min {:.0} ms, median {:.0} ms over {RUNS} runs; CPU {} per run",
-        first.solver.enumerated,
-        first.solver.candidates,
-        first.solver.status,
-        first.total_usd_per_hour.unwrap_or(f64::NAN),
-        first.meets_targets,
-        ms(times[0]),
-        ms(times[RUNS / 2]),
-        cpu.map(|c| format!("{:.0} ms", c * 1e3))
-            .unwrap_or_else(|| "unknown".into()),
-    );
+    let spec = time_fleet("10 GPU types x 8 classes", SPEC, RUNS);
     println!("  one call's phases: {}", phases(&spec));
     time_fleet("10 GPU types x 16 classes", &sixteen_classes(), 3);
 }

@@ -7,22 +7,8 @@ use planner::deployment::{Deployment, Resolution};
 use planner::estimate::{Inputs, estimate};
 use planner::rules::Rule;
 
-const L40: &str = "gpus:
-  - id: l40
-    name: NVIDIA L40 48GB
-    arch: ada
-    sm: 89
-    sms: 142
-    hbm_bytes: 48305799168
-    hbm_bandwidth_gbps: 864
-    dense_tflops: {bf16: 181, fp8: 362, int8: 362}
-    native: [bf16, fp8]
-    gpu_link: {kind: pcie, gbps: 32}
-    host_link_gbps: 32
-    price_per_hour: 1.10
-    measured: false
-    source: test
-";
+/// A user GPU the built-in catalog lacks (an L40), valid as it stands.
+const L40: &str = include_str!("../../tests/fixtures/l40-gpus.yaml");
 
 #[test]
 fn denormal_tiny_huge_and_nan_gpu_numbers_are_refused_by_name() {

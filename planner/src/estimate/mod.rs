@@ -305,7 +305,9 @@ pub(crate) mod view {
     use super::*;
     use crate::deployment::{Cache, Precision, Shard};
 
-    /// A deployment with every knob at a fixed value but those `keep` copies from `d`.
+    /// `d` with every knob at a fixed value but the batch, attention path, offload mode and GPU
+    /// count (which the text encoder and the VAE decode both read); each view copies what else its
+    /// stage reads.
     fn blank(d: &Deployment) -> Deployment {
         Deployment {
             resolution: Resolution {
@@ -355,7 +357,7 @@ pub(crate) mod view {
     }
 
     /// The range category reads the precision, offload, GPU count, reference images and
-    /// whether a cache runs.
+    /// whether a cache runs (the batch and attention path `blank` keeps only split the memo).
     pub(crate) fn ranges(d: &Deployment) -> Deployment {
         let mut v = blank(d);
         v.weights = d.weights;
@@ -384,18 +386,13 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
         skipped_steps,
         changes_output: cache_changes_output,
         saved_s,
+        img_tokens,
+        txt_tokens,
     } = memo.denoise(inp, &view::denoise(d), stages::denoise);
     let vae_stage = memo.vae_decode(inp, &view::vae_decode(d), stages::vae_decode);
     let (model, gpu, rt) = (inp.model, inp.gpu, inp.runtime);
     let batch = d.batch as u64;
     let w = Placement::of(model, d);
-    let txt_tokens = model.text_encoders[0].tokens;
-    let carried_ref = if model.reference_kv_cache {
-        0
-    } else {
-        d.reference_images as u64 * REF_IMAGE_TOKENS
-    };
-    let img_tokens = d.resolution.image_tokens() + carried_ref;
 
     // The request's memory timeline: what is resident during each stage, plus its transient.
     let embeds = batch * txt_tokens * model.transformer.context_dim * BF16;

@@ -134,6 +134,10 @@ pub(crate) struct Denoised {
     pub(super) changes_output: bool,
     /// Seconds the cache saves per batch.
     pub(super) saved_s: f64,
+    /// Image tokens of one pass (reference-image tokens carried through the blocks included).
+    pub(super) img_tokens: u64,
+    /// Text tokens of one pass.
+    pub(super) txt_tokens: u64,
 }
 
 /// The denoising loop.
@@ -283,6 +287,8 @@ pub(super) fn denoise(inp: Inputs, d: &Deployment) -> Denoised {
         skipped_steps: ce.skipped_steps,
         changes_output: ce.changes_output,
         saved_s,
+        img_tokens: pass.img_tokens,
+        txt_tokens: pass.txt_tokens,
     }
 }
 

@@ -272,9 +272,11 @@ pub struct Capacity {
     pub images_per_s_per_replica: f64,
 }
 
-fn pool_ok(c: u32, batch: u32, load: ClassLoad, t: &Targets) -> bool {
+/// Whether `c` replicas carry `load` within `t`; `fills` its batching delays (`fill_delays`),
+/// which depend on the class's rate alone, not on the pool size or the rate tried.
+fn pool_ok(c: u32, batch: u32, load: ClassLoad, fills: &[(f64, f64)], t: &Targets) -> bool {
     utilization(c, batch, &[load]) <= t.max_utilization
-        && pool_latency(c, batch, &[load]).is_some_and(|p| meets(&p[0], t))
+        && pool_latency_with(c, batch, &[load], fills).is_some_and(|p| meets(&p[0], t))
 }
 
 /// The capacity of a deployment (`batch_ms` per batch of `batch`) for a class of `images_per_s`
@@ -282,8 +284,9 @@ fn pool_ok(c: u32, batch: u32, load: ClassLoad, t: &Targets) -> bool {
 /// batching delay already misses).
 pub fn capacity(batch_ms: f64, batch: u32, images_per_s: f64, t: &Targets) -> Option<Capacity> {
     let load = ClassLoad::new(images_per_s, batch_ms);
+    let fills = fill_delays(batch, &[load]);
     // Unloaded (no wait at all) must meet the targets, else no pool size will.
-    let unloaded = pool_latency(u32::MAX / 2, batch, &[load])?;
+    let unloaded = pool_latency_with(u32::MAX / 2, batch, &[load], &fills)?;
     if !meets(&unloaded[0], t) {
         return None;
     }
@@ -294,7 +297,7 @@ pub fn capacity(batch_ms: f64, batch: u32, images_per_s: f64, t: &Targets) -> Op
         return None;
     }
     let mut hi = lo.max(1);
-    while !pool_ok(hi, batch, load, t) {
+    while !pool_ok(hi, batch, load, &fills, t) {
         lo = hi;
         hi = hi.saturating_mul(2);
         if hi > 1_000_000 {
@@ -303,7 +306,7 @@ pub fn capacity(batch_ms: f64, batch: u32, images_per_s: f64, t: &Targets) -> Op
     }
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if pool_ok(mid, batch, load, t) {
+        if pool_ok(mid, batch, load, &fills, t) {
             hi = mid;
         } else {
             lo = mid;
@@ -318,7 +321,7 @@ pub fn capacity(batch_ms: f64, batch: u32, images_per_s: f64, t: &Targets) -> Op
             images_per_s: mid,
             ..load
         };
-        if pool_ok(c, batch, l, t) {
+        if pool_ok(c, batch, l, &fills, t) {
             ok = mid;
         } else {
             bad = mid;

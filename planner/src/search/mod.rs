@@ -1,9 +1,8 @@
 //! The search: enumerate deployments per GPU type, prune illegal and out-of-memory ones before any
 //! time is estimated, cost the rest in parallel, and choose by the goal's objective.
 
-use std::sync::Arc;
-
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
