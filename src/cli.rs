@@ -540,6 +540,9 @@ fn emit<T: serde::Serialize>(
     Ok(())
 }
 
+/// Longest line of a usage error as printed; longer ones (clap quotes an argument whole) are cut.
+const USAGE_LINE_CHARS: usize = 200;
+
 /// The parsed command line.
 pub struct Cli(Args);
 
@@ -559,16 +562,28 @@ impl Cli {
                         | ErrorKind::DisplayVersion
                         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
                 );
-                if asks_json && !informational {
-                    let msg = e.render().to_string();
-                    let msg = msg.trim_end().trim_start_matches("error: ");
+                if informational {
+                    e.exit()
+                }
+                // clap quotes the offending argument whole: each line is escaped and cut like
+                // any echoed value, so a hostile argument cannot reach the terminal raw.
+                let rendered = e.render().to_string();
+                let msg: Vec<String> = rendered
+                    .trim_end()
+                    .lines()
+                    .map(|l| planner::spec::echo(l, USAGE_LINE_CHARS))
+                    .collect();
+                let msg = msg.join("\n");
+                if asks_json {
+                    let msg = msg.trim_start_matches("error: ");
                     eprintln!(
                         "{}",
                         crate::render::error_json(&anyhow::anyhow!(msg.to_string()))
                     );
-                    std::process::exit(2);
+                } else {
+                    eprintln!("{msg}");
                 }
-                e.exit()
+                std::process::exit(2)
             }
         }
     }
