@@ -9,6 +9,7 @@
 //! traffic (the sensitivity).
 
 pub mod candidates;
+mod checked;
 pub mod compact;
 pub mod milp;
 pub mod queueing;
@@ -19,6 +20,7 @@ use std::cmp::Ordering;
 
 use crate::memo::Memo;
 use candidates::{Class, Costed, FleetCandidate, Unserved, cost_all, unloaded};
+use checked::{ALONE_LIMITS, Checked, Limits, MIX_LIMITS, SENSITIVITY_LIMITS, solve_checked};
 use milp::{Solved, Unsolved, solve_within};
 use queueing::{ClassLoad, Percentiles, meets, pool_latency, utilization};
 pub use report::*;
@@ -27,200 +29,8 @@ use simulation::{SimClass, SimPool, simulate};
 use crate::estimate::SCHEMA_VERSION;
 use crate::spec::Spec;
 
-/// Re-solves after a check fails, at most.
-const MAX_REPAIRS: u32 = 12;
-/// Each repair scales the rates per replica of the pools that missed by this.
-const REPAIR_FACTOR: f64 = 0.85;
 /// The traffic multiple of the sensitivity.
 const SENSITIVITY_FACTOR: f64 = 2.0;
-
-/// A checked fleet: the solution, and per class the prediction and the simulation.
-#[derive(Debug, Clone)]
-struct Checked {
-    solved: Solved,
-    predicted: Vec<Option<Percentiles>>,
-    simulated: Vec<Option<Percentiles>>,
-    utilization: Vec<f64>,
-    repairs: u32,
-    meets: bool,
-}
-
-/// Each pool's loads, one per class it serves.
-fn pool_loads(
-    classes: &[Class],
-    cands: &[FleetCandidate],
-    s: &Solved,
-) -> Vec<Vec<(usize, ClassLoad)>> {
-    s.pools
-        .iter()
-        .map(|p| {
-            let c = &cands[p.candidate];
-            p.classes
-                .iter()
-                .map(|&(k, share)| {
-                    let ms = c.per_class[k].as_ref().expect("served classes fit").0;
-                    (k, ClassLoad::new(classes[k].images_per_s * share, ms))
-                })
-                .collect()
-        })
-        .collect()
-}
-
-/// Predicts (and, when `simulated`, simulates) every pool; the classes' worst pool counts.
-#[allow(clippy::type_complexity)]
-fn check(
-    classes: &[Class],
-    cands: &[FleetCandidate],
-    s: &Solved,
-    simulated: bool,
-) -> (
-    Vec<Option<Percentiles>>,
-    Vec<Option<Percentiles>>,
-    Vec<f64>,
-    Vec<usize>,
-) {
-    let loads = pool_loads(classes, cands, s);
-    let mut predicted: Vec<Option<Percentiles>> = vec![None; classes.len()];
-    let mut failing_pools = Vec::new();
-    let mut utils = Vec::new();
-    for (j, (p, l)) in s.pools.iter().zip(&loads).enumerate() {
-        let batch = cands[p.candidate].deployment.batch;
-        let only: Vec<ClassLoad> = l.iter().map(|x| x.1).collect();
-        let u = utilization(p.replicas, batch, &only);
-        utils.push(u);
-        let lat = pool_latency(p.replicas, batch, &only);
-        let mut ok = true;
-        for (i, &(k, _)) in l.iter().enumerate() {
-            let got = lat.as_ref().map(|v| v[i]);
-            let t = &classes[k].targets;
-            ok &= u <= t.max_utilization + 1e-9 && got.is_some_and(|g| meets(&g, t));
-            let worst = match (predicted[k], got) {
-                (Some(a), Some(b)) => Some(if b.p99_ms > a.p99_ms { b } else { a }),
-                (a, None) => a
-                    .map(|_| Percentiles {
-                        p50_ms: f64::INFINITY,
-                        p99_ms: f64::INFINITY,
-                    })
-                    .or(Some(Percentiles {
-                        p50_ms: f64::INFINITY,
-                        p99_ms: f64::INFINITY,
-                    })),
-                (None, b) => b,
-            };
-            predicted[k] = worst;
-        }
-        if !ok {
-            failing_pools.push(j);
-        }
-    }
-    let sims = if simulated {
-        let pools: Vec<SimPool> = s
-            .pools
-            .iter()
-            .zip(&loads)
-            .map(|(p, l)| SimPool {
-                replicas: p.replicas,
-                batch: cands[p.candidate].deployment.batch,
-                classes: l
-                    .iter()
-                    .map(|&(k, c)| SimClass {
-                        class: k,
-                        images_per_s: c.images_per_s,
-                        batch_ms: c.batch_ms,
-                    })
-                    .collect(),
-            })
-            .collect();
-        let sims = simulate(&pools, classes.len());
-        // A pool whose class misses in simulation is tightened too.
-        for (j, l) in loads.iter().enumerate() {
-            if l.iter()
-                .any(|&(k, _)| !sims[k].is_some_and(|p| meets(&p, &classes[k].targets)))
-                && !failing_pools.contains(&j)
-            {
-                failing_pools.push(j);
-            }
-        }
-        sims
-    } else {
-        vec![None; classes.len()]
-    };
-    (predicted, sims, utils, failing_pools)
-}
-
-/// Time limits of the integer programs (seconds): the mix's first solve, each re-solve after a
-/// repair, and each GPU type alone (first solve, re-solves). A program that hits its limit
-/// reports `time_limit` and its gap; within them, every machine gives the same answer.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    first_s: f64,
-    resolve_s: f64,
-    /// Columns of the set-covering form before the compact form is used (`milp::solve_within`).
-    columns: usize,
-}
-
-/// The mix's program (and the 2x-traffic sensitivity's).
-const MIX_LIMITS: Limits = Limits {
-    first_s: 2.0,
-    resolve_s: 0.4,
-    columns: 150_000,
-};
-
-/// The fleet at twice the traffic (a sensitivity, queueing model only).
-const SENSITIVITY_LIMITS: Limits = Limits {
-    first_s: 1.0,
-    resolve_s: 0.2,
-    columns: 150_000,
-};
-
-/// Each GPU type alone.
-const ALONE_LIMITS: Limits = Limits {
-    first_s: 0.4,
-    resolve_s: 0.1,
-    columns: 20_000,
-};
-
-/// Solves, checks and repairs until the fleet passes or the repairs run out.
-fn solve_checked(
-    s: &Spec,
-    classes: &[Class],
-    cands: &[FleetCandidate],
-    simulated: bool,
-    limits: Limits,
-) -> Result<Checked, Unsolved> {
-    let mut derate = vec![1.0; cands.len()];
-    let mut repairs = 0;
-    loop {
-        let limit = if repairs == 0 {
-            limits.first_s
-        } else {
-            limits.resolve_s
-        };
-        let solved = solve_within(
-            classes,
-            cands,
-            &s.fleet,
-            &derate,
-            Some(limit),
-            limits.columns,
-        )?;
-        let (predicted, sims, utilization, failing) = check(classes, cands, &solved, simulated);
-        if failing.is_empty() || repairs == MAX_REPAIRS {
-            return Ok(Checked {
-                meets: failing.is_empty(),
-                solved,
-                predicted,
-                simulated: sims,
-                utilization,
-                repairs,
-            });
-        }
-        for j in failing {
-            derate[solved.pools[j].candidate] *= REPAIR_FACTOR;
-        }
-        repairs += 1;
-    }
-}
 
 fn pools_of(classes: &[Class], cands: &[FleetCandidate], c: &Checked) -> Vec<Pool> {
     c.solved
