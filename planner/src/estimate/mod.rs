@@ -219,6 +219,29 @@ pub struct Estimate {
     pub throughput: Throughput,
     /// Quality.
     pub quality: Quality,
+    /// How wrong the figures may be (`figures at a confidence` below): the range category and
+    /// the time a step cache saves on the mean request (its per-request spread). Not part of
+    /// the JSON: the figures at the goal's confidence are, where a goal sets one.
+    #[serde(skip)]
+    pub error: ErrorModel,
+}
+
+/// What the figures at a confidence are taken from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorModel {
+    /// The range category.
+    pub category: crate::ranges::Category,
+    /// Time a step cache saves on the mean request, ms (0 without one).
+    pub cache_saved_ms: f64,
+}
+
+impl Default for ErrorModel {
+    fn default() -> Self {
+        ErrorModel {
+            category: crate::ranges::UNMEASURED,
+            cache_saved_ms: 0.0,
+        }
+    }
 }
 
 /// Everything an estimate needs.
@@ -262,6 +285,27 @@ pub(crate) fn estimate_in<'c>(
 }
 
 impl Estimate {
+    /// The memory peak at confidence `c` (the peak itself at 0.5).
+    pub fn peak_bytes_at(&self, c: f64) -> u64 {
+        let f = crate::ranges::factors(&self.error.category, c).1;
+        if f == 1.0 {
+            return self.memory.peak_bytes;
+        }
+        (self.memory.peak_bytes as f64 * f).ceil() as u64
+    }
+
+    /// One batch's time at confidence `c` (the estimate itself at 0.5): the mean request, the
+    /// model's error at its quantile.
+    pub fn per_batch_ms_at(&self, c: f64) -> f64 {
+        self.latency.per_batch_ms * crate::ranges::factors(&self.error.category, c).0
+    }
+
+    /// How much longer than the mean request the 99th-percentile request runs, at confidence
+    /// `c`: a step cache skips fewer steps on some prompts (`confidence::cache_tail_ms`).
+    pub fn p99_tail_ms_at(&self, c: f64) -> f64 {
+        crate::confidence::cache_tail_ms(self.error.cache_saved_ms, 0.99)
+            * crate::ranges::factors(&self.error.category, c).0
+    }
     /// Whether every time, rate, share and intensity is a finite number.
     pub fn is_finite(&self) -> bool {
         let stages = self.stages.iter().all(|s| {
@@ -485,6 +529,10 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
         quality: Quality {
             changes_output: !changes.is_empty(),
             changes,
+        },
+        error: ErrorModel {
+            category,
+            cache_saved_ms: saved_s * 1e3,
         },
     }
 }
