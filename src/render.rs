@@ -170,11 +170,15 @@ fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
     let gpu = c.gpu(&e.gpu).expect("estimate names a catalog GPU");
     let _ = writeln!(
         out,
-        "  {} · per batch {} ms (range {}-{}) · per image {} ms · {:.2} images/s per replica",
+        "  {} · per batch {} ms (range {}-{}{}) · per image {} ms · {:.2} images/s per replica",
         e.deployment.resolution,
         ms(e.latency.per_batch_ms),
         ms(e.latency.low_ms),
         ms(e.latency.high_ms),
+        e.latency
+            .per_batch_ms_at_confidence
+            .map(|x| format!("; {} at the goal's confidence", ms(x)))
+            .unwrap_or_default(),
         ms(e.latency.per_image_ms),
         e.throughput.images_per_s
     );
@@ -185,10 +189,14 @@ fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
         gb(e.memory.low_bytes),
         gb(e.memory.high_bytes),
         gb(e.memory.capacity_bytes),
-        if e.memory.fits {
-            "fits"
-        } else {
-            "DOES NOT FIT"
+        match e.memory.peak_bytes_at_confidence {
+            _ if !e.memory.fits => "DOES NOT FIT".to_string(),
+            Some(p) if p > e.memory.capacity_bytes => format!(
+                "fits at the point estimate, NOT at the goal's confidence: {}",
+                gb(p)
+            ),
+            Some(p) => format!("fits; {} at the goal's confidence", gb(p)),
+            None => "fits".to_string(),
         },
         e.memory.binding_stage,
         gb(e.memory.context_bytes),
@@ -390,6 +398,33 @@ fn class_margin(which: &str, at: f64, point: f64, target: Option<f64>, conf: f64
             (at / t - 1.0) * 100.0
         ),
         None => format!("{head} (no target)"),
+    }
+}
+
+/// The chosen plan's pool under the fleet's simulation: whether it meets every target at the
+/// confidence, and each class's simulated percentiles.
+fn simulation_lines(out: &mut String, sim: &planner::search::PlanSimulation, p: &Plan) {
+    let conf = conf_pct(p.goal.confidence);
+    let _ = writeln!(
+        out,
+        "  simulated ({} seeds, the fleet's check): {}",
+        planner::fleet::simulation::SEEDS,
+        if sim.meets_targets {
+            format!("meets every class's targets at {conf}")
+        } else {
+            format!("MISSES a target at {conf}: the queueing model's replica count is not enough")
+        }
+    );
+    for (m, f) in p.mix.iter().zip(&sim.classes) {
+        let _ = writeln!(
+            out,
+            "    {}: p50 / p99 {} / {} ms at {conf} (point {} / {})",
+            m.resolution,
+            ms(f.p50_ms_at_confidence),
+            ms(f.p99_ms_at_confidence),
+            ms(f.p50_ms),
+            ms(f.p99_ms)
+        );
     }
 }
 
@@ -917,6 +952,9 @@ pub fn plan(p: &Plan, catalog: &Catalog) -> String {
             let _ = writeln!(out, "CHOSEN {}", candidate_line(c));
             let _ = writeln!(out, "  {}", knobs(&c.deployment));
             margins(&mut out, c, &p.goal);
+            if let Some(sim) = &p.simulation {
+                simulation_lines(&mut out, sim, p);
+            }
             if c.output_changes.is_empty() {
                 let _ = writeln!(
                     out,
@@ -1005,8 +1043,8 @@ pub fn fleet(f: &FleetPlan) -> String {
     );
     let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
     let pair = |p: Option<(f64, f64)>| match p {
-        Some((a, b)) => format!("{:>6} / {:>6}", ms(a), ms(b)),
-        None => format!("{:>6} / {:>6}", "-", "-"),
+        Some((a, b)) => format!("{:>5} / {:>5}", ms(a), ms(b)),
+        None => format!("{:>5} / {:>5}", "-", "-"),
     };
     let at = |f: &Option<planner::fleet::Figures>| {
         f.map(|f| (f.p50_ms_at_confidence, f.p99_ms_at_confidence))
@@ -1054,25 +1092,24 @@ pub fn fleet(f: &FleetPlan) -> String {
         let conf = conf_pct(f.goal.confidence);
         let _ = writeln!(
             out,
-            "CLASSES (latency p50 / p99 ms; predicted and simulated at {conf} confidence, judged there; the point estimates beside)"
+            "CLASSES (latency p50 / p99 ms; predicted and simulated at {conf} confidence, where they are judged; the queueing model's point estimate beside)"
         );
         let _ = writeln!(
             out,
-            "  {:<4}  {:<10} {:>8}   {:<15}   {:<15}   {:<15}   {:<15}   {:<15}   {:>9}",
+            "  {:<4}  {:<10} {:>8}   {:<13}   {:<13}   {:<13}   {:<13}   {:>8}",
             "",
             "size",
             "images/s",
             "target",
-            format!("pred. at {conf}"),
-            format!("sim. at {conf}"),
+            format!("pred. {conf}"),
+            format!("sim. {conf}"),
             "pred. point",
-            "sim. point",
             "$/1k img"
         );
         for c in &f.classes {
             let _ = writeln!(
                 out,
-                "  {:<4}  {:<10} {:>8.2}   {:>6} / {:>6}   {}   {}   {}   {}   {:>9}",
+                "  {:<4}  {:<10} {:>8.2}   {:>5} / {:>5}   {}   {}   {}   {:>8}",
                 if c.meets_target { "ok" } else { "MISS" },
                 c.size.to_string(),
                 c.images_per_s,
@@ -1081,7 +1118,6 @@ pub fn fleet(f: &FleetPlan) -> String {
                 pair(at(&c.predicted)),
                 pair(at(&c.simulated)),
                 pair(point(&c.predicted)),
-                pair(point(&c.simulated)),
                 c.usd_per_1000_images
                     .map(|u| format!("{u:.3}"))
                     .unwrap_or_else(|| "-".into())

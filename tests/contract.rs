@@ -300,3 +300,21 @@ fn the_readme_fleet_default_is_the_code_default() {
         "the README still says available: 64"
     );
 }
+
+/// The v1.4 confidence section: its spec is accepted with `goal.confidence`, and the plan JSON
+/// carries every field it documents.
+#[test]
+fn the_v1_4_confidence_spec_is_accepted_and_its_json_fields_exist() {
+    let doc = contract();
+    let heading = "Extensions in v1.4 (compatible): decisions at a confidence";
+    let spec = block(&doc, heading, "yaml");
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("v14.yaml"), spec).unwrap();
+    let out = TestCommand::in_dir(tmp.path(), ["plan", "v14.yaml", "--format", "json"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let actual: Value = serde_json::from_str(&out.stdout).expect("plan JSON");
+    assert_eq!(actual["goal"]["confidence"], 0.9);
+    let documented: Value =
+        serde_json::from_str(&block(&doc, heading, "json")).expect("documented JSON");
+    holds(&documented, &actual);
+}

@@ -135,6 +135,10 @@ pub struct Memory {
     pub high_bytes: u64,
     /// Where the range comes from (see `latency.basis`).
     pub basis: String,
+    /// The peak at the goal's confidence (`Estimate::at_confidence`; absent until a command
+    /// that has a goal fills it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_bytes_at_confidence: Option<u64>,
 }
 
 /// Latency of one batch.
@@ -150,6 +154,9 @@ pub struct Latency {
     pub high_ms: f64,
     /// Where the range comes from: the error category and its out-of-sample figures.
     pub basis: String,
+    /// `per_batch_ms` at the goal's confidence (filled like `memory.peak_bytes_at_confidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_batch_ms_at_confidence: Option<f64>,
 }
 
 /// Throughput of one replica.
@@ -285,6 +292,13 @@ pub(crate) fn estimate_in<'c>(
 }
 
 impl Estimate {
+    /// The estimate with its figures at confidence `c` filled in.
+    pub fn at_confidence(mut self, c: f64) -> Estimate {
+        self.memory.peak_bytes_at_confidence = Some(self.peak_bytes_at(c));
+        self.latency.per_batch_ms_at_confidence = Some(self.per_batch_ms_at(c));
+        self
+    }
+
     /// The memory peak at confidence `c` (the peak itself at 0.5).
     pub fn peak_bytes_at(&self, c: f64) -> u64 {
         let f = crate::ranges::factors(&self.error.category, c).1;
@@ -515,6 +529,7 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
             low_bytes: crate::ranges::range(peak as f64, category.memory).0 as u64,
             high_bytes: crate::ranges::range(peak as f64, category.memory).1.ceil() as u64,
             basis: basis.clone(),
+            peak_bytes_at_confidence: None,
         },
         latency: Latency {
             per_batch_ms,
@@ -522,6 +537,7 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
             low_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).0,
             high_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).1,
             basis,
+            per_batch_ms_at_confidence: None,
         },
         throughput: Throughput {
             images_per_s: batch as f64 / (per_batch_ms / 1e3),

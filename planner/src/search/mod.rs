@@ -20,6 +20,7 @@ mod evaluate;
 mod infeasible;
 mod pareto;
 mod rejected;
+mod simulated;
 
 pub(crate) use enumerate::enumerate;
 pub use enumerate::output_changes;
@@ -28,6 +29,7 @@ use infeasible::infeasibility;
 pub use pareto::PARETO_SHOWN;
 use pareto::pareto_front;
 use rejected::{Miss, closest_rejected, rejection};
+pub use simulated::PlanSimulation;
 
 /// A candidate's outcome over the whole traffic mix.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -321,7 +323,8 @@ pub struct Plan {
     pub breakdown: Vec<Estimate>,
     /// Feasible candidates no other beats on both p50 latency and cost (USD per hour with a rate
     /// goal, else per 1,000 images), fastest first; the chosen plan is always among them (under
-    /// `max_throughput` even when another beats it on both).
+    /// `max_throughput`, or when it won a tie the model cannot resolve, even when another beats it
+    /// on both).
     pub pareto: Vec<Candidate>,
     /// How many candidates the whole front has (`pareto` keeps at most `PARETO_SHOWN`).
     pub pareto_total: usize,
@@ -331,6 +334,9 @@ pub struct Plan {
     pub infeasible: Option<Infeasible>,
     /// Counts.
     pub searched: Searched,
+    /// With a rate: the chosen plan's pool under the fleet's simulation (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<PlanSimulation>,
 }
 
 /// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
@@ -496,7 +502,9 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
                         resolution: share.resolution,
                         ..d.clone()
                     };
-                    memo.estimate(inp, &dd).ok().map(|e| Estimate::clone(&e))
+                    memo.estimate(inp, &dd)
+                        .ok()
+                        .map(|e| Estimate::clone(&e).at_confidence(s.goal.confidence))
                 })
                 .collect()
         }
@@ -523,7 +531,11 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
             best_memory,
         )
     });
+    let simulation = chosen
+        .as_ref()
+        .and_then(|c| simulated::simulate_plan(s, &breakdown, c));
     Plan {
+        simulation,
         schema_version: SCHEMA_VERSION,
         model: s.model.id.clone(),
         runtime: s.runtime.id.clone(),
