@@ -574,12 +574,26 @@ fn same_device(gpu: &Gpu, driver_name: &str, memory_bytes: u64) -> bool {
     model_parts && pcie && memory
 }
 
+/// Largest run-to-run spread ((p90 − p10) / median) of any calibration benchmark above which
+/// `calibrate` warns that the host was too noisy for the profile to be trusted: 25 %, well above a
+/// quiet machine's few percent and below what a shared host under a neighbour's build shows
+/// (89–304 % measured on the 2-core CI host while another build ran).
+pub const NOISY_SPREAD: f64 = 0.25;
+
+/// A calibrated profile and the largest run-to-run spread of the benchmarks behind it.
+pub struct Calibration {
+    /// The profile.
+    pub profile: RuntimeProfile,
+    /// Largest (p90 − p10) / median over every benchmark.
+    pub worst_spread: f64,
+}
+
 /// A runtime profile fitted from the executor's microbenchmarks on the device `gpu` names
 /// (the host's `cpu` for the CPU backend; a mismatch with the CUDA device is refused).
 /// Each efficiency is the measured rate over the device's catalog peak, fitted over every
 /// shape of its kind (Σ work / Σ (time − per-op cost)); the per-op cost is measured; everything
 /// not measured is `klein`'s.
-pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<RuntimeProfile> {
+pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Calibration> {
     if backend == BackendKind::Cpu && gpu.id != "cpu" {
         bail!(
             "`calibrate --backend cpu` measures this host, not {}: drop --gpu (or pass --gpu cpu)",
@@ -878,5 +892,8 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Runtime
         report.attention.len(),
         report.conv.len()
     );
-    Ok(p)
+    Ok(Calibration {
+        profile: p,
+        worst_spread: worst,
+    })
 }
