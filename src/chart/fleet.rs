@@ -146,7 +146,8 @@ fn draw(title: &str, bars: &[Bar]) -> String {
                 );
             }
             None => {
-                let why: String = b.why_not.chars().take(60).collect();
+                // The whole reason is in the text and JSON; the bar's row holds what fits.
+                let why = super::cut(&b.why_not, 60);
                 svg.text(
                     a.x0 + 6.0,
                     y + 13.0,

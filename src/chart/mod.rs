@@ -164,6 +164,8 @@ pub struct Svg {
     pub taken: Vec<Rect>,
     /// Labels that found no spot near their point: (number, text), listed below the chart.
     key: Vec<(usize, String)>,
+    /// Centres of the point markers (`marker`).
+    markers: Vec<(f64, f64)>,
 }
 
 impl Svg {
@@ -175,6 +177,7 @@ impl Svg {
             body: String::new(),
             taken: Vec::new(),
             key: Vec::new(),
+            markers: Vec::new(),
         };
         s.text(w / 2.0, 20.0, 14.0, Anchor::Middle, "title", title);
         s
@@ -216,9 +219,21 @@ impl Svg {
         );
     }
 
-    /// Marks an area as taken (a marker) so that labels keep clear of it.
+    /// Marks an area as taken (a bar, a line) so that labels keep clear of it.
     pub fn reserve(&mut self, r: Rect) {
         self.taken.push(r);
+    }
+
+    /// Marks a point's marker of radius `r` at (`x`, `y`): labels keep clear of it, and a label
+    /// is never placed nearer to another marker than to its own point.
+    pub fn marker(&mut self, x: f64, y: f64, r: f64) {
+        self.markers.push((x, y));
+        self.reserve(Rect {
+            x0: x - r,
+            y0: y - r,
+            x1: x + r,
+            y1: y + r,
+        });
     }
 
     /// Places the label `s` for the point (`px`, `py`) inside `area`, clear of every text and
@@ -238,6 +253,10 @@ impl Svg {
                 (px - r * 0.7, py - r * 0.7, Anchor::End),
                 (px + r * 0.7, py + r * 0.7 + 8.0, Anchor::Start),
                 (px - r * 0.7, py + r * 0.7 + 8.0, Anchor::End),
+                (px + 6.0, py - r, Anchor::End),
+                (px - 6.0, py - r, Anchor::Start),
+                (px + 6.0, py + r + 8.0, Anchor::End),
+                (px - 6.0, py + r + 8.0, Anchor::Start),
                 (px + w / 2.0 + r, py - r, Anchor::Middle),
                 (px - w / 2.0 - r, py - r, Anchor::Middle),
                 (px + w / 2.0 + r, py + r + 8.0, Anchor::Middle),
@@ -245,14 +264,28 @@ impl Svg {
             ];
             for (x, y, a) in spots {
                 let b = text_box(x, y, SIZE, a, s);
-                if area.contains(&b) && !self.taken.iter().any(|t| t.overlaps(&b)) {
+                // It must read as this point's label: right beside it, nearer to it than to any
+                // other marker; further out, its leader line passes no other marker.
+                let own = distance(&b, px, py);
+                let (lx, ly) = (x_clamp(px, b.x0, b.x1), x_clamp(py, b.y0, b.y1));
+                let unambiguous = self
+                    .markers
+                    .iter()
+                    .filter(|m| (m.0 - px).abs() > 0.5 || (m.1 - py).abs() > 0.5)
+                    .all(|m| {
+                        if r > 7.0 {
+                            segment_distance((px, py), (lx, ly), *m) > 7.0
+                                && distance(&b, m.0, m.1) > 3.0
+                        } else {
+                            distance(&b, m.0, m.1) > own
+                        }
+                    });
+                if unambiguous && area.contains(&b) && !self.taken.iter().any(|t| t.overlaps(&b)) {
                     if r > 7.0 {
                         // A leader line from the point to the nearest edge of the label.
-                        let lx = x_clamp(px, b.x0, b.x1);
-                        let ly = x_clamp(py, b.y0, b.y1);
                         let _ = writeln!(
                             self.body,
-                            r##"<line class="leader" x1="{px:.1}" y1="{py:.1}" x2="{lx:.1}" y2="{ly:.1}" stroke="#999999" stroke-width="0.8"/>"##
+                            r##"<line class="leader" x1="{px:.1}" y1="{py:.1}" x2="{lx:.1}" y2="{ly:.1}" stroke="#555555" stroke-width="0.8"/>"##
                         );
                     }
                     self.text(x, y, SIZE, a, class, s);
@@ -307,6 +340,25 @@ pub fn cut(s: &str, n: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// Distance from `p` to the segment from `a` to `b`.
+fn segment_distance(a: (f64, f64), b: (f64, f64), p: (f64, f64)) -> f64 {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let len2 = dx * dx + dy * dy;
+    let t = if len2 > 0.0 {
+        (((p.0 - a.0) * dx + (p.1 - a.1) * dy) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (p.0 - a.0 - t * dx).hypot(p.1 - a.1 - t * dy)
+}
+
+/// Distance from (`x`, `y`) to the nearest point of `r` (0 inside it).
+fn distance(r: &Rect, x: f64, y: f64) -> f64 {
+    let dx = (r.x0 - x).max(0.0).max(x - r.x1);
+    let dy = (r.y0 - y).max(0.0).max(y - r.y1);
+    dx.hypot(dy)
 }
 
 fn x_clamp(v: f64, lo: f64, hi: f64) -> f64 {
@@ -450,7 +502,29 @@ impl Plot {
             a.x0,
             a.x1
         ));
-        svg.label(a.x1 - 4.0, y, a, &format!("{class}-label"), label);
+        // The label just above the line at its right end (else below it), moved left until it
+        // is clear of every text and marker; the line itself is then kept clear of labels.
+        let class = format!("{class}-label");
+        let placed = [-5.0, 14.0].iter().any(|dy| {
+            (0..12).any(|k| {
+                let x = a.x1 - 4.0 - 40.0 * k as f64;
+                let b = text_box(x, y + dy, 11.0, Anchor::End, label);
+                let free = a.contains(&b) && !svg.taken.iter().any(|t| t.overlaps(&b));
+                if free {
+                    svg.text(x, y + dy, 11.0, Anchor::End, &class, label);
+                }
+                free
+            })
+        });
+        if !placed {
+            svg.label(a.x1 - 4.0, y, a, &class, label);
+        }
+        svg.reserve(Rect {
+            x0: a.x0,
+            y0: y - 1.5,
+            x1: a.x1,
+            y1: y + 1.5,
+        });
     }
 }
 

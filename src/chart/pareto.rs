@@ -54,12 +54,8 @@ pub fn svg(
     // Every marker first, so that no label covers a point.
     for c in &pts {
         let (x, y) = (plot.sx(c.cost_per_1000_images), plot.sy(c.p50_latency_ms));
-        svg.reserve(Rect {
-            x0: x - 5.0,
-            y0: y - 5.0,
-            x1: x + 5.0,
-            y1: y + 5.0,
-        });
+        // The chosen point's ring is wider than a dot.
+        svg.marker(x, y, if Some(*c) == chosen { 9.5 } else { 5.0 });
     }
     if let Some(g) = goal_p50_ms.filter(|g| g.is_finite()) {
         plot.hline(
@@ -96,14 +92,17 @@ pub fn svg(
         svg.label(x, y, plot.area, "point-label", &label);
     }
     svg.raw("</g>");
-    let legend_y = plot.area.y1 + 58.0;
     svg.text(
         left,
-        legend_y,
+        plot.area.y1 + 58.0,
         11.0,
         Anchor::Start,
         "note",
-        "ringed: the chosen plan; no point is beaten on both latency and cost",
+        if chosen.is_some() {
+            "ringed: the chosen plan; no point is beaten on both latency and cost"
+        } else {
+            "no point is beaten on both latency and cost"
+        },
     );
     svg.finish()
 }

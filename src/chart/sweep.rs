@@ -149,6 +149,7 @@ fn panel(svg: &mut Svg, s: &Sweep, dx: f64, p: &Panel) {
             ));
         }
         for (x, y, q) in &ok {
+            svg.marker(*x, plot.sy(*y), 4.0);
             svg.raw(&format!(
                 r#"<circle class="point" data-label="{}" data-x="{}" data-y="{y}" cx="{x:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
                 esc(l),
@@ -162,6 +163,7 @@ fn panel(svg: &mut Svg, s: &Sweep, dx: f64, p: &Panel) {
                 // Out of memory, with its figures: a cross where it would be.
                 Some(y) => {
                     let cy = plot.sy(y);
+                    svg.marker(x, cy, 6.0);
                     svg.raw(&format!(
                         r#"<path class="point oom" data-label="{}" data-y="{y}" d="M{:.1},{:.1}L{:.1},{:.1}M{:.1},{:.1}L{:.1},{:.1}" stroke="{color}" stroke-width="2.5"/>"#,
                         esc(l),

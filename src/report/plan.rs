@@ -390,3 +390,32 @@ fn ranges(out: &mut String, p: &Plan, _c: &Catalog) {
     );
     out.push_str("</section>\n");
 }
+
+#[cfg(test)]
+mod tests {
+    /// The memory bars are the estimate's own timeline: the binding stage's bar adds up to the
+    /// peak, and no stage's bar exceeds it.
+    #[test]
+    fn the_binding_stage_bar_is_the_peak() {
+        for yaml in [
+            include_str!("../../specs/prod.yaml"),
+            include_str!("../../specs/klein-4b-2048-24gb.yaml"),
+            include_str!("../../specs/flux2-dev-multigpu.yaml"),
+        ] {
+            let s = planner::spec::parse(yaml).unwrap();
+            let p = planner::search::plan(&s);
+            assert!(!p.breakdown.is_empty());
+            for e in &p.breakdown {
+                let bars = super::stage_bars(&s, e);
+                let binding = bars
+                    .iter()
+                    .find(|b| b.name == e.memory.binding_stage)
+                    .unwrap();
+                assert_eq!(binding.total(), e.memory.peak_bytes, "{}", e.gpu);
+                for b in &bars {
+                    assert!(b.total() <= e.memory.peak_bytes, "{} {}", e.gpu, b.name);
+                }
+            }
+        }
+    }
+}
