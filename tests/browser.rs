@@ -293,7 +293,12 @@ fn the_report_and_every_chart_render_in_chromium() {
         let texts: Vec<String> = doc
             .descendants()
             .filter(|n| n.has_tag_name("text"))
-            .map(|n| n.descendants().filter_map(|t| t.text()).collect())
+            .map(|n| {
+                n.descendants()
+                    .filter(|t| t.is_text())
+                    .filter_map(|t| t.text())
+                    .collect()
+            })
             .collect();
         holds_all(file, &dom_text(&r.dom), &texts);
         let png = d.join(format!("{file}.png"));
