@@ -329,7 +329,7 @@ fn the_version_carries_the_contract_version() {
         .lines()
         .filter_map(|l| l.strip_prefix("## Extensions in v"))
         .filter_map(|l| l.split(' ').next())
-        .last()
+        .next_back()
         .expect("a versioned extensions section");
     let out = TestCommand::in_repo(["--version"]).run().expect_code(0);
     assert_eq!(

@@ -41,7 +41,7 @@ pub fn chart(s: &Sweep) -> String {
         Mode::Estimate => "latency per batch (ms)",
         Mode::Plan => "p50 latency of the chosen plan (ms)",
     };
-    let panels: [(&str, &str, fn(&Point) -> Option<f64>); 2] = [
+    let panels: [(&str, &str, Figure); 2] = [
         ("Latency", latency_title, |p| p.latency_ms),
         ("Memory peak per GPU", "peak memory (GB)", |p| {
             p.peak_bytes.map(|b| b as f64 / 1e9)
@@ -67,12 +67,15 @@ pub fn chart(s: &Sweep) -> String {
     svg.finish()
 }
 
+/// The figure a panel draws of a point (none: the point has no such figure).
+type Figure = fn(&Point) -> Option<f64>;
+
 struct Panel<'a> {
     title: &'a str,
     y_title: &'a str,
     categories: &'a [String],
     labels: &'a [String],
-    y_of: fn(&Point) -> Option<f64>,
+    y_of: Figure,
     /// Draw each GPU's capacity (the memory panel).
     capacity: bool,
 }
