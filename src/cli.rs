@@ -736,6 +736,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             let r = crate::verify::verify(&s, c, backend.into(), tolerance, &run)?;
             emit(format, width, &r, || render::verify(&r))?;
+            if !r.within_tolerance && backend == Backend::Cpu && r.runtime == "klein" {
+                // The built-in profile carries GPU efficiencies: say how to get the host's own.
+                eprintln!(
+                    "hint: runtime `klein` predicts with GPU efficiencies a CPU does not reach; measure this host first: `klein-plan calibrate --backend cpu -o cpu-profile.yaml`, then `runtime: ./cpu-profile.yaml` in the spec (its folder)"
+                );
+            }
             Ok(if r.within_tolerance { 0 } else { 3 })
         }
         Command::Calibrate {
@@ -765,12 +771,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             let cal = crate::verify::calibrate(backend.into(), device, runs)?;
             let profile = cal.profile;
-            if cal.worst_spread > crate::verify::NOISY_SPREAD {
-                eprintln!(
-                    "warning: the noisiest benchmark varied by {:.0} % between runs (p90 − p10 over the median; over {:.0} % the profile is not to be trusted): something else is using this machine; calibrate again when it is quiet, or with more --runs",
-                    cal.worst_spread * 100.0,
-                    crate::verify::NOISY_SPREAD * 100.0
-                );
+            if let Some(w) = crate::verify::noisy_warning(cal.worst_spread) {
+                eprintln!("{w}");
             }
             let mut yaml = serde_saphyr::to_string(&profile)
                 .map_err(|e| anyhow::anyhow!("yaml output: {e}"))?;

@@ -580,6 +580,17 @@ fn same_device(gpu: &Gpu, driver_name: &str, memory_bytes: u64) -> bool {
 /// (89–304 % measured on the 2-core CI host while another build ran).
 pub const NOISY_SPREAD: f64 = 0.25;
 
+/// The warning `calibrate` prints when the largest spread `worst` is over `NOISY_SPREAD`.
+pub fn noisy_warning(worst: f64) -> Option<String> {
+    (worst > NOISY_SPREAD).then(|| {
+        format!(
+            "warning: the noisiest benchmark varied by {:.0} % between runs (p90 − p10 over the median; over {:.0} % the profile is not to be trusted): something else is using this machine; calibrate again when it is quiet, or with more --runs",
+            worst * 100.0,
+            NOISY_SPREAD * 100.0
+        )
+    })
+}
+
 /// A calibrated profile and the largest run-to-run spread of the benchmarks behind it.
 pub struct Calibration {
     /// The profile.
@@ -896,4 +907,17 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Calibra
         profile: p,
         worst_spread: worst,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// A quiet host's calibration passes silently; a noisy one's (the 89 % seen on the shared
+    /// host) is flagged with its spread and the threshold.
+    #[test]
+    fn a_noisy_calibration_is_flagged() {
+        assert_eq!(super::noisy_warning(0.04), None);
+        assert_eq!(super::noisy_warning(super::NOISY_SPREAD), None);
+        let w = super::noisy_warning(0.89).expect("flagged");
+        assert!(w.contains("89 %") && w.contains("25 %"), "{w}");
+    }
 }
