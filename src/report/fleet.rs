@@ -11,6 +11,10 @@ use crate::render::{knobs, ms};
 /// Every fleet section.
 pub fn sections(out: &mut String, f: &FleetPlan) {
     out.push_str("<section id=\"fleet\">\n<h2>Capacity plan under load (fleet)</h2>\n");
+    para(
+        out,
+        "The chosen deployment above serves the whole mix with one deployment on one GPU type; the fleet may instead give each class a pool of its own, on any GPU type of the offers, sized by the queueing model and checked by a simulation.",
+    );
     match f.total_usd_per_hour {
         Some(total) => para(
             out,
