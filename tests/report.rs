@@ -148,3 +148,23 @@ fn report_writes_its_file_through_the_output_gate() {
         .run();
     util::assert_refused("report -o a link", &out);
 }
+
+/// A spec with no feasible plan still gets its report (exit 1), saying why and the nearest
+/// relaxation; names from the command line are escaped like every other text.
+#[test]
+fn an_infeasible_spec_and_a_hostile_name_are_reported_safely() {
+    let dir = Dir::new("report-infeasible");
+    let name = "<b>&'x'.yaml";
+    dir.create(
+        name,
+        "model: flux2-klein-4b\nruntime: diffusers\ngoal: {p50_latency_ms: 1}\nfleet: [{gpu: h200}]\n",
+    );
+    let out = dir.command(["report", name]).run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let html = out.stdout;
+    assert!(html.contains("No feasible plan."), "{html}");
+    assert!(html.contains("Nearest feasible relaxation"), "{html}");
+    assert!(!html.contains("<b>"), "an unescaped name");
+    assert!(html.contains("&lt;b&gt;&amp;&#39;x&#39;.yaml"), "{html}");
+    assert!(html.ends_with("</html>\n"));
+}

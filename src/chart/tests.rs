@@ -284,3 +284,44 @@ fn the_sweep_chart_draws_out_of_memory_points_and_the_capacity() {
     assert!(svg.contains("h200 capacity 141.00 GB"), "{svg}");
     assert_readable("sweep", &svg);
 }
+
+/// Every example spec's charts are readable: the Pareto front and the memory timeline of each
+/// plan, the fleet of each spec with rates.
+#[test]
+fn every_example_spec_charts_readably() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    let mut drawn = 0;
+    for f in files {
+        let name = f.display().to_string();
+        let Ok(spec) = planner::spec::parse(&std::fs::read_to_string(&f).unwrap()) else {
+            continue; // a spec naming a profile file beside it, or CPU-only
+        };
+        if spec.has_deployment {
+            continue;
+        }
+        let p = planner::search::plan(&spec);
+        let svg = super::pareto::svg(&name, &p.pareto, p.chosen.as_ref(), p.goal.p50_latency_ms);
+        assert_readable(&name, &svg);
+        for e in &p.breakdown {
+            let bars = crate::report::stage_bars_for_test(&spec, e);
+            let svg = super::memory::svg(
+                &name,
+                &bars,
+                e.memory.capacity_bytes,
+                e.memory.binding_stage,
+            );
+            assert_readable(&name, &svg);
+        }
+        if crate::report::has_rate(&spec) {
+            assert_readable(&name, &super::fleet::svg(&planner::fleet::fleet(&spec)));
+        }
+        drawn += 1;
+    }
+    assert!(drawn >= 5, "only {drawn} specs drawn");
+}

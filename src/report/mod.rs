@@ -44,6 +44,15 @@ pub fn report(s: &Spec, c: &Catalog, command: &str) -> Report {
     }
 }
 
+/// `plan::stage_bars` for the chart tests.
+#[cfg(test)]
+pub fn stage_bars_for_test(
+    s: &Spec,
+    e: &planner::estimate::Estimate,
+) -> Vec<crate::chart::memory::StageBar> {
+    plan::stage_bars(s, e)
+}
+
 /// The inline style sheet: readable on screen, one column, no page break inside a table or chart.
 const CSS: &str = "body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;color:#1a1a1a;\
 max-width:1180px;margin:24px auto;padding:0 16px;line-height:1.4;font-size:14px}\
