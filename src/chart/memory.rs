@@ -109,7 +109,7 @@ pub fn svg(title: &str, bars: &[StageBar], capacity: u64, binding: &str) -> Stri
         &mut svg,
         gb(capacity),
         "capacity",
-        COLORS[1],
+        "#444444",
         &format!("capacity {:.2} GB", gb(capacity)),
     );
     let entries: Vec<(String, String)> = SEGMENTS

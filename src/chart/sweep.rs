@@ -197,7 +197,8 @@ fn panel(svg: &mut Svg, s: &Sweep, dx: f64, p: &Panel) {
             svg,
             *cap,
             "capacity",
-            COLORS[(i + 1) % COLORS.len()],
+            // Dark grey, dashed: a limit, not a series (the label names the GPU).
+            if i % 2 == 0 { "#444444" } else { "#888888" },
             &format!("{gpu} capacity {cap:.2} GB"),
         );
     }
