@@ -166,6 +166,8 @@ pub struct Svg {
     key: Vec<(usize, String)>,
     /// Centres of the point markers (`marker`).
     markers: Vec<(f64, f64)>,
+    /// The chart's title (also its SVG `<title>`, for screen readers and tooltips).
+    title: String,
 }
 
 impl Svg {
@@ -178,6 +180,7 @@ impl Svg {
             taken: Vec::new(),
             key: Vec::new(),
             markers: Vec::new(),
+            title: title.to_string(),
         };
         s.text(w / 2.0, 20.0, 14.0, Anchor::Middle, "title", title);
         s
@@ -316,16 +319,19 @@ impl Svg {
     pub fn finish(mut self) -> String {
         let mut y = self.h;
         let key = std::mem::take(&mut self.key);
+        let fits = ((self.w - 32.0) / (11.0 * CHAR_EM)).floor() as usize;
         for (n, s) in &key {
             y += 16.0;
-            self.text(16.0, y, 11.0, Anchor::Start, "key", &format!("{n}: {s}"));
+            let entry = cut(&format!("{n}: {s}"), fits);
+            self.text(16.0, y, 11.0, Anchor::Start, "key", &entry);
         }
         if !key.is_empty() {
             y += 10.0;
         }
         let (w, h) = (self.w, y);
         format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" viewBox=\"0 0 {w:.0} {h:.0}\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{}</svg>\n",
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" viewBox=\"0 0 {w:.0} {h:.0}\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n<title>{}</title>\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n{}</svg>\n",
+            esc(&self.title),
             self.body
         )
     }
@@ -414,7 +420,7 @@ impl Plot {
         self.area.y1 - (v - lo) / (hi - lo) * (self.area.y1 - self.area.y0)
     }
 
-    /// Axes, grid lines, tick labels and axis titles. `x_ticks` replaces the numeric x tick
+    /// Axes, grid lines, tick labels and axis titles. `categories` replaces the numeric x tick
     /// labels with categories (drawn at 0, 1, ... of the axis).
     pub fn draw_axes(&self, svg: &mut Svg, categories: Option<&[String]>) {
         let a = self.area;
