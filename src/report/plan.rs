@@ -85,23 +85,23 @@ fn chosen(out: &mut String, p: &Plan) {
         Some(c) => {
             let replica_gpus = c.deployment.parallel.gpus;
             let rows = vec![
-                vec![t("GPUs"), n(format!("{} x {}", c.gpus, c.gpu))],
+                vec![t("GPUs"), t(format!("{} x {}", c.gpus, c.gpu))],
                 vec![
                     t("replicas"),
-                    n(format!(
+                    t(format!(
                         "{} of {replica_gpus} GPU{}",
                         c.replicas,
                         if replica_gpus == 1 { "" } else { "s" }
                     )),
                 ],
-                vec![t("cost per hour"), n(format!("${:.2}/h", c.cost_per_hour))],
+                vec![t("cost per hour"), t(format!("${:.2}/h", c.cost_per_hour))],
                 vec![
                     t("cost per 1,000 images"),
-                    n(format!("${:.3}", c.cost_per_1000_images)),
+                    t(format!("${:.3}", c.cost_per_1000_images)),
                 ],
                 vec![
                     t("p50 latency over the mix"),
-                    n(format!(
+                    t(format!(
                         "{} ms (slowest size {} ms)",
                         ms(c.p50_latency_ms),
                         ms(c.max_latency_ms)
@@ -109,11 +109,11 @@ fn chosen(out: &mut String, p: &Plan) {
                 ],
                 vec![
                     t("throughput per replica"),
-                    n(format!("{:.2} images/s", c.replica_images_per_s)),
+                    t(format!("{:.2} images/s", c.replica_images_per_s)),
                 ],
                 vec![
                     t("memory peak per GPU"),
-                    n(format!("{} of {}", gb(c.peak_bytes), gb(c.capacity_bytes))),
+                    t(format!("{} of {}", gb(c.peak_bytes), gb(c.capacity_bytes))),
                 ],
                 vec![t("knobs"), t(render::knobs(&c.deployment))],
                 vec![
@@ -255,7 +255,14 @@ fn memory(out: &mut String, s: &Spec, p: &Plan) {
         table(
             out,
             "stages",
-            &["stage", "weights", "transient", "step ms", "ms", "bound"],
+            &[
+                "stage",
+                "its component's weights",
+                "transient",
+                "step ms",
+                "ms",
+                "bound",
+            ],
             &rows,
         );
     }
