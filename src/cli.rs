@@ -682,6 +682,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             match estimate(inp, &d) {
                 Ok(e) => {
+                    let e = e.at_confidence(s.goal.confidence);
                     emit(format, width, &render::estimate_doc(&e), || {
                         render::estimate(&e, c)
                     })?;

@@ -15,7 +15,7 @@ use planner::search::{
     Candidate, Constraint, Infeasible, PARETO_SHOWN, Plan, Quantity, Rejected, Relaxation,
     TIE_TOLERANCE,
 };
-use planner::spec::{Location, Objective, Problem};
+use planner::spec::{Goal, Location, Objective, Problem, Share};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -172,11 +172,15 @@ fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
     let gpu = c.gpu(&e.gpu).expect("estimate names a catalog GPU");
     let _ = writeln!(
         out,
-        "  {} · per batch {} ms (range {}-{}) · per image {} ms · {:.2} images/s per replica",
+        "  {} · per batch {} ms (range {}-{}{}) · per image {} ms · {:.2} images/s per replica",
         e.deployment.resolution,
         ms(e.latency.per_batch_ms),
         ms(e.latency.low_ms),
         ms(e.latency.high_ms),
+        e.latency
+            .per_batch_ms_at_confidence
+            .map(|x| format!("; {} at the goal's confidence", ms(x)))
+            .unwrap_or_default(),
         ms(e.latency.per_image_ms),
         e.throughput.images_per_s
     );
@@ -187,10 +191,14 @@ fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
         gb(e.memory.low_bytes),
         gb(e.memory.high_bytes),
         gb(e.memory.capacity_bytes),
-        if e.memory.fits {
-            "fits"
-        } else {
-            "DOES NOT FIT"
+        match e.memory.peak_bytes_at_confidence {
+            _ if !e.memory.fits => "DOES NOT FIT".to_string(),
+            Some(p) if p > e.memory.capacity_bytes => format!(
+                "fits at the point estimate, NOT at the goal's confidence: {}",
+                gb(p)
+            ),
+            Some(p) => format!("fits; {} at the goal's confidence", gb(p)),
+            None => "fits".to_string(),
         },
         e.memory.binding_stage,
         gb(e.memory.context_bytes),
@@ -313,29 +321,149 @@ pub fn candidate_line(c: &Candidate) -> String {
     )
 }
 
-/// The goal and the traffic mix on one line.
-pub fn goal_line(p: &Plan) -> String {
-    let mut g = Vec::new();
-    if let Some(l) = p.goal.p50_latency_ms {
-        g.push(format!("p50 ≤ {l:.0} ms"));
+/// `90 %`: a confidence as a percentage (one decimal where it has one).
+fn conf_pct(c: f64) -> String {
+    let x = c * 100.0;
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{x:.0} %")
+    } else {
+        format!("{x:.1} %")
     }
-    if let Some(r) = p.goal.images_per_s {
+}
+
+/// The goal: its targets, rate, objective and confidence, then every class with its share, rate
+/// and targets.
+pub fn goal_line(goal: &Goal, mix: &[Share]) -> String {
+    let mut g = Vec::new();
+    if let Some(l) = goal.p50_latency_ms {
+        g.push(format!("p50 ≤ {} ms", ms(l)));
+    }
+    if let Some(l) = goal.p99_latency_ms {
+        g.push(format!("p99 ≤ {} ms", ms(l)));
+    }
+    if let Some(r) = goal.images_per_s {
         g.push(format!("{r} images/s"));
     }
     g.push(
-        match p.goal.objective {
+        match goal.objective {
             Objective::MinCost => "min_cost",
             Objective::MinLatency => "min_latency",
             Objective::MaxThroughput => "max_throughput",
         }
         .to_string(),
     );
-    let mix: Vec<String> = p
-        .mix
+    g.push(format!(
+        "judged at {} confidence",
+        conf_pct(goal.confidence)
+    ));
+    let mix: Vec<String> = mix
         .iter()
-        .map(|m| format!("{} {:.0} %", m.resolution, m.share * 100.0))
+        .map(|m| {
+            let mut parts = Vec::new();
+            if let Some(r) = m.rate(goal) {
+                parts.push(format!("{r:.2} images/s"));
+            }
+            if let Some(t) = m.target_p50_ms(goal) {
+                parts.push(format!("p50 ≤ {} ms", ms(t)));
+            }
+            if let Some(t) = m.target_p99_ms(goal) {
+                parts.push(format!("p99 ≤ {} ms", ms(t)));
+            }
+            let detail = if parts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", parts.join(", "))
+            };
+            format!("{} {:.0} %{detail}", m.resolution, m.share * 100.0)
+        })
         .collect();
     format!("goal: {} · traffic: {}", g.join(", "), mix.join(", "))
+}
+
+/// One class's figure at the confidence against its target: `p99 1,780 ms at 90 % (point 1,520)
+/// ≤ 2,000 target · 11 % to spare`.
+fn class_margin(which: &str, at: f64, point: f64, target: Option<f64>, conf: f64) -> String {
+    let head = format!(
+        "{which} {} ms at {} (point {})",
+        ms(at),
+        conf_pct(conf),
+        ms(point)
+    );
+    match target {
+        Some(t) if at <= t => format!(
+            "{head} ≤ {} target · {:.0} % to spare",
+            ms(t),
+            (1.0 - at / t) * 100.0
+        ),
+        Some(t) => format!(
+            "{head} > {} target · {:.0} % over",
+            ms(t),
+            (at / t - 1.0) * 100.0
+        ),
+        None => format!("{head} (no target)"),
+    }
+}
+
+/// The chosen plan's pool under the fleet's simulation: whether it meets every target at the
+/// confidence, and each class's simulated percentiles.
+fn simulation_lines(out: &mut String, sim: &planner::search::PlanSimulation, p: &Plan) {
+    let conf = conf_pct(p.goal.confidence);
+    let _ = writeln!(
+        out,
+        "  simulated ({} seeds, the fleet's check): {}",
+        planner::fleet::simulation::SEEDS,
+        if sim.meets_targets {
+            format!("meets every class's targets at {conf}")
+        } else {
+            format!("MISSES a target at {conf}: the queueing model's replica count is not enough")
+        }
+    );
+    for (m, f) in p.mix.iter().zip(&sim.classes) {
+        let _ = writeln!(
+            out,
+            "    {}: p50 / p99 {} / {} ms at {conf} (point {} / {})",
+            m.resolution,
+            ms(f.p50_ms_at_confidence),
+            ms(f.p99_ms_at_confidence),
+            ms(f.p50_ms),
+            ms(f.p99_ms)
+        );
+    }
+}
+
+/// The chosen plan's classes and memory at the goal's confidence, one line each.
+fn margins(out: &mut String, c: &Candidate, goal: &Goal) {
+    let conf = goal.confidence;
+    for k in &c.classes {
+        let _ = writeln!(
+            out,
+            "  {}: {} · {}",
+            k.size,
+            class_margin(
+                "p50",
+                k.p50_ms_at_confidence,
+                k.p50_ms,
+                k.target_p50_ms,
+                conf
+            ),
+            class_margin(
+                "p99",
+                k.p99_ms_at_confidence,
+                k.p99_ms,
+                k.target_p99_ms,
+                conf
+            )
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  memory: peak {} at {} (point {}) of {} · {:.0} % to spare",
+        gb(c.peak_bytes_at_confidence),
+        conf_pct(conf),
+        gb(c.peak_bytes),
+        gb(c.capacity_bytes),
+        (1.0 - c.peak_bytes_at_confidence as f64 / c.capacity_bytes as f64) * 100.0
+    );
 }
 
 fn quantity(q: Quantity) -> String {
@@ -384,6 +512,18 @@ fn slowest_class(c: Option<&Candidate>) -> String {
     .unwrap_or_default()
 }
 
+/// ` at 90 % confidence (the point estimate meets it)` when the confidence was the reason.
+fn at_confidence(r: &Rejected) -> String {
+    r.confidence
+        .map(|c| {
+            format!(
+                " at {} confidence (the point estimate meets it)",
+                conf_pct(c)
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// Why a candidate was rejected, in words.
 pub fn reason(r: &Rejected) -> String {
     match (r.constraint, r.quantity, r.limit) {
@@ -397,19 +537,21 @@ pub fn reason(r: &Rejected) -> String {
             let (p, c) = gb_pair(p, c);
             let at = r.at.map(|a| format!(" at {a}")).unwrap_or_default();
             let stage = r.stage.map(|s| format!(" ({s})")).unwrap_or_default();
-            format!("peak {p} > {c} on {}{at}{stage}", r.gpu)
+            format!("peak {p}{} > {c} on {}{at}{stage}", at_confidence(r), r.gpu)
         }
         (Constraint::Latency, Some(Quantity::P50LatencyMs(q)), Some(Quantity::P50LatencyMs(l))) => {
             let (q, l) = ms_pair(q, l);
             format!(
-                "p50 {q} ms > goal {l} ms{}",
+                "p50 {q} ms{} > goal {l} ms{}",
+                at_confidence(r),
                 slowest_class(r.candidate.as_ref())
             )
         }
         (Constraint::Latency, Some(Quantity::P99LatencyMs(q)), Some(Quantity::P99LatencyMs(l))) => {
             let (q, l) = ms_pair(q, l);
             format!(
-                "p99 {q} ms > goal {l} ms{}",
+                "p99 {q} ms{} > goal {l} ms{}",
+                at_confidence(r),
                 slowest_class(r.candidate.as_ref())
             )
         }
@@ -419,11 +561,16 @@ pub fn reason(r: &Rejected) -> String {
         }
         (Constraint::Objective, Some(q), Some(l)) => match (&r.candidate, r.tie) {
             (Some(c), true) => format!(
-                "ties with the chosen plan within {:.1} % on the objective ({}); loses the tie-break (p50 latency, then cost per 1,000 images, then memory): p50 {} ms, ${:.3} per 1,000 images",
-                TIE_TOLERANCE * 100.0,
+                "tie within the model's resolution (±{:.1} %) on the objective ({}); loses the tie-break (keeps the reference output, then fewer GPUs, then less memory): {}, {} GPUs, peak {}",
+                r.tie_within.unwrap_or(TIE_TOLERANCE) * 100.0,
                 versus(q, l),
-                ms(c.p50_latency_ms),
-                c.cost_per_1000_images
+                if c.changes_output {
+                    "changes the output"
+                } else {
+                    "reference output"
+                },
+                c.gpus,
+                gb(c.peak_bytes_at_confidence)
             ),
             _ => versus(q, l),
         },
@@ -836,7 +983,7 @@ pub fn error_json(e: &anyhow::Error) -> String {
 pub fn plan(p: &Plan, catalog: &Catalog) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{} ({} runtime)", p.model, p.runtime);
-    let _ = writeln!(out, "{}", goal_line(p));
+    let _ = writeln!(out, "{}", goal_line(&p.goal, &p.mix));
     let s = &p.searched;
     let _ = writeln!(
         out,
@@ -854,6 +1001,10 @@ pub fn plan(p: &Plan, catalog: &Catalog) -> String {
         Some(c) => {
             let _ = writeln!(out, "CHOSEN {}", candidate_line(c));
             let _ = writeln!(out, "  {}", knobs(&c.deployment));
+            margins(&mut out, c, &p.goal);
+            if let Some(sim) = &p.simulation {
+                simulation_lines(&mut out, sim, p);
+            }
             if c.output_changes.is_empty() {
                 let _ = writeln!(
                     out,
@@ -941,10 +1092,14 @@ pub fn fleet(f: &FleetPlan) -> String {
         f.model, f.runtime
     );
     let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
-    let pair = |p: Option<planner::fleet::queueing::Percentiles>| match p {
-        Some(p) => format!("{:>6} / {:>6}", ms(p.p50_ms), ms(p.p99_ms)),
-        None => format!("{:>6} / {:>6}", "-", "-"),
+    let pair = |p: Option<(f64, f64)>| match p {
+        Some((a, b)) => format!("{:>5} / {:>5}", ms(a), ms(b)),
+        None => format!("{:>5} / {:>5}", "-", "-"),
     };
+    let at = |f: &Option<planner::fleet::Figures>| {
+        f.map(|f| (f.p50_ms_at_confidence, f.p99_ms_at_confidence))
+    };
+    let point = |f: &Option<planner::fleet::Figures>| f.map(|f| (f.p50_ms, f.p99_ms));
     if let Some(total) = f.total_usd_per_hour {
         let _ = writeln!(
             out,
@@ -984,23 +1139,35 @@ pub fn fleet(f: &FleetPlan) -> String {
     }
     if !f.classes.is_empty() {
         let _ = writeln!(out);
-        let _ = writeln!(out, "CLASSES (latency p50 / p99 ms)");
+        let conf = conf_pct(f.goal.confidence);
         let _ = writeln!(
             out,
-            "  {:<4}  {:<10} {:>8}   {:<15}   {:<15}   {:<15}   {:>9}",
-            "", "size", "images/s", "target", "predicted", "simulated", "$/1k img"
+            "CLASSES (latency p50 / p99 ms; predicted and simulated at {conf} confidence, where they are judged; the queueing model's point estimate beside)"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<4}  {:<10} {:>8}   {:<13}   {:<13}   {:<13}   {:<13}   {:>8}",
+            "",
+            "size",
+            "images/s",
+            "target",
+            format!("pred. {conf}"),
+            format!("sim. {conf}"),
+            "pred. point",
+            "$/1k img"
         );
         for c in &f.classes {
             let _ = writeln!(
                 out,
-                "  {:<4}  {:<10} {:>8.2}   {:>6} / {:>6}   {}   {}   {:>9}",
+                "  {:<4}  {:<10} {:>8.2}   {:>5} / {:>5}   {}   {}   {}   {:>8}",
                 if c.meets_target { "ok" } else { "MISS" },
                 c.size.to_string(),
                 c.images_per_s,
                 opt(c.target.p50_ms),
                 opt(c.target.p99_ms),
-                pair(c.predicted),
-                pair(c.simulated),
+                pair(at(&c.predicted)),
+                pair(at(&c.simulated)),
+                pair(point(&c.predicted)),
                 c.usd_per_1000_images
                     .map(|u| format!("{u:.3}"))
                     .unwrap_or_else(|| "-".into())

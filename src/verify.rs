@@ -26,6 +26,23 @@ pub fn dims_for(m: &Model) -> Result<ModelDims> {
             te.id
         );
     }
+    // The executor's graphs take an integer SwiGLU ratio and four equal RoPE axes: a model they
+    // would run with other dimensions than the planner predicts is refused, not approximated.
+    if t.mlp_ratio.fract() != 0.0 || t.mlp_ratio < 1.0 {
+        bail!(
+            "the executor's SwiGLU takes a whole-number mlp_ratio; {} has {} (verify would run a different model than it predicts)",
+            m.id,
+            t.mlp_ratio
+        );
+    }
+    if t.head_dim % facts::flux2::ROPE_AXES != 0 {
+        bail!(
+            "the executor splits each head into {} equal RoPE axes; {}'s head_dim {} does not divide",
+            facts::flux2::ROPE_AXES,
+            m.id,
+            t.head_dim
+        );
+    }
     let v = &m.vae;
     Ok(ModelDims {
         name: m.id.clone(),
@@ -37,10 +54,11 @@ pub fn dims_for(m: &Model) -> Result<ModelDims> {
         mlp_ratio: t.mlp_ratio as usize,
         in_channels: t.in_channels as usize,
         context_dim: t.context_dim as usize,
-        rope_axes: [t.head_dim as usize / 4; 4],
-        rope_theta: 2000.0,
+        rope_axes: [(t.head_dim / facts::flux2::ROPE_AXES) as usize;
+            facts::flux2::ROPE_AXES as usize],
+        rope_theta: facts::flux2::ROPE_THETA,
         txt_tokens: te.tokens as usize,
-        timestep_dim: 256,
+        timestep_dim: facts::flux2::TIMESTEP_DIM as usize,
         guidance_embeds: t.guidance_embeds,
         latent_channels: v.latent_channels as usize,
         vae_widths: v.block_out_channels.iter().map(|&c| c as usize).collect(),
@@ -53,7 +71,7 @@ pub fn dims_for(m: &Model) -> Result<ModelDims> {
         te_head_dim: te.head_dim as usize,
         te_intermediate: te.intermediate as usize,
         te_vocab: te.vocab as usize,
-        te_rope_theta: 1_000_000.0,
+        te_rope_theta: facts::qwen3::ROPE_THETA,
         te_output_layers: te.output_layers.iter().map(|&l| l as usize).collect(),
     })
 }
@@ -911,13 +929,47 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Calibra
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// A quiet host's calibration passes silently; a noisy one's (the 89 % seen on the shared
     /// host) is flagged with its spread and the threshold.
     #[test]
     fn a_noisy_calibration_is_flagged() {
-        assert_eq!(super::noisy_warning(0.04), None);
-        assert_eq!(super::noisy_warning(super::NOISY_SPREAD), None);
-        let w = super::noisy_warning(0.89).expect("flagged");
+        assert_eq!(noisy_warning(0.04), None);
+        assert_eq!(noisy_warning(NOISY_SPREAD), None);
+        let w = noisy_warning(0.89).expect("flagged");
         assert!(w.contains("89 %") && w.contains("25 %"), "{w}");
+    }
+
+    /// The executor runs what the planner predicts: its named models are the catalog's, field
+    /// by field, and the `klein` profile's im2col chunk is the executor's.
+    #[test]
+    fn the_executor_models_and_limits_are_the_catalogs() {
+        let c = Catalog::get();
+        for (id, want) in [
+            ("flux2-tiny", ModelDims::flux2_tiny()),
+            ("flux2-klein-4b", ModelDims::flux2_klein_4b()),
+        ] {
+            let got = dims_for(c.model(id).expect("catalog model")).expect("runnable");
+            assert_eq!(got, want, "{id}");
+        }
+        let klein = c.runtime("klein").expect("klein profile");
+        assert_eq!(
+            klein.conv_im2col_chunk_pixels,
+            facts::limits::CONV_CHUNK_PIXELS
+        );
+    }
+
+    /// A model the executor would run with other dimensions is refused, not approximated.
+    #[test]
+    fn a_model_the_executor_cannot_run_as_written_is_refused() {
+        let mut m = Catalog::get().model("flux2-tiny").unwrap().clone();
+        m.transformer.mlp_ratio = 2.5;
+        let e = dims_for(&m).unwrap_err().to_string();
+        assert!(e.contains("mlp_ratio"), "{e}");
+        let mut m = Catalog::get().model("flux2-tiny").unwrap().clone();
+        m.transformer.head_dim = 66;
+        let e = dims_for(&m).unwrap_err().to_string();
+        assert!(e.contains("RoPE"), "{e}");
     }
 }

@@ -386,8 +386,12 @@ fn the_report_is_self_contained_html() {
 #[test]
 fn the_v1_4_fleet_pool_fields_exist_and_mean_what_they_say() {
     let doc = contract();
-    let documented: Value =
-        serde_json::from_str(&block(&doc, "Extensions in v1.4", "json")).expect("documented JSON");
+    let documented: Value = serde_json::from_str(&block(
+        &doc,
+        "Extensions in v1.4 (compatible): the review, charts and fleet pools",
+        "json",
+    ))
+    .expect("documented JSON");
     let out = TestCommand::in_repo(["fleet", "specs/fleet.yaml", "--format", "json"])
         .run()
         .expect_code(0)
@@ -423,4 +427,22 @@ fn fleet_without_rates_is_bad_input() {
     let out = TestCommand::in_repo(["fleet", "specs/klein-9b-h100.yaml"]).run();
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("images_per_s"), "{}", out.stderr);
+}
+
+/// The v1.4 confidence section: its spec is accepted with `goal.confidence`, and the plan JSON
+/// carries every field it documents.
+#[test]
+fn the_v1_4_confidence_spec_is_accepted_and_its_json_fields_exist() {
+    let doc = contract();
+    let heading = "Extensions in v1.4 (compatible): decisions at a confidence";
+    let spec = block(&doc, heading, "yaml");
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("v14.yaml"), spec).unwrap();
+    let out = TestCommand::in_dir(tmp.path(), ["plan", "v14.yaml", "--format", "json"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let actual: Value = serde_json::from_str(&out.stdout).expect("plan JSON");
+    assert_eq!(actual["goal"]["confidence"], 0.9);
+    let documented: Value =
+        serde_json::from_str(&block(&doc, heading, "json")).expect("documented JSON");
+    holds(&documented, &actual);
 }

@@ -246,8 +246,9 @@ pub trait Backend {
     fn host_to_device_ms(&self, bytes: usize, reps: usize) -> Result<f64>;
 }
 
-/// Widest head the fused attention kernels handle.
-pub const FUSED_MAX_HEAD_DIM: usize = 128;
+/// Widest head the fused attention kernels handle (`facts::limits`, which the planner's `klein`
+/// graph reads too).
+pub const FUSED_MAX_HEAD_DIM: usize = facts::limits::FUSED_MAX_HEAD_DIM as usize;
 
 /// The attention path that actually runs: heads wider than [`FUSED_MAX_HEAD_DIM`] use the math
 /// path whatever was asked (as PyTorch's SDPA falls back for head widths its fused kernels lack).
@@ -259,8 +260,9 @@ pub fn effective_attention_path(path: AttentionPath, head_dim: usize) -> Attenti
     }
 }
 
-/// Output pixels per im2col workspace of a convolution (bounds its transient memory).
-pub const CONV_CHUNK_PIXELS: usize = 1 << 16;
+/// Output pixels per im2col workspace of a convolution (bounds its transient memory;
+/// `facts::limits`, which the `klein` runtime profile's `conv_im2col_chunk_pixels` must equal).
+pub const CONV_CHUNK_PIXELS: usize = facts::limits::CONV_CHUNK_PIXELS as usize;
 
 /// Rounds an f32 to the nearest BF16 value (ties to even), keeping it as f32.
 pub fn round_bf16(v: f32) -> f32 {

@@ -80,9 +80,9 @@ impl ModelDims {
             in_channels: 128,
             context_dim: 3 * 64,
             rope_axes: [16, 16, 16, 16],
-            rope_theta: 2000.0,
+            rope_theta: facts::flux2::ROPE_THETA,
             txt_tokens: 16,
-            timestep_dim: 256,
+            timestep_dim: facts::flux2::TIMESTEP_DIM as usize,
             guidance_embeds: false,
             latent_channels: 32,
             vae_widths: vec![16, 32, 32, 32],
@@ -95,7 +95,7 @@ impl ModelDims {
             te_head_dim: 16,
             te_intermediate: 128,
             te_vocab: 256,
-            te_rope_theta: 1_000_000.0,
+            te_rope_theta: facts::qwen3::ROPE_THETA,
             te_output_layers: vec![0, 1, 2],
         }
     }
@@ -120,9 +120,9 @@ impl ModelDims {
             in_channels: 128,
             context_dim: 7680,
             rope_axes: [32, 32, 32, 32],
-            rope_theta: 2000.0,
+            rope_theta: facts::flux2::ROPE_THETA,
             txt_tokens: 512,
-            timestep_dim: 256,
+            timestep_dim: facts::flux2::TIMESTEP_DIM as usize,
             guidance_embeds: false,
             latent_channels: 32,
             vae_widths: vec![128, 256, 512, 512],
@@ -135,7 +135,7 @@ impl ModelDims {
             te_head_dim: 128,
             te_intermediate: 9728,
             te_vocab: 151_936,
-            te_rope_theta: 1_000_000.0,
+            te_rope_theta: facts::qwen3::ROPE_THETA,
             te_output_layers: vec![9, 18, 27],
         }
     }

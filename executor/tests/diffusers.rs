@@ -164,7 +164,7 @@ fn flux2_sigmas_match_diffusers() {
         let list = field("sigmas");
         let list = &list[list.find('[').unwrap() + 1..list.find(']').unwrap()];
         let want: Vec<f64> = list.split(',').map(num).collect();
-        assert!((executor::schedule::flux2_mu(seq, steps) - mu).abs() < 1e-9);
+        assert!((facts::schedule::flux2_mu(seq as u64, steps as u32) - mu).abs() < 1e-9);
         let got = executor::schedule::flux2_sigmas(seq, steps);
         assert_eq!(got.len(), want.len(), "{seq} tokens, {steps} steps");
         for (g, w) in got.iter().zip(&want) {

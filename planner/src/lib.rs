@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+pub mod confidence;
 pub mod cost;
 pub mod deployment;
 pub mod estimate;

@@ -6,6 +6,7 @@
 //! (its "Ranges" section) and held to that command's output by `tests/calibration.rs`.
 
 use crate::catalog::{Gpu, Model, RuntimeProfile};
+use crate::confidence::Tail;
 use crate::deployment::{Cache, Deployment, Offload, Precision};
 
 /// One category's out-of-sample errors.
@@ -19,6 +20,11 @@ pub struct Category {
     pub time: f64,
     /// Same for memory.
     pub memory: f64,
+    /// The spread of its rows' signed out-of-sample time errors (`crate::confidence`): what a
+    /// figure at a confidence is taken from.
+    pub time_tail: Tail,
+    /// Same for memory.
+    pub memory_tail: Tail,
 }
 
 /// GPU and runtime measured together (the H200 rows): 1.25 x the leave-one-out MAPE (about
@@ -28,6 +34,14 @@ pub const MEASURED: Category = Category {
     rows: "this GPU and runtime were measured: 1.25 x the leave-one-out MAPE of the 26 H200 rows (time 7.9 %, memory 2.3 %)",
     time: 0.099,
     memory: 0.029,
+    time_tail: Tail {
+        sigma: 0.0993,
+        rows: 12,
+    },
+    memory_tail: Tail {
+        sigma: 0.0479,
+        rows: 14,
+    },
 };
 
 /// An unmeasured GPU whose architecture has a published eager run the profile was fitted on.
@@ -36,6 +50,14 @@ pub const PUBLISHED_ARCH: Category = Category {
     rows: "GPU not measured, its architecture fitted on published eager runs: 1.25 x the out-of-sample MAPE of the published latency (14.5 %) and memory (4.7 %) rows",
     time: 0.181,
     memory: 0.059,
+    time_tail: Tail {
+        sigma: 0.1683,
+        rows: 4,
+    },
+    memory_tail: Tail {
+        sigma: 0.0605,
+        rows: 4,
+    },
 };
 
 /// Nothing measured this configuration: the worst out-of-sample error seen anywhere.
@@ -44,7 +66,22 @@ pub const UNMEASURED: Category = Category {
     rows: "nothing measured this configuration: the worst out-of-sample error of any row (time 32.0 %, memory 18.7 %)",
     time: 0.320,
     memory: 0.187,
+    // No rows: the prior of `Tail::prior_from_worst` (the worst error at the one-sided 95th
+    // percentile), written out because a `const` cannot take a logarithm.
+    time_tail: Tail {
+        sigma: 0.1688,
+        rows: 0,
+    },
+    memory_tail: Tail {
+        sigma: 0.1042,
+        rows: 0,
+    },
 };
+
+/// What is left of the time error when two deployments on the same GPU and runtime are
+/// compared (`fit::tail_table`'s `paired_time`, as a relative figure): objective figures closer
+/// than this tie (`search`).
+pub const PAIRED_TIME_RESOLUTION: f64 = 0.091;
 
 /// The techniques of `d` that no row measured under this runtime, if any.
 pub fn unmeasured_techniques(d: &Deployment) -> Vec<&'static str> {
@@ -98,7 +135,7 @@ pub fn category(
         why.push_str(&format!("; no data for {}", techniques.join(", ")));
     }
     if d.cache != Cache::None {
-        why.push_str("; caching widens the latency range by half the time it saves");
+        why.push_str("; caching widens the latency range by half the time it saves, and its per-request spread of skipped steps (a prior: the saved time varies with a coefficient of variation of 0.25) makes the p99 request slower than the mean by up to the whole saving");
     }
     (c, format!("{}: {why}", c.name))
 }
@@ -106,4 +143,18 @@ pub fn category(
 /// `[x / (1 + s), x * (1 + s)]`: never negative, symmetric in ratio.
 pub fn range(x: f64, s: f64) -> (f64, f64) {
     (x / (1.0 + s), x * (1.0 + s))
+}
+
+/// The factors on time and memory at confidence `c` of an estimate in category `cat`
+/// (`crate::confidence`). A category nothing measured is never narrower than a measured one:
+/// its prior is raised to the widest measured category where that is wider (the published
+/// architectures' four rows give a wide t quantile).
+pub fn factors(cat: &Category, c: f64) -> (f64, f64) {
+    let own = (cat.time_tail.factor(c), cat.memory_tail.factor(c));
+    if cat.name != UNMEASURED.name {
+        return own;
+    }
+    [MEASURED, PUBLISHED_ARCH].iter().fold(own, |(t, m), o| {
+        (t.max(o.time_tail.factor(c)), m.max(o.memory_tail.factor(c)))
+    })
 }

@@ -5,11 +5,12 @@
 //! The catalog's profile must be the fit's result.
 
 use planner::catalog::Catalog;
+use planner::confidence::Tail;
 use planner::fit::{
     ARCH_PARAMS, H200_PARAMS, PUBLISHED_FIT, Report, h200_rows, judge, mape, published_rows,
-    range_table,
+    range_table, tail_table,
 };
-use planner::ranges::{MEASURED, PUBLISHED_ARCH, UNMEASURED};
+use planner::ranges::{MEASURED, PAIRED_TIME_RESOLUTION, PUBLISHED_ARCH, UNMEASURED};
 
 const DATA: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -145,6 +146,43 @@ fn ranges_are_the_out_of_sample_errors_of_their_category() {
             c.name,
             c.time,
             c.memory
+        );
+    }
+}
+
+#[test]
+fn error_tails_are_the_signed_out_of_sample_errors_of_their_category() {
+    let h200 = report();
+    let published = judge(
+        Catalog::get().runtime("diffusers").unwrap(),
+        &ARCH_PARAMS,
+        &published_rows(PUBLISHED, &PUBLISHED_FIT).unwrap(),
+    );
+    let t = tail_table(&h200, &published);
+    println!("{t:?}");
+    for (c, (time, memory)) in [(MEASURED, t.measured), (PUBLISHED_ARCH, t.published_arch)] {
+        for (have, want) in [(c.time_tail, time), (c.memory_tail, memory)] {
+            assert!(
+                have.rows == want.rows && (have.sigma - want.sigma).abs() < 0.0015,
+                "{}: ranges.rs says {have:?}, the rows give {want:?}; regenerate",
+                c.name
+            );
+        }
+    }
+    assert!(
+        (PAIRED_TIME_RESOLUTION - (t.paired_time.exp() - 1.0)).abs() < 0.0015,
+        "paired resolution: ranges.rs {PAIRED_TIME_RESOLUTION}, the rows give {}",
+        t.paired_time.exp() - 1.0
+    );
+    // The unmeasured prior: the worst error at the one-sided 95th percentile.
+    for (have, worst) in [
+        (UNMEASURED.time_tail, UNMEASURED.time),
+        (UNMEASURED.memory_tail, UNMEASURED.memory),
+    ] {
+        let want = Tail::prior_from_worst(worst);
+        assert!(
+            have.rows == 0 && (have.sigma - want.sigma).abs() < 0.0005,
+            "{have:?} vs {want:?}"
         );
     }
 }

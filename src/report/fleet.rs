@@ -3,7 +3,7 @@
 //! fleet at the sensitivity's multiple of the traffic, and the solver's status.
 
 use planner::fleet::FleetPlan;
-use planner::fleet::queueing::Percentiles;
+use planner::fleet::report::Figures;
 
 use super::{Cell, figure, n, para, t, table};
 use crate::render::{knobs, ms};
@@ -88,9 +88,16 @@ pub fn sections(out: &mut String, f: &FleetPlan) {
     }
     if !f.classes.is_empty() {
         out.push_str("<h3>Classes against their targets</h3>\n");
-        let pair = |p: Option<Percentiles>| {
+        // Point estimate, then at the goal's confidence (what `meets_target` is judged on).
+        let pair = |p: Option<Figures>| {
             n(p.map_or("-".into(), |p| {
-                format!("{} / {} ms", ms(p.p50_ms), ms(p.p99_ms))
+                format!(
+                    "{} / {} ms (at confidence {} / {} ms)",
+                    ms(p.p50_ms),
+                    ms(p.p99_ms),
+                    ms(p.p50_ms_at_confidence),
+                    ms(p.p99_ms_at_confidence)
+                )
             }))
         };
         let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());

@@ -23,6 +23,13 @@ pub fn sections(out: &mut String, s: &Spec, c: &Catalog, p: &Plan) {
         table(out, "classes", &CLASS_HEAD, &rows);
         para(
             out,
+            &format!(
+                "At confidence: each service time at the {:.0} % quantile of the model's out-of-sample error (goal.confidence); the targets are judged on these.",
+                p.goal.confidence * 100.0
+            ),
+        );
+        para(
+            out,
             if p.goal.images_per_s.is_some() || p.mix.iter().any(|m| m.images_per_s.is_some()) {
                 "Under load at the chosen replica count (queueing model: batching delay and the wait for a free replica)."
             } else {
@@ -39,7 +46,7 @@ pub fn sections(out: &mut String, s: &Spec, c: &Catalog, p: &Plan) {
 
 fn goal(out: &mut String, s: &Spec, p: &Plan) {
     out.push_str("<section id=\"goal\">\n<h2>Goal and traffic</h2>\n");
-    para(out, &render::goal_line(p));
+    para(out, &render::goal_line(&p.goal, &p.mix));
     let objective = match p.goal.objective {
         Objective::MinCost => "the cheapest deployment that meets every target",
         Objective::MinLatency => "the lowest latency",
@@ -113,7 +120,12 @@ fn chosen(out: &mut String, p: &Plan) {
                 ],
                 vec![
                     t("memory peak per GPU"),
-                    t(format!("{} of {}", gb(c.peak_bytes), gb(c.capacity_bytes))),
+                    t(format!(
+                        "{} of {} ({} at the goal's confidence)",
+                        gb(c.peak_bytes),
+                        gb(c.capacity_bytes),
+                        gb(c.peak_bytes_at_confidence)
+                    )),
                 ],
                 vec![t("knobs"), t(render::knobs(&c.deployment))],
                 vec![
@@ -142,11 +154,20 @@ fn chosen(out: &mut String, p: &Plan) {
 }
 
 /// Column heads of the class table, in `class_row`'s order.
-const CLASS_HEAD: [&str; 6] = ["size", "p50", "p50 target", "p99", "p99 target", "verdict"];
+const CLASS_HEAD: [&str; 8] = [
+    "size",
+    "p50",
+    "p50 at confidence",
+    "p50 target",
+    "p99",
+    "p99 at confidence",
+    "p99 target",
+    "verdict (at confidence)",
+];
 
-/// One traffic class's row: its latencies beside its targets and the verdict. The one place a
-/// class row is built (a figure added to `ClassLatency`, such as a percentile at a confidence,
-/// is a column added here and in `CLASS_HEAD`).
+/// One traffic class's row: its latencies (the point estimate and at the goal's confidence,
+/// which the targets are judged on) beside its targets, and the verdict. The one place a class
+/// row is built: a figure added to `ClassLatency` is a column added here and in `CLASS_HEAD`.
 pub fn class_row(c: &ClassLatency) -> Vec<Cell> {
     let target = |x: Option<f64>| n(x.map_or("-".into(), |x| format!("{} ms", ms(x))));
     let verdict = match c.miss() {
@@ -163,8 +184,10 @@ pub fn class_row(c: &ClassLatency) -> Vec<Cell> {
     vec![
         t(c.size.to_string()),
         n(format!("{} ms", ms(c.p50_ms))),
+        n(format!("{} ms", ms(c.p50_ms_at_confidence))),
         target(c.target_p50_ms),
         n(format!("{} ms", ms(c.p99_ms))),
+        n(format!("{} ms", ms(c.p99_ms_at_confidence))),
         target(c.target_p99_ms),
         verdict,
     ]
@@ -367,16 +390,24 @@ fn ranges(out: &mut String, p: &Plan, _c: &Catalog) {
             vec![
                 t(e.deployment.resolution.to_string()),
                 n(format!(
-                    "{} ms (range {}-{})",
+                    "{} ms (range {}-{}){}",
                     ms(e.latency.per_batch_ms),
                     ms(e.latency.low_ms),
-                    ms(e.latency.high_ms)
+                    ms(e.latency.high_ms),
+                    e.latency
+                        .per_batch_ms_at_confidence
+                        .map(|x| format!("; {} ms at the goal's confidence", ms(x)))
+                        .unwrap_or_default()
                 )),
                 n(format!(
-                    "{} (range {}-{})",
+                    "{} (range {}-{}){}",
                     gb(e.memory.peak_bytes),
                     gb(e.memory.low_bytes),
-                    gb(e.memory.high_bytes)
+                    gb(e.memory.high_bytes),
+                    e.memory
+                        .peak_bytes_at_confidence
+                        .map(|b| format!("; {} at the goal's confidence", gb(b)))
+                        .unwrap_or_default()
                 )),
                 t(&e.latency.basis),
             ]

@@ -27,7 +27,7 @@ fn attention(t: &mut Trace, s: AttnShape, fused: bool, causal: bool) -> Buf {
     let io =
         (s.batch * (2 * s.heads * s.q_tokens + 2 * s.kv_heads * s.kv_tokens) * s.head_dim * BF16)
             as f64;
-    let fused = fused && s.head_dim <= 128;
+    let fused = fused && s.head_dim <= facts::limits::FUSED_MAX_HEAD_DIM;
     t.first_call(if causal {
         OpKind::CausalAttention
     } else {

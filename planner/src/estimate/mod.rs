@@ -137,6 +137,10 @@ pub struct Memory {
     pub high_bytes: u64,
     /// Where the range comes from (see `latency.basis`).
     pub basis: String,
+    /// The peak at the goal's confidence (`Estimate::at_confidence`; absent until a command
+    /// that has a goal fills it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_bytes_at_confidence: Option<u64>,
 }
 
 /// Latency of one batch.
@@ -152,6 +156,9 @@ pub struct Latency {
     pub high_ms: f64,
     /// Where the range comes from: the error category and its out-of-sample figures.
     pub basis: String,
+    /// `per_batch_ms` at the goal's confidence (filled like `memory.peak_bytes_at_confidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_batch_ms_at_confidence: Option<f64>,
 }
 
 /// Throughput of one replica.
@@ -221,6 +228,29 @@ pub struct Estimate {
     pub throughput: Throughput,
     /// Quality.
     pub quality: Quality,
+    /// How wrong the figures may be (`figures at a confidence` below): the range category and
+    /// the time a step cache saves on the mean request (its per-request spread). Not part of
+    /// the JSON: the figures at the goal's confidence are, where a goal sets one.
+    #[serde(skip)]
+    pub error: ErrorModel,
+}
+
+/// What the figures at a confidence are taken from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ErrorModel {
+    /// The range category.
+    pub category: crate::ranges::Category,
+    /// Time a step cache saves on the mean request, ms (0 without one).
+    pub cache_saved_ms: f64,
+}
+
+impl Default for ErrorModel {
+    fn default() -> Self {
+        ErrorModel {
+            category: crate::ranges::UNMEASURED,
+            cache_saved_ms: 0.0,
+        }
+    }
 }
 
 /// Everything an estimate needs.
@@ -264,6 +294,34 @@ pub(crate) fn estimate_in<'c>(
 }
 
 impl Estimate {
+    /// The estimate with its figures at confidence `c` filled in.
+    pub fn at_confidence(mut self, c: f64) -> Estimate {
+        self.memory.peak_bytes_at_confidence = Some(self.peak_bytes_at(c));
+        self.latency.per_batch_ms_at_confidence = Some(self.per_batch_ms_at(c));
+        self
+    }
+
+    /// The memory peak at confidence `c` (the peak itself at 0.5).
+    pub fn peak_bytes_at(&self, c: f64) -> u64 {
+        let f = crate::ranges::factors(&self.error.category, c).1;
+        if f == 1.0 {
+            return self.memory.peak_bytes;
+        }
+        (self.memory.peak_bytes as f64 * f).ceil() as u64
+    }
+
+    /// One batch's time at confidence `c` (the estimate itself at 0.5): the mean request, the
+    /// model's error at its quantile.
+    pub fn per_batch_ms_at(&self, c: f64) -> f64 {
+        self.latency.per_batch_ms * crate::ranges::factors(&self.error.category, c).0
+    }
+
+    /// How much longer than the mean request the 99th-percentile request runs, at confidence
+    /// `c`: a step cache skips fewer steps on some prompts (`confidence::cache_tail_ms`).
+    pub fn p99_tail_ms_at(&self, c: f64) -> f64 {
+        crate::confidence::cache_tail_ms(self.error.cache_saved_ms, 0.99)
+            * crate::ranges::factors(&self.error.category, c).0
+    }
     /// Whether every time, rate, share and intensity is a finite number.
     pub fn is_finite(&self) -> bool {
         let stages = self.stages.iter().all(|s| {
@@ -473,6 +531,7 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
             low_bytes: crate::ranges::range(peak as f64, category.memory).0 as u64,
             high_bytes: crate::ranges::range(peak as f64, category.memory).1.ceil() as u64,
             basis: basis.clone(),
+            peak_bytes_at_confidence: None,
         },
         latency: Latency {
             per_batch_ms,
@@ -480,6 +539,7 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
             low_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).0,
             high_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).1,
             basis,
+            per_batch_ms_at_confidence: None,
         },
         throughput: Throughput {
             images_per_s: batch as f64 / (per_batch_ms / 1e3),
@@ -487,6 +547,10 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
         quality: Quality {
             changes_output: !changes.is_empty(),
             changes,
+        },
+        error: ErrorModel {
+            category,
+            cache_saved_ms: saved_s * 1e3,
         },
     }
 }

@@ -75,8 +75,8 @@ pub struct FleetCandidate {
     pub gpus_per_replica: u32,
     /// USD per hour of one replica.
     pub usd_per_replica_hour: f64,
-    /// Per class: service time of one batch (ms) and capacity, or why it cannot serve the class.
-    pub per_class: Vec<Result<(f64, Capacity), Unserved>>,
+    /// Per class: its service and capacity, or why it cannot serve the class.
+    pub per_class: Vec<Result<(ServiceTime, Capacity), Unserved>>,
 }
 
 impl FleetCandidate {
@@ -90,8 +90,40 @@ impl FleetCandidate {
     }
 }
 
-/// Per class, the service time of one batch (ms), or why the deployment cannot serve it.
-pub type Service = Vec<Result<f64, Unserved>>;
+/// One class's service on a deployment: one batch's time and how much longer the class's
+/// 99th-percentile request runs (a step cache's per-request spread), at the goal's confidence
+/// (what every feasibility test uses) and at the point estimate (reported beside it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServiceTime {
+    /// One batch at the confidence, ms.
+    pub batch_ms: f64,
+    /// The 99th-percentile request's extra time at the confidence, ms.
+    pub tail_ms: f64,
+    /// One batch, point estimate, ms.
+    pub point_batch_ms: f64,
+    /// The 99th-percentile request's extra time, point estimate, ms.
+    pub point_tail_ms: f64,
+}
+
+impl ServiceTime {
+    /// The load of `images_per_s` of this class at the confidence.
+    pub fn load(&self, images_per_s: f64) -> ClassLoad {
+        ClassLoad::new(images_per_s, self.batch_ms).with_tail(self.tail_ms)
+    }
+
+    /// The same at the point estimate.
+    pub fn point_load(&self, images_per_s: f64) -> ClassLoad {
+        ClassLoad::new(images_per_s, self.point_batch_ms).with_tail(self.point_tail_ms)
+    }
+
+    /// Whether `self` is no slower than `o` in both the mean and the tail, at the confidence.
+    fn no_slower(&self, o: &ServiceTime) -> bool {
+        self.batch_ms <= o.batch_ms && self.batch_ms + self.tail_ms <= o.batch_ms + o.tail_ms
+    }
+}
+
+/// Per class, the service of one batch, or why the deployment cannot serve it.
+pub type Service = Vec<Result<ServiceTime, Unserved>>;
 
 fn service(
     s: &Spec,
@@ -117,31 +149,34 @@ fn service(
                 resolution: c.resolution,
                 ..d.clone()
             };
+            let conf = s.goal.confidence;
             match memo.estimate(inp, &dd) {
                 Err(_) => Err(Unserved::Memory(u64::MAX, f.gpu.hbm_bytes)),
-                Ok(e) if !e.memory.fits => Err(Unserved::Memory(
-                    e.memory.peak_bytes,
+                Ok(e) if e.peak_bytes_at(conf) > e.memory.capacity_bytes => Err(Unserved::Memory(
+                    e.peak_bytes_at(conf),
                     e.memory.capacity_bytes,
                 )),
-                Ok(e) => Ok(e.latency.per_batch_ms),
+                Ok(e) => Ok(ServiceTime {
+                    batch_ms: e.per_batch_ms_at(conf),
+                    tail_ms: e.p99_tail_ms_at(conf),
+                    point_batch_ms: e.latency.per_batch_ms,
+                    point_tail_ms: e.p99_tail_ms_at(0.5),
+                }),
             }
         })
         .collect();
     Some(out)
 }
 
-/// The unloaded latency of a class on a deployment: service plus batching delay, no wait.
-pub fn unloaded(batch_ms: f64, batch: u32, images_per_s: f64) -> Percentiles {
-    pool_latency(
-        u32::MAX / 2,
-        batch,
-        &[ClassLoad::new(images_per_s, batch_ms)],
-    )
-    .map(|p| p[0])
-    .unwrap_or(Percentiles {
-        p50_ms: batch_ms,
-        p99_ms: batch_ms,
-    })
+/// The unloaded latency of a class on a deployment at the confidence: service plus batching
+/// delay, no wait.
+pub fn unloaded(sv: &ServiceTime, batch: u32, images_per_s: f64) -> Percentiles {
+    pool_latency(u32::MAX / 2, batch, &[sv.load(images_per_s)])
+        .map(|p| p[0])
+        .unwrap_or(Percentiles {
+            p50_ms: sv.batch_ms,
+            p99_ms: sv.batch_ms + sv.tail_ms,
+        })
 }
 
 /// Deployments costed per class, before capacities (which depend on the rates).
@@ -170,7 +205,7 @@ pub fn cost_all(s: &Spec, classes: &[Class], memo: &Memo) -> Costed {
         a.iter().zip(b).all(|(x, y)| match (x, y) {
             (_, Err(_)) => true,
             (Err(_), Ok(_)) => false,
-            (Ok(x), Ok(y)) => x <= y,
+            (Ok(x), Ok(y)) => x.no_slower(y),
         })
     };
     let mut groups: std::collections::BTreeMap<(usize, u32, u32), Vec<usize>> =
@@ -223,11 +258,11 @@ pub fn candidates(s: &Spec, costed: &Costed, classes: &[Class]) -> Vec<FleetCand
                 .iter()
                 .zip(classes)
                 .map(|(r, c)| {
-                    let ms = r.clone()?;
-                    capacity(ms, d.batch, c.images_per_s, &c.targets)
-                        .map(|cap| (ms, cap))
+                    let sv = r.clone()?;
+                    capacity(sv.batch_ms, sv.tail_ms, d.batch, c.images_per_s, &c.targets)
+                        .map(|cap| (sv, cap))
                         .ok_or_else(|| {
-                            let u = unloaded(ms, d.batch, c.images_per_s);
+                            let u = unloaded(&sv, d.batch, c.images_per_s);
                             Unserved::Latency(u.p50_ms, u.p99_ms)
                         })
                 })

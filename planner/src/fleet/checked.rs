@@ -9,22 +9,25 @@ const MAX_REPAIRS: u32 = 12;
 /// Each repair scales the rates per replica of the pools that missed by this.
 const REPAIR_FACTOR: f64 = 0.85;
 
-/// A checked fleet: the solution, and per class the prediction and the simulation.
+/// A checked fleet: the solution, and per class the prediction and the simulation at the goal's
+/// confidence (what decides) and the queueing model's point prediction.
 #[derive(Debug, Clone)]
 pub(super) struct Checked {
     pub(super) solved: Solved,
     pub(super) predicted: Vec<Option<Percentiles>>,
+    pub(super) predicted_point: Vec<Option<Percentiles>>,
     pub(super) simulated: Vec<Option<Percentiles>>,
     pub(super) utilization: Vec<f64>,
     pub(super) repairs: u32,
     pub(super) meets: bool,
 }
 
-/// Each pool's loads, one per class it serves.
+/// Each pool's loads, one per class it serves, at the confidence or (`point`) the point estimate.
 fn pool_loads(
     classes: &[Class],
     cands: &[FleetCandidate],
     s: &Solved,
+    point: bool,
 ) -> Vec<Vec<(usize, ClassLoad)>> {
     s.pools
         .iter()
@@ -33,28 +36,77 @@ fn pool_loads(
             p.classes
                 .iter()
                 .map(|&(k, share)| {
-                    let ms = c.per_class[k].as_ref().expect("served classes fit").0;
-                    (k, ClassLoad::new(classes[k].images_per_s * share, ms))
+                    let sv = &c.per_class[k].as_ref().expect("served classes fit").0;
+                    let rate = classes[k].images_per_s * share;
+                    (
+                        k,
+                        if point {
+                            sv.point_load(rate)
+                        } else {
+                            sv.load(rate)
+                        },
+                    )
                 })
                 .collect()
         })
         .collect()
 }
 
-/// Predicts (and, when `simulated`, simulates) every pool; the classes' worst pool counts.
-#[allow(clippy::type_complexity)]
-fn check(
+/// The worst of two pools' percentiles for one class (an overloaded pool: infinite).
+fn worst(a: Option<Percentiles>, b: Option<Percentiles>) -> Option<Percentiles> {
+    let inf = Percentiles {
+        p50_ms: f64::INFINITY,
+        p99_ms: f64::INFINITY,
+    };
+    Some(match (a, b) {
+        (Some(a), Some(b)) => {
+            if b.p99_ms > a.p99_ms {
+                b
+            } else {
+                a
+            }
+        }
+        _ => inf,
+    })
+}
+
+/// The seeded simulation of every pool, at the confidence or (`point`) the point estimate.
+pub(super) fn simulate_fleet(
     classes: &[Class],
     cands: &[FleetCandidate],
     s: &Solved,
-    simulated: bool,
-) -> (
-    Vec<Option<Percentiles>>,
-    Vec<Option<Percentiles>>,
-    Vec<f64>,
-    Vec<usize>,
-) {
-    let loads = pool_loads(classes, cands, s);
+    point: bool,
+) -> Vec<Option<Percentiles>> {
+    let pools: Vec<SimPool> = s
+        .pools
+        .iter()
+        .zip(pool_loads(classes, cands, s, point))
+        .map(|(p, l)| SimPool {
+            replicas: p.replicas,
+            batch: cands[p.candidate].deployment.batch,
+            classes: l
+                .iter()
+                .map(|&(k, c)| SimClass {
+                    class: k,
+                    images_per_s: c.images_per_s,
+                    batch_ms: c.batch_ms,
+                    tail_ms: c.tail_ms,
+                })
+                .collect(),
+        })
+        .collect();
+    simulate(&pools, classes.len())
+}
+
+/// The queueing model's percentiles per class (its worst pool), each pool's utilisation, and
+/// the pools that miss a target or the utilisation cap.
+fn predict(
+    classes: &[Class],
+    cands: &[FleetCandidate],
+    s: &Solved,
+    point: bool,
+) -> (Vec<Option<Percentiles>>, Vec<f64>, Vec<usize>) {
+    let loads = pool_loads(classes, cands, s, point);
     let mut predicted: Vec<Option<Percentiles>> = vec![None; classes.len()];
     let mut failing_pools = Vec::new();
     let mut utils = Vec::new();
@@ -69,47 +121,39 @@ fn check(
             let got = lat.as_ref().map(|v| v[i]);
             let t = &classes[k].targets;
             ok &= u <= t.max_utilization + 1e-9 && got.is_some_and(|g| meets(&g, t));
-            let worst = match (predicted[k], got) {
-                (Some(a), Some(b)) => Some(if b.p99_ms > a.p99_ms { b } else { a }),
-                (a, None) => a
-                    .map(|_| Percentiles {
-                        p50_ms: f64::INFINITY,
-                        p99_ms: f64::INFINITY,
-                    })
-                    .or(Some(Percentiles {
-                        p50_ms: f64::INFINITY,
-                        p99_ms: f64::INFINITY,
-                    })),
-                (None, b) => b,
+            predicted[k] = match predicted[k] {
+                None => got.or_else(|| worst(None, None)),
+                a => worst(a, got),
             };
-            predicted[k] = worst;
         }
         if !ok {
             failing_pools.push(j);
         }
     }
+    (predicted, utils, failing_pools)
+}
+
+/// Predicts at the confidence (and, when `simulated`, simulates) every pool; the classes'
+/// worst pool counts.
+#[allow(clippy::type_complexity)]
+fn check(
+    classes: &[Class],
+    cands: &[FleetCandidate],
+    s: &Solved,
+    simulated: bool,
+) -> (
+    Vec<Option<Percentiles>>,
+    Vec<Option<Percentiles>>,
+    Vec<f64>,
+    Vec<usize>,
+) {
+    let (predicted, utils, mut failing_pools) = predict(classes, cands, s, false);
     let sims = if simulated {
-        let pools: Vec<SimPool> = s
-            .pools
-            .iter()
-            .zip(&loads)
-            .map(|(p, l)| SimPool {
-                replicas: p.replicas,
-                batch: cands[p.candidate].deployment.batch,
-                classes: l
-                    .iter()
-                    .map(|&(k, c)| SimClass {
-                        class: k,
-                        images_per_s: c.images_per_s,
-                        batch_ms: c.batch_ms,
-                    })
-                    .collect(),
-            })
-            .collect();
-        let sims = simulate(&pools, classes.len());
+        let sims = simulate_fleet(classes, cands, s, false);
         // A pool whose class misses in simulation is tightened too.
-        for (j, l) in loads.iter().enumerate() {
-            if l.iter()
+        for (j, p) in s.pools.iter().enumerate() {
+            if p.classes
+                .iter()
                 .any(|&(k, _)| !sims[k].is_some_and(|p| meets(&p, &classes[k].targets)))
                 && !failing_pools.contains(&j)
             {
@@ -181,10 +225,12 @@ pub(super) fn solve_checked(
         )?;
         let (predicted, sims, utilization, failing) = check(classes, cands, &solved, simulated);
         if failing.is_empty() || repairs == MAX_REPAIRS {
+            let predicted_point = predict(classes, cands, &solved, true).0;
             return Ok(Checked {
                 meets: failing.is_empty(),
                 solved,
                 predicted,
+                predicted_point,
                 simulated: sims,
                 utilization,
                 repairs,

@@ -56,7 +56,10 @@ fn pools_of(classes: &[Class], cands: &[FleetCandidate], c: &Checked) -> Vec<Poo
                         size: classes[k].resolution,
                         share,
                         images_per_s: classes[k].images_per_s * share,
-                        batch_ms: cand.per_class[k].as_ref().map(|x| x.0).unwrap_or(0.0),
+                        batch_ms: cand.per_class[k]
+                            .as_ref()
+                            .map(|x| x.0.point_batch_ms)
+                            .unwrap_or(0.0),
                     })
                     .collect(),
                 utilization: u,
@@ -103,7 +106,7 @@ fn impossible_class(
         if cands.iter().any(|x| x.per_class[k].is_ok()) {
             continue;
         }
-        let fits: Vec<(f64, u32)> = costed
+        let fits: Vec<(candidates::ServiceTime, u32)> = costed
             .entries
             .iter()
             .filter(|(o, _, _)| mine(o))
@@ -124,7 +127,7 @@ fn impossible_class(
             });
         let best = fits
             .iter()
-            .map(|&(ms, b)| unloaded(ms, b, c.images_per_s))
+            .map(|(ms, b)| unloaded(ms, *b, c.images_per_s))
             .chain(too_slow)
             .min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
         let gpu = only_gpu.map(|g| format!(" on {g}")).unwrap_or_default();
@@ -408,6 +411,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
     }
     if let Some((c, cands)) = chosen {
         let pools = pools_of(&classes, &cands, &c);
+        let simulated_point = checked::simulate_fleet(&classes, &cands, &c.solved, true);
         let usd = usd_per_1000(&classes, &pools);
         out.classes = classes
             .iter()
@@ -419,8 +423,8 @@ pub fn fleet(s: &Spec) -> FleetPlan {
                     p50_ms: cl.targets.p50_ms,
                     p99_ms: cl.targets.p99_ms,
                 },
-                predicted: c.predicted[k],
-                simulated: c.simulated[k],
+                predicted: Figures::of(c.predicted_point[k], c.predicted[k]),
+                simulated: Figures::of(simulated_point[k], c.simulated[k]),
                 usd_per_1000_images: usd[k],
                 meets_target: c.predicted[k].is_some_and(|p| meets(&p, &cl.targets))
                     && c.simulated[k].is_some_and(|p| meets(&p, &cl.targets)),

@@ -33,6 +33,9 @@ pub struct ClassLoad {
     /// The rate at which the class's batches fill at the router (its rate there; kept apart so
     /// that a search over the pool's load keeps the batching delay of the real rate).
     pub fill_images_per_s: f64,
+    /// How much longer than `batch_ms` the class's 99th-percentile request runs (a step cache
+    /// skips fewer steps on some prompts), milliseconds; 0 when every request costs the same.
+    pub tail_ms: f64,
 }
 
 impl ClassLoad {
@@ -42,7 +45,13 @@ impl ClassLoad {
             images_per_s,
             batch_ms,
             fill_images_per_s: images_per_s,
+            tail_ms: 0.0,
         }
+    }
+
+    /// The same load with the 99th-percentile request `tail_ms` slower than the mean.
+    pub fn with_tail(self, tail_ms: f64) -> ClassLoad {
+        ClassLoad { tail_ms, ..self }
     }
 }
 
@@ -240,7 +249,7 @@ pub fn pool_latency_with(
             .zip(fills)
             .map(|(c, &(fill50, fill99))| Percentiles {
                 p50_ms: fill50 + w50 + c.batch_ms,
-                p99_ms: fill99 + w99 + c.batch_ms,
+                p99_ms: fill99 + w99 + c.batch_ms + c.tail_ms,
             })
             .collect(),
     )
@@ -279,11 +288,17 @@ fn pool_ok(c: u32, batch: u32, load: ClassLoad, fills: &[(f64, f64)], t: &Target
         && pool_latency_with(c, batch, &[load], fills).is_some_and(|p| meets(&p[0], t))
 }
 
-/// The capacity of a deployment (`batch_ms` per batch of `batch`) for a class of `images_per_s`
-/// with targets `t`; `None` when no pool size meets the targets (the unloaded latency with the
-/// batching delay already misses).
-pub fn capacity(batch_ms: f64, batch: u32, images_per_s: f64, t: &Targets) -> Option<Capacity> {
-    let load = ClassLoad::new(images_per_s, batch_ms);
+/// The capacity of a deployment (`batch_ms` per batch of `batch`, its 99th-percentile request
+/// `tail_ms` slower) for a class of `images_per_s` with targets `t`; `None` when no pool size
+/// meets the targets (the unloaded latency with the batching delay already misses).
+pub fn capacity(
+    batch_ms: f64,
+    tail_ms: f64,
+    batch: u32,
+    images_per_s: f64,
+    t: &Targets,
+) -> Option<Capacity> {
+    let load = ClassLoad::new(images_per_s, batch_ms).with_tail(tail_ms);
     let fills = fill_delays(batch, &[load]);
     // Unloaded (no wait at all) must meet the targets, else no pool size will.
     let unloaded = pool_latency_with(u32::MAX / 2, batch, &[load], &fills)?;
@@ -394,7 +409,7 @@ mod tests {
             p99_ms: Some(400.0),
             max_utilization: 0.99,
         };
-        let cap = capacity(100.0, 1, 20.0, &t).unwrap();
+        let cap = capacity(100.0, 0.0, 1, 20.0, &t).unwrap();
         let at = ClassLoad::new(
             cap.images_per_s_per_replica * cap.replicas_alone as f64,
             100.0,
@@ -413,6 +428,6 @@ mod tests {
             p99_ms: Some(90.0),
             ..t
         };
-        assert!(capacity(100.0, 1, 20.0, &tight).is_none());
+        assert!(capacity(100.0, 0.0, 1, 20.0, &tight).is_none());
     }
 }

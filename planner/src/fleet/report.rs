@@ -50,6 +50,40 @@ pub struct Target {
     pub p99_ms: Option<f64>,
 }
 
+/// A class's latency percentiles at the point estimate and at the goal's confidence (service
+/// times at that quantile of the model's error: what `meets_target` is judged on).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Figures {
+    /// Median at the point estimate, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile at the point estimate, milliseconds.
+    pub p99_ms: f64,
+    /// Median at the confidence, milliseconds.
+    pub p50_ms_at_confidence: f64,
+    /// 99th percentile at the confidence, milliseconds.
+    pub p99_ms_at_confidence: f64,
+}
+
+impl Figures {
+    /// Point and confidence percentiles side by side (both present, else none).
+    pub fn of(point: Option<Percentiles>, conf: Option<Percentiles>) -> Option<Figures> {
+        Some(Figures {
+            p50_ms: point?.p50_ms,
+            p99_ms: point?.p99_ms,
+            p50_ms_at_confidence: conf?.p50_ms,
+            p99_ms_at_confidence: conf?.p99_ms,
+        })
+    }
+
+    /// The percentiles at the confidence.
+    pub fn at_confidence(&self) -> Percentiles {
+        Percentiles {
+            p50_ms: self.p50_ms_at_confidence,
+            p99_ms: self.p99_ms_at_confidence,
+        }
+    }
+}
+
 /// One traffic class against its targets.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassReport {
@@ -60,9 +94,9 @@ pub struct ClassReport {
     /// Its targets.
     pub target: Target,
     /// The queueing model's prediction (the worst pool serving it).
-    pub predicted: Option<Percentiles>,
+    pub predicted: Option<Figures>,
     /// The simulation's.
-    pub simulated: Option<Percentiles>,
+    pub simulated: Option<Figures>,
     /// USD per 1,000 images of the class (its pools' cost split by busy time).
     pub usd_per_1000_images: Option<f64>,
     /// Whether prediction and simulation both meet every target.

@@ -26,8 +26,13 @@ pub struct SimClass {
     pub class: usize,
     /// Images per second sent to this pool.
     pub images_per_s: f64,
-    /// Service time of one batch, milliseconds.
+    /// Mean service time of one batch, milliseconds.
     pub batch_ms: f64,
+    /// How much longer the 99th-percentile batch runs (a step cache's per-request spread), ms:
+    /// each batch draws its time from a normal of that 99th percentile about `batch_ms`, cut
+    /// at that distance either side (the mean stays `batch_ms`). 0: every batch takes `batch_ms`
+    /// and no random number is drawn.
+    pub tail_ms: f64,
 }
 
 /// One pool to simulate.
@@ -62,7 +67,16 @@ impl Rng {
     fn exp(&mut self, mean: f64) -> f64 {
         -self.unit().ln() * mean
     }
+
+    /// Standard normal (Box-Muller, one of the pair).
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.unit(), self.unit());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
 }
+
+/// z of the 99th percentile of a normal.
+const Z99: f64 = 2.326_347_874;
 
 /// Latencies (ms) per class index of one pool and seed.
 fn run(pool: &SimPool, seed: u64, n_classes: usize) -> Vec<Vec<f64>> {
@@ -104,7 +118,13 @@ fn run(pool: &SimPool, seed: u64, n_classes: usize) -> Vec<Vec<f64>> {
             .enumerate()
             .min_by(|a, b| a.1.total_cmp(b.1))
             .expect("a pool has replicas");
-        let done = t.max(f) + pool.classes[k].batch_ms;
+        let c = &pool.classes[k];
+        let service = if c.tail_ms > 0.0 {
+            c.batch_ms + (rng.normal() * c.tail_ms / Z99).clamp(-c.tail_ms, c.tail_ms)
+        } else {
+            c.batch_ms
+        };
+        let done = t.max(f) + service;
         free[r] = done;
         for arrival in buffers[k].drain(..) {
             if arrival >= warm {
@@ -164,6 +184,7 @@ mod tests {
                 class: 0,
                 images_per_s: 5.0,
                 batch_ms: 100.0,
+                tail_ms: 0.0,
             }],
         };
         let v: Vec<f64> = (0..SEEDS)
@@ -186,11 +207,13 @@ mod tests {
                     class: 0,
                     images_per_s: 8.0,
                     batch_ms: 150.0,
+                    tail_ms: 0.0,
                 },
                 SimClass {
                     class: 1,
                     images_per_s: 2.0,
                     batch_ms: 400.0,
+                    tail_ms: 30.0,
                 },
             ],
         };

@@ -11,34 +11,60 @@ pub(super) fn worst_miss(c: &Candidate) -> Option<(Resolution, &'static str, f64
         .max_by(|a, b| (a.2 / a.3).total_cmp(&(b.2 / b.3)))
 }
 
-/// A pool size with the classes' loads and batching delays (`queueing::fill_delays`).
-type Pool<'l> = (u32, &'l [ClassLoad], &'l [(f64, f64)]);
+/// Per class latency of a pool of replicas serving the whole mix (with a rate), or unloaded, at
+/// the point estimate (`conf` 0.5) or at a confidence: the loads are built from the estimates
+/// at that confidence.
+fn latencies(
+    s: &Spec,
+    ests: &[Arc<Estimate>],
+    batch: u32,
+    replicas: Option<(u32, &[(f64, f64)])>,
+    conf: f64,
+) -> Option<Vec<(f64, f64)>> {
+    let loads = class_loads(s, ests, conf);
+    Some(match replicas {
+        Some((c, fills)) => pool_latency_with(c, batch, &loads, fills)?
+            .iter()
+            .map(|p| (p.p50_ms, p.p99_ms))
+            .collect(),
+        None => loads
+            .iter()
+            .map(|l| (l.batch_ms, l.batch_ms + l.tail_ms))
+            .collect(),
+    })
+}
 
-/// Per class latency of a pool of replicas serving the whole mix (with a rate), or unloaded.
+/// Each class's load on one replica's worth of the mix at confidence `conf`.
+fn class_loads(s: &Spec, ests: &[Arc<Estimate>], conf: f64) -> Vec<ClassLoad> {
+    s.mix
+        .iter()
+        .zip(ests)
+        .map(|(m, e)| {
+            ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.per_batch_ms_at(conf))
+                .with_tail(e.p99_tail_ms_at(conf))
+        })
+        .collect()
+}
+
+/// Per class latency at the goal's confidence, and at the point estimate beside it.
 fn class_latencies(
     s: &Spec,
     ests: &[Arc<Estimate>],
     batch: u32,
-    replicas: Option<Pool>,
+    replicas: Option<(u32, &[(f64, f64)])>,
 ) -> Option<Vec<ClassLatency>> {
-    let lat: Vec<(f64, f64)> = match replicas {
-        Some((c, loads, fills)) => pool_latency_with(c, batch, loads, fills)?
-            .iter()
-            .map(|p| (p.p50_ms, p.p99_ms))
-            .collect(),
-        None => ests
-            .iter()
-            .map(|e| (e.latency.per_batch_ms, e.latency.per_batch_ms))
-            .collect(),
-    };
+    let conf = latencies(s, ests, batch, replicas, s.goal.confidence)?;
+    let point = latencies(s, ests, batch, replicas, 0.5)?;
     Some(
         s.mix
             .iter()
-            .zip(lat)
-            .map(|(m, (p50, p99))| ClassLatency {
+            .zip(point.into_iter().zip(conf))
+            .map(|(m, ((p50, p99), (c50, c99)))| ClassLatency {
                 size: m.resolution,
                 p50_ms: p50,
                 p99_ms: p99,
+                p50_ms_at_confidence: c50,
+                p99_ms_at_confidence: c99,
                 target_p50_ms: m.target_p50_ms(&s.goal),
                 target_p99_ms: m.target_p99_ms(&s.goal),
             })
@@ -50,7 +76,10 @@ fn class_latencies(
 pub(super) enum Outcome {
     Illegal(Vec<crate::rules::Violation>),
     Memory {
+        /// At the goal's confidence.
         peak: u64,
+        /// The point estimate.
+        point_peak: u64,
         capacity: u64,
         at: Resolution,
         stage: &'static str,
@@ -86,6 +115,7 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
     if floor > f.gpu.hbm_bytes {
         return Outcome::Memory {
             peak: floor,
+            point_peak: floor,
             capacity: f.gpu.hbm_bytes,
             at: d.resolution,
             stage: "weights",
@@ -99,9 +129,10 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
         };
         match memo.estimate(inp, &dd) {
             Err(v) => return Outcome::Illegal(v),
-            Ok(e) if !e.memory.fits => {
+            Ok(e) if e.peak_bytes_at(s.goal.confidence) > e.memory.capacity_bytes => {
                 return Outcome::Memory {
-                    peak: e.memory.peak_bytes,
+                    peak: e.peak_bytes_at(s.goal.confidence),
+                    point_peak: e.memory.peak_bytes,
                     capacity: e.memory.capacity_bytes,
                     at: share.resolution,
                     stage: e.memory.binding_stage,
@@ -120,36 +151,38 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
         .iter()
         .map(|e| e.latency.per_batch_ms)
         .fold(0.0, f64::max);
-    // Mean time per image over the mix, then images per second of one replica.
-    let s_per_image: f64 = ests
+    // Mean time per image over the mix, then images per second of one replica (point, for the
+    // cost per image; at the confidence, for the replicas a rate needs).
+    let s_per_image = |conf: f64| -> f64 {
+        ests.iter()
+            .zip(&s.mix)
+            .map(|(e, m)| m.share * e.per_batch_ms_at(conf) / 1e3 / d.batch as f64)
+            .sum()
+    };
+    let ips = ests
         .iter()
         .zip(&s.mix)
         .map(|(e, m)| m.share / e.throughput.images_per_s)
-        .sum();
-    let ips = 1.0 / s_per_image;
-    // With a rate: the fewest replicas at which every class meets its targets under load and
-    // no replica is busier than the utilisation cap (the first count that meets both; past 4x
-    // the busy-time minimum, the best found, which then misses a target).
+        .sum::<f64>()
+        .recip();
+    let ips_at_confidence = 1.0 / s_per_image(s.goal.confidence);
+    // With a rate: the fewest replicas at which every class meets its targets under load at the
+    // goal's confidence and no replica is busier than the utilisation cap (the first count that
+    // meets both; past 4x the busy-time minimum, the best found, which then misses a target).
     let (replicas, classes) = match s.goal.images_per_s {
         Some(rate) => {
-            let floor = (rate / ips - 1e-9).ceil().max(1.0) as u32;
+            let floor = (rate / ips_at_confidence - 1e-9).ceil().max(1.0) as u32;
             let cap = s
                 .goal
                 .max_utilization
                 .unwrap_or(1.0)
                 .min(crate::fleet::candidates::DEFAULT_MAX_UTILIZATION);
-            let loads: Vec<ClassLoad> = s
-                .mix
-                .iter()
-                .zip(&ests)
-                .map(|(m, e)| {
-                    ClassLoad::new(m.rate(&s.goal).unwrap_or(0.0), e.latency.per_batch_ms)
-                })
-                .collect();
+            let loads = class_loads(s, &ests, s.goal.confidence);
             let busy = utilization(1, d.batch, &loads);
             let lo = floor.max((busy / cap).ceil() as u32);
+            // The batching delays depend on the rates alone, not on the confidence.
             let fills = fill_delays(d.batch, &loads);
-            let at = |c: u32| Some((c, loads.as_slice(), fills.as_slice()));
+            let at = |c: u32| Some((c, fills.as_slice()));
             let ok = |c: u32| {
                 class_latencies(s, &ests, d.batch, at(c))
                     .filter(|cl| cl.iter().all(|k| k.miss().is_none()))
@@ -202,6 +235,11 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
         cost_per_hour,
         cost_per_1000_images: replica_cost / (ips * 3600.0) * 1000.0,
         peak_bytes: ests.iter().map(|e| e.memory.peak_bytes).max().unwrap_or(0),
+        peak_bytes_at_confidence: ests
+            .iter()
+            .map(|e| e.peak_bytes_at(s.goal.confidence))
+            .max()
+            .unwrap_or(0),
         capacity_bytes: f.gpu.hbm_bytes,
         changes_output: ests.iter().any(|e| e.quality.changes_output),
         classes,

@@ -20,6 +20,7 @@ mod evaluate;
 mod infeasible;
 mod pareto;
 mod rejected;
+mod simulated;
 
 pub(crate) use enumerate::enumerate;
 pub use enumerate::output_changes;
@@ -28,6 +29,7 @@ use infeasible::infeasibility;
 pub use pareto::PARETO_SHOWN;
 use pareto::pareto_front;
 use rejected::{Miss, closest_rejected, rejection};
+pub use simulated::PlanSimulation;
 
 /// A candidate's outcome over the whole traffic mix.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,6 +54,8 @@ pub struct Candidate {
     pub cost_per_1000_images: f64,
     /// Highest per-GPU memory peak over the mix, bytes.
     pub peak_bytes: u64,
+    /// The same at the goal's confidence (what must fit), bytes.
+    pub peak_bytes_at_confidence: u64,
     /// The GPU's capacity, bytes.
     pub capacity_bytes: u64,
     /// Whether the output differs from the BF16 uncached reference.
@@ -73,6 +77,11 @@ pub struct ClassLatency {
     pub p50_ms: f64,
     /// 99th percentile, milliseconds.
     pub p99_ms: f64,
+    /// Median at the goal's confidence (service times at that quantile of the model's error):
+    /// what the target is judged on, milliseconds.
+    pub p50_ms_at_confidence: f64,
+    /// 99th percentile at the goal's confidence, milliseconds.
+    pub p99_ms_at_confidence: f64,
     /// Its p50 target (its own, else the goal's), milliseconds.
     pub target_p50_ms: Option<f64>,
     /// Its p99 target, milliseconds.
@@ -80,20 +89,28 @@ pub struct ClassLatency {
 }
 
 impl ClassLatency {
-    /// The worst overshoot of a target, as (which, latency, target), if any.
+    /// The worst overshoot of a target at the goal's confidence, as (which, latency at the
+    /// confidence, target), if any.
     pub fn miss(&self) -> Option<(&'static str, f64, f64)> {
+        let (p50_ms, p99_ms) = (self.p50_ms_at_confidence, self.p99_ms_at_confidence);
         let p50 = self
             .target_p50_ms
-            .filter(|t| self.p50_ms > *t)
-            .map(|t| ("p50", self.p50_ms, t));
+            .filter(|t| p50_ms > *t)
+            .map(|t| ("p50", p50_ms, t));
         let p99 = self
             .target_p99_ms
-            .filter(|t| self.p99_ms > *t)
-            .map(|t| ("p99", self.p99_ms, t));
+            .filter(|t| p99_ms > *t)
+            .map(|t| ("p99", p99_ms, t));
         match (p50, p99) {
             (Some(a), Some(b)) => Some(if a.1 / a.2 >= b.1 / b.2 { a } else { b }),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Whether the point estimates meet both targets.
+    pub fn meets_at_point(&self) -> bool {
+        self.target_p50_ms.is_none_or(|t| self.p50_ms <= t)
+            && self.target_p99_ms.is_none_or(|t| self.p99_ms <= t)
     }
 }
 
@@ -146,9 +163,29 @@ impl Quantity {
     }
 }
 
-/// Relative difference on the objective within which two candidates tie (then the tie-break,
-/// latency then cost then memory, decides and the list says so).
+/// Relative difference of cost per hour (a count of GPUs times their price: exact once both
+/// fleets meet the goal) within which two candidates tie.
 pub const TIE_TOLERANCE: f64 = 0.005;
+
+/// The relative difference on the objective within which the model cannot tell two candidates
+/// apart: for figures the cost model predicts (latency, throughput, cost per image), the paired
+/// time error of two deployments on the same GPU and runtime
+/// (`ranges::PAIRED_TIME_RESOLUTION`); for cost per hour under a rate, `TIE_TOLERANCE`.
+pub fn resolution(obj: Objective, has_rate: bool) -> f64 {
+    match obj {
+        Objective::MinCost if has_rate => TIE_TOLERANCE,
+        _ => crate::ranges::PAIRED_TIME_RESOLUTION,
+    }
+}
+
+/// Orders a tie: the deployment that keeps the reference output first, then fewer GPUs, then
+/// less memory at the confidence.
+fn tie_break(a: &Candidate, b: &Candidate) -> Ordering {
+    a.changes_output
+        .cmp(&b.changes_output)
+        .then(a.gpus.cmp(&b.gpus))
+        .then(a.peak_bytes_at_confidence.cmp(&b.peak_bytes_at_confidence))
+}
 
 /// A candidate that lost: the constraint, the quantity that missed and the limit it missed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -172,8 +209,16 @@ pub struct Rejected {
     /// The legality rules it breaks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub violations: Vec<crate::rules::Violation>,
-    /// Whether it ties with the chosen plan on the objective (within `TIE_TOLERANCE`).
+    /// Whether it ties with the chosen plan on the objective (within `resolution`), and lost
+    /// the tie-break.
     pub tie: bool,
+    /// The relative difference within which it tied (`resolution`), when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tie_within: Option<f64>,
+    /// The goal's confidence, when the figure above is at that confidence and the point
+    /// estimate would have met the limit: the confidence was the reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
     /// Its figures over the mix, when it was costed (the same as a plan's candidate).
     pub candidate: Option<Candidate>,
 }
@@ -278,7 +323,8 @@ pub struct Plan {
     pub breakdown: Vec<Estimate>,
     /// Feasible candidates no other beats on both p50 latency and cost (USD per hour with a rate
     /// goal, else per 1,000 images), fastest first; the chosen plan is always among them (under
-    /// `max_throughput` even when another beats it on both).
+    /// `max_throughput`, or when it won a tie the model cannot resolve, even when another beats it
+    /// on both).
     pub pareto: Vec<Candidate>,
     /// How many candidates the whole front has (`pareto` keeps at most `PARETO_SHOWN`).
     pub pareto_total: usize,
@@ -288,6 +334,9 @@ pub struct Plan {
     pub infeasible: Option<Infeasible>,
     /// Counts.
     pub searched: Searched,
+    /// With a rate: the chosen plan's pool under the fleet's simulation (absent without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<PlanSimulation>,
 }
 
 /// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
@@ -332,9 +381,9 @@ fn value(q: Quantity) -> f64 {
     }
 }
 
-/// Whether two figures are equal within `TIE_TOLERANCE` of the larger.
-pub fn ties(a: f64, b: f64) -> bool {
-    (a - b).abs() <= TIE_TOLERANCE * a.abs().max(b.abs())
+/// Whether two figures are equal within `within` (relative) of the larger.
+pub fn ties(a: f64, b: f64, within: f64) -> bool {
+    (a - b).abs() <= within * a.abs().max(b.abs())
 }
 
 /// Searches the spec's decision space.
@@ -415,6 +464,26 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
     let best_latency = best_latency.cloned();
     let best_rate = best_rate.cloned();
     feasible.sort_by(|a, b| better(s.goal.objective, has_rate, &a.1, &b.1).then(a.0.cmp(&b.0)));
+    // Candidates the model cannot tell from the best on the objective tie; the tie-break orders
+    // them, and they go first.
+    if let Some(best) = feasible.first().map(|c| c.1.clone()) {
+        let within = resolution(s.goal.objective, has_rate);
+        let of = |c: &Candidate| value(objective_value(s.goal.objective, has_rate, c));
+        let tied = |c: &Candidate| ties(of(c), of(&best), within);
+        feasible.sort_by(|a, b| {
+            let (ta, tb) = (tied(&a.1), tied(&b.1));
+            tb.cmp(&ta)
+                .then_with(|| {
+                    if ta && tb {
+                        tie_break(&a.1, &b.1)
+                    } else {
+                        Ordering::Equal
+                    }
+                })
+                .then(better(s.goal.objective, has_rate, &a.1, &b.1))
+                .then(a.0.cmp(&b.0))
+        });
+    }
     let chosen = feasible.first().map(|c| c.1.clone());
     // The chosen deployment's estimates, made again (a pure function, its stages shared through
     // the memo): no candidate's estimates are kept while the search runs.
@@ -433,7 +502,9 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
                         resolution: share.resolution,
                         ..d.clone()
                     };
-                    memo.estimate(inp, &dd).ok().map(|e| Estimate::clone(&e))
+                    memo.estimate(inp, &dd)
+                        .ok()
+                        .map(|e| Estimate::clone(&e).at_confidence(s.goal.confidence))
                 })
                 .collect()
         }
@@ -460,7 +531,11 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
             best_memory,
         )
     });
+    let simulation = chosen
+        .as_ref()
+        .and_then(|c| simulated::simulate_plan(s, &breakdown, c));
     Plan {
+        simulation,
         schema_version: SCHEMA_VERSION,
         model: s.model.id.clone(),
         runtime: s.runtime.id.clone(),

@@ -25,6 +25,8 @@ pub(super) fn rejection(s: &Spec, (fi, d): &(usize, Deployment), o: &Outcome) ->
         stage: None,
         violations: Vec::new(),
         tie: false,
+        tie_within: None,
+        confidence: None,
         candidate: candidate.cloned(),
     };
     match o {
@@ -41,12 +43,14 @@ pub(super) fn rejection(s: &Spec, (fi, d): &(usize, Deployment), o: &Outcome) ->
         },
         Outcome::Memory {
             peak,
+            point_peak,
             capacity,
             at,
             stage,
         } => Rejected {
             at: Some(*at),
             stage: Some(stage),
+            confidence: (point_peak <= capacity).then_some(s.goal.confidence),
             ..reject(
                 Constraint::Memory,
                 Quantity::PeakBytes(*peak),
@@ -55,12 +59,19 @@ pub(super) fn rejection(s: &Spec, (fi, d): &(usize, Deployment), o: &Outcome) ->
             )
         },
         Outcome::Costed(c) => match worst_miss(c) {
-            Some((_, which, got, target)) => reject(
-                Constraint::Latency,
-                Quantity::latency(which, got),
-                Quantity::latency(which, target),
-                Some(c),
-            ),
+            Some((_, which, got, target)) => Rejected {
+                confidence: c
+                    .classes
+                    .iter()
+                    .all(ClassLatency::meets_at_point)
+                    .then_some(s.goal.confidence),
+                ..reject(
+                    Constraint::Latency,
+                    Quantity::latency(which, got),
+                    Quantity::latency(which, target),
+                    Some(c),
+                )
+            },
             None => reject(
                 Constraint::Availability,
                 Quantity::Gpus(c.gpus),
@@ -123,9 +134,11 @@ pub(super) fn closest_rejected(
         .map(|(_, c)| c)
         .filter(|c| !dominated(&c.deployment))
         .collect();
+    let within = resolution(s.goal.objective, has_rate);
     let loser = |c: &Candidate, ch: &Candidate| {
         let q = objective_value(s.goal.objective, has_rate, c);
         let l = objective_value(s.goal.objective, has_rate, ch);
+        let tie = ties(value(q), value(l), within);
         Rejected {
             gpu: c.gpu.clone(),
             deployment: c.deployment.clone(),
@@ -135,7 +148,9 @@ pub(super) fn closest_rejected(
             at: None,
             stage: None,
             violations: Vec::new(),
-            tie: ties(value(q), value(l)),
+            tie,
+            tie_within: tie.then_some(within),
+            confidence: None,
             candidate: Some(c.clone()),
         }
     };

@@ -141,6 +141,10 @@ pub struct Goal {
     /// Highest utilisation a replica may run at (headroom), 0..1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_utilization: Option<f64>,
+    /// The confidence every feasibility test is made at: memory, each class's targets and the
+    /// rate a replica sustains are judged at this quantile of the prediction's earned error
+    /// (`crate::confidence`; 0.5 judges the point estimates).
+    pub confidence: f64,
 }
 
 /// One GPU type the fleet may use.

@@ -101,6 +101,7 @@ pub struct RawGoal {
     pub objective: Option<S<String>>,
     pub p99_latency_ms: Option<S<f64>>,
     pub max_utilization: Option<S<f64>>,
+    pub confidence: Option<S<f64>>,
 }
 
 /// One GPU type the fleet may use.

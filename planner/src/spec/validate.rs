@@ -1,5 +1,6 @@
 //! Raw spec to validated spec: every check, every problem collected with its location and a hint.
 
+use crate::confidence::{DEFAULT_CONFIDENCE, MAX_CONFIDENCE, MIN_CONFIDENCE};
 use serde_saphyr::Spanned;
 
 use super::raw::*;
@@ -458,6 +459,24 @@ impl<'c> Validator<'_, 'c> {
             );
             None
         }
+    }
+
+    /// `goal.confidence`: a probability from the median up (`confidence::MIN_CONFIDENCE` to
+    /// `MAX_CONFIDENCE`); the default where it is wrong, the problem recorded.
+    fn confidence(&mut self, s: &Spanned<f64>) -> f64 {
+        let x = s.value;
+        if (MIN_CONFIDENCE..=MAX_CONFIDENCE).contains(&x) {
+            return x;
+        }
+        self.problem(
+            "goal.confidence",
+            loc(s),
+            format!("{} is out of range", num(x)),
+            format!(
+                "use a probability in [{MIN_CONFIDENCE}, {MAX_CONFIDENCE}]: 0.9 judges every target at the 90th percentile of the model's error, 0.5 at the point estimate"
+            ),
+        );
+        DEFAULT_CONFIDENCE
     }
 
     fn resolution(&mut self, field: &str, s: &Spanned<String>) -> Option<Resolution> {
@@ -1089,6 +1108,7 @@ impl<'c> Validator<'_, 'c> {
                     objective: Objective::MinCost,
                     p99_latency_ms: None,
                     max_utilization: None,
+                    confidence: DEFAULT_CONFIDENCE,
                 },
                 Some(g) => {
                     let g = &g.value;
@@ -1135,6 +1155,10 @@ impl<'c> Validator<'_, 'c> {
                                     ok
                                 })
                         }),
+                        confidence: match &g.confidence {
+                            None => DEFAULT_CONFIDENCE,
+                            Some(v) => self.confidence(v),
+                        },
                     }
                 }
             };

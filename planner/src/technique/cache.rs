@@ -198,26 +198,6 @@ const TEACACHE_FLUX_RESCALE: [f64; 5] = [
     2.642_308_61e-1,
 ];
 
-/// FLUX.2's empirical shift `μ` (diffusers' `compute_empirical_mu`): linear in the sequence
-/// length above 4300 tokens, else interpolated in the step count between fits at 10 and 200
-/// steps.
-fn flux2_mu(img_tokens: u64, steps: u32) -> f64 {
-    let seq = img_tokens as f64;
-    let m_200 = 1.6927e-4 * seq + 0.456_666_66;
-    if img_tokens > 4300 {
-        return m_200;
-    }
-    let m_10 = 8.738_095_24e-5 * seq + 1.898_333_33;
-    let a = (m_200 - m_10) / 190.0;
-    a * steps as f64 + (m_200 - 200.0 * a)
-}
-
-/// FLUX.1 [dev]'s dynamic shift: linear in the sequence length, 0.5 at 256 tokens, 1.15 at 4096.
-fn flux1_mu(img_tokens: u64) -> f64 {
-    let m = (1.15 - 0.5) / (4096.0 - 256.0);
-    img_tokens as f64 * m + 0.5 - 256.0 * m
-}
-
 /// The sigmas the scheduler visits: `steps` values from 1 down, then 0 (`steps + 1` in all).
 /// FLUX.1 models without a guidance embedding ([schnell]) run unshifted, as their scheduler
 /// config says (`use_dynamic_shifting: false`, `shift: 1.0`); the catalog has no scheduler key,
@@ -225,11 +205,10 @@ fn flux1_mu(img_tokens: u64) -> f64 {
 pub fn sigmas(model: &Model, steps: u32, img_tokens: u64) -> Vec<f64> {
     let n = steps.max(1);
     let mu = match model.transformer.family {
-        Family::Flux2 => flux2_mu(img_tokens, n),
-        Family::Flux1 if model.transformer.guidance_embeds => flux1_mu(img_tokens),
+        Family::Flux2 => facts::schedule::flux2_mu(img_tokens, n),
+        Family::Flux1 if model.transformer.guidance_embeds => facts::schedule::flux1_mu(img_tokens),
         Family::Flux1 => 0.0,
     };
-    let shift = mu.exp();
     let mut out: Vec<f64> = (0..n)
         .map(|i| {
             let s = if n == 1 {
@@ -237,7 +216,7 @@ pub fn sigmas(model: &Model, steps: u32, img_tokens: u64) -> Vec<f64> {
             } else {
                 1.0 - (1.0 - 1.0 / n as f64) * i as f64 / (n - 1) as f64
             };
-            shift / (shift + 1.0 / s - 1.0)
+            facts::schedule::shift(mu, s)
         })
         .collect();
     out.push(0.0);

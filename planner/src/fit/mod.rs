@@ -9,6 +9,9 @@
 
 use serde_json::Value;
 
+mod tails;
+pub use tails::{TailTable, range_table, tail_table};
+
 use crate::catalog::{Catalog, Model, RuntimeProfile};
 use crate::deployment::{Attention, Deployment, Resolution};
 use crate::estimate::{Estimate, Inputs, estimate, transformer_weight_bytes};
@@ -626,39 +629,4 @@ pub fn published_rows(text: &str, fit_ids: &[&str]) -> Result<Vec<Row>, String> 
         });
     }
     Ok(out)
-}
-
-/// The range categories of `crate::ranges`, computed from the judged H200 and published rows:
-/// 1.25 x the out-of-sample MAPE for `measured` (H200 rows) and `published architecture`
-/// (published latency and memory rows), the worst out-of-sample error for `unmeasured`.
-/// Returns `[measured, published architecture, unmeasured]` as (time, memory) half-widths.
-pub fn range_table(h200: &Report, published: &Report) -> [(f64, f64); 3] {
-    let oos = |j: &Judged| j.loo.unwrap_or(j.full);
-    let pick = |r: &Report, time: bool, pred: &dyn Fn(&Row) -> bool| -> Vec<f64> {
-        r.rows
-            .iter()
-            .filter(|j| j.row.quantity.is_time() == time && pred(&j.row))
-            .map(oos)
-            .collect()
-    };
-    let all = |_: &Row| true;
-    let latency = |r: &Row| r.category.starts_with("published latency");
-    let memory = |r: &Row| r.category == "published memory";
-    let worst = |v: Vec<f64>| v.iter().map(|e| e.abs()).fold(0.0, f64::max);
-    let round = |x: f64| (x * 1000.0).round() / 1000.0;
-    let mut h_time = pick(h200, true, &all);
-    let mut h_mem = pick(h200, false, &all);
-    let p_time = pick(published, true, &latency);
-    let p_mem = pick(published, false, &memory);
-    let measured = (
-        round(1.25 * mape(h_time.clone())),
-        round(1.25 * mape(h_mem.clone())),
-    );
-    let arch = (
-        round(1.25 * mape(p_time.clone())),
-        round(1.25 * mape(p_mem.clone())),
-    );
-    h_time.extend(p_time);
-    h_mem.extend(p_mem);
-    [measured, arch, (round(worst(h_time)), round(worst(h_mem)))]
 }
