@@ -35,7 +35,7 @@ pub fn dims_for(m: &Model) -> Result<ModelDims> {
             t.mlp_ratio
         );
     }
-    if t.head_dim % facts::flux2::ROPE_AXES != 0 {
+    if !t.head_dim.is_multiple_of(facts::flux2::ROPE_AXES) {
         bail!(
             "the executor splits each head into {} equal RoPE axes; {}'s head_dim {} does not divide",
             facts::flux2::ROPE_AXES,
