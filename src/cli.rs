@@ -44,10 +44,13 @@ impl From<Backend> for executor::BackendKind {
     }
 }
 
+/// The version `--version` prints: the package's and the public interface's (docs/CONTRACT.md).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (contract v1.4)");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "klein-plan",
-    version,
+    version = VERSION,
     about = "Plan and verify deployments of FLUX.2 [klein] and other diffusion transformers"
 )]
 struct Args {
@@ -172,6 +175,15 @@ enum Command {
         /// `--vary`, its Pareto front) into this SVG file.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+    },
+    /// Write a review of the spec as one self-contained HTML file (inline CSS and SVG, no
+    /// scripts): the plan, and the capacity plan when the traffic has a rate.
+    Report {
+        /// Spec file (YAML).
+        spec: PathBuf,
+        /// Write the HTML here; stdout when absent.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// List the model catalog.
     Models,
@@ -725,6 +737,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             };
             let r = crate::verify::verify(&s, c, backend.into(), tolerance, &run)?;
             emit(format, width, &r, || render::verify(&r))?;
+            if !r.within_tolerance && backend == Backend::Cpu && r.runtime == "klein" {
+                // The built-in profile carries GPU efficiencies: say how to get the host's own.
+                eprintln!(
+                    "hint: runtime `klein` predicts with GPU efficiencies a CPU does not reach; measure this host first: `klein-plan calibrate --backend cpu -o cpu-profile.yaml`, then `runtime: ./cpu-profile.yaml` in the spec (its folder)"
+                );
+            }
             Ok(if r.within_tolerance { 0 } else { 3 })
         }
         Command::Calibrate {
@@ -752,7 +770,11 @@ pub fn run(cli: Cli) -> Result<u8> {
             if let Some(path) = &output {
                 crate::output::check("-o", path)?;
             }
-            let profile = crate::verify::calibrate(backend.into(), device, runs)?;
+            let cal = crate::verify::calibrate(backend.into(), device, runs)?;
+            let profile = cal.profile;
+            if let Some(w) = crate::verify::noisy_warning(cal.worst_spread) {
+                eprintln!("{w}");
+            }
             let mut yaml = serde_saphyr::to_string(&profile)
                 .map_err(|e| anyhow::anyhow!("yaml output: {e}"))?;
             if !yaml.ends_with('\n') {
@@ -814,16 +836,40 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Sweep { spec, vary, svg } => {
             let sw = crate::sweep::run(&spec, &vary, c, svg.as_deref())?;
+            let text = || crate::sweep::text(&sw, width);
             if let Some(path) = svg {
-                crate::output::write("--svg", &path, crate::svg::chart(&sw).as_bytes())?;
+                crate::output::write("--svg", &path, crate::chart::sweep::chart(&sw).as_bytes())?;
             }
             if format == Format::Csv {
                 let mut stdout = io::stdout().lock();
                 stdout.write_all(crate::sweep::csv(&sw).as_bytes())?;
             } else {
-                emit(format, width, &render::doc(&sw), || crate::sweep::text(&sw))?;
+                emit(format, width, &render::doc(&sw), text)?;
             }
             Ok(0)
+        }
+        Command::Report { spec, output } => {
+            if format != Format::Text {
+                bail!("`report` writes HTML; --format does not apply to it");
+            }
+            let s = read_spec(&spec, c, &profiles)?;
+            if let Some(path) = &output {
+                crate::output::check("-o", path)?;
+            }
+            let command: Vec<String> = std::env::args()
+                .skip(1)
+                .map(|a| planner::spec::echo(&a, 200))
+                .collect();
+            let r = crate::report::report(&s, c, &format!("klein-plan {}", command.join(" ")));
+            match output {
+                Some(path) => crate::output::write("-o", &path, r.html.as_bytes())?,
+                None => {
+                    let mut stdout = io::stdout().lock();
+                    stdout.write_all(r.html.as_bytes())?;
+                    stdout.flush()?;
+                }
+            }
+            Ok(if r.ok { 0 } else { 1 })
         }
         Command::Fleet { spec, svg, timings } => {
             let s = read_spec(&spec, c, &profiles)?;
@@ -832,11 +878,20 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             let start = std::time::Instant::now();
             let mut f = planner::fleet::fleet(&s);
+            // Without rates nothing can be sized: bad input (exit 2), not an infeasible goal.
+            if let Some(i) = f.infeasible.as_ref().filter(|i| i.constraint == "rate") {
+                bail!(
+                    "{}: fleet needs traffic rates: {} ({})",
+                    shown(&spec),
+                    i.reason,
+                    i.relaxation
+                );
+            }
             if timings {
                 f.solver.ms = Some(start.elapsed().as_secs_f64() * 1e3);
             }
             if let Some(path) = svg {
-                crate::output::write("--svg", &path, crate::chart::svg(&f).as_bytes())?;
+                crate::output::write("--svg", &path, crate::chart::fleet::svg(&f).as_bytes())?;
             }
             emit(format, width, &render::fleet_doc(&f), || render::fleet(&f))?;
             Ok(if f.meets_targets { 0 } else { 1 })

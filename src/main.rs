@@ -10,7 +10,7 @@ mod export;
 mod output;
 mod progress;
 mod render;
-mod svg;
+mod report;
 mod sweep;
 mod verify;
 mod wrap;

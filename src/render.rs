@@ -19,11 +19,13 @@ use planner::spec::{Goal, Location, Objective, Problem, Share};
 use serde::Serialize;
 use serde_json::Value;
 
-fn gb(b: u64) -> String {
+/// Bytes in GB (10^9), two decimals: `12.34 GB`.
+pub fn gb(b: u64) -> String {
     format!("{:.2} GB", b as f64 / 1e9)
 }
 
-fn ms(x: f64) -> String {
+/// Milliseconds as printed: whole from 100 ms up, else one decimal.
+pub fn ms(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else {
@@ -264,7 +266,7 @@ pub fn estimate_doc(e: &Estimate) -> Value {
 }
 
 /// The deployment keys that change the output, with their settings (`weights fp8-storage`).
-fn output_changes(c: &Candidate) -> String {
+pub fn output_changes(c: &Candidate) -> String {
     let d = &c.deployment;
     c.output_changes
         .iter()
@@ -295,7 +297,8 @@ pub fn estimate(e: &Estimate, c: &Catalog) -> String {
     out
 }
 
-fn candidate_line(c: &Candidate) -> String {
+/// One candidate on one line: GPUs, replicas, cost, latency, throughput, memory.
+pub fn candidate_line(c: &Candidate) -> String {
     format!(
         "{} x {} ({} replica{} of {} GPU{}) · ${:.2}/h · ${:.3} per 1,000 images · p50 {} ms (max {} ms) · {:.2} images/s per replica · peak {} of {}",
         c.gpus,
@@ -330,7 +333,7 @@ fn conf_pct(c: f64) -> String {
 
 /// The goal: its targets, rate, objective and confidence, then every class with its share, rate
 /// and targets.
-fn goal_line(goal: &Goal, mix: &[Share]) -> String {
+pub fn goal_line(goal: &Goal, mix: &[Share]) -> String {
     let mut g = Vec::new();
     if let Some(l) = goal.p50_latency_ms {
         g.push(format!("p50 ≤ {} ms", ms(l)));
@@ -884,9 +887,56 @@ pub fn plan_doc(p: &Plan) -> Value {
     v
 }
 
-/// `fleet` as JSON/YAML, with the sentences of its infeasibilities.
+/// A pool's JSON (v1.4 extensions): `resolutions`, every size the pool serves (its
+/// `deployment.resolution` is the first of them), and per class `pool_share`, the fraction of the
+/// pool's images per second that class is (`share` stays the fraction of the class's traffic the
+/// pool serves: 1 when the whole class goes to this pool).
+fn pool_doc(p: &planner::fleet::report::Pool, v: &mut Value) {
+    let total: f64 = p.classes.iter().map(|c| c.images_per_s).sum();
+    if let Some(m) = v.as_object_mut() {
+        m.insert(
+            "resolutions".into(),
+            p.classes
+                .iter()
+                .map(|c| Value::String(c.size.to_string()))
+                .collect(),
+        );
+    }
+    for (c, x) in p
+        .classes
+        .iter()
+        .zip(v["classes"].as_array_mut().into_iter().flatten())
+    {
+        let share = if total > 0.0 {
+            c.images_per_s / total
+        } else {
+            0.0
+        };
+        x["pool_share"] = doc(&share);
+    }
+}
+
+/// `fleet` as JSON/YAML, with the sentences of its infeasibilities and each pool's sizes and
+/// class shares (`pool_doc`).
 pub fn fleet_doc(f: &FleetPlan) -> Value {
     let mut v = doc(f);
+    for (p, x) in f
+        .pools
+        .iter()
+        .zip(v["pools"].as_array_mut().into_iter().flatten())
+    {
+        pool_doc(p, x);
+    }
+    if let Some(sn) = &f.sensitivity {
+        for (p, x) in sn.pools.iter().zip(
+            v["sensitivity"]["pools"]
+                .as_array_mut()
+                .into_iter()
+                .flatten(),
+        ) {
+            pool_doc(p, x);
+        }
+    }
     for (o, x) in f
         .options
         .iter()

@@ -456,8 +456,9 @@ pub fn csv(s: &Sweep) -> String {
     out
 }
 
-/// The table: one line per point, at most 120 columns (the reason is cut to fit).
-pub fn text(s: &Sweep) -> String {
+/// The table: one line per point, at most `width` columns (the reason cut to fit; 0: nothing
+/// cut), then the Pareto front of a plan swept without `--vary`.
+pub fn text(s: &Sweep, width: usize) -> String {
     let mut out = format!(
         "sweep of {} ({} per point), {} point{}\n",
         s.spec,
@@ -532,8 +533,8 @@ pub fn text(s: &Sweep) -> String {
             let _ = write!(line, "{}: {}", p.status, p.reason.as_deref().unwrap_or(""));
         }
         let line = line.trim_end();
-        if line.chars().count() > 120 {
-            let cut: String = line.chars().take(117).collect();
+        if width > 3 && line.chars().count() > width {
+            let cut: String = line.chars().take(width - 3).collect();
             out.push_str(&cut);
             out.push_str("...");
         } else {
@@ -552,8 +553,8 @@ pub fn text(s: &Sweep) -> String {
                 c.cost_per_1000_images,
                 gb(c.peak_bytes),
             );
-            let knobs: String = render::knobs(&c.deployment).chars().take(114).collect();
-            let _ = writeln!(out, "      {knobs}");
+            // Whole: `--width` wraps it after a ` · ` separator (0: one line).
+            let _ = writeln!(out, "      {}", render::knobs(&c.deployment));
         }
     }
     out

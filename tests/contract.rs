@@ -241,10 +241,12 @@ fn the_readme_commands_run() {
             _ => {}
         }
     }
+    let mut skipped = Vec::new();
     for line in commands {
         let cmd = line.split('#').next().unwrap().trim();
-        // Needs a GPU, files outside the repository, or is the executor (tests/verify.rs runs it).
-        if cmd.contains("--backend cuda") || cmd.contains('~') || cmd.contains(" verify ") {
+        // Needs a GPU (listed below, so that nothing is skipped silently).
+        if cmd.contains("--backend cuda") {
+            skipped.push(cmd);
             continue;
         }
         let (cmd, redirect) = match cmd.split_once(" > ") {
@@ -258,15 +260,33 @@ fn the_readme_commands_run() {
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, &out.stdout).unwrap();
         }
+        // `verify` on a shared host may exit 3 when its timing drifts past the tolerance; it
+        // must still have run on the calibrated profile the README's `calibrate` wrote, with
+        // every stage compared (a missing profile would be exit 2, the built-in one not named so).
+        let verified = args.first() == Some(&"verify")
+            && out.code == 3
+            && out.stdout.contains("klein-calibrated-cpu")
+            && out.stdout.contains("vae_decode");
         assert!(
-            out.code == 0 || (out.code == 1 && args.contains(&"plan")),
-            "README command `{cmd}` exited {}: {}",
+            out.code == 0 || (out.code == 1 && args.contains(&"plan")) || verified,
+            "README command `{cmd}` exited {}: {}\n{}",
             out.code,
+            out.stdout,
             out.stderr
         );
+        for (flag, file) in args.iter().zip(args.iter().skip(1)) {
+            if ["-o", "--svg"].contains(flag) {
+                assert!(tmp.path().join(file).is_file(), "`{cmd}` wrote no {file}");
+            }
+        }
         ran += 1;
     }
-    assert!(ran >= 6, "only {ran} README commands found");
+    eprintln!("README commands that need a GPU, not run here: {skipped:?}");
+    assert!(
+        skipped.iter().all(|c| c.contains("--backend cuda")) && skipped.len() <= 2,
+        "{skipped:?}"
+    );
+    assert!(ran >= 12, "only {ran} README commands found");
 }
 
 #[test]
@@ -299,6 +319,114 @@ fn the_readme_fleet_default_is_the_code_default() {
         !readme.contains("available: 64`"),
         "the README still says available: 64"
     );
+}
+
+/// `--version` names the contract version: the newest "Extensions in vX.Y" of docs/CONTRACT.md.
+#[test]
+fn the_version_carries_the_contract_version() {
+    let doc = contract();
+    let newest = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("## Extensions in v"))
+        .filter_map(|l| l.split(' ').next())
+        .next_back()
+        .expect("a versioned extensions section");
+    let out = TestCommand::in_repo(["--version"]).run().expect_code(0);
+    assert_eq!(
+        out.stdout.trim(),
+        format!(
+            "klein-plan {} (contract v{newest})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
+/// `report` writes what the contract's v1.4 section says: HTML that is self-contained (no
+/// script, no external URL), with the sections it lists.
+#[test]
+fn the_report_is_self_contained_html() {
+    let out = TestCommand::in_repo(["report", "specs/prod.yaml"])
+        .run()
+        .expect_code(0);
+    let html = out.stdout;
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    // Nothing fetched: no script, style import, link, source or reference attribute (a source
+    // cited in the catalog may be a URL, shown as text).
+    for banned in [
+        "<script", "@import", "url(", "<link", "src=", "href=", "<img", "<iframe",
+    ] {
+        let hits: Vec<&str> = html.lines().filter(|l| l.contains(banned)).collect();
+        assert!(hits.is_empty(), "the report holds {banned}: {hits:?}");
+    }
+    for id in [
+        "goal",
+        "chosen",
+        "classes",
+        "memory",
+        "pareto",
+        "rejected",
+        "fleet",
+        "ranges",
+        "assumptions",
+        "appendix",
+    ] {
+        assert!(
+            html.contains(&format!("<section id=\"{id}\">")),
+            "no section {id}"
+        );
+    }
+    // `--format` other than text is refused (the report is HTML).
+    TestCommand::in_repo(["report", "specs/prod.yaml", "--format", "json"])
+        .run()
+        .expect_code(2);
+}
+
+/// v1.4's fleet fields: every pool lists the sizes it serves, and its classes' `pool_share`s sum
+/// to 1 while `share` stays each class's fraction served by the pool.
+#[test]
+fn the_v1_4_fleet_pool_fields_exist_and_mean_what_they_say() {
+    let doc = contract();
+    let documented: Value = serde_json::from_str(&block(
+        &doc,
+        "Extensions in v1.4 (compatible): the review, charts and fleet pools",
+        "json",
+    ))
+    .expect("documented JSON");
+    let out = TestCommand::in_repo(["fleet", "specs/fleet.yaml", "--format", "json"])
+        .run()
+        .expect_code(0)
+        .json();
+    holds(&documented, &out);
+    for p in out["pools"].as_array().unwrap() {
+        let classes = p["classes"].as_array().unwrap();
+        let sizes: Vec<&Value> = classes.iter().map(|c| &c["size"]).collect();
+        assert_eq!(
+            p["resolutions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            sizes
+        );
+        assert_eq!(p["deployment"]["resolution"], *sizes[0]);
+        let sum: f64 = classes
+            .iter()
+            .map(|c| c["pool_share"].as_f64().unwrap())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-5, "{p}");
+        for c in classes {
+            let share = c["share"].as_f64().unwrap();
+            assert!(share > 0.0 && share <= 1.0, "{c}");
+        }
+    }
+}
+
+/// `fleet` on a spec without rates is bad input (exit 2), naming what is missing.
+#[test]
+fn fleet_without_rates_is_bad_input() {
+    let out = TestCommand::in_repo(["fleet", "specs/klein-9b-h100.yaml"]).run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("images_per_s"), "{}", out.stderr);
 }
 
 /// The v1.4 confidence section: its spec is accepted with `goal.confidence`, and the plan JSON

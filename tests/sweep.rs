@@ -286,3 +286,24 @@ fn the_same_sweep_prints_the_same_bytes() {
         sweep(&["--format", "json"]).stdout
     );
 }
+
+/// `--width` is honoured by the sweep's text too: 0 leaves the Pareto front's knobs whole (they
+/// were cut at 114 characters), the default wraps them within 120 columns.
+#[test]
+fn the_sweep_text_follows_width() {
+    let wide = TestCommand::in_repo(["--width", "0", "sweep", "specs/throughput-batch.yaml"])
+        .run()
+        .expect_code(0)
+        .stdout;
+    assert!(
+        wide.lines()
+            .any(|l| l.chars().count() > 120 && l.trim_end().ends_with("1 GPU")),
+        "{wide}"
+    );
+    let narrow = TestCommand::in_repo(["sweep", "specs/throughput-batch.yaml"])
+        .run()
+        .expect_code(0)
+        .stdout;
+    assert!(narrow.lines().all(|l| l.chars().count() <= 120), "{narrow}");
+    assert!(narrow.contains("1 GPU"), "{narrow}");
+}

@@ -13,7 +13,9 @@ mod placement;
 mod stages;
 
 use placement::Placement;
-pub use placement::{block_bytes, memory_floor, top_level_bytes, transformer_weight_bytes};
+pub use placement::{
+    block_bytes, memory_floor, resident_weights_bytes, top_level_bytes, transformer_weight_bytes,
+};
 pub(crate) use stages::Denoised;
 
 /// JSON schema version of estimates and plans.

@@ -124,6 +124,12 @@ impl Placement {
     }
 }
 
+/// Weights on one GPU while `stage` (`text_encoder`, `denoise`, `vae_decode`) runs: every
+/// component kept there, not only the stage's own (the report's memory timeline draws it).
+pub fn resident_weights_bytes(model: &Model, d: &Deployment, stage: &str) -> u64 {
+    Placement::of(model, d).resident(d, stage)
+}
+
 /// A lower bound of the request's per-GPU peak from weights alone: the CUDA context plus the
 /// largest set of weights resident during any stage. The search prunes on it before any trace.
 pub fn memory_floor(inp: Inputs, d: &Deployment) -> u64 {

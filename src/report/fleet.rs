@@ -1,0 +1,225 @@
+//! The report's capacity-plan sections (when the traffic has a rate): the fleet's cost, its
+//! pools, every class against its targets (predicted and simulated), each GPU type alone, the
+//! fleet at the sensitivity's multiple of the traffic, and the solver's status.
+
+use planner::fleet::FleetPlan;
+use planner::fleet::report::Figures;
+
+use super::{Cell, figure, n, para, t, table};
+use crate::render::{knobs, ms};
+
+/// Every fleet section.
+pub fn sections(out: &mut String, f: &FleetPlan) {
+    out.push_str("<section id=\"fleet\">\n<h2>Capacity plan under load (fleet)</h2>\n");
+    para(
+        out,
+        "The chosen deployment above serves the whole mix with one deployment on one GPU type; the fleet may instead give each class a pool of its own, on any GPU type of the offers, sized by the queueing model and checked by a simulation.",
+    );
+    match f.total_usd_per_hour {
+        Some(total) => para(
+            out,
+            &format!(
+                "Fleet: ${total:.2}/h · {} GPUs · {}",
+                f.pools.iter().map(|p| p.count).sum::<u32>(),
+                if f.meets_targets {
+                    "meets every class's targets (predicted and simulated)"
+                } else {
+                    "MISSES a target (see classes)"
+                }
+            ),
+        ),
+        None => para(out, "No fleet meets the targets."),
+    }
+    if let Some(i) = &f.infeasible {
+        let class = i.class.map(|c| format!(" ({c})")).unwrap_or_default();
+        para(
+            out,
+            &format!("Infeasible ({}){class}: {}", i.constraint, i.reason),
+        );
+        para(
+            out,
+            &format!("Nearest feasible relaxation: {}", i.relaxation),
+        );
+    }
+    figure(
+        out,
+        &crate::chart::fleet::svg(f),
+        "cost per hour of the fleet, of each GPU type alone, and of the fleet at higher traffic",
+    );
+    if !f.pools.is_empty() {
+        out.push_str("<h3>Pools</h3>\n");
+        let rows: Vec<Vec<Cell>> = f
+            .pools
+            .iter()
+            .map(|p| {
+                let served: Vec<String> = p
+                    .classes
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} ({:.0} % of its traffic, {:.2} images/s)",
+                            c.size,
+                            c.share * 100.0,
+                            c.images_per_s
+                        )
+                    })
+                    .collect();
+                vec![
+                    n(format!("{} x {}", p.count, p.gpu)),
+                    n(format!(
+                        "{} replica{} of {}",
+                        p.replicas,
+                        if p.replicas == 1 { "" } else { "s" },
+                        p.gpus_per_replica
+                    )),
+                    n(format!("${:.2}/h", p.usd_per_hour)),
+                    n(format!("{:.0} %", p.utilization * 100.0)),
+                    t(served.join(", ")),
+                    t(knobs(&p.deployment)),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            "pools",
+            &["GPUs", "replicas", "cost", "busy", "serves", "knobs"],
+            &rows,
+        );
+    }
+    if !f.classes.is_empty() {
+        out.push_str("<h3>Classes against their targets</h3>\n");
+        // Point estimate, then at the goal's confidence (what `meets_target` is judged on).
+        let pair = |p: Option<Figures>| {
+            n(p.map_or("-".into(), |p| {
+                format!(
+                    "{} / {} ms (at confidence {} / {} ms)",
+                    ms(p.p50_ms),
+                    ms(p.p99_ms),
+                    ms(p.p50_ms_at_confidence),
+                    ms(p.p99_ms_at_confidence)
+                )
+            }))
+        };
+        let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
+        let rows: Vec<Vec<Cell>> = f
+            .classes
+            .iter()
+            .map(|c| {
+                vec![
+                    if c.meets_target {
+                        Cell {
+                            text: "ok".into(),
+                            class: "ok",
+                        }
+                    } else {
+                        Cell {
+                            text: "MISS".into(),
+                            class: "miss",
+                        }
+                    },
+                    t(c.size.to_string()),
+                    n(format!("{:.2}", c.images_per_s)),
+                    n(format!(
+                        "{} / {} ms",
+                        opt(c.target.p50_ms),
+                        opt(c.target.p99_ms)
+                    )),
+                    pair(c.predicted),
+                    pair(c.simulated),
+                    n(c.usd_per_1000_images
+                        .map_or("-".into(), |u| format!("${u:.3}"))),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            "fleet-classes",
+            &[
+                "",
+                "size",
+                "images/s",
+                "target p50 / p99",
+                "predicted p50 / p99",
+                "simulated p50 / p99",
+                "per 1,000 images",
+            ],
+            &rows,
+        );
+    }
+    if !f.homogeneous_alternatives.is_empty() {
+        out.push_str("<h3>One GPU type alone</h3>\n");
+        let rows: Vec<Vec<Cell>> = f
+            .homogeneous_alternatives
+            .iter()
+            .map(|h| match h.total_usd_per_hour {
+                Some(x) => vec![
+                    t(&h.gpu),
+                    n(format!("${x:.2}/h")),
+                    n(h.gpus.unwrap_or(0).to_string()),
+                    n(f.total_usd_per_hour
+                        .filter(|&m| m > 0.0 && x.is_finite())
+                        .map(|m| format!("{:+.0} % vs the fleet", (x / m - 1.0) * 100.0))
+                        .unwrap_or_default()),
+                ],
+                None => vec![
+                    t(&h.gpu),
+                    t(format!(
+                        "cannot: {}",
+                        h.reason.as_deref().unwrap_or("no fleet of it alone")
+                    )),
+                    n("-"),
+                    n(""),
+                ],
+            })
+            .collect();
+        table(
+            out,
+            "alone",
+            &["GPU", "cost", "GPUs", "against the fleet"],
+            &rows,
+        );
+    }
+    if let Some(sn) = &f.sensitivity {
+        let pools: Vec<String> = sn
+            .pools
+            .iter()
+            .map(|p| format!("{} x {}", p.count, p.gpu))
+            .collect();
+        para(
+            out,
+            &match sn.total_usd_per_hour {
+                Some(x) => format!(
+                    "At {}x traffic ({:.1} images/s, queueing model only): ${x:.2}/h · {}",
+                    sn.traffic_factor,
+                    sn.images_per_s,
+                    pools.join(" + ")
+                ),
+                None => format!(
+                    "At {}x traffic ({:.1} images/s): infeasible: {}",
+                    sn.traffic_factor,
+                    sn.images_per_s,
+                    sn.infeasible
+                        .as_ref()
+                        .map(|i| i.reason.as_str())
+                        .unwrap_or("")
+                ),
+            },
+        );
+    }
+    para(
+        out,
+        &format!(
+            "Solver: {} (gap {}) · {} candidates of {} enumerated · {} re-solve{}.",
+            f.solver.status,
+            f.solver
+                .gap
+                .map(|g| format!("{:.1} %", g * 100.0))
+                .unwrap_or_else(|| "unknown".into()),
+            f.solver.candidates,
+            f.solver.enumerated,
+            f.solver.repairs,
+            if f.solver.repairs == 1 { "" } else { "s" }
+        ),
+    );
+    out.push_str("</section>\n");
+}

@@ -1,0 +1,170 @@
+//! `klein-plan report`: the HTML of specs/prod.yaml and specs/fleet.yaml snapshot-tested (insta;
+//! `INSTA_UPDATE=always cargo test --test report` accepts a change, review the diff), the same
+//! bytes on every run, every figure of the text `plan` (and `fleet`) in the report's text, the
+//! chosen plan's figures in the sections before the appendix, and `-o` through `output.rs`.
+
+mod util;
+
+use util::{Dir, TestCommand};
+
+/// The text of an HTML document: tags dropped, entities decoded.
+fn text_of(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for ch in html.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Every number of `text` (digits with their decimal point, thousands commas and a sign).
+fn numbers(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for ch in text.chars().chain([' ']) {
+        if ch.is_ascii_digit() || (!cur.is_empty() && (ch == '.' || ch == ',')) {
+            cur.push(ch);
+        } else if !cur.is_empty() {
+            out.push(cur.trim_end_matches(['.', ',']).to_string());
+            cur.clear();
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn snapshot(name: &str, html: &str) {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path("snapshots/report");
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| insta::assert_snapshot!(name.to_string(), html));
+}
+
+#[test]
+fn the_reports_of_the_example_specs() {
+    for (spec, name, fleet) in [
+        ("specs/prod.yaml", "prod", true),
+        ("specs/fleet.yaml", "fleet", true),
+    ] {
+        let out = TestCommand::in_repo(["report", spec]).run().expect_code(0);
+        let html = out.stdout;
+        // Deterministic: a second run gives the same bytes.
+        let again = TestCommand::in_repo(["report", spec]).run().stdout;
+        assert_eq!(html, again, "{spec}: two runs differ");
+        let text = text_of(&html);
+        // Every figure of the text views is in the report's text.
+        let plan = TestCommand::in_repo(["--width", "0", "plan", spec])
+            .run()
+            .stdout;
+        let mut views = vec![plan.clone()];
+        if fleet {
+            views.push(
+                TestCommand::in_repo(["--width", "0", "fleet", spec])
+                    .run()
+                    .stdout,
+            );
+        }
+        for v in &views {
+            for n in numbers(v) {
+                assert!(
+                    text.contains(&n),
+                    "{spec}: {n} of the text output is not in the report"
+                );
+            }
+        }
+        // The sections before the appendix hold the choice's figures themselves.
+        let body = text_of(html.split("<section id=\"appendix\">").next().unwrap());
+        let json = TestCommand::in_repo(["plan", spec, "--format", "json"])
+            .run()
+            .json();
+        let c = &json["chosen"];
+        for figure in [
+            format!("${:.2}/h", c["cost_per_hour"].as_f64().unwrap()),
+            format!("${:.3}", c["cost_per_1000_images"].as_f64().unwrap()),
+            format!("{} x {}", c["gpus"], c["gpu"].as_str().unwrap()),
+        ] {
+            assert!(
+                body.contains(&figure),
+                "{spec}: {figure} is not in the report's sections"
+            );
+        }
+        for class in c["classes"].as_array().unwrap() {
+            for key in ["p50_ms", "p99_ms"] {
+                let v = class[key].as_f64().unwrap();
+                let shown = if v >= 100.0 {
+                    format!("{v:.0} ms")
+                } else {
+                    format!("{v:.1} ms")
+                };
+                assert!(
+                    body.contains(&shown),
+                    "{spec}: class {} {key} {shown}",
+                    class["size"]
+                );
+            }
+        }
+        snapshot(name, &html);
+    }
+}
+
+#[test]
+fn report_writes_its_file_through_the_output_gate() {
+    let dir = Dir::new("report");
+    dir.copy_from_repo("specs/prod.yaml");
+    dir.command(["report", "prod.yaml", "-o", "review.html"])
+        .run()
+        .expect_code(0);
+    let html = std::fs::read_to_string(dir.path().join("review.html")).unwrap();
+    assert!(html.ends_with("</html>\n"));
+    // Its own spec is an input: refused, left whole.
+    let out = dir
+        .command(["report", "prod.yaml", "-o", "prod.yaml"])
+        .run();
+    util::assert_refused("report -o of its spec", &out);
+    assert!(
+        std::fs::read_to_string(dir.path().join("prod.yaml"))
+            .unwrap()
+            .starts_with("# FLUX.2")
+    );
+    // A symbolic link is refused.
+    std::os::unix::fs::symlink(dir.path().join("review.html"), dir.path().join("link.html"))
+        .unwrap();
+    let out = dir
+        .command(["report", "prod.yaml", "-o", "link.html"])
+        .run();
+    util::assert_refused("report -o a link", &out);
+}
+
+/// A spec with no feasible plan still gets its report (exit 1), saying why and the nearest
+/// relaxation; names from the command line are escaped like every other text.
+#[test]
+fn an_infeasible_spec_and_a_hostile_name_are_reported_safely() {
+    let dir = Dir::new("report-infeasible");
+    let name = "<b>&'x'.yaml";
+    dir.create(
+        name,
+        "model: flux2-klein-4b\nruntime: diffusers\ngoal: {p50_latency_ms: 1}\nfleet: [{gpu: h200}]\n",
+    );
+    let out = dir.command(["report", name]).run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let html = out.stdout;
+    assert!(html.contains("No feasible plan."), "{html}");
+    assert!(html.contains("Nearest feasible relaxation"), "{html}");
+    assert!(!html.contains("<b>"), "an unescaped name");
+    assert!(html.contains("&lt;b&gt;&amp;&#39;x&#39;.yaml"), "{html}");
+    assert!(html.ends_with("</html>\n"));
+}
