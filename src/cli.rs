@@ -879,12 +879,16 @@ pub fn run(cli: Cli) -> Result<u8> {
             let start = std::time::Instant::now();
             let mut f = planner::fleet::fleet(&s);
             // Without rates nothing can be sized: bad input (exit 2), not an infeasible goal.
-            if let Some(i) = f.infeasible.as_ref().filter(|i| i.constraint == "rate") {
+            if let Some(i) = f
+                .infeasible
+                .as_ref()
+                .filter(|i| i.constraint == planner::fleet::FleetConstraint::Rate)
+            {
                 bail!(
                     "{}: fleet needs traffic rates: {} ({})",
                     shown(&spec),
-                    i.reason,
-                    i.relaxation
+                    render::fleet_reason(i),
+                    render::fleet_relaxation(i)
                 );
             }
             if timings {

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use planner::catalog::{Catalog, Gpu, Model};
 use planner::deployment::{Cache, Deployment, Shard};
 use planner::estimate::{Estimate, QualityChange, Stage};
-use planner::fleet::FleetPlan;
+use planner::fleet::{FleetConstraint, FleetInfeasible, FleetPlan, FleetRelaxation};
 use planner::rules::{Rule, Violation};
 use planner::search::{
     Candidate, Constraint, Infeasible, PARETO_SHOWN, Plan, Quantity, Rejected, Relaxation,
@@ -916,6 +916,105 @@ fn pool_doc(p: &planner::fleet::report::Pool, v: &mut Value) {
     }
 }
 
+/// A fleet constraint's name (`latency`, `memory`, ...), as the JSON writes it.
+pub fn fleet_constraint(c: FleetConstraint) -> String {
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Why no fleet exists, in words.
+pub fn fleet_reason(i: &FleetInfeasible) -> String {
+    let on = i
+        .gpu
+        .as_ref()
+        .map(|g| format!(" on {g}"))
+        .unwrap_or_default();
+    let class = i.class.map(|c| c.to_string()).unwrap_or_default();
+    match i.constraint {
+        FleetConstraint::Latency => {
+            let what = match (i.quantity, i.limit) {
+                (Some(Quantity::P99LatencyMs(q)), Some(Quantity::P99LatencyMs(l))) => {
+                    format!("p99 {q:.0} ms > target {l:.0} ms")
+                }
+                (Some(Quantity::P50LatencyMs(q)), Some(Quantity::P50LatencyMs(l))) => {
+                    format!("p50 {q:.0} ms > target {l:.0} ms")
+                }
+                _ => "no utilisation cap leaves a stable queue".to_string(),
+            };
+            format!(
+                "no GPU{on} serves {class} within its targets even unloaded: the fastest gives {what}"
+            )
+        }
+        FleetConstraint::Memory => match (i.quantity, i.limit) {
+            (Some(Quantity::PeakBytes(p)), Some(Quantity::CapacityBytes(c))) => {
+                let (p, c) = gb_pair(p, c);
+                format!("no deployment{on} fits {class}: the smallest peak is {p} ({c} usable)")
+            }
+            _ => format!("no legal deployment{on} fits {class}"),
+        },
+        FleetConstraint::Availability => {
+            "every class can be served, but not all at once with the GPUs available".to_string()
+        }
+        FleetConstraint::Rate => format!(
+            "{class} has no rate: give it `images_per_s`, or give `goal.images_per_s` with shares"
+        ),
+        FleetConstraint::Simulation => match i.repairs {
+            Some(n) => {
+                format!("after {n} re-solves with tightened rates the fleet still misses a target")
+            }
+            None => "its fleet misses a target in the queueing model or the simulation".to_string(),
+        },
+        FleetConstraint::Solver => format!(
+            "the integer program failed: {}",
+            i.error.as_deref().unwrap_or("no message")
+        ),
+    }
+}
+
+/// The relaxations of a fleet's infeasibility, in words (alternatives).
+pub fn fleet_relaxation(i: &FleetInfeasible) -> String {
+    let mut available = Vec::new();
+    let mut out = Vec::new();
+    for r in &i.relax {
+        match r {
+            FleetRelaxation::ClassP99Ms { class, value } => {
+                out.push(format!("p99_ms: {value:.0} for {class}"))
+            }
+            FleetRelaxation::ClassP50Ms { class, value } => {
+                out.push(format!("p50_ms: {value:.0} for {class}"))
+            }
+            FleetRelaxation::MaxUtilization => out.push("raise goal.max_utilization".into()),
+            FleetRelaxation::Available { gpu, value } => {
+                available.push(format!("available: {value} for {gpu}"))
+            }
+            FleetRelaxation::MoreGpus => out.push("more GPUs in `fleet:`".into()),
+            FleetRelaxation::MoreMemory => out.push(
+                "a GPU with more memory, or allow offload / fp8-storage / vae_tiling / more GPUs per replica"
+                    .into(),
+            ),
+            FleetRelaxation::Rates => out.push(
+                "give each class `images_per_s`, or `goal.images_per_s` with shares".into(),
+            ),
+            FleetRelaxation::LooserTargets => {
+                out.push("looser p99 targets or a lower max_utilization".into())
+            }
+            FleetRelaxation::None => out.push("report this as a bug with the spec".into()),
+        }
+    }
+    if !available.is_empty() {
+        out.insert(0, available.join(", "));
+    }
+    out.join("; or ")
+}
+
+/// The sentences of a fleet infeasibility beside its typed fields.
+fn fleet_infeasible_doc(i: &FleetInfeasible, v: &mut Value) {
+    v["reason"] = Value::String(fleet_reason(i));
+    v["relaxation"] = Value::String(fleet_relaxation(i));
+}
+
 /// `fleet` as JSON/YAML, with the sentences of its infeasibilities and each pool's sizes and
 /// class shares (`pool_doc`).
 pub fn fleet_doc(f: &FleetPlan) -> Value {
@@ -945,6 +1044,25 @@ pub fn fleet_doc(f: &FleetPlan) -> Value {
         if let Some(i) = &o.infeasible {
             infeasible_doc(i, &mut x["infeasible"]);
         }
+    }
+    if let Some(i) = &f.infeasible {
+        fleet_infeasible_doc(i, &mut v["infeasible"]);
+    }
+    if let Some(i) = f.sensitivity.as_ref().and_then(|sn| sn.infeasible.as_ref()) {
+        fleet_infeasible_doc(i, &mut v["sensitivity"]["infeasible"]);
+    }
+    for (h, x) in f.homogeneous_alternatives.iter().zip(
+        v["homogeneous_alternatives"]
+            .as_array_mut()
+            .into_iter()
+            .flatten(),
+    ) {
+        // v1.1's `reason`: the sentence of why the type alone cannot serve the traffic.
+        x["reason"] = h
+            .infeasible
+            .as_ref()
+            .map(|i| Value::String(fleet_reason(i)))
+            .unwrap_or(Value::Null);
     }
     v
 }
@@ -1177,14 +1295,26 @@ pub fn fleet(f: &FleetPlan) -> String {
     if let Some(i) = &f.infeasible {
         let _ = writeln!(out);
         let class = i.class.map(|c| format!(" ({c})")).unwrap_or_default();
-        let _ = writeln!(out, "infeasible ({}){class}: {}", i.constraint, i.reason);
-        let _ = writeln!(out, "  nearest feasible relaxation: {}", i.relaxation);
+        let _ = writeln!(
+            out,
+            "infeasible ({}){class}: {}",
+            fleet_constraint(i.constraint),
+            fleet_reason(i)
+        );
+        let _ = writeln!(
+            out,
+            "  nearest feasible relaxation: {}",
+            fleet_relaxation(i)
+        );
     }
     if !f.homogeneous_alternatives.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(out, "ONE GPU TYPE ALONE");
         for h in &f.homogeneous_alternatives {
-            match (h.total_usd_per_hour, &h.reason) {
+            match (
+                h.total_usd_per_hour,
+                h.infeasible.as_ref().map(fleet_reason),
+            ) {
                 (Some(t), _) => {
                     let _ = writeln!(
                         out,
@@ -1236,10 +1366,7 @@ pub fn fleet(f: &FleetPlan) -> String {
                     "AT {}x TRAFFIC ({:.1} images/s)  infeasible: {}",
                     sn.traffic_factor,
                     sn.images_per_s,
-                    sn.infeasible
-                        .as_ref()
-                        .map(|i| i.reason.as_str())
-                        .unwrap_or("")
+                    sn.infeasible.as_ref().map(fleet_reason).unwrap_or_default()
                 );
             }
         }

@@ -32,7 +32,10 @@ pub fn svg(f: &FleetPlan) -> String {
         bars.push(Bar {
             label: format!("{} alone", h.gpu),
             usd_per_hour: h.total_usd_per_hour,
-            why_not: h.reason.clone().unwrap_or_else(|| "cannot".into()),
+            why_not: h
+                .infeasible
+                .as_ref()
+                .map_or_else(|| "cannot".into(), crate::render::fleet_reason),
             color: COLORS[4],
         });
     }
@@ -47,7 +50,7 @@ pub fn svg(f: &FleetPlan) -> String {
             why_not: s
                 .infeasible
                 .as_ref()
-                .map_or_else(|| "infeasible".into(), |i| i.reason.clone()),
+                .map_or_else(|| "infeasible".into(), crate::render::fleet_reason),
             color: COLORS[2],
         });
     }

@@ -6,7 +6,7 @@ use planner::fleet::FleetPlan;
 use planner::fleet::report::Figures;
 
 use super::{Cell, figure, n, para, t, table};
-use crate::render::{knobs, ms};
+use crate::render::{self, knobs, ms};
 
 /// Every fleet section.
 pub fn sections(out: &mut String, f: &FleetPlan) {
@@ -34,11 +34,18 @@ pub fn sections(out: &mut String, f: &FleetPlan) {
         let class = i.class.map(|c| format!(" ({c})")).unwrap_or_default();
         para(
             out,
-            &format!("Infeasible ({}){class}: {}", i.constraint, i.reason),
+            &format!(
+                "Infeasible ({}){class}: {}",
+                render::fleet_constraint(i.constraint),
+                render::fleet_reason(i)
+            ),
         );
         para(
             out,
-            &format!("Nearest feasible relaxation: {}", i.relaxation),
+            &format!(
+                "Nearest feasible relaxation: {}",
+                render::fleet_relaxation(i)
+            ),
         );
     }
     figure(
@@ -165,7 +172,10 @@ pub fn sections(out: &mut String, f: &FleetPlan) {
                     t(&h.gpu),
                     t(format!(
                         "cannot: {}",
-                        h.reason.as_deref().unwrap_or("no fleet of it alone")
+                        h.infeasible
+                            .as_ref()
+                            .map(render::fleet_reason)
+                            .unwrap_or_else(|| "no fleet of it alone".into())
                     )),
                     n("-"),
                     n(""),
@@ -200,8 +210,8 @@ pub fn sections(out: &mut String, f: &FleetPlan) {
                     sn.images_per_s,
                     sn.infeasible
                         .as_ref()
-                        .map(|i| i.reason.as_str())
-                        .unwrap_or("")
+                        .map(render::fleet_reason)
+                        .unwrap_or_default()
                 ),
             },
         );

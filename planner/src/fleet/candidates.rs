@@ -24,8 +24,8 @@ pub struct Class {
     pub targets: Targets,
 }
 
-/// The classes of a spec, or why the spec has none to plan for (no rate).
-pub fn classes(s: &Spec) -> Result<Vec<Class>, String> {
+/// The classes of a spec, or the first class without a rate (nothing to size for).
+pub fn classes(s: &Spec) -> Result<Vec<Class>, Resolution> {
     let max_utilization = s
         .goal
         .max_utilization
@@ -34,12 +34,7 @@ pub fn classes(s: &Spec) -> Result<Vec<Class>, String> {
     s.mix
         .iter()
         .map(|m| {
-            let images_per_s = m.rate(&s.goal).ok_or_else(|| {
-                format!(
-                    "{} has no rate: give it `images_per_s`, or give `goal.images_per_s` with shares",
-                    m.resolution
-                )
-            })?;
+            let images_per_s = m.rate(&s.goal).ok_or(m.resolution)?;
             Ok(Class {
                 resolution: m.resolution,
                 images_per_s,

@@ -27,6 +27,7 @@ pub use report::*;
 use simulation::{SimClass, SimPool, simulate};
 
 use crate::estimate::SCHEMA_VERSION;
+use crate::search::Quantity;
 use crate::spec::Spec;
 
 /// The traffic multiple of the sensitivity.
@@ -87,10 +88,6 @@ fn usd_per_1000(classes: &[Class], pools: &[Pool]) -> Vec<Option<f64>> {
         .collect()
 }
 
-fn gb(b: u64) -> String {
-    format!("{:.1} GB", b as f64 / 1e9)
-}
-
 /// The first class no candidate can serve, with the reason and the nearest relaxation.
 fn impossible_class(
     classes: &[Class],
@@ -130,32 +127,36 @@ fn impossible_class(
             .map(|(ms, b)| unloaded(ms, *b, c.images_per_s))
             .chain(too_slow)
             .min_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
-        let gpu = only_gpu.map(|g| format!(" on {g}")).unwrap_or_default();
+        let gpu = only_gpu.map(str::to_string);
         return Some(match best {
             Some(p) => {
                 let t = c.targets;
-                let (what, relax) = match (t.p99_ms, t.p50_ms) {
+                let (quantity, limit, relax) = match (t.p99_ms, t.p50_ms) {
                     (Some(x), _) if p.p99_ms > x => (
-                        format!("p99 {:.0} ms > target {x:.0} ms", p.p99_ms),
-                        format!("p99_ms: {:.0} for {}", p.p99_ms.ceil(), c.resolution),
+                        Some(Quantity::P99LatencyMs(p.p99_ms)),
+                        Some(Quantity::P99LatencyMs(x)),
+                        FleetRelaxation::ClassP99Ms {
+                            class: c.resolution,
+                            value: p.p99_ms.ceil(),
+                        },
                     ),
                     (_, Some(x)) => (
-                        format!("p50 {:.0} ms > target {x:.0} ms", p.p50_ms),
-                        format!("p50_ms: {:.0} for {}", p.p50_ms.ceil(), c.resolution),
+                        Some(Quantity::P50LatencyMs(p.p50_ms)),
+                        Some(Quantity::P50LatencyMs(x)),
+                        FleetRelaxation::ClassP50Ms {
+                            class: c.resolution,
+                            value: p.p50_ms.ceil(),
+                        },
                     ),
-                    _ => (
-                        "no utilisation cap leaves a stable queue".to_string(),
-                        "raise goal.max_utilization".to_string(),
-                    ),
+                    _ => (None, None, FleetRelaxation::MaxUtilization),
                 };
                 FleetInfeasible {
                     class: Some(c.resolution),
-                    constraint: "latency",
-                    reason: format!(
-                        "no GPU{gpu} serves {} within its targets even unloaded: the fastest gives {what}",
-                        c.resolution
-                    ),
-                    relaxation: relax,
+                    quantity,
+                    limit,
+                    gpu,
+                    relax: vec![relax],
+                    ..FleetInfeasible::new(FleetConstraint::Latency)
                 }
             }
             None => {
@@ -170,17 +171,11 @@ fn impossible_class(
                     .min_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
                 FleetInfeasible {
                     class: Some(c.resolution),
-                    constraint: "memory",
-                    reason: match smallest {
-                        Some((p, cap)) => format!(
-                            "no deployment{gpu} fits {}: the smallest peak is {} ({} usable)",
-                            c.resolution,
-                            gb(p),
-                            gb(cap)
-                        ),
-                        None => format!("no legal deployment{gpu} fits {}", c.resolution),
-                    },
-                    relaxation: "a GPU with more memory, or allow offload / fp8-storage / vae_tiling / more GPUs per replica".into(),
+                    quantity: smallest.map(|(p, _)| Quantity::PeakBytes(p)),
+                    limit: smallest.map(|(_, cap)| Quantity::CapacityBytes(cap)),
+                    gpu,
+                    relax: vec![FleetRelaxation::MoreMemory],
+                    ..FleetInfeasible::new(FleetConstraint::Memory)
                 }
             }
         });
@@ -224,25 +219,20 @@ fn unsolved_reason(
                         None => need.push((c.gpu.clone(), n)),
                     }
                 }
-                need.iter()
-                    .map(|(g, n)| format!("available: {n} for {g}"))
+                need.into_iter()
+                    .map(|(gpu, value)| FleetRelaxation::Available { gpu, value })
                     .collect::<Vec<_>>()
-                    .join(", ")
             })
-            .unwrap_or_else(|| "more GPUs in `fleet:`".into());
+            .unwrap_or_else(|| vec![FleetRelaxation::MoreGpus]);
             FleetInfeasible {
-                class: None,
-                constraint: "availability",
-                reason: "every class can be served, but not all at once with the GPUs available"
-                    .into(),
-                relaxation: relax,
+                relax,
+                ..FleetInfeasible::new(FleetConstraint::Availability)
             }
         }
         Unsolved::Solver(e) => FleetInfeasible {
-            class: None,
-            constraint: "solver",
-            reason: format!("the integer program failed: {e}"),
-            relaxation: "report this as a bug with the spec".into(),
+            error: Some(e.to_string()),
+            relax: vec![FleetRelaxation::None],
+            ..FleetInfeasible::new(FleetConstraint::Solver)
         },
     }
 }
@@ -330,11 +320,9 @@ pub fn fleet(s: &Spec) -> FleetPlan {
                 return out;
             }
             out.infeasible = Some(FleetInfeasible {
-                class: None,
-                constraint: "rate",
-                reason: e,
-                relaxation: "give each class `images_per_s`, or `goal.images_per_s` with shares"
-                    .into(),
+                class: Some(e),
+                relax: vec![FleetRelaxation::Rates],
+                ..FleetInfeasible::new(FleetConstraint::Rate)
             });
             return out;
         }
@@ -348,9 +336,9 @@ pub fn fleet(s: &Spec) -> FleetPlan {
     for (g, f) in s.fleet.iter().enumerate() {
         let mine: Vec<FleetCandidate> = cands.iter().filter(|c| c.offer == g).cloned().collect();
         let alt = match impossible_class(&classes, &costed, &mine, Some((g, &f.gpu.id))) {
-            Some(why) => Err(why.reason),
+            Some(why) => Err(why),
             None => solve_checked(s, &classes, &mine, true, ALONE_LIMITS)
-                .map_err(|u| unsolved_reason(&u, s, &classes, &mine).reason),
+                .map_err(|u| unsolved_reason(&u, s, &classes, &mine)),
         };
         out.homogeneous_alternatives.push(match &alt {
             Ok(c) if c.meets => Homogeneous {
@@ -363,23 +351,21 @@ pub fn fleet(s: &Spec) -> FleetPlan {
                         .map(|p| p.replicas * mine[p.candidate].gpus_per_replica)
                         .sum(),
                 ),
-                reason: None,
+                infeasible: None,
                 gap: c.solved.gap,
             },
             Ok(_) => Homogeneous {
                 gpu: f.gpu.id.clone(),
                 total_usd_per_hour: None,
                 gpus: None,
-                reason: Some(
-                    "its fleet misses a target in the queueing model or the simulation".into(),
-                ),
+                infeasible: Some(FleetInfeasible::new(FleetConstraint::Simulation)),
                 gap: None,
             },
             Err(r) => Homogeneous {
                 gpu: f.gpu.id.clone(),
                 total_usd_per_hour: None,
                 gpus: None,
-                reason: Some(r.clone()),
+                infeasible: Some(r.clone()),
                 gap: None,
             },
         });
@@ -434,12 +420,9 @@ pub fn fleet(s: &Spec) -> FleetPlan {
         if !out.meets_targets {
             out.infeasible = Some(FleetInfeasible {
                 class: out.classes.iter().find(|c| !c.meets_target).map(|c| c.size),
-                constraint: "simulation",
-                reason: format!(
-                    "after {} re-solves with tightened rates the fleet still misses a target",
-                    c.repairs
-                ),
-                relaxation: "looser p99 targets or a lower max_utilization".into(),
+                repairs: Some(c.repairs),
+                relax: vec![FleetRelaxation::LooserTargets],
+                ..FleetInfeasible::new(FleetConstraint::Simulation)
             });
         }
         out.solver.status = if c.solved.optimal {

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::queueing::Percentiles;
 use crate::deployment::{Deployment, Resolution};
-use crate::search::{Candidate, Infeasible};
+use crate::search::{Candidate, Infeasible, Quantity};
 use crate::spec::{Goal, Share};
 
 /// A class served by a pool.
@@ -112,8 +112,8 @@ pub struct Homogeneous {
     pub total_usd_per_hour: Option<f64>,
     /// GPUs of that fleet.
     pub gpus: Option<u32>,
-    /// Why it cannot.
-    pub reason: Option<String>,
+    /// Why it cannot (typed; the JSON's `reason` is its sentence).
+    pub infeasible: Option<FleetInfeasible>,
     /// When the time limit stopped its program before optimality was proven: the gap to the
     /// linear relaxation (its cost is at most this fraction above the best). Absent when proven.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,17 +156,111 @@ pub struct Sensitivity {
     pub infeasible: Option<FleetInfeasible>,
 }
 
-/// Why no fleet meets the goal.
+/// The constraint that rules every fleet out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetConstraint {
+    /// A class misses its targets on every deployment even unloaded.
+    Latency,
+    /// A class fits on no deployment.
+    Memory,
+    /// Every class can be served, but not all at once with the GPUs available.
+    Availability,
+    /// A class has no rate to size for.
+    Rate,
+    /// The fleet misses a target in the queueing model or the simulation after its repairs.
+    Simulation,
+    /// The integer program failed.
+    Solver,
+}
+
+/// One change to the spec that would make a fleet feasible (alternatives: any one suffices).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "key")]
+pub enum FleetRelaxation {
+    /// Raise the class's p99 target to this.
+    #[serde(rename = "workload.resolutions.p99_ms")]
+    ClassP99Ms {
+        /// The class.
+        class: Resolution,
+        /// The new target, ms.
+        value: f64,
+    },
+    /// Raise the class's p50 target to this.
+    #[serde(rename = "workload.resolutions.p50_ms")]
+    ClassP50Ms {
+        /// The class.
+        class: Resolution,
+        /// The new target, ms.
+        value: f64,
+    },
+    /// Allow a busier replica (`goal.max_utilization`).
+    #[serde(rename = "goal.max_utilization")]
+    MaxUtilization,
+    /// Make this many GPUs of a type available.
+    #[serde(rename = "fleet.available")]
+    Available {
+        /// The GPU type.
+        gpu: String,
+        /// The count an unlimited fleet uses.
+        value: u32,
+    },
+    /// More GPUs in `fleet:` (no unlimited fleet was found to say how many).
+    #[serde(rename = "fleet")]
+    MoreGpus,
+    /// A GPU with more memory, or allow offload, FP8 storage, tiling or more GPUs per replica.
+    #[serde(rename = "fleet.gpu")]
+    MoreMemory,
+    /// Give each class a rate (`images_per_s`), or `goal.images_per_s` with shares.
+    #[serde(rename = "workload.resolutions.images_per_s")]
+    Rates,
+    /// Looser p99 targets or a lower `goal.max_utilization`.
+    #[serde(rename = "goal.p99_latency_ms")]
+    LooserTargets,
+    /// None: a failure of the tool (report it with the spec).
+    #[serde(rename = "none")]
+    None,
+}
+
+/// Why no fleet exists: the constraint, the nearest figure and its limit, and the relaxations;
+/// typed like `plan`'s `Infeasible` (the sentences `reason` and `relaxation` are written at the
+/// edge, `src/render.rs`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FleetInfeasible {
     /// The class that cannot be served, when one is to blame.
     pub class: Option<Resolution>,
-    /// `latency`, `memory`, `availability`, `rate` or `simulation`.
-    pub constraint: &'static str,
-    /// The reason in numbers.
-    pub reason: String,
-    /// The nearest feasible relaxation.
-    pub relaxation: String,
+    /// What rules the fleet out.
+    pub constraint: FleetConstraint,
+    /// The nearest candidate's figure (the fastest unloaded p50/p99, the smallest peak).
+    pub quantity: Option<Quantity>,
+    /// The limit it misses (the target, the capacity).
+    pub limit: Option<Quantity>,
+    /// The GPU type, when this is about one type alone.
+    pub gpu: Option<String>,
+    /// Re-solves with tightened rates before the fleet was given up (`simulation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repairs: Option<u32>,
+    /// The integer program's own message (`solver`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Changes to the spec, any one of which would make a fleet feasible.
+    pub relax: Vec<FleetRelaxation>,
+}
+
+impl FleetInfeasible {
+    /// A fleet ruled out by `constraint` with nothing more to say yet.
+    pub fn new(constraint: FleetConstraint) -> FleetInfeasible {
+        FleetInfeasible {
+            class: None,
+            constraint,
+            quantity: None,
+            limit: None,
+            gpu: None,
+            repairs: None,
+            error: None,
+            relax: Vec::new(),
+        }
+    }
 }
 
 /// A capacity plan under load.
