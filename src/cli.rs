@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use planner::catalog::{Catalog, CatalogFile, RuntimeProfile};
-use planner::estimate::{Inputs, estimate};
 use planner::search;
 use planner::spec::{self, Spec};
 
@@ -671,18 +670,11 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Estimate { spec } => {
             let s = read_spec(&spec, c, &profiles)?;
-            let gpu = s
-                .estimate_gpu()
-                .map_err(|e| spec_problems(&spec, e.problems))?;
-            let d = s.deployment();
-            let inp = Inputs {
-                model: s.model,
-                gpu,
-                runtime: s.runtime,
-            };
-            match estimate(inp, &d) {
+            let fixed =
+                planner::estimate::fixed(&s).map_err(|e| spec_problems(&spec, e.problems))?;
+            let gpu = fixed.gpu;
+            match fixed.estimate {
                 Ok(e) => {
-                    let e = e.at_confidence(s.goal.confidence);
                     emit(format, width, &render::estimate_doc(&e), || {
                         render::estimate(&e, c)
                     })?;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use planner::catalog::Catalog;
-use planner::estimate::{Inputs, SCHEMA_VERSION, estimate};
+use planner::estimate::SCHEMA_VERSION;
 use planner::search::{self, Candidate};
 use serde::Serialize;
 use serde_json::Value;
@@ -312,14 +312,12 @@ pub fn run(path: &Path, vary: &[Vary], c: &Catalog, svg: Option<&Path>) -> Resul
             Err(e) => Point::empty(values, "invalid", first_line(&e)),
             Ok(s) => match mode {
                 Mode::Estimate => {
-                    let gpu = s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let dep = s.deployment();
-                    let inp = Inputs {
-                        model: s.model,
+                    let planner::estimate::Fixed {
                         gpu,
-                        runtime: s.runtime,
-                    };
-                    match estimate(inp, &dep) {
+                        deployment: dep,
+                        estimate,
+                    } = planner::estimate::fixed(&s).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    match estimate {
                         Err(v) => {
                             let r: Vec<String> = v.iter().map(crate::render::violation).collect();
                             Point::empty(values, "illegal", r.join("; "))
@@ -560,7 +558,7 @@ pub fn text(s: &Sweep, width: usize) -> String {
     out
 }
 
-/// Bytes in GB (10^9), as the other text views.
+/// Bytes in GB (10^9) without the unit, from the one GB formatter (`render::gb`).
 fn gb(b: u64) -> String {
-    format!("{:.2}", b as f64 / 1e9)
+    render::gb(b).trim_end_matches(" GB").to_string()
 }

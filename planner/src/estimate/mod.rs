@@ -554,3 +554,31 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
         },
     }
 }
+
+/// The spec's fixed deployment on its GPU (what `estimate` and an estimate sweep cost): the GPU,
+/// the deployment, and the estimate at the goal's confidence or the rules the deployment breaks.
+pub struct Fixed<'c> {
+    /// The GPU (`gpu:`, or the fleet's only entry).
+    pub gpu: &'c Gpu,
+    /// The spec's deployment, defaults applied.
+    pub deployment: Deployment,
+    /// The estimate (figures at the goal's confidence filled in), or the broken rules.
+    pub estimate: Result<Estimate, Vec<crate::rules::Violation>>,
+}
+
+/// Estimates the spec's fixed deployment: the one path of `estimate` and `sweep`.
+pub fn fixed<'c>(s: &crate::spec::Spec<'c>) -> Result<Fixed<'c>, crate::spec::SpecError> {
+    let gpu = s.estimate_gpu()?;
+    let deployment = s.deployment();
+    let inp = Inputs {
+        model: s.model,
+        gpu,
+        runtime: s.runtime,
+    };
+    let estimate = estimate(inp, &deployment).map(|e| e.at_confidence(s.goal.confidence));
+    Ok(Fixed {
+        gpu,
+        deployment,
+        estimate,
+    })
+}
