@@ -155,9 +155,9 @@ enum Command {
     Export {
         /// Spec file (YAML): its fixed `deployment:` on its `gpu:`, or the plan's choice.
         spec: PathBuf,
-        /// What to emit.
+        /// What to emit (default: the spec's runtime, where it is an export target).
         #[arg(long, value_enum)]
-        to: crate::export::Target,
+        to: Option<crate::export::Target>,
     },
     /// Cost the cross product of varied keys (any deployment key, `gpu`, `model`): a table, CSV,
     /// JSON or YAML, and an SVG chart.
@@ -788,6 +788,16 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Export { spec, to } => {
             let s = read_spec(&spec, c, &profiles)?;
+            let to = match to {
+                Some(t) => t,
+                None => crate::export::Target::of_runtime(&s.runtime.id).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: runtime {} is not an export target: pass --to diffusers or --to xdit",
+                        spec.display(),
+                        planner::spec::echo(&s.runtime.id, 64)
+                    )
+                })?,
+            };
             let (gpu, d) = deployment_of(&s, &spec, c)?;
             let code = crate::export::export(to, s.model, gpu, &d).map_err(|reasons| {
                 let lines: Vec<String> = reasons.iter().map(|r| format!("  {r}")).collect();

@@ -761,6 +761,18 @@ fn rule_text(r: &Rule) -> String {
         } => format!(
             "resolution {width_px}x{height_px} must be a multiple of 16 pixels (VAE 8x, patch 2x)"
         ),
+        Rule::RuntimeLacks {
+            runtime,
+            technique,
+            value,
+            family,
+        } => format!(
+            "runtime {} does not implement {technique}: {value}{} (its profile's capabilities)",
+            planner::spec::echo(runtime, 64),
+            family
+                .map(|f| format!(" for {f} models"))
+                .unwrap_or_default()
+        ),
     }
 }
 

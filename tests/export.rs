@@ -66,3 +66,47 @@ fn json_carries_the_deployment_and_the_code() {
             .contains("Flux2KleinPipeline.from_pretrained(repo, torch_dtype=torch.bfloat16)")
     );
 }
+
+/// `export` without `--to` emits for the spec's runtime, and every spec of `specs/` whose
+/// runtime is an export target exports to it (its plan contains only what the runtime runs);
+/// a runtime that is no export target (`klein`, the project's executor) is refused with exit 2.
+#[test]
+fn every_spec_exports_to_its_own_runtime() {
+    let mut exported = 0;
+    for path in yaml_files("specs") {
+        let file = path.to_str().expect("UTF-8 path");
+        let text = std::fs::read_to_string(util::repo_root().join(&path)).expect("spec");
+        let runtime = planner::spec::parse(&text)
+            .map(|s| s.runtime.id.clone())
+            .expect("every spec of specs/ parses");
+        let out = TestCommand::in_repo(["export", file]).run();
+        match runtime.as_str() {
+            "diffusers" | "xdit" => {
+                assert_eq!(
+                    out.code, 0,
+                    "export {file} (runtime {runtime}) failed:\n{}",
+                    out.stderr
+                );
+                let explicit = TestCommand::in_repo(["export", file, "--to", &runtime])
+                    .run()
+                    .expect_code(0);
+                assert_eq!(out.stdout, explicit.stdout, "{file}");
+                exported += 1;
+            }
+            _ => {
+                assert_eq!(out.code, 2, "{file}: {}", out.stdout);
+                assert!(
+                    out.stderr.contains(&format!(
+                        "runtime {runtime} is not an export target: pass --to diffusers or --to xdit"
+                    )),
+                    "{file}: {}",
+                    out.stderr
+                );
+            }
+        }
+    }
+    assert!(
+        exported >= 10,
+        "only {exported} specs export to their runtime"
+    );
+}
