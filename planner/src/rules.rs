@@ -344,8 +344,10 @@ mod tests {
     use crate::catalog::Catalog;
     use crate::deployment::*;
 
+    /// A runtime implementing everything: these rules are the GPU's, the model's and the
+    /// layout's (the runtime's capabilities: `catalog/capabilities.rs`).
     fn rt() -> &'static RuntimeProfile {
-        Catalog::get().runtime("diffusers").unwrap()
+        crate::catalog::capabilities::diffusers_with_everything()
     }
 
     fn dep() -> Deployment {

@@ -236,3 +236,22 @@ proptest! {
         }
     }
 }
+
+/// The generator's specs mostly parse (else the property above would test nothing).
+#[test]
+fn the_generator_makes_specs_that_parse() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let cut = cut_profile("diffusers", u64::MAX);
+    let load = |_: &str| Ok::<_, Vec<String>>(&cut);
+    let mut parsed = 0;
+    for _ in 0..40 {
+        let (text, _) = spec_text().new_tree(&mut runner).unwrap().current();
+        match parse_with(&text, &load, Catalog::get()) {
+            Ok(_) => parsed += 1,
+            Err(e) => eprintln!("{e}\n{text}"),
+        }
+    }
+    assert!(parsed >= 30, "{parsed} of 40 generated specs parse");
+}

@@ -395,6 +395,17 @@ impl Capabilities {
     }
 }
 
+/// The built-in `diffusers` profile implementing every technique: for tests of a technique's
+/// physics and rules, which do not depend on which stack runs it.
+#[cfg(test)]
+pub(crate) fn diffusers_with_everything() -> &'static super::RuntimeProfile {
+    static RT: std::sync::OnceLock<super::RuntimeProfile> = std::sync::OnceLock::new();
+    RT.get_or_init(|| super::RuntimeProfile {
+        capabilities: Some(Capabilities::everything("a test of a technique's physics")),
+        ..super::Catalog::get().runtime("diffusers").unwrap().clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
