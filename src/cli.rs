@@ -799,6 +799,22 @@ pub fn run(cli: Cli) -> Result<u8> {
                 })?,
             };
             let (gpu, d) = deployment_of(&s, &spec, c)?;
+            // A fixed deployment is exported only if its runtime runs it (a plan never
+            // chooses what its runtime lacks).
+            let lacks: Vec<_> = planner::rules::check(s.model, gpu, s.runtime, &d)
+                .into_iter()
+                .filter(|v| matches!(v.rule(), planner::rules::Rule::RuntimeLacks { .. }))
+                .map(|v| render::violation_problem(&v, &gpu.id, s.deployment_at))
+                .collect();
+            if !lacks.is_empty() {
+                let mut err = spec_problems(&spec, lacks);
+                err.summary = format!(
+                    "{}: runtime {} cannot run this deployment",
+                    shown(&spec),
+                    planner::spec::echo(&s.runtime.id, 64)
+                );
+                return Err(err.into());
+            }
             let code = crate::export::export(to, s.model, gpu, &d).map_err(|reasons| {
                 let lines: Vec<String> = reasons.iter().map(|r| format!("  {r}")).collect();
                 anyhow::anyhow!(

@@ -64,10 +64,10 @@ fn layouts(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
             }
         };
         // Each technique names its layouts on `g` GPUs (technique/); VAE patch-parallel joins
-        // every one of them when allowed.
+        // every one of them when allowed and the runtime has it.
         let base = Parallel {
             gpus: g,
-            vae_patch: a.vae_patch,
+            vae_patch: a.vae_patch && s.runtime.capabilities().vae_patch.supported,
             ..Parallel::SINGLE
         };
         if a.sequence_parallel {
