@@ -467,6 +467,32 @@ mod tests {
         assert_eq!(flux2[0].family, Some("flux2"));
     }
 
+    /// `xdit` is a stack that differs from diffusers in data only: its figures are diffusers'
+    /// (unmeasured, no GPU in `calibrated_on`), its capability table its own.
+    #[test]
+    fn xdit_reuses_diffusers_figures_with_its_own_capabilities() {
+        let c = Catalog::get();
+        let figures = |id: &str| {
+            let mut v = serde_json::to_value(c.runtime(id).unwrap()).unwrap();
+            let m = v.as_object_mut().unwrap();
+            for k in [
+                "id",
+                "description",
+                "capabilities",
+                "calibrated_on",
+                "source",
+            ] {
+                m.remove(k);
+            }
+            v
+        };
+        assert_eq!(figures("xdit"), figures("diffusers"));
+        let x = c.runtime("xdit").unwrap();
+        assert!(x.calibrated_on.is_empty());
+        let caps = x.capabilities();
+        assert!(caps.hsdp.supported && caps.vae_patch.supported && !caps.cfg_parallel.supported);
+    }
+
     #[test]
     fn unknown_names_and_a_missing_none_are_problems() {
         let mut caps = Catalog::get()
