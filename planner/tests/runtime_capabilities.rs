@@ -148,7 +148,7 @@ fn cut_profile(base: &str, mask: u64) -> RuntimeProfile {
     let mut bit = 0;
     let mut keep = |v: &str| {
         bit += 1;
-        ["none", "bf16", "sdpa", "resident"].contains(&v) || mask >> (bit % 64) & 1 == 1
+        ["none", "bf16", "sdpa", "resident"].contains(&v) || (mask >> (bit % 64)) & 1 == 1
     };
     for list in [
         &mut caps.weights,

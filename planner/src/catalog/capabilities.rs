@@ -384,7 +384,7 @@ impl Capabilities {
             }
         }
         for (key, v) in [("offload", &self.offload), ("cache", &self.cache)] {
-            if !v.values.is_empty() && !v.lists("none") || v.only_for.contains_key("none") {
+            if (!v.values.is_empty() && !v.lists("none")) || v.only_for.contains_key("none") {
                 out.push(format!(
                     "{}capabilities.{key}: must list none for every model (every stack runs without it)",
                     at(key)
