@@ -493,6 +493,30 @@ mod tests {
         assert!(caps.hsdp.supported && caps.vae_patch.supported && !caps.cfg_parallel.supported);
     }
 
+    /// A profile file written before the table existed gets its graph's built-in one; a file
+    /// with a table keeps its own (what `calibrate -o` writes: `klein`'s).
+    #[test]
+    fn a_profile_file_without_a_table_gets_its_graphs_built_in_one() {
+        let c = Catalog::get();
+        for (id, graph) in [("diffusers", "diffusers"), ("klein", "klein")] {
+            let mut p = c.runtime(id).unwrap().clone();
+            p.capabilities = None;
+            let text = serde_saphyr::to_string(&p).unwrap();
+            assert!(!text.contains("capabilities"));
+            let read = super::super::RuntimeProfile::from_yaml(&text).unwrap();
+            assert_eq!(
+                read.capabilities(),
+                c.runtime(graph).unwrap().capabilities(),
+                "{id}"
+            );
+        }
+        let mut cut = c.runtime("klein").unwrap().clone();
+        cut.capabilities.as_mut().unwrap().vae_tiling.supported = false;
+        let text = serde_saphyr::to_string(&cut).unwrap();
+        let read = super::super::RuntimeProfile::from_yaml(&text).unwrap();
+        assert!(!read.capabilities().vae_tiling.supported);
+    }
+
     #[test]
     fn unknown_names_and_a_missing_none_are_problems() {
         let mut caps = Catalog::get()
