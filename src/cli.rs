@@ -157,9 +157,9 @@ enum Command {
     Export {
         /// Spec file (YAML): its fixed `deployment:` on its `gpu:`, or the plan's choice.
         spec: PathBuf,
-        /// What to emit.
+        /// What to emit (default: the spec's runtime, where it is an export target).
         #[arg(long, value_enum)]
-        to: crate::export::Target,
+        to: Option<crate::export::Target>,
     },
     /// Cost the cross product of varied keys (any deployment key, `gpu`, `model`): a table, CSV,
     /// JSON or YAML, and an SVG chart.
@@ -802,7 +802,33 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Export { spec, to } => {
             let s = read_spec(&spec, c, &profiles)?;
+            let to = match to {
+                Some(t) => t,
+                None => crate::export::Target::of_runtime(&s.runtime.id).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: runtime {} is not an export target: pass --to diffusers or --to xdit",
+                        spec.display(),
+                        planner::spec::echo(&s.runtime.id, 64)
+                    )
+                })?,
+            };
             let (gpu, d) = deployment_of(&s, &spec, c)?;
+            // A fixed deployment is exported only if its runtime runs it (a plan never
+            // chooses what its runtime lacks).
+            let lacks: Vec<_> = planner::rules::check(s.model, gpu, s.runtime, &d)
+                .into_iter()
+                .filter(|v| matches!(v.rule(), planner::rules::Rule::RuntimeLacks { .. }))
+                .map(|v| render::violation_problem(&v, &gpu.id, s.deployment_at))
+                .collect();
+            if !lacks.is_empty() {
+                let mut err = spec_problems(&spec, lacks);
+                err.summary = format!(
+                    "{}: runtime {} cannot run this deployment",
+                    shown(&spec),
+                    planner::spec::echo(&s.runtime.id, 64)
+                );
+                return Err(err.into());
+            }
             let code = crate::export::export(to, s.model, gpu, &d).map_err(|reasons| {
                 let lines: Vec<String> = reasons.iter().map(|r| format!("  {r}")).collect();
                 anyhow::anyhow!(

@@ -764,29 +764,52 @@ fn rule_text(r: &Rule) -> String {
         } => format!(
             "resolution {width_px}x{height_px} must be a multiple of 16 pixels (VAE 8x, patch 2x)"
         ),
+        Rule::RuntimeLacks {
+            runtime,
+            technique,
+            value,
+            family,
+        } => format!(
+            "runtime {} does not implement {technique}: {value}{} (its profile's capabilities)",
+            planner::spec::echo(runtime, 64),
+            family
+                .map(|f| format!(" for {f} models"))
+                .unwrap_or_default()
+        ),
     }
 }
 
 /// The problem a legality rule makes of an `estimate` spec's deployment.
 pub fn violation_problem(v: &Violation, gpu: &str, at: Option<Location>) -> Problem {
     let (field, hint) = match v {
+        Violation::Unsupported {
+            rule: Rule::RuntimeLacks {
+                runtime, technique, ..
+            },
+        } => (
+            format!("deployment.{technique}"),
+            format!(
+                "pick a value runtime {} implements, or a runtime that implements this (each profile's `capabilities:`)",
+                planner::spec::echo(runtime, 64)
+            ),
+        ),
         Violation::Precision { .. } => (
-            "deployment.weights",
+            "deployment.weights".to_string(),
             format!(
                 "pick a precision {gpu} runs (`klein-plan gpus` lists what each GPU runs natively)"
             ),
         ),
         Violation::Parallel { .. } => (
-            "deployment.parallel",
+            "deployment.parallel".to_string(),
             "change the degrees or gpus of deployment.parallel".to_string(),
         ),
         Violation::Unsupported { .. } => (
-            "deployment",
+            "deployment".to_string(),
             "change one of the two options (README.md lists the combinations)".to_string(),
         ),
     };
     Problem {
-        field: field.into(),
+        field,
         location: at,
         message: violation(v),
         hint: Some(hint),

@@ -838,10 +838,12 @@ fn default_precisions_keep_the_output_close_and_the_plan_says_what_changes_it() 
         }
     }
     // INT4 when allowed, and the plan's field says so.
+    // (diffusers runs no INT4: a profile that does, as Nunchaku's transformer would.)
     let dir = Dir::new("int4");
+    dir.everything_profile();
     dir.create(
         "s.yaml",
-        "model: flux2-klein-9b\nfleet:\n  - {gpu: rtx-4090}\nallow:\n  weights: [int4]\n",
+        "model: flux2-klein-9b\nruntime: ./everything.yaml\nfleet:\n  - {gpu: rtx-4090}\nallow:\n  weights: [int4]\n",
     );
     let v = dir
         .command(["plan", "s.yaml", "--format", "json"])
@@ -894,10 +896,12 @@ fn owned_gpus_cost_nothing_and_print_no_nan() {
 
 #[test]
 fn latency_ranges_are_never_negative_even_with_a_cache_that_skips_most_steps() {
+    // (diffusers' First-Block-Cache takes FLUX.1 only: a profile that runs it on FLUX.2.)
     let dir = Dir::new("range");
+    dir.everything_profile();
     dir.create(
         "s.yaml",
-        "model: flux2-klein-base-4b\ngpu: h200\ndeployment:\n  steps: 50\n  cache: {kind: dbcache, threshold: 0.3, warmup_steps: 0, compute_blocks: 1}\n",
+        "model: flux2-klein-base-4b\nruntime: ./everything.yaml\ngpu: h200\ndeployment:\n  steps: 50\n  cache: {kind: dbcache, threshold: 0.3, warmup_steps: 0, compute_blocks: 1}\n",
     );
     let v = dir
         .command(["estimate", "s.yaml", "--format", "json"])
@@ -987,6 +991,7 @@ fn violations_are_typed_rules_with_their_figures_and_a_sentence_beside() {
 /// A deployment with every kind of output change: lossy weights, a step cache, tiled decode, no CFG.
 const ALL_CHANGES: &str = "\
 model: flux2-klein-base-4b
+runtime: ./everything.yaml
 gpu: h200
 deployment:
   resolution: 1024x1024
@@ -1001,6 +1006,7 @@ workload:
 #[test]
 fn quality_changes_are_typed_with_their_words_as_notes() {
     let dir = Dir::new("typed-quality");
+    dir.everything_profile();
     dir.create("all.yaml", ALL_CHANGES);
     let v = dir
         .command(["estimate", "all.yaml", "--format", "json"])

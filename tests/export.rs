@@ -66,3 +66,65 @@ fn json_carries_the_deployment_and_the_code() {
             .contains("Flux2KleinPipeline.from_pretrained(repo, torch_dtype=torch.bfloat16)")
     );
 }
+
+/// `export` without `--to` emits for the spec's runtime, and every spec of `specs/` whose
+/// runtime is an export target exports to it (its plan contains only what the runtime runs); a
+/// fixed `deployment:` that needs what its runtime lacks is refused naming the runtime; a
+/// runtime that is no export target (`klein`, the project's executor) is refused with exit 2.
+#[test]
+fn every_spec_exports_to_its_own_runtime() {
+    let mut exported = 0;
+    for path in yaml_files("specs") {
+        let file = path.to_str().expect("UTF-8 path");
+        let text = std::fs::read_to_string(util::repo_root().join(&path)).expect("spec");
+        let s = planner::spec::parse(&text).expect("every spec of specs/ parses");
+        let runtime = s.runtime.id.clone();
+        // A fixed deployment its runtime lacks a technique of is refused before any export,
+        // naming the runtime (a plan never chooses one).
+        let pinned_lacks = s.has_deployment
+            && s.estimate_gpu().is_ok()
+            && !s
+                .runtime
+                .capabilities()
+                .lacks(s.model.transformer.family, &s.deployment())
+                .is_empty();
+        let out = TestCommand::in_repo(["export", file]).run();
+        match runtime.as_str() {
+            "diffusers" | "xdit" if pinned_lacks => {
+                assert_eq!(out.code, 2, "{file}: {}", out.stdout);
+                assert!(
+                    out.stderr
+                        .contains(&format!("runtime {runtime} cannot run this deployment")),
+                    "{file}: {}",
+                    out.stderr
+                );
+            }
+            "diffusers" | "xdit" => {
+                assert_eq!(
+                    out.code, 0,
+                    "export {file} (runtime {runtime}) failed:\n{}",
+                    out.stderr
+                );
+                let explicit = TestCommand::in_repo(["export", file, "--to", &runtime])
+                    .run()
+                    .expect_code(0);
+                assert_eq!(out.stdout, explicit.stdout, "{file}");
+                exported += 1;
+            }
+            _ => {
+                assert_eq!(out.code, 2, "{file}: {}", out.stdout);
+                assert!(
+                    out.stderr.contains(&format!(
+                        "runtime {runtime} is not an export target: pass --to diffusers or --to xdit"
+                    )),
+                    "{file}: {}",
+                    out.stderr
+                );
+            }
+        }
+    }
+    assert!(
+        exported >= 10,
+        "only {exported} specs export to their runtime"
+    );
+}

@@ -681,6 +681,16 @@ fn check_parsed(text: &str, parsed: Result<spec::Spec, spec::SpecError>) {
         s.fleet.len(),
         "one option per GPU type, for:\n{text}"
     );
+    // No plan or fleet contains a technique its runtime lacks (tests/../planner/tests/
+    // runtime_capabilities.rs draws runtimes with cut capability tables).
+    let planned = p.chosen.iter().chain(&p.pareto).map(|c| &c.deployment);
+    for d in planned.chain(f.pools.iter().map(|p| &p.deployment)) {
+        let lacks = s
+            .runtime
+            .capabilities()
+            .lacks(s.model.transformer.family, d);
+        assert!(lacks.is_empty(), "{lacks:?} in a plan, for:\n{text}");
+    }
     for o in &f.options {
         assert_eq!(
             o.candidate.is_some(),

@@ -188,6 +188,23 @@ impl Dir {
         self.create(Path::new(rel).file_name().unwrap().to_str().unwrap(), &text)
     }
 
+    /// Writes `everything.yaml`: the built-in `diffusers` profile whose capability table lists
+    /// every technique (for tests of what a technique does to a plan, not of which stack runs
+    /// it: int4 is Nunchaku's, TeaCache and DBCache's parameters cache-dit's). A spec names it
+    /// with `runtime: ./everything.yaml`.
+    pub fn everything_profile(&self) -> PathBuf {
+        let mut p = planner::catalog::Catalog::get()
+            .runtime("diffusers")
+            .expect("built-in diffusers")
+            .clone();
+        p.id = "everything".into();
+        p.capabilities = Some(planner::catalog::capabilities::Capabilities::everything(
+            "a test profile: every technique the planner costs",
+        ));
+        let text = serde_saphyr::to_string(&p).expect("a profile serializes");
+        self.create("everything.yaml", &text)
+    }
+
     /// `klein-plan ARGS...` run inside the folder.
     pub fn command<I, S>(&self, args: I) -> TestCommand
     where

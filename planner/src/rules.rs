@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::{Gpu, Model};
+use crate::catalog::{Gpu, Model, RuntimeProfile};
 use crate::deployment::{Deployment, Precision, Shard};
 use crate::technique;
 
@@ -26,7 +26,8 @@ pub enum Violation {
         #[serde(flatten)]
         rule: Rule,
     },
-    /// An option combination that no runtime implements.
+    /// An option combination that no runtime implements, or one the spec's runtime lacks
+    /// (`Rule::RuntimeLacks`).
     Unsupported {
         /// The rule broken.
         #[serde(flatten)]
@@ -220,6 +221,19 @@ pub enum Rule {
         /// Runtime profile id.
         runtime: String,
     },
+    /// The runtime does not implement a technique or value the deployment uses (its profile's
+    /// `capabilities:`).
+    RuntimeLacks {
+        /// Runtime profile id.
+        runtime: String,
+        /// The deployment key (`weights`, `parallel.vae_patch`, `cache.back_blocks`, ...).
+        technique: &'static str,
+        /// Its value, spelled as in a spec.
+        value: String,
+        /// The model family, when the runtime implements the value for other families only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        family: Option<&'static str>,
+    },
     /// The resolution is not a multiple of 16 pixels.
     ResolutionMultipleOf16 {
         /// Width, pixels.
@@ -232,9 +246,22 @@ pub enum Rule {
 /// Nodes hold at most this many GPUs.
 pub const MAX_GPUS_PER_NODE: u32 = 8;
 
-/// Checks every legality rule and returns all violations.
-pub fn check(model: &Model, gpu: &Gpu, d: &Deployment) -> Vec<Violation> {
-    let mut v = Vec::new();
+/// Checks every legality rule and returns all violations: what the runtime does not implement
+/// (its capability table) first, then the rules of the GPU, the model and the layout.
+pub fn check(model: &Model, gpu: &Gpu, runtime: &RuntimeProfile, d: &Deployment) -> Vec<Violation> {
+    let mut v: Vec<Violation> = runtime
+        .capabilities()
+        .lacks(model.transformer.family, d)
+        .into_iter()
+        .map(|l| Violation::Unsupported {
+            rule: Rule::RuntimeLacks {
+                runtime: runtime.id.clone(),
+                technique: l.technique,
+                value: l.value,
+                family: l.family,
+            },
+        })
+        .collect();
     let prec = |rule: Rule| Violation::Precision {
         precision: d.weights.name().into(),
         rule,
@@ -317,6 +344,12 @@ mod tests {
     use crate::catalog::Catalog;
     use crate::deployment::*;
 
+    /// A runtime implementing everything: these rules are the GPU's, the model's and the
+    /// layout's (the runtime's capabilities: `catalog/capabilities.rs`).
+    fn rt() -> &'static RuntimeProfile {
+        crate::catalog::capabilities::diffusers_with_everything()
+    }
+
     fn dep() -> Deployment {
         Deployment::baseline(
             Resolution {
@@ -336,8 +369,8 @@ mod tests {
             weights: Precision::Fp8,
             ..dep()
         };
-        assert!(!check(m, c.gpu("a100-80gb").unwrap(), &d).is_empty());
-        assert!(check(m, c.gpu("l40s").unwrap(), &d).is_empty());
+        assert!(!check(m, c.gpu("a100-80gb").unwrap(), rt(), &d).is_empty());
+        assert!(check(m, c.gpu("l40s").unwrap(), rt(), &d).is_empty());
     }
 
     #[test]
@@ -348,14 +381,14 @@ mod tests {
             weights: Precision::Nvfp4,
             ..dep()
         };
-        assert!(!check(m, c.gpu("h200").unwrap(), &d).is_empty());
-        assert!(check(m, c.gpu("b200").unwrap(), &d).is_empty());
+        assert!(!check(m, c.gpu("h200").unwrap(), rt(), &d).is_empty());
+        assert!(check(m, c.gpu("b200").unwrap(), rt(), &d).is_empty());
         let d = Deployment {
             weights: Precision::Int4,
             ..dep()
         };
-        assert!(!check(m, c.gpu("h100-sxm").unwrap(), &d).is_empty());
-        assert!(check(m, c.gpu("rtx-4090").unwrap(), &d).is_empty());
+        assert!(!check(m, c.gpu("h100-sxm").unwrap(), rt(), &d).is_empty());
+        assert!(check(m, c.gpu("rtx-4090").unwrap(), rt(), &d).is_empty());
     }
 
     #[test]
@@ -369,7 +402,7 @@ mod tests {
             ..Parallel::SINGLE
         };
         assert!(
-            check(m, c.gpu("h200").unwrap(), &d)
+            check(m, c.gpu("h200").unwrap(), rt(), &d)
                 .iter()
                 .any(|v| matches!(v.rule(), Rule::UlyssesDividesHeads { heads: 24, .. }))
         );
@@ -378,14 +411,14 @@ mod tests {
             cfg: 2,
             ..Parallel::SINGLE
         };
-        assert!(!check(m, c.gpu("h200").unwrap(), &d).is_empty());
+        assert!(!check(m, c.gpu("h200").unwrap(), rt(), &d).is_empty());
         let base = c.model("flux2-klein-base-4b").unwrap();
         // The base model with CFG passes splits them over two GPUs; without CFG there is nothing to split.
-        assert!(!check(base, c.gpu("h200").unwrap(), &d).is_empty());
+        assert!(!check(base, c.gpu("h200").unwrap(), rt(), &d).is_empty());
         d.cfg = true;
-        assert!(check(base, c.gpu("h200").unwrap(), &d).is_empty());
+        assert!(check(base, c.gpu("h200").unwrap(), rt(), &d).is_empty());
         assert!(
-            !check(m, c.gpu("h200").unwrap(), &d).is_empty(),
+            !check(m, c.gpu("h200").unwrap(), rt(), &d).is_empty(),
             "a distilled model has no CFG passes"
         );
     }

@@ -167,10 +167,18 @@ fn run_of<'a>(c: &Case, cat: &'a Catalog) -> Run<'a> {
 
 fn est(c: &Case, d: &Deployment, rt: &RuntimeProfile) -> Estimate {
     let cat = Catalog::get();
+    // A row ran on the stack that implements it (cache-dit's caches, diffusers' offload): the
+    // profile's physics predicts it whatever the profile's capability table allows.
+    let rt = RuntimeProfile {
+        capabilities: Some(planner::catalog::capabilities::Capabilities::everything(
+            "a published row: the stack that ran it implements it",
+        )),
+        ..rt.clone()
+    };
     let inp = Inputs {
         model: cat.model(&c.model).unwrap(),
         gpu: cat.gpu(&c.gpu).unwrap(),
-        runtime: rt,
+        runtime: &rt,
     };
     estimate(inp, d).unwrap_or_else(|v| panic!("{}: {v:?}", c.id))
 }

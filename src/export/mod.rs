@@ -20,6 +20,18 @@ pub enum Target {
     Xdit,
 }
 
+impl Target {
+    /// The target a runtime exports to by default (`export` without `--to`): the runtime of
+    /// the same name, when there is one.
+    pub fn of_runtime(id: &str) -> Option<Target> {
+        match id {
+            "diffusers" => Some(Target::Diffusers),
+            "xdit" => Some(Target::Xdit),
+            _ => None,
+        }
+    }
+}
+
 /// The JSON/YAML view of an export.
 #[derive(Debug, serde::Serialize)]
 pub struct Doc<'a> {

@@ -247,6 +247,20 @@ pub(super) fn add(
                         "gemm_efficiency needs a bf16 entry".into(),
                     );
                 }
+                // A catalog runtime states what it implements (a profile file may leave it to
+                // its graph's built-in table: `RuntimeProfile::from_yaml`).
+                match &r.value.capabilities {
+                    None => check.at(
+                        r,
+                        entry("runtime", &r.value.id),
+                        "capabilities: missing (which techniques the runtime implements, each with its source)".into(),
+                    ),
+                    Some(caps) => {
+                        for m in caps.problems(&|_| String::new()) {
+                            check.at(r, entry("runtime", &r.value.id), m);
+                        }
+                    }
+                }
             }
             check.done()?;
             for r in raw.runtimes {

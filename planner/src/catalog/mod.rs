@@ -1,6 +1,7 @@
 //! Catalogs: models, GPUs and runtime profiles, each number with its source; embedded at build
 //! time, extended or overridden by a user's files (`--catalog DIR`).
 
+pub mod capabilities;
 mod checks;
 mod files;
 mod gpu;

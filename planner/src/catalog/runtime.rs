@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::capabilities::Capabilities;
+
 /// Attention kernels a profile may name (`cost::ops::AttnKernel::from_name`).
 pub const ATTENTION_KERNELS: [&str; 4] = ["cudnn", "flash", "efficient", "math"];
 
@@ -489,6 +491,11 @@ pub struct RuntimeProfile {
     /// GPUs this runtime was measured on (its estimates there carry the narrow range).
     #[serde(default)]
     pub calibrated_on: Vec<String>,
+    /// Which techniques and values the stack implements, each with its source
+    /// (`catalog/capabilities.rs`). A profile file without it gets the built-in table of its
+    /// `graph` ([`RuntimeProfile::from_yaml`]); a profile built in code without it, the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
     /// Where the parameters come from and how they were fitted.
     pub source: String,
 }
@@ -506,10 +513,31 @@ impl RuntimeProfile {
         self.graph == "klein"
     }
 
+    /// What the stack implements (the baseline, one GPU and BF16, when the profile has no
+    /// table: only a profile built in code can lack one).
+    pub fn capabilities(&self) -> &Capabilities {
+        self.capabilities
+            .as_ref()
+            .unwrap_or_else(|| Capabilities::baseline())
+    }
+
     /// Parses one profile from YAML (the format `klein-plan calibrate` writes) and checks it like a
-    /// spec: every problem at once, each naming its key and line, never quoting the file.
+    /// spec: every problem at once, each naming its key and line, never quoting the file. A file
+    /// without `capabilities:` (written before v1.4) describes the stack of its `graph`: it gets
+    /// the built-in `klein` table (`graph: klein`, what the executor runs) or `diffusers`' one.
     pub fn from_yaml(text: &str) -> Result<RuntimeProfile, Vec<String>> {
-        let p: RuntimeProfile = serde_saphyr::from_str(text).map_err(|e| vec![parse_error(&e)])?;
+        let mut p: RuntimeProfile =
+            serde_saphyr::from_str(text).map_err(|e| vec![parse_error(&e)])?;
+        if p.capabilities.is_none() {
+            let graph = if p.klein_graph() {
+                "klein"
+            } else {
+                "diffusers"
+            };
+            p.capabilities = super::Catalog::get()
+                .runtime(graph)
+                .and_then(|r| r.capabilities.clone());
+        }
         let problems = p.problems(text);
         if problems.is_empty() {
             Ok(p)
@@ -707,6 +735,9 @@ impl RuntimeProfile {
                     crate::spec::echo(k, 32)
                 ));
             }
+        }
+        if let Some(caps) = &self.capabilities {
+            out.extend(caps.problems(&at));
         }
         for (k, name) in [
             ("sdpa_backend", &self.sdpa_backend),

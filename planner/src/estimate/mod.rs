@@ -276,7 +276,7 @@ pub(crate) fn estimate_in<'c>(
     d: &Deployment,
     stages: &StageMemo<'c>,
 ) -> Result<Estimate, Vec<Violation>> {
-    let violations = rules::check(inp.model, inp.gpu, d);
+    let violations = rules::check(inp.model, inp.gpu, inp.runtime, d);
     if !violations.is_empty() {
         return Err(violations);
     }

@@ -84,10 +84,27 @@ pub struct Row {
 }
 
 impl Row {
-    /// The prediction under profile `rt`.
+    /// The prediction under profile `rt`. A row was measured on the stack that ran it (xDiT,
+    /// cache-dit, Nunchaku on a diffusers pipeline): it is predicted with the profile's physics
+    /// whatever the profile's capability table allows (legality is the plan's question, not the
+    /// fit's).
     pub fn predict(&self, rt: &RuntimeProfile) -> f64 {
         let c = Catalog::get();
         let model = c.model(&self.model).expect("row names a catalog model");
+        let family = model.transformer.family;
+        let lacks = |d: &Deployment| !rt.capabilities().lacks(family, d).is_empty();
+        let widened;
+        let rt = if lacks(&self.deployment) || self.denominator.as_ref().is_some_and(lacks) {
+            widened = RuntimeProfile {
+                capabilities: Some(crate::catalog::capabilities::Capabilities::everything(
+                    "a measured row: the stack that ran it implements it",
+                )),
+                ..rt.clone()
+            };
+            &widened
+        } else {
+            rt
+        };
         let inp = Inputs {
             model,
             gpu: c.gpu(&self.gpu).expect("row names a catalog GPU"),

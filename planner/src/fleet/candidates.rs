@@ -133,7 +133,8 @@ fn service(
         gpu: f.gpu,
         runtime: s.runtime,
     };
-    if !crate::rules::check(s.model, f.gpu, d).is_empty() || memory_floor(inp, d) > f.gpu.hbm_bytes
+    if !crate::rules::check(s.model, f.gpu, s.runtime, d).is_empty()
+        || memory_floor(inp, d) > f.gpu.hbm_bytes
     {
         return None;
     }

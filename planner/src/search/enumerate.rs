@@ -1,12 +1,55 @@
 //! The candidates of a spec: per GPU type every combination of the allowed knobs (the parallel
-//! layouts a replica's GPU count admits), in a fixed order.
+//! layouts a replica's GPU count admits) that the runtime implements, in a fixed order.
 
 use super::*;
+
+/// Whether the runtime implements what `d` sets at the spec keys starting with one of `keys`
+/// (its capability table; the other keys of `d` are not looked at).
+fn runs(s: &Spec, d: &Deployment, keys: &[&str]) -> bool {
+    s.runtime
+        .capabilities()
+        .lacks(s.model.transformer.family, d)
+        .iter()
+        .all(|l| !keys.iter().any(|k| l.technique.starts_with(k)))
+}
+
+/// The searched values of one knob the runtime implements (`probe` sets the value on a
+/// deployment). A value it lacks is never enumerated; when it lacks every value the spec allows
+/// they are all kept, so that each candidate is refused by `rules::check` naming the runtime and
+/// the plan says why there is none. A pinned value (`deployment:`) is never filtered.
+fn implemented<T: Clone>(
+    s: &Spec,
+    pinned: bool,
+    values: Vec<T>,
+    keys: &[&str],
+    probe: impl Fn(&mut Deployment, &T),
+) -> Vec<T> {
+    if pinned {
+        return values;
+    }
+    let base = Deployment::baseline(s.mix[0].resolution, 1, s.steps);
+    let kept: Vec<T> = values
+        .iter()
+        .filter(|v| {
+            let mut d = base.clone();
+            probe(&mut d, v);
+            runs(s, &d, keys)
+        })
+        .cloned()
+        .collect();
+    if kept.is_empty() { values } else { kept }
+}
 
 fn parallel_options(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
     if let Some(p) = s.pins.parallel {
         return vec![p];
     }
+    let all = layouts(s, f);
+    implemented(s, false, all, &["parallel."], |d, p| d.parallel = *p)
+}
+
+/// Every layout the spec allows on `f`, whatever the runtime implements.
+fn layouts(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
     let a = &s.allow;
     let heads = s.model.transformer.heads as u32;
     let cfg_model = s.model.guidance == Guidance::Cfg;
@@ -21,10 +64,10 @@ fn parallel_options(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
             }
         };
         // Each technique names its layouts on `g` GPUs (technique/); VAE patch-parallel joins
-        // every one of them when allowed.
+        // every one of them when allowed and the runtime has it.
         let base = Parallel {
             gpus: g,
-            vae_patch: a.vae_patch,
+            vae_patch: a.vae_patch && s.runtime.capabilities().vae_patch.supported,
             ..Parallel::SINGLE
         };
         if a.sequence_parallel {
@@ -69,6 +112,41 @@ pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
         None if a.vae_tiling => vec![false, true],
         None => vec![false],
     };
+    let tiling = implemented(
+        s,
+        p.vae_tiling.is_some(),
+        tiling,
+        &["vae_tiling"],
+        |d, t| d.vae_tiling = *t,
+    );
+    let attention = implemented(
+        s,
+        p.attention.is_some(),
+        pick(&p.attention, &a.attention),
+        &["attention"],
+        |d, x| d.attention = *x,
+    );
+    let text_encoders = implemented(
+        s,
+        p.text_encoder.is_some(),
+        pick(&p.text_encoder, &a.text_encoder),
+        &["text_encoder"],
+        |d, x| d.text_encoder = *x,
+    );
+    let offloads = implemented(
+        s,
+        p.offload.is_some(),
+        pick(&p.offload, &a.offload),
+        &["offload"],
+        |d, x| d.offload = *x,
+    );
+    let caches = implemented(
+        s,
+        p.cache.is_some(),
+        pick(&p.cache, &a.cache),
+        &["cache"],
+        |d, x| d.cache = x.clone(),
+    );
     for (fi, f) in s.fleet.iter().enumerate() {
         // The default precisions are those the GPU runs; a precision the spec names is searched
         // (and reported illegal) as written.
@@ -76,13 +154,20 @@ pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
             .into_iter()
             .filter(|w| p.weights.is_some() || a.weights_given || runs_natively(f, *w))
             .collect();
+        let weights_here = implemented(
+            s,
+            p.weights.is_some(),
+            weights_here,
+            &["weights"],
+            |d, w| d.weights = *w,
+        );
         for parallel in parallel_options(s, f) {
             for &weights in &weights_here {
-                for &attention in &pick(&p.attention, &a.attention) {
-                    for &text_encoder in &pick(&p.text_encoder, &a.text_encoder) {
-                        for &offload in &pick(&p.offload, &a.offload) {
+                for &attention in &attention {
+                    for &text_encoder in &text_encoders {
+                        for &offload in &offloads {
                             for &vae_tiling in &tiling {
-                                for cache in pick(&p.cache, &a.cache) {
+                                for cache in &caches {
                                     for &batch in &pick(&p.batch, &a.batch) {
                                         out.push((
                                             fi,

@@ -107,7 +107,7 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
         runtime: s.runtime,
     };
     // Legality, then memory from weights alone, before any time is estimated.
-    let violations = crate::rules::check(s.model, f.gpu, d);
+    let violations = crate::rules::check(s.model, f.gpu, s.runtime, d);
     if !violations.is_empty() {
         return Outcome::Illegal(violations);
     }

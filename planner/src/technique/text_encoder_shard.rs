@@ -102,7 +102,8 @@ mod tests {
         let inp = Inputs {
             model: m,
             gpu: c.gpu("h100-sxm").unwrap(),
-            runtime: c.runtime("diffusers").unwrap(),
+            // diffusers has no sharded text encoder: this is the technique's physics.
+            runtime: crate::catalog::capabilities::diffusers_with_everything(),
         };
         let mut d = Deployment::baseline(
             Resolution {
@@ -157,7 +158,7 @@ mod tests {
         let spec = |allow: bool| {
             [
                 "model: flux2-dev",
-                "runtime: diffusers",
+                "runtime: ./everything.yaml",
                 "workload:",
                 "  resolutions:",
                 "    - {size: 1024x1024, share: 1.0}",
@@ -174,9 +175,14 @@ mod tests {
             ]
             .join("\n")
         };
-        let without = crate::search::plan(&crate::spec::parse(&spec(false)).unwrap());
+        // A runtime that shards the text encoder (diffusers does not).
+        let load = |_: &str| {
+            Ok::<_, Vec<String>>(crate::catalog::capabilities::diffusers_with_everything())
+        };
+        let parse = |t: &str| crate::spec::parse_with(t, &load, Catalog::get()).unwrap();
+        let without = crate::search::plan(&parse(&spec(false)));
         assert!(without.chosen.is_none(), "{:?}", without.chosen);
-        let with = crate::search::plan(&crate::spec::parse(&spec(true)).unwrap());
+        let with = crate::search::plan(&parse(&spec(true)));
         let chosen = with.chosen.expect("a plan with the text encoder sharded");
         assert_eq!(chosen.deployment.parallel.text_encoder, TeShard::Sharded);
         assert_eq!(chosen.deployment.parallel.gpus, 2);
