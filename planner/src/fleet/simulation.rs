@@ -6,6 +6,9 @@
 //! planned fractions, which leaves each pool a Poisson stream. Seeds run in parallel (rayon); their
 //! samples are pooled and sorted, so the result does not depend on the thread count.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use rayon::prelude::*;
 
 use super::queueing::Percentiles;
@@ -96,7 +99,12 @@ fn run(pool: &SimPool, seed: u64, n_classes: usize) -> Vec<Vec<f64>> {
     let warm = WARM_UP * horizon;
     let mut next: Vec<f64> = rates.iter().map(|r| rng.exp(1.0 / r)).collect();
     let mut buffers: Vec<Vec<f64>> = vec![Vec::new(); pool.classes.len()];
-    let mut free = vec![0.0f64; pool.replicas as usize];
+    // When each replica frees, as a min-heap of (time, replica): the first to free, ties to the
+    // lower index (times are non-negative, so their bit patterns order as the numbers do). A
+    // linear scan made a pool of thousands of replicas cost thousands of steps per batch.
+    let mut free: BinaryHeap<Reverse<(u64, u32)>> = (0..pool.replicas)
+        .map(|r| Reverse((0.0f64.to_bits(), r)))
+        .collect();
     loop {
         // The next arrival over all classes (ties: the lower class index).
         let (k, &t) = next
@@ -113,11 +121,8 @@ fn run(pool: &SimPool, seed: u64, n_classes: usize) -> Vec<Vec<f64>> {
             continue;
         }
         // Dispatch the full batch to the replica that frees first (ties: the lower index).
-        let (r, &f) = free
-            .iter()
-            .enumerate()
-            .min_by(|a, b| a.1.total_cmp(b.1))
-            .expect("a pool has replicas");
+        let Reverse((f, r)) = free.pop().expect("a pool has replicas");
+        let f = f64::from_bits(f);
         let c = &pool.classes[k];
         let service = if c.tail_ms > 0.0 {
             c.batch_ms + (rng.normal() * c.tail_ms / Z99).clamp(-c.tail_ms, c.tail_ms)
@@ -125,7 +130,7 @@ fn run(pool: &SimPool, seed: u64, n_classes: usize) -> Vec<Vec<f64>> {
             c.batch_ms
         };
         let done = t.max(f) + service;
-        free[r] = done;
+        free.push(Reverse((done.to_bits(), r)));
         for arrival in buffers[k].drain(..) {
             if arrival >= warm {
                 out[pool.classes[k].class].push(done - arrival);
