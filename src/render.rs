@@ -1224,6 +1224,22 @@ pub fn plan(p: &Plan, catalog: &Catalog) -> String {
     out
 }
 
+/// The integer program in words: `optimal (gap 0.0 %) · 40 candidates of 960 enumerated · 0
+/// re-solves` (text and report).
+pub fn solver_summary(r: &planner::fleet::SolverReport) -> String {
+    format!(
+        "{} (gap {}) · {} candidates of {} enumerated · {} re-solve{}",
+        r.status,
+        r.gap
+            .map(|g| format!("{:.1} %", g * 100.0))
+            .unwrap_or_else(|| "unknown".into()),
+        r.candidates,
+        r.enumerated,
+        r.repairs,
+        if r.repairs == 1 { "" } else { "s" }
+    )
+}
+
 /// `fleet` as text: the pools, every class against its targets, the alternatives.
 pub fn fleet(f: &FleetPlan) -> String {
     let mut out = String::new();
@@ -1397,16 +1413,8 @@ pub fn fleet(f: &FleetPlan) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "solver: {} (gap {}) · {} candidates of {} enumerated · {} re-solve{}{}",
-        f.solver.status,
-        f.solver
-            .gap
-            .map(|g| format!("{:.1} %", g * 100.0))
-            .unwrap_or_else(|| "unknown".into()),
-        f.solver.candidates,
-        f.solver.enumerated,
-        f.solver.repairs,
-        if f.solver.repairs == 1 { "" } else { "s" },
+        "solver: {}{}",
+        solver_summary(&f.solver),
         f.solver
             .ms
             .map(|m| format!(" · {m:.0} ms"))

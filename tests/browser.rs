@@ -110,28 +110,6 @@ fn render(
     }
 }
 
-/// The text of a DOM dump: tags dropped, the five entities XML uses decoded.
-fn dom_text(dom: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for ch in dom.chars() {
-        match ch {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                out.push(' ');
-            }
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
 /// Width and height from a PNG's IHDR.
 fn png_size(png: &[u8]) -> (u32, u32) {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
@@ -238,7 +216,7 @@ fn the_report_and_every_chart_render_in_chromium() {
         }
         let page = d.join(&html);
         let r = render(&chrome, d, &page, None);
-        let text = dom_text(&r.dom);
+        let text = util::html_text(&r.dom);
         holds_all(spec, &text, &figures);
         assert!(r.dom.contains("<svg"), "{spec}: no inline chart");
         let _ = r.log;
@@ -300,7 +278,7 @@ fn the_report_and_every_chart_render_in_chromium() {
                     .collect()
             })
             .collect();
-        holds_all(file, &dom_text(&r.dom), &texts);
+        holds_all(file, &util::html_text(&r.dom), &texts);
         let png = d.join(format!("{file}.png"));
         render(&chrome, d, &page, Some((&png, 1200, 800)));
         assert_eq!(

@@ -7,28 +7,6 @@ mod util;
 
 use util::{Dir, TestCommand};
 
-/// The text of an HTML document: tags dropped, entities decoded.
-fn text_of(html: &str) -> String {
-    let mut out = String::new();
-    let mut in_tag = false;
-    for ch in html.chars() {
-        match ch {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                out.push(' ');
-            }
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
-}
-
 /// Every number of `text` (digits with their decimal point, thousands commas and a sign).
 fn numbers(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -65,7 +43,7 @@ fn the_reports_of_the_example_specs() {
         // Deterministic: a second run gives the same bytes.
         let again = TestCommand::in_repo(["report", spec]).run().stdout;
         assert_eq!(html, again, "{spec}: two runs differ");
-        let text = text_of(&html);
+        let text = util::html_text(&html);
         // Every figure of the text views is in the report's text.
         let plan = TestCommand::in_repo(["--width", "0", "plan", spec])
             .run()
@@ -87,7 +65,7 @@ fn the_reports_of_the_example_specs() {
             }
         }
         // The sections before the appendix hold the choice's figures themselves.
-        let body = text_of(html.split("<section id=\"appendix\">").next().unwrap());
+        let body = util::html_text(html.split("<section id=\"appendix\">").next().unwrap());
         let json = TestCommand::in_repo(["plan", spec, "--format", "json"])
             .run()
             .json();

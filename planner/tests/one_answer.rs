@@ -4,26 +4,18 @@
 //! with rates; the plan's pool passes the fleet's simulation; and `goal.confidence: 0.5` judges
 //! the point estimates.
 
+mod common;
+
 use planner::fleet::fleet;
 use planner::search::{Plan, plan};
 use planner::spec::parse;
 
 /// The plan specs of `specs/` (those without a fixed `deployment:`), by file name.
 fn specs() -> Vec<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../specs");
-    let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
-        .expect("specs/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).expect("spec"),
-            )
-        })
+    let out: Vec<(String, String)> = common::specs()
+        .into_iter()
         .filter(|(_, t)| !t.contains("\ndeployment:"))
         .collect();
-    out.sort();
     assert!(out.len() >= 8, "{} plan specs", out.len());
     out
 }

@@ -3,6 +3,9 @@
 //! tables drawn by proptest) runs on its runtime as its profile's `capabilities:` describe it;
 //! a pinned deployment that needs what the runtime lacks is refused naming the runtime.
 
+mod common;
+
+use common::specs;
 use planner::catalog::{Catalog, RuntimeProfile};
 use planner::deployment::Deployment;
 use planner::estimate::{Inputs, estimate};
@@ -12,24 +15,6 @@ use planner::search::plan;
 use planner::spec::{Spec, parse, parse_with};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
-
-/// Every spec of `specs/`, by file name.
-fn specs() -> Vec<(String, String)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../specs");
-    let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
-        .expect("specs/")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).expect("spec"),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
 
 /// Asserts that `d` needs nothing the spec's runtime lacks.
 fn runs(s: &Spec, d: &Deployment, what: &str, name: &str) {

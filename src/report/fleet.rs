@@ -218,18 +218,7 @@ pub fn sections(out: &mut String, f: &FleetPlan) {
     }
     para(
         out,
-        &format!(
-            "Solver: {} (gap {}) · {} candidates of {} enumerated · {} re-solve{}.",
-            f.solver.status,
-            f.solver
-                .gap
-                .map(|g| format!("{:.1} %", g * 100.0))
-                .unwrap_or_else(|| "unknown".into()),
-            f.solver.candidates,
-            f.solver.enumerated,
-            f.solver.repairs,
-            if f.solver.repairs == 1 { "" } else { "s" }
-        ),
+        &format!("Solver: {}.", render::solver_summary(&f.solver)),
     );
     out.push_str("</section>\n");
 }
