@@ -1,12 +1,17 @@
 //! klein-plan: plan, estimate and list deployments of diffusion-transformer image models.
 //!
-//! Exit codes: 0 ok · 1 no feasible plan, or an estimated deployment that does not fit · 2 bad
-//! input or I/O · 3 verification outside tolerance. Errors go to stderr: text, or one JSON object
-//! under `--format json`.
+//! Input → command → typed result → render: `cli` parses the command line and dispatches to one
+//! `command` module per command, which reads its files through `input`, runs the planner (or the
+//! executor through `verify`) and returns an outcome worded by `render`; ARCHITECTURE.md gives the
+//! layers. Exit codes (`command::Exit`): 0 ok · 1 no feasible plan, or an estimated deployment
+//! that does not fit · 2 bad input or I/O · 3 verification outside tolerance. Errors go to
+//! stderr: text, or one JSON object under `--format json`.
 
 mod chart;
 mod cli;
+mod command;
 mod export;
+mod input;
 mod output;
 mod progress;
 mod render;
@@ -14,6 +19,9 @@ mod report;
 mod sweep;
 mod verify;
 mod wrap;
+
+/// The version `--version` prints: the package's and the public interface's (docs/CONTRACT.md).
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (contract v1.4)");
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -29,22 +37,22 @@ fn main() -> ExitCode {
         unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
     }
     let format = args.format();
-    let code = match cli::run(args) {
-        Ok(code) => code,
+    let exit = match cli::run(args) {
+        Ok(exit) => exit,
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
             let mut err = io::stderr().lock();
-            let _ = if format == cli::Format::Json {
+            let _ = if format == render::Format::Json {
                 writeln!(err, "{}", render::error_json(&e))
             } else {
                 writeln!(err, "{}", render::error_text(&e))
             };
-            2
+            command::Exit::Error
         }
     };
-    ExitCode::from(code)
+    ExitCode::from(exit.code())
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -1,35 +1,16 @@
 //! Output files (`fleet --svg`, `sweep --svg`, `calibrate -o`), all through one helper: the
 //! target must not be a symbolic link, an existing non-regular file or a file this command read
-//! (`cli::read_file` records every input); the bytes go to a temporary file in the same folder,
+//! (`input::read_file` records every input); the bytes go to a temporary file in the same folder,
 //! which is then renamed over the target, so a reader or a second writer sees the old file or a
 //! whole new one, never half of one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, bail};
 
-/// Identity of a file (device and inode), the same through every path and link that reaches it.
-type FileId = (u64, u64);
-
-/// Every file this process read as input, by identity and as named.
-static INPUTS: Mutex<Vec<(FileId, PathBuf)>> = Mutex::new(Vec::new());
-
-fn id_of(meta: &std::fs::Metadata) -> FileId {
-    use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino())
-}
-
-/// Records that `path` (whose metadata is `meta`) was read as an input of this command.
-pub fn record_input(path: &Path, meta: &std::fs::Metadata) {
-    let mut inputs = INPUTS.lock().unwrap_or_else(|e| e.into_inner());
-    let id = id_of(meta);
-    if !inputs.iter().any(|(i, _)| *i == id) {
-        inputs.push((id, path.to_path_buf()));
-    }
-}
+use crate::input::{self, shown};
 
 /// Why `path` may not be written, if it may not: a symbolic link (writing would follow it to
 /// whatever it names), an existing folder, FIFO or device, or an input of this command.
@@ -45,23 +26,19 @@ fn refusal(path: &Path) -> Option<String> {
     if !meta.is_file() {
         return Some("exists and is not a regular file".into());
     }
-    let inputs = INPUTS.lock().unwrap_or_else(|e| e.into_inner());
-    inputs
-        .iter()
-        .find(|(id, _)| *id == id_of(&meta))
-        .map(|(_, input)| {
-            format!(
-                "is an input of this command ({}); writing it would destroy it",
-                crate::cli::shown(input)
-            )
-        })
+    input::read_as(input::id_of(&meta)).map(|input| {
+        format!(
+            "is an input of this command ({}); writing it would destroy it",
+            shown(&input)
+        )
+    })
 }
 
 /// Refuses `path` as an output before any work is done (after the command's inputs are read):
 /// the same checks `write` makes again when it writes.
 pub fn check(what: &str, path: &Path) -> Result<()> {
     match refusal(path) {
-        Some(why) => bail!("{what} {}: {why}", crate::cli::shown(path)),
+        Some(why) => bail!("{what} {}: {why}", shown(path)),
         None => Ok(()),
     }
 }
@@ -69,7 +46,7 @@ pub fn check(what: &str, path: &Path) -> Result<()> {
 /// Writes `bytes` to `path` whole or not at all (see the module doc). `what` names the option
 /// in messages (`--svg`).
 pub fn write(what: &str, path: &Path, bytes: &[u8]) -> Result<()> {
-    let shown = crate::cli::shown(path);
+    let shown = shown(path);
     check(what, path)?;
     let Some(name) = path.file_name() else {
         bail!("{what} {shown}: not a file name");
@@ -160,7 +137,7 @@ mod tests {
         assert!(e.contains("not a regular file"), "{e}");
         let input = d.join("spec.yaml");
         std::fs::write(&input, "model: x\n").unwrap();
-        record_input(&input, &std::fs::metadata(&input).unwrap());
+        input::record_input(&input, &std::fs::metadata(&input).unwrap());
         let e = write("--svg", &input, b"x").unwrap_err().to_string();
         assert!(e.contains("is an input of this command"), "{e}");
         assert_eq!(std::fs::read_to_string(&input).unwrap(), "model: x\n");

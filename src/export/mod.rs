@@ -137,6 +137,36 @@ pub fn export(target: Target, m: &Model, gpu: &Gpu, d: &Deployment) -> Result<St
     }
 }
 
+/// The deployment a command acts on: the spec's fixed `deployment:` on its GPU, or the plan's
+/// choice (at the first resolution of the mix).
+pub fn deployment_of<'c>(
+    s: &planner::spec::Spec<'c>,
+    path: &std::path::Path,
+    c: &'c planner::catalog::Catalog,
+) -> anyhow::Result<(&'c Gpu, Deployment)> {
+    if s.has_deployment {
+        let gpu = s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok((gpu, s.deployment()));
+    }
+    let p = planner::search::plan(s);
+    match p.chosen {
+        Some(ch) => {
+            let gpu = c.gpu(&ch.gpu).expect("the plan's GPU is in the catalog");
+            Ok((
+                gpu,
+                planner::deployment::Deployment {
+                    resolution: s.mix[0].resolution,
+                    ..ch.deployment
+                },
+            ))
+        }
+        None => anyhow::bail!(
+            "{}: no feasible plan to act on; relax the goal or give a fixed `deployment:`",
+            path.display()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -242,9 +272,9 @@ mod tests {
             .collect();
         dir.sort();
         for path in dir {
-            let profiles = crate::cli::Profiles::new();
-            let s = crate::cli::read_spec(&path, &catalog, &profiles).unwrap();
-            let Ok((gpu, d)) = crate::cli::deployment_of(&s, &path, &catalog) else {
+            let profiles = crate::input::Profiles::new();
+            let s = crate::input::read_spec(&path, &catalog, &profiles).unwrap();
+            let Ok((gpu, d)) = deployment_of(&s, &path, &catalog) else {
                 continue;
             };
             for target in [Target::Diffusers, Target::Xdit] {

@@ -68,7 +68,7 @@ pre{white-space:pre-wrap}}";
 
 /// The version line `--version` prints, the contract version with it.
 pub fn version() -> String {
-    format!("klein-plan {}", crate::cli::VERSION)
+    format!("klein-plan {}", crate::VERSION)
 }
 
 fn document(s: &Spec, c: &Catalog, p: &Plan, f: Option<&FleetPlan>, command: &str) -> String {
@@ -254,4 +254,56 @@ fn appendix(out: &mut String, c: &Catalog, p: &Plan, f: Option<&FleetPlan>) {
         );
     }
     out.push_str("</section>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every example spec's charts are readable: the Pareto front and the memory timeline of each
+    /// plan, the fleet of each spec with rates.
+    #[test]
+    fn every_example_spec_charts_readably() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        let mut drawn = 0;
+        for f in files {
+            let name = f.display().to_string();
+            let Ok(spec) = planner::spec::parse(&std::fs::read_to_string(&f).unwrap()) else {
+                continue; // a spec naming a profile file beside it, or CPU-only
+            };
+            if spec.has_deployment {
+                continue;
+            }
+            let p = planner::search::plan(&spec);
+            let svg = crate::chart::pareto::svg(
+                &name,
+                &p.pareto,
+                p.chosen.as_ref(),
+                p.goal.p50_latency_ms,
+            );
+            crate::chart::tests::assert_readable(&name, &svg);
+            for e in &p.breakdown {
+                let bars = super::stage_bars_for_test(&spec, e);
+                let svg = crate::chart::memory::svg(
+                    &name,
+                    &bars,
+                    e.memory.capacity_bytes,
+                    e.memory.binding_stage,
+                );
+                crate::chart::tests::assert_readable(&name, &svg);
+            }
+            if super::has_rate(&spec) {
+                crate::chart::tests::assert_readable(
+                    &name,
+                    &crate::chart::fleet::svg(&planner::fleet::fleet(&spec)),
+                );
+            }
+            drawn += 1;
+        }
+        assert!(drawn >= 5, "only {drawn} specs drawn");
+    }
 }

@@ -7,13 +7,16 @@
 //! so a parameter stays positive and every row weighs by its relative error. Pure: the caller
 //! reads the files (`planner/examples/fit.rs`, `planner/tests/calibration.rs`).
 
-use serde_json::Value;
-
+pub mod calibration;
+mod lsq;
+mod rows;
 mod tails;
+pub use lsq::nonneg_least_squares;
+pub use rows::{h200_rows, published_rows};
 pub use tails::{TailTable, range_table, tail_table};
 
 use crate::catalog::{Catalog, Model, RuntimeProfile};
-use crate::deployment::{Attention, Deployment, Resolution};
+use crate::deployment::Deployment;
 use crate::estimate::{Estimate, Inputs, estimate, transformer_weight_bytes};
 
 /// What a row measures, read off an estimate.
@@ -120,128 +123,6 @@ impl Row {
             None => v,
         }
     }
-}
-
-/// The single-GPU deployment of a calibration row.
-fn baseline(res: u32, batch: u32) -> Deployment {
-    Deployment::baseline(
-        Resolution {
-            width: res,
-            height: res,
-        },
-        batch,
-        1,
-    )
-}
-
-/// Rows of `data/h200-diffusers-calibration.jsonl` (klein-4b on the H200), all in the fit subset.
-/// The first timed row of the measuring process carries the cold-start GEMM workspace.
-pub fn h200_rows(text: &str) -> Vec<Row> {
-    let mut out = Vec::new();
-    let mut workspace_pending = true;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let r: Value = serde_json::from_str(line).expect("a JSON row");
-        let kind = r["kind"].as_str().unwrap_or("");
-        let comp = r["component"].as_str().unwrap_or("");
-        let u = |k: &str| r[k].as_u64().unwrap_or(1) as u32;
-        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-        let mut push = |id: String, cat, d: Deployment, q, m| {
-            out.push(Row {
-                id,
-                category: cat,
-                model: "flux2-klein-4b".into(),
-                gpu: "h200".into(),
-                deployment: d,
-                quantity: q,
-                measured: m,
-                denominator: None,
-                in_fit: true,
-            })
-        };
-        match (comp, kind) {
-            ("transformer", "weights") => {
-                let mut d = baseline(1024, 1);
-                if r["options"]["fp8_storage"] == true {
-                    d.weights = crate::deployment::Precision::Fp8Storage;
-                }
-                let id = format!("transformer weights {}", d.weights.name());
-                push(
-                    id,
-                    "weights",
-                    d,
-                    Quantity::TransformerWeights,
-                    f("weights_bytes"),
-                );
-            }
-            ("transformer", "step") => {
-                let mut d = baseline(u("height"), u("batch"));
-                if r["options"]["attention"] == "_native_math" {
-                    d.attention = Attention::Math;
-                }
-                let ws = std::mem::take(&mut workspace_pending);
-                let id = format!(
-                    "step {}px b{} {}",
-                    u("height"),
-                    u("batch"),
-                    d.attention.name()
-                );
-                push(
-                    format!("{id} transient"),
-                    "step memory",
-                    d.clone(),
-                    Quantity::StageTransient(1, ws),
-                    f("peak_above_weights_bytes"),
-                );
-                push(
-                    format!("{id} ms"),
-                    "step time",
-                    d,
-                    Quantity::StageMs(1),
-                    f("ms_median"),
-                );
-            }
-            ("vae", "decode") => {
-                let mut d = baseline(u("height"), u("batch"));
-                d.vae_tiling = r["tiling"] == true;
-                let tiled = if d.vae_tiling { " tiled" } else { "" };
-                let id = format!("decode {}px b{}{tiled}", u("height"), u("batch"));
-                push(
-                    format!("{id} transient"),
-                    "decode memory",
-                    d.clone(),
-                    Quantity::StageTransient(2, false),
-                    f("peak_above_weights_bytes"),
-                );
-                push(
-                    format!("{id} ms"),
-                    "decode time",
-                    d,
-                    Quantity::StageMs(2),
-                    f("ms_median"),
-                );
-            }
-            ("text_encoder", "encode") => {
-                let d = baseline(1024, u("batch"));
-                let id = format!("encode b{}", u("batch"));
-                push(
-                    format!("{id} transient"),
-                    "encode memory",
-                    d.clone(),
-                    Quantity::StageTransient(0, false),
-                    f("peak_above_weights_bytes"),
-                );
-                push(
-                    format!("{id} ms"),
-                    "encode time",
-                    d,
-                    Quantity::StageMs(0),
-                    f("ms_median"),
-                );
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 /// A free parameter of a profile: how to read and write it, its unit and what it means.
@@ -447,7 +328,7 @@ pub fn fit(start: &RuntimeProfile, params: &[Param], rows: &[&Row]) -> RuntimePr
             for (j, row) in a.iter_mut().enumerate() {
                 row[j] += lambda * (row[j] + 1e-9);
             }
-            let delta = solve(a, g);
+            let delta = lsq::solve(a, g);
             let xn: Vec<f64> = x
                 .iter()
                 .zip(&delta)
@@ -472,38 +353,6 @@ pub fn fit(start: &RuntimeProfile, params: &[Param], rows: &[&Row]) -> RuntimePr
         }
     }
     rt
-}
-
-/// Gaussian elimination with partial pivoting (small dense systems); singular directions get 0.
-fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
-    let n = b.len();
-    for c in 0..n {
-        let p = (c..n)
-            .max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))
-            .unwrap();
-        a.swap(c, p);
-        b.swap(c, p);
-        if a[c][c].abs() < 1e-12 {
-            continue;
-        }
-        let pivot = a[c].clone();
-        for i in c + 1..n {
-            let f = a[i][c] / pivot[c];
-            for (aik, pk) in a[i][c..].iter_mut().zip(&pivot[c..]) {
-                *aik -= f * pk;
-            }
-            b[i] -= f * b[c];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for c in (0..n).rev() {
-        if a[c][c].abs() < 1e-12 {
-            continue;
-        }
-        let s: f64 = (c + 1..n).map(|k| a[c][k] * x[k]).sum();
-        x[c] = (b[c] - s) / a[c][c];
-    }
-    x
 }
 
 /// One row's judgement.
@@ -579,71 +428,4 @@ pub fn mape(errs: impl IntoIterator<Item = f64>) -> f64 {
         return 0.0;
     }
     v.iter().map(|e| e.abs()).sum::<f64>() / v.len() as f64
-}
-
-/// Rows of `data/published-flux.jsonl` of the kinds this fit judges (`latency`, `memory`,
-/// `quant`), each expressed by its `spec` (and `denominator_spec` for a ratio) under the
-/// diffusers runtime. `in_fit` marks the rows of `fit_ids` (the declared subset); the others
-/// are held out.
-pub fn published_rows(text: &str, fit_ids: &[&str]) -> Result<Vec<Row>, String> {
-    let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let r: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-        let kind = r["kind"].as_str().unwrap_or("");
-        if !matches!(kind, "latency" | "memory" | "quant") {
-            continue;
-        }
-        let id = r["id"].as_str().unwrap_or("?").to_string();
-        let spec = |v: &Value| -> Result<(String, String, Deployment), String> {
-            let mut v = v.clone();
-            v["runtime"] = "diffusers".into();
-            let s = crate::spec::parse(&v.to_string()).map_err(|e| format!("{id}: {e}"))?;
-            let gpu = s.estimate_gpu().map_err(|e| format!("{id}: {e}"))?;
-            Ok((s.model.id.clone(), gpu.id.clone(), s.deployment()))
-        };
-        let (model, gpu, deployment) = spec(&r["spec"])?;
-        let metric = r["metric"].as_str().unwrap_or("");
-        let unit = r["unit"].as_str().unwrap_or("");
-        let quantity = if metric.starts_with("per_image_s") {
-            Quantity::PerImageMs
-        } else if metric.starts_with("denoise step_s") {
-            Quantity::StageMs(1)
-        } else if metric.starts_with("memory.peak_bytes") {
-            Quantity::PeakBytes
-        } else if metric.starts_with("denoise weights_bytes + activation_peak_bytes") {
-            Quantity::DenoiseBytes
-        } else {
-            return Err(format!("{id}: unknown metric {metric:?}"));
-        };
-        let scale = match unit {
-            "s" => 1e3,
-            "GiB" => (1u64 << 30) as f64,
-            _ => 1.0,
-        };
-        let denominator = match r.get("denominator_spec") {
-            Some(v) => Some(spec(v)?.2),
-            None => None,
-        };
-        let category = match (kind, gpu.as_str()) {
-            ("quant", _) => "published quant ratio",
-            ("memory", _) => "published memory",
-            (_, g) => match Catalog::get().gpu(g).map(|g| g.arch.as_str()) {
-                Some("ampere") => "published latency, ampere",
-                Some("ada") => "published latency, ada",
-                _ => "published latency, hopper",
-            },
-        };
-        out.push(Row {
-            in_fit: fit_ids.contains(&id.as_str()),
-            id: format!("{id} {}", r["conditions"].as_str().unwrap_or("")),
-            category,
-            model,
-            gpu,
-            deployment,
-            quantity,
-            measured: r["published"].as_f64().unwrap_or(f64::NAN) * scale,
-            denominator,
-        });
-    }
-    Ok(out)
 }

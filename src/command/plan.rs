@@ -1,0 +1,18 @@
+//! `plan SPEC`: the search for the best deployment that meets the goal.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::{Context, Exit, Outcome};
+use crate::input::{self, Profiles};
+use crate::render;
+
+/// Exit 1 when no candidate meets the goal.
+pub fn run(cx: &Context, spec: &Path) -> Result<Outcome> {
+    let profiles = Profiles::new();
+    let s = input::read_spec(spec, cx.catalog, &profiles)?;
+    let p = planner::search::plan(&s);
+    let out = cx.document(&render::plan_doc(&p), || render::plan(&p, cx.catalog))?;
+    Ok(Outcome::new(out, Exit::met(p.chosen.is_some())))
+}
