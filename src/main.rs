@@ -10,6 +10,7 @@ mod export;
 mod output;
 mod progress;
 mod render;
+mod render_pools;
 mod report;
 mod sweep;
 mod verify;

@@ -1292,7 +1292,9 @@ pub fn fleet(f: &FleetPlan) -> String {
                 served.join(", ")
             );
             let _ = writeln!(out, "      {}", knobs(&p.deployment));
+            crate::render_pools::pool_lines(&mut out, p);
         }
+        crate::render_pools::colocated_line(&mut out, f);
     }
     if !f.classes.is_empty() {
         let _ = writeln!(out);
