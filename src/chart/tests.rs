@@ -325,3 +325,13 @@ fn every_example_spec_charts_readably() {
     }
     assert!(drawn >= 5, "only {drawn} specs drawn");
 }
+
+/// A fleet of stage pools names its roles on its bar and shows the co-located fleet beside it.
+#[test]
+fn the_fleet_chart_marks_stage_pools() {
+    let spec = planner::spec::parse(include_str!("../../specs/stage-pools.yaml")).unwrap();
+    let svg = super::fleet::svg(&planner::fleet::fleet(&spec));
+    assert_readable("stage pools", &svg);
+    assert!(svg.contains("stage pools: encoder | denoiser | decoder"), "{svg}");
+    assert!(svg.contains("the best co-located fleet (role all)"), "{svg}");
+}
