@@ -133,3 +133,49 @@ fn bad_network_keys_are_reported_with_their_location() {
     let e = parse(&format!("{PAYS}network: {{gbit: 3}}\n")).unwrap_err();
     assert!(!e.problems.is_empty());
 }
+
+#[test]
+fn a_role_holds_only_its_stages_and_fits_where_the_whole_model_does_not() {
+    let s = parse(PAYS).unwrap();
+    let cl = classes(&s).unwrap();
+    let memo = Memo::keeping_estimates();
+    let cands = role_candidates(&s, &cl, &[Role::Encoder, Role::Denoiser, Role::Decoder], &memo);
+    let conf = s.goal.confidence;
+    for c in &cands {
+        let f = s.fleet.iter().find(|f| f.gpu.id == c.gpu).unwrap();
+        let inp = planner::estimate::Inputs {
+            model: s.model,
+            gpu: f.gpu,
+            runtime: s.runtime,
+        };
+        let whole = memo.estimate(inp, &c.deployment).unwrap();
+        // Within the GPU at the confidence, and below the co-located replica's peak.
+        assert!(c.peak_bytes[0] <= f.gpu.hbm_bytes, "{c:?}");
+        assert!(c.peak_bytes[0] < whole.peak_bytes_at(conf), "{:?} {}", c.role, c.gpu);
+        // Its time is its stages' sum at the confidence.
+        let names = c.role.stages();
+        let ms: f64 = whole
+            .stages
+            .iter()
+            .filter(|x| names.contains(&x.name))
+            .map(|x| x.ms)
+            .sum();
+        assert!((c.per_class[0].point_batch_ms - ms).abs() < 1e-9);
+    }
+    // On the 24 GB card: a denoiser pool exists, while the whole model without offload does not
+    // fit there.
+    let on_4090 = |r: Role| cands.iter().find(|c| c.role == r && c.gpu == "rtx-4090");
+    let den = on_4090(Role::Denoiser).expect("a 4090 denoiser");
+    let gpu = s.fleet.iter().find(|f| f.gpu.id == "rtx-4090").unwrap().gpu;
+    let whole = memo
+        .estimate(
+            planner::estimate::Inputs {
+                model: s.model,
+                gpu,
+                runtime: s.runtime,
+            },
+            &den.deployment,
+        )
+        .unwrap();
+    assert!(whole.peak_bytes_at(conf) > gpu.hbm_bytes);
+}
