@@ -446,3 +446,24 @@ fn the_v1_4_confidence_spec_is_accepted_and_its_json_fields_exist() {
         serde_json::from_str(&block(&doc, heading, "json")).expect("documented JSON");
     holds(&documented, &actual);
 }
+
+/// The v1.4 stage-pools section: its spec (with `allow.disaggregate` and `network:`) is accepted,
+/// and the fleet JSON carries every field it documents: a pool's `role` and `transfer`, and
+/// `colocated_alternative`.
+#[test]
+fn the_v1_4_stage_pools_spec_is_accepted_and_its_json_fields_exist() {
+    let doc = contract();
+    let heading = "Extensions in v1.4 (compatible): stage pools";
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("pools.yaml"), block(&doc, heading, "yaml")).unwrap();
+    let out = TestCommand::in_dir(tmp.path(), ["fleet", "pools.yaml", "--format", "json"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let actual: Value = serde_json::from_str(&out.stdout).expect("fleet JSON");
+    let documented: Value =
+        serde_json::from_str(&block(&doc, heading, "json")).expect("documented JSON");
+    holds(&documented, &actual);
+    assert_eq!(actual["colocated_alternative"]["disaggregated"], true);
+    for p in actual["pools"].as_array().unwrap() {
+        assert_ne!(p["role"], "all", "{p}");
+    }
+}

@@ -19,15 +19,36 @@ struct Bar {
 pub fn svg(f: &FleetPlan) -> String {
     let rate: f64 = f.classes.iter().map(|c| c.images_per_s).sum();
     let mut bars = Vec::new();
+    // Stage pools: the fleet's bar names the roles in request order, and the best co-located
+    // fleet gets a bar of its own beside it.
+    let roles: Vec<&str> = f
+        .pools
+        .iter()
+        .filter(|p| p.role != planner::fleet::pools::roles::Role::All)
+        .map(|p| p.role.name())
+        .collect();
+    let what = if roles.is_empty() {
+        "mix".to_string()
+    } else {
+        format!("stage pools: {}", roles.join(" | "))
+    };
     bars.push(Bar {
         label: format!(
-            "the fleet (mix), {} images/s",
+            "the fleet ({what}), {} images/s",
             super::fmt_tick(round2(rate))
         ),
         usd_per_hour: f.total_usd_per_hour,
         why_not: "no fleet meets the targets".into(),
         color: COLORS[0],
     });
+    if let Some(c) = f.colocated_alternative.as_ref().filter(|c| c.disaggregated) {
+        bars.push(Bar {
+            label: "the best co-located fleet (role all)".into(),
+            usd_per_hour: c.total_usd_per_hour,
+            why_not: "no co-located fleet meets the targets".into(),
+            color: COLORS[1],
+        });
+    }
     for h in &f.homogeneous_alternatives {
         bars.push(Bar {
             label: format!("{} alone", h.gpu),

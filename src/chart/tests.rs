@@ -284,3 +284,13 @@ fn the_sweep_chart_draws_out_of_memory_points_and_the_capacity() {
     assert!(svg.contains("h200 capacity 141.00 GB"), "{svg}");
     assert_readable("sweep", &svg);
 }
+
+/// A fleet of stage pools names its roles on its bar and shows the co-located fleet beside it.
+#[test]
+fn the_fleet_chart_marks_stage_pools() {
+    let spec = planner::spec::parse(include_str!("../../specs/stage-pools.yaml")).unwrap();
+    let svg = super::fleet::svg(&planner::fleet::fleet(&spec));
+    assert_readable("stage pools", &svg);
+    assert!(svg.contains("stage pools: encoder | denoiser | decoder"), "{svg}");
+    assert!(svg.contains("the best co-located fleet (role all)"), "{svg}");
+}

@@ -5,6 +5,7 @@
 
 pub mod api;
 mod diffusers;
+pub mod sglang_pools;
 mod xdit;
 
 use planner::catalog::{Gpu, Model};

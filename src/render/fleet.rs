@@ -251,7 +251,9 @@ pub fn fleet(f: &FleetPlan) -> String {
                 served.join(", ")
             );
             let _ = writeln!(out, "      {}", knobs(&p.deployment));
+            super::pools::pool_lines(&mut out, p);
         }
+        super::pools::colocated_line(&mut out, f);
     }
     if !f.classes.is_empty() {
         let _ = writeln!(out);

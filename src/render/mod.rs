@@ -9,6 +9,7 @@ mod errors;
 mod estimate;
 mod fleet;
 mod plan;
+mod pools;
 mod sweep;
 mod units;
 mod verify;

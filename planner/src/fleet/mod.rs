@@ -12,6 +12,7 @@ pub mod candidates;
 mod checked;
 pub mod compact;
 pub mod milp;
+pub mod pools;
 pub mod queueing;
 pub mod report;
 pub mod simulation;
@@ -65,6 +66,8 @@ fn pools_of(classes: &[Class], cands: &[FleetCandidate], c: &Checked) -> Vec<Poo
                     .collect(),
                 utilization: u,
                 usd_per_hour: p.replicas as f64 * cand.usd_per_replica_hour,
+                role: pools::roles::Role::All,
+                transfer: None,
             }
         })
         .collect()
@@ -282,6 +285,7 @@ pub fn fleet(s: &Spec) -> FleetPlan {
         sensitivity: None,
         infeasible: None,
         options,
+        colocated_alternative: None,
     };
     let classes = match candidates::classes(s) {
         Ok(c) => c,
@@ -439,7 +443,10 @@ pub fn fleet(s: &Spec) -> FleetPlan {
         out.total_usd_per_hour = Some(c.solved.total_usd_per_hour);
         out.pools = pools;
     }
-    // Sensitivity: twice the traffic, queueing model only.
+    if s.allow.disaggregate {
+        split_if_cheaper(s, &classes, &memo, &mut out);
+    }
+    // Sensitivity: twice the traffic, queueing model only (co-located pools).
     let doubled: Vec<Class> = classes
         .iter()
         .map(|c| Class {
@@ -465,6 +472,31 @@ pub fn fleet(s: &Spec) -> FleetPlan {
         },
     });
     out
+}
+
+/// With `allow.disaggregate`: stage pools replace the co-located fleet when they meet every
+/// target and cost less (strictly: a tie keeps the co-located fleet); the co-located cost is
+/// reported beside either.
+fn split_if_cheaper(s: &Spec, classes: &[Class], memo: &Memo, out: &mut FleetPlan) {
+    let colocated = out.meets_targets.then_some(out.total_usd_per_hour).flatten();
+    let mut alt = Colocated {
+        total_usd_per_hour: colocated,
+        gpus: colocated.map(|_| out.pools.iter().map(|p| p.count).sum()),
+        disaggregated: false,
+    };
+    if let Some(d) = pools::disaggregated(s, classes, memo)
+        && colocated.is_none_or(|c| d.total_usd_per_hour < c - 1e-9)
+    {
+        out.pools = d.pools;
+        out.classes = d.classes;
+        out.total_usd_per_hour = Some(d.total_usd_per_hour);
+        out.meets_targets = true;
+        out.infeasible = None;
+        out.solver.status = if d.optimal { "optimal" } else { "time_limit" };
+        out.solver.gap = d.optimal.then_some(0.0);
+        alt.disaggregated = true;
+    }
+    out.colocated_alternative = Some(alt);
 }
 
 /// v1's answer: per GPU type, `plan` on that type alone.

@@ -39,6 +39,12 @@ pub struct Pool {
     pub utilization: f64,
     /// USD per hour of the pool.
     pub usd_per_hour: f64,
+    /// The stages it runs: `all` (co-located), or one role of stage pools
+    /// (`allow.disaggregate`).
+    pub role: super::pools::roles::Role,
+    /// Stage pools: what one request moves in and out of it over the network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<super::pools::Transfer>,
 }
 
 /// Latency targets of a class (absent: none set).
@@ -295,6 +301,21 @@ pub struct FleetPlan {
     /// v1: per GPU type, the best single deployment by `plan`'s judging (kept for
     /// compatibility; the pools above are the capacity plan).
     pub options: Vec<FleetOption>,
+    /// With `allow.disaggregate`: the best co-located fleet, which the pools above never cost
+    /// more than (absent without the key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub colocated_alternative: Option<Colocated>,
+}
+
+/// The best fleet of co-located replicas (`role: all`), beside a fleet that may split stages.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Colocated {
+    /// Its cost, when a co-located fleet meets every target.
+    pub total_usd_per_hour: Option<f64>,
+    /// Its GPUs.
+    pub gpus: Option<u32>,
+    /// Whether the chosen fleet splits the stages (else it is this one).
+    pub disaggregated: bool,
 }
 
 /// v1: one GPU type's best single deployment by `plan`'s judging.

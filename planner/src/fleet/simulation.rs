@@ -16,11 +16,11 @@ use super::queueing::Percentiles;
 /// Seeds simulated.
 pub const SEEDS: u64 = 8;
 /// Simulated time per seed, in mean inter-arrival times of the pool's rarest class.
-const ARRIVALS_OF_RAREST: f64 = 3000.0;
+pub(crate) const ARRIVALS_OF_RAREST: f64 = 3000.0;
 /// Arrivals per pool and seed at most.
-const MAX_ARRIVALS: f64 = 200_000.0;
+pub(crate) const MAX_ARRIVALS: f64 = 200_000.0;
 /// Share of the simulated time discarded as warm-up.
-const WARM_UP: f64 = 0.1;
+pub(crate) const WARM_UP: f64 = 0.1;
 
 /// One class's traffic at a pool.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,10 +50,10 @@ pub struct SimPool {
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): small, fast and fully determined by its seed.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -62,24 +62,24 @@ impl Rng {
     }
 
     /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     }
 
     /// Exponential with mean `mean`.
-    fn exp(&mut self, mean: f64) -> f64 {
+    pub(crate) fn exp(&mut self, mean: f64) -> f64 {
         -self.unit().ln() * mean
     }
 
     /// Standard normal (Box-Muller, one of the pair).
-    fn normal(&mut self) -> f64 {
+    pub(crate) fn normal(&mut self) -> f64 {
         let (u, v) = (self.unit(), self.unit());
         (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
 }
 
 /// z of the 99th percentile of a normal.
-const Z99: f64 = 2.326_347_874;
+pub(crate) const Z99: f64 = 2.326_347_874;
 
 /// Latencies (ms) per class index of one pool and seed.
 fn run(pool: &SimPool, seed: u64, n_classes: usize) -> Vec<Vec<f64>> {
@@ -141,7 +141,7 @@ fn run(pool: &SimPool, seed: u64, n_classes: usize) -> Vec<Vec<f64>> {
 }
 
 /// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
 }

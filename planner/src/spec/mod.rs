@@ -206,6 +206,34 @@ pub struct Allow {
     pub vae_patch: bool,
     /// The text encoder sharded over a replica's GPUs (off unless asked for).
     pub text_encoder_shard: bool,
+    /// Whether `fleet` may serve the stages (text encoder, denoiser, VAE decoder) from pools of
+    /// their own (off unless asked for, so fleets without the key keep their answers).
+    #[serde(skip)]
+    pub disaggregate: bool,
+}
+
+/// `network:`: the link stage pools exchange embeddings and latents over.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Network {
+    /// Bandwidth per replica's link, gigabits per second.
+    pub gbps: f64,
+    /// One-way latency of a transfer, milliseconds.
+    pub latency_ms: f64,
+}
+
+impl Network {
+    /// The default: a 100 Gb/s data-centre link (one 100GbE / EDR InfiniBand port, IEEE
+    /// 802.3bj-2014) with 0.05 ms one-way latency (RDMA over one switch hop: a few microseconds
+    /// on the wire plus the transfer's setup, rounded up).
+    pub const DEFAULT: Network = Network {
+        gbps: 100.0,
+        latency_ms: 0.05,
+    };
+
+    /// Milliseconds to move `bytes` over the link: latency plus serialisation at the bandwidth.
+    pub fn transfer_ms(&self, bytes: u64) -> f64 {
+        self.latency_ms + bytes as f64 * 8.0 / (self.gbps * 1e9) * 1e3
+    }
 }
 
 /// Deployment keys the spec fixes (`estimate` defaults the rest; `plan` searches the rest).
@@ -264,6 +292,8 @@ pub struct Spec<'c> {
     pub fleet: Vec<FleetEntry<'c>>,
     /// Search space.
     pub allow: Allow,
+    /// The link between stage pools.
+    pub network: Network,
 }
 
 impl<'c> Spec<'c> {

@@ -18,6 +18,7 @@ pub struct RawSpec {
     pub goal: Option<S<RawGoal>>,
     pub fleet: Option<S<Vec<S<RawFleetEntry>>>>,
     pub allow: Option<S<RawAllow>>,
+    pub network: Option<S<RawNetwork>>,
 }
 
 /// `deployment:` (every key optional: estimate defaults them, plan treats them as pins).
@@ -130,4 +131,13 @@ pub struct RawAllow {
     pub hsdp: Option<S<bool>>,
     pub vae_patch: Option<S<bool>>,
     pub text_encoder_shard: Option<S<bool>>,
+    pub disaggregate: Option<S<bool>>,
+}
+
+/// `network:` — the link between stage pools (`allow.disaggregate`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    pub gbps: Option<S<f64>>,
+    pub latency_ms: Option<S<f64>>,
 }

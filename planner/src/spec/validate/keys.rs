@@ -282,6 +282,7 @@ impl<'c> Validator<'_, 'c> {
             hsdp: None,
             vae_patch: None,
             text_encoder_shard: None,
+            disaggregate: None,
         };
         let a = raw.unwrap_or(&empty);
         let flag = |b: &Option<Spanned<bool>>| b.as_ref().is_none_or(|b| b.value);
@@ -370,6 +371,26 @@ impl<'c> Validator<'_, 'c> {
             hsdp: flag(&a.hsdp),
             vae_patch: flag(&a.vae_patch),
             text_encoder_shard: a.text_encoder_shard.as_ref().is_some_and(|b| b.value),
+            disaggregate: a.disaggregate.as_ref().is_some_and(|b| b.value),
+        }
+    }
+
+    /// `network:`: bandwidth in (0, 10000] Gb/s, latency in [0, 1000] ms; each key defaults to
+    /// `Network::DEFAULT`'s.
+    pub(super) fn network(&mut self, raw: Option<&RawNetwork>) -> Network {
+        let d = Network::DEFAULT;
+        let Some(r) = raw else { return d };
+        Network {
+            gbps: r
+                .gbps
+                .as_ref()
+                .and_then(|g| self.number("network.gbps", g, false, 10_000.0))
+                .unwrap_or(d.gbps),
+            latency_ms: r
+                .latency_ms
+                .as_ref()
+                .and_then(|l| self.number("network.latency_ms", l, true, 1_000.0))
+                .unwrap_or(d.latency_ms),
         }
     }
 }

@@ -4,7 +4,9 @@ use crate::confidence::{DEFAULT_CONFIDENCE, MAX_CONFIDENCE, MIN_CONFIDENCE};
 use serde_saphyr::Spanned;
 
 use super::raw::*;
-use super::{Allow, FleetEntry, Goal, Location, Objective, Pins, Problem, Share, Spec, SpecError};
+use super::{
+    Allow, FleetEntry, Goal, Location, Network, Objective, Pins, Problem, Share, Spec, SpecError,
+};
 use crate::catalog::{Catalog, Guidance, Model, RuntimeProfile};
 use crate::deployment::*;
 

@@ -36,6 +36,7 @@ impl<'c> Validator<'_, 'c> {
         self.class_total(&raw, class_rates, &mut goal);
         let fleet = self.fleet(&raw, gpu);
         let allow = self.allow(raw.allow.as_ref().map(|a| &a.value));
+        let network = self.network(raw.network.as_ref().map(|n| &n.value));
         let model = model?;
         let runtime = runtime?;
         Some(Spec {
@@ -52,6 +53,7 @@ impl<'c> Validator<'_, 'c> {
             goal,
             fleet,
             allow,
+            network,
         })
     }
 

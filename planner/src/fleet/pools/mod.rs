@@ -1,0 +1,318 @@
+//! Stage pools (`allow.disaggregate: true`): the text encoder, the denoiser and the VAE decoder
+//! served by pools of their own, each with its GPU type, deployment and replica count, when that
+//! is cheaper than co-located replicas.
+//!
+//! Per layout (`roles::LAYOUTS`) every role's candidates are costed from the estimate's stages
+//! (`roles`), turned into pool options (replica counts with their latency from the queueing
+//! model) and chosen by an integer program (`program`) with every class's path — each pool's
+//! batching, wait and service plus the transfers between them (`Network::transfer_ms`) — within
+//! its targets. The cheapest layout is checked by the tandem simulation (`tandem`); a class that
+//! misses there has its budget tightened and every layout is solved again. `fleet` keeps the
+//! co-located fleet unless the split one is cheaper and meets every target, so the answer is
+//! never dearer than the co-located optimum.
+
+pub mod program;
+pub mod roles;
+pub mod tandem;
+
+use serde::Serialize;
+
+use super::candidates::Class;
+use super::queueing::{Percentiles, meets};
+use super::report::{ClassReport, Figures, Pool, PoolClass, Target};
+use crate::memo::Memo;
+use crate::spec::Spec;
+use program::{Budget, PoolOption, loads};
+use roles::{LAYOUTS, Role, RoleCandidate, role_candidates, sent_bytes};
+use tandem::{TandemPool, simulate};
+
+/// Re-solves after the simulation misses, at most.
+const MAX_REPAIRS: u32 = 8;
+/// Each repair scales a missing class's budget by this.
+const REPAIR_FACTOR: f64 = 0.9;
+
+/// What one request moves in and out of a pool over the network (the mean over the pool's
+/// traffic when classes of several sizes pass).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Transfer {
+    /// Bytes received per request (embeddings or latents from the previous pool).
+    pub in_bytes: f64,
+    /// Milliseconds of that receive on the request's path (latency + bytes / bandwidth).
+    pub in_ms: f64,
+    /// Bytes sent per request to the next pool.
+    pub out_bytes: f64,
+    /// Milliseconds of that send on the request's path.
+    pub out_ms: f64,
+}
+
+/// A fleet of stage pools, checked.
+#[derive(Debug, Clone)]
+pub struct Disaggregated {
+    /// The pools, in request order.
+    pub pools: Vec<Pool>,
+    /// Every class against its targets.
+    pub classes: Vec<ClassReport>,
+    /// USD per hour.
+    pub total_usd_per_hour: f64,
+    /// Whether the program proved its choice optimal.
+    pub optimal: bool,
+}
+
+/// Bytes a request of class `k` brings into a pool of `role` (what its first stage reads).
+fn received_bytes(s: &Spec, role: Role, class: &Class) -> u64 {
+    match role.stages().first() {
+        Some(&"denoise") => sent_bytes(s, Role::Encoder, class),
+        Some(&"vae_decode") => sent_bytes(s, Role::Denoiser, class),
+        _ => 0,
+    }
+}
+
+/// One layout solved: its options per slot and the picks.
+struct Solution {
+    layout: &'static [Role],
+    slots: Vec<Vec<PoolOption>>,
+    picked: program::Picked,
+}
+
+/// Per class, the transfers on a layout's path, ms.
+fn path_transfer_ms(s: &Spec, layout: &[Role], class: &Class) -> f64 {
+    layout[..layout.len() - 1]
+        .iter()
+        .map(|&r| s.network.transfer_ms(sent_bytes(s, r, class)))
+        .sum()
+}
+
+/// The cheapest layout within the budgets (`scale` per class on its targets).
+fn cheapest(
+    s: &Spec,
+    classes: &[Class],
+    cands: &[RoleCandidate],
+    scale: &[f64],
+) -> Option<Solution> {
+    let max_u = classes
+        .first()
+        .map_or(super::candidates::DEFAULT_MAX_UTILIZATION, |c| {
+            c.targets.max_utilization
+        });
+    let mut best: Option<Solution> = None;
+    for layout in LAYOUTS {
+        let slots: Vec<Vec<PoolOption>> = layout
+            .iter()
+            .map(|&role| {
+                let link: Vec<u64> = classes
+                    .iter()
+                    .map(|c| {
+                        received_bytes(s, role, c)
+                            + if Some(&role) == layout.last() {
+                                0
+                            } else {
+                                sent_bytes(s, role, c)
+                            }
+                    })
+                    .collect();
+                program::options(cands, role, classes, &link, &s.network, max_u)
+            })
+            .collect();
+        let budget: Vec<Budget> = classes
+            .iter()
+            .zip(scale)
+            .map(|(c, f)| {
+                let t = path_transfer_ms(s, layout, c);
+                Budget {
+                    p50_ms: c.targets.p50_ms.map(|x| x * f - t),
+                    p99_ms: c.targets.p99_ms.map(|x| x * f - t),
+                }
+            })
+            .collect();
+        if let Some(picked) = program::solve(&slots, &budget, &s.fleet)
+            && best
+                .as_ref()
+                .is_none_or(|b| picked.total_usd_per_hour < b.picked.total_usd_per_hour)
+        {
+            best = Some(Solution {
+                layout,
+                slots,
+                picked,
+            });
+        }
+    }
+    best
+}
+
+/// The tandem of a solution for the simulation, at the confidence or (`point`) the point figures.
+fn tandem_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution, point: bool) -> Vec<TandemPool> {
+    sol.slots
+        .iter()
+        .zip(&sol.picked.options)
+        .enumerate()
+        .map(|(i, (slot, &o))| {
+            let opt = &slot[o];
+            let c = &cands[opt.candidate];
+            let last = i + 1 == sol.layout.len();
+            TandemPool {
+                replicas: opt.replicas,
+                batch: c.deployment.batch,
+                batch_ms: c
+                    .per_class
+                    .iter()
+                    .map(|x| if point { x.point_batch_ms } else { x.batch_ms })
+                    .collect(),
+                tail_ms: c
+                    .per_class
+                    .iter()
+                    .map(|x| if point { x.point_tail_ms } else { x.tail_ms })
+                    .collect(),
+                after_ms: classes
+                    .iter()
+                    .map(|cl| {
+                        if last {
+                            0.0
+                        } else {
+                            s.network.transfer_ms(sent_bytes(s, c.role, cl))
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Per class, the queueing model's percentiles through the tandem (sum over the pools plus the
+/// transfers), at the confidence or (`point`) the point figures.
+fn predicted(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution, point: bool) -> Vec<Option<Percentiles>> {
+    let per_pool: Vec<Option<Vec<Percentiles>>> = sol
+        .slots
+        .iter()
+        .zip(&sol.picked.options)
+        .map(|(slot, &o)| {
+            let opt = &slot[o];
+            let c = &cands[opt.candidate];
+            super::queueing::pool_latency(opt.replicas, c.deployment.batch, &loads(c, classes, point))
+        })
+        .collect();
+    classes
+        .iter()
+        .enumerate()
+        .map(|(k, cl)| {
+            let t = path_transfer_ms(s, sol.layout, cl);
+            let mut p = Percentiles { p50_ms: t, p99_ms: t };
+            for pool in &per_pool {
+                let x = pool.as_ref()?[k];
+                p.p50_ms += x.p50_ms;
+                p.p99_ms += x.p99_ms;
+            }
+            Some(p)
+        })
+        .collect()
+}
+
+/// The pools of a solution as `fleet` reports them.
+fn pools_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution) -> Vec<Pool> {
+    let total_rate: f64 = classes.iter().map(|c| c.images_per_s).sum();
+    sol.slots
+        .iter()
+        .zip(&sol.picked.options)
+        .enumerate()
+        .map(|(i, (slot, &o))| {
+            let opt = &slot[o];
+            let c = &cands[opt.candidate];
+            let last = i + 1 == sol.layout.len();
+            let mean = |f: &dyn Fn(&Class) -> f64| {
+                classes.iter().map(|cl| cl.images_per_s * f(cl)).sum::<f64>()
+                    / total_rate.max(f64::MIN_POSITIVE)
+            };
+            let in_bytes = |cl: &Class| received_bytes(s, c.role, cl);
+            let out_bytes = |cl: &Class| if last { 0 } else { sent_bytes(s, c.role, cl) };
+            let ms_of = |b: u64| if b == 0 { 0.0 } else { s.network.transfer_ms(b) };
+            Pool {
+                gpu: c.gpu.clone(),
+                count: opt.gpus,
+                replicas: opt.replicas,
+                gpus_per_replica: c.gpus_per_replica,
+                deployment: crate::deployment::Deployment {
+                    resolution: classes[0].resolution,
+                    ..c.deployment.clone()
+                },
+                classes: classes
+                    .iter()
+                    .zip(&c.per_class)
+                    .map(|(cl, sv)| PoolClass {
+                        size: cl.resolution,
+                        share: 1.0,
+                        images_per_s: cl.images_per_s,
+                        batch_ms: sv.point_batch_ms,
+                    })
+                    .collect(),
+                utilization: opt.utilization,
+                usd_per_hour: opt.usd_per_hour,
+                role: c.role,
+                transfer: Some(Transfer {
+                    in_bytes: mean(&|cl| in_bytes(cl) as f64),
+                    in_ms: mean(&|cl| ms_of(in_bytes(cl))),
+                    out_bytes: mean(&|cl| out_bytes(cl) as f64),
+                    out_ms: mean(&|cl| ms_of(out_bytes(cl))),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The cheapest fleet of stage pools meeting every class's targets in the queueing model and the
+/// tandem simulation, or `None` when no layout does.
+pub fn disaggregated(s: &Spec, classes: &[Class], memo: &Memo) -> Option<Disaggregated> {
+    let roles: Vec<Role> = {
+        let mut r: Vec<Role> = LAYOUTS.iter().flat_map(|l| l.iter().copied()).collect();
+        r.sort();
+        r.dedup();
+        r
+    };
+    let cands = role_candidates(s, classes, &roles, memo);
+    let mut scale = vec![1.0; classes.len()];
+    for _ in 0..=MAX_REPAIRS {
+        let sol = cheapest(s, classes, &cands, &scale)?;
+        let pred = predicted(s, classes, &cands, &sol, false);
+        let sim = simulate(
+            &tandem_of(s, classes, &cands, &sol, false),
+            &classes.iter().map(|c| c.images_per_s).collect::<Vec<_>>(),
+        );
+        let ok = |k: usize| {
+            let t = &classes[k].targets;
+            pred[k].is_some_and(|p| meets(&p, t)) && sim[k].is_some_and(|p| meets(&p, t))
+        };
+        let missing: Vec<usize> = (0..classes.len()).filter(|&k| !ok(k)).collect();
+        if missing.is_empty() {
+            let pred_point = predicted(s, classes, &cands, &sol, true);
+            let sim_point = simulate(
+                &tandem_of(s, classes, &cands, &sol, true),
+                &classes.iter().map(|c| c.images_per_s).collect::<Vec<_>>(),
+            );
+            let pools = pools_of(s, classes, &cands, &sol);
+            let usd = super::usd_per_1000(classes, &pools);
+            return Some(Disaggregated {
+                classes: classes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, cl)| ClassReport {
+                        size: cl.resolution,
+                        images_per_s: cl.images_per_s,
+                        target: Target {
+                            p50_ms: cl.targets.p50_ms,
+                            p99_ms: cl.targets.p99_ms,
+                        },
+                        predicted: Figures::of(pred_point[k], pred[k]),
+                        simulated: Figures::of(sim_point[k], sim[k]),
+                        usd_per_1000_images: usd[k],
+                        meets_target: true,
+                    })
+                    .collect(),
+                total_usd_per_hour: sol.picked.total_usd_per_hour,
+                optimal: sol.picked.optimal,
+                pools,
+            });
+        }
+        for k in missing {
+            scale[k] *= REPAIR_FACTOR;
+        }
+    }
+    None
+}

@@ -1,0 +1,181 @@
+//! Stage pools (`allow.disaggregate`): the integer program's choice equals the brute force over
+//! every combination of pool options, on the spec where splitting pays and on instances where the
+//! GPUs available bind; a fleet that may split is never dearer than the co-located optimum and
+//! reports that optimum's cost; without the key every pool is `all` and nothing else changes.
+
+use planner::fleet::candidates::classes;
+use planner::fleet::fleet;
+use planner::fleet::pools::program::{Budget, brute_force, options, solve};
+use planner::fleet::pools::roles::{LAYOUTS, Role, role_candidates, sent_bytes};
+use planner::memo::Memo;
+use planner::spec::parse;
+
+const PAYS: &str = include_str!("../../specs/stage-pools.yaml");
+const DOES_NOT_PAY: &str = include_str!("../../specs/stage-pools-colocated.yaml");
+
+/// The program and the brute force on every layout of `text`, with the GPUs of the first offer
+/// limited to `available` (None: as written). Returns the cheapest cost found.
+fn program_equals_brute_force(text: &str, available: Option<u32>) -> Option<f64> {
+    let mut s = parse(text).expect("spec parses");
+    if let Some(a) = available {
+        s.fleet[0].available = a;
+    }
+    let cl = classes(&s).expect("rates");
+    let memo = Memo::keeping_estimates();
+    let roles = [
+        Role::Encoder,
+        Role::EncoderDenoiser,
+        Role::Denoiser,
+        Role::DenoiserDecoder,
+        Role::Decoder,
+    ];
+    let cands = role_candidates(&s, &cl, &roles, &memo);
+    assert!(!cands.is_empty());
+    let mut best: Option<f64> = None;
+    for layout in LAYOUTS {
+        let slots: Vec<_> = layout
+            .iter()
+            .map(|&r| {
+                let link: Vec<u64> = cl.iter().map(|c| 2 * sent_bytes(&s, Role::Encoder, c)).collect();
+                options(&cands, r, &cl, &link, &s.network, cl[0].targets.max_utilization)
+            })
+            .collect();
+        let budget: Vec<Budget> = cl
+            .iter()
+            .map(|c| {
+                let t: f64 = layout[..layout.len() - 1]
+                    .iter()
+                    .map(|&r| s.network.transfer_ms(sent_bytes(&s, r, c)))
+                    .sum();
+                Budget {
+                    p50_ms: c.targets.p50_ms.map(|x| x - t),
+                    p99_ms: c.targets.p99_ms.map(|x| x - t),
+                }
+            })
+            .collect();
+        let milp = solve(&slots, &budget, &s.fleet);
+        let brute = brute_force(&slots, &budget, &s.fleet);
+        match (&milp, brute) {
+            (Some(m), Some(b)) => {
+                assert!(m.optimal, "{layout:?}: not proven optimal");
+                assert!(
+                    (m.total_usd_per_hour - b).abs() < 1e-6,
+                    "{layout:?}: program ${} vs brute force ${b}",
+                    m.total_usd_per_hour
+                );
+                best = Some(best.map_or(b, |x: f64| x.min(b)));
+            }
+            (None, None) => {}
+            _ => panic!("{layout:?}: program {milp:?} vs brute force {brute:?}"),
+        }
+    }
+    best
+}
+
+#[test]
+fn the_program_finds_the_brute_force_optimum() {
+    let free = program_equals_brute_force(PAYS, None).expect("a split fleet exists");
+    // Fewer 4090s than the free optimum uses: the availability row binds and the answer is dearer
+    // (or none), and still the brute force's.
+    let limited = program_equals_brute_force(PAYS, Some(40));
+    assert!(limited.is_none_or(|l| l >= free - 1e-9));
+    program_equals_brute_force(DOES_NOT_PAY, None);
+}
+
+#[test]
+fn a_split_fleet_is_never_dearer_than_the_colocated_optimum() {
+    for text in [PAYS, DOES_NOT_PAY] {
+        let split = fleet(&parse(text).unwrap());
+        let colocated = fleet(&parse(&text.replace("disaggregate: true", "disaggregate: false")).unwrap());
+        assert!(colocated.colocated_alternative.is_none());
+        assert!(colocated.pools.iter().all(|p| p.role == Role::All && p.transfer.is_none()));
+        let alt = split.colocated_alternative.as_ref().expect("reported");
+        assert_eq!(alt.total_usd_per_hour, colocated.total_usd_per_hour);
+        assert!(split.meets_targets);
+        let (s, c) = (split.total_usd_per_hour.unwrap(), colocated.total_usd_per_hour.unwrap());
+        assert!(s <= c + 1e-9, "split ${s} > co-located ${c}");
+        assert_eq!(alt.disaggregated, s < c);
+        // Every class met in the queueing model and the simulation.
+        assert!(split.classes.iter().all(|k| k.meets_target));
+    }
+    // Where splitting pays it is chosen, with every role's pool and their transfers.
+    let split = fleet(&parse(PAYS).unwrap());
+    assert!(split.colocated_alternative.unwrap().disaggregated);
+    assert!(split.pools.iter().all(|p| p.role != Role::All && p.transfer.is_some()));
+    let first = split.pools.first().unwrap();
+    assert_eq!(first.transfer.unwrap().in_bytes, 0.0);
+    assert!(first.transfer.unwrap().out_bytes > 0.0);
+    // Where it does not, every pool is co-located.
+    let kept = fleet(&parse(DOES_NOT_PAY).unwrap());
+    assert!(kept.pools.iter().all(|p| p.role == Role::All));
+}
+
+#[test]
+fn a_slower_network_costs_latency_on_the_path() {
+    let s = parse(PAYS).unwrap();
+    let fast = s.network.transfer_ms(12_582_912);
+    let slow = parse(&format!("{PAYS}network: {{gbps: 10, latency_ms: 1}}\n"))
+        .unwrap()
+        .network
+        .transfer_ms(12_582_912);
+    // 100 Gb/s + 0.05 ms vs 10 Gb/s + 1 ms: bytes x 8 / rate + latency.
+    assert!((fast - (0.05 + 12_582_912.0 * 8.0 / 100e9 * 1e3)).abs() < 1e-9);
+    assert!((slow - (1.0 + 12_582_912.0 * 8.0 / 10e9 * 1e3)).abs() < 1e-9);
+}
+
+#[test]
+fn bad_network_keys_are_reported_with_their_location() {
+    let e = parse(&format!("{PAYS}network: {{gbps: 0, latency_ms: -1}}\n")).unwrap_err();
+    let fields: Vec<&str> = e.problems.iter().map(|p| p.field.as_str()).collect();
+    assert!(fields.contains(&"network.gbps"), "{fields:?}");
+    assert!(fields.contains(&"network.latency_ms"), "{fields:?}");
+    assert!(e.problems.iter().all(|p| p.location.is_some()));
+    let e = parse(&format!("{PAYS}network: {{gbit: 3}}\n")).unwrap_err();
+    assert!(!e.problems.is_empty());
+}
+
+#[test]
+fn a_role_holds_only_its_stages_and_fits_where_the_whole_model_does_not() {
+    let s = parse(PAYS).unwrap();
+    let cl = classes(&s).unwrap();
+    let memo = Memo::keeping_estimates();
+    let cands = role_candidates(&s, &cl, &[Role::Encoder, Role::Denoiser, Role::Decoder], &memo);
+    let conf = s.goal.confidence;
+    for c in &cands {
+        let f = s.fleet.iter().find(|f| f.gpu.id == c.gpu).unwrap();
+        let inp = planner::estimate::Inputs {
+            model: s.model,
+            gpu: f.gpu,
+            runtime: s.runtime,
+        };
+        let whole = memo.estimate(inp, &c.deployment).unwrap();
+        // Within the GPU at the confidence, and below the co-located replica's peak.
+        assert!(c.peak_bytes[0] <= f.gpu.hbm_bytes, "{c:?}");
+        assert!(c.peak_bytes[0] < whole.peak_bytes_at(conf), "{:?} {}", c.role, c.gpu);
+        // Its time is its stages' sum at the confidence.
+        let names = c.role.stages();
+        let ms: f64 = whole
+            .stages
+            .iter()
+            .filter(|x| names.contains(&x.name))
+            .map(|x| x.ms)
+            .sum();
+        assert!((c.per_class[0].point_batch_ms - ms).abs() < 1e-9);
+    }
+    // On the 24 GB card: a denoiser pool exists, while the whole model without offload does not
+    // fit there.
+    let on_4090 = |r: Role| cands.iter().find(|c| c.role == r && c.gpu == "rtx-4090");
+    let den = on_4090(Role::Denoiser).expect("a 4090 denoiser");
+    let gpu = s.fleet.iter().find(|f| f.gpu.id == "rtx-4090").unwrap().gpu;
+    let whole = memo
+        .estimate(
+            planner::estimate::Inputs {
+                model: s.model,
+                gpu,
+                runtime: s.runtime,
+            },
+            &den.deployment,
+        )
+        .unwrap();
+    assert!(whole.peak_bytes_at(conf) > gpu.hbm_bytes);
+}

@@ -1,0 +1,60 @@
+//! Text of stage pools (`allow.disaggregate`): a pool's role and what one request moves in and
+//! out of it over the network, and the co-located fleet's cost beside a fleet that may split
+//! stages. Called from `render::fleet`; every figure worded with `render`'s units.
+
+use std::fmt::Write;
+
+use planner::fleet::FleetPlan;
+use planner::fleet::pools::roles::Role;
+use planner::fleet::report::Pool;
+
+use super::ms;
+
+/// Bytes per request, in MB (10^6) with two decimals (embeddings and latents are a few MB).
+fn mb(b: f64) -> String {
+    format!("{:.2} MB", b / 1e6)
+}
+
+/// The line under a stage pool: its role and its transfers per request (nothing for `all`).
+pub fn pool_lines(out: &mut String, p: &Pool) {
+    if p.role == Role::All {
+        return;
+    }
+    let t = p.transfer.unwrap_or(planner::fleet::pools::Transfer {
+        in_bytes: 0.0,
+        in_ms: 0.0,
+        out_bytes: 0.0,
+        out_ms: 0.0,
+    });
+    let side = |what: &str, b: f64, t: f64| {
+        if b > 0.0 {
+            format!("{what} {} in {} ms", mb(b), ms(t))
+        } else {
+            format!("{what} nothing over the network")
+        }
+    };
+    let _ = writeln!(
+        out,
+        "      role {} · per request: {} · {}",
+        p.role.name(),
+        side("receives", t.in_bytes, t.in_ms),
+        side("sends", t.out_bytes, t.out_ms)
+    );
+}
+
+/// The co-located fleet's cost, when stage pools were allowed.
+pub fn colocated_line(out: &mut String, f: &FleetPlan) {
+    let Some(c) = &f.colocated_alternative else {
+        return;
+    };
+    let what = if c.disaggregated {
+        "stage pools chosen; the best co-located fleet"
+    } else {
+        "co-located replicas chosen (no split is cheaper); the best co-located fleet"
+    };
+    let cost = match (c.total_usd_per_hour, c.gpus) {
+        (Some(t), Some(g)) => format!("${t:.2}/h · {g} GPUs"),
+        _ => "none meets every target".into(),
+    };
+    let _ = writeln!(out, "  {what}: {cost}");
+}
