@@ -9,6 +9,7 @@
 
 use serde_json::Value;
 
+pub mod runtimes;
 mod tails;
 pub use tails::{TailTable, range_table, tail_table};
 
