@@ -78,6 +78,69 @@ pub const UNMEASURED: Category = Category {
     },
 };
 
+/// A runtime's own out-of-sample errors on its published rows (a runtime profile's
+/// `published_errors:`), for a runtime measured by no GPU of ours: the range of its estimates on
+/// the architectures those rows pinned. Held to its rows by `planner/tests/runtime_rows.rs`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeErrors {
+    /// Architectures its published rows pinned (`unmeasured_arch_scale` fitted on them).
+    pub archs: Vec<String>,
+    /// Mean absolute leave-one-out error of its time rows.
+    pub time_mape: f64,
+    /// Root mean square of their signed log errors, and how many.
+    pub time_sigma: f64,
+    /// Time rows.
+    pub time_rows: u32,
+    /// Mean absolute held-out error of its memory rows.
+    pub memory_mape: f64,
+    /// Root mean square of their signed log errors.
+    pub memory_sigma: f64,
+    /// Memory rows.
+    pub memory_rows: u32,
+}
+
+impl RuntimeErrors {
+    /// What is wrong with the figures (each a finite error below 10, rows at most 10,000).
+    pub fn problems(&self) -> Vec<String> {
+        let ok = |x: f64| x.is_finite() && (0.0..=10.0).contains(&x);
+        let mut out = Vec::new();
+        if ![
+            self.time_mape,
+            self.time_sigma,
+            self.memory_mape,
+            self.memory_sigma,
+        ]
+        .into_iter()
+        .all(ok)
+            || self.time_rows > 10_000
+            || self.memory_rows > 10_000
+        {
+            out.push("published_errors: each error must lie in [0, 10], rows at most 10000".into());
+        }
+        out
+    }
+}
+
+/// The range category of a runtime judged on its own published rows: 1.25 x its MAPEs, its
+/// tails (few rows give a wide t quantile).
+fn published_runtime(e: &RuntimeErrors) -> Category {
+    Category {
+        name: "published runtime",
+        rows: "runtime not measured by us, judged on its own published rows",
+        time: 1.25 * e.time_mape,
+        memory: 1.25 * e.memory_mape,
+        time_tail: Tail {
+            sigma: e.time_sigma,
+            rows: e.time_rows,
+        },
+        memory_tail: Tail {
+            sigma: e.memory_sigma,
+            rows: e.memory_rows,
+        },
+    }
+}
+
 /// What is left of the time error when two deployments on the same GPU and runtime are
 /// compared (`fit::tail_table`'s `paired_time`, as a relative figure): objective figures closer
 /// than this tie (`search`).
@@ -114,7 +177,15 @@ pub fn category(
     d: &Deployment,
 ) -> (Category, String) {
     let techniques = unmeasured_techniques(d);
-    let c = if rt.calibrated_on.is_empty() || !techniques.is_empty() || model.user_defined {
+    let published = rt
+        .published_errors
+        .as_ref()
+        .filter(|e| e.archs.contains(&gpu.arch) && !gpu.user_defined);
+    let c = if !techniques.is_empty() || model.user_defined {
+        UNMEASURED
+    } else if let (true, Some(e)) = (rt.calibrated_on.is_empty(), published) {
+        published_runtime(e)
+    } else if rt.calibrated_on.is_empty() {
         UNMEASURED
     } else if rt.calibrated_on.contains(&gpu.id) && !gpu.user_defined {
         MEASURED
@@ -124,7 +195,16 @@ pub fn category(
         UNMEASURED
     };
     let mut why = String::from(c.rows);
-    if rt.calibrated_on.is_empty() {
+    if let (true, Some(e)) = (rt.calibrated_on.is_empty(), published) {
+        why.push_str(&format!(
+            " ({}: {} time rows leave-one-out, MAPE {:.1} %; {} memory rows held out, MAPE {:.1} %)",
+            rt.id,
+            e.time_rows,
+            e.time_mape * 100.0,
+            e.memory_rows,
+            e.memory_mape * 100.0
+        ));
+    } else if rt.calibrated_on.is_empty() {
         why.push_str(&format!("; runtime {} was never measured", rt.id));
     } else if model.user_defined {
         why.push_str(&format!(
@@ -151,7 +231,7 @@ pub fn range(x: f64, s: f64) -> (f64, f64) {
 /// architectures' four rows give a wide t quantile).
 pub fn factors(cat: &Category, c: f64) -> (f64, f64) {
     let own = (cat.time_tail.factor(c), cat.memory_tail.factor(c));
-    if cat.name != UNMEASURED.name {
+    if cat.name != UNMEASURED.name && cat.name != "published runtime" {
         return own;
     }
     [MEASURED, PUBLISHED_ARCH].iter().fold(own, |(t, m), o| {

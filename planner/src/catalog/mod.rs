@@ -3,6 +3,7 @@
 
 pub mod capabilities;
 mod checks;
+pub mod defaults;
 mod files;
 mod gpu;
 pub mod import;

@@ -496,6 +496,14 @@ pub struct RuntimeProfile {
     /// `graph` ([`RuntimeProfile::from_yaml`]); a profile built in code without it, the baseline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<Capabilities>,
+    /// What the engine does when no flag is passed, applied to the deployment keys a spec leaves
+    /// out (`catalog/defaults.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<super::defaults::RuntimeDefaults>,
+    /// Its own out-of-sample errors on its published rows (`ranges::RuntimeErrors`), for a
+    /// runtime no GPU of ours measured: the range of its estimates on those architectures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_errors: Option<crate::ranges::RuntimeErrors>,
     /// Where the parameters come from and how they were fitted.
     pub source: String,
 }
@@ -738,6 +746,16 @@ impl RuntimeProfile {
         }
         if let Some(caps) = &self.capabilities {
             out.extend(caps.problems(&at));
+        }
+        if let Some(d) = &self.defaults {
+            out.extend(d.problems(&at));
+        }
+        if let Some(e) = &self.published_errors {
+            out.extend(
+                e.problems()
+                    .into_iter()
+                    .map(|p| format!("{}{p}", at("published_errors"))),
+            );
         }
         for (k, name) in [
             ("sdpa_backend", &self.sdpa_backend),

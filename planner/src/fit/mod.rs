@@ -10,6 +10,7 @@
 pub mod calibration;
 mod lsq;
 mod rows;
+pub mod runtimes;
 mod tails;
 pub use lsq::nonneg_least_squares;
 pub use rows::{h200_rows, published_rows};

@@ -306,10 +306,16 @@ impl<'c> Spec<'c> {
             steps: p.steps.unwrap_or(self.steps),
             weights: p.weights.unwrap_or(Precision::Bf16),
             attention: p.attention.unwrap_or(Attention::Sdpa),
-            // Whole-model offload moves the text encoder too, so it defaults to offloaded then.
+            // Whole-model offload moves the text encoder too, so it defaults to offloaded then;
+            // otherwise the runtime's own default (`defaults:`, what the engine does unasked).
             text_encoder: p.text_encoder.unwrap_or(match p.offload {
                 Some(o) if o != Offload::None => TextEncoderPlacement::Offload,
-                _ => TextEncoderPlacement::Resident,
+                _ => self
+                    .runtime
+                    .defaults
+                    .as_ref()
+                    .and_then(|d| d.text_encoder())
+                    .unwrap_or(TextEncoderPlacement::Resident),
             }),
             offload: p.offload.unwrap_or(Offload::None),
             vae_tiling: p.vae_tiling.unwrap_or(false),
