@@ -290,6 +290,25 @@ impl CalibrationSizes {
         }
     }
 
+    /// The smallest set that exercises every benchmark once (one shape of each kind, one
+    /// repetition, one round): a smoke test of the mechanics, not a measurement to fit on.
+    pub fn smoke() -> CalibrationSizes {
+        CalibrationSizes {
+            gemm: vec![(1, 64, 32), (16, 64, 32), (32, 32, 64)],
+            attention: vec![(2, 16, 16)],
+            causal_attention: vec![(4, 2, 8, 16)],
+            conv: vec![(8, 8, 8, 8)],
+            elements: 1 << 10,
+            kind_elements: vec![1 << 8, 1 << 10],
+            reps: 1,
+            min_ms: 0.0,
+            fp8: false,
+            gemm_weight_rotation_bytes: 0,
+            cold_reps: 1,
+            rounds: 1,
+        }
+    }
+
     /// The same sizes with at least `reps` repetitions per benchmark.
     pub fn with_reps(mut self, reps: usize) -> CalibrationSizes {
         self.reps = self.reps.max(reps);
@@ -797,20 +816,27 @@ pub fn calibrate(kind: BackendKind) -> Result<CalibrationReport> {
 
 /// [`calibrate`] with at least `reps` measured repetitions per benchmark.
 pub fn calibrate_with(kind: BackendKind, reps: usize) -> Result<CalibrationReport> {
+    let sizes = match kind {
+        BackendKind::Cpu => CalibrationSizes::cpu(),
+        BackendKind::Cuda => CalibrationSizes::gpu(),
+    };
+    calibrate_sized(kind, &sizes.with_reps(reps))
+}
+
+/// The microbenchmarks at `sizes` on a fresh backend of `kind` (`CalibrationSizes::smoke` for a
+/// smoke test).
+pub fn calibrate_sized(kind: BackendKind, sizes: &CalibrationSizes) -> Result<CalibrationReport> {
     match kind {
-        BackendKind::Cpu => calibrate_on(
-            &crate::cpu::CpuBackend::new(),
-            &CalibrationSizes::cpu().with_reps(reps),
-        ),
-        BackendKind::Cuda => calibrate_cuda(reps),
+        BackendKind::Cpu => calibrate_on(&crate::cpu::CpuBackend::new(), sizes),
+        BackendKind::Cuda => calibrate_cuda(sizes),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn calibrate_cuda(reps: usize) -> Result<CalibrationReport> {
+fn calibrate_cuda(sizes: &CalibrationSizes) -> Result<CalibrationReport> {
     let b = crate::cuda::CudaBackend::new()?;
     let r = b.describe().and_then(|(name, _free, total)| {
-        let mut r = calibrate_on(&b, &CalibrationSizes::gpu().with_reps(reps))?;
+        let mut r = calibrate_on(&b, sizes)?;
         r.device = name;
         r.device_memory_bytes = total as u64;
         Ok(r)
@@ -823,7 +849,7 @@ fn calibrate_cuda(reps: usize) -> Result<CalibrationReport> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn calibrate_cuda(_reps: usize) -> Result<CalibrationReport> {
+fn calibrate_cuda(_sizes: &CalibrationSizes) -> Result<CalibrationReport> {
     match crate::cuda::CudaBackend::new()? {}
 }
 

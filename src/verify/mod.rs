@@ -7,7 +7,7 @@ mod calibrate;
 mod dims;
 mod preflight;
 
-pub use calibrate::{calibrate, noisy_warning};
+pub use calibrate::{calibrate, fit_recorded, noisy_warning};
 pub use dims::{dims_for, run_config};
 pub use preflight::Preflight;
 
