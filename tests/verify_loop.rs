@@ -26,7 +26,10 @@ struct StageError {
 /// `calibrate --backend cpu -o p.yaml` in `dir`: measuring this host, or (`recorded`) fitting
 /// the recorded CPU measurements of `data/`.
 fn calibrate(dir: &Dir, recorded: bool) {
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data/cpu-calibrate-measurements.json");
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/cpu-calibrate-measurements.json"
+    );
     let mut args = vec!["calibrate", "--backend", "cpu", "-o", "p.yaml"];
     if recorded {
         args.extend(["--from", data]);

@@ -157,12 +157,3 @@ pub struct Measurements {
     /// First calls per op kind (CPU).
     pub cold: Vec<Cold>,
 }
-
-/// A fitted profile and the largest run-to-run spread of the measurements behind it.
-#[derive(Debug, Clone)]
-pub struct Calibration {
-    /// The profile (id `klein-calibrated-<gpu>`).
-    pub profile: RuntimeProfile,
-    /// Largest (p90 − p10) / median over every measurement.
-    pub worst_spread: f64,
-}

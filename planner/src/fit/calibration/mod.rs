@@ -13,6 +13,15 @@ pub use measurements::*;
 use super::nonneg_least_squares;
 use crate::catalog::{Catalog, Gpu, OpKind, RuntimeProfile};
 
+/// A fitted profile and the largest run-to-run spread of the measurements behind it.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    /// The profile (id `klein-calibrated-<gpu>`).
+    pub profile: RuntimeProfile,
+    /// Largest (p90 − p10) / median over every measurement.
+    pub worst_spread: f64,
+}
+
 /// `(work, ms, bytes)` of one measurement for `rate`.
 type Item = (f64, f64, f64);
 
