@@ -115,6 +115,17 @@ enum Command {
         /// Write the profile here (YAML, for `runtime: ./profile.yaml`); stdout when absent.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Also write the measurements the profile is fitted on (JSON) here.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        /// Fit the measurements a `--record` file holds instead of measuring (its backend is the
+        /// file's; `--gpu` names its device as when it was recorded).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["record", "smoke"])]
+        from: Option<PathBuf>,
+        /// Smallest microbenchmarks, one repetition: checks the mechanics in seconds; the
+        /// profile is not a measurement of the device.
+        #[arg(long, hide = true)]
+        smoke: bool,
     },
     /// Turn a diffusers transformer `config.json` (FLUX.1 or FLUX.2) into a `models.yaml` entry
     /// for `--catalog DIR`; the text encoder and VAE come from the pipeline folder when it has a
@@ -300,7 +311,21 @@ pub fn run(cli: Cli) -> Result<Exit> {
             gpu,
             runs,
             output,
-        } => command::calibrate::run(&cx, backend.into(), gpu, runs, output)?,
+            record,
+            from,
+            smoke,
+        } => command::calibrate::run(
+            &cx,
+            command::calibrate::Args {
+                backend: backend.into(),
+                gpu,
+                runs,
+                output,
+                record,
+                from,
+                smoke,
+            },
+        )?,
         Command::ImportModel {
             path,
             id,

@@ -285,3 +285,18 @@ pub fn html_text(html: &str) -> String {
         .replace("&#39;", "'")
         .replace("&amp;", "&")
 }
+
+/// A goal no deployment meets: 50 CFG steps of the base model in 100 ms.
+pub const TOO_FAST: &str = "\
+model: flux2-klein-base-4b
+workload:
+  resolutions:
+    - {size: 1024x1024, share: 1.0}
+goal:
+  p50_latency_ms: 100
+fleet:
+  - {gpu: h100-sxm, available: 2}
+allow:
+  weights: [bf16]
+  batch: [1]
+";

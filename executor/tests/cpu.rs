@@ -466,22 +466,24 @@ fn bad_configs_are_rejected_with_a_hint() {
     assert!(err.to_string().contains("not implemented"), "{err}");
 }
 
+/// Every benchmark runs and reports, at the smoke-test sizes (the mechanics, not the figures:
+/// what a full calibration's figures mean is `planner::fit::calibration`'s, tested on recorded
+/// measurements).
 #[test]
 fn calibrate_runs_on_cpu() {
-    let r = executor::calibrate(BackendKind::Cpu).unwrap();
+    use executor::calibrate::CalibrationSizes;
+    let r =
+        executor::calibrate::calibrate_sized(BackendKind::Cpu, &CalibrationSizes::smoke()).unwrap();
     assert_eq!(r.backend, BackendKind::Cpu);
     // bf16 and fp8-storage for every shape (fp8 compute is CUDA-only).
-    let shapes = executor::calibrate::CalibrationSizes::cpu().gemm.len();
+    let shapes = CalibrationSizes::smoke().gemm.len();
     assert_eq!(r.gemm.len(), 2 * shapes);
     assert!(
         r.gemm
             .iter()
             .all(|g| g.tflops > 0.0 && g.ms > 0.0 && g.spread >= 0.0)
     );
-    assert_eq!(
-        r.conv.len(),
-        executor::calibrate::CalibrationSizes::cpu().conv.len()
-    );
+    assert_eq!(r.conv.len(), CalibrationSizes::smoke().conv.len());
     assert!(r.dispatch.device_us > 0.0);
     assert_eq!(r.device, "cpu");
     let math = r.attention.iter().find(|a| a.path == "math").unwrap();

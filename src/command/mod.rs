@@ -101,3 +101,23 @@ impl Context<'_> {
         render::document(self.format, 0, value, text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    /// The exit codes are the contract's (docs/CONTRACT.md), each from its one variant.
+    #[test]
+    fn exit_codes_are_the_contracts() {
+        let codes = [
+            Exit::Success,
+            Exit::Unmet,
+            Exit::Error,
+            Exit::OutsideTolerance,
+        ]
+        .map(Exit::code);
+        assert_eq!(codes, [0, 1, 2, 3]);
+        assert_eq!(Exit::met(true), Exit::Success);
+        assert_eq!(Exit::met(false), Exit::Unmet);
+    }
+}

@@ -46,18 +46,20 @@ pub fn noisy_warning(worst: f64) -> Option<String> {
 /// Each efficiency is the measured rate over the device's catalog peak, fitted over every
 /// shape of its kind (Σ work / Σ (time − per-op cost)); the per-op cost is measured; everything
 /// not measured is `klein`'s.
-pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Calibration> {
-    if backend == BackendKind::Cpu && gpu.id != "cpu" {
-        bail!(
-            "`calibrate --backend cpu` measures this host, not {}: drop --gpu (or pass --gpu cpu)",
-            gpu.id
-        );
-    }
-    if backend == BackendKind::Cuda && gpu.id == "cpu" {
-        bail!("`--gpu cpu` is the host: use --backend cpu");
-    }
-    let report =
-        executor::calibrate::calibrate_with(backend, reps).context("calibration run failed")?;
+pub fn calibrate(
+    backend: BackendKind,
+    gpu: &Gpu,
+    reps: usize,
+    smoke: bool,
+) -> Result<(Calibration, Measurements)> {
+    device_matches_backend(backend, gpu)?;
+    let sizes = match (smoke, backend) {
+        (true, _) => executor::calibrate::CalibrationSizes::smoke(),
+        (false, BackendKind::Cpu) => executor::calibrate::CalibrationSizes::cpu(),
+        (false, BackendKind::Cuda) => executor::calibrate::CalibrationSizes::gpu(),
+    };
+    let report = executor::calibrate::calibrate_sized(backend, &sizes.with_reps(reps))
+        .context("calibration run failed")?;
     if backend == BackendKind::Cuda && !same_device(gpu, &report.device, report.device_memory_bytes)
     {
         bail!(
@@ -69,7 +71,39 @@ pub fn calibrate(backend: BackendKind, gpu: &Gpu, reps: usize) -> Result<Calibra
         );
     }
     let measurements = measurements(&report, backend);
-    Ok(calibration::fit(&measurements, gpu))
+    Ok((calibration::fit(&measurements, gpu), measurements))
+}
+
+/// The profile recorded measurements call for on `gpu`, the device they were taken on.
+pub fn fit_recorded(m: &Measurements, gpu: &Gpu) -> Result<Calibration> {
+    let backend = match m.backend {
+        calibration::Backend::Cpu => BackendKind::Cpu,
+        calibration::Backend::Cuda => BackendKind::Cuda,
+    };
+    device_matches_backend(backend, gpu)?;
+    if backend == BackendKind::Cuda && !same_device(gpu, &m.device, 0) {
+        bail!(
+            "the measurements are of {}, not {} ({}): pass the --gpu they were recorded on",
+            m.device,
+            gpu.id,
+            gpu.name
+        );
+    }
+    Ok(calibration::fit(m, gpu))
+}
+
+/// The CPU backend measures the host (`cpu`), the CUDA backend a GPU.
+fn device_matches_backend(backend: BackendKind, gpu: &Gpu) -> Result<()> {
+    if backend == BackendKind::Cpu && gpu.id != "cpu" {
+        bail!(
+            "`calibrate --backend cpu` measures this host, not {}: drop --gpu (or pass --gpu cpu)",
+            gpu.id
+        );
+    }
+    if backend == BackendKind::Cuda && gpu.id == "cpu" {
+        bail!("`--gpu cpu` is the host: use --backend cpu");
+    }
+    Ok(())
 }
 
 /// The executor's calibration report as the planner's recorded measurements.

@@ -7,7 +7,7 @@ mod calibrate;
 mod dims;
 mod preflight;
 
-pub use calibrate::{calibrate, noisy_warning};
+pub use calibrate::{calibrate, fit_recorded, noisy_warning};
 pub use dims::{dims_for, run_config};
 pub use preflight::Preflight;
 
@@ -101,6 +101,38 @@ fn rel(measured: f64, predicted: f64) -> f64 {
         0.0
     } else {
         measured / predicted.max(1e-12) - 1.0
+    }
+}
+
+impl Report {
+    /// Sets each stage's comparison of `predicted` with the run's measurement `m` at the
+    /// report's tolerance, and the verdict: every stage within it (none measured is not).
+    pub fn compare(&mut self, predicted: &[planner::estimate::Stage], m: &executor::Measurement) {
+        let tolerance = self.tolerance;
+        for (p, ms) in predicted.iter().zip(&m.stages) {
+            let memory_error = rel(
+                ms.activation_peak_bytes as f64,
+                p.activation_peak_bytes as f64,
+            );
+            let time_error = rel(ms.ms, p.ms);
+            self.stages.push(StageCheck {
+                name: ms.name.clone(),
+                predicted: Pair {
+                    activation_peak_bytes: p.activation_peak_bytes,
+                    ms: p.ms,
+                },
+                measured: Pair {
+                    activation_peak_bytes: ms.activation_peak_bytes,
+                    ms: ms.ms,
+                },
+                memory_error,
+                time_error,
+                within_tolerance: memory_error.abs() <= tolerance && time_error.abs() <= tolerance,
+            });
+        }
+        self.context_bytes.measured = m.context_bytes;
+        self.within_tolerance =
+            !self.stages.is_empty() && self.stages.iter().all(|s| s.within_tolerance);
     }
 }
 
@@ -221,33 +253,118 @@ pub fn verify(
     };
     match result {
         Err(e) => report.error = Some(e.to_string()),
-        Ok(m) => {
-            for (p, ms) in predicted.stages.iter().zip(&m.stages) {
-                let memory_error = rel(
-                    ms.activation_peak_bytes as f64,
-                    p.activation_peak_bytes as f64,
-                );
-                let time_error = rel(ms.ms, p.ms);
-                report.stages.push(StageCheck {
-                    name: ms.name.clone(),
-                    predicted: Pair {
-                        activation_peak_bytes: p.activation_peak_bytes,
-                        ms: p.ms,
-                    },
-                    measured: Pair {
-                        activation_peak_bytes: ms.activation_peak_bytes,
-                        ms: ms.ms,
-                    },
-                    memory_error,
-                    time_error,
-                    within_tolerance: memory_error.abs() <= tolerance
-                        && time_error.abs() <= tolerance,
-                });
-            }
-            report.context_bytes.measured = m.context_bytes;
-            report.within_tolerance =
-                !report.stages.is_empty() && report.stages.iter().all(|s| s.within_tolerance);
-        }
+        Ok(m) => report.compare(&predicted.stages, &m),
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use planner::deployment::Resolution;
+
+    /// A verification of flux2-tiny on the host at `tolerance`, nothing compared yet, and the
+    /// prediction's stages.
+    fn report(tolerance: f64) -> (Report, Vec<planner::estimate::Stage>) {
+        let c = Catalog::get();
+        let (model, gpu) = (c.model("flux2-tiny").unwrap(), c.gpu("cpu").unwrap());
+        let runtime = c.runtime("klein").unwrap();
+        let d = Deployment::baseline(
+            Resolution {
+                width: 64,
+                height: 64,
+            },
+            1,
+            1,
+        );
+        let e = estimate(
+            Inputs {
+                model,
+                gpu,
+                runtime,
+            },
+            &d,
+        )
+        .unwrap();
+        let r = Report {
+            schema_version: planner::estimate::SCHEMA_VERSION,
+            model: model.id.clone(),
+            gpu: gpu.id.clone(),
+            runtime: runtime.id.clone(),
+            backend: "cpu",
+            tolerance,
+            deployment: d,
+            context_bytes: ContextBytes {
+                predicted: 0,
+                measured: 0,
+            },
+            preflight: Preflight {
+                host_need_bytes: 0,
+                host_available_bytes: None,
+                device_need_bytes: 0,
+                device_capacity_bytes: 0,
+                predicted_minutes: 0.0,
+            },
+            stages: Vec::new(),
+            within_tolerance: false,
+            error: None,
+        };
+        (r, e.stages)
+    }
+
+    /// A synthetic measurement: the prediction with each stage's time scaled by `time[i]` and
+    /// its transient offset by `bytes[i]`.
+    fn measured(
+        stages: &[planner::estimate::Stage],
+        time: [f64; 3],
+        bytes: [i64; 3],
+    ) -> executor::Measurement {
+        executor::Measurement {
+            context_bytes: 0,
+            stages: stages
+                .iter()
+                .zip(time.iter().zip(bytes))
+                .map(|(s, (t, b))| executor::StageMeasurement {
+                    name: s.name.to_string(),
+                    activation_peak_bytes: (s.activation_peak_bytes as i64 + b) as u64,
+                    ms: s.ms * t,
+                })
+                .collect(),
+            weights: Vec::new(),
+            peak_allocated_bytes: 0,
+            denoise_step_ms: 0.0,
+            blocks_computed: 0,
+            blocks_skipped: 0,
+            device_usage: Vec::new(),
+        }
+    }
+
+    /// Every stage is judged on its own errors, signed as measured / predicted − 1, and the
+    /// verdict is every stage within: a time 20 % over at a 15 % tolerance fails its stage and
+    /// the verification, one 10 % under does not; a stage's memory counts the same way.
+    #[test]
+    fn each_stage_is_judged_on_its_errors_and_the_verdict_on_all() {
+        let (mut r, stages) = report(0.15);
+        assert_eq!(stages.len(), 3);
+        r.compare(&stages, &measured(&stages, [1.0, 0.9, 1.0], [0; 3]));
+        assert!(r.within_tolerance);
+        assert!((r.stages[1].time_error + 0.1).abs() < 1e-12);
+        assert_eq!(r.stages[1].memory_error, 0.0);
+
+        let (mut r, stages) = report(0.15);
+        r.compare(&stages, &measured(&stages, [1.0, 1.2, 1.0], [0; 3]));
+        let verdicts: Vec<bool> = r.stages.iter().map(|s| s.within_tolerance).collect();
+        assert_eq!(verdicts, [true, false, true]);
+        assert!(!r.within_tolerance);
+
+        let (mut r, stages) = report(0.15);
+        let over = (stages[2].activation_peak_bytes as f64 * 0.2) as i64;
+        r.compare(&stages, &measured(&stages, [1.0; 3], [0, 0, over]));
+        assert!(!r.stages[2].within_tolerance && !r.within_tolerance);
+
+        // Nothing measured is no agreement.
+        let (mut r, stages) = report(0.15);
+        r.compare(&stages, &measured(&[], [1.0; 3], [0; 3]));
+        assert!(r.stages.is_empty() && !r.within_tolerance);
+    }
 }
