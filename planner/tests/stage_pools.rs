@@ -36,8 +36,18 @@ fn program_equals_brute_force(text: &str, available: Option<u32>) -> Option<f64>
         let slots: Vec<_> = layout
             .iter()
             .map(|&r| {
-                let link: Vec<u64> = cl.iter().map(|c| 2 * sent_bytes(&s, Role::Encoder, c)).collect();
-                options(&cands, r, &cl, &link, &s.network, cl[0].targets.max_utilization)
+                let link: Vec<u64> = cl
+                    .iter()
+                    .map(|c| 2 * sent_bytes(&s, Role::Encoder, c))
+                    .collect();
+                options(
+                    &cands,
+                    r,
+                    &cl,
+                    &link,
+                    &s.network,
+                    cl[0].targets.max_utilization,
+                )
             })
             .collect();
         let budget: Vec<Budget> = cl
@@ -86,13 +96,22 @@ fn the_program_finds_the_brute_force_optimum() {
 fn a_split_fleet_is_never_dearer_than_the_colocated_optimum() {
     for text in [PAYS, DOES_NOT_PAY] {
         let split = fleet(&parse(text).unwrap());
-        let colocated = fleet(&parse(&text.replace("disaggregate: true", "disaggregate: false")).unwrap());
+        let colocated =
+            fleet(&parse(&text.replace("disaggregate: true", "disaggregate: false")).unwrap());
         assert!(colocated.colocated_alternative.is_none());
-        assert!(colocated.pools.iter().all(|p| p.role == Role::All && p.transfer.is_none()));
+        assert!(
+            colocated
+                .pools
+                .iter()
+                .all(|p| p.role == Role::All && p.transfer.is_none())
+        );
         let alt = split.colocated_alternative.as_ref().expect("reported");
         assert_eq!(alt.total_usd_per_hour, colocated.total_usd_per_hour);
         assert!(split.meets_targets);
-        let (s, c) = (split.total_usd_per_hour.unwrap(), colocated.total_usd_per_hour.unwrap());
+        let (s, c) = (
+            split.total_usd_per_hour.unwrap(),
+            colocated.total_usd_per_hour.unwrap(),
+        );
         assert!(s <= c + 1e-9, "split ${s} > co-located ${c}");
         assert_eq!(alt.disaggregated, s < c);
         // Every class met in the queueing model and the simulation.
@@ -101,7 +120,12 @@ fn a_split_fleet_is_never_dearer_than_the_colocated_optimum() {
     // Where splitting pays it is chosen, with every role's pool and their transfers.
     let split = fleet(&parse(PAYS).unwrap());
     assert!(split.colocated_alternative.unwrap().disaggregated);
-    assert!(split.pools.iter().all(|p| p.role != Role::All && p.transfer.is_some()));
+    assert!(
+        split
+            .pools
+            .iter()
+            .all(|p| p.role != Role::All && p.transfer.is_some())
+    );
     let first = split.pools.first().unwrap();
     assert_eq!(first.transfer.unwrap().in_bytes, 0.0);
     assert!(first.transfer.unwrap().out_bytes > 0.0);
@@ -139,7 +163,12 @@ fn a_role_holds_only_its_stages_and_fits_where_the_whole_model_does_not() {
     let s = parse(PAYS).unwrap();
     let cl = classes(&s).unwrap();
     let memo = Memo::keeping_estimates();
-    let cands = role_candidates(&s, &cl, &[Role::Encoder, Role::Denoiser, Role::Decoder], &memo);
+    let cands = role_candidates(
+        &s,
+        &cl,
+        &[Role::Encoder, Role::Denoiser, Role::Decoder],
+        &memo,
+    );
     let conf = s.goal.confidence;
     for c in &cands {
         let f = s.fleet.iter().find(|f| f.gpu.id == c.gpu).unwrap();
@@ -151,7 +180,12 @@ fn a_role_holds_only_its_stages_and_fits_where_the_whole_model_does_not() {
         let whole = memo.estimate(inp, &c.deployment).unwrap();
         // Within the GPU at the confidence, and below the co-located replica's peak.
         assert!(c.peak_bytes[0] <= f.gpu.hbm_bytes, "{c:?}");
-        assert!(c.peak_bytes[0] < whole.peak_bytes_at(conf), "{:?} {}", c.role, c.gpu);
+        assert!(
+            c.peak_bytes[0] < whole.peak_bytes_at(conf),
+            "{:?} {}",
+            c.role,
+            c.gpu
+        );
         // Its time is its stages' sum at the confidence.
         let names = c.role.stages();
         let ms: f64 = whole

@@ -291,6 +291,12 @@ fn the_fleet_chart_marks_stage_pools() {
     let spec = planner::spec::parse(include_str!("../../specs/stage-pools.yaml")).unwrap();
     let svg = super::fleet::svg(&planner::fleet::fleet(&spec));
     assert_readable("stage pools", &svg);
-    assert!(svg.contains("stage pools: encoder | denoiser | decoder"), "{svg}");
-    assert!(svg.contains("the best co-located fleet (role all)"), "{svg}");
+    assert!(
+        svg.contains("stage pools: encoder | denoiser | decoder"),
+        "{svg}"
+    );
+    assert!(
+        svg.contains("the best co-located fleet (role all)"),
+        "{svg}"
+    );
 }

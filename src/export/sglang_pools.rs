@@ -27,16 +27,46 @@ use super::sh_word;
 
 /// Every flag the commands may carry, with the SGLang file that defines it.
 pub const SGLANG_POOL_FLAGS: &[(&str, &str)] = &[
-    ("--model-path", "python/sglang/multimodal_gen/runtime/server_args.py"),
-    ("--num-gpus", "python/sglang/multimodal_gen/runtime/server_args.py"),
-    ("--enable-cfg-parallel", "python/sglang/multimodal_gen/runtime/server_args.py"),
-    ("--disagg-role", "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py"),
-    ("--disagg-server-addr", "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py"),
-    ("--encoder-urls", "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py"),
-    ("--denoiser-urls", "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py"),
-    ("--decoder-urls", "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py"),
-    ("--denoiser-ulysses", "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py"),
-    ("--denoiser-ring", "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py"),
+    (
+        "--model-path",
+        "python/sglang/multimodal_gen/runtime/server_args.py",
+    ),
+    (
+        "--num-gpus",
+        "python/sglang/multimodal_gen/runtime/server_args.py",
+    ),
+    (
+        "--enable-cfg-parallel",
+        "python/sglang/multimodal_gen/runtime/server_args.py",
+    ),
+    (
+        "--disagg-role",
+        "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py",
+    ),
+    (
+        "--disagg-server-addr",
+        "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py",
+    ),
+    (
+        "--encoder-urls",
+        "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py",
+    ),
+    (
+        "--denoiser-urls",
+        "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py",
+    ),
+    (
+        "--decoder-urls",
+        "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py",
+    ),
+    (
+        "--denoiser-ulysses",
+        "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py",
+    ),
+    (
+        "--denoiser-ring",
+        "python/sglang/multimodal_gen/runtime/disaggregation/disagg_args.py",
+    ),
 ];
 
 /// The SGLang role name of a pool, or why it has none.
@@ -45,7 +75,9 @@ fn role_flag(r: Role) -> Result<&'static str, String> {
         Role::Encoder => Ok("encoder"),
         Role::Denoiser => Ok("denoiser"),
         Role::Decoder => Ok("decoder"),
-        Role::All => Err("role all: a co-located pool is a plain (monolithic) server, not a stage pool".into()),
+        Role::All => Err(
+            "role all: a co-located pool is a plain (monolithic) server, not a stage pool".into(),
+        ),
         r => Err(format!(
             "role {}: SGLang's --disagg-role runs one stage per instance (encoder, denoiser, decoder)",
             r.name()
@@ -59,23 +91,37 @@ fn unsaid(i: usize, p: &Pool) -> Vec<String> {
     let at = |what: String| format!("pool {} ({}): {what}", i + 1, p.role.name());
     let mut out = Vec::new();
     if d.weights != Precision::Bf16 {
-        out.push(at(format!("weights {}: no precision flag for a role instance", d.weights.name())));
+        out.push(at(format!(
+            "weights {}: no precision flag for a role instance",
+            d.weights.name()
+        )));
     }
     if d.offload != Offload::None {
-        out.push(at(format!("offload {}: a stage pool holds its stages resident", d.offload.name())));
+        out.push(at(format!(
+            "offload {}: a stage pool holds its stages resident",
+            d.offload.name()
+        )));
     }
     if d.cache != Cache::None {
-        out.push(at(format!("cache {}: no cache flag for a role instance", d.cache.name())));
+        out.push(at(format!(
+            "cache {}: no cache flag for a role instance",
+            d.cache.name()
+        )));
     }
     if d.vae_tiling {
         out.push(at("vae tiling: no tiling flag for a role instance".into()));
     }
     if d.batch > 1 {
-        out.push(at(format!("batch {}: no batch-size flag for a role instance", d.batch)));
+        out.push(at(format!(
+            "batch {}: no batch-size flag for a role instance",
+            d.batch
+        )));
     }
     let pl = d.parallel;
     if pl.shard == Shard::Hsdp || pl.vae_patch || pl.text_encoder == TeShard::Sharded {
-        out.push(at("HSDP, a patch-parallel decode or a sharded text encoder: no role flag".into()));
+        out.push(at(
+            "HSDP, a patch-parallel decode or a sharded text encoder: no role flag".into(),
+        ));
     }
     if p.role != Role::Denoiser && (pl.ulysses > 1 || pl.ring > 1 || pl.cfg > 1) {
         out.push(at("sequence or CFG parallelism outside the denoiser".into()));
@@ -88,7 +134,10 @@ fn unsaid(i: usize, p: &Pool) -> Vec<String> {
 pub fn pool_commands(m: &Model, repo: &str, pools: &[Pool]) -> Result<String, Vec<String>> {
     let mut problems = Vec::new();
     if !planner::catalog::is_repo_id(repo) {
-        problems.push(format!("repo '{}' is not owner/name", planner::spec::echo(repo, 64)));
+        problems.push(format!(
+            "repo '{}' is not owner/name",
+            planner::spec::echo(repo, 64)
+        ));
     }
     let mut lines = vec![
         format!(
@@ -98,8 +147,10 @@ pub fn pool_commands(m: &Model, repo: &str, pools: &[Pool]) -> Result<String, Ve
                 m.id
             ))
         ),
-        "# flags as defined at sgl-project/sglang@5a37494 (runtime/disaggregation/disagg_args.py)".into(),
-        "# set HEAD to the head node's tcp://HOST:PORT and each *_URLS to its instances' endpoints".into(),
+        "# flags as defined at sgl-project/sglang@5a37494 (runtime/disaggregation/disagg_args.py)"
+            .into(),
+        "# set HEAD to the head node's tcp://HOST:PORT and each *_URLS to its instances' endpoints"
+            .into(),
         "# head node (routes requests, no GPU):".into(),
         format!(
             "sglang serve --model-path {} --disagg-role server --encoder-urls \"$ENCODER_URLS\" --denoiser-urls \"$DENOISER_URLS\" --decoder-urls \"$DECODER_URLS\"",
@@ -131,16 +182,19 @@ pub fn pool_commands(m: &Model, repo: &str, pools: &[Pool]) -> Result<String, Ve
         if pl.cfg > 1 {
             flags.push("--enable-cfg-parallel".into());
         }
-        lines.push(format!("# {}", super::comment(&format!(
-            "pool {}: {role} on {} x {} ({} replica{} of {} GPU{}), one command per replica",
-            i + 1,
-            p.count,
-            p.gpu,
-            p.replicas,
-            if p.replicas == 1 { "" } else { "s" },
-            p.gpus_per_replica,
-            if p.gpus_per_replica == 1 { "" } else { "s" },
-        ))));
+        lines.push(format!(
+            "# {}",
+            super::comment(&format!(
+                "pool {}: {role} on {} x {} ({} replica{} of {} GPU{}), one command per replica",
+                i + 1,
+                p.count,
+                p.gpu,
+                p.replicas,
+                if p.replicas == 1 { "" } else { "s" },
+                p.gpus_per_replica,
+                if p.gpus_per_replica == 1 { "" } else { "s" },
+            ))
+        ));
         lines.push(format!("sglang serve {}", flags.join(" ")));
     }
     if problems.is_empty() {
@@ -166,12 +220,17 @@ mod tests {
     #[test]
     fn one_command_per_pool_with_its_role_and_only_known_flags() {
         let (f, repo) = pools();
-        let m = planner::catalog::Catalog::get().model("flux2-klein-9b").unwrap();
+        let m = planner::catalog::Catalog::get()
+            .model("flux2-klein-9b")
+            .unwrap();
         let code = pool_commands(m, &repo, &f.pools).expect("exports");
         let commands: Vec<&str> = code.lines().filter(|l| l.starts_with("sglang ")).collect();
         assert_eq!(commands.len(), f.pools.len() + 1, "{code}");
         for (p, c) in f.pools.iter().zip(&commands[1..]) {
-            assert!(c.contains(&format!("--disagg-role {}", p.role.name())), "{c}");
+            assert!(
+                c.contains(&format!("--disagg-role {}", p.role.name())),
+                "{c}"
+            );
         }
         for c in commands {
             for w in c.split_whitespace().filter(|w| w.starts_with("--")) {
@@ -186,7 +245,9 @@ mod tests {
     #[test]
     fn merged_roles_and_unsayable_knobs_are_refused_with_the_reason() {
         let (f, repo) = pools();
-        let m = planner::catalog::Catalog::get().model("flux2-klein-9b").unwrap();
+        let m = planner::catalog::Catalog::get()
+            .model("flux2-klein-9b")
+            .unwrap();
         let mut p = f.pools.clone();
         p[0].role = Role::DenoiserDecoder;
         p[1].deployment.batch = 2;

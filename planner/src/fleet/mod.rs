@@ -478,7 +478,10 @@ pub fn fleet(s: &Spec) -> FleetPlan {
 /// target and cost less (strictly: a tie keeps the co-located fleet); the co-located cost is
 /// reported beside either.
 fn split_if_cheaper(s: &Spec, classes: &[Class], memo: &Memo, out: &mut FleetPlan) {
-    let colocated = out.meets_targets.then_some(out.total_usd_per_hour).flatten();
+    let colocated = out
+        .meets_targets
+        .then_some(out.total_usd_per_hour)
+        .flatten();
     let mut alt = Colocated {
         total_usd_per_hour: colocated,
         gpus: colocated.map(|_| out.pools.iter().map(|p| p.count).sum()),

@@ -140,7 +140,13 @@ fn cheapest(
 }
 
 /// The tandem of a solution for the simulation, at the confidence or (`point`) the point figures.
-fn tandem_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution, point: bool) -> Vec<TandemPool> {
+fn tandem_of(
+    s: &Spec,
+    classes: &[Class],
+    cands: &[RoleCandidate],
+    sol: &Solution,
+    point: bool,
+) -> Vec<TandemPool> {
     sol.slots
         .iter()
         .zip(&sol.picked.options)
@@ -179,7 +185,13 @@ fn tandem_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solutio
 
 /// Per class, the queueing model's percentiles through the tandem (sum over the pools plus the
 /// transfers), at the confidence or (`point`) the point figures.
-fn predicted(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution, point: bool) -> Vec<Option<Percentiles>> {
+fn predicted(
+    s: &Spec,
+    classes: &[Class],
+    cands: &[RoleCandidate],
+    sol: &Solution,
+    point: bool,
+) -> Vec<Option<Percentiles>> {
     let per_pool: Vec<Option<Vec<Percentiles>>> = sol
         .slots
         .iter()
@@ -187,7 +199,11 @@ fn predicted(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solutio
         .map(|(slot, &o)| {
             let opt = &slot[o];
             let c = &cands[opt.candidate];
-            super::queueing::pool_latency(opt.replicas, c.deployment.batch, &loads(c, classes, point))
+            super::queueing::pool_latency(
+                opt.replicas,
+                c.deployment.batch,
+                &loads(c, classes, point),
+            )
         })
         .collect();
     classes
@@ -195,7 +211,10 @@ fn predicted(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solutio
         .enumerate()
         .map(|(k, cl)| {
             let t = path_transfer_ms(s, sol.layout, cl);
-            let mut p = Percentiles { p50_ms: t, p99_ms: t };
+            let mut p = Percentiles {
+                p50_ms: t,
+                p99_ms: t,
+            };
             for pool in &per_pool {
                 let x = pool.as_ref()?[k];
                 p.p50_ms += x.p50_ms;
@@ -218,12 +237,21 @@ fn pools_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution
             let c = &cands[opt.candidate];
             let last = i + 1 == sol.layout.len();
             let mean = |f: &dyn Fn(&Class) -> f64| {
-                classes.iter().map(|cl| cl.images_per_s * f(cl)).sum::<f64>()
+                classes
+                    .iter()
+                    .map(|cl| cl.images_per_s * f(cl))
+                    .sum::<f64>()
                     / total_rate.max(f64::MIN_POSITIVE)
             };
             let in_bytes = |cl: &Class| received_bytes(s, c.role, cl);
             let out_bytes = |cl: &Class| if last { 0 } else { sent_bytes(s, c.role, cl) };
-            let ms_of = |b: u64| if b == 0 { 0.0 } else { s.network.transfer_ms(b) };
+            let ms_of = |b: u64| {
+                if b == 0 {
+                    0.0
+                } else {
+                    s.network.transfer_ms(b)
+                }
+            };
             Pool {
                 gpu: c.gpu.clone(),
                 count: opt.gpus,

@@ -132,9 +132,8 @@ pub fn options(
     }
     let keep: Vec<bool> = (0..out.len())
         .map(|i| {
-            !(0..out.len()).any(|j| {
-                j != i && beats(&out[j], &out[i]) && (!beats(&out[i], &out[j]) || j < i)
-            })
+            !(0..out.len())
+                .any(|j| j != i && beats(&out[j], &out[i]) && (!beats(&out[i], &out[j]) || j < i))
         })
         .collect();
     out.into_iter()
@@ -166,10 +165,23 @@ pub struct Budget {
 }
 
 /// Whether the picks keep every class within its budget and every type within its availability.
-fn feasible(slots: &[Vec<PoolOption>], picks: &[usize], budget: &[Budget], offers: &[FleetEntry]) -> bool {
+fn feasible(
+    slots: &[Vec<PoolOption>],
+    picks: &[usize],
+    budget: &[Budget],
+    offers: &[FleetEntry],
+) -> bool {
     let within = budget.iter().enumerate().all(|(k, b)| {
-        let p50: f64 = picks.iter().zip(slots).map(|(&i, s)| s[i].latency[k].p50_ms).sum();
-        let p99: f64 = picks.iter().zip(slots).map(|(&i, s)| s[i].latency[k].p99_ms).sum();
+        let p50: f64 = picks
+            .iter()
+            .zip(slots)
+            .map(|(&i, s)| s[i].latency[k].p50_ms)
+            .sum();
+        let p99: f64 = picks
+            .iter()
+            .zip(slots)
+            .map(|(&i, s)| s[i].latency[k].p99_ms)
+            .sum();
         b.p50_ms.is_none_or(|t| p50 <= t + 1e-9) && b.p99_ms.is_none_or(|t| p99 <= t + 1e-9)
     });
     within
@@ -257,7 +269,11 @@ pub fn solve(
 }
 
 /// The same optimum by trying every combination (for tests on small instances).
-pub fn brute_force(slots: &[Vec<PoolOption>], budget: &[Budget], offers: &[FleetEntry]) -> Option<f64> {
+pub fn brute_force(
+    slots: &[Vec<PoolOption>],
+    budget: &[Budget],
+    offers: &[FleetEntry],
+) -> Option<f64> {
     let mut best: Option<f64> = None;
     let mut picks = vec![0usize; slots.len()];
     if slots.iter().any(|s| s.is_empty()) {
@@ -265,7 +281,11 @@ pub fn brute_force(slots: &[Vec<PoolOption>], budget: &[Budget], offers: &[Fleet
     }
     loop {
         if feasible(slots, &picks, budget, offers) {
-            let cost: f64 = picks.iter().zip(slots).map(|(&i, s)| s[i].usd_per_hour).sum();
+            let cost: f64 = picks
+                .iter()
+                .zip(slots)
+                .map(|(&i, s)| s[i].usd_per_hour)
+                .sum();
             best = Some(best.map_or(cost, |b: f64| b.min(cost)));
         }
         // Next combination (odometer).

@@ -119,7 +119,13 @@ pub struct RoleCandidate {
 
 /// The role's service and memory peak at confidence `conf`, from the estimate's stages; `None`
 /// when the peak exceeds the GPU's memory.
-fn role_of(s: &Spec, role: Role, e: &Estimate, class: &Class, conf: f64) -> Option<(ServiceTime, u64)> {
+fn role_of(
+    s: &Spec,
+    role: Role,
+    e: &Estimate,
+    class: &Class,
+    conf: f64,
+) -> Option<(ServiceTime, u64)> {
     let rt = s.runtime;
     let d = &e.deployment;
     let stages: Vec<_> = e.stages.iter().filter(|x| role.runs(x.name)).collect();
@@ -171,9 +177,10 @@ fn role_of(s: &Spec, role: Role, e: &Estimate, class: &Class, conf: f64) -> Opti
 
 /// Whether `a` is no slower than `b` for every class (mean and tail).
 fn no_slower(a: &RoleCandidate, b: &RoleCandidate) -> bool {
-    a.per_class.iter().zip(&b.per_class).all(|(x, y)| {
-        x.batch_ms <= y.batch_ms && x.batch_ms + x.tail_ms <= y.batch_ms + y.tail_ms
-    })
+    a.per_class
+        .iter()
+        .zip(&b.per_class)
+        .all(|(x, y)| x.batch_ms <= y.batch_ms && x.batch_ms + x.tail_ms <= y.batch_ms + y.tail_ms)
 }
 
 /// Every legal deployment without offload (a pool of its own holds its stages resident) costed

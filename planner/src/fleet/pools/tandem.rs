@@ -149,7 +149,11 @@ mod tests {
     fn an_unloaded_tandem_takes_the_sum_of_its_stages_and_transfers() {
         // Ten replicas per stage at 0.1 images/s: a wait is rare enough that the median is the
         // bare path (20 + 1 + 300 + 2 + 50 ms).
-        let pools = [pool(10, 20.0, 1.0), pool(10, 300.0, 2.0), pool(10, 50.0, 0.0)];
+        let pools = [
+            pool(10, 20.0, 1.0),
+            pool(10, 300.0, 2.0),
+            pool(10, 50.0, 0.0),
+        ];
         let p = simulate(&pools, &[0.1])[0].unwrap();
         assert!((p.p50_ms - 373.0).abs() < 1e-6, "{p:?}");
     }
