@@ -125,7 +125,7 @@ pub fn knobs(d: &Deployment) -> String {
         if d.vae_tiling { "on" } else { "off" },
         cache,
         par
-    )
+    ) + if d.compile { " · torch.compile" } else { "" }
 }
 
 fn stage_table(out: &mut String, stages: &[Stage], ridge: f64) {
@@ -205,6 +205,12 @@ fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
         gb(e.memory.resident_weights_bytes)
     );
     let _ = writeln!(out, "  ranges: {}", e.latency.basis);
+    if let Some(s) = e.latency.compile_first_call_s {
+        let _ = writeln!(
+            out,
+            "  torch.compile: first call of each new shape compiles for ~{s:.0} s (a cold start pays it, requests do not)"
+        );
+    }
     // The ridge point of the precision the transformer runs in.
     let ridge = e
         .stages

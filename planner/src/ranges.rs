@@ -164,6 +164,9 @@ pub fn unmeasured_techniques(d: &Deployment) -> Vec<&'static str> {
     if d.reference_images > 0 {
         out.push("reference-image K/V cache");
     }
+    if d.compile {
+        out.push("torch.compile");
+    }
     out
 }
 

@@ -184,6 +184,7 @@ pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
                                                 parallel,
                                                 reference_images: s.reference_images,
                                                 cfg: s.cfg,
+                                                compile: p.compile.unwrap_or(false),
                                             },
                                         ));
                                     }

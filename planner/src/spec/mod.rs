@@ -233,6 +233,8 @@ pub struct Pins {
     pub parallel: Option<Parallel>,
     /// Reference images.
     pub reference_images: Option<u32>,
+    /// torch.compile of the denoiser.
+    pub compile: Option<bool>,
 }
 
 /// A validated spec. It borrows its model, GPUs and runtime from the catalog it was read against.
@@ -293,6 +295,7 @@ impl<'c> Spec<'c> {
             parallel: p.parallel.unwrap_or(Parallel::SINGLE),
             reference_images: p.reference_images.unwrap_or(self.reference_images),
             cfg: self.cfg,
+            compile: p.compile.unwrap_or(false),
         }
     }
 

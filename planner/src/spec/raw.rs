@@ -35,6 +35,7 @@ pub struct RawDeployment {
     pub cache: Option<S<RawCache>>,
     pub parallel: Option<S<RawParallel>>,
     pub reference_images: Option<S<i64>>,
+    pub compile: Option<S<bool>>,
 }
 
 /// `cache:` as a bare kind or a map with its parameters.

@@ -195,6 +195,7 @@ impl<'c> Validator<'_, 'c> {
             p.offload = self.choice("deployment.offload", o, &Offload::ALL, Offload::name);
         }
         p.vae_tiling = raw.vae_tiling.as_ref().map(|b| b.value);
+        p.compile = raw.compile.as_ref().map(|b| b.value);
         if let Some(c) = &raw.cache {
             p.cache = self.cache("deployment.cache", loc(c), &c.value);
         }
