@@ -206,6 +206,13 @@ pub struct Allow {
     pub vae_patch: bool,
     /// The text encoder sharded over a replica's GPUs (off unless asked for).
     pub text_encoder_shard: bool,
+    /// torch.compile settings tried (`allow.compile`; default `[false]`, absent from output).
+    #[serde(skip_serializing_if = "is_eager_only")]
+    pub compile: Vec<bool>,
+}
+
+fn is_eager_only(c: &[bool]) -> bool {
+    c == [false]
 }
 
 /// Deployment keys the spec fixes (`estimate` defaults the rest; `plan` searches the rest).

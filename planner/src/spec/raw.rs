@@ -131,4 +131,5 @@ pub struct RawAllow {
     pub hsdp: Option<S<bool>>,
     pub vae_patch: Option<S<bool>>,
     pub text_encoder_shard: Option<S<bool>>,
+    pub compile: Option<S<Vec<S<bool>>>>,
 }

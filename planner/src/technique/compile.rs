@@ -114,3 +114,38 @@ mod tests {
         assert!(lacks.iter().any(|l| l.technique == "compile"));
     }
 }
+
+#[cfg(test)]
+mod search_tests {
+    use crate::search::enumerate::enumerate;
+
+    fn spec(runtime: &str, allow: &str) -> String {
+        format!(
+            "model: flux2-klein-4b\nruntime: {runtime}\nworkload:\n  resolutions: [{{size: 1024x1024, share: 1}}]\n  steps: 4\ngoal:\n  p50_latency_ms: 2000\nfleet:\n  - {{gpu: h100-sxm, available: 1, price_per_hour: 2.99}}\nallow:\n  weights: [bf16]\n  cache: [none]\n{allow}"
+        )
+    }
+
+    #[test]
+    fn allow_compile_is_searched_where_the_runtime_has_it() {
+        let both = "  compile: [false, true]\n";
+        let count = |runtime: &str, allow: &str| {
+            let s = crate::spec::parse(&spec(runtime, allow)).unwrap();
+            let c = enumerate(&s);
+            (c.len(), c.iter().filter(|(_, d)| d.compile).count())
+        };
+        let (eager, none) = count("diffusers", "");
+        assert_eq!(none, 0, "default: eager only");
+        let (all, compiled) = count("diffusers", both);
+        assert_eq!((all, compiled), (2 * eager, eager));
+        // klein has no compiler: the search never tries it.
+        assert_eq!(count("klein", both).1, 0);
+    }
+
+    #[test]
+    fn allow_compile_lists_each_setting_once() {
+        let e = crate::spec::parse(&spec("diffusers", "  compile: [true, true]\n")).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.field == "allow.compile"));
+        let e = crate::spec::parse(&spec("diffusers", "  compile: []\n")).unwrap_err();
+        assert!(e.problems.iter().any(|p| p.field == "allow.compile"));
+    }
+}

@@ -250,6 +250,28 @@ impl<'c> Validator<'_, 'c> {
     }
 
     /// An explicit `allow:` list must name between one and `MAX_ALLOW` choices.
+    /// `allow.compile: [false, true]`: the settings the search tries, each once (default
+    /// `[false]`).
+    fn compile_list(&mut self, raw: &Option<Spanned<Vec<Spanned<bool>>>>) -> Vec<bool> {
+        let Some(list) = raw else {
+            return vec![false];
+        };
+        let mut out = Vec::new();
+        for b in &list.value {
+            if out.contains(&b.value) {
+                self.duplicate(
+                    "allow.compile",
+                    loc(b),
+                    if b.value { "true" } else { "false" },
+                );
+            } else {
+                out.push(b.value);
+            }
+        }
+        self.list_size("allow.compile", list);
+        out
+    }
+
     pub(super) fn list_size<T>(&mut self, field: &str, list: &Spanned<Vec<T>>) {
         if list.value.is_empty() {
             self.problem(
@@ -283,6 +305,7 @@ impl<'c> Validator<'_, 'c> {
             hsdp: None,
             vae_patch: None,
             text_encoder_shard: None,
+            compile: None,
         };
         let a = raw.unwrap_or(&empty);
         let flag = |b: &Option<Spanned<bool>>| b.as_ref().is_none_or(|b| b.value);
@@ -371,6 +394,7 @@ impl<'c> Validator<'_, 'c> {
             hsdp: flag(&a.hsdp),
             vae_patch: flag(&a.vae_patch),
             text_encoder_shard: a.text_encoder_shard.as_ref().is_some_and(|b| b.value),
+            compile: self.compile_list(&a.compile),
         }
     }
 }
