@@ -421,13 +421,14 @@ pub(crate) mod view {
         }
     }
 
-    /// The range category reads the precision, offload, GPU count, reference images and
-    /// whether a cache runs (the batch and attention path `blank` keeps only split the memo).
+    /// The range category reads the precision, offload, GPU count, reference images, compile
+    /// and whether a cache runs (the batch and attention path `blank` keeps only split the memo).
     pub(crate) fn ranges(d: &Deployment) -> Deployment {
         let mut v = blank(d);
         v.weights = d.weights;
         v.reference_images = d.reference_images;
         v.cache = d.cache.clone();
+        v.compile = d.compile;
         v
     }
 

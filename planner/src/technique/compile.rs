@@ -149,3 +149,39 @@ mod search_tests {
         assert!(e.problems.iter().any(|p| p.field == "allow.compile"));
     }
 }
+
+#[cfg(test)]
+mod range_tests {
+    use crate::catalog::Catalog;
+    use crate::deployment::{Deployment, Resolution};
+    use crate::estimate::{Inputs, estimate};
+
+    #[test]
+    fn a_compiled_estimate_carries_the_unmeasured_range() {
+        let c = Catalog::get();
+        let inp = Inputs {
+            model: c.model("flux1-dev").unwrap(),
+            gpu: c.gpu("h100-sxm").unwrap(),
+            runtime: c.runtime("sglang").unwrap(),
+        };
+        let mut d = Deployment::baseline(
+            Resolution {
+                width: 1024,
+                height: 1024,
+            },
+            1,
+            28,
+        );
+        let eager = estimate(inp, &d).unwrap();
+        assert!(eager.latency.basis.starts_with("published runtime"));
+        d.compile = true;
+        let compiled = estimate(inp, &d).unwrap();
+        assert!(
+            compiled.latency.basis.starts_with("unmeasured")
+                && compiled.latency.basis.contains("torch.compile"),
+            "{}",
+            compiled.latency.basis
+        );
+        assert_eq!(compiled.latency.compile_first_call_s, Some(60.0));
+    }
+}
