@@ -431,6 +431,11 @@ pub struct Deployment {
     pub reference_images: u32,
     /// Classifier-free guidance: two transformer passes per step (conditional and unconditional).
     pub cfg: bool,
+    /// torch.compile (inductor) of the denoiser: elementwise chains fused, launches folded, host
+    /// dispatch through the compiled graph (`RuntimeProfile::compiled`); absent from output when
+    /// false, so existing outputs do not change.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub compile: bool,
 }
 
 impl Deployment {
@@ -450,6 +455,7 @@ impl Deployment {
             parallel: Parallel::SINGLE,
             reference_images: 0,
             cfg: false,
+            compile: false,
         }
     }
 }

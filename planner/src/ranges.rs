@@ -164,6 +164,9 @@ pub fn unmeasured_techniques(d: &Deployment) -> Vec<&'static str> {
     if d.reference_images > 0 {
         out.push("reference-image K/V cache");
     }
+    if d.compile {
+        out.push("torch.compile");
+    }
     out
 }
 
@@ -195,7 +198,8 @@ pub fn category(
         UNMEASURED
     };
     let mut why = String::from(c.rows);
-    if let (true, Some(e)) = (rt.calibrated_on.is_empty(), published) {
+    let own = published.filter(|_| c.name == "published runtime");
+    if let Some(e) = own {
         why.push_str(&format!(
             " ({}: {} time rows leave-one-out, MAPE {:.1} %; {} memory rows held out, MAPE {:.1} %)",
             rt.id,
@@ -204,7 +208,7 @@ pub fn category(
             e.memory_rows,
             e.memory_mape * 100.0
         ));
-    } else if rt.calibrated_on.is_empty() {
+    } else if rt.calibrated_on.is_empty() && (published.is_none() || techniques.is_empty()) {
         why.push_str(&format!("; runtime {} was never measured", rt.id));
     } else if model.user_defined {
         why.push_str(&format!(

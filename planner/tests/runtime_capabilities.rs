@@ -155,6 +155,7 @@ fn cut_profile(base: &str, mask: u64) -> RuntimeProfile {
         &mut caps.hsdp,
         &mut caps.vae_patch,
         &mut caps.text_encoder_shard,
+        &mut caps.compile,
     ] {
         f.supported = f.supported && keep("feature");
     }
@@ -167,7 +168,7 @@ fn cut_profile(base: &str, mask: u64) -> RuntimeProfile {
 fn spec_text() -> impl Strategy<Value = (String, u64)> {
     (
         select(&["flux2-klein-4b", "flux2-klein-base-4b", "flux1-dev", "flux2-klein-9b"][..]),
-        select(&["diffusers", "klein", "./cut.yaml"][..]),
+        select(&["diffusers", "klein", "sglang", "cache-dit", "xdit", "./cut.yaml"][..]),
         subsequence(&["h200", "h100-sxm", "rtx-4090", "l40s"][..], 1..=2),
         subsequence(&["bf16", "fp8-storage", "fp8", "int4", "nvfp4"][..], 1..=3),
         subsequence(&["none", "model", "group-leaf", "sequential"][..], 1..=2),
@@ -194,7 +195,7 @@ fn spec_text() -> impl Strategy<Value = (String, u64)> {
                     "model: {model}\nruntime: {runtime}\nworkload:\n  resolutions:\n    - {{size: 1024x1024, share: 1.0}}\n  steps: 4\n\
                      goal:\n  p50_latency_ms: 60000\n{}  objective: min_cost\nfleet:\n{fleet}\
                      allow:\n  weights: [{}]\n  offload: [{}]\n  text_encoder: [resident, offload]\n  cache: [{}]\n  batch: [1]\n  \
-                     max_gpus_per_replica: {max}\n  vae_patch: {vae_patch}\n  hsdp: {hsdp}\n  text_encoder_shard: {te_shard}\n  vae_tiling: {tiling}\n",
+                     max_gpus_per_replica: {max}\n  vae_patch: {vae_patch}\n  hsdp: {hsdp}\n  text_encoder_shard: {te_shard}\n  vae_tiling: {tiling}\n  compile: [false, true]\n",
                     if rate { "  images_per_s: 2\n" } else { "" },
                     weights.join(", "),
                     offload.join(", "),

@@ -89,6 +89,7 @@ pub const DIFFUSERS: &[Api] = &[
         "torch torch/nn/modules/module.py (Module.to), DiffusionPipeline.to",
     ),
     api("device", "torch torch.device"),
+    api("compile", "torch torch.compile (inductor)"),
     api("Generator", "torch torch.Generator"),
     api("manual_seed", "torch torch.Generator.manual_seed"),
     api(
@@ -176,6 +177,10 @@ pub const XDIT: &[Api] = &[
     ),
     api(
         "--enable_tiling",
+        "xDiT xfuser/config/args.py (add_runner_args)",
+    ),
+    api(
+        "--use_torch_compile",
         "xDiT xfuser/config/args.py (add_runner_args)",
     ),
     api(

@@ -309,6 +309,9 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     if d.vae_tiling {
         let _ = writeln!(s, "pipe.vae.enable_tiling()");
     }
+    if d.compile {
+        let _ = writeln!(s, "pipe.transformer = torch.compile(pipe.transformer)");
+    }
     if let Cache::Dbcache { threshold, .. } = d.cache {
         let _ = writeln!(
             s,

@@ -59,6 +59,9 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
     if d.vae_tiling {
         flags.push("--enable_tiling".into());
     }
+    if d.compile {
+        flags.push("--use_torch_compile".into());
+    }
     let backend = match d.attention {
         Attention::Sdpa => "SDPA",
         Attention::Flash => "FLASH",

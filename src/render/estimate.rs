@@ -79,6 +79,12 @@ pub(super) fn estimate_body(out: &mut String, e: &Estimate, c: &Catalog) {
         gb(e.memory.resident_weights_bytes)
     );
     let _ = writeln!(out, "  ranges: {}", e.latency.basis);
+    if let Some(s) = e.latency.compile_first_call_s {
+        let _ = writeln!(
+            out,
+            "  torch.compile: first call of each new shape compiles for ~{s:.0} s (a cold start pays it, requests do not)"
+        );
+    }
     // The ridge point of the precision the transformer runs in.
     let ridge = e
         .stages

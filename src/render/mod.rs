@@ -133,7 +133,7 @@ pub fn knobs(d: &Deployment) -> String {
         if d.vae_tiling { "on" } else { "off" },
         cache,
         par
-    )
+    ) + if d.compile { " · torch.compile" } else { "" }
 }
 
 /// The deployment keys that change the output, with their settings (`weights fp8-storage`).

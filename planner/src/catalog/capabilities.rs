@@ -77,6 +77,16 @@ pub struct Feature {
     pub source: String,
 }
 
+impl Feature {
+    /// A feature a table does not list (written before the feature existed): not implemented.
+    fn unlisted() -> Feature {
+        Feature {
+            supported: false,
+            source: "not listed in this capability table".into(),
+        }
+    }
+}
+
 /// What one runtime implements (`capabilities:` of a runtime profile).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +117,9 @@ pub struct Capabilities {
     pub vae_patch: Feature,
     /// `parallel.text_encoder: sharded`.
     pub text_encoder_shard: Feature,
+    /// `compile: true` (torch.compile of the denoiser); a table written before it has none.
+    #[serde(default = "Feature::unlisted")]
+    pub compile: Feature,
 }
 
 /// One thing a deployment asks of a runtime that the runtime does not implement.
@@ -153,6 +166,7 @@ static BASELINE: LazyLock<Capabilities> = LazyLock::new(|| {
         hsdp: off(),
         vae_patch: off(),
         text_encoder_shard: off(),
+        compile: off(),
     }
 });
 
@@ -189,6 +203,7 @@ impl Capabilities {
             hsdp: on(),
             vae_patch: on(),
             text_encoder_shard: on(),
+            compile: on(),
         }
     }
 
@@ -292,6 +307,7 @@ impl Capabilities {
             p.text_encoder == TeShard::Sharded,
             TeShard::Sharded.name().into(),
         );
+        feature("compile", &self.compile, d.compile, "true".into());
         out
     }
 
@@ -339,6 +355,7 @@ impl Capabilities {
             ("hsdp", &self.hsdp),
             ("vae_patch", &self.vae_patch),
             ("text_encoder_shard", &self.text_encoder_shard),
+            ("compile", &self.compile),
         ] {
             source(key, &f.source);
         }

@@ -117,9 +117,33 @@ fn rms_norm(t: &mut Trace, u: u64) -> Buf {
     out
 }
 
+/// Whether elementwise chains between GEMMs and attention run as one kernel each (a compiled
+/// graph, `fused_elementwise`): the chain reads its inputs and writes its result once, its
+/// intermediates never round-trip HBM, and it costs one launch.
+fn fused(t: &Trace) -> bool {
+    t.hw.rt.fused_elementwise
+}
+
+/// `gate * o + x`, freeing `o`: two kernels eager (the gated output, reading `g_read` bytes,
+/// then the residual sum), one fused. Returns the tensors the caller frees at the block's end.
+fn gated_residual(t: &mut Trace, u: u64, g_read: u64, o: Buf) -> Vec<Buf> {
+    if fused(t) {
+        let x = t.ew_new(2 * u, u);
+        t.free(o);
+        return vec![x];
+    }
+    let g = t.ew_new(g_read, u);
+    t.free(o);
+    let x = t.ew_new(2 * u, u);
+    vec![g, x]
+}
+
 /// LayerNorm then `(1 + scale) * x + shift`: returns the modulated tensor. `1 + scale` is a
-/// kernel of its own on the (batch x width) modulation.
+/// kernel of its own on the (batch x width) modulation; fused, the chain is one kernel.
 fn norm_modulate(t: &mut Trace, u: u64) -> Buf {
+    if fused(t) {
+        return t.ew_new(u, u);
+    }
     let n = t.ew_new(u, u);
     t.launch(0.0);
     let a = t.ew_new(u, u);
@@ -169,9 +193,7 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
     t.free(flat);
     // Image stream: gate, residual, norm2, SwiGLU MLP, gate, residual.
     for (n, o, tok, u) in [(ni, oi, ti, ui), (nt, ot, tt, ut)] {
-        let g = t.ew_new(u, u);
-        t.free(o);
-        let x1 = t.ew_new(2 * u, u);
+        let gx1 = gated_residual(t, u, u, o);
         let n2 = norm_modulate(t, u);
         t.free(n);
         let (h, a) = if gated_mlp(p) {
@@ -179,10 +201,15 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
             let h = t.gemm(b * tok, d, 2 * f, w);
             t.host_ops(1);
             let hu = h.bytes();
-            let s = t.ew_new(hu / 2, hu / 2);
-            let a = t.ew_new(hu, hu / 2);
-            t.free(s);
-            (h, a)
+            if fused(t) {
+                let a = t.ew_new(hu, hu / 2);
+                (h, a)
+            } else {
+                let s = t.ew_new(hu / 2, hu / 2);
+                let a = t.ew_new(hu, hu / 2);
+                t.free(s);
+                (h, a)
+            }
         } else {
             // FLUX.1: projection to f, tanh-GELU.
             let h = t.gemm(b * tok, d, f, w);
@@ -192,12 +219,11 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
         t.free(h);
         let ff = t.gemm(b * tok, f, d, w);
         t.free(a);
-        let gf = t.ew_new(u, u);
-        t.free(ff);
-        let x2 = t.ew_new(2 * u, u);
-        t.free_all([gf, n2, g, x1]);
+        let gx2 = gated_residual(t, u, u, ff);
+        t.free(n2);
+        t.free_all(gx1);
         // The block's output replaces its input in the caller.
-        t.free(x2);
+        t.free_all(gx2);
     }
 }
 
@@ -224,7 +250,9 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     let o = attention(t, p, tokens, 7);
     t.host_ops(u64::from(gated));
     let mlp_in = b * tokens * f * BF16;
-    let m = if gated {
+    let m = if gated && fused(t) {
+        t.ew_new(2 * mlp_in, mlp_in)
+    } else if gated {
         let s = t.ew_new(mlp_in, mlp_in);
         let m = t.ew_new(2 * mlp_in, mlp_in);
         t.free(s);
@@ -237,10 +265,9 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     t.free(o);
     let out = t.gemm(b * tokens, d + f, d, w);
     t.free_all([proj, q, k, m, cat]);
-    let g = t.ew_new(2 * u, u);
-    t.free(out);
-    let x = t.ew_new(2 * u, u);
-    t.free_all([g, n, x]);
+    let gx = gated_residual(t, u, 2 * u, out);
+    t.free(n);
+    t.free_all(gx);
 }
 
 /// A FLUX.1 double-stream block (biases, AdaLayerNormZero per block, GELU MLP).
@@ -282,10 +309,9 @@ fn flux1_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     t.free_all([o, mlp]);
     let out = t.gemm(b * tokens, d + f, d, w);
     t.free(cat);
-    let g = t.ew_new(2 * u, u);
-    t.free(out);
-    let x = t.ew_new(2 * u, u);
-    t.free_all([g, n, x]);
+    let gx = gated_residual(t, u, 2 * u, out);
+    t.free(n);
+    t.free_all(gx);
 }
 
 /// FLUX.1's AdaLayerNormZero linears match layerwise casting's `norm` skip pattern: under FP8

@@ -159,6 +159,10 @@ pub struct Latency {
     /// `per_batch_ms` at the goal's confidence (filled like `memory.peak_bytes_at_confidence`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_batch_ms_at_confidence: Option<f64>,
+    /// With `compile: true`: the one-off compilation of each new shape on its first call,
+    /// seconds (a cold start or a new replica pays it; a request's latency does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compile_first_call_s: Option<f64>,
 }
 
 /// Throughput of one replica.
@@ -388,6 +392,7 @@ pub(crate) mod view {
             },
             reference_images: 0,
             cfg: false,
+            compile: false,
         }
     }
 
@@ -416,13 +421,14 @@ pub(crate) mod view {
         }
     }
 
-    /// The range category reads the precision, offload, GPU count, reference images and
-    /// whether a cache runs (the batch and attention path `blank` keeps only split the memo).
+    /// The range category reads the precision, offload, GPU count, reference images, compile
+    /// and whether a cache runs (the batch and attention path `blank` keeps only split the memo).
     pub(crate) fn ranges(d: &Deployment) -> Deployment {
         let mut v = blank(d);
         v.weights = d.weights;
         v.reference_images = d.reference_images;
         v.cache = d.cache.clone();
+        v.compile = d.compile;
         v
     }
 
@@ -540,6 +546,7 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
             high_ms: crate::ranges::range(per_batch_ms, spread + cache_spread).1,
             basis,
             per_batch_ms_at_confidence: None,
+            compile_first_call_s: d.compile.then_some(rt.compile.first_call_s),
         },
         throughput: Throughput {
             images_per_s: batch as f64 / (per_batch_ms / 1e3),

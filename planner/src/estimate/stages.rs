@@ -143,6 +143,14 @@ pub(crate) struct Denoised {
 /// The denoising loop.
 pub(super) fn denoise(inp: Inputs, d: &Deployment) -> Denoised {
     let (model, gpu, rt) = (inp.model, inp.gpu, inp.runtime);
+    // A compiled denoiser runs the same kernels under the compiled graph's op structure.
+    let compiled;
+    let rt = if d.compile {
+        compiled = crate::technique::compile::compiled(rt);
+        &compiled
+    } else {
+        rt
+    };
     let hw = Hw { gpu, rt };
     let batch = d.batch as u64;
     let link = Link::of(gpu, rt);

@@ -1,7 +1,8 @@
 //! The published rows of other software stacks (`data/published-runtimes.jsonl`: SGLang CI
 //! baselines, xDiT and ONNX Runtime eager/compile pairs, cache-dit tensor parallel), each
 //! expressed by its `spec` under the runtime it names, and each runtime's declared free
-//! parameters (`SGLANG_PARAMS`). A row whose spec uses a key the planner does not model yet
+//! parameters (`SGLANG_PARAMS`; torch.compile has none: its rows are held out, its host time
+//! per launch a declared prior no row pins). A row whose spec uses a key the planner does not model yet
 //! (`compile`, `parallel.tp`) is returned apart, with the reason, so a table can show it.
 
 use serde_json::Value;
@@ -47,13 +48,13 @@ pub struct Unmodelled {
     pub reason: String,
 }
 
-/// Rows of `data/published-runtimes.jsonl` for which `keep(runtime)` holds, parsed under the
+/// The expressible rows, each with the runtime it names, and the rows set apart.
+pub type RuntimeRows = (Vec<(String, Row)>, Vec<Unmodelled>);
+
+/// Every row of `data/published-runtimes.jsonl`, parsed under the
 /// runtime each names; `in_fit` marks the rows of `fit_ids`. Rows whose spec the planner cannot
 /// parse (a key not modelled yet) come back in the second list.
-pub fn runtime_rows(
-    text: &str,
-    fit_ids: &[&str],
-) -> Result<(Vec<(String, Row)>, Vec<Unmodelled>), String> {
+pub fn runtime_rows(text: &str, fit_ids: &[&str]) -> Result<RuntimeRows, String> {
     let mut rows = Vec::new();
     let mut unmodelled = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {

@@ -119,6 +119,13 @@ pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
         &["vae_tiling"],
         |d, t| d.vae_tiling = *t,
     );
+    let compile = implemented(
+        s,
+        p.compile.is_some(),
+        p.compile.map_or_else(|| a.compile.clone(), |c| vec![c]),
+        &["compile"],
+        |d, c| d.compile = *c,
+    );
     let attention = implemented(
         s,
         p.attention.is_some(),
@@ -168,7 +175,10 @@ pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
                         for &offload in &offloads {
                             for &vae_tiling in &tiling {
                                 for cache in &caches {
-                                    for &batch in &pick(&p.batch, &a.batch) {
+                                    for (&batch, &compile) in pick(&p.batch, &a.batch)
+                                        .iter()
+                                        .flat_map(|b| compile.iter().map(move |c| (b, c)))
+                                    {
                                         out.push((
                                             fi,
                                             Deployment {
@@ -184,6 +194,7 @@ pub(crate) fn enumerate(s: &Spec) -> Vec<(usize, Deployment)> {
                                                 parallel,
                                                 reference_images: s.reference_images,
                                                 cfg: s.cfg,
+                                                compile,
                                             },
                                         ));
                                     }

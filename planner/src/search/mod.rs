@@ -15,7 +15,7 @@ use crate::memo::Memo;
 use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
 use crate::technique;
 
-mod enumerate;
+pub(crate) mod enumerate;
 mod evaluate;
 mod infeasible;
 mod pareto;

@@ -210,6 +210,13 @@ pub struct Allow {
     /// their own (off unless asked for, so fleets without the key keep their answers).
     #[serde(skip)]
     pub disaggregate: bool,
+    /// torch.compile settings tried (`allow.compile`; default `[false]`, absent from output).
+    #[serde(skip_serializing_if = "is_eager_only")]
+    pub compile: Vec<bool>,
+}
+
+fn is_eager_only(c: &[bool]) -> bool {
+    c == [false]
 }
 
 /// `network:`: the link stage pools exchange embeddings and latents over.
@@ -261,6 +268,8 @@ pub struct Pins {
     pub parallel: Option<Parallel>,
     /// Reference images.
     pub reference_images: Option<u32>,
+    /// torch.compile of the denoiser.
+    pub compile: Option<bool>,
 }
 
 /// A validated spec. It borrows its model, GPUs and runtime from the catalog it was read against.
@@ -323,6 +332,7 @@ impl<'c> Spec<'c> {
             parallel: p.parallel.unwrap_or(Parallel::SINGLE),
             reference_images: p.reference_images.unwrap_or(self.reference_images),
             cfg: self.cfg,
+            compile: p.compile.unwrap_or(false),
         }
     }
 

@@ -36,6 +36,7 @@ pub struct RawDeployment {
     pub cache: Option<S<RawCache>>,
     pub parallel: Option<S<RawParallel>>,
     pub reference_images: Option<S<i64>>,
+    pub compile: Option<S<bool>>,
 }
 
 /// `cache:` as a bare kind or a map with its parameters.
@@ -132,6 +133,7 @@ pub struct RawAllow {
     pub vae_patch: Option<S<bool>>,
     pub text_encoder_shard: Option<S<bool>>,
     pub disaggregate: Option<S<bool>>,
+    pub compile: Option<S<Vec<S<bool>>>>,
 }
 
 /// `network:` — the link between stage pools (`allow.disaggregate`).

@@ -39,6 +39,7 @@ use crate::rules::Violation;
 
 pub mod cache;
 pub mod cfg_parallel;
+pub mod compile;
 pub mod hsdp;
 pub mod link_fit;
 pub mod offload;

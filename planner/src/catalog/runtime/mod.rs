@@ -177,6 +177,10 @@ pub struct RuntimeProfile {
     /// kernels (amax, quantize) rather than eager PyTorch's chain of six elementwise ops.
     #[serde(default)]
     pub fused_quantization: bool,
+    /// Whether elementwise chains between GEMMs and attention run as one kernel each (a compiled
+    /// graph: `technique::compile`); eager stacks launch one kernel per op.
+    #[serde(default)]
+    pub fused_elementwise: bool,
     /// Whose op graph the stages follow: `diffusers` (the default: diffusers' eager order, shaped
     /// by the flags above) or `klein` (klein-plan's executor, op by op: `cost/klein.rs`).
     #[serde(default)]
@@ -197,6 +201,9 @@ pub struct RuntimeProfile {
     /// The cache models' constants (`technique::cache`); the fit when absent.
     #[serde(default)]
     pub cache: crate::technique::cache::CacheProfile,
+    /// torch.compile's constants (`technique::compile`); the fit when absent.
+    #[serde(default)]
+    pub compile: crate::technique::compile::CompileProfile,
     /// GPUs this runtime was measured on (its estimates there carry the narrow range).
     #[serde(default)]
     pub calibrated_on: Vec<String>,
@@ -401,6 +408,15 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is outside [0, 1000]",
                     at(&k),
+                    crate::spec::num(x)
+                ));
+            }
+        }
+        for (k, x) in self.compile.entries() {
+            if !(x.is_finite() && (0.0..=1e5).contains(&x)) {
+                out.push(format!(
+                    "{}{k}: {} is outside [0, 100000]",
+                    at(k),
                     crate::spec::num(x)
                 ));
             }

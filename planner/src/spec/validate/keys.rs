@@ -195,6 +195,7 @@ impl<'c> Validator<'_, 'c> {
             p.offload = self.choice("deployment.offload", o, &Offload::ALL, Offload::name);
         }
         p.vae_tiling = raw.vae_tiling.as_ref().map(|b| b.value);
+        p.compile = raw.compile.as_ref().map(|b| b.value);
         if let Some(c) = &raw.cache {
             p.cache = self.cache("deployment.cache", loc(c), &c.value);
         }
@@ -249,6 +250,28 @@ impl<'c> Validator<'_, 'c> {
     }
 
     /// An explicit `allow:` list must name between one and `MAX_ALLOW` choices.
+    /// `allow.compile: [false, true]`: the settings the search tries, each once (default
+    /// `[false]`).
+    fn compile_list(&mut self, raw: &Option<Spanned<Vec<Spanned<bool>>>>) -> Vec<bool> {
+        let Some(list) = raw else {
+            return vec![false];
+        };
+        let mut out = Vec::new();
+        for b in &list.value {
+            if out.contains(&b.value) {
+                self.duplicate(
+                    "allow.compile",
+                    loc(b),
+                    if b.value { "true" } else { "false" },
+                );
+            } else {
+                out.push(b.value);
+            }
+        }
+        self.list_size("allow.compile", list);
+        out
+    }
+
     pub(super) fn list_size<T>(&mut self, field: &str, list: &Spanned<Vec<T>>) {
         if list.value.is_empty() {
             self.problem(
@@ -283,6 +306,7 @@ impl<'c> Validator<'_, 'c> {
             vae_patch: None,
             text_encoder_shard: None,
             disaggregate: None,
+            compile: None,
         };
         let a = raw.unwrap_or(&empty);
         let flag = |b: &Option<Spanned<bool>>| b.as_ref().is_none_or(|b| b.value);
@@ -371,6 +395,7 @@ impl<'c> Validator<'_, 'c> {
             hsdp: flag(&a.hsdp),
             vae_patch: flag(&a.vae_patch),
             text_encoder_shard: a.text_encoder_shard.as_ref().is_some_and(|b| b.value),
+            compile: self.compile_list(&a.compile),
             disaggregate: a.disaggregate.as_ref().is_some_and(|b| b.value),
         }
     }
