@@ -7,7 +7,7 @@ use crate::catalog::{Family, TransformerDims};
 use crate::deployment::Precision;
 
 use super::ops::{AttnKernel, AttnShape, BF16};
-use super::trace::{Buf, Trace};
+use super::trace::{Buf, Span, Trace};
 use crate::technique::{Link, sequence};
 
 /// What one forward pass needs to know.
@@ -323,9 +323,9 @@ fn adaln_precision(p: &DitPass) -> Precision {
     }
 }
 
-/// One transformer forward pass (one CFG branch). Returns the per-block time split
-/// `(first_block_s, rest_s)` used by caching, measured on the trace's clock.
-pub fn forward(t: &mut Trace, p: &DitPass) -> (f64, f64) {
+/// One transformer forward pass (one CFG branch). Returns the span of its blocks (what a step
+/// cache skips).
+pub fn forward(t: &mut Trace, p: &DitPass) -> Span {
     let dims = p.dims;
     let d = dims.width();
     let (b, w) = (p.batch, p.precision);
@@ -386,18 +386,15 @@ pub fn forward(t: &mut Trace, p: &DitPass) -> (f64, f64) {
     let ref_kv = t.alloc(blocks * 2 * b * p.ref_tokens * d * BF16 / p.seq());
     // Blocks of a kind are identical: two are traced (the second in the launch queue's steady
     // state), the rest repeat the second one's cost.
-    let start = t.elapsed_s();
+    let start = t.mark();
     let double = |t: &mut Trace| match dims.family {
         Family::Flux2 => flux2_double(t, p, ti, tt),
         Family::Flux1 => flux1_double(t, p, ti, tt),
     };
-    let mut first_block_s = 0.0;
     for i in 0..dims.double_blocks.min(2) {
         let mark = t.mark();
         double(t);
-        if i == 0 {
-            first_block_s = t.elapsed_s() - start;
-        } else {
+        if i == 1 {
             t.repeat_since(mark, dims.double_blocks - 2);
         }
     }
@@ -414,7 +411,7 @@ pub fn forward(t: &mut Trace, p: &DitPass) -> (f64, f64) {
             t.repeat_since(mark, dims.single_blocks - 2);
         }
     }
-    let rest_s = t.elapsed_s() - start - first_block_s;
+    let blocks = t.span_since(start);
     // Output: AdaLayerNormContinuous and proj_out on the image tokens.
     let m = t.gemm(b, d, 2 * d, w);
     let n = norm_modulate(t, b * ti * d * BF16);
@@ -423,7 +420,13 @@ pub fn forward(t: &mut Trace, p: &DitPass) -> (f64, f64) {
         sequence::gather_output(t, p, b * ti * dims.in_channels * BF16);
     }
     t.free_all([m, n, out, joint, tables, ref_kv]);
-    (first_block_s, rest_s)
+    blocks
+}
+
+/// The reference images' keys and values of a K/V-cache model, computed once per request:
+/// `share` (the reference tokens over a pass's tokens) of one `pass`, run again in the trace.
+pub fn reference_kv(t: &mut Trace, pass: &Span, share: f64) {
+    t.repeat_span(pass, share);
 }
 
 #[cfg(test)]

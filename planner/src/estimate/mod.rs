@@ -11,6 +11,8 @@ use crate::rules::{self, Violation};
 
 mod placement;
 mod stages;
+#[cfg(test)]
+mod tests;
 
 use placement::Placement;
 pub use placement::{

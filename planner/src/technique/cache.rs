@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use super::{Ctx, KeyProblem};
 use crate::catalog::{Family, Model};
 use crate::cost::ops::BF16;
+use crate::cost::trace::{Span, Trace};
 use crate::deployment::{Cache, Deployment};
 use crate::rules::{Rule, Violation};
 
@@ -341,6 +342,23 @@ pub fn effect(cache: &Cache, run: &Run, k: &CacheProfile) -> CacheEffect {
             changes_output: threshold > 0.0,
         },
     }
+}
+
+/// The denoising loop's steps after the one traced up to now (`step`, whose cache-skippable
+/// blocks are `blocks`): the computed steps repeat the step, the skipped ones the step with the
+/// blocks the cache leaves out (`1 - kept_fraction_on_skip` of them) taken away, so a skipped
+/// step costs, counts and launches less in the trace itself. Returns the seconds the skipped
+/// steps save over computed ones.
+pub fn loop_steps(t: &mut Trace, step: &Span, blocks: &Span, e: &CacheEffect, steps: u32) -> f64 {
+    let skipped = e.skipped_steps;
+    t.repeat_span(step, steps as f64 - 1.0 - skipped);
+    if skipped == 0.0 {
+        return 0.0;
+    }
+    let left_out = blocks.clone().scaled(1.0 - e.kept_fraction_on_skip);
+    let saved_s = left_out.seconds();
+    t.repeat_span(&step.clone().plus(left_out.scaled(-1.0)), skipped);
+    skipped * saved_s
 }
 
 #[cfg(test)]

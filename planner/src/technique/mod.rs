@@ -16,9 +16,11 @@
 //!   as ops of their own kind: collectives (`Trace::collective`, a latency plus bytes over the
 //!   achieved bandwidth of the GPU's link kind, queued or on the communicator's stream), host
 //!   copies (`Trace::host_copy`, pinned or pageable, blocking, queued or on a copy stream), held
-//!   buffers (`Trace::hold`). Time and memory then come from the trace alone, its summary carries
-//!   `comm_s` and `host_copy_s`, and `estimate::cost` only orchestrates: it asks each technique
-//!   for its trace ops at the points of the pass where the runtime runs them.
+//!   buffers (`Trace::hold`), repeated or reduced steps (`Trace::repeat_span`, as a cache's
+//!   skipped steps). Time and memory then come from the trace alone, its summary carries
+//!   `comm_s` and `host_copy_s`, and the stage builders (`estimate/stages.rs`) only orchestrate:
+//!   they ask each technique for its trace ops at the points of the pass or loop where the
+//!   runtime runs them.
 //!
 //! Constants a technique needs (link bandwidths and latencies, copy efficiencies) are data: the
 //! GPU catalog (`gpu_link` with its kind) and the runtime profile, fitted on declared rows of

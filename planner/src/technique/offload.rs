@@ -161,9 +161,20 @@ pub fn module_to_s(hw: &Hw, bytes: u64, up: bool) -> f64 {
 /// down when the next one needs the GPU (each once per request). Blocking host copies; returns
 /// their seconds (all of them exposed).
 pub fn model_offload(t: &mut Trace, bytes: u64) -> f64 {
+    model_offload_up(t, bytes) + model_offload_down(t, bytes)
+}
+
+/// Model offload's move up of a component of `bytes` (blocking; returns its seconds): the
+/// denoising loop's transformer goes up before the loop and down after it.
+pub fn model_offload_up(t: &mut Trace, bytes: u64) -> f64 {
     let hw = t.hw;
     t.host_copy_timed(bytes, module_to_s(&hw, bytes, true), Overlap::Blocking)
-        + t.host_copy_timed(bytes, module_to_s(&hw, bytes, false), Overlap::Blocking)
+}
+
+/// Model offload's move down (blocking; returns its seconds).
+pub fn model_offload_down(t: &mut Trace, bytes: u64) -> f64 {
+    let hw = t.hw;
+    t.host_copy_timed(bytes, module_to_s(&hw, bytes, false), Overlap::Blocking)
 }
 
 /// Streamed weights of one transformer pass: `weights` bytes in `groups` groups (blocks) that

@@ -1,163 +1,12 @@
-//! The `klein` runtime's graph: klein-plan's own executor (`executor/src/model/*`,
-//! `executor/src/pipeline.rs`), op by op with the executor's liveness, for profiles with
-//! `graph: klein`.
-//!
-//! The executor frees every intermediate as soon as it is used, allocates each op's output at two
-//! bytes per value, and counts the workspaces its CUDA kernels allocate inside an op (the math
-//! path's BF16 scores and GQA-expanded K/V, the BF16 copy of an FP8-stored weight, the im2col
-//! buffer). This file follows that order so the predicted transient equals the executor's
-//! accounting (`tests/verify.rs` holds the two together over a dozen configurations). Single
-//! GPU, FLUX.2 transformer and decoder-LM text encoder only: other cases use the diffusers-shaped
-//! traces with the profile's flags.
+//! The klein graph's denoising step: the executor's transformer pass by pass, with the cache
+//! state a step cache keeps alive between steps.
 
-use crate::catalog::{TextEncoderDims, TransformerDims, VaeDims};
+use crate::catalog::TransformerDims;
+use crate::cost::ops::{AttnShape, BF16, EwKind::*};
+use crate::cost::trace::{Buf, Span, Trace};
 use crate::deployment::Precision;
 
-use super::ops::{AttnShape, BF16, EwKind::*};
-use super::trace::{Buf, Trace};
-use crate::catalog::OpKind;
-
-/// The executor's attention: the fused kernel keeps its tiles on chip; the math path holds BF16
-/// scores (and K/V expanded to every query head under GQA) next to the output.
-fn attention(t: &mut Trace, s: AttnShape, fused: bool, causal: bool) -> Buf {
-    let (gpu, rt) = (t.hw.gpu, t.hw.rt);
-    let bh = s.batch * s.heads;
-    let out_bytes = bh * s.q_tokens * s.head_dim * BF16;
-    let flops = 4.0 * (bh * s.q_tokens * s.kv_tokens * s.head_dim) as f64;
-    let io =
-        (s.batch * (2 * s.heads * s.q_tokens + 2 * s.kv_heads * s.kv_tokens) * s.head_dim * BF16)
-            as f64;
-    let fused = fused && s.head_dim <= facts::limits::FUSED_MAX_HEAD_DIM;
-    t.first_call(if causal {
-        OpKind::CausalAttention
-    } else {
-        OpKind::Attention
-    });
-    if fused {
-        // 64 query rows per CTA: a partial last wave idles SMs.
-        let ctas = bh * s.q_tokens.div_ceil(64);
-        let waves = ctas.div_ceil(gpu.sms.max(1));
-        // A host running ops itself has no waves (its rate is what calibrate measured).
-        let wave_eff = if rt.serial_ops {
-            1.0
-        } else {
-            ctas as f64 / (waves * gpu.sms.max(1)) as f64
-        };
-        let out = t.alloc(out_bytes);
-        let rate = gpu.bf16_flops_per_s() * rt.attention_efficiency.flash * wave_eff;
-        let f = &rt.op_fixed_cost;
-        let fixed = if causal {
-            f.causal_attention
-        } else {
-            f.attention
-        };
-        t.kernel_costed(flops, rate, io, 1.0, 1.0, fixed);
-        out
-    } else {
-        let scores = bh * s.q_tokens * s.kv_tokens * BF16;
-        let expanded = if s.kv_heads != s.heads {
-            2 * bh * s.kv_tokens * s.head_dim * BF16
-        } else {
-            0
-        };
-        t.transient(scores + expanded + out_bytes);
-        let out = t.alloc(out_bytes);
-        let rate = gpu.bf16_flops_per_s() * rt.attention_efficiency.math;
-        let fixed = rt.op_fixed_cost.attention;
-        t.kernel_costed(flops, rate, io + 2.0 * scores as f64, 1.0, 1.0, fixed);
-        // Scores GEMM, softmax and PV GEMM (plus the head expansion under GQA).
-        for _ in 0..2 + usize::from(expanded > 0) {
-            t.launch(0.0);
-        }
-        out
-    }
-}
-
-/// The Qwen3 text encoder of `executor/src/model/text_encoder.rs` for `batch` prompts.
-/// Returns the context tensor (`[batch, tokens, hidden × outputs]`), which outlives the stage.
-pub fn text_encode(t: &mut Trace, d: &TextEncoderDims, batch: u64, fused: bool) -> Buf {
-    let s = d.tokens;
-    let tok = batch * s;
-    let h = d.hidden;
-    let u = tok * h * BF16;
-    let qs = tok * d.heads * d.head_dim * BF16;
-    let ks = tok * d.kv_heads * d.head_dim * BF16;
-    let p = Precision::Bf16;
-    let layers = d.layers_needed();
-    let outputs = &d.output_layers;
-    // RoPE tables: cos and sin, [tokens, head_dim / 2] each.
-    let rope = t.alloc(s * d.head_dim * BF16);
-    let mut taken: Vec<Buf> = Vec::new();
-    let mut x = Some(t.ew_new_as(Copy, u, u));
-    let keep = |l: u64, x: &mut Option<Buf>, taken: &mut Vec<Buf>| {
-        if outputs.contains(&l) {
-            taken.push(x.take().expect("the hidden state"));
-        }
-    };
-    keep(0, &mut x, &mut taken);
-    // The current hidden state is `x` unless an output layer took it (then it lives in `taken`).
-    let replace = |t: &mut Trace, x: &mut Option<Buf>, new: Buf| {
-        if let Some(old) = x.replace(new) {
-            t.free(old);
-        }
-    };
-    for l in 0..layers {
-        let n = t.ew_new_as(Norm, u, u);
-        let q = t.gemm(tok, h, d.heads * d.head_dim, p);
-        let k = t.gemm(tok, h, d.kv_heads * d.head_dim, p);
-        let v = t.gemm(tok, h, d.kv_heads * d.head_dim, p);
-        t.free(n);
-        // q/k RMSNorm then RoPE, each consuming its input.
-        let norm_rope = |t: &mut Trace, x: Buf, bytes: u64| {
-            let n = t.ew_new_as(Norm, bytes, bytes);
-            t.free(x);
-            let r = t.ew_new_as(Rope, bytes, bytes);
-            t.free(n);
-            r
-        };
-        let q = norm_rope(t, q, qs);
-        let k = norm_rope(t, k, ks);
-        let shape = AttnShape {
-            batch,
-            heads: d.heads,
-            kv_heads: d.kv_heads,
-            q_tokens: s,
-            kv_tokens: s,
-            head_dim: d.head_dim,
-        };
-        let a = attention(t, shape, fused, true);
-        t.free_all([q, k, v]);
-        let o = t.gemm(tok, d.heads * d.head_dim, h, p);
-        t.free(a);
-        let x1 = t.ew_new_as(Binary, 2 * u, u);
-        replace(t, &mut x, x1);
-        t.free(o);
-        let n = t.ew_new_as(Norm, u, u);
-        let g = t.gemm(tok, h, 2 * d.intermediate, p);
-        t.free(n);
-        let m = t.ew_new_as(Activation, g.bytes(), g.bytes() / 2);
-        t.free(g);
-        let mo = t.gemm(tok, d.intermediate, h, p);
-        t.free(m);
-        let x2 = t.ew_new_as(Binary, 2 * u, u);
-        replace(t, &mut x, x2);
-        t.free(mo);
-        if l + 1 == d.layers && outputs.contains(&d.layers) {
-            // The final norm on the last hidden state transformers returns.
-            taken.push(t.ew_new_as(Norm, u, u));
-        } else {
-            keep(l + 1, &mut x, &mut taken);
-        }
-    }
-    if let Some(x) = x {
-        t.free(x);
-    }
-    let parts = taken.len() as u64;
-    let ctx = t.ew_new_as(Copy, parts * u, parts * u);
-    t.free_all(taken);
-    t.free(rope);
-    ctx
-}
+use super::attention;
 
 /// What one denoising stage of the executor runs.
 #[derive(Debug, Clone, Copy)]
@@ -407,8 +256,8 @@ impl Denoise<'_> {
 
     /// One forward pass. `state` is the cache state this branch holds from earlier steps
     /// (the first blocks' previous residual and the tail's residual), kept or replaced.
-    /// Returns the prediction and the time spent in the blocks.
-    fn forward(&self, t: &mut Trace, state: &mut Vec<Buf>) -> (Buf, f64) {
+    /// Returns the prediction and the span of the blocks (what a cache skips).
+    fn forward(&self, t: &mut Trace, state: &mut Vec<Buf>) -> (Buf, Span) {
         let dims = self.dims;
         let (b, d) = (self.batch, dims.width());
         let e = b * d * BF16;
@@ -453,7 +302,7 @@ impl Denoise<'_> {
             held: Vec::new(),
         };
         let total = dims.double_blocks + dims.single_blocks;
-        let start = t.elapsed_s();
+        let start = t.mark();
         let final_img = match self.cache_blocks {
             Some(first) if first.min(total) < total => {
                 let first = first.clamp(1, total);
@@ -500,7 +349,7 @@ impl Denoise<'_> {
                 }
             }
         };
-        let blocks_s = t.elapsed_s() - start;
+        let blocks = t.span_since(start);
         t.free_all([st.img, st.txt, st.joint].into_iter().flatten());
         t.free_all(st.held);
         // norm_out (scale and shift copied out of its projection) and proj_out.
@@ -514,7 +363,7 @@ impl Denoise<'_> {
         t.free_all(sc);
         t.free_all(mods);
         t.free(act);
-        (out, blocks_s)
+        (out, blocks)
     }
 }
 
@@ -522,8 +371,8 @@ impl Denoise<'_> {
 /// latents, the guidance halves of the context), then the costliest step for memory — a step
 /// computed in full after one that left cache state behind, its last guidance pass running with
 /// the first pass's prediction and cache state alive. The trace's time is one step; returns the
-/// time its passes spent in the transformer blocks (what a cache skips).
-pub fn denoise_step(t: &mut Trace, p: &Denoise) -> f64 {
+/// span of its passes' transformer blocks (what a cache skips).
+pub fn denoise_step(t: &mut Trace, p: &Denoise) -> Span {
     let dims = p.dims;
     let tokens = p.img_tokens + p.txt_tokens;
     // RoPE tables: cos and sin, [tokens, head_dim / 2] each.
@@ -547,11 +396,11 @@ pub fn denoise_step(t: &mut Trace, p: &Denoise) -> f64 {
         states.push(s);
     }
     let mut preds = Vec::new();
-    let mut blocks_s = 0.0;
+    let mut blocks = Span::default();
     for s in states.iter_mut() {
         let (pred, b) = p.forward(t, s);
         preds.push(pred);
-        blocks_s += b;
+        blocks = blocks.plus(b);
     }
     let v = if p.passes == 2 {
         let vu = preds.pop().expect("two passes");
@@ -568,137 +417,5 @@ pub fn denoise_step(t: &mut Trace, p: &Denoise) -> f64 {
     t.free_all([x, v, x2, rope]);
     t.free_all(halves);
     t.free_all(states.into_iter().flatten());
-    blocks_s
-}
-
-/// A residual block of the executor's decoder at `h × w`.
-fn vae_resnet(t: &mut Trace, b: u64, cin: u64, cout: u64, h: u64, w: u64) -> Buf {
-    let (uin, uout) = (b * cin * h * w * BF16, b * cout * h * w * BF16);
-    let n = t.ew_new_as(Norm, uin, uin);
-    let s = t.ew_new_as(Activation, uin, uin);
-    t.free(n);
-    let h1 = t.conv(b, cin, cout, h, w, 3);
-    t.free(s);
-    let n = t.ew_new_as(Norm, uout, uout);
-    t.free(h1);
-    let s = t.ew_new_as(Activation, uout, uout);
-    t.free(n);
-    let h2 = t.conv(b, cout, cout, h, w, 3);
-    t.free(s);
-    let sc = (cin != cout).then(|| t.conv(b, cin, cout, h, w, 1));
-    let out = t.ew_new_as(Binary, 2 * uout, uout);
-    t.free(h2);
-    if let Some(sc) = sc {
-        t.free(sc);
-    }
-    out
-}
-
-/// The decoder's mid-block attention: one head as wide as the deepest level (the math path when
-/// wider than the fused kernels' 128, as for every real FLUX VAE).
-fn vae_attention(t: &mut Trace, b: u64, c: u64, h: u64, w: u64, fused: bool) -> Buf {
-    let tokens = h * w;
-    let u = b * c * tokens * BF16;
-    let n = t.ew_new_as(Norm, u, u);
-    let seq = t.ew_new_as(Copy, u, u);
-    t.free(n);
-    let bf = Precision::Bf16;
-    let qkv = [
-        t.gemm(b * tokens, c, c, bf),
-        t.gemm(b * tokens, c, c, bf),
-        t.gemm(b * tokens, c, c, bf),
-    ];
-    t.free(seq);
-    let shape = AttnShape {
-        batch: b,
-        heads: 1,
-        kv_heads: 1,
-        q_tokens: tokens,
-        kv_tokens: tokens,
-        head_dim: c,
-    };
-    let a = attention(t, shape, fused, false);
-    t.free_all(qkv);
-    let o = t.gemm(b * tokens, c, c, bf);
-    t.free(a);
-    let tr = t.ew_new_as(Copy, u, u);
-    t.free(o);
-    let out = t.ew_new_as(Binary, 2 * u, u);
-    t.free(tr);
-    out
-}
-
-/// One decode of a `height × width`-pixel image (or tile) by the executor: the uploaded latent,
-/// post-quant conv, conv_in, mid block, up blocks, norm and conv_out.
-fn vae_decode_once(t: &mut Trace, d: &VaeDims, b: u64, height: u64, width: u64, fused: bool) {
-    let levels = d.block_out_channels.len() as u32;
-    let (mut h, mut w) = (height >> (levels - 1), width >> (levels - 1));
-    let lc = d.latent_channels;
-    let deep = d.deepest();
-    let z = t.ew_new_as(Copy, 0, b * lc * h * w * BF16);
-    let pq = d.quant_convs.then(|| t.conv(b, lc, lc, h, w, 1));
-    let mut x = t.conv(b, lc, deep, h, w, 3);
-    t.free_all(pq);
-    let step = |t: &mut Trace, x: &mut Buf, new: Buf| {
-        let old = std::mem::replace(x, new);
-        t.free(old);
-    };
-    let r = vae_resnet(t, b, deep, deep, h, w);
-    step(t, &mut x, r);
-    let a = vae_attention(t, b, deep, h, w, fused);
-    step(t, &mut x, a);
-    let r = vae_resnet(t, b, deep, deep, h, w);
-    step(t, &mut x, r);
-    let mut prev = deep;
-    for (level, &out) in d.block_out_channels.iter().rev().enumerate() {
-        for j in 0..=d.layers_per_block {
-            let r = vae_resnet(t, b, if j == 0 { prev } else { out }, out, h, w);
-            step(t, &mut x, r);
-        }
-        if level + 1 < d.block_out_channels.len() {
-            let u = b * out * h * w * BF16;
-            let up = t.ew_new_as(Copy, u, 4 * u);
-            step(t, &mut x, up);
-            h *= 2;
-            w *= 2;
-            let c = t.conv(b, out, out, h, w, 3);
-            step(t, &mut x, c);
-        }
-        prev = out;
-    }
-    let c0 = d.block_out_channels[0];
-    let u = b * c0 * h * w * BF16;
-    let n = t.ew_new_as(Norm, u, u);
-    t.free(x);
-    let s = t.ew_new_as(Activation, u, u);
-    t.free(n);
-    let img = t.conv(b, c0, 3, h, w, 3);
-    t.free_all([s, img, z]);
-}
-
-/// The executor's VAE decode stage: whole, or in tiles of `tile_px` pixels overlapping by a
-/// quarter, each decoded on the device and copied to the host, so the device holds one tile.
-pub fn vae_decode(
-    t: &mut Trace,
-    d: &VaeDims,
-    b: u64,
-    (height, width): (u64, u64),
-    tile_px: Option<u64>,
-    fused: bool,
-) {
-    let Some(tile) = tile_px else {
-        return vae_decode_once(t, d, b, height, width, fused);
-    };
-    // Tile starts every 3/4 tile; the last tile is shifted back to end at the edge.
-    let count = |n: u64| {
-        if n <= tile {
-            1
-        } else {
-            (n - tile).div_ceil(tile - tile / 4) + 1
-        }
-    };
-    let tiles = count(height) * count(width);
-    let mark = t.mark();
-    vae_decode_once(t, d, b, height.min(tile), width.min(tile), fused);
-    t.repeat_since(mark, tiles - 1);
+    blocks
 }
