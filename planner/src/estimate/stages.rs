@@ -12,7 +12,7 @@ use crate::cost::dit::{self, DitPass};
 use crate::cost::klein;
 use crate::cost::ops::{AttnKernel, BF16};
 use crate::cost::text;
-use crate::cost::trace::{Hw, Overlap, Trace};
+use crate::cost::trace::{Event, Hw, Overlap, Trace};
 use crate::cost::vae::{self, VaeDecode};
 use crate::deployment::{Deployment, Offload, Precision, Shard, TextEncoderPlacement};
 use crate::technique::cache::{self, CacheEffect};
@@ -52,7 +52,7 @@ pub(crate) fn text_encoder_traced<'c>(
     inp: Inputs<'c>,
     d: &Deployment,
     record: bool,
-) -> (Stage, Trace<'c>) {
+) -> (Stage, Vec<Event>) {
     let (model, gpu, rt) = (inp.model, inp.gpu, inp.runtime);
     let hw = Hw { gpu, rt };
     let batch = d.batch as u64;
@@ -130,7 +130,7 @@ pub(crate) fn text_encoder_traced<'c>(
         t.wait_comm();
     }
     let s = stage("text_encoder", te_weights, &t, ridge(inp, Precision::Bf16));
-    (s, t)
+    (s, t.into_events())
 }
 
 /// What the denoising loop hands the rest of the estimate besides its stage.
@@ -162,7 +162,7 @@ pub(crate) fn denoise_traced<'c>(
     inp: Inputs<'c>,
     d: &Deployment,
     record: bool,
-) -> (Denoised, Trace<'c>) {
+) -> (Denoised, Vec<Event>) {
     let (model, gpu, rt) = (inp.model, inp.gpu, inp.runtime);
     // A compiled denoiser runs the same kernels under the compiled graph's op structure.
     let compiled;
@@ -295,7 +295,7 @@ pub(crate) fn denoise_traced<'c>(
         img_tokens: pass.img_tokens,
         txt_tokens: pass.txt_tokens,
     };
-    (out, t)
+    (out, t.into_events())
 }
 
 /// The VAE decode.
@@ -308,7 +308,7 @@ pub(crate) fn vae_decode_traced<'c>(
     inp: Inputs<'c>,
     d: &Deployment,
     record: bool,
-) -> (Stage, Trace<'c>) {
+) -> (Stage, Vec<Event>) {
     let (model, gpu, rt) = (inp.model, inp.gpu, inp.runtime);
     let hw = Hw { gpu, rt };
     let batch = d.batch as u64;
@@ -344,7 +344,7 @@ pub(crate) fn vae_decode_traced<'c>(
         technique::vae_patch::gather(&mut t, link, img, split);
     }
     let s = stage("vae_decode", vae_full, &t, ridge(inp, Precision::Bf16));
-    (s, t)
+    (s, t.into_events())
 }
 
 /// A stage's figures, read from its trace alone: the elapsed time, the peak of live bytes, the

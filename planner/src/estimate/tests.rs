@@ -4,7 +4,7 @@
 use super::stages::{self, Denoised, stage};
 use super::{Inputs, Stage, cost};
 use crate::catalog::Catalog;
-use crate::cost::trace::{Hw, Trace};
+use crate::cost::trace::{Event, Hw, Trace};
 use crate::deployment::{
     Attention, Cache, Deployment, Offload, Parallel, Resolution, Shard, TeShard,
     TextEncoderPlacement,
@@ -157,8 +157,8 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, Deployment)> {
 }
 
 /// `s` built again from the events its trace recorded, replayed into a fresh trace.
-fn replayed(name: &'static str, s: &Stage, t: &Trace, hw: Hw) -> Stage {
-    let again = Trace::replay(hw, t.events());
+fn replayed(name: &'static str, s: &Stage, t: &[Event], hw: Hw) -> Stage {
+    let again = Trace::replay(hw, t);
     let mut r = stage(name, s.weights_bytes, &again, s.ridge_flops_per_byte);
     r.step_ms = s.step_ms;
     r.steps = s.steps;
@@ -184,7 +184,7 @@ fn a_stage_is_a_function_of_its_ops_and_nothing_is_added_outside_them() {
         let (Denoised { stage: dn, .. }, dn_t) = stages::denoise_traced(inp, &d, true);
         let (vae, vae_t) = stages::vae_decode_traced(inp, &d, true);
         for (s, t) in [(&te, &te_t), (&dn, &dn_t), (&vae, &vae_t)] {
-            assert!(!t.events().is_empty() || s.ms == 0.0, "{model} {}", s.name);
+            assert!(!t.is_empty() || s.ms == 0.0, "{model} {}", s.name);
             assert_eq!(&replayed(s.name, s, t, hw), s, "{model} {rt} {d:?}");
         }
         // The estimate's stages are these, figure for figure.

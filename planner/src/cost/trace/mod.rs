@@ -76,6 +76,11 @@ impl<'a> Trace<'a> {
         self.log.as_deref().unwrap_or(&[])
     }
 
+    /// The events recorded, taken out of the trace (empty unless made by [`Trace::recording`]).
+    pub fn into_events(self) -> Vec<Event> {
+        self.log.unwrap_or_default()
+    }
+
     /// A fresh trace on `hw` that has run `events`: its figures are those of the trace that
     /// recorded them.
     pub fn replay(hw: Hw<'a>, events: &[Event]) -> Trace<'a> {
