@@ -26,10 +26,12 @@ pub fn run(cx: &Context, spec: &Path, to: Option<Target>) -> Result<Outcome> {
             )
         })?,
     };
-    if to == Target::Sglang && s.allow.disaggregate && !s.has_deployment {
-        if let Some(out) = pools(cx, &s, spec)? {
-            return Ok(out);
-        }
+    if to == Target::Sglang
+        && s.allow.disaggregate
+        && !s.has_deployment
+        && let Some(out) = pools(cx, &s, spec)?
+    {
+        return Ok(out);
     }
     let (gpu, d) = export::deployment_of(&s, spec, c)?;
     // A fixed deployment is exported only if its runtime runs it (a plan never chooses what its
