@@ -204,5 +204,18 @@ mod tests {
         };
         let e = export(Target::CacheDit, m, gpu, &cfg).unwrap_err();
         assert!(e.iter().any(|x| x.contains("parallel.cfg")), "{e:?}");
+        // A threshold that is no number never becomes code.
+        let nan = Deployment {
+            cache: Cache::Dbcache {
+                threshold: f64::NAN,
+                warmup_steps: 0,
+                compute_blocks: 1,
+                back_blocks: 0,
+                max_continuous_cached_steps: None,
+            },
+            ..base()
+        };
+        let e = export(Target::CacheDit, m, gpu, &nan).unwrap_err();
+        assert!(e[0].contains("threshold NaN"), "{e:?}");
     }
 }
