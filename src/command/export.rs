@@ -1,4 +1,5 @@
-//! `export SPEC`: the chosen or fixed deployment as a diffusers script or an xDiT launch.
+//! `export SPEC`: the chosen or fixed deployment as a diffusers script, an xDiT launch, an SGLang
+//! command line (per-pool launches for a fleet of stage pools) or a cache-dit script.
 
 use std::path::Path;
 
@@ -19,12 +20,19 @@ pub fn run(cx: &Context, spec: &Path, to: Option<Target>) -> Result<Outcome> {
         Some(t) => t,
         None => Target::of_runtime(&s.runtime.id).ok_or_else(|| {
             anyhow::anyhow!(
-                "{}: runtime {} is not an export target: pass --to diffusers or --to xdit",
+                "{}: runtime {} is not an export target: pass --to diffusers, xdit, sglang or cache-dit",
                 spec.display(),
                 planner::spec::echo(&s.runtime.id, 64)
             )
         })?,
     };
+    if to == Target::Sglang
+        && s.allow.disaggregate
+        && !s.has_deployment
+        && let Some(out) = pools(cx, &s, spec)?
+    {
+        return Ok(out);
+    }
     let (gpu, d) = export::deployment_of(&s, spec, c)?;
     // A fixed deployment is exported only if its runtime runs it (a plan never chooses what its
     // runtime lacks).
@@ -47,10 +55,7 @@ pub fn run(cx: &Context, spec: &Path, to: Option<Target>) -> Result<Outcome> {
         anyhow::anyhow!(
             "{}: cannot export this deployment to {} faithfully:\n{}",
             spec.display(),
-            match to {
-                Target::Diffusers => "diffusers",
-                Target::Xdit => "xDiT",
-            },
+            to.shown(),
             lines.join("\n")
         )
     })?;
@@ -65,4 +70,38 @@ pub fn run(cx: &Context, spec: &Path, to: Option<Target>) -> Result<Outcome> {
     // Code is not wrapped.
     let out = cx.unwrapped(&render::doc(&doc), || code.clone())?;
     Ok(Outcome::new(out, Exit::Success))
+}
+
+/// `--to sglang` for a spec whose fleet splits the stages into pools (`allow.disaggregate`): one
+/// `sglang serve --disagg-role` launch per pool (`sglang_pools`). `None` when the fleet keeps
+/// every stage together (a plain `sglang generate` then).
+fn pools(cx: &Context, s: &planner::spec::Spec, spec: &Path) -> Result<Option<Outcome>> {
+    let f = planner::fleet::fleet(s);
+    let split = f
+        .pools
+        .iter()
+        .any(|p| p.role != planner::fleet::pools::roles::Role::All);
+    if !split {
+        return Ok(None);
+    }
+    let repo = s.model.repo.as_deref().unwrap_or("");
+    let code = export::sglang_pools::pool_commands(s.model, repo, &f.pools).map_err(|reasons| {
+        let lines: Vec<String> = reasons.iter().map(|r| format!("  {r}")).collect();
+        anyhow::anyhow!(
+            "{}: cannot export these stage pools to SGLang faithfully:\n{}",
+            spec.display(),
+            lines.join("\n")
+        )
+    })?;
+    let first = &f.pools[0];
+    let doc = export::Doc {
+        schema_version: planner::estimate::SCHEMA_VERSION,
+        model: &s.model.id,
+        gpu: &first.gpu,
+        deployment: &first.deployment,
+        target: Target::Sglang,
+        code: &code,
+    };
+    let out = cx.unwrapped(&render::doc(&doc), || code.clone())?;
+    Ok(Some(Outcome::new(out, Exit::Success)))
 }

@@ -1,5 +1,6 @@
 //! Every external name `export` may emit, with the file of the project that defines it (read
-//! in diffusers at 58eb52c, 2026-08-23, and xDiT at 175e0bf, 2026-07-14). A test holds every
+//! in diffusers at 58eb52c, 2026-08-23, xDiT at 175e0bf, 2026-07-14, SGLang at 011b8ca (server
+//! arguments) and 00ae37c (sampling arguments), and cache-dit at f86744a). A test holds every
 //! call in every exported snippet to this list.
 
 // The lists are read by the tests that hold every export to them (and XDIT_MODELS by the export).
@@ -224,4 +225,93 @@ pub const XDIT_MODELS: &[(&str, bool, bool, bool)] = &[
     ("black-forest-labs/FLUX.2-dev", true, true, true),
     ("black-forest-labs/FLUX.2-klein-9B", true, false, true),
     ("black-forest-labs/FLUX.2-klein-4B", true, false, true),
+];
+
+/// Flags of the `sglang generate` command line (`sglang generate`: python/sglang/cli/generate.py).
+/// `--attention-backend` takes `fa` or `torch_sdpa` (its help text, same file).
+pub const SGLANG: &[Api] = &[
+    api(
+        "--model-path",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--num-gpus",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--ulysses-degree",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--ring-degree",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--enable-cfg-parallel",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--use-fsdp-inference",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--hsdp-shard-dim",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--dit-cpu-offload",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--text-encoder-cpu-offload",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--attention-backend",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--enable-torch-compile",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
+    ),
+    api(
+        "--prompt",
+        "sgl-project/sglang@00ae37c817a8e1195bfa0cb3641f75d8a2d9f4a5 python/sglang/multimodal_gen/configs/sample/sampling_params.py (SamplingParams.add_cli_args)",
+    ),
+    api(
+        "--width",
+        "sgl-project/sglang@00ae37c817a8e1195bfa0cb3641f75d8a2d9f4a5 python/sglang/multimodal_gen/configs/sample/sampling_params.py (SamplingParams.add_cli_args)",
+    ),
+    api(
+        "--height",
+        "sgl-project/sglang@00ae37c817a8e1195bfa0cb3641f75d8a2d9f4a5 python/sglang/multimodal_gen/configs/sample/sampling_params.py (SamplingParams.add_cli_args)",
+    ),
+    api(
+        "--num-inference-steps",
+        "sgl-project/sglang@00ae37c817a8e1195bfa0cb3641f75d8a2d9f4a5 python/sglang/multimodal_gen/configs/sample/sampling_params.py (SamplingParams.add_cli_args)",
+    ),
+    api(
+        "--seed",
+        "sgl-project/sglang@00ae37c817a8e1195bfa0cb3641f75d8a2d9f4a5 python/sglang/multimodal_gen/configs/sample/sampling_params.py (SamplingParams.add_cli_args)",
+    ),
+    api(
+        "--num-outputs-per-prompt",
+        "sgl-project/sglang@00ae37c817a8e1195bfa0cb3641f75d8a2d9f4a5 python/sglang/multimodal_gen/configs/sample/sampling_params.py (SamplingParams.add_cli_args)",
+    ),
+];
+
+/// Python names of the cache-dit scripts (beside the diffusers ones).
+pub const CACHE_DIT: &[Api] = &[
+    api(
+        "enable_cache",
+        "vipshop/cache-dit@f86744af7daa0f569fe4324e73e3e50cebf70f4c src/cache_dit/caching/cache_interface.py (exported in src/cache_dit/__init__.py)",
+    ),
+    api(
+        "DBCacheConfig",
+        "vipshop/cache-dit@f86744af7daa0f569fe4324e73e3e50cebf70f4c src/cache_dit/caching/cache_contexts/cache_config.py (Fn_compute_blocks, Bn_compute_blocks, residual_diff_threshold, max_warmup_steps, max_continuous_cached_steps)",
+    ),
+    api(
+        "ParallelismConfig",
+        "vipshop/cache-dit@f86744af7daa0f569fe4324e73e3e50cebf70f4c src/cache_dit/distributed/config.py (ulysses_size, ring_size)",
+    ),
 ];

@@ -1,10 +1,13 @@
 //! `klein-plan export`: the chosen (plan) or fixed (estimate) deployment as code another project
-//! runs — a diffusers Python script or an xDiT launch command. Every emitted call is one of the
+//! runs — a diffusers Python script, an xDiT launch command, an SGLang command line or a
+//! cache-dit script. Every emitted call is one of the
 //! real names in `api.rs`; a knob the target has no API for fails the export with the reason
 //! instead of being dropped silently.
 
 pub mod api;
+mod cache_dit;
 mod diffusers;
+mod sglang;
 pub mod sglang_pools;
 mod xdit;
 
@@ -19,6 +22,13 @@ pub enum Target {
     Diffusers,
     /// An xDiT launch command (`torchrun ... -m xfuser.runner`).
     Xdit,
+    /// An SGLang-Diffusion command line (`sglang generate`), or per-pool `sglang serve` launches
+    /// for a fleet of stage pools.
+    Sglang,
+    /// A Python script: the diffusers pipeline with cache-dit's `enable_cache`.
+    #[value(name = "cache-dit")]
+    #[serde(rename = "cache-dit")]
+    CacheDit,
 }
 
 impl Target {
@@ -28,7 +38,19 @@ impl Target {
         match id {
             "diffusers" => Some(Target::Diffusers),
             "xdit" => Some(Target::Xdit),
+            "sglang" => Some(Target::Sglang),
+            "cache-dit" => Some(Target::CacheDit),
             _ => None,
+        }
+    }
+
+    /// The target's name in messages.
+    pub fn shown(self) -> &'static str {
+        match self {
+            Target::Diffusers => "diffusers",
+            Target::Xdit => "xDiT",
+            Target::Sglang => "SGLang",
+            Target::CacheDit => "cache-dit",
         }
     }
 }
@@ -44,7 +66,7 @@ pub struct Doc<'a> {
     pub gpu: &'a str,
     /// The deployment exported.
     pub deployment: &'a Deployment,
-    /// `diffusers` or `xdit`.
+    /// `diffusers`, `xdit`, `sglang` or `cache-dit`.
     pub target: Target,
     /// The script or command, as `--format text` prints it.
     pub code: &'a str,
@@ -135,6 +157,8 @@ pub fn export(target: Target, m: &Model, gpu: &Gpu, d: &Deployment) -> Result<St
     match target {
         Target::Diffusers => diffusers::script(&h, m, d),
         Target::Xdit => xdit::command(&h, m, d),
+        Target::Sglang => sglang::command(&h, m, d),
+        Target::CacheDit => cache_dit::script(&h, m, d),
     }
 }
 
@@ -175,7 +199,9 @@ mod tests {
     use planner::catalog::Catalog;
     use planner::deployment::*;
 
-    use super::api::{DIFFUSERS, DIFFUSERS_ATTENTION, DIFFUSERS_CLASSES, XDIT, XDIT_ATTENTION};
+    use super::api::{
+        CACHE_DIT, DIFFUSERS, DIFFUSERS_ATTENTION, DIFFUSERS_CLASSES, SGLANG, XDIT, XDIT_ATTENTION,
+    };
     use super::*;
 
     /// Every `name(` in a Python snippet (the last segment of a dotted call), comments skipped.
@@ -218,12 +244,23 @@ mod tests {
 
     fn check_names(target: Target, code: &str) {
         match target {
-            Target::Diffusers => {
+            Target::Sglang => {
+                for line in code.lines().filter(|l| !l.starts_with('#')) {
+                    for w in line.split_whitespace().filter(|w| w.starts_with("--")) {
+                        assert!(
+                            SGLANG.iter().any(|a| a.name == w),
+                            "{w} is not a known SGLang flag\n{code}"
+                        );
+                    }
+                }
+            }
+            Target::Diffusers | Target::CacheDit => {
                 for name in python_calls(code) {
                     assert!(
                         DIFFUSERS
                             .iter()
                             .chain(DIFFUSERS_CLASSES)
+                            .chain(CACHE_DIT)
                             .any(|a| a.name == name),
                         "{name}( is not a known API\n{code}"
                     );
@@ -278,7 +315,12 @@ mod tests {
             let Ok((gpu, d)) = deployment_of(&s, &path, &catalog) else {
                 continue;
             };
-            for target in [Target::Diffusers, Target::Xdit] {
+            for target in [
+                Target::Diffusers,
+                Target::Xdit,
+                Target::Sglang,
+                Target::CacheDit,
+            ] {
                 if let Ok(code) = export(target, s.model, gpu, &d) {
                     check_names(target, &code);
                     exported += 1;

@@ -13,10 +13,7 @@
 //! HSDP, a patch-parallel decode, a sharded text encoder): an export runs what was planned, or
 //! says why not.
 
-// Called by `export --to sglang` for a fleet of stage pools once the single-pool SGLang target
-// (`src/export/sglang.rs`, in progress beside this) adds `Target::Sglang`; until then only by its
-// tests.
-#![cfg_attr(not(test), allow(dead_code))]
+// Called by `export --to sglang` (src/command/export.rs) for a fleet of stage pools.
 
 use planner::catalog::Model;
 use planner::deployment::{Cache, Offload, Precision, Shard, TeShard};
@@ -25,7 +22,8 @@ use planner::fleet::report::Pool;
 
 use super::sh_word;
 
-/// Every flag the commands may carry, with the SGLang file that defines it.
+/// Every flag the commands may carry, with the SGLang file that defines it (read by the tests).
+#[cfg_attr(not(test), allow(dead_code))]
 pub const SGLANG_POOL_FLAGS: &[(&str, &str)] = &[
     (
         "--model-path",

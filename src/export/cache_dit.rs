@@ -1,0 +1,221 @@
+//! The deployment as a cache-dit script: the diffusers pipeline loaded and placed as the diffusers
+//! export does (`diffusers.rs`), then `cache_dit.enable_cache(pipe, ...)` with DBCache's
+//! parameters (`DBCacheConfig`: Fn/Bn compute blocks, threshold, warm-up, cap) and Ulysses/Ring
+//! (`ParallelismConfig`) as the deployment says, and torch.compile after the hooks. Names read in
+//! vipshop/cache-dit@f86744af7daa0f569fe4324e73e3e50cebf70f4c (`api::CACHE_DIT`); what cache-dit
+//! cannot express here is refused with the reason.
+
+use std::fmt::Write;
+
+use planner::catalog::Model;
+use planner::deployment::{Cache, Deployment, Precision};
+
+use super::Header;
+
+pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Vec<String>> {
+    let mut problems = Vec::new();
+    if let Cache::Teacache { .. } = d.cache {
+        problems.push(
+            "cache teacache: cache-dit's caches are DBCache and DBPrune (caching/cache_types.py), \
+             no TeaCache"
+                .into(),
+        );
+    }
+    if d.weights == Precision::Int4 {
+        problems.push(
+            "weights int4: cache-dit's SVDQuant path quantizes with its own calibration \
+             (quantization/svdquant), not the Nunchaku checkpoint the plan modelled"
+                .into(),
+        );
+    }
+    if d.parallel.cfg > 1 {
+        problems.push("parallel.cfg: cache-dit's ParallelismConfig has no CFG parallelism".into());
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    // The pipeline as the diffusers export builds it, without its cache, context parallelism
+    // and compile: those are cache-dit's here (compile must follow the cache hooks).
+    let base = Deployment {
+        cache: Cache::None,
+        compile: false,
+        ..d.clone()
+    };
+    let code = super::diffusers::script(h, m, &base).map_err(|e| {
+        e.into_iter()
+            .map(|r| format!("{r} (cache-dit wraps the diffusers pipeline)"))
+            .collect::<Vec<_>>()
+    })?;
+    let cp = d.parallel.sequence() > 1;
+    let mut imports = Vec::new();
+    if let Cache::Dbcache { .. } = d.cache {
+        imports.push("DBCacheConfig");
+    }
+    if cp {
+        imports.push("ParallelismConfig");
+    }
+    let mut head = String::from("import cache_dit\n");
+    if !imports.is_empty() {
+        let _ = writeln!(head, "from cache_dit import {}", imports.join(", "));
+    }
+    let mut call = Vec::new();
+    if let Cache::Dbcache {
+        threshold,
+        warmup_steps,
+        compute_blocks,
+        back_blocks,
+        max_continuous_cached_steps,
+    } = &d.cache
+    {
+        if !threshold.is_finite() || *threshold < 0.0 {
+            return Err(vec![format!(
+                "cache dbcache: threshold {threshold} is not a number ≥ 0"
+            )]);
+        }
+        call.push(format!(
+            "cache_config=DBCacheConfig(Fn_compute_blocks={compute_blocks}, Bn_compute_blocks={back_blocks}, residual_diff_threshold={threshold}, max_warmup_steps={warmup_steps}, max_continuous_cached_steps={})",
+            max_continuous_cached_steps.map_or(-1, i64::from)
+        ));
+    }
+    if cp {
+        call.push(format!(
+            "parallelism_config=ParallelismConfig(ulysses_size={}, ring_size={})",
+            d.parallel.ulysses, d.parallel.ring
+        ));
+    }
+    let mut setup = String::new();
+    if !call.is_empty() {
+        let _ = writeln!(setup, "cache_dit.enable_cache(pipe, {})", call.join(", "));
+    }
+    if d.compile {
+        let _ = writeln!(setup, "pipe.transformer = torch.compile(pipe.transformer)");
+    }
+    let mut out = String::new();
+    let mut imported = false;
+    let mut placed = false;
+    for line in code.lines() {
+        // diffusers' own context parallelism is replaced by cache-dit's.
+        if line.contains("enable_parallelism(") {
+            continue;
+        }
+        if !placed && line.starts_with("def ") {
+            if !setup.is_empty() {
+                out.push_str(&setup);
+                out.push('\n');
+            }
+            placed = true;
+        }
+        if line.starts_with("from diffusers import") {
+            let kept: Vec<&str> = line["from diffusers import ".len()..]
+                .split(", ")
+                .filter(|c| *c != "ContextParallelConfig")
+                .collect();
+            let _ = writeln!(out, "from diffusers import {}", kept.join(", "));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if !imported && line == "import torch" {
+            // Nothing of cache-dit's asked for: the diffusers script as it is.
+            if !call.is_empty() {
+                out.push_str(&head);
+            }
+            imported = true;
+        }
+    }
+    if !imported || !placed {
+        return Err(vec![
+            "internal: the diffusers script has no `import torch` or `def` to place cache-dit's calls at"
+                .into(),
+        ]);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use planner::catalog::Catalog;
+    use planner::deployment::*;
+
+    use super::super::{Target, export};
+
+    fn base() -> Deployment {
+        Deployment::baseline(
+            Resolution {
+                width: 1024,
+                height: 1024,
+            },
+            1,
+            4,
+        )
+    }
+
+    #[test]
+    fn dbcache_and_parallelism_become_cache_dit_configs() {
+        let c = Catalog::get();
+        let m = c.model("flux2-klein-4b").unwrap();
+        let gpu = c.gpu("h100-sxm").unwrap();
+        let d = Deployment {
+            cache: Cache::Dbcache {
+                threshold: 0.12,
+                warmup_steps: 2,
+                compute_blocks: 4,
+                back_blocks: 1,
+                max_continuous_cached_steps: Some(3),
+            },
+            parallel: Parallel {
+                gpus: 2,
+                ulysses: 2,
+                ..Parallel::SINGLE
+            },
+            compile: true,
+            ..base()
+        };
+        let code = export(Target::CacheDit, m, gpu, &d).unwrap();
+        for w in [
+            "import cache_dit\nfrom cache_dit import DBCacheConfig, ParallelismConfig\n",
+            "cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(Fn_compute_blocks=4, Bn_compute_blocks=1, residual_diff_threshold=0.12, max_warmup_steps=2, max_continuous_cached_steps=3), parallelism_config=ParallelismConfig(ulysses_size=2, ring_size=1))\npipe.transformer = torch.compile(pipe.transformer)",
+            "torchrun --nproc_per_node=2",
+        ] {
+            assert!(code.contains(w), "missing {w}\n{code}");
+        }
+        assert!(!code.contains("ContextParallelConfig"), "{code}");
+        assert!(!code.contains("FirstBlockCache"), "{code}");
+    }
+
+    #[test]
+    fn what_cache_dit_lacks_is_refused() {
+        let c = Catalog::get();
+        let m = c.model("flux2-klein-4b").unwrap();
+        let gpu = c.gpu("h100-sxm").unwrap();
+        let tea = Deployment {
+            cache: Cache::Teacache { threshold: 0.2 },
+            ..base()
+        };
+        let e = export(Target::CacheDit, m, gpu, &tea).unwrap_err();
+        assert!(e[0].contains("no TeaCache"), "{e:?}");
+        let cfg = Deployment {
+            parallel: Parallel {
+                gpus: 2,
+                cfg: 2,
+                ..Parallel::SINGLE
+            },
+            ..base()
+        };
+        let e = export(Target::CacheDit, m, gpu, &cfg).unwrap_err();
+        assert!(e.iter().any(|x| x.contains("parallel.cfg")), "{e:?}");
+        // A threshold that is no number never becomes code.
+        let nan = Deployment {
+            cache: Cache::Dbcache {
+                threshold: f64::NAN,
+                warmup_steps: 0,
+                compute_blocks: 1,
+                back_blocks: 0,
+                max_continuous_cached_steps: None,
+            },
+            ..base()
+        };
+        let e = export(Target::CacheDit, m, gpu, &nan).unwrap_err();
+        assert!(e[0].contains("threshold NaN"), "{e:?}");
+    }
+}
