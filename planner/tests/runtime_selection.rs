@@ -24,10 +24,22 @@ fn parsed(text: &str) -> Spec<'static> {
 
 #[test]
 fn several_runtimes_plan_no_worse_than_each_alone() {
-    for (objective, rate) in [("min_cost", true), ("min_cost", false), ("min_latency", false)] {
-        let both = plan(&parsed(&spec(objective, rate, "diffusers", Some("diffusers, sglang"))));
+    for (objective, rate) in [
+        ("min_cost", true),
+        ("min_cost", false),
+        ("min_latency", false),
+    ] {
+        let both = plan(&parsed(&spec(
+            objective,
+            rate,
+            "diffusers",
+            Some("diffusers, sglang"),
+        )));
         let chosen = both.chosen.clone().expect("a plan over both runtimes");
-        let rt = chosen.runtime.clone().expect("the chosen candidate names its runtime");
+        let rt = chosen
+            .runtime
+            .clone()
+            .expect("the chosen candidate names its runtime");
         assert!(rt == "diffusers" || rt == "sglang", "{rt}");
         assert_eq!(both.runtime, rt, "the plan's runtime is the chosen one's");
         let figure = |c: &planner::search::Candidate| match (objective, rate) {
@@ -50,14 +62,21 @@ fn several_runtimes_plan_no_worse_than_each_alone() {
                 figure(&one)
             );
             if alone == rt {
-                assert_eq!(figure(&chosen), figure(&one), "{objective}: same best on its runtime");
+                assert_eq!(
+                    figure(&chosen),
+                    figure(&one),
+                    "{objective}: same best on its runtime"
+                );
             }
         }
         for c in both.pareto.iter() {
             assert!(c.runtime.is_some(), "every Pareto entry names its runtime");
         }
         for r in &both.rejected {
-            assert!(r.runtime.is_some(), "every rejected entry names its runtime: {r:?}");
+            assert!(
+                r.runtime.is_some(),
+                "every rejected entry names its runtime: {r:?}"
+            );
         }
         let json = serde_json::to_value(&both).unwrap();
         assert_eq!(json["chosen"]["runtime"], rt.as_str());
@@ -75,12 +94,21 @@ fn the_default_is_the_spec_runtime_alone_and_the_spec_runtime_is_always_tried() 
     assert_eq!(ids, ["sglang", "cache-dit"]);
     let s = parsed(&format!("{text}allow:\n  runtime: [cache-dit, sglang]\n"));
     let ids: Vec<&str> = s.runtimes.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["sglang", "cache-dit"], "the spec's runtime first, once");
+    assert_eq!(
+        ids,
+        ["sglang", "cache-dit"],
+        "the spec's runtime first, once"
+    );
 }
 
 #[test]
 fn fleet_chooses_among_the_runtimes() {
-    let both = fleet(&parsed(&spec("min_cost", true, "diffusers", Some("sglang"))));
+    let both = fleet(&parsed(&spec(
+        "min_cost",
+        true,
+        "diffusers",
+        Some("sglang"),
+    )));
     assert!(both.meets_targets);
     assert!(["diffusers", "sglang"].contains(&both.runtime.as_str()));
     for alone in ["diffusers", "sglang"] {
@@ -93,7 +121,12 @@ fn fleet_chooses_among_the_runtimes() {
 
 #[test]
 fn unknown_and_repeated_runtimes_are_refused_where_they_are_written() {
-    let text = spec("min_cost", false, "diffusers", Some("sglang, tensorrt, sglang"));
+    let text = spec(
+        "min_cost",
+        false,
+        "diffusers",
+        Some("sglang, tensorrt, sglang"),
+    );
     let e = parse(&text).expect_err("tensorrt is no runtime");
     let unknown = e
         .problems
