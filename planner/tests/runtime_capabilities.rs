@@ -1,6 +1,6 @@
 //! No plan contains a technique its runtime lacks: every chosen, Pareto and fleet deployment of
 //! every spec in `specs/` and of generated specs (runtimes, models, allow lists and capability
-//! tables drawn by proptest) runs on its runtime as its profile's `capabilities:` describe it;
+//! tables and `allow.runtime` lists drawn by proptest) runs on its own runtime as its profile's `capabilities:` describe it;
 //! a pinned deployment that needs what the runtime lacks is refused naming the runtime.
 
 mod common;
@@ -56,21 +56,28 @@ fn check(s: &Spec, name: &str) {
             ),
         }
     }
+    // With `allow.runtime`, each candidate is checked against its own runtime's table.
+    let on = |id: &str| {
+        let r = s.runtimes.iter().find(|r| r.id == id);
+        s.with_runtime(r.unwrap_or_else(|| panic!("{name}: {id} was not allowed")))
+    };
     let p = plan(s);
     for c in p.chosen.iter().chain(&p.pareto) {
-        runs(s, &c.deployment, "a planned deployment", name);
+        let rt = c.runtime.as_deref().unwrap_or(&s.runtime.id);
+        runs(&on(rt), &c.deployment, "a planned deployment", name);
     }
     for e in &p.breakdown {
-        runs(s, &e.deployment, "a breakdown", name);
+        runs(&on(&p.runtime), &e.deployment, "a breakdown", name);
     }
     if s.goal.images_per_s.is_some() {
         let f = fleet(s);
+        let sf = on(&f.runtime);
         for pool in &f.pools {
-            runs(s, &pool.deployment, "a fleet pool", name);
+            runs(&sf, &pool.deployment, "a fleet pool", name);
         }
         for o in &f.options {
             if let Some(c) = &o.candidate {
-                runs(s, &c.deployment, "a fleet option", name);
+                runs(&sf, &c.deployment, "a fleet option", name);
             }
         }
     }
@@ -183,9 +190,10 @@ fn spec_text() -> impl Strategy<Value = (String, u64)> {
         ),
         (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
         (select(&[1u32, 2, 4][..]), any::<bool>(), any::<u64>()),
+        subsequence(&["diffusers", "klein", "sglang", "cache-dit", "xdit"][..], 0..=3),
     )
         .prop_map(
-            |(model, runtime, gpus, weights, offload, cache, flags, (max, rate, mask))| {
+            |(model, runtime, gpus, weights, offload, cache, flags, (max, rate, mask), runtimes)| {
                 let (vae_patch, hsdp, te_shard, tiling) = flags;
                 let fleet: String = gpus
                     .iter()
@@ -195,11 +203,16 @@ fn spec_text() -> impl Strategy<Value = (String, u64)> {
                     "model: {model}\nruntime: {runtime}\nworkload:\n  resolutions:\n    - {{size: 1024x1024, share: 1.0}}\n  steps: 4\n\
                      goal:\n  p50_latency_ms: 60000\n{}  objective: min_cost\nfleet:\n{fleet}\
                      allow:\n  weights: [{}]\n  offload: [{}]\n  text_encoder: [resident, offload]\n  cache: [{}]\n  batch: [1]\n  \
-                     max_gpus_per_replica: {max}\n  vae_patch: {vae_patch}\n  hsdp: {hsdp}\n  text_encoder_shard: {te_shard}\n  vae_tiling: {tiling}\n  compile: [false, true]\n",
+                     max_gpus_per_replica: {max}\n  vae_patch: {vae_patch}\n  hsdp: {hsdp}\n  text_encoder_shard: {te_shard}\n  vae_tiling: {tiling}\n  compile: [false, true]\n{}",
                     if rate { "  images_per_s: 2\n" } else { "" },
                     weights.join(", "),
                     offload.join(", "),
                     cache.join(", "),
+                    if runtimes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  runtime: [{}]\n", runtimes.join(", "))
+                    },
                 );
                 (text, mask)
             },

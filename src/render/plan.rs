@@ -3,12 +3,19 @@
 
 use super::*;
 
-/// One candidate on one line: GPUs, replicas, cost, latency, throughput, memory.
+/// ` on RUNTIME` when the search tried several runtimes (`allow.runtime`), else nothing.
+fn on_runtime(r: &Option<String>) -> String {
+    r.as_ref().map_or(String::new(), |r| format!(" on {r}"))
+}
+
+/// One candidate on one line: GPUs (and its runtime when several were tried), replicas, cost,
+/// latency, throughput, memory.
 pub fn candidate_line(c: &Candidate) -> String {
     format!(
-        "{} x {} ({} replica{} of {} GPU{}) · ${:.2}/h · ${:.3} per 1,000 images · p50 {} ms (max {} ms) · {:.2} images/s per replica · peak {} of {}",
+        "{} x {}{} ({} replica{} of {} GPU{}) · ${:.2}/h · ${:.3} per 1,000 images · p50 {} ms (max {} ms) · {:.2} images/s per replica · peak {} of {}",
         c.gpus,
         c.gpu,
+        on_runtime(&c.runtime),
         c.replicas,
         if c.replicas == 1 { "" } else { "s" },
         c.deployment.parallel.gpus,
@@ -495,7 +502,13 @@ pub fn plan(p: &Plan, catalog: &Catalog) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
-            let _ = writeln!(out, "  [{constraint}] {} · {}", r.gpu, reason(r));
+            let _ = writeln!(
+                out,
+                "  [{constraint}] {}{} · {}",
+                r.gpu,
+                on_runtime(&r.runtime),
+                reason(r)
+            );
             let _ = writeln!(out, "      {}", knobs(&r.deployment));
         }
     }

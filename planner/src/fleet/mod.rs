@@ -258,8 +258,28 @@ fn plan_for(
     (cands, r)
 }
 
-/// Plans the cheapest fleet for the spec's traffic classes.
+/// Plans the cheapest fleet for the spec's traffic classes. With `allow.runtime`, one fleet per
+/// allowed runtime (each enumerated with its own capabilities and costed under its own profile),
+/// and the one that meets the targets at the lowest cost is kept (ties: the runtimes' order);
+/// its pools all run its runtime, the plan's `runtime`.
 pub fn fleet(s: &Spec) -> FleetPlan {
+    if !s.multi_runtime() {
+        return fleet_on(s);
+    }
+    let cost = |f: &FleetPlan| f.total_usd_per_hour.unwrap_or(f64::INFINITY);
+    s.runtimes
+        .iter()
+        .map(|r| fleet_on(&s.with_runtime(r)))
+        .reduce(|best, f| {
+            let better = (f.meets_targets && !best.meets_targets)
+                || (f.meets_targets == best.meets_targets && cost(&f) < cost(&best));
+            if better { f } else { best }
+        })
+        .expect("a spec has at least one runtime")
+}
+
+/// `fleet` on the spec's one runtime.
+fn fleet_on(s: &Spec) -> FleetPlan {
     let memo = Memo::keeping_estimates();
     let options = options(s, &memo);
     let mut out = FleetPlan {

@@ -226,6 +226,7 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
     let replica_cost = d.parallel.gpus as f64 * f.price_per_hour;
     let cand = Candidate {
         gpu: f.gpu.id.clone(),
+        runtime: None,
         deployment: d.clone(),
         p50_latency_ms: p50,
         max_latency_ms: max_latency,

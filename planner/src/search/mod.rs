@@ -36,6 +36,9 @@ pub use simulated::PlanSimulation;
 pub struct Candidate {
     /// GPU type.
     pub gpu: String,
+    /// Its runtime, when the search tried several (`allow.runtime`); else the plan's `runtime`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     /// Knobs (resolution is the first of the mix; the others use the same knobs).
     pub deployment: Deployment,
     /// p50 request latency over the mix, milliseconds.
@@ -192,6 +195,9 @@ fn tie_break(a: &Candidate, b: &Candidate) -> Ordering {
 pub struct Rejected {
     /// GPU type.
     pub gpu: String,
+    /// Its runtime, when the search tried several (`allow.runtime`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     /// Knobs.
     pub deployment: Deployment,
     /// What ruled it out.
@@ -311,7 +317,8 @@ pub struct Plan {
     pub schema_version: u32,
     /// Model id.
     pub model: String,
-    /// Runtime id.
+    /// Runtime id: the chosen candidate's (with `allow.runtime`, the runtime it won on), else
+    /// the spec's.
     pub runtime: String,
     /// The goal.
     pub goal: Goal,
@@ -394,11 +401,39 @@ pub fn plan(s: &Spec) -> Plan {
 /// `plan`, reusing (and adding to) estimates a caller already made with the same spec's model
 /// and runtime.
 pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
-    let cands = enumerate(s);
+    // One spec per allowed runtime (`allow.runtime`), each enumerated with its own capability
+    // table and costed under its own profile; the candidates run runtime after runtime.
+    let specs: Vec<Spec> = if s.multi_runtime() {
+        s.runtimes.iter().map(|r| s.with_runtime(r)).collect()
+    } else {
+        vec![s.clone()]
+    };
+    let tag = |r: usize| s.multi_runtime().then(|| specs[r].runtime.id.clone());
+    // (runtime, index within that runtime's enumeration) of each candidate.
+    let mut at: Vec<(usize, usize)> = Vec::new();
+    let mut cands: Vec<(usize, Deployment)> = Vec::new();
+    for (r, sr) in specs.iter().enumerate() {
+        for (j, c) in enumerate(sr).into_iter().enumerate() {
+            at.push((r, j));
+            cands.push(c);
+        }
+    }
     let outcomes: Vec<Outcome> = cands
         .par_iter()
-        .map(|(fi, d)| evaluate(s, &s.fleet[*fi], d, memo))
+        .zip(&at)
+        .map(|((fi, d), (r, _))| {
+            let sr = &specs[*r];
+            match evaluate(sr, &sr.fleet[*fi], d, memo) {
+                Outcome::Costed(mut c) => {
+                    c.runtime = tag(*r);
+                    Outcome::Costed(c)
+                }
+                o => o,
+            }
+        })
         .collect();
+    // Enumeration order within a runtime, then the runtime's order: the last tie-break keys.
+    let order = |i: usize| (at[i].1, at[i].0);
     let has_rate = s.goal.images_per_s.is_some();
     let mut searched = Searched {
         candidates: cands.len(),
@@ -463,7 +498,9 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
     }
     let best_latency = best_latency.cloned();
     let best_rate = best_rate.cloned();
-    feasible.sort_by(|a, b| better(s.goal.objective, has_rate, &a.1, &b.1).then(a.0.cmp(&b.0)));
+    feasible.sort_by(|a, b| {
+        better(s.goal.objective, has_rate, &a.1, &b.1).then(order(a.0).cmp(&order(b.0)))
+    });
     // Candidates the model cannot tell from the best on the objective tie; the tie-break orders
     // them, and they go first.
     if let Some(best) = feasible.first().map(|c| c.1.clone()) {
@@ -481,19 +518,21 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
                     }
                 })
                 .then(better(s.goal.objective, has_rate, &a.1, &b.1))
-                .then(a.0.cmp(&b.0))
+                .then(order(a.0).cmp(&order(b.0)))
         });
     }
     let chosen = feasible.first().map(|c| c.1.clone());
     // The chosen deployment's estimates, made again (a pure function, its stages shared through
     // the memo): no candidate's estimates are kept while the search runs.
+    // The chosen candidate's spec (its runtime's), or the spec's own when there is none.
+    let won = feasible.first().map_or(0, |c| at[c.0].0);
     let breakdown = match &chosen {
         Some(_) => {
             let (fi, d) = &cands[feasible[0].0];
             let inp = Inputs {
                 model: s.model,
                 gpu: s.fleet[*fi].gpu,
-                runtime: s.runtime,
+                runtime: specs[won].runtime,
             };
             s.mix
                 .iter()
@@ -510,7 +549,10 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
         }
         None => Vec::new(),
     };
-    let rejection = |i: usize| rejection(s, &cands[i], &outcomes[i]);
+    let rejection = |i: usize| Rejected {
+        runtime: tag(at[i].0),
+        ..rejection(&specs[at[i].0], &cands[i], &outcomes[i])
+    };
     let closest = closest_rejected(
         s,
         &searched,
@@ -533,12 +575,12 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
     });
     let simulation = chosen
         .as_ref()
-        .and_then(|c| simulated::simulate_plan(s, &breakdown, c));
+        .and_then(|c| simulated::simulate_plan(&specs[won], &breakdown, c));
     Plan {
         simulation,
         schema_version: SCHEMA_VERSION,
         model: s.model.id.clone(),
-        runtime: s.runtime.id.clone(),
+        runtime: specs[won].runtime.id.clone(),
         goal: s.goal.clone(),
         mix: s.mix.clone(),
         chosen,

@@ -17,6 +17,7 @@ pub(super) fn rejection(s: &Spec, (fi, d): &(usize, Deployment), o: &Outcome) ->
     let f = &s.fleet[*fi];
     let reject = |constraint, quantity, limit, candidate: Option<&Candidate>| Rejected {
         gpu: f.gpu.id.clone(),
+        runtime: None,
         deployment: d.clone(),
         constraint,
         quantity: Some(quantity),
@@ -141,6 +142,7 @@ pub(super) fn closest_rejected(
         let tie = ties(value(q), value(l), within);
         Rejected {
             gpu: c.gpu.clone(),
+            runtime: c.runtime.clone(),
             deployment: c.deployment.clone(),
             constraint: Constraint::Objective,
             quantity: Some(q),
@@ -220,7 +222,7 @@ pub(super) fn closest_rejected(
     }
     let mut seen = Vec::new();
     closest.retain(|r| {
-        let key = (r.gpu.clone(), r.deployment.clone());
+        let key = (r.gpu.clone(), r.runtime.clone(), r.deployment.clone());
         if seen.contains(&key) {
             false
         } else {

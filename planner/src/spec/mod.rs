@@ -279,6 +279,9 @@ pub struct Spec<'c> {
     pub model: &'c Model,
     /// Runtime profile.
     pub runtime: &'c RuntimeProfile,
+    /// The runtimes the search tries (`allow.runtime`), in order: `runtime` first, then the
+    /// list's others (default: `runtime` alone).
+    pub runtimes: Vec<&'c RuntimeProfile>,
     /// The GPU named by `gpu:` (estimate).
     pub gpu: Option<&'c Gpu>,
     /// Keys of `deployment:`.
@@ -306,6 +309,20 @@ pub struct Spec<'c> {
 }
 
 impl<'c> Spec<'c> {
+    /// The same spec with `r` as its only runtime (`allow.runtime: [r]`).
+    pub fn with_runtime(&self, r: &'c RuntimeProfile) -> Spec<'c> {
+        Spec {
+            runtime: r,
+            runtimes: vec![r],
+            ..self.clone()
+        }
+    }
+
+    /// Whether the search tries more than one runtime (its candidates then name theirs).
+    pub fn multi_runtime(&self) -> bool {
+        self.runtimes.len() > 1
+    }
+
     /// The fixed deployment of `estimate`, defaults filled in.
     pub fn deployment(&self) -> Deployment {
         let p = &self.pins;

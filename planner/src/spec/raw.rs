@@ -134,6 +134,7 @@ pub struct RawAllow {
     pub text_encoder_shard: Option<S<bool>>,
     pub disaggregate: Option<S<bool>>,
     pub compile: Option<S<Vec<S<bool>>>>,
+    pub runtime: Option<S<Vec<S<String>>>>,
 }
 
 /// `network:` — the link between stage pools (`allow.disaggregate`).

@@ -307,6 +307,7 @@ impl<'c> Validator<'_, 'c> {
             text_encoder_shard: None,
             disaggregate: None,
             compile: None,
+            runtime: None,
         };
         let a = raw.unwrap_or(&empty);
         let flag = |b: &Option<Spanned<bool>>| b.as_ref().is_none_or(|b| b.value);

@@ -39,9 +39,11 @@ impl<'c> Validator<'_, 'c> {
         let network = self.network(raw.network.as_ref().map(|n| &n.value));
         let model = model?;
         let runtime = runtime?;
+        let runtimes = self.runtime_list(raw.allow.as_ref().map(|a| &a.value), runtime)?;
         Some(Spec {
             model,
             runtime,
+            runtimes,
             gpu,
             has_deployment: raw.deployment.is_some(),
             deployment_at: raw.deployment.as_ref().and_then(loc),
@@ -126,6 +128,45 @@ impl<'c> Validator<'_, 'c> {
                 found
             }
         }
+    }
+
+    /// `allow.runtime: [ids]`: the runtimes the search tries, each a catalog id listed once. The
+    /// spec's `runtime` is always tried, first (the list may name it, or not); `None` after a
+    /// problem.
+    fn runtime_list(
+        &mut self,
+        raw: Option<&RawAllow>,
+        runtime: &'c RuntimeProfile,
+    ) -> Option<Vec<&'c RuntimeProfile>> {
+        let c = self.catalog;
+        let mut out = vec![runtime];
+        let Some(list) = raw.and_then(|a| a.runtime.as_ref()) else {
+            return Some(out);
+        };
+        let before = self.problems.len();
+        self.list_size("allow.runtime", list);
+        let mut seen: Vec<&str> = Vec::new();
+        for r in &list.value {
+            if seen.contains(&r.value.as_str()) {
+                self.duplicate("allow.runtime", loc(r), &r.value);
+                continue;
+            }
+            seen.push(&r.value);
+            match c.runtime(&r.value) {
+                None => {
+                    let ids: Vec<&str> = c.runtimes.iter().map(|r| r.id.as_str()).collect();
+                    self.problem(
+                        "allow.runtime",
+                        loc(r),
+                        format!("unknown runtime '{}'", v(&r.value)),
+                        format!("expected catalog runtimes among {}", ids.join(", ")),
+                    );
+                }
+                Some(p) if std::ptr::eq(p, runtime) || p.id == runtime.id => {}
+                Some(p) => out.push(p),
+            }
+        }
+        (self.problems.len() == before).then_some(out)
     }
 
     /// The catalog's GPU ids, for hints.
