@@ -155,6 +155,15 @@ pub fn simulate(pools: &[SimPool], n_classes: usize) -> Vec<Option<Percentiles>>
         .par_iter()
         .map(|&(p, s)| run(&pools[p], s * 1_000_003 + p as u64, n_classes))
         .collect();
+    pooled_percentiles(runs, n_classes)
+}
+
+/// p50/p99 per class of the latencies of every run pooled (`runs[run][class]`, ms); `None` for a
+/// class with no samples. Shared by the co-located simulation and the tandem of stage pools.
+pub(crate) fn pooled_percentiles(
+    runs: Vec<Vec<Vec<f64>>>,
+    n_classes: usize,
+) -> Vec<Option<Percentiles>> {
     let mut all = vec![Vec::new(); n_classes];
     for r in runs {
         for (k, v) in r.into_iter().enumerate() {

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::fleet::queueing::Percentiles;
 use crate::fleet::simulation::{
-    ARRIVALS_OF_RAREST, MAX_ARRIVALS, Rng, SEEDS, WARM_UP, Z99, percentile,
+    ARRIVALS_OF_RAREST, MAX_ARRIVALS, Rng, SEEDS, WARM_UP, Z99, pooled_percentiles,
 };
 
 /// One pool of the tandem.
@@ -111,24 +111,7 @@ pub fn simulate(pools: &[TandemPool], rates: &[f64]) -> Vec<Option<Percentiles>>
         .into_par_iter()
         .map(|s| run(pools, rates, s * 1_000_003 + 17))
         .collect();
-    let mut all = vec![Vec::new(); rates.len()];
-    for r in runs {
-        for (k, v) in r.into_iter().enumerate() {
-            all[k].extend(v);
-        }
-    }
-    all.into_iter()
-        .map(|mut v| {
-            if v.is_empty() {
-                return None;
-            }
-            v.sort_by(f64::total_cmp);
-            Some(Percentiles {
-                p50_ms: percentile(&v, 0.50),
-                p99_ms: percentile(&v, 0.99),
-            })
-        })
-        .collect()
+    pooled_percentiles(runs, rates.len())
 }
 
 #[cfg(test)]
