@@ -69,18 +69,18 @@ fn class_latencies(
     meeting: bool,
 ) -> Option<Vec<ClassLatency>> {
     let conf = latencies(&loads.conf, batch, replicas)?;
-    let class = |m: &crate::spec::Share, (p50, p99): (f64, f64), (c50, c99): (f64, f64)| ClassLatency {
-        size: m.resolution,
-        p50_ms: p50,
-        p99_ms: p99,
-        p50_ms_at_confidence: c50,
-        p99_ms_at_confidence: c99,
-        target_p50_ms: m.target_p50_ms(&s.goal),
-        target_p99_ms: m.target_p99_ms(&s.goal),
-    };
+    let class =
+        |m: &crate::spec::Share, (p50, p99): (f64, f64), (c50, c99): (f64, f64)| ClassLatency {
+            size: m.resolution,
+            p50_ms: p50,
+            p99_ms: p99,
+            p50_ms_at_confidence: c50,
+            p99_ms_at_confidence: c99,
+            target_p50_ms: m.target_p50_ms(&s.goal),
+            target_p99_ms: m.target_p99_ms(&s.goal),
+        };
     if meeting
-        && s
-            .mix
+        && s.mix
             .iter()
             .zip(&conf)
             .any(|(m, &c)| class(m, (0.0, 0.0), c).miss().is_some())
@@ -214,9 +214,9 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
             match ok(hi_limit) {
                 None => (
                     hi_limit,
-                    class_latencies(s, &loads, d.batch, at(hi_limit), false).unwrap_or_else(
-                        || class_latencies(s, &loads, d.batch, None, false).unwrap_or_default(),
-                    ),
+                    class_latencies(s, &loads, d.batch, at(hi_limit), false).unwrap_or_else(|| {
+                        class_latencies(s, &loads, d.batch, None, false).unwrap_or_default()
+                    }),
                 ),
                 Some(at_hi) => {
                     let (mut a, mut b, mut best) = (lo, hi_limit, at_hi);
