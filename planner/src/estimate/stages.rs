@@ -103,37 +103,43 @@ pub(crate) fn text_encoder_traced<'c>(
                     let layers = model.text_encoders.iter().map(|t| t.layers).sum();
                     offload::stream_begin(&mut t, o, te_full, layers, 0);
                 }
-                _ if streams_layers => {
+                _ if streams_layers => {}
+                _ if placement == TextEncoderPlacement::Offload => {
+                    t.host_copy(te_full, true, Overlap::Blocking);
+                }
+                _ => {}
+            };
+            // Streamed layers come in again for every pass over the encoder: the negative
+            // prompt of CFG is a second pass (SGLang's TextEncodingStage encodes it apart).
+            let passes = if streams_layers && d.cfg { 2 } else { 1 };
+            for _ in 0..passes {
+                if streams_layers {
                     let layers = model.text_encoders.iter().map(|t| t.layers).sum();
                     let layer = placement::text_encoder_layer_bytes(model);
                     let streamed =
                         te_full.saturating_sub(placement::text_encoder_embedding_bytes(model));
                     offload::stream_layers(&mut t, streamed, layer, layers);
                 }
-                _ if placement == TextEncoderPlacement::Offload => {
-                    t.host_copy(te_full, true, Overlap::Blocking);
+                for te in &model.text_encoders {
+                    let layers = if rt.text_encoder_runs_all_layers {
+                        te.layers
+                    } else {
+                        te.layers_needed()
+                    };
+                    text::encode(
+                        &mut t,
+                        te,
+                        batch,
+                        layers,
+                        rt.text_encoder_keeps_all_hidden_states,
+                        attn,
+                    );
                 }
-                _ => {}
-            };
-            for te in &model.text_encoders {
-                let layers = if rt.text_encoder_runs_all_layers {
-                    te.layers
-                } else {
-                    te.layers_needed()
-                };
-                text::encode(
-                    &mut t,
-                    te,
-                    batch,
-                    layers,
-                    rt.text_encoder_keeps_all_hidden_states,
-                    attn,
-                );
+                if streams_layers {
+                    t.wait_copy();
+                }
             }
             offload::stream_end(&mut t, d.offload, te_full, 0);
-            if streams_layers {
-                t.wait_copy();
-            }
             w.te_stage
         }
     };
