@@ -193,3 +193,13 @@ pub(super) fn text_encoder_layer_bytes(model: &Model) -> u64 {
         .max()
         .unwrap_or(0)
 }
+
+/// Bytes of the text encoders' layer stacks (what a streamed encoder copies in per pass; an
+/// untied LM head is not part of it: encoders run without one).
+pub(super) fn text_encoder_stack_bytes(model: &Model) -> u64 {
+    model
+        .text_encoders
+        .iter()
+        .map(|t| t.layers * t.layer_params() * BF16)
+        .sum()
+}

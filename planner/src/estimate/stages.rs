@@ -116,8 +116,7 @@ pub(crate) fn text_encoder_traced<'c>(
                 if streams_layers {
                     let layers = model.text_encoders.iter().map(|t| t.layers).sum();
                     let layer = placement::text_encoder_layer_bytes(model);
-                    let streamed =
-                        te_full.saturating_sub(placement::text_encoder_embedding_bytes(model));
+                    let streamed = placement::text_encoder_stack_bytes(model);
                     offload::stream_layers(&mut t, streamed, layer, layers);
                 }
                 for te in &model.text_encoders {
