@@ -200,7 +200,8 @@ pub fn stage_bars(s: &Spec, e: &Estimate) -> Vec<StageBar> {
     let rt = s.runtime;
     let slack = 1.0 + rt.allocator_slack;
     let d = &e.deployment;
-    let resident = |name: &str| planner::estimate::resident_weights_bytes(s.model, d, name);
+    let resident =
+        |name: &str| planner::estimate::resident_weights_bytes(s.model, d, s.runtime, name);
     let transient =
         |st: &planner::estimate::Stage| (st.activation_peak_bytes as f64 * slack) as u64;
     // The buffers held from the text encoder on (embeddings, latents): what the binding stage's

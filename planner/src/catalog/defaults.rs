@@ -53,10 +53,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sglang_keeps_the_text_encoder_resident_by_default() {
+    fn sglang_offloads_the_text_encoder_by_default() {
         let rt = crate::catalog::Catalog::get().runtime("sglang").unwrap();
         let d = rt.defaults.as_ref().expect("sglang has defaults");
-        assert_eq!(d.text_encoder(), Some(TextEncoderPlacement::Resident));
+        assert_eq!(d.text_encoder(), Some(TextEncoderPlacement::Offload));
+        assert!(rt.text_encoder_streams_layers);
         assert!(d.problems(&|_| String::new()).is_empty());
     }
 

@@ -223,6 +223,15 @@ pub struct TextEncoderDims {
 impl TextEncoderDims {
     /// Parameters of the whole checkpoint (LM head included when untied), as `model.num_parameters()`.
     pub fn params(&self) -> u64 {
+        let head = match self.kind {
+            TextEncoderKind::DecoderLm if !self.tied_embeddings => self.vocab * self.hidden,
+            _ => 0,
+        };
+        self.layers * self.layer_params() + self.embedding_params() + head
+    }
+
+    /// Parameters of one layer of the stack.
+    pub fn layer_params(&self) -> u64 {
         let (h, q, kv, i) = (
             self.hidden,
             self.heads * self.head_dim,
@@ -233,25 +242,23 @@ impl TextEncoderDims {
             TextEncoderKind::DecoderLm => {
                 let attn =
                     h * q + 2 * h * kv + q * h + if self.qk_norm { 2 * self.head_dim } else { 0 };
-                let mlp = 3 * h * i;
-                let layer = attn + mlp + 2 * h;
-                let embed = self.vocab * h;
-                let head = if self.tied_embeddings {
-                    0
-                } else {
-                    self.vocab * h
-                };
-                self.layers * layer + h + embed + head
+                attn + 3 * h * i + 2 * h
             }
-            TextEncoderKind::T5Encoder => {
-                let layer = 4 * h * q + 3 * h * i + 2 * h;
-                // Relative attention bias: 32 buckets per head, in the first layer.
-                self.layers * layer + 32 * self.heads + h + self.vocab * h
-            }
-            TextEncoderKind::ClipText => {
-                let layer = 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h;
-                self.layers * layer + self.vocab * h + self.tokens * h + 2 * h
-            }
+            TextEncoderKind::T5Encoder => 4 * h * q + 3 * h * i + 2 * h,
+            TextEncoderKind::ClipText => 4 * (h * h + h) + (h * i + i) + (i * h + h) + 4 * h,
+        }
+    }
+
+    /// Parameters outside the layer stack and the LM head: the token embeddings (CLIP's learned
+    /// positions, T5's relative attention bias) and the final norm, what an encoder whose layers
+    /// are streamed keeps on the GPU (`estimate::placement`).
+    pub fn embedding_params(&self) -> u64 {
+        let h = self.hidden;
+        match self.kind {
+            TextEncoderKind::DecoderLm => h + self.vocab * h,
+            // Relative attention bias: 32 buckets per head, in the first layer.
+            TextEncoderKind::T5Encoder => 32 * self.heads + h + self.vocab * h,
+            TextEncoderKind::ClipText => self.vocab * h + self.tokens * h + 2 * h,
         }
     }
 

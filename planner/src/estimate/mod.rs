@@ -460,7 +460,7 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
     let vae_stage = memo.vae_decode(inp, &view::vae_decode(d), stages::vae_decode);
     let (model, gpu, rt) = (inp.model, inp.gpu, inp.runtime);
     let batch = d.batch as u64;
-    let w = Placement::of(model, d);
+    let w = Placement::of(model, d, rt);
 
     // The request's memory timeline: what is resident during each stage, plus its transient.
     let embeds = batch * txt_tokens * model.transformer.context_dim * BF16;

@@ -2,7 +2,7 @@
 //! parameter counts, and the weights-only memory floor the search prunes on.
 
 use super::Inputs;
-use crate::catalog::Model;
+use crate::catalog::{Model, RuntimeProfile};
 use crate::cost::ops::BF16;
 use crate::deployment::{Deployment, Offload, Precision, Shard, TextEncoderPlacement};
 use crate::technique::{self, offload};
@@ -64,12 +64,15 @@ pub(super) struct Placement {
     /// Resident text-encoder weights on the GPU during the other stages (all of them, or the
     /// shard of a sharded one).
     pub(super) te_kept: u64,
+    /// Offloaded text-encoder weights that stay on the GPU during the other stages: the
+    /// embedding tables of an encoder whose layers are streamed (0 otherwise).
+    pub(super) te_offloaded_kept: u64,
     /// VAE weights.
     pub(super) vae: u64,
 }
 
 impl Placement {
-    pub(super) fn of(model: &Model, d: &Deployment) -> Placement {
+    pub(super) fn of(model: &Model, d: &Deployment, rt: &RuntimeProfile) -> Placement {
         let dit_full = transformer_weight_bytes(model, d.weights);
         let blk = block_bytes(model, d.weights);
         let dit_resident = match (d.offload, d.parallel.shard) {
@@ -90,7 +93,17 @@ impl Placement {
             TextEncoderPlacement::Resident => {
                 technique::text_encoder_shard::resident_bytes(d.parallel, te_full, te_layers, true)
             }
+            _ if streams_text_encoder_layers(model, d, rt) => {
+                text_encoder_embedding_bytes(model) + 2 * text_encoder_layer_bytes(model)
+            }
             _ => offload::resident_text_encoder(d.offload, te_full, model.text_encoders[0].layers),
+        };
+        let te_offloaded_kept = if d.text_encoder == TextEncoderPlacement::Offload
+            && streams_text_encoder_layers(model, d, rt)
+        {
+            text_encoder_embedding_bytes(model)
+        } else {
+            0
         };
         let te_kept =
             technique::text_encoder_shard::resident_bytes(d.parallel, te_full, te_layers, false);
@@ -100,6 +113,7 @@ impl Placement {
             te_full,
             te_stage,
             te_kept,
+            te_offloaded_kept,
             vae: model.vae.params() * BF16,
         }
     }
@@ -111,7 +125,8 @@ impl Placement {
                 let te = match d.text_encoder {
                     _ if stage == "text_encoder" => self.te_stage,
                     TextEncoderPlacement::Resident => self.te_kept,
-                    _ => 0,
+                    TextEncoderPlacement::Offload => self.te_offloaded_kept,
+                    TextEncoderPlacement::Drop => 0,
                 };
                 te + self.dit_resident + self.vae
             }
@@ -126,18 +141,65 @@ impl Placement {
 
 /// Weights on one GPU while `stage` (`text_encoder`, `denoise`, `vae_decode`) runs: every
 /// component kept there, not only the stage's own (the report's memory timeline draws it).
-pub fn resident_weights_bytes(model: &Model, d: &Deployment, stage: &str) -> u64 {
-    Placement::of(model, d).resident(d, stage)
+pub fn resident_weights_bytes(
+    model: &Model,
+    d: &Deployment,
+    rt: &RuntimeProfile,
+    stage: &str,
+) -> u64 {
+    Placement::of(model, d, rt).resident(d, stage)
 }
 
 /// A lower bound of the request's per-GPU peak from weights alone: the CUDA context plus the
 /// largest set of weights resident during any stage. The search prunes on it before any trace.
 pub fn memory_floor(inp: Inputs, d: &Deployment) -> u64 {
-    let w = Placement::of(inp.model, d);
+    let w = Placement::of(inp.model, d, inp.runtime);
     let stages = ["text_encoder", "denoise", "vae_decode"];
     inp.runtime.context_bytes + stages.iter().map(|s| w.resident(d, s)).max().unwrap_or(0)
 }
 
 pub(super) fn text_encoder_bytes(model: &Model) -> u64 {
     model.text_encoders.iter().map(|t| t.params() * BF16).sum()
+}
+
+/// Whether the text encoder is offloaded by streaming its layers from pinned host memory (a
+/// runtime with `text_encoder_streams_layers`, no whole-pipeline offload, diffusers' graph).
+pub(super) fn streams_text_encoder_layers(
+    model: &Model,
+    d: &Deployment,
+    rt: &RuntimeProfile,
+) -> bool {
+    rt.text_encoder_streams_layers
+        && d.text_encoder == TextEncoderPlacement::Offload
+        && d.offload == Offload::None
+        && !super::stages::klein_graph(model, rt)
+}
+
+/// Bytes of the text encoders' embedding tables (what stays when the layers are streamed).
+pub(super) fn text_encoder_embedding_bytes(model: &Model) -> u64 {
+    model
+        .text_encoders
+        .iter()
+        .map(|t| t.embedding_params() * BF16)
+        .sum()
+}
+
+/// Bytes of the largest single layer among the text encoders (one slot of the stream).
+pub(super) fn text_encoder_layer_bytes(model: &Model) -> u64 {
+    model
+        .text_encoders
+        .iter()
+        .map(|t| t.layer_params() * BF16)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Bytes of the text encoders' layer stacks (what a streamed encoder copies in per pass; an
+/// untied LM head is not part of it: encoders run without one).
+pub(super) fn text_encoder_stack_bytes(model: &Model) -> u64 {
+    model
+        .text_encoders
+        .iter()
+        .map(|t| t.layers * t.layer_params() * BF16)
+        .sum()
 }

@@ -4,7 +4,7 @@
 //! ([`stage`]); `super::cost` assembles them (and `Memo` shares a stage among deployments that
 //! differ only in knobs it does not read, see `view`).
 
-use super::placement::{Placement, top_level_bytes};
+use super::placement::{self, Placement, top_level_bytes};
 use super::{BoundShares, Inputs, REF_IMAGE_TOKENS, Stage, VAE_TILE_PX};
 use crate::catalog::Gpu;
 use crate::catalog::{Family, Model, RuntimeProfile};
@@ -57,7 +57,7 @@ pub(crate) fn text_encoder_traced<'c>(
     let hw = Hw { gpu, rt };
     let batch = d.batch as u64;
     let link = Link::of(gpu, rt);
-    let w = Placement::of(model, d);
+    let w = Placement::of(model, d, rt);
     let (te_full, par) = (w.te_full, d.parallel);
     let klein_graph = klein_graph(model, rt);
     let mut t = new_trace(hw, record);
@@ -92,6 +92,7 @@ pub(crate) fn text_encoder_traced<'c>(
         }
         placement => {
             let attn = AttnKernel::from_name(&rt.text_encoder_attention);
+            let streams_layers = placement::streams_text_encoder_layers(model, d, rt);
             // Who moves the text encoder: accelerate's hooks (model offload), the group or
             // sequential hooks streaming it layer by layer, or a pinned copy in per request.
             match d.offload {
@@ -102,25 +103,40 @@ pub(crate) fn text_encoder_traced<'c>(
                     let layers = model.text_encoders.iter().map(|t| t.layers).sum();
                     offload::stream_begin(&mut t, o, te_full, layers, 0);
                 }
+                _ if streams_layers => {}
                 _ if placement == TextEncoderPlacement::Offload => {
                     t.host_copy(te_full, true, Overlap::Blocking);
                 }
                 _ => {}
             };
-            for te in &model.text_encoders {
-                let layers = if rt.text_encoder_runs_all_layers {
-                    te.layers
-                } else {
-                    te.layers_needed()
-                };
-                text::encode(
-                    &mut t,
-                    te,
-                    batch,
-                    layers,
-                    rt.text_encoder_keeps_all_hidden_states,
-                    attn,
-                );
+            // Streamed layers come in again for every pass over the encoder: the negative
+            // prompt of CFG is a second pass (SGLang's TextEncodingStage encodes it apart).
+            let passes = if streams_layers && d.cfg { 2 } else { 1 };
+            for _ in 0..passes {
+                if streams_layers {
+                    let layers = model.text_encoders.iter().map(|t| t.layers).sum();
+                    let layer = placement::text_encoder_layer_bytes(model);
+                    let streamed = placement::text_encoder_stack_bytes(model);
+                    offload::stream_layers(&mut t, streamed, layer, layers);
+                }
+                for te in &model.text_encoders {
+                    let layers = if rt.text_encoder_runs_all_layers {
+                        te.layers
+                    } else {
+                        te.layers_needed()
+                    };
+                    text::encode(
+                        &mut t,
+                        te,
+                        batch,
+                        layers,
+                        rt.text_encoder_keeps_all_hidden_states,
+                        attn,
+                    );
+                }
+                if streams_layers {
+                    t.wait_copy();
+                }
             }
             offload::stream_end(&mut t, d.offload, te_full, 0);
             w.te_stage
@@ -175,7 +191,7 @@ pub(crate) fn denoise_traced<'c>(
     let hw = Hw { gpu, rt };
     let batch = d.batch as u64;
     let link = Link::of(gpu, rt);
-    let w = Placement::of(model, d);
+    let w = Placement::of(model, d, rt);
     let (dit_full, dit_resident, par) = (w.dit_full, w.dit_resident, d.parallel);
     let klein_graph = klein_graph(model, rt);
     let passes_per_gpu = if d.cfg { 2 } else { 1 } / par.cfg as u64;
@@ -313,7 +329,7 @@ pub(crate) fn vae_decode_traced<'c>(
     let hw = Hw { gpu, rt };
     let batch = d.batch as u64;
     let link = Link::of(gpu, rt);
-    let w = Placement::of(model, d);
+    let w = Placement::of(model, d, rt);
     let vae_full = w.vae;
     let klein_graph = klein_graph(model, rt);
     // Patch-parallel splits rows across the replica's GPUs, with a halo.

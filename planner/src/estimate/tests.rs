@@ -143,6 +143,16 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, Deployment)> {
                 ..base.clone()
             },
         ),
+        // SGLang's default: the text encoder streamed layer by layer, twice under CFG.
+        (
+            "flux2-klein-base-4b",
+            "h100-sxm",
+            "sglang",
+            Deployment {
+                text_encoder: te_off,
+                ..guided.clone()
+            },
+        ),
         (
             "flux2-klein-base-4b",
             "h200",
@@ -220,4 +230,55 @@ fn a_skipped_step_costs_less_in_the_trace_itself() {
     assert!(with.stage.flops < without.stage.flops);
     assert!(with.stage.hbm_bytes < without.stage.hbm_bytes);
     assert_eq!(with.stage.step_ms, without.stage.step_ms);
+}
+
+#[test]
+fn a_streamed_text_encoder_keeps_its_embeddings_and_copies_its_layers_per_pass() {
+    let c = Catalog::get();
+    let inp = Inputs {
+        model: c.model("flux2-klein-base-4b").unwrap(),
+        gpu: c.gpu("h100-sxm").unwrap(),
+        runtime: c.runtime("sglang").unwrap(),
+    };
+    let te = &inp.model.text_encoders[0];
+    let streamed = Deployment {
+        text_encoder: TextEncoderPlacement::Offload,
+        ..Deployment::baseline(
+            Resolution {
+                width: 1024,
+                height: 1024,
+            },
+            1,
+            4,
+        )
+    };
+    let resident = Deployment {
+        text_encoder: TextEncoderPlacement::Resident,
+        ..streamed.clone()
+    };
+    let guided = Deployment {
+        cfg: true,
+        ..streamed.clone()
+    };
+    let e = cost(inp, &streamed, &StageMemo::default());
+    let r = cost(inp, &resident, &StageMemo::default());
+    let embed = te.embedding_params() * crate::cost::ops::BF16;
+    let layer = te.layer_params() * crate::cost::ops::BF16;
+    // Encoding holds the embeddings and two layers; the other stages the embeddings alone.
+    assert_eq!(e.stages[0].weights_bytes, embed + 2 * layer);
+    assert_eq!(
+        r.memory.peak_bytes - e.memory.peak_bytes,
+        te.params() * crate::cost::ops::BF16 - embed
+    );
+    // The layer stack comes over the host link once per pass: twice with CFG's negative prompt.
+    let stack = (te.layers * layer) as f64;
+    let once = e.stages[0].host_copy_ms;
+    let twice = cost(inp, &guided, &StageMemo::default()).stages[0].host_copy_ms;
+    let link = inp.gpu.host_link_gbps * 1e9 * inp.runtime.pinned_copy_efficiency;
+    assert!((once - stack / link * 1e3).abs() < 1e-6 * once, "{once}");
+    assert!(
+        (twice - 2.0 * once).abs() < 1e-6 * twice,
+        "{twice} vs {once}"
+    );
+    assert!(e.stages[0].ms > r.stages[0].ms);
 }

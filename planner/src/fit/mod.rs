@@ -35,6 +35,12 @@ pub enum Quantity {
     PeakBytes,
     /// Denoise weights plus its transient (bytes).
     DenoiseBytes,
+    /// The caching allocator's reserved peak of the request (`torch.cuda.max_memory_reserved`):
+    /// the peak less the CUDA context, which the allocator never sees (bytes).
+    ReservedBytes,
+    /// The allocated peak of the request (`torch.cuda.max_memory_allocated`): the reserved peak
+    /// less the allocator's slack on the binding stage's transient (bytes).
+    AllocatedBytes,
 }
 
 impl Quantity {
@@ -59,6 +65,17 @@ impl Quantity {
             Quantity::PeakBytes => e.memory.peak_bytes as f64,
             Quantity::DenoiseBytes => {
                 (e.stages[1].weights_bytes + e.stages[1].activation_peak_bytes) as f64
+            }
+            Quantity::ReservedBytes => {
+                e.memory.peak_bytes.saturating_sub(e.memory.context_bytes) as f64
+            }
+            Quantity::AllocatedBytes => {
+                let slack = e
+                    .stages
+                    .iter()
+                    .find(|s| s.name == e.memory.binding_stage)
+                    .map_or(0.0, |s| s.activation_peak_bytes as f64 * rt.allocator_slack);
+                e.memory.peak_bytes.saturating_sub(e.memory.context_bytes) as f64 - slack
             }
         }
     }

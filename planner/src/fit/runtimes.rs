@@ -96,6 +96,8 @@ pub fn runtime_rows(text: &str, fit_ids: &[&str]) -> Result<RuntimeRows, String>
             ("latency_s", true) => (Quantity::PerImageMs, 1.0),
             ("latency_s", false) => (Quantity::PerImageMs, 1e3),
             ("peak_device_gib", false) => (Quantity::PeakBytes, (1u64 << 30) as f64),
+            ("torch_reserved_peak_gib", false) => (Quantity::ReservedBytes, (1u64 << 30) as f64),
+            ("torch_allocated_peak_gib", false) => (Quantity::AllocatedBytes, (1u64 << 30) as f64),
             _ => return Err(format!("{id}: unknown metric {metric:?}")),
         };
         rows.push((

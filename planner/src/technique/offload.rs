@@ -236,6 +236,21 @@ pub fn stream_begin(t: &mut Trace, mode: Offload, weights: u64, groups: u64, top
     }
 }
 
+/// A text encoder whose layers live in pinned host memory (FSDP CPU offload, a runtime with
+/// `text_encoder_streams_layers`): the first layer is copied in before it runs, blocking, and
+/// the rest (`streamed` bytes in all, `layer` each) follow on the copy stream at the pinned rate,
+/// behind the encoder's compute; the caller joins the stream when the encoder is done. Returns
+/// the exposed seconds.
+pub fn stream_layers(t: &mut Trace, streamed: u64, layer: u64, layers: u64) -> f64 {
+    if layers == 0 || streamed == 0 {
+        return 0.0;
+    }
+    let first = layer.min(streamed);
+    let exposed = t.host_copy(first, true, Overlap::Blocking);
+    t.host_copy(streamed - first, true, Overlap::Stream);
+    exposed
+}
+
 /// Joins the prefetch stream at the end of a streamed pass and, at block level, moves the
 /// `top` bytes of top-level modules back to pageable memory (blocking; costed at the
 /// `module.to()` up rate, see the module doc); without streams, every group of the pass's

@@ -189,6 +189,14 @@ pub struct RuntimeProfile {
     pub text_encoder_runs_all_layers: bool,
     /// Whether the runtime keeps every hidden state of the text encoder alive.
     pub text_encoder_keeps_all_hidden_states: bool,
+    /// How the stack offloads a text encoder (`text_encoder: offload` without whole-model
+    /// offload): `false`, the whole model is copied in per request (diffusers' `.to()` around
+    /// `encode_prompt`); `true`, its layers stay in pinned host memory and are copied in one at a
+    /// time, the next on a side stream while one runs, and freed after use, its embedding table
+    /// kept on the GPU (FSDP CPU offload: SGLang's `text_encoder_cpu_offload`,
+    /// `estimate::placement`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub text_encoder_streams_layers: bool,
     /// CUDA context and runtime modules, bytes (not seen by the allocator).
     pub context_bytes: u64,
     /// GEMM library workspace allocated on first use, bytes.

@@ -15,9 +15,17 @@ pub struct Hw<'a> {
 
 impl Hw<'_> {
     /// The runtime's per-architecture factor on achieved rates for an unmeasured GPU (1 on a
-    /// measured one; a user's catalog GPU is never the measured one).
+    /// measured one; a user's catalog GPU is never the measured one). A runtime judged on its own
+    /// published rows of an architecture (`published_errors.archs`) scales every GPU of it, the
+    /// measured one included: its factor there says how its kernels compare with the rates our
+    /// measured GPU pinned, and no row of ours measured that stack.
     pub fn arch_scale(&self) -> f64 {
-        if self.gpu.measured && !self.gpu.user_defined {
+        let own_rows = self
+            .rt
+            .published_errors
+            .as_ref()
+            .is_some_and(|e| e.archs.contains(&self.gpu.arch));
+        if self.gpu.measured && !self.gpu.user_defined && !own_rows {
             return 1.0;
         }
         self.rt
