@@ -213,6 +213,13 @@ pub struct Allow {
     /// torch.compile settings tried (`allow.compile`; default `[false]`, absent from output).
     #[serde(skip_serializing_if = "is_eager_only")]
     pub compile: Vec<bool>,
+    /// Tensor-parallel degrees tried (`allow.tp`; default `[1]`, absent from output then).
+    #[serde(skip_serializing_if = "is_tp_off")]
+    pub tp: Vec<u32>,
+}
+
+fn is_tp_off(t: &[u32]) -> bool {
+    t == [1]
 }
 
 fn is_eager_only(c: &[bool]) -> bool {

@@ -1,0 +1,1 @@
+//! Tests of tensor parallelism's physics and legality (`technique::tp`).
