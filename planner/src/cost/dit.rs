@@ -267,7 +267,12 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     // FLUX.2 fuses q, k, v and the MLP input into one projection; FLUX.1's proj_mlp is separate
     // but runs on the same input, so the FLOPs and live bytes are the same as one wider GEMM.
     // Column-split under TP: each GPU its heads' q, k, v and its share of the MLP input.
-    let proj = t.gemm(b * tokens, d, p.split(3 * d + if gated { 2 * f } else { f }), w);
+    let proj = t.gemm(
+        b * tokens,
+        d,
+        p.split(3 * d + if gated { 2 * f } else { f }),
+        w,
+    );
     let ul = p.split(u);
     let q = rms_norm(t, ul);
     let k = rms_norm(t, ul);

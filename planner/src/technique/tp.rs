@@ -127,12 +127,7 @@ pub fn resident_bytes(dit_bytes: u64, top_level_bytes: u64, tp: u32) -> u64 {
 /// output on one GPU) over the `tp` GPUs of the group, queued on the compute stream.
 pub fn all_reduce(t: &mut Trace, link: Link, tp: u64, bytes: u64) {
     if tp > 1 {
-        t.collective(link.collective(
-            CollectiveKind::AllReduce,
-            tp,
-            bytes as f64,
-            Overlap::Queued,
-        ));
+        t.collective(link.collective(CollectiveKind::AllReduce, tp, bytes as f64, Overlap::Queued));
     }
 }
 
