@@ -117,6 +117,13 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     if !call.is_empty() {
         let _ = writeln!(setup, "cache_dit.enable_cache(pipe, {})", call.join(", "));
     }
+    // Under TP or TE-P the pipeline reaches the GPU only after cache-dit split it: whole, a
+    // model that needs the split (FLUX.2-dev on 48 GB) would not fit one GPU.
+    let split = d.parallel.tp > 1 || d.parallel.text_encoder == TeShard::Sharded;
+    const PLACE: &str = "pipe.to(device)";
+    if split {
+        let _ = writeln!(setup, "{PLACE}");
+    }
     if d.compile {
         let _ = writeln!(setup, "pipe.transformer = torch.compile(pipe.transformer)");
     }
@@ -125,7 +132,7 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     let mut placed = false;
     for line in code.lines() {
         // diffusers' own context parallelism is replaced by cache-dit's.
-        if line.contains("enable_parallelism(") {
+        if line.contains("enable_parallelism(") || (split && line == PLACE) {
             continue;
         }
         if !placed && line.starts_with("def ") {
@@ -235,12 +242,13 @@ mod tests {
             "torchrun --nproc_per_node=4",
             "dist.init_process_group(\"nccl\")",
             "from cache_dit import ParallelismConfig\n",
-            "cache_dit.enable_cache(pipe, parallelism_config=ParallelismConfig(ulysses_size=1, ring_size=1, tp_size=4, extra_parallel_modules=[pipe.text_encoder]))",
+            "cache_dit.enable_cache(pipe, parallelism_config=ParallelismConfig(ulysses_size=1, ring_size=1, tp_size=4, extra_parallel_modules=[pipe.text_encoder]))\npipe.to(device)\n",
         ] {
             assert!(code.contains(w), "missing {w}\n{code}");
         }
         assert!(!code.contains("ContextParallelConfig"), "{code}");
         assert!(!code.contains("enable_parallelism"), "{code}");
+        assert_eq!(code.matches("pipe.to(device)").count(), 1, "{code}");
         let e = export(Target::Diffusers, m, gpu, &d).unwrap_err();
         assert!(e.iter().any(|x| x.contains("parallel.tp")), "{e:?}");
         let e = export(Target::Xdit, m, gpu, &d).unwrap_err();
