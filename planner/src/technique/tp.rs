@@ -18,7 +18,11 @@
 //! - SGLang-Diffusion (sgl-project/sglang `runtime/models/dits/flux_2.py` at 0180576,
 //!   `flux.py` at 00bedbb): `ColumnParallelLinear` / `RowParallelLinear` in the same places,
 //!   the single-stream block's `to_out` with a patched weight loader picking each rank's
-//!   `[attn_shard | mlp_shard]` columns: the same one all-reduce per single block.
+//!   `[attn_shard | mlp_shard]` columns: the same one all-reduce per single block. SGLang keeps
+//!   FLUX.1's per-block AdaLN linears whole (diffusers' `AdaLayerNormZero`); the model follows
+//!   cache-dit's split for both, so under SGLang it undercounts FLUX.1's weights per GPU by
+//!   `(1 - 1 / tp)` of those linears (3.2 B parameters) and counts all-gathers SGLang does not
+//!   run: a known simplification until a profile says which split its stack runs.
 //!
 //! So per block half (the attention output, the MLP output) of a double-stream block the wire
 //! carries an all-reduce of `tokens x hidden x 2 bytes` (image and text streams together), and a
