@@ -271,3 +271,46 @@ fn the_search_finds_tp_when_allowed_and_that_is_what_fits() {
     assert_eq!(chosen.deployment.parallel.tp, 4);
     assert_eq!(chosen.deployment.parallel.gpus, 4);
 }
+
+/// The spec keys: `parallel.tp` alone implies its GPUs; a `gpus` the degrees do not use is
+/// refused at the key; `allow.tp` takes powers of two up to 8, each once, every problem at its
+/// line and column; without the key the search tries no TP.
+#[test]
+fn spec_keys_parse_and_refuse_at_their_place() {
+    let head = "model: flux2-dev\nruntime: cache-dit\ngpu: l20\n";
+    let s = crate::spec::parse(&format!("{head}deployment:\n  parallel: {{tp: 4}}\n")).unwrap();
+    assert_eq!(s.deployment().parallel.gpus, 4);
+    assert_eq!(s.deployment().parallel.tp, 4);
+    assert_eq!(s.allow.tp, [1]);
+    let e = crate::spec::parse(&format!(
+        "{head}deployment:\n  parallel: {{gpus: 4, ulysses: 1, tp: 2}}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.problems.len(), 1, "{e:?}");
+    assert_eq!(e.problems[0].field, "deployment.parallel.gpus");
+    assert!(
+        e.problems[0]
+            .message
+            .contains("ulysses x ring x cfg x tp = 1x1x1x2 = 2")
+    );
+    let e = crate::spec::parse(&format!("{head}allow:\n  tp: [2, 3, 2, 16]\n")).unwrap_err();
+    let at: Vec<(String, u64, u64)> = e
+        .problems
+        .iter()
+        .map(|p| {
+            let l = p.location.expect("a location");
+            (p.field.clone(), l.line, l.column)
+        })
+        .collect();
+    assert_eq!(
+        at,
+        [
+            ("allow.tp".to_string(), 5, 11),
+            ("allow.tp".to_string(), 5, 14),
+            ("allow.tp".to_string(), 5, 17)
+        ],
+        "{e:?}"
+    );
+    let ok = crate::spec::parse(&format!("{head}allow:\n  tp: [1, 2, 4, 8]\n")).unwrap();
+    assert_eq!(ok.allow.tp, [1, 2, 4, 8]);
+}
