@@ -351,6 +351,15 @@ pub struct Parallel {
     /// replicated, as before the key existed).
     #[serde(skip_serializing_if = "TeShard::is_replicated")]
     pub text_encoder: TeShard,
+    /// Tensor-parallel degree of the transformer (`planner::technique::tp`): its projections
+    /// split over this many GPUs, heads divided by it, an all-reduce per block half (absent
+    /// from output at 1, as before the key existed).
+    #[serde(skip_serializing_if = "is_one")]
+    pub tp: u32,
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
 }
 
 impl Parallel {
@@ -363,11 +372,17 @@ impl Parallel {
         shard: Shard::None,
         vae_patch: false,
         text_encoder: TeShard::Replicated,
+        tp: 1,
     };
 
     /// Sequence-parallel degree (Ulysses x Ring).
     pub fn sequence(&self) -> u32 {
         self.ulysses * self.ring
+    }
+
+    /// The GPUs the degrees use: Ulysses x Ring x CFG x TP.
+    pub fn used_gpus(&self) -> u32 {
+        self.ulysses * self.ring * self.cfg * self.tp
     }
 }
 

@@ -107,7 +107,7 @@ pub enum Rule {
         /// Model id.
         model: String,
     },
-    /// ulysses x ring x cfg exceeds `parallel.gpus`.
+    /// ulysses x ring x cfg x tp exceeds `parallel.gpus`.
     DegreesExceedGpus {
         /// Ulysses degree.
         ulysses: u32,
@@ -115,10 +115,40 @@ pub enum Rule {
         ring: u32,
         /// CFG degree.
         cfg: u32,
+        /// Tensor-parallel degree (absent from output at 1).
+        #[serde(skip_serializing_if = "is_one")]
+        tp: u32,
         /// Their product.
         used_gpus: u32,
         /// `parallel.gpus`.
         gpus: u32,
+    },
+    /// The tensor-parallel degree must divide the attention heads (each GPU runs `heads / tp`
+    /// of them), and with Ulysses each TP rank's heads again (`heads / tp / ulysses`).
+    TpDividesHeads {
+        /// Tensor-parallel degree.
+        tp: u32,
+        /// Ulysses degree.
+        ulysses: u32,
+        /// Attention heads of the model.
+        heads: u32,
+        /// Model id.
+        model: String,
+    },
+    /// The tensor-parallel degree must divide the MLP's hidden width (its column split).
+    TpDividesMlp {
+        /// Tensor-parallel degree.
+        tp: u32,
+        /// MLP hidden width.
+        mlp_hidden: u64,
+        /// Model id.
+        model: String,
+    },
+    /// Tensor parallelism and HSDP together: the planner does not model FSDP gathers of
+    /// already column/row-split weights (no runtime it knows runs them together for FLUX).
+    TpWithHsdp {
+        /// Tensor-parallel degree.
+        tp: u32,
     },
     /// `parallel.gpus` is not a multiple of ulysses x ring x cfg and nothing uses the rest.
     IdleGpus {
@@ -243,6 +273,10 @@ pub enum Rule {
     },
 }
 
+fn is_one(v: &u32) -> bool {
+    *v == 1
+}
+
 /// Nodes hold at most this many GPUs.
 pub const MAX_GPUS_PER_NODE: u32 = 8;
 
@@ -289,12 +323,14 @@ pub fn check(model: &Model, gpu: &Gpu, runtime: &RuntimeProfile, d: &Deployment)
     let cx = technique::Ctx { model, gpu };
     technique::sequence::check(cx, d, &mut v);
     technique::cfg_parallel::check(cx, d, &mut v);
-    let used = p.ulysses * p.ring * p.cfg;
+    technique::tp::check(cx, d, &mut v);
+    let used = p.used_gpus();
     if used > p.gpus {
         v.push(par(Rule::DegreesExceedGpus {
             ulysses: p.ulysses,
             ring: p.ring,
             cfg: p.cfg,
+            tp: p.tp,
             used_gpus: used,
             gpus: p.gpus,
         }));

@@ -174,7 +174,15 @@ fn no_predicted_speed_up_exceeds_the_gpu_count() {
                                 ring: n / 2,
                                 ..base
                             });
+                            // Tensor parallelism with Ulysses over the rest.
+                            layouts.push(Parallel {
+                                tp: 2,
+                                ulysses: n / 2,
+                                ..base
+                            });
                         }
+                        // Tensor parallelism over every GPU (`technique::tp`).
+                        layouts.push(Parallel { tp: n, ..base });
                         if d.cfg {
                             layouts.push(Parallel {
                                 cfg: 2,

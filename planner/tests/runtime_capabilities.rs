@@ -163,6 +163,7 @@ fn cut_profile(base: &str, mask: u64) -> RuntimeProfile {
         &mut caps.vae_patch,
         &mut caps.text_encoder_shard,
         &mut caps.compile,
+        &mut caps.tp,
     ] {
         f.supported = f.supported && keep("feature");
     }
@@ -203,7 +204,7 @@ fn spec_text() -> impl Strategy<Value = (String, u64)> {
                     "model: {model}\nruntime: {runtime}\nworkload:\n  resolutions:\n    - {{size: 1024x1024, share: 1.0}}\n  steps: 4\n\
                      goal:\n  p50_latency_ms: 60000\n{}  objective: min_cost\nfleet:\n{fleet}\
                      allow:\n  weights: [{}]\n  offload: [{}]\n  text_encoder: [resident, offload]\n  cache: [{}]\n  batch: [1]\n  \
-                     max_gpus_per_replica: {max}\n  vae_patch: {vae_patch}\n  hsdp: {hsdp}\n  text_encoder_shard: {te_shard}\n  vae_tiling: {tiling}\n  compile: [false, true]\n{}",
+                     max_gpus_per_replica: {max}\n  vae_patch: {vae_patch}\n  hsdp: {hsdp}\n  text_encoder_shard: {te_shard}\n  vae_tiling: {tiling}\n  compile: [false, true]\n  tp: [1, 2, 4]\n{}",
                     if rate { "  images_per_s: 2\n" } else { "" },
                     weights.join(", "),
                     offload.join(", "),

@@ -1,7 +1,8 @@
 //! The published rows of other stacks (`data/published-runtimes.jsonl`): each runtime's declared
 //! free parameters fitted on its own rows, every fitted row judged leave-one-out, memory rows
-//! held out, the table of the fourteen rows printed (`cargo test -p planner --test runtime_rows --
-//! --nocapture`; rows the planner cannot express yet are listed with the reason). Each row is
+//! held out, the table of the twenty-one rows printed (`cargo test -p planner --test runtime_rows --
+//! --nocapture`; rows the planner cannot express yet are listed with the reason). The cache-dit
+//! tensor-parallel rows (RT1-RT9, kind `tp`) fit nothing: every one is held out. Each row is
 //! held to 10 % or to its named known-miss bound (docs/calibration.md says why it misses), the
 //! catalog profile to the fit and its `published_errors` to the judged rows.
 
@@ -19,7 +20,9 @@ const FIT: [&str; 3] = ["RS1", "RS3", "RS5"];
 
 /// Rows that miss 10 %, with the bound they are held to (the error they show now, rounded up
 /// to the next percent; never widened to pass).
-const KNOWN_MISS: [(&str, f64); 3] = [("RS1", 0.18), ("RS2", 0.21), ("RS5", 0.14)];
+/// RT3 (FLUX.1-dev TP-2 on L20) inherits the diffusers figures' +12 % on one L20 for FLUX.1-dev
+/// (23.56 s published, 26.4 s predicted): the `multigpu` rows pin only ratios there.
+const KNOWN_MISS: [(&str, f64); 4] = [("RS1", 0.18), ("RS2", 0.21), ("RS5", 0.14), ("RT3", 0.13)];
 
 fn params(runtime: &str) -> &'static [Param] {
     match runtime {
@@ -37,8 +40,14 @@ fn runtime_rows_hold_leave_one_out() {
     let (rows, unmodelled) = runtime_rows(DATA, &FIT).unwrap();
     assert_eq!(
         rows.len() + unmodelled.len(),
-        14,
-        "the eleven handed rows and three more of SGLang's H100 CI file (RS2A, RS4A, RS6)"
+        21,
+        "the eleven handed rows, three more of SGLang's H100 CI file (RS2A, RS4A, RS6) and seven of cache-dit's tensor-parallel tables (RT3-RT9)"
+    );
+    // Every row is expressible now that `parallel.tp` is (RT1-RT9 were set apart before it).
+    assert!(
+        unmodelled.is_empty(),
+        "{:?}",
+        unmodelled.iter().map(|u| &u.reason).collect::<Vec<_>>()
     );
     println!(
         "{:<50} {:<10} {:>12} {:>12} {:>9} {:>9}",

@@ -239,6 +239,10 @@ pub const SGLANG: &[Api] = &[
         "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
     ),
     api(
+        "--tp-size",
+        "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args; _adjust_parallelism gives the GPUs left after tp_size x cfg to Ulysses)",
+    ),
+    api(
         "--ulysses-degree",
         "sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 python/sglang/multimodal_gen/runtime/server_args.py (ServerArgs.add_cli_args)",
     ),
@@ -312,6 +316,6 @@ pub const CACHE_DIT: &[Api] = &[
     ),
     api(
         "ParallelismConfig",
-        "vipshop/cache-dit@f86744af7daa0f569fe4324e73e3e50cebf70f4c src/cache_dit/distributed/config.py (ulysses_size, ring_size)",
+        "vipshop/cache-dit@f86744af7daa0f569fe4324e73e3e50cebf70f4c src/cache_dit/distributed/config.py (ulysses_size, ring_size, tp_size, extra_parallel_modules; tensor-parallel plans in distributed/transformers/flux.py, flux2.py)",
     ),
 ];

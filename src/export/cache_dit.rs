@@ -1,14 +1,16 @@
 //! The deployment as a cache-dit script: the diffusers pipeline loaded and placed as the diffusers
 //! export does (`diffusers.rs`), then `cache_dit.enable_cache(pipe, ...)` with DBCache's
-//! parameters (`DBCacheConfig`: Fn/Bn compute blocks, threshold, warm-up, cap) and Ulysses/Ring
-//! (`ParallelismConfig`) as the deployment says, and torch.compile after the hooks. Names read in
+//! parameters (`DBCacheConfig`: Fn/Bn compute blocks, threshold, warm-up, cap), Ulysses/Ring and
+//! tensor parallelism (`ParallelismConfig(ulysses_size, ring_size, tp_size)`) and the text
+//! encoder's parallelism (TE-P, `extra_parallel_modules`) as the deployment says, and
+//! torch.compile after the hooks. Names read in
 //! vipshop/cache-dit@f86744af7daa0f569fe4324e73e3e50cebf70f4c (`api::CACHE_DIT`); what cache-dit
 //! cannot express here is refused with the reason.
 
 use std::fmt::Write;
 
 use planner::catalog::Model;
-use planner::deployment::{Cache, Deployment, Precision};
+use planner::deployment::{Cache, Deployment, Parallel, Precision, TeShard};
 
 use super::Header;
 
@@ -35,10 +37,21 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
         return Err(problems);
     }
     // The pipeline as the diffusers export builds it, without its cache, context parallelism
-    // and compile: those are cache-dit's here (compile must follow the cache hooks).
+    // and compile: those are cache-dit's here (compile must follow the cache hooks). Its
+    // transformer and text-encoder parallelism are cache-dit's too: the diffusers script is asked
+    // for a context-parallel launch over the same GPUs (torchrun, one rank per GPU, the
+    // process group), whose `enable_parallelism` line is dropped below, and a whole text encoder
+    // that `extra_parallel_modules` then splits.
+    let p = d.parallel;
     let base = Deployment {
         cache: Cache::None,
         compile: false,
+        parallel: Parallel {
+            ulysses: p.ulysses * p.tp,
+            tp: 1,
+            text_encoder: TeShard::Replicated,
+            ..p
+        },
         ..d.clone()
     };
     let code = super::diffusers::script(h, m, &base).map_err(|e| {
@@ -46,7 +59,7 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
             .map(|r| format!("{r} (cache-dit wraps the diffusers pipeline)"))
             .collect::<Vec<_>>()
     })?;
-    let cp = d.parallel.sequence() > 1;
+    let cp = d.parallel.sequence() > 1 || d.parallel.tp > 1;
     let mut imports = Vec::new();
     if let Cache::Dbcache { .. } = d.cache {
         imports.push("DBCacheConfig");
@@ -78,14 +91,38 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
         ));
     }
     if cp {
-        call.push(format!(
-            "parallelism_config=ParallelismConfig(ulysses_size={}, ring_size={})",
+        // `tp_size` and `extra_parallel_modules` only when used, so earlier exports are unchanged.
+        let mut args = format!(
+            "ulysses_size={}, ring_size={}",
             d.parallel.ulysses, d.parallel.ring
-        ));
+        );
+        if d.parallel.tp > 1 {
+            let _ = write!(args, ", tp_size={}", d.parallel.tp);
+        }
+        if d.parallel.text_encoder == TeShard::Sharded {
+            let modules: Vec<String> = super::diffusers::encoders(m)
+                .iter()
+                .map(|e| format!("pipe.{e}"))
+                .collect();
+            let _ = write!(args, ", extra_parallel_modules=[{}]", modules.join(", "));
+        }
+        call.push(format!("parallelism_config=ParallelismConfig({args})"));
+    } else if d.parallel.text_encoder == TeShard::Sharded {
+        return Err(vec![
+            "parallel.text_encoder: sharded: cache-dit's TE-P comes with transformer parallelism (ParallelismConfig)"
+                .into(),
+        ]);
     }
     let mut setup = String::new();
     if !call.is_empty() {
         let _ = writeln!(setup, "cache_dit.enable_cache(pipe, {})", call.join(", "));
+    }
+    // Under TP or TE-P the pipeline reaches the GPU only after cache-dit split it: whole, a
+    // model that needs the split (FLUX.2-dev on 48 GB) would not fit one GPU.
+    let split = d.parallel.tp > 1 || d.parallel.text_encoder == TeShard::Sharded;
+    const PLACE: &str = "pipe.to(device)";
+    if split {
+        let _ = writeln!(setup, "{PLACE}");
     }
     if d.compile {
         let _ = writeln!(setup, "pipe.transformer = torch.compile(pipe.transformer)");
@@ -95,7 +132,7 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     let mut placed = false;
     for line in code.lines() {
         // diffusers' own context parallelism is replaced by cache-dit's.
-        if line.contains("enable_parallelism(") {
+        if line.contains("enable_parallelism(") || (split && line == PLACE) {
             continue;
         }
         if !placed && line.starts_with("def ") {
@@ -181,6 +218,50 @@ mod tests {
         }
         assert!(!code.contains("ContextParallelConfig"), "{code}");
         assert!(!code.contains("FirstBlockCache"), "{code}");
+    }
+
+    /// RT2's deployment (FLUX.2-dev, TP-4, the text encoder parallel): `tp_size` and TE-P's
+    /// `extra_parallel_modules` in cache-dit's config, launched on four ranks; diffusers and
+    /// xDiT refuse TP with the reason, SGLang takes `--tp-size`.
+    #[test]
+    fn tensor_parallelism_becomes_tp_size_and_te_p() {
+        let c = Catalog::get();
+        let m = c.model("flux2-dev").unwrap();
+        let gpu = c.gpu("l20").unwrap();
+        let d = Deployment {
+            parallel: Parallel {
+                gpus: 4,
+                tp: 4,
+                text_encoder: TeShard::Sharded,
+                ..Parallel::SINGLE
+            },
+            ..base()
+        };
+        let code = export(Target::CacheDit, m, gpu, &d).unwrap();
+        for w in [
+            "torchrun --nproc_per_node=4",
+            "dist.init_process_group(\"nccl\")",
+            "from cache_dit import ParallelismConfig\n",
+            "cache_dit.enable_cache(pipe, parallelism_config=ParallelismConfig(ulysses_size=1, ring_size=1, tp_size=4, extra_parallel_modules=[pipe.text_encoder]))\npipe.to(device)\n",
+        ] {
+            assert!(code.contains(w), "missing {w}\n{code}");
+        }
+        assert!(!code.contains("ContextParallelConfig"), "{code}");
+        assert!(!code.contains("enable_parallelism"), "{code}");
+        assert_eq!(code.matches("pipe.to(device)").count(), 1, "{code}");
+        let e = export(Target::Diffusers, m, gpu, &d).unwrap_err();
+        assert!(e.iter().any(|x| x.contains("parallel.tp")), "{e:?}");
+        let e = export(Target::Xdit, m, gpu, &d).unwrap_err();
+        assert!(e.iter().any(|x| x.contains("parallel.tp")), "{e:?}");
+        let replicated = Deployment {
+            parallel: Parallel {
+                text_encoder: TeShard::Replicated,
+                ..d.parallel
+            },
+            ..d.clone()
+        };
+        let sg = export(Target::Sglang, m, gpu, &replicated).unwrap();
+        assert!(sg.contains("--num-gpus 4 \\\n  --tp-size 4"), "{sg}");
     }
 
     #[test]

@@ -54,6 +54,13 @@ fn unsupported(m: &Model, d: &Deployment) -> Vec<String> {
     if d.parallel.cfg > 1 {
         out.push("parallel.cfg: diffusers has no CFG-parallel API".into());
     }
+    if d.parallel.tp > 1 {
+        out.push(
+            "parallel.tp: diffusers has no tensor-parallel API (ContextParallelConfig takes \
+             ulysses and ring degrees only); export --to cache-dit or sglang"
+                .into(),
+        );
+    }
     if d.parallel.shard == Shard::Hsdp {
         out.push("parallel.shard hsdp: diffusers has no weight-sharding API".into());
     }
@@ -103,7 +110,7 @@ fn encode_call(m: &Model) -> (&'static str, &'static str) {
 }
 
 /// Text-encoder attributes of the pipeline.
-fn encoders(m: &Model) -> &'static [&'static str] {
+pub(super) fn encoders(m: &Model) -> &'static [&'static str] {
     match m.transformer.family {
         Family::Flux1 => &["text_encoder", "text_encoder_2"],
         Family::Flux2 => &["text_encoder"],

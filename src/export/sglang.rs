@@ -1,5 +1,5 @@
 //! The deployment as one SGLang-Diffusion command line (`sglang generate`): model path, prompt,
-//! size, steps, seed, GPUs, sequence/CFG parallelism, FSDP sharding, residency, attention backend
+//! size, steps, seed, GPUs, tensor/sequence/CFG parallelism, FSDP sharding, residency, attention backend
 //! and torch.compile. Every flag is one SGLang defines (`api::SGLANG`, read at
 //! sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 and 00ae37c); a knob no flag says
 //! is refused with the reason. Stage pools (`allow.disaggregate`) go through `sglang_pools`.
@@ -29,6 +29,9 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
     ];
     if d.batch > 1 {
         flags.push(format!("--num-outputs-per-prompt {}", d.batch));
+    }
+    if p.tp > 1 {
+        flags.push(format!("--tp-size {}", p.tp));
     }
     if p.ulysses > 1 {
         flags.push(format!("--ulysses-degree {}", p.ulysses));
@@ -152,9 +155,10 @@ mod tests {
         let gpu = c.gpu("h100-sxm").unwrap();
         let d = Deployment {
             parallel: Parallel {
-                gpus: 4,
+                gpus: 8,
                 ulysses: 2,
                 ring: 2,
+                tp: 2,
                 ..Parallel::SINGLE
             },
             attention: Attention::Flash,
@@ -170,7 +174,8 @@ mod tests {
             "--width 1024",
             "--height 768",
             "--num-inference-steps 4",
-            "--num-gpus 4",
+            "--num-gpus 8",
+            "--tp-size 2",
             "--ulysses-degree 2",
             "--ring-degree 2",
             "--attention-backend fa",

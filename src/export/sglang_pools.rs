@@ -121,6 +121,11 @@ fn unsaid(i: usize, p: &Pool) -> Vec<String> {
             "HSDP, a patch-parallel decode or a sharded text encoder: no role flag".into(),
         ));
     }
+    if pl.tp > 1 {
+        out.push(at(
+            "tensor parallelism: no role flag checked for a TP denoiser".into(),
+        ));
+    }
     if p.role != Role::Denoiser && (pl.ulysses > 1 || pl.ring > 1 || pl.cfg > 1) {
         out.push(at("sequence or CFG parallelism outside the denoiser".into()));
     }

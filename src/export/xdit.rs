@@ -44,6 +44,13 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
         problems
             .push("parallel.cfg: no FLUX model in xDiT's runner declares use_cfg_parallel".into());
     }
+    if p.tp > 1 {
+        problems.push(
+            "parallel.tp: xDiT's runner has no tensor-parallel FLUX transformer this export \
+             checked (its --tensor_parallel_degree is not read by the FLUX runner)"
+                .into(),
+        );
+    }
     if p.shard == Shard::Hsdp {
         flags.push(format!("--fully_shard_degree {}", p.gpus));
     }

@@ -50,10 +50,43 @@ pub(super) fn rule_text(r: &Rule) -> String {
             ulysses,
             ring,
             cfg,
+            tp: 1,
             used_gpus,
             gpus,
         } => format!(
             "ulysses x ring x cfg = {ulysses}x{ring}x{cfg} = {used_gpus} GPUs exceeds parallel.gpus = {gpus}"
+        ),
+        Rule::DegreesExceedGpus {
+            ulysses,
+            ring,
+            cfg,
+            tp,
+            used_gpus,
+            gpus,
+        } => format!(
+            "ulysses x ring x cfg x tp = {ulysses}x{ring}x{cfg}x{tp} = {used_gpus} GPUs exceeds parallel.gpus = {gpus}"
+        ),
+        Rule::TpDividesHeads {
+            tp,
+            ulysses: 1,
+            heads,
+            model,
+        } => format!("tp degree {tp} does not divide the {heads} attention heads of {model}"),
+        Rule::TpDividesHeads {
+            tp,
+            ulysses,
+            heads,
+            model,
+        } => format!(
+            "tp x ulysses = {tp}x{ulysses} does not divide the {heads} attention heads of {model}"
+        ),
+        Rule::TpDividesMlp {
+            tp,
+            mlp_hidden,
+            model,
+        } => format!("tp degree {tp} does not divide the MLP width {mlp_hidden} of {model}"),
+        Rule::TpWithHsdp { tp } => format!(
+            "tp: {tp} with shard: hsdp is not modelled (FSDP over column/row-split weights); use one of them"
         ),
         Rule::IdleGpus { gpus, used_gpus } => format!(
             "parallel.gpus = {gpus} is not a multiple of ulysses x ring x cfg = {used_gpus}; idle GPUs need shard: hsdp or a data-parallel replica"

@@ -79,6 +79,9 @@ pub fn knobs(d: &Deployment) -> String {
     let p = &d.parallel;
     let mut par = format!("{} GPU{}", p.gpus, if p.gpus == 1 { "" } else { "s" });
     let mut parts = Vec::new();
+    if p.tp > 1 {
+        parts.push(format!("tp {}", p.tp));
+    }
     if p.ulysses > 1 {
         parts.push(format!("ulysses {}", p.ulysses));
     }

@@ -206,15 +206,16 @@ pub fn parallel() -> BoxedStrategy<String> {
         maybe_line("cfg", mixed(&["1", "2"], &["3", "0"]), 4),
         maybe_line("shard", mixed(&["none", "hsdp"], &["fsdp"]), 4),
         maybe_line("vae_patch", mixed(BOOLS.0, BOOLS.1), 4),
+        maybe_line("tp", mixed(&["1", "2", "4"], &["0", "65", "two"]), 4),
     )
         // With degrees, `gpus` is their product (the parser refuses idle GPUs): leave it out.
-        .prop_map(|(a, b, c, d, e, f)| {
-            let a = if b.is_empty() && c.is_empty() && d.is_empty() {
+        .prop_map(|(a, b, c, d, e, f, g)| {
+            let a = if b.is_empty() && c.is_empty() && d.is_empty() && g.is_empty() {
                 a
             } else {
                 String::new()
             };
-            block(&[a, b, c, d, e, f]).trim_end().to_string()
+            block(&[a, b, c, d, e, f, g]).trim_end().to_string()
         })
         .boxed()
 }
@@ -331,9 +332,10 @@ pub fn allow() -> BoxedStrategy<String> {
         maybe_line("cfg_parallel", mixed(BOOLS.0, BOOLS.1), 2),
         maybe_line("hsdp", mixed(BOOLS.0, BOOLS.1), 2),
         maybe_line("vae_patch", mixed(BOOLS.0, BOOLS.1), 2),
+        maybe_line("tp", flow_list(&["1", "2", "4"], &["3", "0"], 2), 2),
     );
     (lists, flags)
-        .prop_map(|((a, b, c, d, e, f), (g, max_gpus, i, j, k, l))| {
+        .prop_map(|((a, b, c, d, e, f), (g, max_gpus, i, j, k, l, m))| {
             // An unlisted knob means every choice: pin the big ones when they are not listed.
             let or = |line: String, default: &str| {
                 if line.is_empty() {
@@ -346,7 +348,7 @@ pub fn allow() -> BoxedStrategy<String> {
             let b = or(b, "  attention: [sdpa]\n");
             let d = or(d, "  offload: [none, model]\n");
             let max_gpus = format!("  max_gpus_per_replica: {max_gpus}\n");
-            block(&[a, b, c, d, e, f, g, max_gpus, i, j, k, l])
+            block(&[a, b, c, d, e, f, g, max_gpus, i, j, k, l, m])
         })
         .boxed()
 }

@@ -120,6 +120,10 @@ pub struct Capabilities {
     /// `compile: true` (torch.compile of the denoiser); a table written before it has none.
     #[serde(default = "Feature::unlisted")]
     pub compile: Feature,
+    /// `parallel.tp` > 1 (tensor parallelism of the transformer); a table written before it
+    /// has none.
+    #[serde(default = "Feature::unlisted")]
+    pub tp: Feature,
 }
 
 /// One thing a deployment asks of a runtime that the runtime does not implement.
@@ -167,6 +171,7 @@ static BASELINE: LazyLock<Capabilities> = LazyLock::new(|| {
         vae_patch: off(),
         text_encoder_shard: off(),
         compile: off(),
+        tp: off(),
     }
 });
 
@@ -204,6 +209,7 @@ impl Capabilities {
             vae_patch: on(),
             text_encoder_shard: on(),
             compile: on(),
+            tp: on(),
         }
     }
 
@@ -293,6 +299,7 @@ impl Capabilities {
             &|| TeShard::Sharded.name().into(),
         );
         feature("compile", &self.compile, d.compile, &|| "true".into());
+        feature("parallel.tp", &self.tp, p.tp > 1, &|| p.tp.to_string());
         out
     }
 
@@ -341,6 +348,7 @@ impl Capabilities {
             ("vae_patch", &self.vae_patch),
             ("text_encoder_shard", &self.text_encoder_shard),
             ("compile", &self.compile),
+            ("tp", &self.tp),
         ] {
             source(key, &f.source);
         }

@@ -1,14 +1,17 @@
 //! The flow transformer's forward pass as ops with liveness, in diffusers' eager order.
 //!
 //! Sizes are per GPU: under sequence parallelism each GPU holds `tokens / degree` tokens for
-//! the projections and MLPs, and attention sees the whole sequence for `heads / ulysses` heads.
+//! the projections and MLPs, and attention sees the whole sequence for `heads / ulysses` heads;
+//! under tensor parallelism (`technique::tp`) each GPU runs `1 / tp` of every block's
+//! projections (`heads / tp` heads, `mlp / tp` of the MLP) on the whole activations, and each
+//! row-split output projection is summed by an all-reduce.
 
 use crate::catalog::{Family, TransformerDims};
 use crate::deployment::Precision;
 
 use super::ops::{AttnKernel, AttnShape, BF16};
 use super::trace::{Buf, Span, Trace};
-use crate::technique::{Link, sequence};
+use crate::technique::{Link, sequence, tp};
 
 /// What one forward pass needs to know.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +30,8 @@ pub struct DitPass<'a> {
     pub ulysses: u64,
     /// Ring degree.
     pub ring: u64,
+    /// Tensor-parallel degree (1 without).
+    pub tp: u64,
     /// Weight precision.
     pub precision: Precision,
     /// Attention kernel.
@@ -43,6 +48,17 @@ impl DitPass<'_> {
     fn local(&self, tokens: u64) -> u64 {
         tokens.div_ceil(self.seq())
     }
+
+    /// This GPU's share of a column-split projection's `n` outputs (or a row-split one's `k`
+    /// inputs) under tensor parallelism.
+    fn split(&self, n: u64) -> u64 {
+        n / self.tp
+    }
+
+    /// Sums a row-split projection's partial output of `bytes` over the TP group.
+    fn reduce(&self, t: &mut Trace, bytes: u64) {
+        tp::all_reduce(t, self.link, self.tp, bytes);
+    }
 }
 
 /// Emits one block's attention: RoPE on q and k, the kernel, and the sequence-parallel traffic.
@@ -52,7 +68,8 @@ impl DitPass<'_> {
 /// diffusers' `Flux2AttnProcessor` / `Flux2ParallelSelfAttnProcessor`; they cost host time only.
 fn attention(t: &mut Trace, p: &DitPass, tokens_local: u64, views: u64) -> Buf {
     let d = p.dims.width();
-    let u = p.batch * tokens_local * d * BF16;
+    // One of q, k, v on this GPU: its TP rank's heads.
+    let u = p.batch * tokens_local * p.split(d) * BF16;
     t.host_ops(views);
     for _ in 0..2 {
         rope(t, u);
@@ -60,8 +77,8 @@ fn attention(t: &mut Trace, p: &DitPass, tokens_local: u64, views: u64) -> Buf {
     let kv_tokens = p.local(p.img_tokens + p.txt_tokens) * p.seq() + p.ref_tokens;
     let shape = AttnShape {
         batch: p.batch,
-        heads: p.dims.heads / p.ulysses,
-        kv_heads: p.dims.heads / p.ulysses,
+        heads: p.dims.heads / p.ulysses / p.tp,
+        kv_heads: p.dims.heads / p.ulysses / p.tp,
         q_tokens: tokens_local * p.ulysses,
         kv_tokens,
         head_dim: p.dims.head_dim,
@@ -159,35 +176,40 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
     let (b, w) = (p.batch, p.precision);
     let ui = b * ti * d * BF16;
     let ut = b * tt * d * BF16;
+    // This GPU's q, k or v per stream (all of it without TP).
+    let (qi, qt, dl) = (p.split(ui), p.split(ut), p.split(d));
     let ni = norm_modulate(t, ui);
     let nt = norm_modulate(t, ut);
-    // Projections and QK RMSNorm per stream.
+    // Projections (column-split under TP) and QK RMSNorm per stream.
     let mut img_qkv = Vec::new();
     let mut txt_qkv = Vec::new();
     for _ in 0..3 {
-        img_qkv.push(t.gemm(b * ti, d, d, w));
-        txt_qkv.push(t.gemm(b * tt, d, d, w));
+        img_qkv.push(t.gemm(b * ti, d, dl, w));
+        txt_qkv.push(t.gemm(b * tt, d, dl, w));
     }
     for _ in 0..2 {
-        let nq = rms_norm(t, ui);
+        let nq = rms_norm(t, qi);
         t.free(std::mem::replace(&mut img_qkv[0], nq));
         img_qkv.rotate_left(1);
-        let nq = rms_norm(t, ut);
+        let nq = rms_norm(t, qt);
         t.free(std::mem::replace(&mut txt_qkv[0], nq));
         txt_qkv.rotate_left(1);
     }
     img_qkv.rotate_left(1);
     txt_qkv.rotate_left(1);
     // Joint q, k, v = cat([txt, img]); the image parts die, the text parts stay referenced.
-    let joint: Vec<Buf> = (0..3).map(|_| t.ew_new(ui + ut, ui + ut)).collect();
+    let joint: Vec<Buf> = (0..3).map(|_| t.ew_new(qi + qt, qi + qt)).collect();
     t.free_all(img_qkv);
     // Views: `unflatten` of six projections, `flatten` and `.to` of the output,
     // `split_with_sizes` into the streams, `to_out[1]` (Dropout, identity in eval).
     let o = attention(t, p, ti + tt, 10);
-    let flat = t.ew_new(ui + ut, ui + ut);
+    let flat = t.ew_new(qi + qt, qi + qt);
     t.free(o);
-    let oi = t.gemm(b * ti, d, d, w);
-    let ot = t.gemm(b * tt, d, d, w);
+    // The output projections, row-split under TP: each summed over the group (attention half).
+    let oi = t.gemm(b * ti, dl, d, w);
+    p.reduce(t, ui);
+    let ot = t.gemm(b * tt, dl, d, w);
+    p.reduce(t, ut);
     t.free_all(joint);
     t.free_all(txt_qkv);
     t.free(flat);
@@ -198,7 +220,7 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
         t.free(n);
         let (h, a) = if gated_mlp(p) {
             // SwiGLU: one projection to 2f, silu of one half times the other (a `chunk`).
-            let h = t.gemm(b * tok, d, 2 * f, w);
+            let h = t.gemm(b * tok, d, p.split(2 * f), w);
             t.host_ops(1);
             let hu = h.bytes();
             if fused(t) {
@@ -212,12 +234,14 @@ fn flux2_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
             }
         } else {
             // FLUX.1: projection to f, tanh-GELU.
-            let h = t.gemm(b * tok, d, f, w);
+            let h = t.gemm(b * tok, d, p.split(f), w);
             let a = t.ew_new(h.bytes(), h.bytes());
             (h, a)
         };
         t.free(h);
-        let ff = t.gemm(b * tok, f, d, w);
+        // The down-projection, row-split under TP and summed (MLP half).
+        let ff = t.gemm(b * tok, p.split(f), d, w);
+        p.reduce(t, u);
         t.free(a);
         let gx2 = gated_residual(t, u, u, ff);
         t.free(n2);
@@ -242,14 +266,21 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     let gated = gated_mlp(p);
     // FLUX.2 fuses q, k, v and the MLP input into one projection; FLUX.1's proj_mlp is separate
     // but runs on the same input, so the FLOPs and live bytes are the same as one wider GEMM.
-    let proj = t.gemm(b * tokens, d, 3 * d + if gated { 2 * f } else { f }, w);
-    let q = rms_norm(t, u);
-    let k = rms_norm(t, u);
+    // Column-split under TP: each GPU its heads' q, k, v and its share of the MLP input.
+    let proj = t.gemm(
+        b * tokens,
+        d,
+        p.split(3 * d + if gated { 2 * f } else { f }),
+        w,
+    );
+    let ul = p.split(u);
+    let q = rms_norm(t, ul);
+    let k = rms_norm(t, ul);
     // Views: `split` of the fused projection, `chunk` into q, k, v, three `unflatten`s,
     // `flatten` and `.to` of the output; then the SwiGLU's `chunk`.
     let o = attention(t, p, tokens, 7);
     t.host_ops(u64::from(gated));
-    let mlp_in = b * tokens * f * BF16;
+    let mlp_in = b * tokens * p.split(f) * BF16;
     let m = if gated && fused(t) {
         t.ew_new(2 * mlp_in, mlp_in)
     } else if gated {
@@ -261,9 +292,12 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
         t.ew_new(mlp_in, mlp_in)
     };
     // `cat` is assigned to the name that held the attention output, which dies here.
-    let cat = t.ew_new(u + mlp_in, u + mlp_in);
+    let cat = t.ew_new(ul + mlp_in, ul + mlp_in);
     t.free(o);
-    let out = t.gemm(b * tokens, d + f, d, w);
+    // The fused attention-and-MLP output projection, row-split under TP over each rank's
+    // `[attention shard | MLP shard]`: one all-reduce for the whole block.
+    let out = t.gemm(b * tokens, p.split(d + f), d, w);
+    p.reduce(t, u);
     t.free_all([proj, q, k, m, cat]);
     let gx = gated_residual(t, u, 2 * u, out);
     t.free(n);
@@ -274,8 +308,10 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
 fn flux1_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
     let d = p.dims.width();
     // AdaLayerNormZero per stream: a (batch x 6d) modulation GEMM each.
+    // Column-split under TP with a replicated output (cache-dit): an all-gather each.
     for _ in 0..2 {
-        let m = t.gemm(p.batch, d, 6 * d, adaln_precision(p));
+        let m = t.gemm(p.batch, d, p.split(6 * d), adaln_precision(p));
+        tp::all_gather(t, p.link, p.tp, p.batch * 6 * d * BF16);
         t.free(m);
     }
     flux2_double(t, p, ti, tt);
@@ -289,25 +325,30 @@ fn flux1_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     let f = p.dims.mlp_hidden();
     let (b, w) = (p.batch, p.precision);
     let u = b * tokens * d * BF16;
-    let m = t.gemm(b, d, 3 * d, adaln_precision(p));
+    let m = t.gemm(b, d, p.split(3 * d), adaln_precision(p));
+    tp::all_gather(t, p.link, p.tp, b * 3 * d * BF16);
     t.free(m);
     let n = norm_modulate(t, u);
-    let pm = t.gemm(b * tokens, d, f, w);
+    // Column-split under TP.
+    let (dl, ul) = (p.split(d), p.split(u));
+    let pm = t.gemm(b * tokens, d, p.split(f), w);
     let mlp = t.ew_new(pm.bytes(), pm.bytes());
     t.free(pm);
-    let q = t.gemm(b * tokens, d, d, w);
-    let k = t.gemm(b * tokens, d, d, w);
-    let v = t.gemm(b * tokens, d, d, w);
-    let nq = rms_norm(t, u);
+    let q = t.gemm(b * tokens, d, dl, w);
+    let k = t.gemm(b * tokens, d, dl, w);
+    let v = t.gemm(b * tokens, d, dl, w);
+    let nq = rms_norm(t, ul);
     t.free(q);
-    let nk = rms_norm(t, u);
+    let nk = rms_norm(t, ul);
     t.free(k);
     // Views: three `unflatten`s, `flatten` and `.to` of the output.
     let o = attention(t, p, tokens, 5);
     t.free_all([nq, nk, v]);
-    let cat = t.ew_new(u + mlp.bytes(), u + mlp.bytes());
+    let cat = t.ew_new(ul + mlp.bytes(), ul + mlp.bytes());
     t.free_all([o, mlp]);
-    let out = t.gemm(b * tokens, d + f, d, w);
+    // Row-split under TP over each rank's `[attention | MLP]` rows: one all-reduce.
+    let out = t.gemm(b * tokens, p.split(d + f), d, w);
+    p.reduce(t, u);
     t.free(cat);
     let gx = gated_residual(t, u, 2 * u, out);
     t.free(n);
@@ -383,7 +424,7 @@ pub fn forward(t: &mut Trace, p: &DitPass) -> Span {
     let x_txt = t.gemm(b * tt, dims.context_dim, d, w);
     // Cached reference K/V of every block, read by every step (K/V-cache models only).
     let blocks = dims.double_blocks + dims.single_blocks;
-    let ref_kv = t.alloc(blocks * 2 * b * p.ref_tokens * d * BF16 / p.seq());
+    let ref_kv = t.alloc(blocks * 2 * b * p.ref_tokens * p.split(d) * BF16 / p.seq());
     // Blocks of a kind are identical: two are traced (the second in the launch queue's steady
     // state), the rest repeat the second one's cost.
     let start = t.mark();
@@ -444,6 +485,7 @@ mod tests {
             ref_tokens: 0,
             ulysses: 1,
             ring: 1,
+            tp: 1,
             precision: Precision::Bf16,
             attn: AttnKernel::Flash,
             link: Link {

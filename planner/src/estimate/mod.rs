@@ -9,7 +9,7 @@ use crate::deployment::{Deployment, Parallel, Resolution, TextEncoderPlacement};
 use crate::memo::StageMemo;
 use crate::rules::{self, Violation};
 
-mod placement;
+pub(crate) mod placement;
 mod stages;
 #[cfg(test)]
 mod tests;

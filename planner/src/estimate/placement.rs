@@ -84,6 +84,11 @@ impl Placement {
                 top_level_bytes(model, d.weights),
             ),
             (_, Shard::Hsdp) => technique::hsdp::resident_bytes(dit_full, blk, d.parallel.gpus),
+            _ if d.parallel.tp > 1 => technique::tp::resident_bytes(
+                dit_full,
+                top_level_bytes(model, d.weights),
+                d.parallel.tp,
+            ),
             _ => dit_full,
         };
         let te_full = text_encoder_bytes(model);

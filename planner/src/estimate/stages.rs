@@ -212,6 +212,7 @@ pub(crate) fn denoise_traced<'c>(
         ref_tokens: cached_ref,
         ulysses: par.ulysses as u64,
         ring: par.ring as u64,
+        tp: par.tp as u64,
         precision: d.weights,
         attn,
         link,
@@ -222,7 +223,7 @@ pub(crate) fn denoise_traced<'c>(
         offload::model_offload_up(&mut t, dit_full);
     }
     let hsdp = par.shard == Shard::Hsdp;
-    let klein_dit = klein_graph && par.ulysses * par.ring == 1 && ref_tokens == 0 && par.cfg == 1;
+    let klein_dit = klein_graph && par.used_gpus() == 1 && ref_tokens == 0;
     // The klein graph traces every guidance pass of one step; the diffusers one a single pass.
     let traced_passes = if klein_dit { passes_per_gpu } else { 1 };
     let blocks = model.transformer.double_blocks + model.transformer.single_blocks;

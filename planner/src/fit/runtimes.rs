@@ -2,8 +2,9 @@
 //! baselines, xDiT and ONNX Runtime eager/compile pairs, cache-dit tensor parallel), each
 //! expressed by its `spec` under the runtime it names, and each runtime's declared free
 //! parameters (`SGLANG_PARAMS`; torch.compile has none: its rows are held out, its host time
-//! per launch a declared prior no row pins). A row whose spec uses a key the planner does not model yet
-//! (`compile`, `parallel.tp`) is returned apart, with the reason, so a table can show it.
+//! per launch a declared prior no row pins; tensor parallelism has none either: the cache-dit TP
+//! rows are held out). A row whose spec uses a key the planner does not model yet is returned
+//! apart, with the reason, so a table can show it.
 
 use serde_json::Value;
 

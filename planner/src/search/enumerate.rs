@@ -85,6 +85,17 @@ fn layouts(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
                 push(layout);
             }
         }
+        // Tensor parallelism over the degrees `allow.tp` lists (default all), alone or with
+        // sequence or CFG parallelism over the rest of the GPUs.
+        for layout in technique::tp::options(
+            s.model,
+            base,
+            &a.tp,
+            a.sequence_parallel,
+            a.cfg_parallel && cfg_model,
+        ) {
+            push(layout);
+        }
     }
     if a.text_encoder_shard {
         // Every multi-GPU layout also with its text encoder sharded.

@@ -213,6 +213,14 @@ pub struct Allow {
     /// torch.compile settings tried (`allow.compile`; default `[false]`, absent from output).
     #[serde(skip_serializing_if = "is_eager_only")]
     pub compile: Vec<bool>,
+    /// Tensor-parallel degrees tried (`allow.tp`; default every degree of `technique::tp::DEGREES`
+    /// where the runtime has tensor parallelism, absent from output then).
+    #[serde(skip_serializing_if = "is_tp_default")]
+    pub tp: Vec<u32>,
+}
+
+fn is_tp_default(t: &[u32]) -> bool {
+    t == crate::technique::tp::DEGREES
 }
 
 fn is_eager_only(c: &[bool]) -> bool {

@@ -71,6 +71,7 @@ pub struct RawParallel {
     pub shard: Option<S<String>>,
     pub vae_patch: Option<S<bool>>,
     pub text_encoder: Option<S<String>>,
+    pub tp: Option<S<i64>>,
 }
 
 /// `workload:`.
@@ -135,6 +136,7 @@ pub struct RawAllow {
     pub disaggregate: Option<S<bool>>,
     pub compile: Option<S<Vec<S<bool>>>>,
     pub runtime: Option<S<Vec<S<String>>>>,
+    pub tp: Option<S<Vec<S<i64>>>>,
 }
 
 /// `network:` — the link between stage pools (`allow.disaggregate`).

@@ -31,7 +31,8 @@
 //!   only adds the key's name and location.
 //!
 //! Modules: `sequence` (Ulysses, Ring, both, and the replica layout's degrees), `hsdp`,
-//! `cfg_parallel`, `vae_patch`, `text_encoder_shard`, `offload`, `cache`. [`Link`] is
+//! `cfg_parallel`, `tp` (tensor parallelism), `vae_patch`, `text_encoder_shard`, `offload`,
+//! `cache`. [`Link`] is
 //! what every multi-GPU technique's collectives cost on the GPU's link kind.
 
 use crate::catalog::{Gpu, Model, RuntimeProfile};
@@ -47,6 +48,7 @@ pub mod link_fit;
 pub mod offload;
 pub mod sequence;
 pub mod text_encoder_shard;
+pub mod tp;
 pub mod vae_patch;
 
 /// A problem with a technique's spec key, as its module's parser reports it: the validator adds

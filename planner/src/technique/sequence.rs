@@ -24,7 +24,7 @@ use super::{Ctx, KeyProblem};
 /// The GPUs a `parallel:` block without `gpus` implies: the product of its degrees, at least two
 /// when it shards the transformer or patches the VAE over GPUs.
 pub fn implied_gpus(p: Parallel) -> u32 {
-    let used = p.ulysses * p.ring * p.cfg;
+    let used = p.used_gpus();
     if p.shard == crate::deployment::Shard::Hsdp || p.vae_patch {
         used.max(2)
     } else {
@@ -36,14 +36,20 @@ pub fn implied_gpus(p: Parallel) -> u32 {
 /// degrees that need more (HSDP or a patch-parallel decode over GPUs that otherwise only hold
 /// weights is the exception).
 pub fn check_gpus(p: Parallel) -> Result<(), KeyProblem> {
-    let used = p.ulysses * p.ring * p.cfg;
+    let used = p.used_gpus();
     let sharing_only = used == 1 && (p.shard == crate::deployment::Shard::Hsdp || p.vae_patch);
     if used == p.gpus || sharing_only {
         return Ok(());
     }
+    // TP joins the product only when set, so the message of a spec without it is unchanged.
+    let (names, tp) = if p.tp > 1 {
+        ("ulysses x ring x cfg x tp", format!("x{}", p.tp))
+    } else {
+        ("ulysses x ring x cfg", String::new())
+    };
     Err(KeyProblem {
         message: format!(
-            "gpus: {} but ulysses x ring x cfg = {}x{}x{} = {used}: {}",
+            "gpus: {} but {names} = {}x{}x{}{tp} = {used}: {}",
             p.gpus,
             p.ulysses,
             p.ring,

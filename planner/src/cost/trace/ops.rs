@@ -93,6 +93,10 @@ pub enum CollectiveKind {
     AllGather,
     /// One chunk to one peer (a Ring K/V step, the CFG-parallel exchange).
     PeerToPeer,
+    /// Every GPU ends with the sum of all GPUs' tensors (tensor parallelism's row-split
+    /// outputs): NCCL's ring all-reduce, a reduce-scatter then an all-gather, sends
+    /// `2 (n - 1) / n` of the tensor per GPU.
+    AllReduce,
 }
 
 /// A collective among `ranks` GPUs over a link.
@@ -120,6 +124,7 @@ impl Collective {
             CollectiveKind::AllToAll => self.bytes * (n - 1.0) / n,
             CollectiveKind::AllGather => self.bytes * (n - 1.0),
             CollectiveKind::PeerToPeer => self.bytes,
+            CollectiveKind::AllReduce => 2.0 * self.bytes * (n - 1.0) / n,
         }
     }
 

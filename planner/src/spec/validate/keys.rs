@@ -47,6 +47,7 @@ impl<'c> Validator<'_, 'c> {
             ("ulysses", &p.ulysses, &mut out.ulysses),
             ("ring", &p.ring, &mut out.ring),
             ("cfg", &p.cfg, &mut out.cfg),
+            ("tp", &p.tp, &mut out.tp),
         ] {
             if let Some(f) = field {
                 match self.count(&format!("deployment.parallel.{name}"), f, 1, 64) {
@@ -272,6 +273,36 @@ impl<'c> Validator<'_, 'c> {
         out
     }
 
+    /// `allow.tp: [1, 2, 4]`: the tensor-parallel degrees the search tries, each a power of two
+    /// up to 8 listed once (default: every degree, tried where the runtime has tensor parallelism
+    /// — the enumeration keeps only what the runtime implements, so a runtime without it keeps its
+    /// candidates).
+    fn tp_list(&mut self, raw: &Option<Spanned<Vec<Spanned<i64>>>>) -> Vec<u32> {
+        let Some(list) = raw else {
+            return crate::technique::tp::DEGREES.to_vec();
+        };
+        let mut out = Vec::new();
+        for n in &list.value {
+            let Some(x) = self.count("allow.tp", n, 1, 8) else {
+                continue;
+            };
+            if !crate::technique::tp::DEGREES.contains(&x) {
+                self.problem(
+                    "allow.tp",
+                    loc(n),
+                    format!("tp degree {x} is not a power of two"),
+                    "list degrees among 1, 2, 4, 8",
+                );
+            } else if out.contains(&x) {
+                self.duplicate("allow.tp", loc(n), &x.to_string());
+            } else {
+                out.push(x);
+            }
+        }
+        self.list_size("allow.tp", list);
+        out
+    }
+
     pub(super) fn list_size<T>(&mut self, field: &str, list: &Spanned<Vec<T>>) {
         if list.value.is_empty() {
             self.problem(
@@ -308,6 +339,7 @@ impl<'c> Validator<'_, 'c> {
             disaggregate: None,
             compile: None,
             runtime: None,
+            tp: None,
         };
         let a = raw.unwrap_or(&empty);
         let flag = |b: &Option<Spanned<bool>>| b.as_ref().is_none_or(|b| b.value);
@@ -397,6 +429,7 @@ impl<'c> Validator<'_, 'c> {
             vae_patch: flag(&a.vae_patch),
             text_encoder_shard: a.text_encoder_shard.as_ref().is_some_and(|b| b.value),
             compile: self.compile_list(&a.compile),
+            tp: self.tp_list(&a.tp),
             disaggregate: a.disaggregate.as_ref().is_some_and(|b| b.value),
         }
     }
