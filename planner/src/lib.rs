@@ -18,6 +18,7 @@ pub mod estimate;
 pub mod fit;
 pub mod fleet;
 pub mod memo;
+pub mod message;
 pub mod ranges;
 pub mod rules;
 pub mod search;

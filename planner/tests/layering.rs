@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a module may name modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: a replica's knobs, figures at a confidence.
-    &["deployment", "confidence"],
+    // Leaves: a replica's knobs, figures at a confidence, the pieces of a problem message.
+    &["deployment", "confidence", "message"],
     // Models, GPUs, runtime profiles.
     &["catalog"],
     // Range categories; the op trace and its kernels.
@@ -37,7 +37,6 @@ const LAYERS: &[&[&str]] = &[
 /// names them; an entry the code no longer has fails, so the list only shrinks.
 const ALLOWED_UPWARD: &[(&str, &str)] = &[
     ("catalog", "ranges"),
-    ("catalog", "spec"),
     ("catalog", "technique"),
     ("cost", "technique"),
     ("estimate", "memo"),

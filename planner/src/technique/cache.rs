@@ -69,7 +69,7 @@ pub struct CacheKey<'a> {
 /// The spec's `cache:` (a `deployment.cache` or an `allow.cache` entry), with its defaults:
 /// TeaCache 0.1; DBCache 0.12, one warm-up step, `F1B0`, no cap.
 pub fn parse(k: &CacheKey) -> Result<Cache, KeyProblem> {
-    let echo = |s: &str| crate::spec::echo(s, 64);
+    let echo = |s: &str| crate::message::echo(s, 64);
     let problem = |message: String, hint: &str| KeyProblem {
         message,
         hint: hint.into(),

@@ -19,7 +19,7 @@ pub fn parse(value: &str) -> Result<Shard, KeyProblem> {
         "none" => Ok(Shard::None),
         "hsdp" => Ok(Shard::Hsdp),
         _ => Err(KeyProblem {
-            message: format!("unknown value '{}'", crate::spec::echo(value, 64)),
+            message: format!("unknown value '{}'", crate::message::echo(value, 64)),
             hint: "expected one of none, hsdp".into(),
         }),
     }

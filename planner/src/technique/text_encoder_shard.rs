@@ -26,7 +26,7 @@ pub fn parse(value: &str) -> Result<TeShard, KeyProblem> {
         .into_iter()
         .find(|s| s.name() == value)
         .ok_or_else(|| KeyProblem {
-            message: format!("unknown value '{}'", crate::spec::echo(value, 64)),
+            message: format!("unknown value '{}'", crate::message::echo(value, 64)),
             hint: "expected one of replicated, sharded".into(),
         })
 }

@@ -41,7 +41,7 @@ fn parse_error(e: &serde_saphyr::Error) -> String {
         };
     }
     // Other messages name types and positions, not content; cut them anyway.
-    format!("{line}{}", crate::spec::echo(&msg, 120))
+    format!("{line}{}", crate::message::echo(&msg, 120))
 }
 
 /// Achieved fractions of a GPU's dense tensor throughput per attention backend.
@@ -294,16 +294,19 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{key}: {} is not an efficiency in [0.001, 1]",
                     at(&key),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         };
         for (k, x) in &self.gemm_efficiency {
-            eff(format!("gemm_efficiency.{}", crate::spec::echo(k, 32)), *x);
+            eff(
+                format!("gemm_efficiency.{}", crate::message::echo(k, 32)),
+                *x,
+            );
         }
         for (k, x) in &self.flash_efficiency_by_arch {
             eff(
-                format!("flash_efficiency_by_arch.{}", crate::spec::echo(k, 32)),
+                format!("flash_efficiency_by_arch.{}", crate::message::echo(k, 32)),
                 *x,
             );
         }
@@ -323,7 +326,7 @@ impl RuntimeProfile {
         }
         for (k, x) in &self.link_efficiency_by_kind {
             eff(
-                format!("link_efficiency_by_kind.{}", crate::spec::echo(k, 32)),
+                format!("link_efficiency_by_kind.{}", crate::message::echo(k, 32)),
                 *x,
             );
         }
@@ -355,8 +358,8 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is outside [0, {}]",
                     at(k),
-                    crate::spec::num(x),
-                    crate::spec::num(max)
+                    crate::message::num(x),
+                    crate::message::num(max)
                 ));
             }
         }
@@ -366,8 +369,8 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}unmeasured_arch_scale.{}: {} is outside [0.01, 100]",
                     at("unmeasured_arch_scale"),
-                    crate::spec::echo(k, 32),
-                    crate::spec::num(*x)
+                    crate::message::echo(k, 32),
+                    crate::message::num(*x)
                 ));
             }
         }
@@ -376,7 +379,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}calibrated_on: '{}' is not a GPU id",
                     at("calibrated_on"),
-                    crate::spec::echo(g, 64)
+                    crate::message::echo(g, 64)
                 ));
             }
         }
@@ -393,7 +396,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is not {what}",
                     at(k),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         }
@@ -408,7 +411,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is outside [0, 1000]",
                     at(&k),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         }
@@ -417,7 +420,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is outside [0, 100000]",
                     at(k),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         }
@@ -426,7 +429,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is outside [1e-6, 100]",
                     at(k),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         }
@@ -465,7 +468,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}gemm_efficiency.{}: unknown precision (expected bf16, fp8, int4, nvfp4)",
                     at("gemm_efficiency"),
-                    crate::spec::echo(k, 32)
+                    crate::message::echo(k, 32)
                 ));
             }
         }
@@ -491,7 +494,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: unknown attention path '{}' (expected one of {})",
                     at(k),
-                    crate::spec::echo(name, 32),
+                    crate::message::echo(name, 32),
                     ATTENTION_KERNELS.join(", ")
                 ));
             }
