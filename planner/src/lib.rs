@@ -24,3 +24,4 @@ pub mod rules;
 pub mod search;
 pub mod spec;
 pub mod technique;
+pub mod violation;

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a module may name modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: a replica's knobs, figures at a confidence, the pieces of a problem message.
-    &["deployment", "confidence", "message"],
+    // Leaves: a replica's knobs, figures at a confidence, the pieces of a problem message, the
+    // legality rules' typed violations.
+    &["deployment", "confidence", "message", "violation"],
     // Models, GPUs, runtime profiles.
     &["catalog"],
     // Range categories; the op trace and its kernels.
@@ -42,7 +43,6 @@ const ALLOWED_UPWARD: &[(&str, &str)] = &[
     ("estimate", "memo"),
     ("search", "fleet"),
     ("technique", "fit"),
-    ("technique", "rules"),
     ("technique", "spec"),
 ];
 

@@ -47,7 +47,7 @@ use crate::catalog::{Family, Model};
 use crate::cost::ops::BF16;
 use crate::cost::trace::{Span, Trace};
 use crate::deployment::{Cache, Deployment};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 /// The spec's `cache:` as written: a kind alone, or a map with its parameters.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@
 
 use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel, Shard};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 use super::{Ctx, KeyProblem, Link};
 

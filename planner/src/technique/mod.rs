@@ -37,7 +37,7 @@
 use crate::catalog::{Gpu, Model, RuntimeProfile};
 use crate::cost::trace::{Collective, CollectiveKind, Overlap};
 use crate::deployment::Deployment;
-use crate::rules::Violation;
+use crate::violation::Violation;
 
 pub mod cache;
 pub mod cfg_parallel;

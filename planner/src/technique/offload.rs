@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::Ctx;
 use crate::cost::trace::{Hw, Overlap, Trace};
 use crate::deployment::{Deployment, Offload, Shard, TextEncoderPlacement};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 /// Leaf modules (linears and norms with weights) per transformer block, on average: the hooks
 /// run per leaf at leaf level and under sequential offload.

@@ -17,7 +17,7 @@ use crate::cost::dit::DitPass;
 use crate::cost::ops::AttnShape;
 use crate::cost::trace::{Buf, CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 use super::{Ctx, KeyProblem};
 

@@ -16,7 +16,7 @@
 
 use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel, TeShard, TextEncoderPlacement};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 use super::{Ctx, KeyProblem, Link};
 
