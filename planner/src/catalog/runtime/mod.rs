@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::capabilities::Capabilities;
 
 mod op_costs;
+mod sections;
 
 pub use op_costs::*;
+pub use sections::{CacheProfile, CompileProfile, OffloadProfile, RuntimeErrors};
 
 /// Attention kernels a profile may name (`cost::ops::AttnKernel::from_name`).
 pub const ATTENTION_KERNELS: [&str; 4] = ["cudnn", "flash", "efficient", "math"];
@@ -197,13 +199,13 @@ pub struct RuntimeProfile {
     pub allocator_slack: f64,
     /// Offload's effective copy rates (`technique::offload`); the fit when absent.
     #[serde(default)]
-    pub offload: crate::technique::offload::OffloadProfile,
+    pub offload: OffloadProfile,
     /// The cache models' constants (`technique::cache`); the fit when absent.
     #[serde(default)]
-    pub cache: crate::technique::cache::CacheProfile,
+    pub cache: CacheProfile,
     /// torch.compile's constants (`technique::compile`); the fit when absent.
     #[serde(default)]
-    pub compile: crate::technique::compile::CompileProfile,
+    pub compile: CompileProfile,
     /// GPUs this runtime was measured on (its estimates there carry the narrow range).
     #[serde(default)]
     pub calibrated_on: Vec<String>,
@@ -219,7 +221,7 @@ pub struct RuntimeProfile {
     /// Its own out-of-sample errors on its published rows (`ranges::RuntimeErrors`), for a
     /// runtime no GPU of ours measured: the range of its estimates on those architectures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub published_errors: Option<crate::ranges::RuntimeErrors>,
+    pub published_errors: Option<RuntimeErrors>,
     /// Where the parameters come from and how they were fitted.
     pub source: String,
 }
