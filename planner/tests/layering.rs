@@ -40,8 +40,6 @@ const ALLOWED_UPWARD: &[(&str, &str)] = &[
     ("cost", "technique"),
     ("estimate", "memo"),
     ("search", "fleet"),
-    ("technique", "fit"),
-    ("technique", "spec"),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

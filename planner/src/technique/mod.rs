@@ -43,7 +43,6 @@ pub mod cache;
 pub mod cfg_parallel;
 pub mod compile;
 pub mod hsdp;
-pub mod link_fit;
 pub mod offload;
 pub mod sequence;
 pub mod text_encoder_shard;
