@@ -19,6 +19,7 @@ pub mod fit;
 pub mod fleet;
 pub mod memo;
 pub mod message;
+pub mod queueing;
 pub mod ranges;
 pub mod rules;
 pub mod search;

@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::catalog::Guidance;
 use crate::deployment::*;
 use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION};
-use crate::fleet::queueing::{ClassLoad, fill_delays, pool_latency_with, utilization};
 use crate::memo::Memo;
+use crate::queueing::{ClassLoad, fill_delays, pool_latency_with, utilization};
 use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
 use crate::technique;
 

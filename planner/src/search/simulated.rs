@@ -3,8 +3,8 @@
 //! estimate, so a plan with a rate passes the same test a fleet does, or says that it does not.
 
 use super::*;
-use crate::fleet::Figures;
-use crate::fleet::simulation::{SimClass, SimPool, simulate};
+use crate::queueing::Figures;
+use crate::queueing::simulation::{SimClass, SimPool, simulate};
 
 /// The chosen plan's pool simulated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
