@@ -17,6 +17,7 @@ pub mod deployment;
 pub mod estimate;
 pub mod fit;
 pub mod fleet;
+pub mod graph;
 pub mod memo;
 pub mod message;
 pub mod queueing;

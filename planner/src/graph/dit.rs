@@ -3,47 +3,12 @@
 //! Sizes are per GPU: under sequence parallelism each GPU holds `tokens / degree` tokens for
 //! the projections and MLPs, and attention sees the whole sequence for `heads / ulysses` heads.
 
-use crate::catalog::{Family, TransformerDims};
+use crate::catalog::Family;
 use crate::deployment::Precision;
 
-use super::ops::{AttnKernel, AttnShape, BF16};
-use super::trace::{Buf, Span, Trace};
-use crate::technique::{Link, sequence};
-
-/// What one forward pass needs to know.
-#[derive(Debug, Clone, Copy)]
-pub struct DitPass<'a> {
-    /// Transformer dimensions.
-    pub dims: &'a TransformerDims,
-    /// Images in the pass.
-    pub batch: u64,
-    /// Image tokens per image (whole sequence).
-    pub img_tokens: u64,
-    /// Text tokens per image.
-    pub txt_tokens: u64,
-    /// Reference-image tokens attended from a K/V cache (0 without).
-    pub ref_tokens: u64,
-    /// Sequence-parallel degrees.
-    pub ulysses: u64,
-    /// Ring degree.
-    pub ring: u64,
-    /// Weight precision.
-    pub precision: Precision,
-    /// Attention kernel.
-    pub attn: AttnKernel,
-    /// The GPU link the sequence-parallel collectives cross.
-    pub link: Link,
-}
-
-impl DitPass<'_> {
-    fn seq(&self) -> u64 {
-        self.ulysses * self.ring
-    }
-
-    fn local(&self, tokens: u64) -> u64 {
-        tokens.div_ceil(self.seq())
-    }
-}
+use crate::cost::ops::{AttnShape, BF16};
+use crate::cost::trace::{Buf, Span, Trace};
+use crate::technique::{DitPass, sequence};
 
 /// Emits one block's attention: RoPE on q and k, the kernel, and the sequence-parallel traffic.
 /// `views` counts the processor's tensor calls that launch nothing (`unflatten` of q, k, v per
@@ -432,8 +397,10 @@ pub fn reference_kv(t: &mut Trace, pass: &Span, share: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
+    use crate::catalog::{Catalog, TransformerDims};
+    use crate::cost::ops::AttnKernel;
     use crate::cost::trace::Hw;
+    use crate::technique::Link;
 
     fn pass(dims: &TransformerDims, img_tokens: u64, batch: u64) -> DitPass<'_> {
         DitPass {
