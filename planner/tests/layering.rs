@@ -148,7 +148,7 @@ fn code_only(text: &str) -> String {
         } else if c == '\'' {
             // A character literal ('a', '\n', '\u{1F}'), not a lifetime ('a).
             if next == Some('\\') {
-                let end = (i + 2..b.len()).find(|&j| b[j] == '\'').unwrap_or(b.len());
+                let end = (i + 3..b.len()).find(|&j| b[j] == '\'').unwrap_or(b.len());
                 blank(&mut out, i, (end + 1).min(b.len()));
                 i = end + 1;
             } else if b.get(i + 2) == Some(&'\'') {
@@ -481,7 +481,7 @@ use crate::estimate::{self, Estimate};
 use crate::{rules, spec::Spec, catalog::{Gpu, Model}};
 use super::super::super::memo::Memo;
 use super::roles;
-fn f() { let s = "crate::quoted"; let c = '"'; crate::ranges::factors(); } // crate::comment
+fn f() { let s = "crate::quoted"; let c = '"'; let q = '\''; crate::ranges::factors(); } // crate::comment
 /* crate::block */
 #[cfg(test)]
 mod tests {

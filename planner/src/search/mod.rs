@@ -67,7 +67,7 @@ pub struct Candidate {
     /// `cfg`): what a reviewer must accept the quality of.
     pub output_changes: Vec<&'static str>,
     /// Every traffic class against its own targets: unloaded without a rate, else under load
-    /// at the replica count above (queueing model of `fleet::queueing`).
+    /// at the replica count above (queueing model of `crate::queueing`).
     pub classes: Vec<ClassLatency>,
 }
 

@@ -1,5 +1,5 @@
 //! The chosen plan under the fleet's own check: its pool of replicas run through the seeded
-//! discrete-event simulation (`fleet::simulation`) at the goal's confidence and at the point
+//! discrete-event simulation (`queueing::simulation`) at the goal's confidence and at the point
 //! estimate, so a plan with a rate passes the same test a fleet does, or says that it does not.
 
 use super::*;

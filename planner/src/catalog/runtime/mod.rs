@@ -184,7 +184,7 @@ pub struct RuntimeProfile {
     #[serde(default)]
     pub fused_elementwise: bool,
     /// Whose op graph the stages follow: `diffusers` (the default: diffusers' eager order, shaped
-    /// by the flags above) or `klein` (klein-plan's executor, op by op: `cost/klein/`).
+    /// by the flags above) or `klein` (klein-plan's executor, op by op: `graph/klein/`).
     #[serde(default)]
     pub graph: String,
     /// Whether the text encoder runs every layer (true) or stops at the last one it needs.
