@@ -68,8 +68,9 @@ fn json_carries_the_deployment_and_the_code() {
     );
 }
 
-/// `export` without `--to` emits for the spec's runtime, and every spec of `specs/` whose
-/// runtime is an export target exports to it (its plan contains only what the runtime runs); a
+/// `export` without `--to` emits for the runtime that runs what it exports — the spec's, or with
+/// `allow.runtime` the one the plan chose — and every spec of `specs/` whose runtime is an export
+/// target exports to it (its plan contains only what the runtime runs); a
 /// fixed `deployment:` that needs what its runtime lacks is refused naming the runtime; a
 /// runtime that is no export target (`klein`, the project's executor) is refused with exit 2.
 #[test]
@@ -79,7 +80,11 @@ fn every_spec_exports_to_its_own_runtime() {
         let file = path.to_str().expect("UTF-8 path");
         let text = std::fs::read_to_string(util::repo_root().join(&path)).expect("spec");
         let s = planner::spec::parse(&text).expect("every spec of specs/ parses");
-        let runtime = s.runtime.id.clone();
+        let runtime = if s.multi_runtime() && !s.has_deployment {
+            planner::search::plan(&s).runtime
+        } else {
+            s.runtime.id.clone()
+        };
         // A fixed deployment its runtime lacks a technique of is refused before any export,
         // naming the runtime (a plan never chooses one).
         let pinned_lacks = s.has_deployment

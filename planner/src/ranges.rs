@@ -191,6 +191,37 @@ pub fn range(x: f64, s: f64) -> (f64, f64) {
 /// its prior is raised to the widest measured category where that is wider (the published
 /// architectures' four rows give a wide t quantile).
 pub fn factors(cat: &Category, c: f64) -> (f64, f64) {
+    // A pure function the search asks of a few categories many thousand times (the t quantile
+    // is the costly part): answered from a per-thread table of what it computed, keyed by every
+    // input it reads, so a hit is bit for bit a fresh computation.
+    type Key = (usize, usize, u64, u32, u64, u32, u64);
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<(Key, (f64, f64))>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let key: Key = (
+        cat.name.as_ptr() as usize,
+        cat.name.len(),
+        cat.time_tail.sigma.to_bits(),
+        cat.time_tail.rows,
+        cat.memory_tail.sigma.to_bits(),
+        cat.memory_tail.rows,
+        c.to_bits(),
+    );
+    if let Some(hit) = SEEN.with_borrow(|seen| seen.iter().find(|(k, _)| *k == key).map(|e| e.1)) {
+        return hit;
+    }
+    let f = factors_uncached(cat, c);
+    SEEN.with_borrow_mut(|seen| {
+        // A bounded table: a command meets a handful of categories and confidences.
+        if seen.len() >= 32 {
+            seen.clear();
+        }
+        seen.push((key, f));
+    });
+    f
+}
+
+fn factors_uncached(cat: &Category, c: f64) -> (f64, f64) {
     let own = (cat.time_tail.factor(c), cat.memory_tail.factor(c));
     if cat.name != UNMEASURED.name && cat.name != "published runtime" {
         return own;

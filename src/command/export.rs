@@ -16,27 +16,39 @@ pub fn run(cx: &Context, spec: &Path, to: Option<Target>) -> Result<Outcome> {
     let c = cx.catalog;
     let profiles = Profiles::new();
     let s = input::read_spec(spec, c, &profiles)?;
-    let to = match to {
-        Some(t) => t,
-        None => Target::of_runtime(&s.runtime.id).ok_or_else(|| {
+    // `--to` defaults to the runtime that runs what is exported: the fleet's when it splits the
+    // stages into pools, else the plan's (with `allow.runtime`, the one it chose).
+    let target_of = |runtime: &str| {
+        Target::of_runtime(runtime).ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: runtime {} is not an export target: pass --to diffusers, xdit, sglang or cache-dit",
                 spec.display(),
-                planner::spec::echo(&s.runtime.id, 64)
+                planner::spec::echo(runtime, 64)
             )
-        })?,
+        })
     };
-    if to == Target::Sglang
-        && s.allow.disaggregate
-        && !s.has_deployment
-        && let Some(out) = pools(cx, &s, spec)?
-    {
-        return Ok(out);
+    if s.allow.disaggregate && !s.has_deployment && to.is_none_or(|t| t == Target::Sglang) {
+        let f = planner::fleet::fleet(&s);
+        let split = f
+            .pools
+            .iter()
+            .any(|p| p.role != planner::fleet::pools::roles::Role::All);
+        if split && to.map_or_else(|| target_of(&f.runtime), Ok)? == Target::Sglang {
+            return pools(cx, &s, spec, &f);
+        }
     }
-    let (gpu, d) = export::deployment_of(&s, spec, c)?;
+    // Known before any plan when the spec has one runtime or a fixed deployment: refused first.
+    if to.is_none() && (s.has_deployment || !s.multi_runtime()) {
+        target_of(&s.runtime.id)?;
+    }
+    let (gpu, d, runtime) = export::deployment_of(&s, spec, c)?;
+    let to = match to {
+        Some(t) => t,
+        None => target_of(&runtime.id)?,
+    };
     // A fixed deployment is exported only if its runtime runs it (a plan never chooses what its
     // runtime lacks).
-    let lacks: Vec<_> = planner::rules::check(s.model, gpu, s.runtime, &d)
+    let lacks: Vec<_> = planner::rules::check(s.model, gpu, runtime, &d)
         .into_iter()
         .filter(|v| matches!(v.rule(), planner::rules::Rule::RuntimeLacks { .. }))
         .map(|v| render::violation_problem(&v, &gpu.id, s.deployment_at))
@@ -46,7 +58,7 @@ pub fn run(cx: &Context, spec: &Path, to: Option<Target>) -> Result<Outcome> {
         err.summary = format!(
             "{}: runtime {} cannot run this deployment",
             input::shown(spec),
-            planner::spec::echo(&s.runtime.id, 64)
+            planner::spec::echo(&runtime.id, 64)
         );
         return Err(err.into());
     }
@@ -72,18 +84,14 @@ pub fn run(cx: &Context, spec: &Path, to: Option<Target>) -> Result<Outcome> {
     Ok(Outcome::new(out, Exit::Success))
 }
 
-/// `--to sglang` for a spec whose fleet splits the stages into pools (`allow.disaggregate`): one
-/// `sglang serve --disagg-role` launch per pool (`sglang_pools`). `None` when the fleet keeps
-/// every stage together (a plain `sglang generate` then).
-fn pools(cx: &Context, s: &planner::spec::Spec, spec: &Path) -> Result<Option<Outcome>> {
-    let f = planner::fleet::fleet(s);
-    let split = f
-        .pools
-        .iter()
-        .any(|p| p.role != planner::fleet::pools::roles::Role::All);
-    if !split {
-        return Ok(None);
-    }
+/// `--to sglang` for a spec whose fleet `f` splits the stages into pools (`allow.disaggregate`):
+/// one `sglang serve --disagg-role` launch per pool (`sglang_pools`).
+fn pools(
+    cx: &Context,
+    s: &planner::spec::Spec,
+    spec: &Path,
+    f: &planner::fleet::FleetPlan,
+) -> Result<Outcome> {
     let repo = s.model.repo.as_deref().unwrap_or("");
     let code = export::sglang_pools::pool_commands(s.model, repo, &f.pools).map_err(|reasons| {
         let lines: Vec<String> = reasons.iter().map(|r| format!("  {r}")).collect();
@@ -103,5 +111,5 @@ fn pools(cx: &Context, s: &planner::spec::Spec, spec: &Path) -> Result<Option<Ou
         code: &code,
     };
     let out = cx.unwrapped(&render::doc(&doc), || code.clone())?;
-    Ok(Some(Outcome::new(out, Exit::Success)))
+    Ok(Outcome::new(out, Exit::Success))
 }

@@ -162,18 +162,25 @@ pub fn export(target: Target, m: &Model, gpu: &Gpu, d: &Deployment) -> Result<St
     }
 }
 
-/// The deployment a command acts on: the spec's fixed `deployment:` on its GPU, or the plan's
-/// choice (at the first resolution of the mix).
+/// The deployment an export acts on, with its GPU and the runtime that runs it: the spec's fixed
+/// `deployment:` under the spec's runtime, else the plan's choice under the runtime it won on
+/// (with `allow.runtime`, not necessarily the spec's `runtime`), at the mix's first resolution.
 pub fn deployment_of<'c>(
     s: &planner::spec::Spec<'c>,
     path: &std::path::Path,
     c: &'c planner::catalog::Catalog,
-) -> anyhow::Result<(&'c Gpu, Deployment)> {
+) -> anyhow::Result<(&'c Gpu, Deployment, &'c planner::catalog::RuntimeProfile)> {
     if s.has_deployment {
         let gpu = s.estimate_gpu().map_err(|e| anyhow::anyhow!("{e}"))?;
-        return Ok((gpu, s.deployment()));
+        return Ok((gpu, s.deployment(), s.runtime));
     }
     let p = planner::search::plan(s);
+    let runtime = s
+        .runtimes
+        .iter()
+        .copied()
+        .find(|r| r.id == p.runtime)
+        .unwrap_or(s.runtime);
     match p.chosen {
         Some(ch) => {
             let gpu = c.gpu(&ch.gpu).expect("the plan's GPU is in the catalog");
@@ -183,6 +190,7 @@ pub fn deployment_of<'c>(
                     resolution: s.mix[0].resolution,
                     ..ch.deployment
                 },
+                runtime,
             ))
         }
         None => anyhow::bail!(
@@ -312,7 +320,7 @@ mod tests {
         for path in dir {
             let profiles = crate::input::Profiles::new();
             let s = crate::input::read_spec(&path, &catalog, &profiles).unwrap();
-            let Ok((gpu, d)) = deployment_of(&s, &path, &catalog) else {
+            let Ok((gpu, d, _)) = deployment_of(&s, &path, &catalog) else {
                 continue;
             };
             for target in [

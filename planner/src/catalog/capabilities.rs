@@ -234,80 +234,65 @@ impl Capabilities {
         {
             // First-Block-Cache's form: one front block, no warm-up, no back blocks, no cap.
             for (key, set, value) in [
-                (
-                    "cache.warmup_steps",
-                    warmup_steps != 0,
-                    warmup_steps.to_string(),
-                ),
-                (
-                    "cache.compute_blocks",
-                    compute_blocks != 1,
-                    compute_blocks.to_string(),
-                ),
-                (
-                    "cache.back_blocks",
-                    back_blocks != 0,
-                    back_blocks.to_string(),
-                ),
+                ("cache.warmup_steps", warmup_steps != 0, warmup_steps),
+                ("cache.compute_blocks", compute_blocks != 1, compute_blocks),
+                ("cache.back_blocks", back_blocks != 0, back_blocks),
                 (
                     "cache.max_continuous_cached_steps",
                     max_continuous_cached_steps.is_some(),
-                    max_continuous_cached_steps.unwrap_or(0).to_string(),
+                    max_continuous_cached_steps.unwrap_or(0),
                 ),
             ] {
                 let param = &key["cache.".len()..];
                 if set && !self.dbcache_params.lists(param) {
                     out.push(Lack {
                         technique: key,
-                        value,
+                        value: value.to_string(),
                         family: None,
                     });
                 }
             }
         }
         let p = &d.parallel;
-        let mut feature = |technique: &'static str, f: &Feature, used: bool, value: String| {
-            if used && !f.supported {
-                out.push(Lack {
-                    technique,
-                    value,
-                    family: None,
-                });
-            }
-        };
-        feature("vae_tiling", &self.vae_tiling, d.vae_tiling, "true".into());
-        feature(
-            "parallel.ulysses",
-            &self.ulysses,
-            p.ulysses > 1,
-            p.ulysses.to_string(),
-        );
-        feature("parallel.ring", &self.ring, p.ring > 1, p.ring.to_string());
-        feature(
-            "parallel.cfg",
-            &self.cfg_parallel,
-            p.cfg > 1,
-            p.cfg.to_string(),
-        );
+        // The value is worded only for what is lacking (this runs for every candidate).
+        let mut feature =
+            |technique: &'static str, f: &Feature, used: bool, value: &dyn Fn() -> String| {
+                if used && !f.supported {
+                    out.push(Lack {
+                        technique,
+                        value: value(),
+                        family: None,
+                    });
+                }
+            };
+        feature("vae_tiling", &self.vae_tiling, d.vae_tiling, &|| {
+            "true".into()
+        });
+        feature("parallel.ulysses", &self.ulysses, p.ulysses > 1, &|| {
+            p.ulysses.to_string()
+        });
+        feature("parallel.ring", &self.ring, p.ring > 1, &|| {
+            p.ring.to_string()
+        });
+        feature("parallel.cfg", &self.cfg_parallel, p.cfg > 1, &|| {
+            p.cfg.to_string()
+        });
         feature(
             "parallel.shard",
             &self.hsdp,
             p.shard == Shard::Hsdp,
-            "hsdp".into(),
+            &|| "hsdp".into(),
         );
-        feature(
-            "parallel.vae_patch",
-            &self.vae_patch,
-            p.vae_patch,
-            "true".into(),
-        );
+        feature("parallel.vae_patch", &self.vae_patch, p.vae_patch, &|| {
+            "true".into()
+        });
         feature(
             "parallel.text_encoder",
             &self.text_encoder_shard,
             p.text_encoder == TeShard::Sharded,
-            TeShard::Sharded.name().into(),
+            &|| TeShard::Sharded.name().into(),
         );
-        feature("compile", &self.compile, d.compile, "true".into());
+        feature("compile", &self.compile, d.compile, &|| "true".into());
         out
     }
 

@@ -180,42 +180,61 @@ pub fn erlang_quantile(k: u32, rate: f64, q: f64) -> f64 {
 }
 
 /// The `q` quantile of the queueing wait (milliseconds), or `None` when the pool is overloaded.
+#[cfg(test)]
 fn wait_quantile(replicas: u32, batch: u32, classes: &[ClassLoad], q: f64) -> Option<f64> {
-    // Batches per millisecond and the service-time moments of the mixture.
-    let lam: Vec<f64> = classes
-        .iter()
-        .map(|c| c.images_per_s / 1000.0 / batch as f64)
-        .collect();
-    let total: f64 = lam.iter().sum();
-    if total <= 0.0 {
-        return Some(0.0);
+    Wait::of(replicas, batch, classes).map(|w| w.quantile(q))
+}
+
+/// The queueing wait of a pool (Allen–Cunneen): the probability of waiting and the mean wait of
+/// those who wait, from which every quantile follows (computed once per pool size, not once per
+/// quantile: Erlang C is the costly part).
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    /// Probability that a batch waits (Erlang C), 0 for an idle pool.
+    p_wait: f64,
+    /// Mean wait of a batch that waits, milliseconds.
+    mean_conditional: f64,
+}
+
+impl Wait {
+    /// `None` when the pool is overloaded.
+    fn of(replicas: u32, batch: u32, classes: &[ClassLoad]) -> Option<Wait> {
+        // Batches per millisecond and the service-time moments of the mixture.
+        let lam = |c: &ClassLoad| c.images_per_s / 1000.0 / batch as f64;
+        let total: f64 = classes.iter().map(lam).sum();
+        if total <= 0.0 {
+            return Some(Wait {
+                p_wait: 0.0,
+                mean_conditional: 0.0,
+            });
+        }
+        let es: f64 = classes.iter().map(|c| lam(c) * c.batch_ms).sum::<f64>() / total;
+        let es2: f64 = classes
+            .iter()
+            .map(|c| lam(c) * c.batch_ms * c.batch_ms)
+            .sum::<f64>()
+            / total;
+        let a = total * es;
+        let c = replicas as f64;
+        if a >= c {
+            return None;
+        }
+        let cs2 = (es2 / (es * es) - 1.0).max(0.0);
+        let ca2 = 1.0 / batch as f64;
+        Some(Wait {
+            p_wait: erlang_c(replicas, a),
+            mean_conditional: (ca2 + cs2) / 2.0 * es / (c - a),
+        })
     }
-    let es: f64 = lam
-        .iter()
-        .zip(classes)
-        .map(|(l, c)| l * c.batch_ms)
-        .sum::<f64>()
-        / total;
-    let es2: f64 = lam
-        .iter()
-        .zip(classes)
-        .map(|(l, c)| l * c.batch_ms * c.batch_ms)
-        .sum::<f64>()
-        / total;
-    let a = total * es;
-    let c = replicas as f64;
-    if a >= c {
-        return None;
+
+    /// The `q` quantile of the wait, milliseconds.
+    fn quantile(self, q: f64) -> f64 {
+        if self.p_wait <= 1.0 - q {
+            0.0
+        } else {
+            self.mean_conditional * (self.p_wait / (1.0 - q)).ln()
+        }
     }
-    let cs2 = (es2 / (es * es) - 1.0).max(0.0);
-    let ca2 = 1.0 / batch as f64;
-    let p_wait = erlang_c(replicas, a);
-    let mean_conditional = (ca2 + cs2) / 2.0 * es / (c - a);
-    Some(if p_wait <= 1.0 - q {
-        0.0
-    } else {
-        mean_conditional * (p_wait / (1.0 - q)).ln()
-    })
 }
 
 /// Predicted p50/p99 per class of a pool of `replicas` replicas, each running batches of `batch`,
@@ -251,8 +270,8 @@ pub fn pool_latency_with(
     classes: &[ClassLoad],
     fills: &[(f64, f64)],
 ) -> Option<Vec<Percentiles>> {
-    let w50 = wait_quantile(replicas, batch, classes, 0.50)?;
-    let w99 = wait_quantile(replicas, batch, classes, 0.99)?;
+    let wait = Wait::of(replicas, batch, classes)?;
+    let (w50, w99) = (wait.quantile(0.50), wait.quantile(0.99));
     Some(
         classes
             .iter()

@@ -11,19 +11,15 @@ pub(super) fn worst_miss(c: &Candidate) -> Option<(Resolution, &'static str, f64
         .max_by(|a, b| (a.2 / a.3).total_cmp(&(b.2 / b.3)))
 }
 
-/// Per class latency of a pool of replicas serving the whole mix (with a rate), or unloaded, at
-/// the point estimate (`conf` 0.5) or at a confidence: the loads are built from the estimates
-/// at that confidence.
+/// Per class latency of a pool of replicas serving the whole mix (with a rate), or unloaded, for
+/// the classes' loads at one confidence (the point estimate's or the goal's).
 fn latencies(
-    s: &Spec,
-    ests: &[Arc<Estimate>],
+    loads: &[ClassLoad],
     batch: u32,
     replicas: Option<(u32, &[(f64, f64)])>,
-    conf: f64,
 ) -> Option<Vec<(f64, f64)>> {
-    let loads = class_loads(s, ests, conf);
     Some(match replicas {
-        Some((c, fills)) => pool_latency_with(c, batch, &loads, fills)?
+        Some((c, fills)) => pool_latency_with(c, batch, loads, fills)?
             .iter()
             .map(|p| (p.p50_ms, p.p99_ms))
             .collect(),
@@ -46,28 +42,57 @@ fn class_loads(s: &Spec, ests: &[Arc<Estimate>], conf: f64) -> Vec<ClassLoad> {
         .collect()
 }
 
-/// Per class latency at the goal's confidence, and at the point estimate beside it.
+/// The classes' loads at the point estimate and at the goal's confidence (built once per
+/// candidate: every pool size tried reads them).
+struct Loads {
+    point: Vec<ClassLoad>,
+    conf: Vec<ClassLoad>,
+}
+
+impl Loads {
+    fn of(s: &Spec, ests: &[Arc<Estimate>]) -> Loads {
+        Loads {
+            point: class_loads(s, ests, 0.5),
+            conf: class_loads(s, ests, s.goal.confidence),
+        }
+    }
+}
+
+/// Per class latency at the goal's confidence, and at the point estimate beside it; with
+/// `meeting`, `None` as soon as a class misses its targets at the confidence (the point figures
+/// are then not computed).
 fn class_latencies(
     s: &Spec,
-    ests: &[Arc<Estimate>],
+    loads: &Loads,
     batch: u32,
     replicas: Option<(u32, &[(f64, f64)])>,
+    meeting: bool,
 ) -> Option<Vec<ClassLatency>> {
-    let conf = latencies(s, ests, batch, replicas, s.goal.confidence)?;
-    let point = latencies(s, ests, batch, replicas, 0.5)?;
+    let conf = latencies(&loads.conf, batch, replicas)?;
+    let class =
+        |m: &crate::spec::Share, (p50, p99): (f64, f64), (c50, c99): (f64, f64)| ClassLatency {
+            size: m.resolution,
+            p50_ms: p50,
+            p99_ms: p99,
+            p50_ms_at_confidence: c50,
+            p99_ms_at_confidence: c99,
+            target_p50_ms: m.target_p50_ms(&s.goal),
+            target_p99_ms: m.target_p99_ms(&s.goal),
+        };
+    if meeting
+        && s.mix
+            .iter()
+            .zip(&conf)
+            .any(|(m, &c)| class(m, (0.0, 0.0), c).miss().is_some())
+    {
+        return None;
+    }
+    let point = latencies(&loads.point, batch, replicas)?;
     Some(
         s.mix
             .iter()
             .zip(point.into_iter().zip(conf))
-            .map(|(m, ((p50, p99), (c50, c99)))| ClassLatency {
-                size: m.resolution,
-                p50_ms: p50,
-                p99_ms: p99,
-                p50_ms_at_confidence: c50,
-                p99_ms_at_confidence: c99,
-                target_p50_ms: m.target_p50_ms(&s.goal),
-                target_p99_ms: m.target_p99_ms(&s.goal),
-            })
+            .map(|(m, (p, c))| class(m, p, c))
             .collect(),
     )
 }
@@ -177,23 +202,20 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
                 .max_utilization
                 .unwrap_or(1.0)
                 .min(crate::queueing::DEFAULT_MAX_UTILIZATION);
-            let loads = class_loads(s, &ests, s.goal.confidence);
-            let busy = utilization(1, d.batch, &loads);
+            let loads = Loads::of(s, &ests);
+            let busy = utilization(1, d.batch, &loads.conf);
             let lo = floor.max((busy / cap).ceil() as u32);
             // The batching delays depend on the rates alone, not on the confidence.
-            let fills = fill_delays(d.batch, &loads);
+            let fills = fill_delays(d.batch, &loads.conf);
             let at = |c: u32| Some((c, fills.as_slice()));
-            let ok = |c: u32| {
-                class_latencies(s, &ests, d.batch, at(c))
-                    .filter(|cl| cl.iter().all(|k| k.miss().is_none()))
-            };
+            let ok = |c: u32| class_latencies(s, &loads, d.batch, at(c), true);
             let hi_limit = lo.saturating_mul(4).saturating_add(8);
             // Meeting the targets is monotone in the replica count: binary search.
             match ok(hi_limit) {
                 None => (
                     hi_limit,
-                    class_latencies(s, &ests, d.batch, at(hi_limit)).unwrap_or_else(|| {
-                        class_latencies(s, &ests, d.batch, None).unwrap_or_default()
+                    class_latencies(s, &loads, d.batch, at(hi_limit), false).unwrap_or_else(|| {
+                        class_latencies(s, &loads, d.batch, None, false).unwrap_or_default()
                     }),
                 ),
                 Some(at_hi) => {
@@ -218,7 +240,7 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
         }
         None => (
             1,
-            class_latencies(s, &ests, d.batch, None).unwrap_or_default(),
+            class_latencies(s, &Loads::of(s, &ests), d.batch, None, false).unwrap_or_default(),
         ),
     };
     let gpus = replicas.saturating_mul(d.parallel.gpus);
