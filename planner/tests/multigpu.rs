@@ -1,12 +1,12 @@
 //! The `multigpu` rows of `data/published-flux.jsonl` (xDiT's FLUX.1-dev on H100 SXM with
-//! NVLink, cache-dit's on L20 over PCIe): the link constants of `technique::link_fit` fitted on
+//! NVLink, cache-dit's on L20 over PCIe): the link constants of `fit::link_fit` fitted on
 //! every row, each row judged leave-one-out (the fit without it), the table printed
 //! (`cargo test -p planner --test multigpu -- --nocapture`), the MAPE held to its bound and the
 //! catalog profile to the fit; and no predicted N-GPU speed-up above N over a sweep of specs.
 
 use planner::catalog::Catalog;
+use planner::fit::link_fit::{LINK_PARAMS, multigpu_rows};
 use planner::fit::{judge, mape};
-use planner::technique::link_fit::{LINK_PARAMS, multigpu_rows};
 
 const DATA: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -26,8 +26,8 @@ use planner::catalog::{Catalog, RuntimeProfile};
 use planner::deployment::Cache;
 use planner::estimate::transformer_weight_bytes;
 use planner::fit::judge;
+use planner::fit::link_fit::{LINK_PARAMS, multigpu_rows};
 use planner::technique::cache::{self, Run};
-use planner::technique::link_fit::{LINK_PARAMS, multigpu_rows};
 use planner::technique::offload::module_to_s;
 use serde_json::Value;
 
@@ -209,7 +209,7 @@ fn offload_and_cache_rows_hold_out_of_sample() {
         });
     }
 
-    // --- Multi-GPU: the link constants of `technique::link_fit`, every row leave-one-out (the
+    // --- Multi-GPU: the link constants of `fit::link_fit`, every row leave-one-out (the
     // same judgement as tests/multigpu.rs, here so that one command prints every kind).
     let mg_ids: Vec<String> = PUBLISHED
         .lines()

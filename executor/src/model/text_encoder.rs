@@ -132,7 +132,7 @@ pub fn encode<B: Backend>(
     for l in 0..d.te_layers_needed() {
         let p = format!("model.layers.{l}");
         // Every intermediate is dropped as soon as it is used (the planner's `klein` graph in
-        // planner/src/cost/klein/mod.rs follows this liveness op by op).
+        // planner/src/graph/klein/mod.rs follows this liveness op by op).
         let h = b.rms_norm(&x, w.get(&format!("{p}.input_layernorm.weight"))?, EPS)?;
         let q = lin(&h, &format!("{p}.self_attn.q_proj.weight"))?;
         let k = lin(&h, &format!("{p}.self_attn.k_proj.weight"))?;

@@ -296,7 +296,7 @@ impl<'a, B: Backend> Transformer<'a, B> {
         let [ish, isc, ig, imsh, imsc, img_g] = &mods.img;
         let [tsh, tsc, tg, tmsh, tmsc, txt_g] = &mods.txt;
         // Every intermediate is dropped as soon as it is used (the planner's `klein` graph in
-        // planner/src/cost/klein/denoise.rs follows this liveness op by op).
+        // planner/src/graph/klein/denoise.rs follows this liveness op by op).
         let ni = b.modulate(&b.layer_norm(st.img(), EPS)?, ish, isc)?;
         let nt = b.modulate(&b.layer_norm(st.txt(), EPS)?, tsh, tsc)?;
         let qi = self.heads_normed(

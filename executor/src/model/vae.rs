@@ -180,7 +180,7 @@ impl<'a, B: Backend> Decoder<'a, B> {
     }
 
     // Every intermediate is dropped as soon as it is used (the planner's `klein` graph in
-    // planner/src/cost/klein/vae.rs follows this liveness op by op).
+    // planner/src/graph/klein/vae.rs follows this liveness op by op).
     fn resnet(&self, x: &B::Tensor, p: &str) -> Result<B::Tensor> {
         let h1 = self.conv(
             &self.norm_silu(x, &format!("{p}.norm1"))?,

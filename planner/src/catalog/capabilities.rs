@@ -366,7 +366,7 @@ impl Capabilities {
                 if !known.contains(&x.as_str()) {
                     out.push(format!(
                         "{line}capabilities.{key}: unknown value '{}' (expected {})",
-                        crate::spec::echo(x, 32),
+                        crate::message::echo(x, 32),
                         known.join(", ")
                     ));
                 }
@@ -380,14 +380,14 @@ impl Capabilities {
                 if !v.lists(x) {
                     out.push(format!(
                         "{line}capabilities.{key}.only_for: '{}' is not one of its values",
-                        crate::spec::echo(x, 32)
+                        crate::message::echo(x, 32)
                     ));
                 }
                 for f in families {
                     if !FAMILIES.contains(&f.as_str()) {
                         out.push(format!(
                             "{line}capabilities.{key}.only_for: unknown model family '{}' (expected flux1, flux2)",
-                            crate::spec::echo(f, 32)
+                            crate::message::echo(f, 32)
                         ));
                     }
                 }

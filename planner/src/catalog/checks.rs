@@ -3,6 +3,8 @@
 //! parameter counts cannot wrap `u64`, ids and names printable and short, and caps on how many
 //! entries a catalog may hold (the search's work grows with them).
 
+pub use crate::message::printable;
+
 use super::model::{Family, TextEncoderKind};
 use super::{Gpu, Model, TextEncoderDims, VaeDims};
 
@@ -26,14 +28,6 @@ pub const MAX_WIDTH: u64 = 1 << 16;
 pub const MAX_LAYERS: u64 = 1024;
 /// Most parameters of any component (10^13: 20 TB in BF16).
 pub const MAX_PARAMS: u64 = 10_000_000_000_000;
-
-/// Whether `c` may appear in an id, a name or a source: no control characters and none of the
-/// invisible characters that break or reorder a line (line and paragraph separators,
-/// bidirectional overrides, zero-width marks, the byte-order mark).
-pub fn printable(c: char) -> bool {
-    !(c.is_control()
-        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'))
-}
 
 /// Problems of a text field: empty (when it must not be), too long, or holding a character that
 /// is not printable. An id also may not hold whitespace.
@@ -60,9 +54,9 @@ fn within(out: &mut Vec<String>, lo: f64, hi: f64, fields: &[(&str, f64)]) {
         if !(*v >= lo && *v <= hi) {
             out.push(format!(
                 "{name} is {} (expected {} to {})",
-                crate::spec::num(*v),
-                crate::spec::num(lo),
-                crate::spec::num(hi)
+                crate::message::num(*v),
+                crate::message::num(lo),
+                crate::message::num(hi)
             ));
         }
     }
@@ -74,9 +68,9 @@ fn zero_or_within(out: &mut Vec<String>, lo: f64, hi: f64, fields: &[(&str, f64)
         if *v != 0.0 && !(*v >= lo && *v <= hi) {
             out.push(format!(
                 "{name} is {} (expected 0, or {} to {})",
-                crate::spec::num(*v),
-                crate::spec::num(lo),
-                crate::spec::num(hi)
+                crate::message::num(*v),
+                crate::message::num(lo),
+                crate::message::num(hi)
             ));
         }
     }
@@ -200,7 +194,7 @@ pub(super) fn gpu_problems(g: &Gpu) -> Vec<String> {
             "fp8" | "nvfp4" => {}
             other => out.push(format!(
                 "native: unknown precision '{}' (expected bf16, fp8, nvfp4)",
-                crate::spec::echo(other, 32)
+                crate::message::echo(other, 32)
             )),
         }
     }
@@ -210,7 +204,7 @@ pub(super) fn gpu_problems(g: &Gpu) -> Vec<String> {
     if !crate::catalog::LINK_KINDS.contains(&g.gpu_link.kind.as_str()) {
         out.push(format!(
             "gpu_link.kind: unknown link '{}' (expected nvlink, nvlink-bridge, pcie, pcie-host, none)",
-            crate::spec::echo(&g.gpu_link.kind, 32)
+            crate::message::echo(&g.gpu_link.kind, 32)
         ));
     }
     if g.sm == 0 && g.arch != "cpu" {
@@ -358,7 +352,7 @@ pub(super) fn model_problems(m: &Model) -> Vec<String> {
     {
         out.push(format!(
             "repo '{}' is not a Hugging Face repository id (owner/name: letters, digits, '-', '_', '.')",
-            crate::spec::echo(r, 64)
+            crate::message::echo(r, 64)
         ));
     }
     if let Some(p) = &m.pipeline
@@ -366,7 +360,7 @@ pub(super) fn model_problems(m: &Model) -> Vec<String> {
     {
         out.push(format!(
             "pipeline '{}' is not a Python class name (letters, digits and '_')",
-            crate::spec::echo(p, 64)
+            crate::message::echo(p, 64)
         ));
     }
     if m.text_encoders.len() > MAX_TEXT_ENCODERS {
@@ -434,7 +428,7 @@ pub(super) fn model_problems(m: &Model) -> Vec<String> {
         Some(te) if context_width(te) != t.context_dim => out.push(format!(
             "transformer.context_dim ({}) differs from what text encoder {} hands it ({})",
             t.context_dim,
-            crate::spec::echo(&te.id, MAX_ID_CHARS),
+            crate::message::echo(&te.id, MAX_ID_CHARS),
             context_width(te)
         )),
         Some(_) => {}
@@ -448,7 +442,7 @@ pub(super) fn model_problems(m: &Model) -> Vec<String> {
             Some(clip) if clip.hidden != t.pooled_dim => out.push(format!(
                 "transformer.pooled_dim ({}) differs from CLIP encoder {}'s width ({})",
                 t.pooled_dim,
-                crate::spec::echo(&clip.id, MAX_ID_CHARS),
+                crate::message::echo(&clip.id, MAX_ID_CHARS),
                 clip.hidden
             )),
             None if t.pooled_dim > 0 => {

@@ -35,7 +35,7 @@ impl RuntimeDefaults {
             out.push(format!(
                 "{}defaults.text_encoder: unknown placement '{}' (expected resident, offload, drop)",
                 at("text_encoder"),
-                crate::spec::echo(t, 32)
+                crate::message::echo(t, 32)
             ));
         }
         if self.source.trim().is_empty() || self.source.chars().count() > 600 {

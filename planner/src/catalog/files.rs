@@ -175,7 +175,7 @@ impl Check<'_> {
 
 /// An entry as problems name it: its kind and its id, escaped and cut.
 fn entry(kind: &str, id: &str) -> String {
-    format!("{kind} {}", crate::spec::echo(id, MAX_ID_CHARS))
+    format!("{kind} {}", crate::message::echo(id, MAX_ID_CHARS))
 }
 
 /// Adds the entries of one file to `c` (all or nothing); `user` marks them as a user's (not
@@ -310,7 +310,7 @@ pub(super) fn add(
                             entry.clone(),
                             format!(
                                 "unknown text encoder '{}' (define it under text_encoders:)",
-                                crate::spec::echo(id, MAX_ID_CHARS)
+                                crate::message::echo(id, MAX_ID_CHARS)
                             ),
                         ),
                     }
@@ -321,7 +321,7 @@ pub(super) fn add(
                         entry,
                         format!(
                             "unknown vae '{}' (define it under vaes:)",
-                            crate::spec::echo(&m.vae, MAX_ID_CHARS)
+                            crate::message::echo(&m.vae, MAX_ID_CHARS)
                         ),
                     );
                     continue;

@@ -137,7 +137,7 @@ fn parse<'de, T: Deserialize<'de>>(what: &str, text: &'de str) -> Result<T, Stri
         let raw = e.without_snippet().to_string();
         format!(
             "{what}: {}",
-            crate::spec::echo(raw.lines().next().unwrap_or(""), 200)
+            crate::message::echo(raw.lines().next().unwrap_or(""), 200)
         )
     })
 }
@@ -150,7 +150,7 @@ fn transformer(cfg: &TransformerConfig) -> Result<TransformerDims, String> {
             return Err(format!(
                 "transformer class {} is not supported (FluxTransformer2DModel, \
                  Flux2Transformer2DModel)",
-                crate::spec::echo(other, 64)
+                crate::message::echo(other, 64)
             ));
         }
     };
@@ -281,7 +281,7 @@ fn text_encoder(
         other => Err(format!(
             "{folder}/config.json: text encoder model_type '{}' is not supported (qwen3, \
              mistral, t5, clip_text_model)",
-            crate::spec::echo(other, 64)
+            crate::message::echo(other, 64)
         )),
     }
 }
@@ -293,7 +293,7 @@ fn vae(cfg: VaeConfig, id: &str) -> Result<VaeDims, String> {
         other => {
             return Err(format!(
                 "vae class {} is not supported (AutoencoderKL, AutoencoderKLFlux2)",
-                crate::spec::echo(other, 64)
+                crate::message::echo(other, 64)
             ));
         }
     };
@@ -368,7 +368,7 @@ pub fn import(
     ) {
         return Err(format!(
             "a {} config, not a transformer's (FluxTransformer2DModel, Flux2Transformer2DModel)",
-            crate::spec::echo(&class.class_name, 64)
+            crate::message::echo(&class.class_name, 64)
         ));
     }
     let cfg: TransformerConfig = parse("transformer config.json", transformer_config)?;
@@ -386,7 +386,7 @@ pub fn import(
                 return Err(format!(
                     "model_index.json: _class_name '{}' is not a Python class name (letters, \
                      digits and '_')",
-                    crate::spec::echo(&index.class_name, 64)
+                    crate::message::echo(&index.class_name, 64)
                 ));
             }
             let mut encoders = Vec::new();
@@ -492,7 +492,7 @@ pub fn import(
         return Err(format!(
             "--repo '{}' is not a Hugging Face repository id (owner/name: letters, digits, '-', \
              '_', '.')",
-            crate::spec::echo(r, 64)
+            crate::message::echo(r, 64)
         ));
     }
     file.models.push(ModelEntry {

@@ -21,7 +21,9 @@ pub use gpu::{DenseTflops, Gpu, LINK_KINDS, Link};
 pub use model::{
     Family, Guidance, Model, ParamSplit, TextEncoderDims, TextEncoderKind, TransformerDims, VaeDims,
 };
-pub use runtime::{OpKind, RuntimeProfile};
+pub use runtime::{
+    CacheProfile, CompileProfile, OffloadProfile, OpKind, RuntimeErrors, RuntimeProfile,
+};
 
 const MODELS_YAML: &str = include_str!("../../catalog/models.yaml");
 const GPUS_YAML: &str = include_str!("../../catalog/gpus.yaml");

@@ -1,8 +1,5 @@
-//! The cost model: op traces per stage and the kernels in them (techniques add their ops from `crate::technique`).
+//! The cost model's units: the op trace of a stage and its clock (`trace`), and the kernel models
+//! (`ops`). Techniques (`crate::technique`) and the model graphs (`crate::graph`) emit into it.
 
-pub mod dit;
-pub mod klein;
 pub mod ops;
-pub mod text;
 pub mod trace;
-pub mod vae;

@@ -6,14 +6,15 @@ use serde::Serialize;
 use crate::catalog::{Gpu, Model, RuntimeProfile};
 use crate::cost::ops::BF16;
 use crate::deployment::{Deployment, Parallel, Resolution, TextEncoderPlacement};
-use crate::memo::StageMemo;
 use crate::rules::{self, Violation};
 
+pub mod memo;
 pub(crate) mod placement;
 mod stages;
 #[cfg(test)]
 mod tests;
 
+use memo::StageMemo;
 use placement::Placement;
 pub use placement::{
     block_bytes, memory_floor, resident_weights_bytes, top_level_bytes, transformer_weight_bytes,

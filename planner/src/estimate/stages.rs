@@ -8,16 +8,16 @@ use super::placement::{self, Placement, top_level_bytes};
 use super::{BoundShares, Inputs, REF_IMAGE_TOKENS, Stage, VAE_TILE_PX};
 use crate::catalog::Gpu;
 use crate::catalog::{Family, Model, RuntimeProfile};
-use crate::cost::dit::{self, DitPass};
-use crate::cost::klein;
 use crate::cost::ops::{AttnKernel, BF16};
-use crate::cost::text;
 use crate::cost::trace::{Event, Hw, Overlap, Trace};
-use crate::cost::vae::{self, VaeDecode};
 use crate::deployment::{Deployment, Offload, Precision, Shard, TextEncoderPlacement};
+use crate::graph::dit;
+use crate::graph::klein;
+use crate::graph::text;
+use crate::graph::vae::{self, VaeDecode};
 use crate::technique::cache::{self, CacheEffect};
 use crate::technique::offload;
-use crate::technique::{self, Link};
+use crate::technique::{self, DitPass, Link};
 
 /// Whether the runtime runs the executor's own graph for this model (`graph: klein`, a FLUX.2
 /// model with one decoder-LM text encoder).

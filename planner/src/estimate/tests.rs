@@ -1,6 +1,7 @@
 //! The one-trace invariant: a stage's figures are a function of its trace's ops alone (replayed
 //! into a fresh clock they give the same stage), and the estimate adds nothing outside them.
 
+use super::memo::StageMemo;
 use super::stages::{self, Denoised, stage};
 use super::{Inputs, Stage, cost};
 use crate::catalog::Catalog;
@@ -9,7 +10,6 @@ use crate::deployment::{
     Attention, Cache, Deployment, Offload, Parallel, Resolution, Shard, TeShard,
     TextEncoderPlacement,
 };
-use crate::memo::StageMemo;
 
 /// Deployments that between them use every technique that adds ops to a trace (costed without
 /// the legality rules: no built-in runtime runs TeaCache, CFG-parallel or a sharded text

@@ -8,6 +8,7 @@
 //! reads the files (`planner/examples/fit.rs`, `planner/tests/calibration.rs`).
 
 pub mod calibration;
+pub mod link_fit;
 mod lsq;
 mod rows;
 pub mod runtimes;

@@ -4,14 +4,13 @@
 
 use rayon::prelude::*;
 
-use super::queueing::{Capacity, ClassLoad, Percentiles, Targets, capacity, pool_latency};
 use crate::deployment::{Deployment, Resolution};
 use crate::estimate::{Inputs, memory_floor};
 use crate::memo::Memo;
+use crate::queueing::{Capacity, ClassLoad, Percentiles, Targets, capacity, pool_latency};
 use crate::spec::Spec;
 
-/// Utilisation cap when the goal sets none: below 1 so that every queue is stable.
-pub const DEFAULT_MAX_UTILIZATION: f64 = 0.99;
+pub use crate::queueing::DEFAULT_MAX_UTILIZATION;
 
 /// One traffic class: a size, a rate and targets.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,19 +13,21 @@ mod checked;
 pub mod compact;
 pub mod milp;
 pub mod pools;
-pub mod queueing;
 pub mod report;
-pub mod simulation;
+
+// The load model lives below `search` (which sizes a plan's pool with it); these keep its old
+// paths for the binary and the tests.
+pub use crate::queueing::{self, simulation};
 
 use std::cmp::Ordering;
 
 use crate::memo::Memo;
+use crate::queueing::simulation::{SimClass, SimPool, simulate};
+use crate::queueing::{ClassLoad, Percentiles, meets, pool_latency, utilization};
 use candidates::{Class, Costed, FleetCandidate, Unserved, cost_all, unloaded};
 use checked::{ALONE_LIMITS, Checked, Limits, MIX_LIMITS, SENSITIVITY_LIMITS, solve_checked};
 use milp::{Solved, Unsolved, solve_within};
-use queueing::{ClassLoad, Percentiles, meets, pool_latency, utilization};
 pub use report::*;
-use simulation::{SimClass, SimPool, simulate};
 
 use crate::estimate::SCHEMA_VERSION;
 use crate::search::Quantity;

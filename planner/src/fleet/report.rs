@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::queueing::Percentiles;
 use crate::deployment::{Deployment, Resolution};
+pub use crate::queueing::Figures;
 use crate::search::{Candidate, Infeasible, Quantity};
 use crate::spec::{Goal, Share};
 
@@ -54,40 +54,6 @@ pub struct Target {
     pub p50_ms: Option<f64>,
     /// 99th percentile, milliseconds.
     pub p99_ms: Option<f64>,
-}
-
-/// A class's latency percentiles at the point estimate and at the goal's confidence (service
-/// times at that quantile of the model's error: what `meets_target` is judged on).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Figures {
-    /// Median at the point estimate, milliseconds.
-    pub p50_ms: f64,
-    /// 99th percentile at the point estimate, milliseconds.
-    pub p99_ms: f64,
-    /// Median at the confidence, milliseconds.
-    pub p50_ms_at_confidence: f64,
-    /// 99th percentile at the confidence, milliseconds.
-    pub p99_ms_at_confidence: f64,
-}
-
-impl Figures {
-    /// Point and confidence percentiles side by side (both present, else none).
-    pub fn of(point: Option<Percentiles>, conf: Option<Percentiles>) -> Option<Figures> {
-        Some(Figures {
-            p50_ms: point?.p50_ms,
-            p99_ms: point?.p99_ms,
-            p50_ms_at_confidence: conf?.p50_ms,
-            p99_ms_at_confidence: conf?.p99_ms,
-        })
-    }
-
-    /// The percentiles at the confidence.
-    pub fn at_confidence(&self) -> Percentiles {
-        Percentiles {
-            p50_ms: self.p50_ms_at_confidence,
-            p99_ms: self.p99_ms_at_confidence,
-        }
-    }
 }
 
 /// One traffic class against its targets.

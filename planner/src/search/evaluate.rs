@@ -201,7 +201,7 @@ pub(super) fn evaluate(s: &Spec, f: &FleetEntry, d: &Deployment, memo: &Memo) ->
                 .goal
                 .max_utilization
                 .unwrap_or(1.0)
-                .min(crate::fleet::candidates::DEFAULT_MAX_UTILIZATION);
+                .min(crate::queueing::DEFAULT_MAX_UTILIZATION);
             let loads = Loads::of(s, &ests);
             let busy = utilization(1, d.batch, &loads.conf);
             let lo = floor.max((busy / cap).ceil() as u32);

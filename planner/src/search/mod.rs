@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::catalog::Guidance;
 use crate::deployment::*;
 use crate::estimate::{Estimate, Inputs, SCHEMA_VERSION};
-use crate::fleet::queueing::{ClassLoad, fill_delays, pool_latency_with, utilization};
 use crate::memo::Memo;
+use crate::queueing::{ClassLoad, fill_delays, pool_latency_with, utilization};
 use crate::spec::{FleetEntry, Goal, Objective, Share, Spec};
 use crate::technique;
 
@@ -67,7 +67,7 @@ pub struct Candidate {
     /// `cfg`): what a reviewer must accept the quality of.
     pub output_changes: Vec<&'static str>,
     /// Every traffic class against its own targets: unloaded without a rate, else under load
-    /// at the replica count above (queueing model of `fleet::queueing`).
+    /// at the replica count above (queueing model of `crate::queueing`).
     pub classes: Vec<ClassLatency>,
 }
 

@@ -1,10 +1,10 @@
 //! The chosen plan under the fleet's own check: its pool of replicas run through the seeded
-//! discrete-event simulation (`fleet::simulation`) at the goal's confidence and at the point
+//! discrete-event simulation (`queueing::simulation`) at the goal's confidence and at the point
 //! estimate, so a plan with a rate passes the same test a fleet does, or says that it does not.
 
 use super::*;
-use crate::fleet::Figures;
-use crate::fleet::simulation::{SimClass, SimPool, simulate};
+use crate::queueing::Figures;
+use crate::queueing::simulation::{SimClass, SimPool, simulate};
 
 /// The chosen plan's pool simulated.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -40,14 +40,13 @@
 //! Few-step distilled runs take big steps (and TeaCache never skips its first and last), so
 //! they gain almost nothing; 50-step runs gain the most.
 
-use serde::{Deserialize, Serialize};
-
 use super::{Ctx, KeyProblem};
+pub use crate::catalog::CacheProfile;
 use crate::catalog::{Family, Model};
 use crate::cost::ops::BF16;
 use crate::cost::trace::{Span, Trace};
 use crate::deployment::{Cache, Deployment};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 /// The spec's `cache:` as written: a kind alone, or a map with its parameters.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +68,7 @@ pub struct CacheKey<'a> {
 /// The spec's `cache:` (a `deployment.cache` or an `allow.cache` entry), with its defaults:
 /// TeaCache 0.1; DBCache 0.12, one warm-up step, `F1B0`, no cap.
 pub fn parse(k: &CacheKey) -> Result<Cache, KeyProblem> {
-    let echo = |s: &str| crate::spec::echo(s, 64);
+    let echo = |s: &str| crate::message::echo(s, 64);
     let problem = |message: String, hint: &str| KeyProblem {
         message,
         hint: hint.into(),
@@ -151,41 +150,6 @@ pub fn check(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
                 },
             });
         }
-    }
-}
-
-/// The cache models' constants (a runtime profile's `cache:`; the defaults are the fit).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheProfile {
-    /// Exponent of the distance between two steps (`|Δλ|` for DBCache, `|Δσ|` for TeaCache) in
-    /// their relative change.
-    pub change_exponent: f64,
-    /// Relative L1 change of the first blocks' residual per `|Δλ|^exponent` (DBCache's scale).
-    pub fb_change_scale: f64,
-    /// Relative L1 change of TeaCache's modulated input per `Δσ^exponent` (before rescaling).
-    pub teacache_change_scale: f64,
-}
-
-impl Default for CacheProfile {
-    /// The values fitted by `planner/tests/offload_cache.rs` (and written in `runtimes.yaml`).
-    fn default() -> Self {
-        CacheProfile {
-            change_exponent: 0.75,
-            fb_change_scale: 0.2373,
-            teacache_change_scale: 1.098,
-        }
-    }
-}
-
-impl CacheProfile {
-    /// `(key, value)` of every constant, for range checks.
-    pub fn entries(&self) -> [(&'static str, f64); 3] {
-        [
-            ("cache.change_exponent", self.change_exponent),
-            ("cache.fb_change_scale", self.fb_change_scale),
-            ("cache.teacache_change_scale", self.teacache_change_scale),
-        ]
     }
 }
 

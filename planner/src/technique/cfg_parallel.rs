@@ -10,7 +10,7 @@
 use crate::catalog::Guidance;
 use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 use super::{Ctx, KeyProblem, Link};
 

@@ -8,40 +8,8 @@
 //! compilation once (`compile.first_call_s`, reported, not part of a request's latency).
 //! Legality: the runtime's `capabilities.compile`.
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::catalog::CompileProfile;
 use crate::catalog::RuntimeProfile;
-
-/// A runtime profile's `compile:` constants (the defaults are the fit and the declared prior).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompileProfile {
-    /// Host time of one kernel launch from inductor's generated wrapper, microseconds (fitted:
-    /// planner/tests/runtime_rows.rs).
-    pub dispatch_us: f64,
-    /// Compilation of one new shape on its first call, seconds (a declared prior: no row pins
-    /// it; FLUX-sized transformers take about a minute with the default mode).
-    pub first_call_s: f64,
-}
-
-impl Default for CompileProfile {
-    fn default() -> Self {
-        CompileProfile {
-            dispatch_us: 4.7,
-            first_call_s: 60.0,
-        }
-    }
-}
-
-impl CompileProfile {
-    /// `(key, value)` of every constant, for range checks.
-    pub fn entries(&self) -> [(&'static str, f64); 2] {
-        [
-            ("compile.dispatch_us", self.dispatch_us),
-            ("compile.first_call_s", self.first_call_s),
-        ]
-    }
-}
 
 /// The profile the compiled denoiser runs under: the same kernels, the compiled graph's op
 /// structure and host costs.

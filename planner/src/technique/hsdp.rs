@@ -9,7 +9,7 @@
 
 use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel, Shard};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 use super::{Ctx, KeyProblem, Link};
 
@@ -19,7 +19,7 @@ pub fn parse(value: &str) -> Result<Shard, KeyProblem> {
         "none" => Ok(Shard::None),
         "hsdp" => Ok(Shard::Hsdp),
         _ => Err(KeyProblem {
-            message: format!("unknown value '{}'", crate::spec::echo(value, 64)),
+            message: format!("unknown value '{}'", crate::message::echo(value, 64)),
             hint: "expected one of none, hsdp".into(),
         }),
     }

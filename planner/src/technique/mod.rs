@@ -35,16 +35,16 @@
 //! `cache`. [`Link`] is
 //! what every multi-GPU technique's collectives cost on the GPU's link kind.
 
-use crate::catalog::{Gpu, Model, RuntimeProfile};
-use crate::cost::trace::{Collective, CollectiveKind, Overlap};
-use crate::deployment::Deployment;
-use crate::rules::Violation;
+use crate::catalog::{Gpu, Model, RuntimeProfile, TransformerDims};
+use crate::cost::ops::AttnKernel;
+use crate::cost::trace::{Collective, CollectiveKind, Overlap, Trace};
+use crate::deployment::{Deployment, Precision};
+use crate::violation::Violation;
 
 pub mod cache;
 pub mod cfg_parallel;
 pub mod compile;
 pub mod hsdp;
-pub mod link_fit;
 pub mod offload;
 pub mod sequence;
 pub mod text_encoder_shard;
@@ -109,6 +109,57 @@ impl Link {
             bytes_per_s: self.bytes_per_s,
             overlap,
         }
+    }
+}
+
+/// What one transformer forward pass needs to know: built by the stage builder, traced by
+/// `graph::dit`, and read by the techniques that emit ops into the pass (`sequence`).
+#[derive(Debug, Clone, Copy)]
+pub struct DitPass<'a> {
+    /// Transformer dimensions.
+    pub dims: &'a TransformerDims,
+    /// Images in the pass.
+    pub batch: u64,
+    /// Image tokens per image (whole sequence).
+    pub img_tokens: u64,
+    /// Text tokens per image.
+    pub txt_tokens: u64,
+    /// Reference-image tokens attended from a K/V cache (0 without).
+    pub ref_tokens: u64,
+    /// Sequence-parallel degrees.
+    pub ulysses: u64,
+    /// Ring degree.
+    pub ring: u64,
+    /// Tensor-parallel degree (1 without).
+    pub tp: u64,
+    /// Weight precision.
+    pub precision: Precision,
+    /// Attention kernel.
+    pub attn: AttnKernel,
+    /// The GPU link the sequence-parallel collectives cross.
+    pub link: Link,
+}
+
+impl DitPass<'_> {
+    /// The sequence-parallel degree (Ulysses x Ring).
+    pub fn seq(&self) -> u64 {
+        self.ulysses * self.ring
+    }
+
+    /// One GPU's share of `tokens` under sequence parallelism.
+    pub fn local(&self, tokens: u64) -> u64 {
+        tokens.div_ceil(self.seq())
+    }
+
+    /// This GPU's share of a column-split projection's `n` outputs (or a row-split one's `k`
+    /// inputs) under tensor parallelism.
+    pub fn split(&self, n: u64) -> u64 {
+        n / self.tp
+    }
+
+    /// Sums a row-split projection's partial output of `bytes` over the TP group.
+    pub fn reduce(&self, t: &mut Trace, bytes: u64) {
+        tp::all_reduce(t, self.link, self.tp, bytes);
     }
 }
 

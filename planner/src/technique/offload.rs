@@ -33,64 +33,15 @@
 //! No-stream and sequential copies are costed at the `module.to()` rate (the same per-tensor
 //! pageable copy); no run of them was measured.
 
-use serde::{Deserialize, Serialize};
-
 use super::Ctx;
+pub use crate::catalog::OffloadProfile;
 use crate::cost::trace::{Hw, Overlap, Trace};
 use crate::deployment::{Deployment, Offload, Shard, TextEncoderPlacement};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 /// Leaf modules (linears and norms with weights) per transformer block, on average: the hooks
 /// run per leaf at leaf level and under sequential offload.
 pub const LEAVES_PER_BLOCK: u64 = 8;
-
-/// Offload's constants (a runtime profile's `offload:`; the defaults are the fit).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OffloadProfile {
-    /// `module.to(device)` of a whole model from pageable host memory, GB/s (host-bound).
-    pub module_to_h2d_gbps: f64,
-    /// `module.to("cpu")` of a whole model into fresh pageable host memory, GB/s.
-    pub module_to_d2h_gbps: f64,
-    /// Block-level group offload with streams: achieved fraction of the host link (the built-in
-    /// profile fits one value for both levels; a profile may set them apart).
-    pub group_block_stream_efficiency: f64,
-    /// Leaf-level group offload with streams: achieved fraction of the host link.
-    pub group_leaf_stream_efficiency: f64,
-}
-
-impl Default for OffloadProfile {
-    /// The values pinned by the H200 offload rows (`data/h200-offload.jsonl`, see
-    /// `planner/tests/offload_cache.rs`; written in `runtimes.yaml`).
-    fn default() -> Self {
-        OffloadProfile {
-            module_to_h2d_gbps: 5.657,
-            module_to_d2h_gbps: 1.435,
-            group_block_stream_efficiency: 0.636,
-            group_leaf_stream_efficiency: 0.636,
-        }
-    }
-}
-
-impl OffloadProfile {
-    /// `(key, value, is_efficiency)` of every constant, for range checks.
-    pub fn entries(&self) -> [(&'static str, f64, bool); 4] {
-        [
-            ("offload.module_to_h2d_gbps", self.module_to_h2d_gbps, false),
-            ("offload.module_to_d2h_gbps", self.module_to_d2h_gbps, false),
-            (
-                "offload.group_block_stream_efficiency",
-                self.group_block_stream_efficiency,
-                true,
-            ),
-            (
-                "offload.group_leaf_stream_efficiency",
-                self.group_leaf_stream_efficiency,
-                true,
-            ),
-        ]
-    }
-}
 
 /// Offload's legality rules: one GPU, the text encoder not pinned resident, no HSDP.
 pub fn check(_cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {

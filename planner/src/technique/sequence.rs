@@ -12,12 +12,12 @@
 //! the partial output and log-sum-exp (FP32 elementwise kernels); the wrapper's host time per call
 //! (more for Ring); the output gather at the end of the pass.
 
+use super::DitPass;
 use crate::catalog::Model;
-use crate::cost::dit::DitPass;
 use crate::cost::ops::AttnShape;
 use crate::cost::trace::{Buf, CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 use super::{Ctx, KeyProblem};
 

@@ -16,7 +16,7 @@
 
 use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel, TeShard, TextEncoderPlacement};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 use super::{Ctx, KeyProblem, Link};
 
@@ -26,7 +26,7 @@ pub fn parse(value: &str) -> Result<TeShard, KeyProblem> {
         .into_iter()
         .find(|s| s.name() == value)
         .ok_or_else(|| KeyProblem {
-            message: format!("unknown value '{}'", crate::spec::echo(value, 64)),
+            message: format!("unknown value '{}'", crate::message::echo(value, 64)),
             hint: "expected one of replicated, sharded".into(),
         })
 }

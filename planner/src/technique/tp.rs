@@ -39,7 +39,7 @@
 use crate::catalog::Model;
 use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel, Shard};
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 use super::{Ctx, Link};
 
@@ -149,5 +149,4 @@ pub fn all_gather(t: &mut Trace, link: Link, tp: u64, bytes: u64) {
 }
 
 #[cfg(test)]
-#[path = "tp_tests.rs"]
 mod tests;

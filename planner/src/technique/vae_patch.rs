@@ -8,7 +8,7 @@
 
 use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::Deployment;
-use crate::rules::{Rule, Violation};
+use crate::violation::{Rule, Violation};
 
 use super::{Ctx, Link};
 

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use super::capabilities::Capabilities;
 
 mod op_costs;
+mod sections;
 
 pub use op_costs::*;
+pub use sections::{CacheProfile, CompileProfile, OffloadProfile, RuntimeErrors};
 
 /// Attention kernels a profile may name (`cost::ops::AttnKernel::from_name`).
 pub const ATTENTION_KERNELS: [&str; 4] = ["cudnn", "flash", "efficient", "math"];
@@ -41,7 +43,7 @@ fn parse_error(e: &serde_saphyr::Error) -> String {
         };
     }
     // Other messages name types and positions, not content; cut them anyway.
-    format!("{line}{}", crate::spec::echo(&msg, 120))
+    format!("{line}{}", crate::message::echo(&msg, 120))
 }
 
 /// Achieved fractions of a GPU's dense tensor throughput per attention backend.
@@ -182,7 +184,7 @@ pub struct RuntimeProfile {
     #[serde(default)]
     pub fused_elementwise: bool,
     /// Whose op graph the stages follow: `diffusers` (the default: diffusers' eager order, shaped
-    /// by the flags above) or `klein` (klein-plan's executor, op by op: `cost/klein/`).
+    /// by the flags above) or `klein` (klein-plan's executor, op by op: `graph/klein/`).
     #[serde(default)]
     pub graph: String,
     /// Whether the text encoder runs every layer (true) or stops at the last one it needs.
@@ -205,13 +207,13 @@ pub struct RuntimeProfile {
     pub allocator_slack: f64,
     /// Offload's effective copy rates (`technique::offload`); the fit when absent.
     #[serde(default)]
-    pub offload: crate::technique::offload::OffloadProfile,
+    pub offload: OffloadProfile,
     /// The cache models' constants (`technique::cache`); the fit when absent.
     #[serde(default)]
-    pub cache: crate::technique::cache::CacheProfile,
+    pub cache: CacheProfile,
     /// torch.compile's constants (`technique::compile`); the fit when absent.
     #[serde(default)]
-    pub compile: crate::technique::compile::CompileProfile,
+    pub compile: CompileProfile,
     /// GPUs this runtime was measured on (its estimates there carry the narrow range).
     #[serde(default)]
     pub calibrated_on: Vec<String>,
@@ -227,7 +229,7 @@ pub struct RuntimeProfile {
     /// Its own out-of-sample errors on its published rows (`ranges::RuntimeErrors`), for a
     /// runtime no GPU of ours measured: the range of its estimates on those architectures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub published_errors: Option<crate::ranges::RuntimeErrors>,
+    pub published_errors: Option<RuntimeErrors>,
     /// Where the parameters come from and how they were fitted.
     pub source: String,
 }
@@ -302,16 +304,19 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{key}: {} is not an efficiency in [0.001, 1]",
                     at(&key),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         };
         for (k, x) in &self.gemm_efficiency {
-            eff(format!("gemm_efficiency.{}", crate::spec::echo(k, 32)), *x);
+            eff(
+                format!("gemm_efficiency.{}", crate::message::echo(k, 32)),
+                *x,
+            );
         }
         for (k, x) in &self.flash_efficiency_by_arch {
             eff(
-                format!("flash_efficiency_by_arch.{}", crate::spec::echo(k, 32)),
+                format!("flash_efficiency_by_arch.{}", crate::message::echo(k, 32)),
                 *x,
             );
         }
@@ -331,7 +336,7 @@ impl RuntimeProfile {
         }
         for (k, x) in &self.link_efficiency_by_kind {
             eff(
-                format!("link_efficiency_by_kind.{}", crate::spec::echo(k, 32)),
+                format!("link_efficiency_by_kind.{}", crate::message::echo(k, 32)),
                 *x,
             );
         }
@@ -363,8 +368,8 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is outside [0, {}]",
                     at(k),
-                    crate::spec::num(x),
-                    crate::spec::num(max)
+                    crate::message::num(x),
+                    crate::message::num(max)
                 ));
             }
         }
@@ -374,8 +379,8 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}unmeasured_arch_scale.{}: {} is outside [0.01, 100]",
                     at("unmeasured_arch_scale"),
-                    crate::spec::echo(k, 32),
-                    crate::spec::num(*x)
+                    crate::message::echo(k, 32),
+                    crate::message::num(*x)
                 ));
             }
         }
@@ -384,7 +389,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}calibrated_on: '{}' is not a GPU id",
                     at("calibrated_on"),
-                    crate::spec::echo(g, 64)
+                    crate::message::echo(g, 64)
                 ));
             }
         }
@@ -401,7 +406,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is not {what}",
                     at(k),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         }
@@ -416,7 +421,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is outside [0, 1000]",
                     at(&k),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         }
@@ -425,7 +430,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is outside [0, 100000]",
                     at(k),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         }
@@ -434,7 +439,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: {} is outside [1e-6, 100]",
                     at(k),
-                    crate::spec::num(x)
+                    crate::message::num(x)
                 ));
             }
         }
@@ -473,7 +478,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}gemm_efficiency.{}: unknown precision (expected bf16, fp8, int4, nvfp4)",
                     at("gemm_efficiency"),
-                    crate::spec::echo(k, 32)
+                    crate::message::echo(k, 32)
                 ));
             }
         }
@@ -499,7 +504,7 @@ impl RuntimeProfile {
                 out.push(format!(
                     "{}{k}: unknown attention path '{}' (expected one of {})",
                     at(k),
-                    crate::spec::echo(name, 32),
+                    crate::message::echo(name, 32),
                     ATTENTION_KERNELS.join(", ")
                 ));
             }

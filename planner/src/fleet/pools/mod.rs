@@ -18,9 +18,9 @@ pub mod tandem;
 use serde::Serialize;
 
 use super::candidates::Class;
-use super::queueing::{Percentiles, meets};
 use super::report::{ClassReport, Figures, Pool, PoolClass, Target};
 use crate::memo::Memo;
+use crate::queueing::{Percentiles, meets};
 use crate::spec::Spec;
 use program::{Budget, PoolOption, loads};
 use roles::{LAYOUTS, Role, RoleCandidate, role_candidates, sent_bytes};
@@ -91,7 +91,7 @@ fn cheapest(
 ) -> Option<Solution> {
     let max_u = classes
         .first()
-        .map_or(super::candidates::DEFAULT_MAX_UTILIZATION, |c| {
+        .map_or(crate::queueing::DEFAULT_MAX_UTILIZATION, |c| {
             c.targets.max_utilization
         });
     let mut best: Option<Solution> = None;
@@ -199,7 +199,7 @@ fn predicted(
         .map(|(slot, &o)| {
             let opt = &slot[o];
             let c = &cands[opt.candidate];
-            super::queueing::pool_latency(
+            crate::queueing::pool_latency(
                 opt.replicas,
                 c.deployment.batch,
                 &loads(c, classes, point),

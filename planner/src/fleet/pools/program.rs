@@ -21,7 +21,7 @@ use good_lp::{
 
 use super::roles::{Role, RoleCandidate};
 use crate::fleet::candidates::Class;
-use crate::fleet::queueing::{ClassLoad, Percentiles, pool_latency, utilization};
+use crate::queueing::{ClassLoad, Percentiles, pool_latency, utilization};
 use crate::spec::{FleetEntry, Network};
 
 /// Replicas tried past the first stable count at most, per candidate.

@@ -12,8 +12,8 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
-use crate::fleet::queueing::Percentiles;
-use crate::fleet::simulation::{
+use crate::queueing::Percentiles;
+use crate::queueing::simulation::{
     ARRIVALS_OF_RAREST, MAX_ARRIVALS, Rng, SEEDS, WARM_UP, Z99, pooled_percentiles,
 };
 

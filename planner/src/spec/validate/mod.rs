@@ -1,6 +1,7 @@
 //! Raw spec to validated spec: every check, every problem collected with its location and a hint.
 
 use crate::confidence::{DEFAULT_CONFIDENCE, MAX_CONFIDENCE, MIN_CONFIDENCE};
+pub use crate::message::{echo, num};
 use serde_saphyr::Spanned;
 
 use super::raw::*;
@@ -32,35 +33,6 @@ pub const MAX_ALLOW: usize = 16;
 /// Whether a `runtime:` value names a profile file rather than a catalog id.
 pub fn is_profile_path(s: &str) -> bool {
     s.ends_with(".yaml") || s.ends_with(".yml") || s.contains('/')
-}
-
-/// A user's value as it may be echoed in a message: control characters escaped, at most `max`
-/// characters (longer values are cut, with their length stated).
-pub fn echo(s: &str, max: usize) -> String {
-    let mut out = String::new();
-    let n = s.chars().count();
-    for c in s.chars().take(max) {
-        // Control characters, and the invisible format characters that break, reorder or hide
-        // text (line separators, bidirectional overrides, zero-width marks, the byte-order mark).
-        if !crate::catalog::printable(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    if n > max {
-        out.push_str(&format!("… ({n} characters)"));
-    }
-    out
-}
-
-/// A number as a message prints it: short, in exponent form when very large or small.
-pub fn num(x: f64) -> String {
-    if x != 0.0 && x.is_finite() && !(1e-3..1e7).contains(&x.abs()) {
-        format!("{x:e}")
-    } else {
-        format!("{x}")
-    }
 }
 
 /// A value echoed in a problem: escaped and cut at 64 characters.
@@ -380,12 +352,6 @@ mod tests {
         assert_eq!(flow, "a: {x: 1,         y: 3}\nb:\n  c: 1\n  - d\ne: 2\n");
         let block = mask_entry(text, Location { line: 2, column: 1 }).unwrap();
         assert_eq!(block, "a: {x: 1, bad: 2, y: 3}\n  \n      \n     \ne: 2\n");
-    }
-
-    #[test]
-    fn echoed_values_are_escaped_and_cut() {
-        assert_eq!(echo("a\u{1b}[2Jb\n", 64), "a\\u{1b}[2Jb\\n");
-        assert_eq!(echo(&"x".repeat(100), 4), "xxxx… (100 characters)");
     }
 
     #[test]

@@ -22,6 +22,16 @@
 //! A class's latency percentile is the sum of the batching, waiting and service parts' percentiles
 //! (an upper bound for p99: the parts are not all at their worst at once). The simulation in
 //! `simulation.rs` checks the whole.
+//!
+//! A leaf of the crate: `search` sizes a plan's pool with it and `fleet` its pools, so it names
+//! neither (`Figures` is the percentiles both report).
+
+use serde::Serialize;
+
+pub mod simulation;
+
+/// Utilisation cap when the goal sets none: below 1 so that every queue is stable.
+pub const DEFAULT_MAX_UTILIZATION: f64 = 0.99;
 
 /// Load one class puts on a pool.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -365,6 +375,40 @@ pub fn capacity(
         replicas_alone: c,
         images_per_s_per_replica: ok / c as f64,
     })
+}
+
+/// A class's latency percentiles at the point estimate and at the goal's confidence (service
+/// times at that quantile of the model's error: what `meets_target` is judged on).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Figures {
+    /// Median at the point estimate, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile at the point estimate, milliseconds.
+    pub p99_ms: f64,
+    /// Median at the confidence, milliseconds.
+    pub p50_ms_at_confidence: f64,
+    /// 99th percentile at the confidence, milliseconds.
+    pub p99_ms_at_confidence: f64,
+}
+
+impl Figures {
+    /// Point and confidence percentiles side by side (both present, else none).
+    pub fn of(point: Option<Percentiles>, conf: Option<Percentiles>) -> Option<Figures> {
+        Some(Figures {
+            p50_ms: point?.p50_ms,
+            p99_ms: point?.p99_ms,
+            p50_ms_at_confidence: conf?.p50_ms,
+            p99_ms_at_confidence: conf?.p99_ms,
+        })
+    }
+
+    /// The percentiles at the confidence.
+    pub fn at_confidence(&self) -> Percentiles {
+        Percentiles {
+            p50_ms: self.p50_ms_at_confidence,
+            p99_ms: self.p99_ms_at_confidence,
+        }
+    }
 }
 
 #[cfg(test)]

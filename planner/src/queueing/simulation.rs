@@ -11,7 +11,7 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
-use super::queueing::Percentiles;
+use super::Percentiles;
 
 /// Seeds simulated.
 pub const SEEDS: u64 = 8;

@@ -4,11 +4,12 @@
 
 use super::*;
 use crate::catalog::{Catalog, Family, TransformerDims};
-use crate::cost::dit::{DitPass, forward};
 use crate::cost::ops::{AttnKernel, BF16};
 use crate::cost::trace::{Collective, Hw};
 use crate::deployment::{Precision, Resolution};
 use crate::estimate::{Inputs, estimate};
+use crate::graph::dit::forward;
+use crate::technique::DitPass;
 
 /// A link of one byte per second and no latency: a trace's collective seconds are then the
 /// bytes each GPU sends.

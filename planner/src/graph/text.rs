@@ -3,8 +3,8 @@
 use crate::catalog::{TextEncoderDims, TextEncoderKind};
 use crate::deployment::Precision;
 
-use super::ops::{AttnKernel, AttnShape, BF16};
-use super::trace::{Buf, Trace};
+use crate::cost::ops::{AttnKernel, AttnShape, BF16};
+use crate::cost::trace::{Buf, Trace};
 
 /// Emits one encode of `batch` prompts. `layers` is how many layers run; hidden states of every
 /// layer are kept when `keep_all` (transformers' `output_hidden_states=True`), otherwise only

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
+use super::{Param, Quantity, Row};
 use crate::catalog::RuntimeProfile;
-use crate::fit::{Param, Quantity, Row};
 
 fn set_kind(r: &mut RuntimeProfile, kind: &str, v: f64) {
     r.link_efficiency_by_kind.insert(kind.to_string(), v);

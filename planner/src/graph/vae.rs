@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use crate::catalog::VaeDims;
 
-use super::ops::{AttnKernel, AttnShape, BF16};
-use super::trace::{Buf, Trace};
+use crate::cost::ops::{AttnKernel, AttnShape, BF16};
+use crate::cost::trace::{Buf, Trace};
 
 /// One decode call.
 #[derive(Debug, Clone, Copy)]

@@ -13,9 +13,9 @@
 use crate::catalog::TextEncoderDims;
 use crate::deployment::Precision;
 
-use super::ops::{AttnShape, BF16, EwKind::*};
-use super::trace::{Buf, Trace};
 use crate::catalog::OpKind;
+use crate::cost::ops::{AttnShape, BF16, EwKind::*};
+use crate::cost::trace::{Buf, Trace};
 
 mod denoise;
 mod vae;

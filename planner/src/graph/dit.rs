@@ -6,60 +6,12 @@
 //! projections (`heads / tp` heads, `mlp / tp` of the MLP) on the whole activations, and each
 //! row-split output projection is summed by an all-reduce.
 
-use crate::catalog::{Family, TransformerDims};
+use crate::catalog::Family;
 use crate::deployment::Precision;
 
-use super::ops::{AttnKernel, AttnShape, BF16};
-use super::trace::{Buf, Span, Trace};
-use crate::technique::{Link, sequence, tp};
-
-/// What one forward pass needs to know.
-#[derive(Debug, Clone, Copy)]
-pub struct DitPass<'a> {
-    /// Transformer dimensions.
-    pub dims: &'a TransformerDims,
-    /// Images in the pass.
-    pub batch: u64,
-    /// Image tokens per image (whole sequence).
-    pub img_tokens: u64,
-    /// Text tokens per image.
-    pub txt_tokens: u64,
-    /// Reference-image tokens attended from a K/V cache (0 without).
-    pub ref_tokens: u64,
-    /// Sequence-parallel degrees.
-    pub ulysses: u64,
-    /// Ring degree.
-    pub ring: u64,
-    /// Tensor-parallel degree (1 without).
-    pub tp: u64,
-    /// Weight precision.
-    pub precision: Precision,
-    /// Attention kernel.
-    pub attn: AttnKernel,
-    /// The GPU link the sequence-parallel collectives cross.
-    pub link: Link,
-}
-
-impl DitPass<'_> {
-    fn seq(&self) -> u64 {
-        self.ulysses * self.ring
-    }
-
-    fn local(&self, tokens: u64) -> u64 {
-        tokens.div_ceil(self.seq())
-    }
-
-    /// This GPU's share of a column-split projection's `n` outputs (or a row-split one's `k`
-    /// inputs) under tensor parallelism.
-    fn split(&self, n: u64) -> u64 {
-        n / self.tp
-    }
-
-    /// Sums a row-split projection's partial output of `bytes` over the TP group.
-    fn reduce(&self, t: &mut Trace, bytes: u64) {
-        tp::all_reduce(t, self.link, self.tp, bytes);
-    }
-}
+use crate::cost::ops::{AttnShape, BF16};
+use crate::cost::trace::{Buf, Span, Trace};
+use crate::technique::{DitPass, sequence, tp};
 
 /// Emits one block's attention: RoPE on q and k, the kernel, and the sequence-parallel traffic.
 /// `views` counts the processor's tensor calls that launch nothing (`unflatten` of q, k, v per
@@ -473,8 +425,10 @@ pub fn reference_kv(t: &mut Trace, pass: &Span, share: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
+    use crate::catalog::{Catalog, TransformerDims};
+    use crate::cost::ops::AttnKernel;
     use crate::cost::trace::Hw;
+    use crate::technique::Link;
 
     fn pass(dims: &TransformerDims, img_tokens: u64, batch: u64) -> DitPass<'_> {
         DitPass {
