@@ -213,3 +213,58 @@ fn a_role_holds_only_its_stages_and_fits_where_the_whole_model_does_not() {
         .unwrap();
     assert!(whole.peak_bytes_at(conf) > gpu.hbm_bytes);
 }
+
+/// `plan` with a rate and `allow.disaggregate`: stage pools replace the chosen co-located
+/// deployment only when they cost less per hour (never dearer), with their roles, transfers and
+/// the co-located cost beside them; without the key nothing of the plan changes.
+#[test]
+fn a_plan_splits_only_when_cheaper_than_its_colocated_answer() {
+    use planner::search::plan;
+    for text in [PAYS, DOES_NOT_PAY] {
+        let with = plan(&parse(text).unwrap());
+        let without =
+            plan(&parse(&text.replace("disaggregate: true", "disaggregate: false")).unwrap());
+        assert!(without.stage_pools.is_none() && without.colocated_alternative.is_none());
+        // The co-located search is the same with or without the key.
+        assert_eq!(with.chosen, without.chosen);
+        assert_eq!(with.rejected, without.rejected);
+        let alt = with.colocated_alternative.as_ref().expect("considered");
+        let chosen = with.chosen.as_ref().expect("a co-located plan");
+        assert_eq!(alt.total_usd_per_hour, Some(chosen.cost_per_hour));
+        assert_eq!(alt.gpus, Some(chosen.gpus));
+        assert_eq!(alt.disaggregated, with.stage_pools.is_some());
+        if let Some(sp) = &with.stage_pools {
+            assert!(
+                sp.total_usd_per_hour < chosen.cost_per_hour,
+                "dearer than co-located"
+            );
+            let sum: f64 = sp.pools.iter().map(|p| p.usd_per_hour).sum();
+            assert!((sum - sp.total_usd_per_hour).abs() < 1e-6);
+            assert!(sp.classes.iter().all(|k| k.meets_target));
+            assert!(
+                sp.pools
+                    .iter()
+                    .all(|p| p.role != Role::All && p.transfer.is_some())
+            );
+        }
+    }
+    // Where splitting pays for `fleet` it pays for `plan` too (one 1024² class: the plan's
+    // co-located answer is one H100 pool, the fleet's the same), at the fleet's split cost.
+    let p = plan(&parse(PAYS).unwrap());
+    let sp = p.stage_pools.expect("split");
+    let f = fleet(&parse(PAYS).unwrap());
+    assert!((sp.total_usd_per_hour - f.total_usd_per_hour.unwrap()).abs() < 1e-9);
+    assert!(plan(&parse(DOES_NOT_PAY).unwrap()).stage_pools.is_none());
+    // On 24 GB cards alone no co-located deployment meets a 6 s p99 (the 9B model only fits
+    // offloaded: 6.5 s), while stage pools do: the plan is the pools.
+    let only = PAYS
+        .replace("  - {gpu: h100-sxm}\n", "")
+        .replace("p99_ms: 4000", "p99_ms: 6000");
+    let only = plan(&parse(&only).unwrap());
+    assert!(only.chosen.is_none() && only.infeasible.is_some());
+    assert!(only.stage_pools.is_some());
+    assert_eq!(only.colocated_alternative.unwrap().total_usd_per_hour, None);
+    // Under another objective, or without a rate, nothing is considered.
+    let latency = plan(&parse(&PAYS.replace("min_cost", "min_latency")).unwrap());
+    assert!(latency.stage_pools.is_none() && latency.colocated_alternative.is_none());
+}

@@ -58,3 +58,38 @@ pub fn colocated_line(out: &mut String, f: &FleetPlan) {
     };
     let _ = writeln!(out, "  {what}: {cost}");
 }
+
+/// `plan`'s stage pools (`allow.disaggregate` with a rate): the pools that replace the chosen
+/// co-located answer, with their classes, or the line saying that none is cheaper.
+pub fn plan_lines(out: &mut String, p: &planner::search::Plan) {
+    let Some(c) = &p.colocated_alternative else {
+        return;
+    };
+    let colocated = match (c.total_usd_per_hour, c.gpus) {
+        (Some(t), Some(g)) => format!("${t:.2}/h · {g} GPUs"),
+        _ => "none meets the goal".into(),
+    };
+    let _ = writeln!(out);
+    let Some(sp) = &p.stage_pools else {
+        let _ = writeln!(
+            out,
+            "STAGE POOLS none cheaper than the co-located answer ({colocated}): every replica runs all three stages"
+        );
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "STAGE POOLS ${:.2}/h · {} GPUs · meet every class's targets (predicted and simulated){} · replace the co-located answer ({colocated})",
+        sp.total_usd_per_hour,
+        sp.gpus,
+        if sp.solver == "optimal" {
+            ""
+        } else {
+            " · a layout's program stopped at its time limit"
+        }
+    );
+    for pool in &sp.pools {
+        super::fleet::pool_block(out, pool);
+    }
+    super::fleet::class_table(out, &sp.classes, p.goal.confidence);
+}

@@ -19,6 +19,7 @@ pub(crate) mod enumerate;
 mod evaluate;
 mod infeasible;
 mod pareto;
+pub mod pools;
 mod rejected;
 mod simulated;
 
@@ -344,6 +345,12 @@ pub struct Plan {
     /// With a rate: the chosen plan's pool under the fleet's simulation (absent without one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulation: Option<PlanSimulation>,
+    /// Stage pools cheaper than `chosen` (`allow.disaggregate`, `pools.rs`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_pools: Option<pools::PlanPools>,
+    /// With stage pools considered: the co-located answer's cost beside them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub colocated_alternative: Option<crate::fleet::Colocated>,
 }
 
 /// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
@@ -395,7 +402,10 @@ pub fn ties(a: f64, b: f64, within: f64) -> bool {
 
 /// Searches the spec's decision space.
 pub fn plan(s: &Spec) -> Plan {
-    plan_with(s, &Memo::default())
+    let memo = Memo::default();
+    let mut p = plan_with(s, &memo);
+    pools::consider(s, &mut p, &memo);
+    p
 }
 
 /// `plan`, reusing (and adding to) estimates a caller already made with the same spec's model
@@ -578,6 +588,8 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
         .and_then(|c| simulated::simulate_plan(&specs[won], &breakdown, c));
     Plan {
         simulation,
+        stage_pools: None,
+        colocated_alternative: None,
         schema_version: SCHEMA_VERSION,
         model: s.model.id.clone(),
         runtime: specs[won].runtime.id.clone(),
