@@ -22,7 +22,7 @@ use super::queueing::{Percentiles, meets};
 use super::report::{ClassReport, Figures, Pool, PoolClass, Target};
 use crate::memo::Memo;
 use crate::spec::Spec;
-use program::{Budget, PoolOption, loads};
+use program::{Budget, Mask, PoolOption, has, masks};
 use roles::{LAYOUTS, Role, RoleCandidate, role_candidates, sent_bytes};
 use tandem::{TandemPool, simulate};
 
@@ -74,6 +74,17 @@ struct Solution {
     picked: program::Picked,
 }
 
+impl Solution {
+    /// The pools chosen, in request order: (slot, option).
+    fn chosen(&self) -> impl Iterator<Item = (usize, &PoolOption)> {
+        self.picked
+            .options
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, p)| p.iter().map(move |&o| (i, &self.slots[i][o])))
+    }
+}
+
 /// Per class, the transfers on a layout's path, ms.
 fn path_transfer_ms(s: &Spec, layout: &[Role], class: &Class) -> f64 {
     layout[..layout.len() - 1]
@@ -82,37 +93,59 @@ fn path_transfer_ms(s: &Spec, layout: &[Role], class: &Class) -> f64 {
         .sum()
 }
 
-/// The cheapest layout within the budgets (`scale` per class on its targets).
-fn cheapest(
+/// One layout's program over the class sets `sets`, or `None` when nothing meets the budgets.
+fn solve_layout(
     s: &Spec,
     classes: &[Class],
     cands: &[RoleCandidate],
-    scale: &[f64],
+    layout: &'static [Role],
+    budget: &[Budget],
+    sets: &[Mask],
 ) -> Option<Solution> {
     let max_u = classes
         .first()
         .map_or(super::candidates::DEFAULT_MAX_UTILIZATION, |c| {
             c.targets.max_utilization
         });
+    let slots: Vec<Vec<PoolOption>> = layout
+        .iter()
+        .map(|&role| {
+            let link: Vec<u64> = classes
+                .iter()
+                .map(|c| {
+                    received_bytes(s, role, c)
+                        + if Some(&role) == layout.last() {
+                            0
+                        } else {
+                            sent_bytes(s, role, c)
+                        }
+                })
+                .collect();
+            program::options(cands, role, classes, &link, &s.network, max_u, sets)
+        })
+        .collect();
+    let picked = program::solve(&slots, budget, &s.fleet)?;
+    Some(Solution {
+        layout,
+        slots,
+        picked,
+    })
+}
+
+/// The cheapest layout within the budgets (`scale` per class on its targets). Per layout the
+/// program with one pool per role serving every class, and with several classes the program
+/// whose roles may have a pool per class set (a superset: never dearer, proven optimal or
+/// stopped at its time limit); the cheaper is kept (ties: one pool per role).
+fn cheapest(
+    s: &Spec,
+    classes: &[Class],
+    cands: &[RoleCandidate],
+    scale: &[f64],
+) -> Option<Solution> {
+    let n = classes.len();
+    let sets = masks(n);
     let mut best: Option<Solution> = None;
     for layout in LAYOUTS {
-        let slots: Vec<Vec<PoolOption>> = layout
-            .iter()
-            .map(|&role| {
-                let link: Vec<u64> = classes
-                    .iter()
-                    .map(|c| {
-                        received_bytes(s, role, c)
-                            + if Some(&role) == layout.last() {
-                                0
-                            } else {
-                                sent_bytes(s, role, c)
-                            }
-                    })
-                    .collect();
-                program::options(cands, role, classes, &link, &s.network, max_u)
-            })
-            .collect();
         let budget: Vec<Budget> = classes
             .iter()
             .zip(scale)
@@ -124,16 +157,32 @@ fn cheapest(
                 }
             })
             .collect();
-        if let Some(picked) = program::solve(&slots, &budget, &s.fleet)
-            && best
-                .as_ref()
-                .is_none_or(|b| picked.total_usd_per_hour < b.picked.total_usd_per_hour)
+        let one = solve_layout(s, classes, cands, layout, &budget, &sets[..1]);
+        let many = if n > 1 {
+            solve_layout(s, classes, cands, layout, &budget, &sets)
+        } else {
+            None
+        };
+        let proven = many.as_ref().is_none_or(|m| m.picked.optimal);
+        let mut sol = match (one, many) {
+            (Some(a), Some(b)) => {
+                if b.picked.total_usd_per_hour < a.picked.total_usd_per_hour - 1e-9 {
+                    b
+                } else {
+                    a
+                }
+            }
+            (a, b) => match a.or(b) {
+                Some(x) => x,
+                None => continue,
+            },
+        };
+        sol.picked.optimal &= proven;
+        if best
+            .as_ref()
+            .is_none_or(|b| sol.picked.total_usd_per_hour < b.picked.total_usd_per_hour)
         {
-            best = Some(Solution {
-                layout,
-                slots,
-                picked,
-            });
+            best = Some(sol);
         }
     }
     best
@@ -147,27 +196,22 @@ fn tandem_of(
     sol: &Solution,
     point: bool,
 ) -> Vec<TandemPool> {
-    sol.slots
-        .iter()
-        .zip(&sol.picked.options)
-        .enumerate()
-        .map(|(i, (slot, &o))| {
-            let opt = &slot[o];
+    sol.chosen()
+        .map(|(i, opt)| {
             let c = &cands[opt.candidate];
             let last = i + 1 == sol.layout.len();
+            let of = |f: &dyn Fn(&super::candidates::ServiceTime) -> f64| -> Vec<f64> {
+                c.per_class
+                    .iter()
+                    .map(|x| x.as_ref().map_or(0.0, f))
+                    .collect()
+            };
             TandemPool {
                 replicas: opt.replicas,
                 batch: c.deployment.batch,
-                batch_ms: c
-                    .per_class
-                    .iter()
-                    .map(|x| if point { x.point_batch_ms } else { x.batch_ms })
-                    .collect(),
-                tail_ms: c
-                    .per_class
-                    .iter()
-                    .map(|x| if point { x.point_tail_ms } else { x.tail_ms })
-                    .collect(),
+                serves: (0..classes.len()).map(|k| has(opt.serves, k)).collect(),
+                batch_ms: of(&|x| if point { x.point_batch_ms } else { x.batch_ms }),
+                tail_ms: of(&|x| if point { x.point_tail_ms } else { x.tail_ms }),
                 after_ms: classes
                     .iter()
                     .map(|cl| {
@@ -183,8 +227,8 @@ fn tandem_of(
         .collect()
 }
 
-/// Per class, the queueing model's percentiles through the tandem (sum over the pools plus the
-/// transfers), at the confidence or (`point`) the point figures.
+/// Per class, the queueing model's percentiles through the tandem (sum over the pools serving
+/// it plus the transfers), at the confidence or (`point`) the point figures.
 fn predicted(
     s: &Spec,
     classes: &[Class],
@@ -192,17 +236,13 @@ fn predicted(
     sol: &Solution,
     point: bool,
 ) -> Vec<Option<Percentiles>> {
-    let per_pool: Vec<Option<Vec<Percentiles>>> = sol
-        .slots
-        .iter()
-        .zip(&sol.picked.options)
-        .map(|(slot, &o)| {
-            let opt = &slot[o];
+    let per_pool: Vec<(Mask, Option<Vec<Percentiles>>)> = sol
+        .chosen()
+        .map(|(_, opt)| {
             let c = &cands[opt.candidate];
-            super::queueing::pool_latency(
-                opt.replicas,
-                c.deployment.batch,
-                &loads(c, classes, point),
+            (
+                opt.serves,
+                program::latency_of(c, classes, opt.serves, opt.replicas, point),
             )
         })
         .collect();
@@ -215,7 +255,7 @@ fn predicted(
                 p50_ms: t,
                 p99_ms: t,
             };
-            for pool in &per_pool {
+            for (_, pool) in per_pool.iter().filter(|(m, _)| has(*m, k)) {
                 let x = pool.as_ref()?[k];
                 p.p50_ms += x.p50_ms;
                 p.p99_ms += x.p99_ms;
@@ -227,21 +267,21 @@ fn predicted(
 
 /// The pools of a solution as `fleet` reports them.
 fn pools_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution) -> Vec<Pool> {
-    let total_rate: f64 = classes.iter().map(|c| c.images_per_s).sum();
-    sol.slots
-        .iter()
-        .zip(&sol.picked.options)
-        .enumerate()
-        .map(|(i, (slot, &o))| {
-            let opt = &slot[o];
+    sol.chosen()
+        .map(|(i, opt)| {
             let c = &cands[opt.candidate];
             let last = i + 1 == sol.layout.len();
+            let mine: Vec<(usize, &Class)> = classes
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| has(opt.serves, *k))
+                .collect();
+            let rate: f64 = mine.iter().map(|(_, cl)| cl.images_per_s).sum();
             let mean = |f: &dyn Fn(&Class) -> f64| {
-                classes
-                    .iter()
-                    .map(|cl| cl.images_per_s * f(cl))
+                mine.iter()
+                    .map(|(_, cl)| cl.images_per_s * f(cl))
                     .sum::<f64>()
-                    / total_rate.max(f64::MIN_POSITIVE)
+                    / rate.max(f64::MIN_POSITIVE)
             };
             let in_bytes = |cl: &Class| received_bytes(s, c.role, cl);
             let out_bytes = |cl: &Class| if last { 0 } else { sent_bytes(s, c.role, cl) };
@@ -258,17 +298,16 @@ fn pools_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution
                 replicas: opt.replicas,
                 gpus_per_replica: c.gpus_per_replica,
                 deployment: crate::deployment::Deployment {
-                    resolution: classes[0].resolution,
+                    resolution: mine[0].1.resolution,
                     ..c.deployment.clone()
                 },
-                classes: classes
+                classes: mine
                     .iter()
-                    .zip(&c.per_class)
-                    .map(|(cl, sv)| PoolClass {
+                    .map(|&(k, cl)| PoolClass {
                         size: cl.resolution,
                         share: 1.0,
                         images_per_s: cl.images_per_s,
-                        batch_ms: sv.point_batch_ms,
+                        batch_ms: c.per_class[k].map_or(0.0, |x| x.point_batch_ms),
                     })
                     .collect(),
                 utilization: opt.utilization,

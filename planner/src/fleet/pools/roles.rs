@@ -111,10 +111,11 @@ pub struct RoleCandidate {
     pub gpus_per_replica: u32,
     /// USD per hour of one replica.
     pub usd_per_replica_hour: f64,
-    /// Per class, the role's service time (at the confidence and the point estimate).
-    pub per_class: Vec<ServiceTime>,
-    /// Per class, the role's memory peak at the confidence, bytes.
-    pub peak_bytes: Vec<u64>,
+    /// Per class, the role's service time (at the confidence and the point estimate); `None`
+    /// where the role does not fit at the class's size.
+    pub per_class: Vec<Option<ServiceTime>>,
+    /// Per class, the role's memory peak at the confidence, bytes (`None`: does not fit).
+    pub peak_bytes: Vec<Option<u64>>,
 }
 
 /// The role's service and memory peak at confidence `conf`, from the estimate's stages; `None`
@@ -175,16 +176,24 @@ fn role_of(
     ))
 }
 
-/// Whether `a` is no slower than `b` for every class (mean and tail).
+/// Whether `a` is no slower than `b` for every class `b` serves (mean and tail) and serves
+/// every class `b` does.
 fn no_slower(a: &RoleCandidate, b: &RoleCandidate) -> bool {
     a.per_class
         .iter()
         .zip(&b.per_class)
-        .all(|(x, y)| x.batch_ms <= y.batch_ms && x.batch_ms + x.tail_ms <= y.batch_ms + y.tail_ms)
+        .all(|(x, y)| match (x, y) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(x), Some(y)) => {
+                x.batch_ms <= y.batch_ms && x.batch_ms + x.tail_ms <= y.batch_ms + y.tail_ms
+            }
+        })
 }
 
 /// Every legal deployment without offload (a pool of its own holds its stages resident) costed
-/// as every role of `roles` that fits every class, then, per role, offer, GPU count and batch,
+/// as every role of `roles` that fits at least one class (a role's pools may each serve some
+/// classes), then, per role, offer, GPU count and batch,
 /// those no other is faster than on every class (of equals, the first enumerated), in order.
 pub fn role_candidates(
     s: &Spec,
@@ -211,7 +220,7 @@ pub fn role_candidates(
                 gpu: f.gpu,
                 runtime: s.runtime,
             };
-            let estimates: Option<Vec<_>> = classes
+            let estimates: Vec<_> = classes
                 .iter()
                 .map(|c| {
                     let dd = Deployment {
@@ -221,18 +230,17 @@ pub fn role_candidates(
                     memo.estimate(inp, &dd).ok()
                 })
                 .collect();
-            let Some(estimates) = estimates else {
-                return Vec::new();
-            };
             roles
                 .iter()
                 .filter_map(|&role| {
-                    let per: Option<Vec<(ServiceTime, u64)>> = estimates
+                    let per: Vec<Option<(ServiceTime, u64)>> = estimates
                         .iter()
                         .zip(classes)
-                        .map(|(e, c)| role_of(s, role, e, c, conf))
+                        .map(|(e, c)| role_of(s, role, e.as_ref()?, c, conf))
                         .collect();
-                    let per = per?;
+                    if per.iter().all(Option::is_none) {
+                        return None;
+                    }
                     Some(RoleCandidate {
                         role,
                         offer: *offer,
@@ -240,8 +248,8 @@ pub fn role_candidates(
                         deployment: d.clone(),
                         gpus_per_replica: d.parallel.gpus,
                         usd_per_replica_hour: d.parallel.gpus as f64 * f.price_per_hour,
-                        per_class: per.iter().map(|x| x.0).collect(),
-                        peak_bytes: per.iter().map(|x| x.1).collect(),
+                        per_class: per.iter().map(|x| x.map(|x| x.0)).collect(),
+                        peak_bytes: per.iter().map(|x| x.map(|x| x.1)).collect(),
                     })
                 })
                 .collect()
