@@ -396,3 +396,46 @@ fn a_plan_splits_only_when_cheaper_than_its_colocated_answer() {
     let latency = plan(&parse(&PAYS.replace("min_cost", "min_latency")).unwrap());
     assert!(latency.stage_pools.is_none() && latency.colocated_alternative.is_none());
 }
+
+/// Each GPU type alone and the 2x sensitivity consider stage pools too: never dearer than their
+/// co-located answers (the same spec without the key), marked `disaggregated` exactly where
+/// they split, their pools then with roles.
+#[test]
+fn single_types_and_the_sensitivity_split_only_where_cheaper() {
+    let mut split_somewhere = false;
+    for text in [PAYS, DOES_NOT_PAY, SIZES] {
+        let with = fleet(&parse(text).unwrap());
+        let without =
+            fleet(&parse(&text.replace("disaggregate: true", "disaggregate: false")).unwrap());
+        for (h, c) in with
+            .homogeneous_alternatives
+            .iter()
+            .zip(&without.homogeneous_alternatives)
+        {
+            assert_eq!(h.gpu, c.gpu);
+            assert!(!c.disaggregated);
+            match (h.total_usd_per_hour, c.total_usd_per_hour) {
+                (Some(a), Some(b)) => {
+                    assert!(a <= b + 1e-9, "{}: ${a} > ${b}", h.gpu);
+                    assert_eq!(h.disaggregated, a < b - 1e-9);
+                }
+                (Some(_), None) => assert!(h.disaggregated),
+                (None, Some(_)) => panic!("{}: stage pools lost a co-located answer", h.gpu),
+                (None, None) => assert!(!h.disaggregated),
+            }
+        }
+        let (a, b) = (with.sensitivity.unwrap(), without.sensitivity.unwrap());
+        assert!(!b.disaggregated && b.pools.iter().all(|p| p.role == Role::All));
+        match (a.total_usd_per_hour, b.total_usd_per_hour) {
+            (Some(x), Some(y)) => assert!(x <= y + 1e-9 && a.disaggregated == (x < y - 1e-9)),
+            (x, y) => assert!(x.is_some() || y.is_none()),
+        }
+        assert_eq!(
+            a.disaggregated,
+            a.pools.iter().all(|p| p.role != Role::All) && !a.pools.is_empty()
+        );
+        split_somewhere |= a.disaggregated;
+    }
+    // Where splitting pays at 1x it pays at 2x too.
+    assert!(split_somewhere);
+}

@@ -253,9 +253,14 @@ pub fn fleet(f: &FleetPlan) -> String {
                 (Some(t), _) => {
                     let _ = writeln!(
                         out,
-                        "  {:<10} ${t:.2}/h · {} GPUs{}{}",
+                        "  {:<10} ${t:.2}/h · {} GPUs{}{}{}",
                         h.gpu,
                         h.gpus.unwrap_or(0),
+                        if h.disaggregated {
+                            " as stage pools"
+                        } else {
+                            ""
+                        },
                         // No percentage against a free fleet (price 0: a GPU you own).
                         f.total_usd_per_hour
                             .filter(|&m| m > 0.0 && t.is_finite())
@@ -285,7 +290,7 @@ pub fn fleet(f: &FleetPlan) -> String {
                 let pools: Vec<String> = sn
                     .pools
                     .iter()
-                    .map(|p| format!("{} x {}", p.count, p.gpu))
+                    .map(|p| format!("{} x {}{}", p.count, p.gpu, super::pools::role_suffix(p)))
                     .collect();
                 let _ = writeln!(
                     out,

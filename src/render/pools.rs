@@ -42,6 +42,15 @@ pub fn pool_lines(out: &mut String, p: &Pool) {
     );
 }
 
+/// A stage pool's role in parentheses after its GPUs (nothing for a co-located pool).
+pub fn role_suffix(p: &Pool) -> String {
+    if p.role == Role::All {
+        String::new()
+    } else {
+        format!(" ({})", p.role.name())
+    }
+}
+
 /// The co-located fleet's cost, when stage pools were allowed.
 pub fn colocated_line(out: &mut String, f: &FleetPlan) {
     let Some(c) = &f.colocated_alternative else {
@@ -52,6 +61,8 @@ pub fn colocated_line(out: &mut String, f: &FleetPlan) {
     } else {
         "co-located replicas chosen (no split is cheaper); the best co-located fleet"
     };
+    // Each GPU type alone and the sensitivity below are stage pools where marked, else
+    // co-located (`pools::alternatives`).
     let cost = match (c.total_usd_per_hour, c.gpus) {
         (Some(t), Some(g)) => format!("${t:.2}/h · {g} GPUs"),
         _ => "none meets every target".into(),

@@ -124,6 +124,10 @@ pub struct Homogeneous {
     /// linear relaxation (its cost is at most this fraction above the best). Absent when proven.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap: Option<f64>,
+    /// Whether the figures above are stage pools of this type (`allow.disaggregate`, cheaper
+    /// than its co-located replicas); absent when they are co-located.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub disaggregated: bool,
 }
 
 /// How the integer program went.
@@ -160,6 +164,10 @@ pub struct Sensitivity {
     pub pools: Vec<Pool>,
     /// Why none exists.
     pub infeasible: Option<FleetInfeasible>,
+    /// Whether its pools split the stages (`allow.disaggregate`, cheaper than co-located);
+    /// absent when they do not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub disaggregated: bool,
 }
 
 /// The constraint that rules every fleet out.

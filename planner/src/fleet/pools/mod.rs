@@ -11,6 +11,7 @@
 //! co-located fleet unless the split one is cheaper and meets every target, so the answer is
 //! never dearer than the co-located optimum.
 
+pub mod alternatives;
 pub mod program;
 pub mod roles;
 pub mod tandem;
@@ -324,36 +325,54 @@ fn pools_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution
         .collect()
 }
 
-/// The cheapest fleet of stage pools meeting every class's targets in the queueing model and the
-/// tandem simulation, or `None` when no layout does.
-pub fn disaggregated(s: &Spec, classes: &[Class], memo: &Memo) -> Option<Disaggregated> {
+/// Every role of every layout costed for the classes' sizes (their rates do not enter).
+pub fn candidates(s: &Spec, classes: &[Class], memo: &Memo) -> Vec<RoleCandidate> {
     let roles: Vec<Role> = {
         let mut r: Vec<Role> = LAYOUTS.iter().flat_map(|l| l.iter().copied()).collect();
         r.sort();
         r.dedup();
         r
     };
-    let cands = role_candidates(s, classes, &roles, memo);
+    role_candidates(s, classes, &roles, memo)
+}
+
+/// The cheapest fleet of stage pools meeting every class's targets in the queueing model and the
+/// tandem simulation, or `None` when no layout does.
+pub fn disaggregated(s: &Spec, classes: &[Class], memo: &Memo) -> Option<Disaggregated> {
+    disaggregated_with(s, classes, &candidates(s, classes, memo), true)
+}
+
+/// `disaggregated` over the role candidates `cands` (those of one GPU type, say); without
+/// `simulated` judged by the queueing model alone (the sensitivity's test).
+pub fn disaggregated_with(
+    s: &Spec,
+    classes: &[Class],
+    cands: &[RoleCandidate],
+    simulated: bool,
+) -> Option<Disaggregated> {
     let mut scale = vec![1.0; classes.len()];
     for _ in 0..=MAX_REPAIRS {
-        let sol = cheapest(s, classes, &cands, &scale)?;
-        let pred = predicted(s, classes, &cands, &sol, false);
-        let sim = simulate(
-            &tandem_of(s, classes, &cands, &sol, false),
-            &classes.iter().map(|c| c.images_per_s).collect::<Vec<_>>(),
-        );
+        let sol = cheapest(s, classes, cands, &scale)?;
+        let pred = predicted(s, classes, cands, &sol, false);
+        let rates: Vec<f64> = classes.iter().map(|c| c.images_per_s).collect();
+        let sim = if simulated {
+            simulate(&tandem_of(s, classes, cands, &sol, false), &rates)
+        } else {
+            pred.clone()
+        };
         let ok = |k: usize| {
             let t = &classes[k].targets;
             pred[k].is_some_and(|p| meets(&p, t)) && sim[k].is_some_and(|p| meets(&p, t))
         };
         let missing: Vec<usize> = (0..classes.len()).filter(|&k| !ok(k)).collect();
         if missing.is_empty() {
-            let pred_point = predicted(s, classes, &cands, &sol, true);
-            let sim_point = simulate(
-                &tandem_of(s, classes, &cands, &sol, true),
-                &classes.iter().map(|c| c.images_per_s).collect::<Vec<_>>(),
-            );
-            let pools = pools_of(s, classes, &cands, &sol);
+            let pred_point = predicted(s, classes, cands, &sol, true);
+            let sim_point = if simulated {
+                simulate(&tandem_of(s, classes, cands, &sol, true), &rates)
+            } else {
+                pred_point.clone()
+            };
+            let pools = pools_of(s, classes, cands, &sol);
             let usd = super::usd_per_1000(classes, &pools);
             return Some(Disaggregated {
                 classes: classes
