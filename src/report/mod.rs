@@ -8,6 +8,7 @@
 
 mod fleet;
 mod plan;
+mod pools;
 
 use std::fmt::Write as _;
 
@@ -93,6 +94,7 @@ fn document(s: &Spec, c: &Catalog, p: &Plan, f: Option<&FleetPlan>, command: &st
         esc(&version())
     );
     plan::sections(&mut out, s, c, p);
+    pools::plan_pools(&mut out, p);
     if let Some(f) = f {
         fleet::sections(&mut out, f);
     }
