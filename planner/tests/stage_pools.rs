@@ -213,8 +213,7 @@ fn several_pools_per_role_equal_the_brute_force_and_pay_where_sizes_differ() {
     let big = f
         .pools
         .iter()
-        .filter(|p| p.classes.iter().any(|c| c.size.to_string() == "2048x2048"))
-        .last()
+        .rfind(|p| p.classes.iter().any(|c| c.size.to_string() == "2048x2048"))
         .unwrap();
     assert_eq!(big.gpu, "h100-sxm");
     assert!(big.classes.len() == 1);
