@@ -3,13 +3,15 @@
 //! is cheaper than co-located replicas.
 //!
 //! Per layout (`roles::LAYOUTS`) every role's candidates are costed from the estimate's stages
-//! (`roles`), turned into pool options (replica counts with their latency from the queueing
-//! model) and chosen by an integer program (`program`) with every class's path — each pool's
-//! batching, wait and service plus the transfers between them (`Network::transfer_ms`) — within
-//! its targets. The cheapest layout is checked by the tandem simulation (`tandem`); a class that
-//! misses there has its budget tightened and every layout is solved again. `fleet` keeps the
-//! co-located fleet unless the split one is cheaper and meets every target, so the answer is
-//! never dearer than the co-located optimum.
+//! (`roles`), turned into pool options (replica counts serving a set of classes, with their
+//! latency from the queueing model) and chosen by an integer program (`program`): every class
+//! through exactly one pool of each role — a role may have several pools, each on its own GPU
+//! type — with every class's path (each pool's batching, wait and service plus the transfers
+//! between them, `Network::transfer_ms`) within its targets. The cheapest layout is checked by the
+//! tandem simulation (`tandem`); a class that misses there has its budget tightened and every
+//! layout is solved again. `fleet` and `plan` keep their co-located answers unless the split one
+//! is cheaper and meets every target (`alternatives`, `search::pools`), so an answer is never
+//! dearer than the co-located optimum.
 
 pub mod alternatives;
 pub mod program;
