@@ -96,21 +96,21 @@ fn path_transfer_ms(s: &Spec, layout: &[Role], class: &Class) -> f64 {
         .sum()
 }
 
-/// One layout's program over the class sets `sets`, or `None` when nothing meets the budgets.
-fn solve_layout(
+/// Every role's pool options of one layout over the class sets `sets` (they do not depend on
+/// the budgets: made once, solved at every repair).
+fn slots_of(
     s: &Spec,
     classes: &[Class],
     cands: &[RoleCandidate],
-    layout: &'static [Role],
-    budget: &[Budget],
+    layout: &[Role],
     sets: &[Mask],
-) -> Option<Solution> {
+) -> Vec<Vec<PoolOption>> {
     let max_u = classes
         .first()
         .map_or(super::candidates::DEFAULT_MAX_UTILIZATION, |c| {
             c.targets.max_utilization
         });
-    let slots: Vec<Vec<PoolOption>> = layout
+    layout
         .iter()
         .map(|&role| {
             let link: Vec<u64> = classes
@@ -126,29 +126,42 @@ fn solve_layout(
                 .collect();
             program::options(cands, role, classes, &link, &s.network, max_u, sets)
         })
-        .collect();
-    let picked = program::solve(&slots, budget, &s.fleet)?;
-    Some(Solution {
-        layout,
-        slots,
-        picked,
-    })
+        .collect()
+}
+
+/// One layout's options: over every class set, and those serving every class (one pool per role).
+struct Prepared {
+    layout: &'static [Role],
+    every: Vec<Vec<PoolOption>>,
+    all: Vec<Vec<PoolOption>>,
+}
+
+/// Every layout's options for the classes.
+fn prepare(s: &Spec, classes: &[Class], cands: &[RoleCandidate]) -> Vec<Prepared> {
+    let sets = masks(classes.len());
+    LAYOUTS
+        .iter()
+        .map(|&layout| {
+            let every = slots_of(s, classes, cands, layout, &sets);
+            // Dominance is judged within a class set, so these are the options of `sets[0]` alone.
+            let all = every
+                .iter()
+                .map(|o| o.iter().filter(|x| x.serves == sets[0]).cloned().collect())
+                .collect();
+            Prepared { layout, every, all }
+        })
+        .collect()
 }
 
 /// The cheapest layout within the budgets (`scale` per class on its targets). Per layout the
 /// program with one pool per role serving every class, and with several classes the program
 /// whose roles may have a pool per class set (a superset: never dearer, proven optimal or
 /// stopped at its time limit); the cheaper is kept (ties: one pool per role).
-fn cheapest(
-    s: &Spec,
-    classes: &[Class],
-    cands: &[RoleCandidate],
-    scale: &[f64],
-) -> Option<Solution> {
+fn cheapest(s: &Spec, classes: &[Class], prepared: &[Prepared], scale: &[f64]) -> Option<Solution> {
     let n = classes.len();
-    let sets = masks(n);
     let mut best: Option<Solution> = None;
-    for layout in LAYOUTS {
+    for p in prepared {
+        let layout = p.layout;
         let budget: Vec<Budget> = classes
             .iter()
             .zip(scale)
@@ -160,12 +173,15 @@ fn cheapest(
                 }
             })
             .collect();
-        let one = solve_layout(s, classes, cands, layout, &budget, &sets[..1]);
-        let many = if n > 1 {
-            solve_layout(s, classes, cands, layout, &budget, &sets)
-        } else {
-            None
+        let solve = |slots: &Vec<Vec<PoolOption>>| {
+            program::solve(slots, &budget, &s.fleet).map(|picked| Solution {
+                layout,
+                slots: slots.clone(),
+                picked,
+            })
         };
+        let one = solve(&p.all);
+        let many = if n > 1 { solve(&p.every) } else { None };
         let proven = many.as_ref().is_none_or(|m| m.picked.optimal);
         let mut sol = match (one, many) {
             (Some(a), Some(b)) => {
@@ -352,9 +368,10 @@ pub fn disaggregated_with(
     cands: &[RoleCandidate],
     simulated: bool,
 ) -> Option<Disaggregated> {
+    let prepared = prepare(s, classes, cands);
     let mut scale = vec![1.0; classes.len()];
     for _ in 0..=MAX_REPAIRS {
-        let sol = cheapest(s, classes, cands, &scale)?;
+        let sol = cheapest(s, classes, &prepared, &scale)?;
         let pred = predicted(s, classes, cands, &sol, false);
         let rates: Vec<f64> = classes.iter().map(|c| c.images_per_s).collect();
         let sim = if simulated {
