@@ -182,12 +182,17 @@ fn the_report_and_every_chart_render_in_chromium() {
         "specs/fleet.yaml",
         "specs/estimate-contract.yaml",
         "specs/throughput-batch.yaml",
+        "specs/stage-pools-sizes.yaml",
     ] {
         dir.copy_from_repo(f);
     }
     let d = dir.path();
     // The reports, and the figures their DOM must hold (from the JSON of plan and fleet).
-    for (spec, fleet) in [("prod.yaml", true), ("fleet.yaml", true)] {
+    for (spec, fleet) in [
+        ("prod.yaml", true),
+        ("fleet.yaml", true),
+        ("stage-pools-sizes.yaml", true),
+    ] {
         let html = format!("{spec}.html");
         dir.command(["report", spec, "-o", &html])
             .run()

@@ -466,4 +466,39 @@ fn the_v1_4_stage_pools_spec_is_accepted_and_its_json_fields_exist() {
     for p in actual["pools"].as_array().unwrap() {
         assert_ne!(p["role"], "all", "{p}");
     }
+    // The sensitivity splits too here, and says so; a type alone that stays co-located does not.
+    assert_eq!(actual["sensitivity"]["disaggregated"], true);
+    for h in actual["homogeneous_alternatives"].as_array().unwrap() {
+        assert!(h.get("disaggregated").is_none_or(|d| d == true), "{h}");
+    }
+    // `plan` on the same spec: `stage_pools` with the fields documented, `colocated_alternative`
+    // with the chosen candidate's cost.
+    let out = TestCommand::in_dir(tmp.path(), ["plan", "pools.yaml", "--format", "json"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let plan: Value = serde_json::from_str(&out.stdout).expect("plan JSON");
+    let alt = &plan["colocated_alternative"];
+    assert_eq!(alt["total_usd_per_hour"], plan["chosen"]["cost_per_hour"]);
+    assert_eq!(alt["gpus"], plan["chosen"]["gpus"]);
+    assert_eq!(alt["disaggregated"], true);
+    let sp = &plan["stage_pools"];
+    for key in ["total_usd_per_hour", "gpus", "pools", "classes", "solver"] {
+        assert!(sp.get(key).is_some(), "stage_pools.{key}");
+    }
+    for p in sp["pools"].as_array().unwrap() {
+        for key in [
+            "role",
+            "transfer",
+            "resolutions",
+            "count",
+            "gpu",
+            "deployment",
+        ] {
+            assert!(p.get(key).is_some(), "stage_pools.pools[].{key}");
+        }
+    }
+    for c in sp["classes"].as_array().unwrap() {
+        for key in ["target", "predicted", "simulated", "meets_target"] {
+            assert!(c.get(key).is_some(), "stage_pools.classes[].{key}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! `klein-plan report`: the HTML of specs/prod.yaml and specs/fleet.yaml snapshot-tested (insta;
 //! `INSTA_UPDATE=always cargo test --test report` accepts a change, review the diff), the same
 //! bytes on every run, every figure of the text `plan` (and `fleet`) in the report's text, the
-//! chosen plan's figures in the sections before the appendix, and `-o` through `output.rs`.
+//! chosen plan's figures in the sections before the appendix, and `-o` through `output.rs`; the
+//! stage pools of specs/stage-pools-sizes.yaml (roles, transfers, the co-located cost).
 
 mod util;
 
@@ -97,6 +98,69 @@ fn the_reports_of_the_example_specs() {
         }
         snapshot(name, &html);
     }
+}
+
+/// A spec with `allow.disaggregate`: the plan's stage pools section (roles, transfers, the pools'
+/// and the co-located costs) and the fleet's roles table hold the JSON's figures, every figure
+/// of the text views is in the report, and the HTML is the same on every run.
+#[test]
+fn the_report_of_stage_pools() {
+    let spec = "specs/stage-pools-sizes.yaml";
+    let html = TestCommand::in_repo(["report", spec])
+        .run()
+        .expect_code(0)
+        .stdout;
+    assert_eq!(html, TestCommand::in_repo(["report", spec]).run().stdout);
+    let text = util::html_text(&html);
+    for cmd in ["plan", "fleet"] {
+        for n in numbers(
+            &TestCommand::in_repo(["--width", "0", cmd, spec])
+                .run()
+                .stdout,
+        ) {
+            assert!(
+                text.contains(&n),
+                "{n} of the text {cmd} is not in the report"
+            );
+        }
+    }
+    let body = util::html_text(html.split("<section id=\"appendix\">").next().unwrap());
+    let plan = TestCommand::in_repo(["plan", spec, "--format", "json"])
+        .run()
+        .json();
+    let sp = &plan["stage_pools"];
+    let alt = &plan["colocated_alternative"];
+    assert!(alt["disaggregated"].as_bool().unwrap());
+    let mut figures = vec![
+        format!("${:.2}/h", sp["total_usd_per_hour"].as_f64().unwrap()),
+        format!("${:.2}/h", alt["total_usd_per_hour"].as_f64().unwrap()),
+    ];
+    for p in sp["pools"].as_array().unwrap() {
+        figures.push(p["role"].as_str().unwrap().to_string());
+        figures.push(format!("{} x {}", p["count"], p["gpu"].as_str().unwrap()));
+        let out = p["transfer"]["out_bytes"].as_f64().unwrap();
+        if out > 0.0 {
+            figures.push(format!("sends {:.2} MB", out / 1e6));
+        }
+    }
+    let fleet = TestCommand::in_repo(["fleet", spec, "--format", "json"])
+        .run()
+        .json();
+    figures.push(format!(
+        "${:.2}/h",
+        fleet["colocated_alternative"]["total_usd_per_hour"]
+            .as_f64()
+            .unwrap()
+    ));
+    for f in &figures {
+        assert!(
+            body.contains(f.as_str()),
+            "{f} is not in the report's sections"
+        );
+    }
+    assert!(html.contains("<section id=\"stage-pools\">"));
+    assert!(html.contains("<table class=\"pool-roles\">"));
+    snapshot("stage-pools-sizes", &html);
 }
 
 #[test]

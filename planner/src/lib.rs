@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod graph;
 pub mod memo;
 pub mod message;
+pub mod pool;
 pub mod queueing;
 pub mod ranges;
 pub mod rules;

@@ -28,8 +28,8 @@ const LAYERS: &[&[&str]] = &[
         "violation",
         "queueing",
     ],
-    // Models, GPUs, runtime profiles.
-    &["catalog"],
+    // Models, GPUs, runtime profiles; a pool of replicas as fleet and plan report it.
+    &["catalog", "pool"],
     // Range categories; the op trace and its kernels.
     &["ranges", "cost"],
     // Techniques: knobs, legality, options, trace ops.

@@ -5,17 +5,29 @@
 
 use planner::fleet::candidates::classes;
 use planner::fleet::fleet;
-use planner::fleet::pools::program::{Budget, brute_force, options, solve};
+use planner::fleet::pools::program::{Budget, PoolOption, brute_force, masks, options, solve};
 use planner::fleet::pools::roles::{LAYOUTS, Role, role_candidates, sent_bytes};
 use planner::memo::Memo;
 use planner::spec::parse;
 
 const PAYS: &str = include_str!("../../specs/stage-pools.yaml");
 const DOES_NOT_PAY: &str = include_str!("../../specs/stage-pools-colocated.yaml");
+const SIZES: &str = include_str!("../../specs/stage-pools-sizes.yaml");
 
 /// The program and the brute force on every layout of `text`, with the GPUs of the first offer
-/// limited to `available` (None: as written). Returns the cheapest cost found.
+/// limited to `available` (None: as written), the pools of a role over every class set
+/// (`masks`), each slot cut to at most `per_set` options per class set, spread over its list (the
+/// brute force tries every cover of the classes per slot). Returns the cheapest cost found.
 fn program_equals_brute_force(text: &str, available: Option<u32>) -> Option<f64> {
+    program_equals_brute_force_cut(text, available, usize::MAX).0
+}
+
+/// As above; also whether some layout's optimum has a role with several pools.
+fn program_equals_brute_force_cut(
+    text: &str,
+    available: Option<u32>,
+    per_set: usize,
+) -> (Option<f64>, bool) {
     let mut s = parse(text).expect("spec parses");
     if let Some(a) = available {
         s.fleet[0].available = a;
@@ -32,6 +44,7 @@ fn program_equals_brute_force(text: &str, available: Option<u32>) -> Option<f64>
     let cands = role_candidates(&s, &cl, &roles, &memo);
     assert!(!cands.is_empty());
     let mut best: Option<f64> = None;
+    let mut several = false;
     for layout in LAYOUTS {
         let slots: Vec<_> = layout
             .iter()
@@ -40,13 +53,17 @@ fn program_equals_brute_force(text: &str, available: Option<u32>) -> Option<f64>
                     .iter()
                     .map(|c| 2 * sent_bytes(&s, Role::Encoder, c))
                     .collect();
-                options(
-                    &cands,
-                    r,
-                    &cl,
-                    &link,
-                    &s.network,
-                    cl[0].targets.max_utilization,
+                cut(
+                    options(
+                        &cands,
+                        r,
+                        &cl,
+                        &link,
+                        &s.network,
+                        cl[0].targets.max_utilization,
+                        &masks(cl.len()),
+                    ),
+                    per_set,
                 )
             })
             .collect();
@@ -74,12 +91,74 @@ fn program_equals_brute_force(text: &str, available: Option<u32>) -> Option<f64>
                     m.total_usd_per_hour
                 );
                 best = Some(best.map_or(b, |x: f64| x.min(b)));
+                several |= m.options.iter().any(|p| p.len() > 1);
             }
             (None, None) => {}
             _ => panic!("{layout:?}: program {milp:?} vs brute force {brute:?}"),
         }
     }
-    best
+    (best, several)
+}
+
+/// The cheapest layout's program with one pool per role serving every class (today's program
+/// before several pools per role), at the targets as written.
+fn one_pool_per_role(text: &str) -> Option<f64> {
+    let s = parse(text).unwrap();
+    let cl = classes(&s).unwrap();
+    let memo = Memo::keeping_estimates();
+    let all = [
+        Role::Encoder,
+        Role::EncoderDenoiser,
+        Role::Denoiser,
+        Role::DenoiserDecoder,
+        Role::Decoder,
+    ];
+    let cands = role_candidates(&s, &cl, &all, &memo);
+    let every = &masks(cl.len())[..1];
+    LAYOUTS
+        .iter()
+        .filter_map(|layout| {
+            let slots: Vec<_> = layout
+                .iter()
+                .map(|&r| {
+                    let link: Vec<u64> = cl
+                        .iter()
+                        .map(|c| 2 * sent_bytes(&s, Role::Encoder, c))
+                        .collect();
+                    let max_u = cl[0].targets.max_utilization;
+                    options(&cands, r, &cl, &link, &s.network, max_u, every)
+                })
+                .collect();
+            let budget: Vec<Budget> = cl
+                .iter()
+                .map(|c| {
+                    let t: f64 = layout[..layout.len() - 1]
+                        .iter()
+                        .map(|&r| s.network.transfer_ms(sent_bytes(&s, r, c)))
+                        .sum();
+                    Budget {
+                        p50_ms: c.targets.p50_ms.map(|x| x - t),
+                        p99_ms: c.targets.p99_ms.map(|x| x - t),
+                    }
+                })
+                .collect();
+            solve(&slots, &budget, &s.fleet).map(|p| p.total_usd_per_hour)
+        })
+        .min_by(f64::total_cmp)
+}
+
+/// At most `per_set` options of each class set, spread evenly over the list.
+fn cut(o: Vec<PoolOption>, per_set: usize) -> Vec<PoolOption> {
+    let mut sets: Vec<u32> = o.iter().map(|x| x.serves).collect();
+    sets.sort();
+    sets.dedup();
+    let mut out = Vec::new();
+    for m in sets {
+        let mine: Vec<&PoolOption> = o.iter().filter(|x| x.serves == m).collect();
+        let step = mine.len().div_ceil(per_set.min(mine.len()).max(1));
+        out.extend(mine.into_iter().step_by(step.max(1)).cloned());
+    }
+    out
 }
 
 #[test]
@@ -92,9 +171,57 @@ fn the_program_finds_the_brute_force_optimum() {
     program_equals_brute_force(DOES_NOT_PAY, None);
 }
 
+/// Two classes: a role's pools may each serve a class set. The program over every class set equals
+/// the brute force over every cover (the options cut to a few per set so that it can try them
+/// all), and its optimum gives a role two pools; with the options uncut the fleet is cheaper than
+/// any with one pool per role.
+#[test]
+fn several_pools_per_role_equal_the_brute_force_and_pay_where_sizes_differ() {
+    let (cut_best, several) = program_equals_brute_force_cut(SIZES, None, 4);
+    assert!(cut_best.is_some());
+    assert!(several, "no layout's optimum has two pools of a role");
+    // The limited offer binds: still the brute force's answer.
+    program_equals_brute_force_cut(SIZES, Some(30), 4);
+    let f = fleet(&parse(SIZES).unwrap());
+    assert!(f.meets_targets && f.classes.iter().all(|k| k.meets_target));
+    let alt = f.colocated_alternative.as_ref().unwrap();
+    assert!(alt.disaggregated);
+    assert!(f.total_usd_per_hour.unwrap() < alt.total_usd_per_hour.unwrap());
+    // Each class through exactly one pool of each role of the layout.
+    let roles: Vec<Role> = {
+        let mut r: Vec<Role> = f.pools.iter().map(|p| p.role).collect();
+        r.dedup();
+        r
+    };
+    for size in ["512x512", "2048x2048"] {
+        let mine: Vec<Role> = f
+            .pools
+            .iter()
+            .filter(|p| p.classes.iter().any(|c| c.size.to_string() == size))
+            .map(|p| p.role)
+            .collect();
+        assert_eq!(mine, roles, "{size}");
+    }
+    assert!(f.pools.len() > roles.len(), "a role with several pools");
+    let one = one_pool_per_role(SIZES).expect("one pool per role exists");
+    assert!(
+        f.total_usd_per_hour.unwrap() < one - 1e-9,
+        "several pools ${} vs one per role ${one}",
+        f.total_usd_per_hour.unwrap()
+    );
+    // The pools of one role, each on the GPU its class needs: 2048x2048 on H100s.
+    let big = f
+        .pools
+        .iter()
+        .rfind(|p| p.classes.iter().any(|c| c.size.to_string() == "2048x2048"))
+        .unwrap();
+    assert_eq!(big.gpu, "h100-sxm");
+    assert!(big.classes.len() == 1);
+}
+
 #[test]
 fn a_split_fleet_is_never_dearer_than_the_colocated_optimum() {
-    for text in [PAYS, DOES_NOT_PAY] {
+    for text in [PAYS, DOES_NOT_PAY, SIZES] {
         let split = fleet(&parse(text).unwrap());
         let colocated =
             fleet(&parse(&text.replace("disaggregate: true", "disaggregate: false")).unwrap());
@@ -179,9 +306,9 @@ fn a_role_holds_only_its_stages_and_fits_where_the_whole_model_does_not() {
         };
         let whole = memo.estimate(inp, &c.deployment).unwrap();
         // Within the GPU at the confidence, and below the co-located replica's peak.
-        assert!(c.peak_bytes[0] <= f.gpu.hbm_bytes, "{c:?}");
+        assert!(c.peak_bytes[0].unwrap() <= f.gpu.hbm_bytes, "{c:?}");
         assert!(
-            c.peak_bytes[0] < whole.peak_bytes_at(conf),
+            c.peak_bytes[0].unwrap() < whole.peak_bytes_at(conf),
             "{:?} {}",
             c.role,
             c.gpu
@@ -194,7 +321,7 @@ fn a_role_holds_only_its_stages_and_fits_where_the_whole_model_does_not() {
             .filter(|x| names.contains(&x.name))
             .map(|x| x.ms)
             .sum();
-        assert!((c.per_class[0].point_batch_ms - ms).abs() < 1e-9);
+        assert!((c.per_class[0].unwrap().point_batch_ms - ms).abs() < 1e-9);
     }
     // On the 24 GB card: a denoiser pool exists, while the whole model without offload does not
     // fit there.
@@ -212,4 +339,102 @@ fn a_role_holds_only_its_stages_and_fits_where_the_whole_model_does_not() {
         )
         .unwrap();
     assert!(whole.peak_bytes_at(conf) > gpu.hbm_bytes);
+}
+
+/// `plan` with a rate and `allow.disaggregate`: stage pools replace the chosen co-located
+/// deployment only when they cost less per hour (never dearer), with their roles, transfers and
+/// the co-located cost beside them; without the key nothing of the plan changes.
+#[test]
+fn a_plan_splits_only_when_cheaper_than_its_colocated_answer() {
+    use planner::fleet::pools::plan::plan;
+    for text in [PAYS, DOES_NOT_PAY, SIZES] {
+        let with = plan(&parse(text).unwrap());
+        let without =
+            plan(&parse(&text.replace("disaggregate: true", "disaggregate: false")).unwrap());
+        assert!(without.stage_pools.is_none() && without.colocated_alternative.is_none());
+        // The co-located search is the same with or without the key.
+        assert_eq!(with.chosen, without.chosen);
+        assert_eq!(with.rejected, without.rejected);
+        let alt = with.colocated_alternative.as_ref().expect("considered");
+        let chosen = with.chosen.as_ref().expect("a co-located plan");
+        assert_eq!(alt.total_usd_per_hour, Some(chosen.cost_per_hour));
+        assert_eq!(alt.gpus, Some(chosen.gpus));
+        assert_eq!(alt.disaggregated, with.stage_pools.is_some());
+        if let Some(sp) = &with.stage_pools {
+            assert!(
+                sp.total_usd_per_hour < chosen.cost_per_hour,
+                "dearer than co-located"
+            );
+            let sum: f64 = sp.pools.iter().map(|p| p.usd_per_hour).sum();
+            assert!((sum - sp.total_usd_per_hour).abs() < 1e-6);
+            assert!(sp.classes.iter().all(|k| k.meets_target));
+            assert!(
+                sp.pools
+                    .iter()
+                    .all(|p| p.role != Role::All && p.transfer.is_some())
+            );
+        }
+    }
+    // Where splitting pays for `fleet` it pays for `plan` too (one 1024² class: the plan's
+    // co-located answer is one H100 pool, the fleet's the same), at the fleet's split cost.
+    let p = plan(&parse(PAYS).unwrap());
+    let sp = p.stage_pools.expect("split");
+    let f = fleet(&parse(PAYS).unwrap());
+    assert!((sp.total_usd_per_hour - f.total_usd_per_hour.unwrap()).abs() < 1e-9);
+    assert!(plan(&parse(DOES_NOT_PAY).unwrap()).stage_pools.is_none());
+    // On 24 GB cards alone no co-located deployment meets a 6 s p99 (the 9B model only fits
+    // offloaded: 6.5 s), while stage pools do: the plan is the pools.
+    let only = PAYS
+        .replace("  - {gpu: h100-sxm}\n", "")
+        .replace("p99_ms: 4000", "p99_ms: 6000");
+    let only = plan(&parse(&only).unwrap());
+    assert!(only.chosen.is_none() && only.infeasible.is_some());
+    assert!(only.stage_pools.is_some());
+    assert_eq!(only.colocated_alternative.unwrap().total_usd_per_hour, None);
+    // Under another objective, or without a rate, nothing is considered.
+    let latency = plan(&parse(&PAYS.replace("min_cost", "min_latency")).unwrap());
+    assert!(latency.stage_pools.is_none() && latency.colocated_alternative.is_none());
+}
+
+/// Each GPU type alone and the 2x sensitivity consider stage pools too: never dearer than their
+/// co-located answers (the same spec without the key), marked `disaggregated` exactly where
+/// they split, their pools then with roles.
+#[test]
+fn single_types_and_the_sensitivity_split_only_where_cheaper() {
+    let mut split_somewhere = false;
+    for text in [PAYS, DOES_NOT_PAY, SIZES] {
+        let with = fleet(&parse(text).unwrap());
+        let without =
+            fleet(&parse(&text.replace("disaggregate: true", "disaggregate: false")).unwrap());
+        for (h, c) in with
+            .homogeneous_alternatives
+            .iter()
+            .zip(&without.homogeneous_alternatives)
+        {
+            assert_eq!(h.gpu, c.gpu);
+            assert!(!c.disaggregated);
+            match (h.total_usd_per_hour, c.total_usd_per_hour) {
+                (Some(a), Some(b)) => {
+                    assert!(a <= b + 1e-9, "{}: ${a} > ${b}", h.gpu);
+                    assert_eq!(h.disaggregated, a < b - 1e-9);
+                }
+                (Some(_), None) => assert!(h.disaggregated),
+                (None, Some(_)) => panic!("{}: stage pools lost a co-located answer", h.gpu),
+                (None, None) => assert!(!h.disaggregated),
+            }
+        }
+        let (a, b) = (with.sensitivity.unwrap(), without.sensitivity.unwrap());
+        assert!(!b.disaggregated && b.pools.iter().all(|p| p.role == Role::All));
+        match (a.total_usd_per_hour, b.total_usd_per_hour) {
+            (Some(x), Some(y)) => assert!(x <= y + 1e-9 && a.disaggregated == (x < y - 1e-9)),
+            (x, y) => assert!(x.is_some() || y.is_none()),
+        }
+        assert_eq!(
+            a.disaggregated,
+            a.pools.iter().all(|p| p.role != Role::All) && !a.pools.is_empty()
+        );
+        split_somewhere |= a.disaggregated;
+    }
+    // Where splitting pays at 1x it pays at 2x too.
+    assert!(split_somewhere);
 }

@@ -21,11 +21,27 @@ pub fn svg(f: &FleetPlan) -> String {
     let mut bars = Vec::new();
     // Stage pools: the fleet's bar names the roles in request order, and the best co-located
     // fleet gets a bar of its own beside it.
-    let roles: Vec<&str> = f
+    // A role with several pools (one per class set) is named once with its count.
+    let mut runs: Vec<(&str, usize)> = Vec::new();
+    for p in f
         .pools
         .iter()
         .filter(|p| p.role != planner::fleet::pools::roles::Role::All)
-        .map(|p| p.role.name())
+    {
+        match runs.last_mut() {
+            Some(r) if r.0 == p.role.name() => r.1 += 1,
+            _ => runs.push((p.role.name(), 1)),
+        }
+    }
+    let roles: Vec<String> = runs
+        .iter()
+        .map(|&(r, n)| {
+            if n == 1 {
+                r.to_string()
+            } else {
+                format!("{n} {r} pools")
+            }
+        })
         .collect();
     let what = if roles.is_empty() {
         "mix".to_string()
@@ -51,7 +67,11 @@ pub fn svg(f: &FleetPlan) -> String {
     }
     for h in &f.homogeneous_alternatives {
         bars.push(Bar {
-            label: format!("{} alone", h.gpu),
+            label: if h.disaggregated {
+                format!("{} alone (stage pools)", h.gpu)
+            } else {
+                format!("{} alone", h.gpu)
+            },
             usd_per_hour: h.total_usd_per_hour,
             why_not: h
                 .infeasible
@@ -63,8 +83,13 @@ pub fn svg(f: &FleetPlan) -> String {
     if let Some(s) = &f.sensitivity {
         bars.push(Bar {
             label: format!(
-                "the fleet at {}x traffic, {} images/s",
+                "the fleet at {}x traffic{}, {} images/s",
                 s.traffic_factor,
+                if s.disaggregated {
+                    " (stage pools)"
+                } else {
+                    ""
+                },
                 super::fmt_tick(round2(s.images_per_s))
             ),
             usd_per_hour: s.total_usd_per_hour,

@@ -300,3 +300,16 @@ fn the_fleet_chart_marks_stage_pools() {
         "{svg}"
     );
 }
+
+/// Several pools of one role are named once with their count; a split sensitivity is marked.
+#[test]
+fn the_fleet_chart_counts_a_role_s_pools() {
+    let spec = planner::spec::parse(include_str!("../../specs/stage-pools-sizes.yaml")).unwrap();
+    let svg = super::fleet::svg(&planner::fleet::fleet(&spec));
+    assert_readable("stage pools by size", &svg);
+    assert!(
+        svg.contains("stage pools: encoder | 2 denoiser+decoder pools"),
+        "{svg}"
+    );
+    assert!(svg.contains("2x traffic (stage pools)"), "{svg}");
+}

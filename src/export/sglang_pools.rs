@@ -160,6 +160,22 @@ pub fn pool_commands(m: &Model, repo: &str, pools: &[Pool]) -> Result<String, Ve
             sh_word(repo)
         ),
     ];
+    // SGLang's head node spreads a role's requests over every URL of that role: it cannot send
+    // one image size to one pool of the role and another size to another.
+    for (i, p) in pools.iter().enumerate() {
+        if pools[..i].iter().any(|q| q.role == p.role) {
+            problems.push(format!(
+                "pool {}: a second {} pool (for {}): SGLang's head node routes a role's requests over all its instances, not by image size",
+                i + 1,
+                p.role.name(),
+                p.classes
+                    .iter()
+                    .map(|c| c.size.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
     for (i, p) in pools.iter().enumerate() {
         let role = match role_flag(p.role) {
             Ok(r) => r,
@@ -257,6 +273,11 @@ mod tests {
         let e = pool_commands(m, &repo, &p).unwrap_err();
         assert!(e.iter().any(|x| x.contains("denoiser+decoder")), "{e:?}");
         assert!(e.iter().any(|x| x.contains("batch 2")), "{e:?}");
+        // Two pools of one role (one per image size) cannot be routed by SGLang's head node.
+        let mut two = f.pools.clone();
+        two.push(two[1].clone());
+        let e = pool_commands(m, &repo, &two).unwrap_err();
+        assert!(e.iter().any(|x| x.contains("a second")), "{e:?}");
         // A repo that is not owner/name never reaches the command line.
         let e = pool_commands(m, "a b; rm -rf /", &f.pools).unwrap_err();
         assert!(e.iter().any(|x| x.contains("owner/name")), "{e:?}");

@@ -207,15 +207,6 @@ pub fn fleet(f: &FleetPlan) -> String {
         "{} ({} runtime) capacity plan under load",
         f.model, f.runtime
     );
-    let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
-    let pair = |p: Option<(f64, f64)>| match p {
-        Some((a, b)) => format!("{:>5} / {:>5}", ms(a), ms(b)),
-        None => format!("{:>5} / {:>5}", "-", "-"),
-    };
-    let at = |f: &Option<planner::fleet::Figures>| {
-        f.map(|f| (f.p50_ms_at_confidence, f.p99_ms_at_confidence))
-    };
-    let point = |f: &Option<planner::fleet::Figures>| f.map(|f| (f.p50_ms, f.p99_ms));
     if let Some(total) = f.total_usd_per_hour {
         let _ = writeln!(
             out,
@@ -228,69 +219,13 @@ pub fn fleet(f: &FleetPlan) -> String {
             }
         );
         for p in &f.pools {
-            let served: Vec<String> = p
-                .classes
-                .iter()
-                .map(|c| {
-                    if c.share < 1.0 {
-                        format!("{} ({:.0} %)", c.size, c.share * 100.0)
-                    } else {
-                        c.size.to_string()
-                    }
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "  {:>3} x {:<10} {} replica{} · ${:.2}/h · {:.0} % busy · serves {}",
-                p.count,
-                p.gpu,
-                p.replicas,
-                if p.replicas == 1 { "" } else { "s" },
-                p.usd_per_hour,
-                p.utilization * 100.0,
-                served.join(", ")
-            );
-            let _ = writeln!(out, "      {}", knobs(&p.deployment));
-            super::pools::pool_lines(&mut out, p);
+            pool_block(&mut out, p);
         }
         super::pools::colocated_line(&mut out, f);
     }
     if !f.classes.is_empty() {
         let _ = writeln!(out);
-        let conf = conf_pct(f.goal.confidence);
-        let _ = writeln!(
-            out,
-            "CLASSES (latency p50 / p99 ms; predicted and simulated at {conf} confidence, where they are judged; the queueing model's point estimate beside)"
-        );
-        let _ = writeln!(
-            out,
-            "  {:<4}  {:<10} {:>8}   {:<13}   {:<13}   {:<13}   {:<13}   {:>8}",
-            "",
-            "size",
-            "images/s",
-            "target",
-            format!("pred. {conf}"),
-            format!("sim. {conf}"),
-            "pred. point",
-            "$/1k img"
-        );
-        for c in &f.classes {
-            let _ = writeln!(
-                out,
-                "  {:<4}  {:<10} {:>8.2}   {:>5} / {:>5}   {}   {}   {}   {:>8}",
-                if c.meets_target { "ok" } else { "MISS" },
-                c.size.to_string(),
-                c.images_per_s,
-                opt(c.target.p50_ms),
-                opt(c.target.p99_ms),
-                pair(at(&c.predicted)),
-                pair(at(&c.simulated)),
-                pair(point(&c.predicted)),
-                c.usd_per_1000_images
-                    .map(|u| format!("{u:.3}"))
-                    .unwrap_or_else(|| "-".into())
-            );
-        }
+        class_table(&mut out, &f.classes, f.goal.confidence);
     }
     if let Some(i) = &f.infeasible {
         let _ = writeln!(out);
@@ -318,9 +253,14 @@ pub fn fleet(f: &FleetPlan) -> String {
                 (Some(t), _) => {
                     let _ = writeln!(
                         out,
-                        "  {:<10} ${t:.2}/h · {} GPUs{}{}",
+                        "  {:<10} ${t:.2}/h · {} GPUs{}{}{}",
                         h.gpu,
                         h.gpus.unwrap_or(0),
+                        if h.disaggregated {
+                            " as stage pools"
+                        } else {
+                            ""
+                        },
                         // No percentage against a free fleet (price 0: a GPU you own).
                         f.total_usd_per_hour
                             .filter(|&m| m > 0.0 && t.is_finite())
@@ -350,7 +290,7 @@ pub fn fleet(f: &FleetPlan) -> String {
                 let pools: Vec<String> = sn
                     .pools
                     .iter()
-                    .map(|p| format!("{} x {}", p.count, p.gpu))
+                    .map(|p| format!("{} x {}{}", p.count, p.gpu, super::pools::role_suffix(p)))
                     .collect();
                 let _ = writeln!(
                     out,
@@ -382,4 +322,84 @@ pub fn fleet(f: &FleetPlan) -> String {
             .unwrap_or_default()
     );
     out
+}
+
+/// One pool as text: its GPUs, replicas, cost, load and classes, its knobs, and (stage pools)
+/// its role and transfers.
+pub(super) fn pool_block(out: &mut String, p: &planner::fleet::report::Pool) {
+    let served: Vec<String> = p
+        .classes
+        .iter()
+        .map(|c| {
+            if c.share < 1.0 {
+                format!("{} ({:.0} %)", c.size, c.share * 100.0)
+            } else {
+                c.size.to_string()
+            }
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "  {:>3} x {:<10} {} replica{} · ${:.2}/h · {:.0} % busy · serves {}",
+        p.count,
+        p.gpu,
+        p.replicas,
+        if p.replicas == 1 { "" } else { "s" },
+        p.usd_per_hour,
+        p.utilization * 100.0,
+        served.join(", ")
+    );
+    let _ = writeln!(out, "      {}", knobs(&p.deployment));
+    super::pools::pool_lines(out, p);
+}
+
+/// Every class against its targets, predicted and simulated, as a table.
+pub(super) fn class_table(
+    out: &mut String,
+    classes: &[planner::fleet::report::ClassReport],
+    confidence: f64,
+) {
+    let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
+    let pair = |p: Option<(f64, f64)>| match p {
+        Some((a, b)) => format!("{:>5} / {:>5}", ms(a), ms(b)),
+        None => format!("{:>5} / {:>5}", "-", "-"),
+    };
+    let at = |f: &Option<planner::fleet::Figures>| {
+        f.map(|f| (f.p50_ms_at_confidence, f.p99_ms_at_confidence))
+    };
+    let point = |f: &Option<planner::fleet::Figures>| f.map(|f| (f.p50_ms, f.p99_ms));
+    let conf = conf_pct(confidence);
+    let _ = writeln!(
+        out,
+        "CLASSES (latency p50 / p99 ms; predicted and simulated at {conf} confidence, where they are judged; the queueing model's point estimate beside)"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<4}  {:<10} {:>8}   {:<13}   {:<13}   {:<13}   {:<13}   {:>8}",
+        "",
+        "size",
+        "images/s",
+        "target",
+        format!("pred. {conf}"),
+        format!("sim. {conf}"),
+        "pred. point",
+        "$/1k img"
+    );
+    for c in classes {
+        let _ = writeln!(
+            out,
+            "  {:<4}  {:<10} {:>8.2}   {:>5} / {:>5}   {}   {}   {}   {:>8}",
+            if c.meets_target { "ok" } else { "MISS" },
+            c.size.to_string(),
+            c.images_per_s,
+            opt(c.target.p50_ms),
+            opt(c.target.p99_ms),
+            pair(at(&c.predicted)),
+            pair(at(&c.simulated)),
+            pair(point(&c.predicted)),
+            c.usd_per_1000_images
+                .map(|u| format!("{u:.3}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
 }

@@ -19,6 +19,7 @@ pub use errors::*;
 pub use estimate::*;
 pub use fleet::*;
 pub use plan::*;
+pub use pools::{colocated_cost, colocated_sentence, pool_transfers, role_suffix};
 pub use sweep::*;
 pub use units::*;
 pub use verify::*;

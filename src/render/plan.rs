@@ -402,6 +402,16 @@ pub fn plan_doc(p: &Plan) -> Value {
     if let Some(i) = &p.infeasible {
         infeasible_doc(i, &mut v["infeasible"]);
     }
+    if let Some(sp) = &p.stage_pools {
+        for (pool, x) in sp.pools.iter().zip(
+            v["stage_pools"]["pools"]
+                .as_array_mut()
+                .into_iter()
+                .flatten(),
+        ) {
+            super::fleet::pool_doc(pool, x);
+        }
+    }
     v
 }
 
@@ -460,6 +470,7 @@ pub fn plan(p: &Plan, catalog: &Catalog) -> String {
             }
         }
     }
+    super::pools::plan_lines(&mut out, p);
     if !p.pareto.is_empty() {
         let _ = writeln!(out);
         let cost = if p.goal.images_per_s.is_some() {

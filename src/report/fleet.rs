@@ -3,7 +3,7 @@
 //! fleet at the sensitivity's multiple of the traffic, and the solver's status.
 
 use planner::fleet::FleetPlan;
-use planner::fleet::report::Figures;
+use planner::fleet::report::{ClassReport, Figures, Pool};
 
 use super::{Cell, figure, n, para, t, table};
 use crate::render::{self, knobs, ms};
@@ -55,103 +55,12 @@ pub fn sections(out: &mut String, f: &FleetPlan) {
     );
     if !f.pools.is_empty() {
         out.push_str("<h3>Pools</h3>\n");
-        let rows: Vec<Vec<Cell>> = f
-            .pools
-            .iter()
-            .map(|p| {
-                let served: Vec<String> = p
-                    .classes
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{} ({:.0} % of its traffic, {:.2} images/s)",
-                            c.size,
-                            c.share * 100.0,
-                            c.images_per_s
-                        )
-                    })
-                    .collect();
-                vec![
-                    n(format!("{} x {}", p.count, p.gpu)),
-                    n(format!(
-                        "{} replica{} of {}",
-                        p.replicas,
-                        if p.replicas == 1 { "" } else { "s" },
-                        p.gpus_per_replica
-                    )),
-                    n(format!("${:.2}/h", p.usd_per_hour)),
-                    n(format!("{:.0} %", p.utilization * 100.0)),
-                    t(served.join(", ")),
-                    t(knobs(&p.deployment)),
-                ]
-            })
-            .collect();
-        table(
-            out,
-            "pools",
-            &["GPUs", "replicas", "cost", "busy", "serves", "knobs"],
-            &rows,
-        );
+        pools_table(out, &f.pools, "pools");
+        super::pools::fleet_pools(out, f);
     }
     if !f.classes.is_empty() {
         out.push_str("<h3>Classes against their targets</h3>\n");
-        // Point estimate, then at the goal's confidence (what `meets_target` is judged on).
-        let pair = |p: Option<Figures>| {
-            n(p.map_or("-".into(), |p| {
-                format!(
-                    "{} / {} ms (at confidence {} / {} ms)",
-                    ms(p.p50_ms),
-                    ms(p.p99_ms),
-                    ms(p.p50_ms_at_confidence),
-                    ms(p.p99_ms_at_confidence)
-                )
-            }))
-        };
-        let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
-        let rows: Vec<Vec<Cell>> = f
-            .classes
-            .iter()
-            .map(|c| {
-                vec![
-                    if c.meets_target {
-                        Cell {
-                            text: "ok".into(),
-                            class: "ok",
-                        }
-                    } else {
-                        Cell {
-                            text: "MISS".into(),
-                            class: "miss",
-                        }
-                    },
-                    t(c.size.to_string()),
-                    n(format!("{:.2}", c.images_per_s)),
-                    n(format!(
-                        "{} / {} ms",
-                        opt(c.target.p50_ms),
-                        opt(c.target.p99_ms)
-                    )),
-                    pair(c.predicted),
-                    pair(c.simulated),
-                    n(c.usd_per_1000_images
-                        .map_or("-".into(), |u| format!("${u:.3}"))),
-                ]
-            })
-            .collect();
-        table(
-            out,
-            "fleet-classes",
-            &[
-                "",
-                "size",
-                "images/s",
-                "target p50 / p99",
-                "predicted p50 / p99",
-                "simulated p50 / p99",
-                "per 1,000 images",
-            ],
-            &rows,
-        );
+        classes_table(out, &f.classes, "fleet-classes");
     }
     if !f.homogeneous_alternatives.is_empty() {
         out.push_str("<h3>One GPU type alone</h3>\n");
@@ -160,7 +69,11 @@ pub fn sections(out: &mut String, f: &FleetPlan) {
             .iter()
             .map(|h| match h.total_usd_per_hour {
                 Some(x) => vec![
-                    t(&h.gpu),
+                    t(if h.disaggregated {
+                        format!("{} (as stage pools)", h.gpu)
+                    } else {
+                        h.gpu.clone()
+                    }),
                     n(format!("${x:.2}/h")),
                     n(h.gpus.unwrap_or(0).to_string()),
                     n(f.total_usd_per_hour
@@ -193,7 +106,7 @@ pub fn sections(out: &mut String, f: &FleetPlan) {
         let pools: Vec<String> = sn
             .pools
             .iter()
-            .map(|p| format!("{} x {}", p.count, p.gpu))
+            .map(|p| format!("{} x {}{}", p.count, p.gpu, render::role_suffix(p)))
             .collect();
         para(
             out,
@@ -221,4 +134,104 @@ pub fn sections(out: &mut String, f: &FleetPlan) {
         &format!("Solver: {}.", render::solver_summary(&f.solver)),
     );
     out.push_str("</section>\n");
+}
+
+/// Every class against its targets, predicted and simulated (table class `id`).
+pub(super) fn classes_table(out: &mut String, classes: &[ClassReport], id: &str) {
+    // Point estimate, then at the goal's confidence (what `meets_target` is judged on).
+    let pair = |p: Option<Figures>| {
+        n(p.map_or("-".into(), |p| {
+            format!(
+                "{} / {} ms (at confidence {} / {} ms)",
+                ms(p.p50_ms),
+                ms(p.p99_ms),
+                ms(p.p50_ms_at_confidence),
+                ms(p.p99_ms_at_confidence)
+            )
+        }))
+    };
+    let opt = |x: Option<f64>| x.map(ms).unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<Cell>> = classes
+        .iter()
+        .map(|c| {
+            vec![
+                if c.meets_target {
+                    Cell {
+                        text: "ok".into(),
+                        class: "ok",
+                    }
+                } else {
+                    Cell {
+                        text: "MISS".into(),
+                        class: "miss",
+                    }
+                },
+                t(c.size.to_string()),
+                n(format!("{:.2}", c.images_per_s)),
+                n(format!(
+                    "{} / {} ms",
+                    opt(c.target.p50_ms),
+                    opt(c.target.p99_ms)
+                )),
+                pair(c.predicted),
+                pair(c.simulated),
+                n(c.usd_per_1000_images
+                    .map_or("-".into(), |u| format!("${u:.3}"))),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        id,
+        &[
+            "",
+            "size",
+            "images/s",
+            "target p50 / p99",
+            "predicted p50 / p99",
+            "simulated p50 / p99",
+            "per 1,000 images",
+        ],
+        &rows,
+    );
+}
+
+/// The pools: GPUs, replicas, cost, load, classes and knobs (table class `id`).
+pub(super) fn pools_table(out: &mut String, pools: &[Pool], id: &str) {
+    let rows: Vec<Vec<Cell>> = pools
+        .iter()
+        .map(|p| {
+            let served: Vec<String> = p
+                .classes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ({:.0} % of its traffic, {:.2} images/s)",
+                        c.size,
+                        c.share * 100.0,
+                        c.images_per_s
+                    )
+                })
+                .collect();
+            vec![
+                n(format!("{} x {}", p.count, p.gpu)),
+                n(format!(
+                    "{} replica{} of {}",
+                    p.replicas,
+                    if p.replicas == 1 { "" } else { "s" },
+                    p.gpus_per_replica
+                )),
+                n(format!("${:.2}/h", p.usd_per_hour)),
+                n(format!("{:.0} %", p.utilization * 100.0)),
+                t(served.join(", ")),
+                t(knobs(&p.deployment)),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        id,
+        &["GPUs", "replicas", "cost", "busy", "serves", "knobs"],
+        &rows,
+    );
 }

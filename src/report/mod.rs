@@ -8,6 +8,7 @@
 
 mod fleet;
 mod plan;
+mod pools;
 
 use std::fmt::Write as _;
 
@@ -35,7 +36,7 @@ pub fn has_rate(s: &Spec) -> bool {
 /// Builds the report of spec `s`; `command` is the command line that asked for it (shown under
 /// the assumptions, so the reader can run it again).
 pub fn report(s: &Spec, c: &Catalog, command: &str) -> Report {
-    let p = planner::search::plan(s);
+    let p = planner::fleet::pools::plan::plan(s);
     let f = has_rate(s).then(|| planner::fleet::fleet(s));
     let ok = p.chosen.is_some() && f.as_ref().is_none_or(|f| f.meets_targets);
     Report {
@@ -93,6 +94,7 @@ fn document(s: &Spec, c: &Catalog, p: &Plan, f: Option<&FleetPlan>, command: &st
         esc(&version())
     );
     plan::sections(&mut out, s, c, p);
+    pools::plan_pools(&mut out, p);
     if let Some(f) = f {
         fleet::sections(&mut out, f);
     }

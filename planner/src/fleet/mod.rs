@@ -6,7 +6,8 @@
 //! replica counts and class shares (`milp`), then checks each pool of the answer with the queueing
 //! model and the simulation (`simulation`), tightening the rates of pools that miss and solving
 //! again. The same is done per GPU type alone (the homogeneous alternatives) and at twice the
-//! traffic (the sensitivity).
+//! traffic (the sensitivity); with `allow.disaggregate` each of the three may be stage pools
+//! (`pools::alternatives`).
 
 pub mod candidates;
 mod checked;
@@ -379,6 +380,7 @@ fn fleet_on(s: &Spec) -> FleetPlan {
                 ),
                 infeasible: None,
                 gap: c.solved.gap,
+                disaggregated: false,
             },
             Ok(_) => Homogeneous {
                 gpu: f.gpu.id.clone(),
@@ -386,6 +388,7 @@ fn fleet_on(s: &Spec) -> FleetPlan {
                 gpus: None,
                 infeasible: Some(FleetInfeasible::new(FleetConstraint::Simulation)),
                 gap: None,
+                disaggregated: false,
             },
             Err(r) => Homogeneous {
                 gpu: f.gpu.id.clone(),
@@ -393,6 +396,7 @@ fn fleet_on(s: &Spec) -> FleetPlan {
                 gpus: None,
                 infeasible: Some(r.clone()),
                 gap: None,
+                disaggregated: false,
             },
         });
         if let Ok(c) = alt
@@ -465,9 +469,6 @@ fn fleet_on(s: &Spec) -> FleetPlan {
         out.total_usd_per_hour = Some(c.solved.total_usd_per_hour);
         out.pools = pools;
     }
-    if s.allow.disaggregate {
-        split_if_cheaper(s, &classes, &memo, &mut out);
-    }
     // Sensitivity: twice the traffic, queueing model only (co-located pools).
     let doubled: Vec<Class> = classes
         .iter()
@@ -484,6 +485,7 @@ fn fleet_on(s: &Spec) -> FleetPlan {
             total_usd_per_hour: Some(c.solved.total_usd_per_hour),
             pools: pools_of(&doubled, &dc, &c),
             infeasible: None,
+            disaggregated: false,
         },
         Err(why) => Sensitivity {
             traffic_factor: SENSITIVITY_FACTOR,
@@ -491,37 +493,13 @@ fn fleet_on(s: &Spec) -> FleetPlan {
             total_usd_per_hour: None,
             pools: Vec::new(),
             infeasible: Some(why),
+            disaggregated: false,
         },
     });
-    out
-}
-
-/// With `allow.disaggregate`: stage pools replace the co-located fleet when they meet every
-/// target and cost less (strictly: a tie keeps the co-located fleet); the co-located cost is
-/// reported beside either.
-fn split_if_cheaper(s: &Spec, classes: &[Class], memo: &Memo, out: &mut FleetPlan) {
-    let colocated = out
-        .meets_targets
-        .then_some(out.total_usd_per_hour)
-        .flatten();
-    let mut alt = Colocated {
-        total_usd_per_hour: colocated,
-        gpus: colocated.map(|_| out.pools.iter().map(|p| p.count).sum()),
-        disaggregated: false,
-    };
-    if let Some(d) = pools::disaggregated(s, classes, memo)
-        && colocated.is_none_or(|c| d.total_usd_per_hour < c - 1e-9)
-    {
-        out.pools = d.pools;
-        out.classes = d.classes;
-        out.total_usd_per_hour = Some(d.total_usd_per_hour);
-        out.meets_targets = true;
-        out.infeasible = None;
-        out.solver.status = if d.optimal { "optimal" } else { "time_limit" };
-        out.solver.gap = d.optimal.then_some(0.0);
-        alt.disaggregated = true;
+    if s.allow.disaggregate {
+        pools::alternatives::split_where_cheaper(s, &classes, &doubled, &memo, &mut out);
     }
-    out.colocated_alternative = Some(alt);
+    out
 }
 
 /// v1's answer: per GPU type, `plan` on that type alone.

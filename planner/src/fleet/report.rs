@@ -2,78 +2,11 @@
 
 use serde::Serialize;
 
-use crate::deployment::{Deployment, Resolution};
+use crate::deployment::Resolution;
+pub use crate::pool::{ClassReport, Colocated, Pool, PoolClass, Target};
 pub use crate::queueing::Figures;
 use crate::search::{Candidate, Infeasible, Quantity};
 use crate::spec::{Goal, Share};
-
-/// A class served by a pool.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PoolClass {
-    /// Image size.
-    pub size: Resolution,
-    /// Fraction of the class's traffic this pool serves.
-    pub share: f64,
-    /// Images per second this pool serves of it.
-    pub images_per_s: f64,
-    /// Service time of one batch of it, milliseconds.
-    pub batch_ms: f64,
-}
-
-/// One pool of identical replicas.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Pool {
-    /// GPU type.
-    pub gpu: String,
-    /// GPUs in the pool.
-    pub count: u32,
-    /// Replicas.
-    pub replicas: u32,
-    /// GPUs per replica.
-    pub gpus_per_replica: u32,
-    /// The full deployment of a replica (resolution: the first class it serves).
-    pub deployment: Deployment,
-    /// Classes it serves.
-    pub classes: Vec<PoolClass>,
-    /// Busy fraction of its replicas at the planned load.
-    pub utilization: f64,
-    /// USD per hour of the pool.
-    pub usd_per_hour: f64,
-    /// The stages it runs: `all` (co-located), or one role of stage pools
-    /// (`allow.disaggregate`).
-    pub role: super::pools::roles::Role,
-    /// Stage pools: what one request moves in and out of it over the network.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transfer: Option<super::pools::Transfer>,
-}
-
-/// Latency targets of a class (absent: none set).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Target {
-    /// Median, milliseconds.
-    pub p50_ms: Option<f64>,
-    /// 99th percentile, milliseconds.
-    pub p99_ms: Option<f64>,
-}
-
-/// One traffic class against its targets.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ClassReport {
-    /// Image size.
-    pub size: Resolution,
-    /// Requests (images) per second.
-    pub images_per_s: f64,
-    /// Its targets.
-    pub target: Target,
-    /// The queueing model's prediction (the worst pool serving it).
-    pub predicted: Option<Figures>,
-    /// The simulation's.
-    pub simulated: Option<Figures>,
-    /// USD per 1,000 images of the class (its pools' cost split by busy time).
-    pub usd_per_1000_images: Option<f64>,
-    /// Whether prediction and simulation both meet every target.
-    pub meets_target: bool,
-}
 
 /// One GPU type serving everything alone.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -90,6 +23,10 @@ pub struct Homogeneous {
     /// linear relaxation (its cost is at most this fraction above the best). Absent when proven.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gap: Option<f64>,
+    /// Whether the figures above are stage pools of this type (`allow.disaggregate`, cheaper
+    /// than its co-located replicas); absent when they are co-located.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub disaggregated: bool,
 }
 
 /// How the integer program went.
@@ -126,6 +63,10 @@ pub struct Sensitivity {
     pub pools: Vec<Pool>,
     /// Why none exists.
     pub infeasible: Option<FleetInfeasible>,
+    /// Whether its pools split the stages (`allow.disaggregate`, cheaper than co-located);
+    /// absent when they do not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub disaggregated: bool,
 }
 
 /// The constraint that rules every fleet out.
@@ -271,17 +212,6 @@ pub struct FleetPlan {
     /// more than (absent without the key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub colocated_alternative: Option<Colocated>,
-}
-
-/// The best fleet of co-located replicas (`role: all`), beside a fleet that may split stages.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Colocated {
-    /// Its cost, when a co-located fleet meets every target.
-    pub total_usd_per_hour: Option<f64>,
-    /// Its GPUs.
-    pub gpus: Option<u32>,
-    /// Whether the chosen fleet splits the stages (else it is this one).
-    pub disaggregated: bool,
 }
 
 /// v1: one GPU type's best single deployment by `plan`'s judging.

@@ -344,6 +344,13 @@ pub struct Plan {
     /// With a rate: the chosen plan's pool under the fleet's simulation (absent without one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulation: Option<PlanSimulation>,
+    /// Stage pools cheaper than `chosen` (`allow.disaggregate`; filled by `fleet::pools::plan`,
+    /// never by the search itself); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_pools: Option<crate::pool::PlanPools>,
+    /// With stage pools considered: the co-located answer's cost beside them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub colocated_alternative: Option<crate::pool::Colocated>,
 }
 
 /// Orders candidates by the objective; ties broken by the other metrics, then enumeration order.
@@ -393,9 +400,11 @@ pub fn ties(a: f64, b: f64, within: f64) -> bool {
     (a - b).abs() <= within * a.abs().max(b.abs())
 }
 
-/// Searches the spec's decision space.
+/// Searches the spec's decision space for co-located replicas (`fleet::pools::plan` adds stage
+/// pools where the spec allows them).
 pub fn plan(s: &Spec) -> Plan {
-    plan_with(s, &Memo::default())
+    let memo = Memo::default();
+    plan_with(s, &memo)
 }
 
 /// `plan`, reusing (and adding to) estimates a caller already made with the same spec's model
@@ -578,6 +587,8 @@ pub(crate) fn plan_with(s: &Spec, memo: &Memo) -> Plan {
         .and_then(|c| simulated::simulate_plan(&specs[won], &breakdown, c));
     Plan {
         simulation,
+        stage_pools: None,
+        colocated_alternative: None,
         schema_version: SCHEMA_VERSION,
         model: s.model.id.clone(),
         runtime: specs[won].runtime.id.clone(),

@@ -3,26 +3,30 @@
 //! is cheaper than co-located replicas.
 //!
 //! Per layout (`roles::LAYOUTS`) every role's candidates are costed from the estimate's stages
-//! (`roles`), turned into pool options (replica counts with their latency from the queueing
-//! model) and chosen by an integer program (`program`) with every class's path — each pool's
-//! batching, wait and service plus the transfers between them (`Network::transfer_ms`) — within
-//! its targets. The cheapest layout is checked by the tandem simulation (`tandem`); a class that
-//! misses there has its budget tightened and every layout is solved again. `fleet` keeps the
-//! co-located fleet unless the split one is cheaper and meets every target, so the answer is
-//! never dearer than the co-located optimum.
+//! (`roles`), turned into pool options (replica counts serving a set of classes, with their
+//! latency from the queueing model) and chosen by an integer program (`program`): every class
+//! through exactly one pool of each role — a role may have several pools, each on its own GPU
+//! type — with every class's path (each pool's batching, wait and service plus the transfers
+//! between them, `Network::transfer_ms`) within its targets. The cheapest layout is checked by the
+//! tandem simulation (`tandem`); a class that misses there has its budget tightened and every
+//! layout is solved again. `fleet` and `plan` keep their co-located answers unless the split one
+//! is cheaper and meets every target (`alternatives`, `plan`), so an answer is never
+//! dearer than the co-located optimum.
 
+pub mod alternatives;
+pub mod plan;
 pub mod program;
 pub mod roles;
 pub mod tandem;
 
-use serde::Serialize;
+pub use crate::pool::Transfer;
 
 use super::candidates::Class;
 use super::report::{ClassReport, Figures, Pool, PoolClass, Target};
 use crate::memo::Memo;
 use crate::queueing::{Percentiles, meets};
 use crate::spec::Spec;
-use program::{Budget, PoolOption, loads};
+use program::{Budget, Mask, PoolOption, has, masks};
 use roles::{LAYOUTS, Role, RoleCandidate, role_candidates, sent_bytes};
 use tandem::{TandemPool, simulate};
 
@@ -30,20 +34,6 @@ use tandem::{TandemPool, simulate};
 const MAX_REPAIRS: u32 = 8;
 /// Each repair scales a missing class's budget by this.
 const REPAIR_FACTOR: f64 = 0.9;
-
-/// What one request moves in and out of a pool over the network (the mean over the pool's
-/// traffic when classes of several sizes pass).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Transfer {
-    /// Bytes received per request (embeddings or latents from the previous pool).
-    pub in_bytes: f64,
-    /// Milliseconds of that receive on the request's path (latency + bytes / bandwidth).
-    pub in_ms: f64,
-    /// Bytes sent per request to the next pool.
-    pub out_bytes: f64,
-    /// Milliseconds of that send on the request's path.
-    pub out_ms: f64,
-}
 
 /// A fleet of stage pools, checked.
 #[derive(Debug, Clone)]
@@ -74,6 +64,17 @@ struct Solution {
     picked: program::Picked,
 }
 
+impl Solution {
+    /// The pools chosen, in request order: (slot, option).
+    fn chosen(&self) -> impl Iterator<Item = (usize, &PoolOption)> {
+        self.picked
+            .options
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, p)| p.iter().map(move |&o| (i, &self.slots[i][o])))
+    }
+}
+
 /// Per class, the transfers on a layout's path, ms.
 fn path_transfer_ms(s: &Spec, layout: &[Role], class: &Class) -> f64 {
     layout[..layout.len() - 1]
@@ -82,37 +83,72 @@ fn path_transfer_ms(s: &Spec, layout: &[Role], class: &Class) -> f64 {
         .sum()
 }
 
-/// The cheapest layout within the budgets (`scale` per class on its targets).
-fn cheapest(
+/// Every role's pool options of one layout over the class sets `sets` (they do not depend on
+/// the budgets: made once, solved at every repair).
+fn slots_of(
     s: &Spec,
     classes: &[Class],
     cands: &[RoleCandidate],
-    scale: &[f64],
-) -> Option<Solution> {
+    layout: &[Role],
+    sets: &[Mask],
+) -> Vec<Vec<PoolOption>> {
     let max_u = classes
         .first()
         .map_or(crate::queueing::DEFAULT_MAX_UTILIZATION, |c| {
             c.targets.max_utilization
         });
+    layout
+        .iter()
+        .map(|&role| {
+            let link: Vec<u64> = classes
+                .iter()
+                .map(|c| {
+                    received_bytes(s, role, c)
+                        + if Some(&role) == layout.last() {
+                            0
+                        } else {
+                            sent_bytes(s, role, c)
+                        }
+                })
+                .collect();
+            program::options(cands, role, classes, &link, &s.network, max_u, sets)
+        })
+        .collect()
+}
+
+/// One layout's options: over every class set, and those serving every class (one pool per role).
+struct Prepared {
+    layout: &'static [Role],
+    every: Vec<Vec<PoolOption>>,
+    all: Vec<Vec<PoolOption>>,
+}
+
+/// Every layout's options for the classes.
+fn prepare(s: &Spec, classes: &[Class], cands: &[RoleCandidate]) -> Vec<Prepared> {
+    let sets = masks(classes.len());
+    LAYOUTS
+        .iter()
+        .map(|&layout| {
+            let every = slots_of(s, classes, cands, layout, &sets);
+            // Dominance is judged within a class set, so these are the options of `sets[0]` alone.
+            let all = every
+                .iter()
+                .map(|o| o.iter().filter(|x| x.serves == sets[0]).cloned().collect())
+                .collect();
+            Prepared { layout, every, all }
+        })
+        .collect()
+}
+
+/// The cheapest layout within the budgets (`scale` per class on its targets). Per layout the
+/// program with one pool per role serving every class, and with several classes the program
+/// whose roles may have a pool per class set (a superset: never dearer, proven optimal or
+/// stopped at its time limit); the cheaper is kept (ties: one pool per role).
+fn cheapest(s: &Spec, classes: &[Class], prepared: &[Prepared], scale: &[f64]) -> Option<Solution> {
+    let n = classes.len();
     let mut best: Option<Solution> = None;
-    for layout in LAYOUTS {
-        let slots: Vec<Vec<PoolOption>> = layout
-            .iter()
-            .map(|&role| {
-                let link: Vec<u64> = classes
-                    .iter()
-                    .map(|c| {
-                        received_bytes(s, role, c)
-                            + if Some(&role) == layout.last() {
-                                0
-                            } else {
-                                sent_bytes(s, role, c)
-                            }
-                    })
-                    .collect();
-                program::options(cands, role, classes, &link, &s.network, max_u)
-            })
-            .collect();
+    for p in prepared {
+        let layout = p.layout;
         let budget: Vec<Budget> = classes
             .iter()
             .zip(scale)
@@ -124,16 +160,35 @@ fn cheapest(
                 }
             })
             .collect();
-        if let Some(picked) = program::solve(&slots, &budget, &s.fleet)
-            && best
-                .as_ref()
-                .is_none_or(|b| picked.total_usd_per_hour < b.picked.total_usd_per_hour)
-        {
-            best = Some(Solution {
+        let solve = |slots: &Vec<Vec<PoolOption>>| {
+            program::solve(slots, &budget, &s.fleet).map(|picked| Solution {
                 layout,
-                slots,
+                slots: slots.clone(),
                 picked,
-            });
+            })
+        };
+        let one = solve(&p.all);
+        let many = if n > 1 { solve(&p.every) } else { None };
+        let proven = many.as_ref().is_none_or(|m| m.picked.optimal);
+        let mut sol = match (one, many) {
+            (Some(a), Some(b)) => {
+                if b.picked.total_usd_per_hour < a.picked.total_usd_per_hour - 1e-9 {
+                    b
+                } else {
+                    a
+                }
+            }
+            (a, b) => match a.or(b) {
+                Some(x) => x,
+                None => continue,
+            },
+        };
+        sol.picked.optimal &= proven;
+        if best
+            .as_ref()
+            .is_none_or(|b| sol.picked.total_usd_per_hour < b.picked.total_usd_per_hour)
+        {
+            best = Some(sol);
         }
     }
     best
@@ -147,27 +202,22 @@ fn tandem_of(
     sol: &Solution,
     point: bool,
 ) -> Vec<TandemPool> {
-    sol.slots
-        .iter()
-        .zip(&sol.picked.options)
-        .enumerate()
-        .map(|(i, (slot, &o))| {
-            let opt = &slot[o];
+    sol.chosen()
+        .map(|(i, opt)| {
             let c = &cands[opt.candidate];
             let last = i + 1 == sol.layout.len();
+            let of = |f: &dyn Fn(&super::candidates::ServiceTime) -> f64| -> Vec<f64> {
+                c.per_class
+                    .iter()
+                    .map(|x| x.as_ref().map_or(0.0, f))
+                    .collect()
+            };
             TandemPool {
                 replicas: opt.replicas,
                 batch: c.deployment.batch,
-                batch_ms: c
-                    .per_class
-                    .iter()
-                    .map(|x| if point { x.point_batch_ms } else { x.batch_ms })
-                    .collect(),
-                tail_ms: c
-                    .per_class
-                    .iter()
-                    .map(|x| if point { x.point_tail_ms } else { x.tail_ms })
-                    .collect(),
+                serves: (0..classes.len()).map(|k| has(opt.serves, k)).collect(),
+                batch_ms: of(&|x| if point { x.point_batch_ms } else { x.batch_ms }),
+                tail_ms: of(&|x| if point { x.point_tail_ms } else { x.tail_ms }),
                 after_ms: classes
                     .iter()
                     .map(|cl| {
@@ -183,8 +233,8 @@ fn tandem_of(
         .collect()
 }
 
-/// Per class, the queueing model's percentiles through the tandem (sum over the pools plus the
-/// transfers), at the confidence or (`point`) the point figures.
+/// Per class, the queueing model's percentiles through the tandem (sum over the pools serving
+/// it plus the transfers), at the confidence or (`point`) the point figures.
 fn predicted(
     s: &Spec,
     classes: &[Class],
@@ -192,17 +242,13 @@ fn predicted(
     sol: &Solution,
     point: bool,
 ) -> Vec<Option<Percentiles>> {
-    let per_pool: Vec<Option<Vec<Percentiles>>> = sol
-        .slots
-        .iter()
-        .zip(&sol.picked.options)
-        .map(|(slot, &o)| {
-            let opt = &slot[o];
+    let per_pool: Vec<(Mask, Option<Vec<Percentiles>>)> = sol
+        .chosen()
+        .map(|(_, opt)| {
             let c = &cands[opt.candidate];
-            crate::queueing::pool_latency(
-                opt.replicas,
-                c.deployment.batch,
-                &loads(c, classes, point),
+            (
+                opt.serves,
+                program::latency_of(c, classes, opt.serves, opt.replicas, point),
             )
         })
         .collect();
@@ -215,7 +261,7 @@ fn predicted(
                 p50_ms: t,
                 p99_ms: t,
             };
-            for pool in &per_pool {
+            for (_, pool) in per_pool.iter().filter(|(m, _)| has(*m, k)) {
                 let x = pool.as_ref()?[k];
                 p.p50_ms += x.p50_ms;
                 p.p99_ms += x.p99_ms;
@@ -227,21 +273,21 @@ fn predicted(
 
 /// The pools of a solution as `fleet` reports them.
 fn pools_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution) -> Vec<Pool> {
-    let total_rate: f64 = classes.iter().map(|c| c.images_per_s).sum();
-    sol.slots
-        .iter()
-        .zip(&sol.picked.options)
-        .enumerate()
-        .map(|(i, (slot, &o))| {
-            let opt = &slot[o];
+    sol.chosen()
+        .map(|(i, opt)| {
             let c = &cands[opt.candidate];
             let last = i + 1 == sol.layout.len();
+            let mine: Vec<(usize, &Class)> = classes
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| has(opt.serves, *k))
+                .collect();
+            let rate: f64 = mine.iter().map(|(_, cl)| cl.images_per_s).sum();
             let mean = |f: &dyn Fn(&Class) -> f64| {
-                classes
-                    .iter()
-                    .map(|cl| cl.images_per_s * f(cl))
+                mine.iter()
+                    .map(|(_, cl)| cl.images_per_s * f(cl))
                     .sum::<f64>()
-                    / total_rate.max(f64::MIN_POSITIVE)
+                    / rate.max(f64::MIN_POSITIVE)
             };
             let in_bytes = |cl: &Class| received_bytes(s, c.role, cl);
             let out_bytes = |cl: &Class| if last { 0 } else { sent_bytes(s, c.role, cl) };
@@ -258,17 +304,16 @@ fn pools_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution
                 replicas: opt.replicas,
                 gpus_per_replica: c.gpus_per_replica,
                 deployment: crate::deployment::Deployment {
-                    resolution: classes[0].resolution,
+                    resolution: mine[0].1.resolution,
                     ..c.deployment.clone()
                 },
-                classes: classes
+                classes: mine
                     .iter()
-                    .zip(&c.per_class)
-                    .map(|(cl, sv)| PoolClass {
+                    .map(|&(k, cl)| PoolClass {
                         size: cl.resolution,
                         share: 1.0,
                         images_per_s: cl.images_per_s,
-                        batch_ms: sv.point_batch_ms,
+                        batch_ms: c.per_class[k].map_or(0.0, |x| x.point_batch_ms),
                     })
                     .collect(),
                 utilization: opt.utilization,
@@ -285,36 +330,55 @@ fn pools_of(s: &Spec, classes: &[Class], cands: &[RoleCandidate], sol: &Solution
         .collect()
 }
 
-/// The cheapest fleet of stage pools meeting every class's targets in the queueing model and the
-/// tandem simulation, or `None` when no layout does.
-pub fn disaggregated(s: &Spec, classes: &[Class], memo: &Memo) -> Option<Disaggregated> {
+/// Every role of every layout costed for the classes' sizes (their rates do not enter).
+pub fn candidates(s: &Spec, classes: &[Class], memo: &Memo) -> Vec<RoleCandidate> {
     let roles: Vec<Role> = {
         let mut r: Vec<Role> = LAYOUTS.iter().flat_map(|l| l.iter().copied()).collect();
         r.sort();
         r.dedup();
         r
     };
-    let cands = role_candidates(s, classes, &roles, memo);
+    role_candidates(s, classes, &roles, memo)
+}
+
+/// The cheapest fleet of stage pools meeting every class's targets in the queueing model and the
+/// tandem simulation, or `None` when no layout does.
+pub fn disaggregated(s: &Spec, classes: &[Class], memo: &Memo) -> Option<Disaggregated> {
+    disaggregated_with(s, classes, &candidates(s, classes, memo), true)
+}
+
+/// `disaggregated` over the role candidates `cands` (those of one GPU type, say); without
+/// `simulated` judged by the queueing model alone (the sensitivity's test).
+pub fn disaggregated_with(
+    s: &Spec,
+    classes: &[Class],
+    cands: &[RoleCandidate],
+    simulated: bool,
+) -> Option<Disaggregated> {
+    let prepared = prepare(s, classes, cands);
     let mut scale = vec![1.0; classes.len()];
     for _ in 0..=MAX_REPAIRS {
-        let sol = cheapest(s, classes, &cands, &scale)?;
-        let pred = predicted(s, classes, &cands, &sol, false);
-        let sim = simulate(
-            &tandem_of(s, classes, &cands, &sol, false),
-            &classes.iter().map(|c| c.images_per_s).collect::<Vec<_>>(),
-        );
+        let sol = cheapest(s, classes, &prepared, &scale)?;
+        let pred = predicted(s, classes, cands, &sol, false);
+        let rates: Vec<f64> = classes.iter().map(|c| c.images_per_s).collect();
+        let sim = if simulated {
+            simulate(&tandem_of(s, classes, cands, &sol, false), &rates)
+        } else {
+            pred.clone()
+        };
         let ok = |k: usize| {
             let t = &classes[k].targets;
             pred[k].is_some_and(|p| meets(&p, t)) && sim[k].is_some_and(|p| meets(&p, t))
         };
         let missing: Vec<usize> = (0..classes.len()).filter(|&k| !ok(k)).collect();
         if missing.is_empty() {
-            let pred_point = predicted(s, classes, &cands, &sol, true);
-            let sim_point = simulate(
-                &tandem_of(s, classes, &cands, &sol, true),
-                &classes.iter().map(|c| c.images_per_s).collect::<Vec<_>>(),
-            );
-            let pools = pools_of(s, classes, &cands, &sol);
+            let pred_point = predicted(s, classes, cands, &sol, true);
+            let sim_point = if simulated {
+                simulate(&tandem_of(s, classes, cands, &sol, true), &rates)
+            } else {
+                pred_point.clone()
+            };
+            let pools = pools_of(s, classes, cands, &sol);
             let usd = super::usd_per_1000(classes, &pools);
             return Some(Disaggregated {
                 classes: classes

@@ -10,7 +10,6 @@
 //! Both at the goal's confidence by the estimate's own error category (`ranges::factors`).
 
 use rayon::prelude::*;
-use serde::Serialize;
 
 use crate::deployment::{Deployment, Offload, TextEncoderPlacement};
 use crate::estimate::{Estimate, Inputs};
@@ -21,58 +20,7 @@ use crate::spec::Spec;
 /// Bytes per element of what pools exchange (BF16, as the runtimes keep embeddings and latents).
 pub const BF16: u64 = 2;
 
-/// What a pool runs: every stage (`all`, today's co-located replica) or a consecutive run of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Role {
-    /// Text encoder, denoiser and VAE decoder on one replica.
-    #[serde(rename = "all")]
-    All,
-    /// The text encoder.
-    #[serde(rename = "encoder")]
-    Encoder,
-    /// Text encoder and denoiser.
-    #[serde(rename = "encoder+denoiser")]
-    EncoderDenoiser,
-    /// The denoising loop.
-    #[serde(rename = "denoiser")]
-    Denoiser,
-    /// Denoiser and VAE decoder.
-    #[serde(rename = "denoiser+decoder")]
-    DenoiserDecoder,
-    /// The VAE decoder.
-    #[serde(rename = "decoder")]
-    Decoder,
-}
-
-impl Role {
-    /// The name the output writes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::All => "all",
-            Role::Encoder => "encoder",
-            Role::EncoderDenoiser => "encoder+denoiser",
-            Role::Denoiser => "denoiser",
-            Role::DenoiserDecoder => "denoiser+decoder",
-            Role::Decoder => "decoder",
-        }
-    }
-
-    /// The estimate stages (`Stage::name`) it runs, in request order.
-    pub fn stages(self) -> &'static [&'static str] {
-        match self {
-            Role::All => &["text_encoder", "denoise", "vae_decode"],
-            Role::Encoder => &["text_encoder"],
-            Role::EncoderDenoiser => &["text_encoder", "denoise"],
-            Role::Denoiser => &["denoise"],
-            Role::DenoiserDecoder => &["denoise", "vae_decode"],
-            Role::Decoder => &["vae_decode"],
-        }
-    }
-
-    fn runs(self, stage: &str) -> bool {
-        self.stages().contains(&stage)
-    }
-}
+pub use crate::pool::Role;
 
 /// The ways a request may go through pools of their own, each a consecutive split of the three
 /// stages (the unsplit one, `all`, is the co-located fleet).
@@ -111,10 +59,11 @@ pub struct RoleCandidate {
     pub gpus_per_replica: u32,
     /// USD per hour of one replica.
     pub usd_per_replica_hour: f64,
-    /// Per class, the role's service time (at the confidence and the point estimate).
-    pub per_class: Vec<ServiceTime>,
-    /// Per class, the role's memory peak at the confidence, bytes.
-    pub peak_bytes: Vec<u64>,
+    /// Per class, the role's service time (at the confidence and the point estimate); `None`
+    /// where the role does not fit at the class's size.
+    pub per_class: Vec<Option<ServiceTime>>,
+    /// Per class, the role's memory peak at the confidence, bytes (`None`: does not fit).
+    pub peak_bytes: Vec<Option<u64>>,
 }
 
 /// The role's service and memory peak at confidence `conf`, from the estimate's stages; `None`
@@ -175,16 +124,24 @@ fn role_of(
     ))
 }
 
-/// Whether `a` is no slower than `b` for every class (mean and tail).
+/// Whether `a` is no slower than `b` for every class `b` serves (mean and tail) and serves
+/// every class `b` does.
 fn no_slower(a: &RoleCandidate, b: &RoleCandidate) -> bool {
     a.per_class
         .iter()
         .zip(&b.per_class)
-        .all(|(x, y)| x.batch_ms <= y.batch_ms && x.batch_ms + x.tail_ms <= y.batch_ms + y.tail_ms)
+        .all(|(x, y)| match (x, y) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(x), Some(y)) => {
+                x.batch_ms <= y.batch_ms && x.batch_ms + x.tail_ms <= y.batch_ms + y.tail_ms
+            }
+        })
 }
 
 /// Every legal deployment without offload (a pool of its own holds its stages resident) costed
-/// as every role of `roles` that fits every class, then, per role, offer, GPU count and batch,
+/// as every role of `roles` that fits at least one class (a role's pools may each serve some
+/// classes), then, per role, offer, GPU count and batch,
 /// those no other is faster than on every class (of equals, the first enumerated), in order.
 pub fn role_candidates(
     s: &Spec,
@@ -211,7 +168,7 @@ pub fn role_candidates(
                 gpu: f.gpu,
                 runtime: s.runtime,
             };
-            let estimates: Option<Vec<_>> = classes
+            let estimates: Vec<_> = classes
                 .iter()
                 .map(|c| {
                     let dd = Deployment {
@@ -221,18 +178,17 @@ pub fn role_candidates(
                     memo.estimate(inp, &dd).ok()
                 })
                 .collect();
-            let Some(estimates) = estimates else {
-                return Vec::new();
-            };
             roles
                 .iter()
                 .filter_map(|&role| {
-                    let per: Option<Vec<(ServiceTime, u64)>> = estimates
+                    let per: Vec<Option<(ServiceTime, u64)>> = estimates
                         .iter()
                         .zip(classes)
-                        .map(|(e, c)| role_of(s, role, e, c, conf))
+                        .map(|(e, c)| role_of(s, role, e.as_ref()?, c, conf))
                         .collect();
-                    let per = per?;
+                    if per.iter().all(Option::is_none) {
+                        return None;
+                    }
                     Some(RoleCandidate {
                         role,
                         offer: *offer,
@@ -240,8 +196,8 @@ pub fn role_candidates(
                         deployment: d.clone(),
                         gpus_per_replica: d.parallel.gpus,
                         usd_per_replica_hour: d.parallel.gpus as f64 * f.price_per_hour,
-                        per_class: per.iter().map(|x| x.0).collect(),
-                        peak_bytes: per.iter().map(|x| x.1).collect(),
+                        per_class: per.iter().map(|x| x.map(|x| x.0)).collect(),
+                        peak_bytes: per.iter().map(|x| x.map(|x| x.1)).collect(),
                     })
                 })
                 .collect()

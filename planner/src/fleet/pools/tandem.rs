@@ -2,7 +2,7 @@
 //! pools of its layout in turn (a tandem of queues), each pool with the router `fleet`'s
 //! simulation assumes (one batch buffer per class, a batch dispatched when full to the replica
 //! that frees first), and the transfer to the next pool (latency plus bytes over the bandwidth)
-//! between them. Arrivals are Poisson per class; a pool's arrivals are the previous pool's
+//! between them; a role may have several pools, each serving its classes. Arrivals are Poisson per class; a pool's arrivals are the previous pool's
 //! completions plus the transfer, so their burstiness (whole batches leaving together) is kept.
 //! Seeds run in parallel (rayon); their samples are pooled and sorted, so the result does not
 //! depend on the thread count.
@@ -24,6 +24,9 @@ pub struct TandemPool {
     pub replicas: u32,
     /// Images per batch.
     pub batch: u32,
+    /// Per class, whether this pool serves it (a role's pools each serve their classes; a
+    /// request passes one pool of each role).
+    pub serves: Vec<bool>,
     /// Per class, one batch's mean service time, ms.
     pub batch_ms: Vec<f64>,
     /// Per class, how much longer its 99th-percentile batch runs, ms (as `SimClass::tail_ms`).
@@ -62,7 +65,9 @@ fn run(pools: &[TandemPool], rates: &[f64], seed: u64) -> Vec<Vec<f64>> {
     reqs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     for p in pools {
         // Requests in order of arrival at this pool (ties: the earlier request).
-        let mut order: Vec<usize> = (0..reqs.len()).filter(|&i| reqs[i].2.is_finite()).collect();
+        let mut order: Vec<usize> = (0..reqs.len())
+            .filter(|&i| reqs[i].2.is_finite() && p.serves[reqs[i].1])
+            .collect();
         order.sort_by(|&a, &b| reqs[a].2.total_cmp(&reqs[b].2).then(a.cmp(&b)));
         let mut free: BinaryHeap<Reverse<(u64, u32)>> = (0..p.replicas)
             .map(|r| Reverse((0.0f64.to_bits(), r)))
@@ -122,6 +127,7 @@ mod tests {
         TandemPool {
             replicas,
             batch: 1,
+            serves: vec![true],
             batch_ms: vec![ms],
             tail_ms: vec![0.0],
             after_ms: vec![after],
