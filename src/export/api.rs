@@ -227,6 +227,36 @@ pub const XDIT_MODELS: &[(&str, bool, bool, bool)] = &[
     ("black-forest-labs/FLUX.2-klein-4B", true, false, true),
 ];
 
+/// Environment variables SGLang-Diffusion reads to run cache-dit's DBCache on its own pipelines
+/// (`envs.py`'s `environment_variables`: Fn, Bn, warm-up, residual threshold, cap on cached steps
+/// in a row).
+pub const SGLANG_ENV: &[Api] = &[
+    api(
+        "SGLANG_CACHE_DIT_ENABLED",
+        "sgl-project/sglang@f3b0fcd573b6afafedc611cbb09f105bda5a723d python/sglang/multimodal_gen/envs.py (environment_variables)",
+    ),
+    api(
+        "SGLANG_CACHE_DIT_FN",
+        "sgl-project/sglang@f3b0fcd573b6afafedc611cbb09f105bda5a723d python/sglang/multimodal_gen/envs.py (DBCache F parameter)",
+    ),
+    api(
+        "SGLANG_CACHE_DIT_BN",
+        "sgl-project/sglang@f3b0fcd573b6afafedc611cbb09f105bda5a723d python/sglang/multimodal_gen/envs.py (DBCache B parameter)",
+    ),
+    api(
+        "SGLANG_CACHE_DIT_WARMUP",
+        "sgl-project/sglang@f3b0fcd573b6afafedc611cbb09f105bda5a723d python/sglang/multimodal_gen/envs.py (DBCache W parameter, default 4)",
+    ),
+    api(
+        "SGLANG_CACHE_DIT_RDT",
+        "sgl-project/sglang@f3b0fcd573b6afafedc611cbb09f105bda5a723d python/sglang/multimodal_gen/envs.py (residual difference threshold)",
+    ),
+    api(
+        "SGLANG_CACHE_DIT_MC",
+        "sgl-project/sglang@f3b0fcd573b6afafedc611cbb09f105bda5a723d python/sglang/multimodal_gen/envs.py (maximum continuous cached steps, default 3)",
+    ),
+];
+
 /// Flags of the `sglang generate` command line (`sglang generate`: python/sglang/cli/generate.py).
 /// `--attention-backend` takes `fa` or `torch_sdpa` (its help text, same file).
 pub const SGLANG: &[Api] = &[

@@ -208,7 +208,8 @@ mod tests {
     use planner::deployment::*;
 
     use super::api::{
-        CACHE_DIT, DIFFUSERS, DIFFUSERS_ATTENTION, DIFFUSERS_CLASSES, SGLANG, XDIT, XDIT_ATTENTION,
+        CACHE_DIT, DIFFUSERS, DIFFUSERS_ATTENTION, DIFFUSERS_CLASSES, SGLANG, SGLANG_ENV, XDIT,
+        XDIT_ATTENTION,
     };
     use super::*;
 
@@ -258,6 +259,14 @@ mod tests {
                         assert!(
                             SGLANG.iter().any(|a| a.name == w),
                             "{w} is not a known SGLang flag\n{code}"
+                        );
+                    }
+                    // `NAME=value` before the command: an environment variable SGLang reads.
+                    for w in line.split_whitespace().filter(|w| w.contains('=')) {
+                        let name = w.split('=').next().unwrap_or("");
+                        assert!(
+                            SGLANG_ENV.iter().any(|a| a.name == name),
+                            "{name} is not a known SGLang variable\n{code}"
                         );
                     }
                 }

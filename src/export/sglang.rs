@@ -1,6 +1,7 @@
 //! The deployment as one SGLang-Diffusion command line (`sglang generate`): model path, prompt,
 //! size, steps, seed, GPUs, tensor/sequence/CFG parallelism, FSDP sharding, residency, attention backend
-//! and torch.compile. Every flag is one SGLang defines (`api::SGLANG`, read at
+//! torch.compile and cache-dit's DBCache (environment variables before the command). Every flag
+//! and variable is one SGLang defines (`api::SGLANG`, read at
 //! sgl-project/sglang@011b8cadfd8235e5bd592e8228702afdb8a02532 and 00ae37c); a knob no flag says
 //! is refused with the reason. Stage pools (`allow.disaggregate`) go through `sglang_pools`.
 
@@ -95,11 +96,38 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
     if d.compile {
         flags.push("--enable-torch-compile true".into());
     }
+    // SGLang turns cache-dit's DBCache on through environment variables (`api::SGLANG_ENV`), set
+    // before the command; every one is written, so SGLang's own defaults (4 warm-up steps, at
+    // most 3 cached in a row) never stand in for the plan's.
+    let mut env: Vec<String> = Vec::new();
     match &d.cache {
         Cache::None => {}
+        Cache::Dbcache {
+            threshold,
+            warmup_steps,
+            compute_blocks,
+            back_blocks,
+            max_continuous_cached_steps,
+        } => match max_continuous_cached_steps {
+            _ if !threshold.is_finite() || *threshold < 0.0 => problems.push(format!(
+                "cache dbcache: threshold {threshold} is not a number ≥ 0"
+            )),
+            Some(mc) => env.extend([
+                "SGLANG_CACHE_DIT_ENABLED=true".to_string(),
+                format!("SGLANG_CACHE_DIT_FN={compute_blocks}"),
+                format!("SGLANG_CACHE_DIT_BN={back_blocks}"),
+                format!("SGLANG_CACHE_DIT_WARMUP={warmup_steps}"),
+                format!("SGLANG_CACHE_DIT_RDT={threshold}"),
+                format!("SGLANG_CACHE_DIT_MC={mc}"),
+            ]),
+            None => problems.push(
+                "cache.max_continuous_cached_steps: SGLang caps cached steps in a row at \
+                 SGLANG_CACHE_DIT_MC (default 3); an uncapped cache has no value there"
+                    .into(),
+            ),
+        },
         c => problems.push(format!(
-            "cache {}: SGLang's native pipelines enable cache-dit through environment variables \
-             this export does not check; export --to cache-dit for a DBCache script",
+            "cache {}: SGLang's native pipelines run cache-dit's DBCache only (SGLANG_CACHE_DIT_*)",
             c.name()
         )),
     }
@@ -110,9 +138,17 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
         return Err(problems);
     }
     let mut out = format!(
-        "# {}\n# flags as defined at sgl-project/sglang@011b8ca (multimodal_gen/runtime/server_args.py, configs/sample/sampling_params.py)\nsglang generate",
+        "# {}\n# flags as defined at sgl-project/sglang@011b8ca (multimodal_gen/runtime/server_args.py, configs/sample/sampling_params.py)\n",
         h.title
     );
+    if !env.is_empty() {
+        out.push_str("# cache-dit's DBCache through SGLang's environment (multimodal_gen/envs.py at f3b0fcd)\n");
+        for e in &env {
+            out.push_str(e);
+            out.push_str(" \\\n");
+        }
+    }
+    out.push_str("sglang generate");
     for f in &flags {
         out.push_str(" \\\n  ");
         out.push_str(f);
@@ -126,7 +162,7 @@ mod tests {
     use planner::catalog::Catalog;
     use planner::deployment::*;
 
-    use super::super::api::SGLANG;
+    use super::super::api::{SGLANG, SGLANG_ENV};
     use super::super::{Target, export};
 
     fn base() -> Deployment {
@@ -216,6 +252,68 @@ mod tests {
         ] {
             assert!(e.iter().any(|x| x.contains(w)), "{w} not refused: {e:?}");
         }
+    }
+
+    /// A DBCache becomes SGLang's cache-dit variables before the command, every one written
+    /// (SGLang's defaults are not the plan's) and every name one SGLang reads; an uncapped cache
+    /// and TeaCache are refused with the reason.
+    #[test]
+    fn dbcache_becomes_sglang_cache_dit_variables() {
+        let c = Catalog::get();
+        let m = c.model("flux2-klein-4b").unwrap();
+        let gpu = c.gpu("h100-sxm").unwrap();
+        let cache = |mc| Cache::Dbcache {
+            threshold: 0.12,
+            warmup_steps: 2,
+            compute_blocks: 1,
+            back_blocks: 0,
+            max_continuous_cached_steps: mc,
+        };
+        let d = Deployment {
+            cache: cache(Some(3)),
+            ..base()
+        };
+        let code = export(Target::Sglang, m, gpu, &d).unwrap();
+        let env: Vec<&str> = code
+            .lines()
+            .filter(|l| l.starts_with("SGLANG_"))
+            .map(|l| l.trim_end_matches(" \\"))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "SGLANG_CACHE_DIT_ENABLED=true",
+                "SGLANG_CACHE_DIT_FN=1",
+                "SGLANG_CACHE_DIT_BN=0",
+                "SGLANG_CACHE_DIT_WARMUP=2",
+                "SGLANG_CACHE_DIT_RDT=0.12",
+                "SGLANG_CACHE_DIT_MC=3",
+            ],
+            "{code}"
+        );
+        for e in &env {
+            let name = e.split('=').next().unwrap();
+            assert!(SGLANG_ENV.iter().any(|a| a.name == name), "{name}");
+        }
+        // The variables come before the command, which the shell runs with them.
+        let at = code.find("sglang generate").unwrap();
+        assert!(code.find("SGLANG_CACHE_DIT_MC=3").unwrap() < at, "{code}");
+        let e = export(
+            Target::Sglang,
+            m,
+            gpu,
+            &Deployment {
+                cache: cache(None),
+                ..base()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.iter().any(|x| x.contains("max_continuous_cached_steps")),
+            "{e:?}"
+        );
+        let plain = export(Target::Sglang, m, gpu, &base()).unwrap();
+        assert!(!plain.contains("SGLANG_"), "{plain}");
     }
 
     #[test]
