@@ -158,7 +158,7 @@ pub fn category(
     let own = published.filter(|_| c.name == "published runtime");
     if let Some(e) = own {
         why.push_str(&format!(
-            " ({}: {} time rows leave-one-out, MAPE {:.1} %; {} memory rows held out, MAPE {:.1} %)",
+            " ({}: {} time rows out of sample (leave-one-out or held out), MAPE {:.1} %; {} memory rows held out, MAPE {:.1} %)",
             rt.id,
             e.time_rows,
             e.time_mape * 100.0,

@@ -1,6 +1,6 @@
 //! The published rows of other stacks (`data/published-runtimes.jsonl`): each runtime's declared
 //! free parameters fitted on its own rows, every fitted row judged leave-one-out, memory rows
-//! held out, the table of the twenty-one rows printed (`cargo test -p planner --test runtime_rows --
+//! held out, the table of the twenty-four rows printed (`cargo test -p planner --test runtime_rows --
 //! --nocapture`; rows the planner cannot express yet are listed with the reason). The cache-dit
 //! tensor-parallel rows (RT1-RT9, kind `tp`) fit nothing: every one is held out. Each row is
 //! held to 10 % or to its named known-miss bound (docs/calibration.md says why it misses), the
@@ -22,7 +22,14 @@ const FIT: [&str; 3] = ["RS1", "RS3", "RS5"];
 /// to the next percent; never widened to pass).
 /// RT3 (FLUX.1-dev TP-2 on L20) inherits the diffusers figures' +12 % on one L20 for FLUX.1-dev
 /// (23.56 s published, 26.4 s predicted): the `multigpu` rows pin only ratios there.
-const KNOWN_MISS: [(&str, f64); 4] = [("RS1", 0.18), ("RS2", 0.21), ("RS5", 0.14), ("RT3", 0.13)];
+/// RS7 is RS5's case measured by SGLang's CI: the same miss, judged without RS5.
+const KNOWN_MISS: [(&str, f64); 5] = [
+    ("RS1", 0.18),
+    ("RS2", 0.21),
+    ("RS5", 0.14),
+    ("RS7", 0.14),
+    ("RT3", 0.13),
+];
 
 fn params(runtime: &str) -> &'static [Param] {
     match runtime {
@@ -40,8 +47,8 @@ fn runtime_rows_hold_leave_one_out() {
     let (rows, unmodelled) = runtime_rows(DATA, &FIT).unwrap();
     assert_eq!(
         rows.len() + unmodelled.len(),
-        21,
-        "the eleven handed rows, three more of SGLang's H100 CI file (RS2A, RS4A, RS6) and seven of cache-dit's tensor-parallel tables (RT3-RT9)"
+        24,
+        "the eleven handed rows, six more of SGLang's H100 CI file (RS2A, RS4A, RS6, RS7, RS8, RS8A) and seven of cache-dit's tensor-parallel tables (RT3-RT9)"
     );
     // Every row is expressible now that `parallel.tp` is (RT1-RT9 were set apart before it).
     assert!(
@@ -82,7 +89,8 @@ fn runtime_rows_hold_leave_one_out() {
                 _ if j.row.denominator.is_some() => (1.0, "x"),
                 _ => (1e-3, "s"),
             };
-            // Out of sample: leave-one-out for a fitted row, the full fit for a held-out one.
+            // Out of sample: leave-one-out for a fitted row, the full fit for a held-out one, the
+            // fit without its twins for a held-out row that another source measured in the fit.
             let out = j.loo.unwrap_or(j.full);
             println!(
                 "{:<50} {:<10} {:>9.3}{unit:<3} {:>9.3}{unit:<3} {:>+8.1}% {:>+8.1}%{}",
@@ -92,7 +100,11 @@ fn runtime_rows_hold_leave_one_out() {
                 j.row.predict(rt) * scale,
                 j.full * 100.0,
                 out * 100.0,
-                if j.loo.is_some() { "" } else { " (held out)" },
+                match (j.row.in_fit, j.loo.is_some()) {
+                    (true, _) => "",
+                    (false, true) => " (held out, its fitted twin left out too)",
+                    (false, false) => " (held out)",
+                },
             );
             let id = j.row.id.split(' ').next().unwrap();
             let bound = KNOWN_MISS

@@ -382,7 +382,9 @@ pub struct Judged {
     /// Relative error with the fit on the whole subset (in sample for fitted rows, held out
     /// for the others).
     pub full: f64,
-    /// Relative error when the fit leaves this row out (fitted rows only).
+    /// Relative error when the fit leaves this row out (fitted rows only), or, for a held-out
+    /// row, its fitted twins: rows of the same case (model, GPU, deployment, quantity) that
+    /// another source measured. Without them a twin's error would be in sample in all but name.
     pub loo: Option<f64>,
 }
 
@@ -399,18 +401,27 @@ pub struct Report {
 }
 
 /// Fits on the rows marked `in_fit`, judges every row in sample or held out, and refits
-/// without each fitted row to judge it leave-one-out.
+/// without each fitted row to judge it leave-one-out (and without a held-out row's fitted twins,
+/// [`Judged::loo`]).
 pub fn judge(start: &RuntimeProfile, params: &[Param], rows: &[Row]) -> Report {
     let fitted: Vec<&Row> = rows.iter().filter(|r| r.in_fit).collect();
     let profile = fit(start, params, &fitted);
     let err = |rt: &RuntimeProfile, r: &Row| r.predict(rt) / r.measured - 1.0;
     let mut judged = Vec::new();
     for (i, r) in rows.iter().enumerate() {
-        let loo = r.in_fit.then(|| {
+        let twin = |o: &Row| {
+            o.model == r.model
+                && o.gpu == r.gpu
+                && o.deployment == r.deployment
+                && o.quantity == r.quantity
+                && o.denominator == r.denominator
+        };
+        let twins = !r.in_fit && fitted.iter().any(|o| twin(o));
+        let loo = (r.in_fit || twins).then(|| {
             let others: Vec<&Row> = rows
                 .iter()
                 .enumerate()
-                .filter(|(j, o)| *j != i && o.in_fit)
+                .filter(|(j, o)| *j != i && o.in_fit && !twin(o))
                 .map(|(_, o)| o)
                 .collect();
             err(&fit(start, params, &others), r)
