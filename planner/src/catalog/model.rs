@@ -123,6 +123,21 @@ impl TransformerDims {
         }
     }
 
+    /// Parameters of the per-block AdaLayerNormZero linears (`norm1.linear`,
+    /// `norm1_context.linear` of a double-stream block, `norm.linear` of a single-stream one):
+    /// FLUX.1 only (FLUX.2's modulation is shared, a top-level module). Counted in
+    /// [`Self::block_params`]' `kept_bf16`; what tensor parallelism may leave whole.
+    pub fn adaln_params(&self) -> u64 {
+        let d = self.width();
+        let lin = |i: u64, o: u64| i * o + o;
+        match self.family {
+            Family::Flux2 => 0,
+            Family::Flux1 => {
+                self.double_blocks * 2 * lin(d, 6 * d) + self.single_blocks * lin(d, 3 * d)
+            }
+        }
+    }
+
     fn flux2_params(&self) -> ParamSplit {
         let d = self.width();
         // Timestep (and guidance) embedders: Linear(256, d) then Linear(d, d), no bias.

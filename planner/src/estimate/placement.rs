@@ -86,7 +86,7 @@ impl Placement {
             (_, Shard::Hsdp) => technique::hsdp::resident_bytes(dit_full, blk, d.parallel.gpus),
             _ if d.parallel.tp > 1 => technique::tp::resident_bytes(
                 dit_full,
-                top_level_bytes(model, d.weights),
+                top_level_bytes(model, d.weights) + technique::tp::whole_adaln_bytes(model, rt),
                 d.parallel.tp,
             ),
             _ => dit_full,

@@ -260,11 +260,8 @@ fn flux2_single(t: &mut Trace, p: &DitPass, tokens: u64) {
 fn flux1_double(t: &mut Trace, p: &DitPass, ti: u64, tt: u64) {
     let d = p.dims.width();
     // AdaLayerNormZero per stream: a (batch x 6d) modulation GEMM each.
-    // Column-split under TP with a replicated output (cache-dit): an all-gather each.
     for _ in 0..2 {
-        let m = t.gemm(p.batch, d, p.split(6 * d), adaln_precision(p));
-        tp::all_gather(t, p.link, p.tp, p.batch * 6 * d * BF16);
-        t.free(m);
+        adaln(t, p, 6 * d);
     }
     flux2_double(t, p, ti, tt);
 }
@@ -277,9 +274,7 @@ fn flux1_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     let f = p.dims.mlp_hidden();
     let (b, w) = (p.batch, p.precision);
     let u = b * tokens * d * BF16;
-    let m = t.gemm(b, d, p.split(3 * d), adaln_precision(p));
-    tp::all_gather(t, p.link, p.tp, b * 3 * d * BF16);
-    t.free(m);
+    adaln(t, p, 3 * d);
     let n = norm_modulate(t, u);
     // Column-split under TP.
     let (dl, ul) = (p.split(d), p.split(u));
@@ -305,6 +300,21 @@ fn flux1_single(t: &mut Trace, p: &DitPass, tokens: u64) {
     let gx = gated_residual(t, u, 2 * u, out);
     t.free(n);
     t.free_all(gx);
+}
+
+/// One FLUX.1 AdaLayerNormZero linear (`d` to `out`, the batch's modulation). Under TP either
+/// column-split with a replicated output (cache-dit: `1 / tp` of the GEMM, then an all-gather)
+/// or whole on every rank (`tp_replicates_adaln`, SGLang: the full GEMM, no collective).
+fn adaln(t: &mut Trace, p: &DitPass, out: u64) {
+    let d = p.dims.width();
+    let m = if t.hw.rt.tp_replicates_adaln {
+        t.gemm(p.batch, d, out, adaln_precision(p))
+    } else {
+        let m = t.gemm(p.batch, d, p.split(out), adaln_precision(p));
+        tp::all_gather(t, p.link, p.tp, p.batch * out * BF16);
+        m
+    };
+    t.free(m);
 }
 
 /// FLUX.1's AdaLayerNormZero linears match layerwise casting's `norm` skip pattern: under FP8

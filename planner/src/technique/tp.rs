@@ -19,10 +19,10 @@
 //!   `flux.py` at 00bedbb): `ColumnParallelLinear` / `RowParallelLinear` in the same places,
 //!   the single-stream block's `to_out` with a patched weight loader picking each rank's
 //!   `[attn_shard | mlp_shard]` columns: the same one all-reduce per single block. SGLang keeps
-//!   FLUX.1's per-block AdaLN linears whole (diffusers' `AdaLayerNormZero`); the model follows
-//!   cache-dit's split for both, so under SGLang it undercounts FLUX.1's weights per GPU by
-//!   `(1 - 1 / tp)` of those linears (3.2 B parameters) and counts all-gathers SGLang does not
-//!   run: a known simplification until a profile says which split its stack runs.
+//!   FLUX.1's per-block AdaLN linears whole (diffusers' `AdaLayerNormZero`): the profile's
+//!   `tp_replicates_adaln` says so, and then every GPU holds those linears (3.2 B parameters on
+//!   FLUX.1-dev) and runs them whole, with no all-gather ([`whole_adaln_bytes`],
+//!   `graph::dit::adaln`).
 //!
 //! So per block half (the attention output, the MLP output) of a double-stream block the wire
 //! carries an all-reduce of `tokens x hidden x 2 bytes` (image and text streams together), and a
@@ -36,7 +36,7 @@
 //! `allow.tp` (default all of [`DEGREES`]) that divide a replica's GPUs, alone or with Ulysses, Ring or
 //! CFG-parallel over the rest (`gpus = ulysses x ring x cfg x tp`).
 
-use crate::catalog::Model;
+use crate::catalog::{Model, RuntimeProfile};
 use crate::cost::trace::{CollectiveKind, Overlap, Trace};
 use crate::deployment::{Deployment, Parallel, Shard};
 use crate::violation::{Rule, Violation};
@@ -125,6 +125,16 @@ pub fn options(
 pub fn resident_bytes(dit_bytes: u64, top_level_bytes: u64, tp: u32) -> u64 {
     let blocks = dit_bytes.saturating_sub(top_level_bytes);
     top_level_bytes + blocks.div_ceil(tp.max(1) as u64)
+}
+
+/// The per-block AdaLN weights a runtime keeps whole on every GPU under TP (BF16, as
+/// `block_params` keeps them): all of FLUX.1's under `tp_replicates_adaln`, none otherwise.
+pub fn whole_adaln_bytes(model: &Model, rt: &RuntimeProfile) -> u64 {
+    if rt.tp_replicates_adaln {
+        model.transformer.adaln_params() * 2
+    } else {
+        0
+    }
 }
 
 /// The all-reduce that sums a row-split projection's partial outputs (`bytes`, the whole

@@ -175,6 +175,12 @@ pub struct RuntimeProfile {
     /// RMSNorm and diffusers' FP32 RoPE: eight kernels each, with FP32 temporaries).
     #[serde(default)]
     pub fused_norm_rope: bool,
+    /// Under tensor parallelism, whether FLUX.1's per-block AdaLN linears stay whole on every
+    /// GPU (SGLang keeps diffusers' `AdaLayerNormZero`: full weights and a full GEMM per rank,
+    /// no collective) rather than column-split with a replicated output (cache-dit's plan:
+    /// `1 / tp` of the weights, an all-gather each). FLUX.2 has none (shared modulation).
+    #[serde(default)]
+    pub tp_replicates_adaln: bool,
     /// Whether dynamic activation quantization (FP8/INT4/NVFP4 compute) runs as two fused
     /// kernels (amax, quantize) rather than eager PyTorch's chain of six elementwise ops.
     #[serde(default)]

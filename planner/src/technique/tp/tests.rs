@@ -34,12 +34,17 @@ fn pass(dims: &TransformerDims, tp: u64) -> DitPass<'_> {
     }
 }
 
-/// One forward pass's FLOPs and collective seconds (wire bytes on `BYTE_LINK`).
+/// One forward pass's FLOPs and collective seconds (wire bytes on `BYTE_LINK`) under SGLang.
 fn run(p: &DitPass) -> (f64, f64) {
+    run_on("sglang", p)
+}
+
+/// [`run`] under runtime `rt`.
+fn run_on(rt: &str, p: &DitPass) -> (f64, f64) {
     let c = Catalog::get();
     let mut t = Trace::new(Hw {
         gpu: c.gpu("h100-sxm").unwrap(),
-        rt: c.runtime("sglang").unwrap(),
+        rt: c.runtime(rt).unwrap(),
     });
     forward(&mut t, p);
     let s = t.summary();
@@ -98,11 +103,12 @@ fn all_reduce_bytes_are_two_per_double_block_and_one_per_single_block() {
 
 /// FLUX.1's per-block AdaLN linears are column-split with a replicated output (cache-dit): an
 /// all-gather of the (batch x 6d) or (batch x 3d) modulation per block beside the all-reduces.
+/// SGLang keeps them whole (`tp_replicates_adaln`): the all-reduces alone.
 #[test]
 fn flux1_adds_the_adaln_all_gathers() {
     let m = Catalog::get().model("flux1-dev").unwrap();
     let dims = &m.transformer;
-    let (_, sent) = run(&pass(dims, 2));
+    let (_, sent) = run_on("cache-dit", &pass(dims, 2));
     let d = dims.width() as f64;
     let half = (4096 + 512) as f64 * d * BF16 as f64;
     let reduces = (2 * dims.double_blocks + dims.single_blocks) as f64 * half;
@@ -111,6 +117,35 @@ fn flux1_adds_the_adaln_all_gathers() {
         (dims.double_blocks as f64 * 2.0 * 6.0 + dims.single_blocks as f64 * 3.0) * d * BF16 as f64
             / 2.0;
     assert_eq!(sent, reduces + gathers);
+    let (flops, sglang) = run(&pass(dims, 2));
+    assert_eq!(sglang, reduces);
+    // Each SGLang rank runs the AdaLN GEMMs whole: (1 - 1/2) of their FLOPs more per GPU.
+    let (split_flops, _) = run_on("cache-dit", &pass(dims, 2));
+    let adaln_flops = 2.0 * dims.adaln_params() as f64;
+    assert!(((flops - split_flops) / (adaln_flops / 2.0) - 1.0).abs() < 0.01);
+}
+
+/// Under SGLang every GPU holds FLUX.1's AdaLN linears whole (3.2 B parameters on FLUX.1-dev),
+/// the rest of the blocks split; cache-dit splits them with the blocks.
+#[test]
+fn sglang_keeps_flux1_adaln_whole_on_every_gpu() {
+    let c = Catalog::get();
+    let m = c.model("flux1-dev").unwrap();
+    let adaln = m.transformer.adaln_params() * BF16;
+    assert!((3.1e9..3.3e9).contains(&(adaln as f64 / 2.0)), "{adaln}");
+    assert_eq!(c.model("flux2-dev").unwrap().transformer.adaln_params(), 0);
+    let full = crate::estimate::placement::transformer_weight_bytes(m, Precision::Bf16);
+    let top = crate::estimate::placement::top_level_bytes(m, Precision::Bf16);
+    for (rt, whole) in [("sglang", adaln), ("cache-dit", 0)] {
+        let inp = Inputs {
+            model: m,
+            gpu: c.gpu("h100-sxm").unwrap(),
+            runtime: c.runtime(rt).unwrap(),
+        };
+        let e = estimate(inp, &dep(2, 2)).unwrap();
+        let expect = top + whole + (full - top - whole).div_ceil(2);
+        assert_eq!(e.stages[1].weights_bytes, expect, "{rt}");
+    }
 }
 
 /// Each GPU runs `1 / tp` of every block's projections and `heads / tp` heads: the pass's
