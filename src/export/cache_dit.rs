@@ -109,15 +109,15 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
             let _ = write!(args, ", tp_size={}", d.parallel.tp);
         }
         if d.parallel.text_encoder == TeShard::Tensor {
-            // The encoders cache-dit has a TE-P plan for (FLUX.1's T5, not its CLIP:
-            // `_utils/utils.py` get_text_encoder_from_pipe picks `text_encoder_2` there).
-            let modules: Vec<String> = super::diffusers::encoders(m)
-                .iter()
-                .zip(&m.text_encoders)
-                .filter(|(_, te)| planner::technique::text_encoder_tp::splits(te))
-                .map(|(e, _)| format!("pipe.{e}"))
-                .collect();
-            let _ = write!(args, ", extra_parallel_modules=[{}]", modules.join(", "));
+            // The encoder cache-dit's generate hands TE-P (`_utils/utils.py`
+            // get_text_encoder_from_pipe): `text_encoder_2` where the pipeline has one (FLUX.1's
+            // T5; its CLIP has no plan and stays whole), else `text_encoder`.
+            let te = if super::diffusers::encoders(m).contains(&"text_encoder_2") {
+                "text_encoder_2"
+            } else {
+                "text_encoder"
+            };
+            let _ = write!(args, ", extra_parallel_modules=[pipe.{te}]");
         }
         call.push(format!("parallelism_config=ParallelismConfig({args})"));
     } else if d.parallel.text_encoder == TeShard::Tensor {
@@ -290,6 +290,28 @@ mod tests {
         };
         let e = export(Target::CacheDit, m, gpu, &fsdp).unwrap_err();
         assert!(e.iter().any(|x| x.contains("no FSDP shard")), "{e:?}");
+    }
+
+    /// FLUX.1's TE-P splits its T5 (`text_encoder_2`), the encoder cache-dit picks and has a
+    /// plan for; its CLIP stays whole (`_utils/utils.py` get_text_encoder_from_pipe, f86744a).
+    #[test]
+    fn flux1_te_p_names_the_t5_only() {
+        let c = Catalog::get();
+        let m = c.model("flux1-dev").unwrap();
+        let d = Deployment {
+            parallel: Parallel {
+                gpus: 2,
+                tp: 2,
+                text_encoder: TeShard::Tensor,
+                ..Parallel::SINGLE
+            },
+            ..base()
+        };
+        let code = export(Target::CacheDit, m, c.gpu("l20").unwrap(), &d).unwrap();
+        assert!(
+            code.contains("tp_size=2, extra_parallel_modules=[pipe.text_encoder_2]))"),
+            "{code}"
+        );
     }
 
     #[test]
