@@ -304,26 +304,30 @@ pub enum Shard {
 }
 
 /// Where the text encoder's weights live across a replica's GPUs
-/// (`planner::technique::text_encoder_shard`).
+/// (`planner::technique::text_encoder_shard`, `planner::technique::text_encoder_tp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum TeShard {
     /// A full copy on every GPU (every rank runs the whole pipeline).
     #[default]
     Replicated,
-    /// Each GPU holds 1/N of the text encoder, layers gathered as it encodes.
+    /// Each GPU holds 1/N of the text encoder, layers gathered as it encodes (FSDP).
     Sharded,
+    /// Tensor parallel (cache-dit's TE-P): each GPU holds 1/N of every layer's projections and
+    /// runs 1/N of the heads and of the MLP, the row-split outputs summed by all-reduces.
+    Tensor,
 }
 
 impl TeShard {
     /// All choices.
-    pub const ALL: [TeShard; 2] = [TeShard::Replicated, TeShard::Sharded];
+    pub const ALL: [TeShard; 3] = [TeShard::Replicated, TeShard::Sharded, TeShard::Tensor];
 
     /// Spec spelling.
     pub fn name(self) -> &'static str {
         match self {
             TeShard::Replicated => "replicated",
             TeShard::Sharded => "sharded",
+            TeShard::Tensor => "tensor",
         }
     }
 
@@ -347,8 +351,8 @@ pub struct Parallel {
     pub shard: Shard,
     /// VAE decode split into patches over the replica's GPUs.
     pub vae_patch: bool,
-    /// The text encoder replicated or sharded over the replica's GPUs (absent from output when
-    /// replicated, as before the key existed).
+    /// The text encoder replicated, sharded or tensor parallel over the replica's GPUs (absent
+    /// from output when replicated, as before the key existed).
     #[serde(skip_serializing_if = "TeShard::is_replicated")]
     pub text_encoder: TeShard,
     /// Tensor-parallel degree of the transformer (`planner::technique::tp`): its projections

@@ -175,6 +175,27 @@ pub enum Rule {
         /// `text_encoder` placement.
         placement: &'static str,
     },
+    /// The text encoder tensor parallel (TE-P) on one GPU.
+    TextEncoderTpNeedsTwoGpus {
+        /// `parallel.gpus`.
+        gpus: u32,
+    },
+    /// The text encoder tensor parallel but not resident (offloaded or dropped).
+    TextEncoderTpNotResident {
+        /// `text_encoder` placement.
+        placement: &'static str,
+    },
+    /// The TE-P degree (the replica's GPUs) must divide a split encoder's heads and KV heads.
+    TextEncoderTpDividesHeads {
+        /// TE-P degree.
+        degree: u32,
+        /// Query heads of the encoder.
+        heads: u32,
+        /// Key/value heads of the encoder.
+        kv_heads: u32,
+        /// Encoder id.
+        encoder: String,
+    },
     /// Several GPUs and no parallelism to use them.
     NoParallelism {
         /// `parallel.gpus`.

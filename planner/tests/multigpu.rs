@@ -181,8 +181,14 @@ fn no_predicted_speed_up_exceeds_the_gpu_count() {
                                 ..base
                             });
                         }
-                        // Tensor parallelism over every GPU (`technique::tp`).
+                        // Tensor parallelism over every GPU (`technique::tp`), and with the
+                        // text encoder tensor parallel too (`technique::text_encoder_tp`).
                         layouts.push(Parallel { tp: n, ..base });
+                        layouts.push(Parallel {
+                            tp: n,
+                            text_encoder: TeShard::Tensor,
+                            ..base
+                        });
                         if d.cfg {
                             layouts.push(Parallel {
                                 cfg: 2,

@@ -1,8 +1,9 @@
 //! The published rows of other stacks (`data/published-runtimes.jsonl`): each runtime's declared
 //! free parameters fitted on its own rows, every fitted row judged leave-one-out, memory rows
-//! held out, the table of the thirty rows printed (`cargo test -p planner --test runtime_rows --
+//! held out, the table of the thirty-two rows printed (`cargo test -p planner --test runtime_rows --
 //! --nocapture`; rows the planner cannot express yet are listed with the reason). The cache-dit
-//! tensor-parallel rows (RT1-RT9, kind `tp`) fit nothing: every one is held out. Each row is
+//! tensor-parallel rows (RT1-RT9, kind `tp`, and the memory rows RT2A and RT4A, FLUX.2-dev with
+//! the text encoder tensor parallel, `text_encoder: tensor`) fit nothing: every one is held out. Each row is
 //! held to 10 % or to its named known-miss bound (docs/calibration.md says why it misses), the
 //! catalog profile to the fit and its `published_errors` to the judged rows.
 
@@ -23,12 +24,22 @@ const FIT: [&str; 3] = ["RS1", "RS3", "RS5"];
 /// RT3 (FLUX.1-dev TP-2 on L20) inherits the diffusers figures' +12 % on one L20 for FLUX.1-dev
 /// (23.56 s published, 26.4 s predicted): the `multigpu` rows pin only ratios there.
 /// RS7 is RS5's case measured by SGLang's CI: the same miss, judged without RS5.
-const KNOWN_MISS: [(&str, f64); 5] = [
+/// RT4-RT9 (FLUX.2-dev on 8 x L20, the text encoder tensor parallel): their denoise is
+/// predicted 10-17 % fast; under the FSDP stand-in for TE-P (`sharded`) 1.4 s of layer gathers
+/// the engine never runs hid it (all within 10 % then). The 4-GPU rows (RT1, RT2) are not
+/// fast: what an 8-GPU PCIe node adds is unmodelled (docs/calibration.md).
+const KNOWN_MISS: [(&str, f64); 11] = [
     ("RS1", 0.18),
     ("RS2", 0.21),
     ("RS5", 0.14),
     ("RS7", 0.14),
     ("RT3", 0.13),
+    ("RT4", 0.11),
+    ("RT5", 0.11),
+    ("RT6", 0.14),
+    ("RT7", 0.18),
+    ("RT8", 0.12),
+    ("RT9", 0.14),
 ];
 
 fn params(runtime: &str) -> &'static [Param] {
@@ -47,8 +58,8 @@ fn runtime_rows_hold_leave_one_out() {
     let (rows, unmodelled) = runtime_rows(DATA, &FIT).unwrap();
     assert_eq!(
         rows.len() + unmodelled.len(),
-        30,
-        "the eleven handed rows, twelve more of SGLang's H100 CI file (RS2A, RS4A, RS6-RS8A, RS9-RS12A) and seven of cache-dit's tensor-parallel tables (RT3-RT9)"
+        32,
+        "the eleven handed rows, twelve more of SGLang's H100 CI file (RS2A, RS4A, RS6-RS8A, RS9-RS12A), seven of cache-dit's tensor-parallel tables (RT3-RT9) and its two per-GPU memory figures (RT2A, RT4A)"
     );
     // Every row is expressible now that `parallel.tp` is (RT1-RT9 were set apart before it).
     assert!(

@@ -2,8 +2,10 @@
 //! export does (`diffusers.rs`), then `cache_dit.enable_cache(pipe, ...)` with DBCache's
 //! parameters (`DBCacheConfig`: Fn/Bn compute blocks, threshold, warm-up, cap), Ulysses/Ring and
 //! tensor parallelism (`ParallelismConfig(ulysses_size, ring_size, tp_size)`) and the text
-//! encoder's parallelism (TE-P, `extra_parallel_modules`) as the deployment says, and
-//! torch.compile after the hooks. Names read in
+//! encoder's tensor parallelism (`text_encoder: tensor`, TE-P: `extra_parallel_modules`, the
+//! encoders cache-dit has a plan for) as the deployment says, and torch.compile after the hooks.
+//! `text_encoder: sharded` (FSDP) is refused: cache-dit's `extra_parallel_modules` applies
+//! tensor-parallel plans only (`distributed/text_encoders/`). Names read in
 //! vipshop/cache-dit@f86744af7daa0f569fe4324e73e3e50cebf70f4c (`api::CACHE_DIT`); what cache-dit
 //! cannot express here is refused with the reason.
 
@@ -32,6 +34,13 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     }
     if d.parallel.cfg > 1 {
         problems.push("parallel.cfg: cache-dit's ParallelismConfig has no CFG parallelism".into());
+    }
+    if d.parallel.text_encoder == TeShard::Sharded {
+        problems.push(
+            "parallel.text_encoder: sharded: cache-dit has no FSDP shard of the text encoder; its \
+             TE-P (extra_parallel_modules) is tensor parallel: text_encoder: tensor"
+                .into(),
+        );
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -99,17 +108,21 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
         if d.parallel.tp > 1 {
             let _ = write!(args, ", tp_size={}", d.parallel.tp);
         }
-        if d.parallel.text_encoder == TeShard::Sharded {
-            let modules: Vec<String> = super::diffusers::encoders(m)
-                .iter()
-                .map(|e| format!("pipe.{e}"))
-                .collect();
-            let _ = write!(args, ", extra_parallel_modules=[{}]", modules.join(", "));
+        if d.parallel.text_encoder == TeShard::Tensor {
+            // The encoder cache-dit's generate hands TE-P (`_utils/utils.py`
+            // get_text_encoder_from_pipe): `text_encoder_2` where the pipeline has one (FLUX.1's
+            // T5; its CLIP has no plan and stays whole), else `text_encoder`.
+            let te = if super::diffusers::encoders(m).contains(&"text_encoder_2") {
+                "text_encoder_2"
+            } else {
+                "text_encoder"
+            };
+            let _ = write!(args, ", extra_parallel_modules=[pipe.{te}]");
         }
         call.push(format!("parallelism_config=ParallelismConfig({args})"));
-    } else if d.parallel.text_encoder == TeShard::Sharded {
+    } else if d.parallel.text_encoder == TeShard::Tensor {
         return Err(vec![
-            "parallel.text_encoder: sharded: cache-dit's TE-P comes with transformer parallelism (ParallelismConfig)"
+            "parallel.text_encoder: tensor: cache-dit's TE-P comes with transformer parallelism (ParallelismConfig)"
                 .into(),
         ]);
     }
@@ -119,7 +132,7 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
     }
     // Under TP or TE-P the pipeline reaches the GPU only after cache-dit split it: whole, a
     // model that needs the split (FLUX.2-dev on 48 GB) would not fit one GPU.
-    let split = d.parallel.tp > 1 || d.parallel.text_encoder == TeShard::Sharded;
+    let split = d.parallel.tp > 1 || d.parallel.text_encoder == TeShard::Tensor;
     const PLACE: &str = "pipe.to(device)";
     if split {
         let _ = writeln!(setup, "{PLACE}");
@@ -220,9 +233,10 @@ mod tests {
         assert!(!code.contains("FirstBlockCache"), "{code}");
     }
 
-    /// RT2's deployment (FLUX.2-dev, TP-4, the text encoder parallel): `tp_size` and TE-P's
-    /// `extra_parallel_modules` in cache-dit's config, launched on four ranks; diffusers and
-    /// xDiT refuse TP with the reason, SGLang takes `--tp-size`.
+    /// RT2's deployment (FLUX.2-dev, TP-4, the text encoder tensor parallel): `tp_size` and
+    /// TE-P's `extra_parallel_modules` in cache-dit's config, launched on four ranks; diffusers
+    /// and xDiT refuse TP with the reason, SGLang takes `--tp-size`; the FSDP shard is refused
+    /// by cache-dit (it has none).
     #[test]
     fn tensor_parallelism_becomes_tp_size_and_te_p() {
         let c = Catalog::get();
@@ -232,7 +246,7 @@ mod tests {
             parallel: Parallel {
                 gpus: 4,
                 tp: 4,
-                text_encoder: TeShard::Sharded,
+                text_encoder: TeShard::Tensor,
                 ..Parallel::SINGLE
             },
             ..base()
@@ -262,6 +276,42 @@ mod tests {
         };
         let sg = export(Target::Sglang, m, gpu, &replicated).unwrap();
         assert!(sg.contains("--num-gpus 4 \\\n  --tp-size 4"), "{sg}");
+        let e = export(Target::Sglang, m, gpu, &d).unwrap_err();
+        assert!(
+            e.iter().any(|x| x.contains("text_encoder: tensor")),
+            "{e:?}"
+        );
+        let fsdp = Deployment {
+            parallel: Parallel {
+                text_encoder: TeShard::Sharded,
+                ..d.parallel
+            },
+            ..d.clone()
+        };
+        let e = export(Target::CacheDit, m, gpu, &fsdp).unwrap_err();
+        assert!(e.iter().any(|x| x.contains("no FSDP shard")), "{e:?}");
+    }
+
+    /// FLUX.1's TE-P splits its T5 (`text_encoder_2`), the encoder cache-dit picks and has a
+    /// plan for; its CLIP stays whole (`_utils/utils.py` get_text_encoder_from_pipe, f86744a).
+    #[test]
+    fn flux1_te_p_names_the_t5_only() {
+        let c = Catalog::get();
+        let m = c.model("flux1-dev").unwrap();
+        let d = Deployment {
+            parallel: Parallel {
+                gpus: 2,
+                tp: 2,
+                text_encoder: TeShard::Tensor,
+                ..Parallel::SINGLE
+            },
+            ..base()
+        };
+        let code = export(Target::CacheDit, m, c.gpu("l20").unwrap(), &d).unwrap();
+        assert!(
+            code.contains("tp_size=2, extra_parallel_modules=[pipe.text_encoder_2]))"),
+            "{code}"
+        );
     }
 
     #[test]

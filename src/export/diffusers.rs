@@ -67,11 +67,11 @@ fn unsupported(m: &Model, d: &Deployment) -> Vec<String> {
     if d.parallel.vae_patch {
         out.push("parallel.vae_patch: diffusers has no patch-parallel VAE decode".into());
     }
-    if d.parallel.text_encoder == planner::deployment::TeShard::Sharded {
-        out.push(
-            "parallel.text_encoder: sharded: the exported script loads the text encoder whole on every rank"
-                .into(),
-        );
+    if d.parallel.text_encoder != planner::deployment::TeShard::Replicated {
+        out.push(format!(
+            "parallel.text_encoder: {}: the exported script loads the text encoder whole on every rank",
+            d.parallel.text_encoder.name()
+        ));
     }
     if d.parallel.sequence() > 1 && d.offload != Offload::None {
         out.push("offload with context parallelism: not combined in diffusers".into());

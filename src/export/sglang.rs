@@ -57,6 +57,16 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
                 .into(),
         );
     }
+    if p.text_encoder == TeShard::Tensor {
+        // SGLang's own encoders are tensor parallel over --tp-size alone, with a vocab-split
+        // embedding (runtime/models/encoders/mistral_3.py at 045fb63): not TE-P's split over
+        // every GPU of the replica, which no flag asks for.
+        problems.push(
+            "parallel.text_encoder: tensor: SGLang splits its text encoders over --tp-size only \
+             (vocab-split embeddings), not cache-dit's TE-P over every GPU"
+                .into(),
+        );
+    }
     match d.weights {
         Precision::Bf16 => {}
         w => problems.push(format!(

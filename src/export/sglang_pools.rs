@@ -116,9 +116,9 @@ fn unsaid(i: usize, p: &Pool) -> Vec<String> {
         )));
     }
     let pl = d.parallel;
-    if pl.shard == Shard::Hsdp || pl.vae_patch || pl.text_encoder == TeShard::Sharded {
+    if pl.shard == Shard::Hsdp || pl.vae_patch || pl.text_encoder != TeShard::Replicated {
         out.push(at(
-            "HSDP, a patch-parallel decode or a sharded text encoder: no role flag".into(),
+            "HSDP, a patch-parallel decode or a sharded or tensor-parallel text encoder: no role flag".into(),
         ));
     }
     if pl.tp > 1 {

@@ -57,11 +57,11 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
     if p.vae_patch {
         flags.push("--use_parallel_vae".into());
     }
-    if p.text_encoder == planner::deployment::TeShard::Sharded {
-        problems.push(
-            "parallel.text_encoder: sharded: xDiT's runner loads the text encoder whole on every rank"
-                .into(),
-        );
+    if p.text_encoder != planner::deployment::TeShard::Replicated {
+        problems.push(format!(
+            "parallel.text_encoder: {}: xDiT's runner loads the text encoder whole on every rank",
+            p.text_encoder.name()
+        ));
     }
     if d.vae_tiling {
         flags.push("--enable_tiling".into());

@@ -99,6 +99,20 @@ pub(super) fn rule_text(r: &Rule) -> String {
         Rule::TextEncoderShardNotResident { placement } => format!(
             "parallel.text_encoder: sharded shards a resident text encoder, but text_encoder is {placement}"
         ),
+        Rule::TextEncoderTpNeedsTwoGpus { .. } => {
+            "parallel.text_encoder: tensor needs at least 2 GPUs".into()
+        }
+        Rule::TextEncoderTpNotResident { placement } => format!(
+            "parallel.text_encoder: tensor splits a resident text encoder, but text_encoder is {placement}"
+        ),
+        Rule::TextEncoderTpDividesHeads {
+            degree,
+            heads,
+            kv_heads,
+            encoder,
+        } => format!(
+            "parallel.text_encoder: tensor splits {encoder} over {degree} GPUs, which does not divide its {heads} heads and {kv_heads} KV heads"
+        ),
         Rule::NoParallelism { gpus } => {
             format!("{gpus} GPUs with no parallelism: use separate replicas instead")
         }

@@ -98,8 +98,12 @@ pub fn knobs(d: &Deployment) -> String {
     if p.vae_patch {
         parts.push("vae patch".to_string());
     }
-    if p.text_encoder == planner::deployment::TeShard::Sharded {
-        parts.push("text encoder sharded".to_string());
+    match p.text_encoder {
+        planner::deployment::TeShard::Replicated => {}
+        planner::deployment::TeShard::Sharded => parts.push("text encoder sharded".to_string()),
+        planner::deployment::TeShard::Tensor => {
+            parts.push("text encoder tensor parallel".to_string())
+        }
     }
     if !parts.is_empty() {
         par = format!("{par} ({})", parts.join(", "));

@@ -124,6 +124,10 @@ pub struct Capabilities {
     /// has none.
     #[serde(default = "Feature::unlisted")]
     pub tp: Feature,
+    /// `parallel.text_encoder: tensor` (the text encoder tensor parallel, cache-dit's TE-P); a
+    /// table written before it has none.
+    #[serde(default = "Feature::unlisted")]
+    pub text_encoder_tp: Feature,
 }
 
 /// One thing a deployment asks of a runtime that the runtime does not implement.
@@ -172,6 +176,7 @@ static BASELINE: LazyLock<Capabilities> = LazyLock::new(|| {
         text_encoder_shard: off(),
         compile: off(),
         tp: off(),
+        text_encoder_tp: off(),
     }
 });
 
@@ -210,6 +215,7 @@ impl Capabilities {
             text_encoder_shard: on(),
             compile: on(),
             tp: on(),
+            text_encoder_tp: on(),
         }
     }
 
@@ -298,6 +304,12 @@ impl Capabilities {
             p.text_encoder == TeShard::Sharded,
             &|| TeShard::Sharded.name().into(),
         );
+        feature(
+            "parallel.text_encoder",
+            &self.text_encoder_tp,
+            p.text_encoder == TeShard::Tensor,
+            &|| TeShard::Tensor.name().into(),
+        );
         feature("compile", &self.compile, d.compile, &|| "true".into());
         feature("parallel.tp", &self.tp, p.tp > 1, &|| p.tp.to_string());
         out
@@ -349,6 +361,7 @@ impl Capabilities {
             ("text_encoder_shard", &self.text_encoder_shard),
             ("compile", &self.compile),
             ("tp", &self.tp),
+            ("text_encoder_tp", &self.text_encoder_tp),
         ] {
             source(key, &f.source);
         }

@@ -4,7 +4,7 @@
 use super::Inputs;
 use crate::catalog::{Model, RuntimeProfile};
 use crate::cost::ops::BF16;
-use crate::deployment::{Deployment, Offload, Precision, Shard, TextEncoderPlacement};
+use crate::deployment::{Deployment, Offload, Precision, Shard, TeShard, TextEncoderPlacement};
 use crate::technique::{self, offload};
 
 /// Transformer weight bytes in `p` (FP8/INT4 keep norms and `norm_out` in BF16).
@@ -96,7 +96,7 @@ impl Placement {
         let te_stage = match d.text_encoder {
             TextEncoderPlacement::Drop => 0,
             TextEncoderPlacement::Resident => {
-                technique::text_encoder_shard::resident_bytes(d.parallel, te_full, te_layers, true)
+                resident_text_encoder(model, d, te_full, te_layers, true)
             }
             _ if streams_text_encoder_layers(model, d, rt) => {
                 text_encoder_embedding_bytes(model) + 2 * text_encoder_layer_bytes(model)
@@ -110,8 +110,7 @@ impl Placement {
         } else {
             0
         };
-        let te_kept =
-            technique::text_encoder_shard::resident_bytes(d.parallel, te_full, te_layers, false);
+        let te_kept = resident_text_encoder(model, d, te_full, te_layers, false);
         Placement {
             dit_full,
             dit_resident,
@@ -161,6 +160,21 @@ pub fn memory_floor(inp: Inputs, d: &Deployment) -> u64 {
     let w = Placement::of(inp.model, d, inp.runtime);
     let stages = ["text_encoder", "denoise", "vae_decode"];
     inp.runtime.context_bytes + stages.iter().map(|s| w.resident(d, s)).max().unwrap_or(0)
+}
+
+/// A resident text encoder's bytes on one GPU, while `encoding` or not: whole, FSDP-sharded
+/// (`text_encoder_shard`) or tensor parallel (`text_encoder_tp`).
+fn resident_text_encoder(
+    model: &Model,
+    d: &Deployment,
+    full: u64,
+    layers: u64,
+    encoding: bool,
+) -> u64 {
+    match d.parallel.text_encoder {
+        TeShard::Tensor => technique::text_encoder_tp::resident_bytes(model, d.parallel),
+        _ => technique::text_encoder_shard::resident_bytes(d.parallel, full, layers, encoding),
+    }
 }
 
 pub(super) fn text_encoder_bytes(model: &Model) -> u64 {

@@ -17,6 +17,7 @@ use crate::graph::text;
 use crate::graph::vae::{self, VaeDecode};
 use crate::technique::cache::{self, CacheEffect};
 use crate::technique::offload;
+use crate::technique::text_encoder_tp::TeTp;
 use crate::technique::{self, DitPass, Link};
 
 /// Whether the runtime runs the executor's own graph for this model (`graph: klein`, a FLUX.2
@@ -132,6 +133,7 @@ pub(crate) fn text_encoder_traced<'c>(
                         layers,
                         rt.text_encoder_keeps_all_hidden_states,
                         attn,
+                        TeTp::of(d, te, link),
                     );
                 }
                 if streams_layers {

@@ -5,10 +5,12 @@ use crate::deployment::Precision;
 
 use crate::cost::ops::{AttnKernel, AttnShape, BF16};
 use crate::cost::trace::{Buf, Trace};
+use crate::technique::text_encoder_tp::TeTp;
 
 /// Emits one encode of `batch` prompts. `layers` is how many layers run; hidden states of every
 /// layer are kept when `keep_all` (transformers' `output_hidden_states=True`), otherwise only
-/// those of the output layers.
+/// those of the output layers. Under TE-P (`tp.n > 1`) this GPU runs `1 / n` of the heads and
+/// of the MLP, and all-reduces the attention and MLP outputs (`technique::text_encoder_tp`).
 pub fn encode(
     t: &mut Trace,
     d: &TextEncoderDims,
@@ -16,12 +18,15 @@ pub fn encode(
     layers: u64,
     keep_all: bool,
     attn: AttnKernel,
+    tp: TeTp,
 ) {
     let tok = batch * d.tokens;
     let h = d.hidden;
     let u = tok * h * BF16;
-    let qw = d.heads * d.head_dim;
-    let kvw = d.kv_heads * d.head_dim;
+    let (heads, kv_heads) = (tp.split(d.heads), tp.split(d.kv_heads));
+    let qw = heads * d.head_dim;
+    let kvw = kv_heads * d.head_dim;
+    let inter = tp.split(d.intermediate);
     let p = Precision::Bf16;
     let mut kept: Vec<Buf> = Vec::new();
     let mut x = t.ew_new(tok * 8, u);
@@ -56,7 +61,7 @@ pub fn encode(
         // launch nothing (the host pays for them all the same).
         t.host_ops(6);
         if d.qk_norm {
-            for (x, heads) in [(uq, d.heads), (uk, d.kv_heads)] {
+            for (x, heads) in [(uq, heads), (uk, kv_heads)] {
                 rms_norm_fp32(t, x, tok * heads * 4);
             }
         }
@@ -74,8 +79,8 @@ pub fn encode(
         }
         let shape = AttnShape {
             batch,
-            heads: d.heads,
-            kv_heads: d.kv_heads,
+            heads,
+            kv_heads,
             q_tokens: d.tokens,
             kv_tokens: d.tokens,
             head_dim: d.head_dim,
@@ -84,7 +89,7 @@ pub fn encode(
         // every head (`repeat_kv`: an indexing and an `expand`, views, then a copying `reshape`),
         // the mask is sliced to the key length (a view).
         t.host_ops(1);
-        if d.kv_heads < d.heads && d.kind == TextEncoderKind::DecoderLm {
+        if kv_heads < heads && d.kind == TextEncoderKind::DecoderLm {
             t.host_ops(4);
         }
         let o = t.attention(shape, attn);
@@ -94,6 +99,7 @@ pub fn encode(
         t.host_ops(3);
         t.ew(uq, uq);
         let o2 = t.gemm(tok, qw, h, p);
+        tp.reduce(t, u);
         t.free_all([o, n]);
         let r = t.ew_new(2 * u, u);
         t.free(o2);
@@ -102,8 +108,8 @@ pub fn encode(
             t.ew(u, u);
         }
         let gated = d.kind != TextEncoderKind::ClipText;
-        let g = t.gemm(tok, h, d.intermediate, p);
-        let up = gated.then(|| t.gemm(tok, h, d.intermediate, p));
+        let g = t.gemm(tok, h, inter, p);
+        let up = gated.then(|| t.gemm(tok, h, inter, p));
         let a = t.ew_new(g.bytes(), g.bytes());
         let m = match up {
             Some(up) => {
@@ -114,7 +120,8 @@ pub fn encode(
             None => t.ew_new(g.bytes(), g.bytes()),
         };
         t.free_all([g, a]);
-        let down = t.gemm(tok, d.intermediate, h, p);
+        let down = t.gemm(tok, inter, h, p);
+        tp.reduce(t, u);
         t.free_all([m, n2]);
         let out = t.ew_new(2 * u, u);
         t.free_all([down, r]);

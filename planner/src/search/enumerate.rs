@@ -98,10 +98,12 @@ fn layouts(s: &Spec, f: &FleetEntry) -> Vec<Parallel> {
         }
     }
     if a.text_encoder_shard {
-        // Every multi-GPU layout also with its text encoder sharded.
+        // Every multi-GPU layout also with its text encoder sharded (FSDP) and tensor parallel
+        // (TE-P); the runtime's capabilities keep the ones it implements.
         let layouts = out.clone();
         for l in layouts {
             out.extend(technique::text_encoder_shard::options(l));
+            out.extend(technique::text_encoder_tp::options(s.model, l));
         }
     }
     out

@@ -31,7 +31,8 @@
 //!   only adds the key's name and location.
 //!
 //! Modules: `sequence` (Ulysses, Ring, both, and the replica layout's degrees), `hsdp`,
-//! `cfg_parallel`, `tp` (tensor parallelism), `vae_patch`, `text_encoder_shard`, `offload`,
+//! `cfg_parallel`, `tp` (tensor parallelism), `vae_patch`, `text_encoder_shard` (FSDP),
+//! `text_encoder_tp` (TE-P), `offload`,
 //! `cache`. [`Link`] is
 //! what every multi-GPU technique's collectives cost on the GPU's link kind.
 
@@ -48,6 +49,7 @@ pub mod hsdp;
 pub mod offload;
 pub mod sequence;
 pub mod text_encoder_shard;
+pub mod text_encoder_tp;
 pub mod tp;
 pub mod vae_patch;
 
@@ -178,6 +180,7 @@ pub fn check_all(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
     offload::check(cx, d, out);
     cache::check(cx, d, out);
     text_encoder_shard::check(cx, d, out);
+    text_encoder_tp::check(cx, d, out);
 }
 
 #[cfg(test)]

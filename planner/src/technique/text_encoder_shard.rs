@@ -9,7 +9,8 @@
 //! GPU; what changes is memory (the shard plus two gathered layers, every stage) and the
 //! gathers (a pass lasts the longer of its compute and its gathers, plus FSDP's hooks).
 //!
-//! Knob: `parallel.text_encoder` (`replicated` | `sharded`), searched when
+//! Knob: `parallel.text_encoder` (`replicated` | `sharded` | `tensor`, the last one cache-dit's
+//! tensor-parallel TE-P, `text_encoder_tp`), `sharded` searched when
 //! `allow.text_encoder_shard` is true (default false, so existing plans keep their candidates).
 //! Legality: two GPUs at least, and a resident text encoder (an offloaded or dropped one has
 //! nothing to shard).
@@ -20,14 +21,14 @@ use crate::violation::{Rule, Violation};
 
 use super::{Ctx, KeyProblem, Link};
 
-/// The spec's value of `parallel.text_encoder`.
+/// The spec's value of `parallel.text_encoder` (every value; `tensor` is `text_encoder_tp`'s).
 pub fn parse(value: &str) -> Result<TeShard, KeyProblem> {
     TeShard::ALL
         .into_iter()
         .find(|s| s.name() == value)
         .ok_or_else(|| KeyProblem {
             message: format!("unknown value '{}'", crate::message::echo(value, 64)),
-            hint: "expected one of replicated, sharded".into(),
+            hint: "expected one of replicated, sharded, tensor".into(),
         })
 }
 
