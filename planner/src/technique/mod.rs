@@ -183,6 +183,22 @@ pub fn check_all(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
     text_encoder_tp::check(cx, d, out);
 }
 
+/// A 1024x1024, batch-1 deployment of `steps` steps laid out as `parallel`: what the
+/// techniques' tests cost.
+#[cfg(test)]
+pub(crate) fn test_deployment(steps: u32, parallel: crate::deployment::Parallel) -> Deployment {
+    let mut d = Deployment::baseline(
+        crate::deployment::Resolution {
+            width: 1024,
+            height: 1024,
+        },
+        1,
+        steps,
+    );
+    d.parallel = parallel;
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,7 +90,7 @@ pub fn gather(t: &mut Trace, link: Link, full: u64, layers: u64, gpus: u32) {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
-    use crate::deployment::{Resolution, Shard};
+    use crate::deployment::Shard;
     use crate::estimate::{Inputs, estimate};
 
     /// FLUX.2-dev's 24B text encoder on four H100s: sharded, every GPU holds a quarter of it
@@ -106,20 +106,15 @@ mod tests {
             // diffusers has no sharded text encoder: this is the technique's physics.
             runtime: crate::catalog::capabilities::diffusers_with_everything(),
         };
-        let mut d = Deployment::baseline(
-            Resolution {
-                width: 1024,
-                height: 1024,
-            },
-            1,
+        let d = crate::technique::test_deployment(
             28,
+            Parallel {
+                gpus: 4,
+                ulysses: 4,
+                shard: Shard::Hsdp,
+                ..Parallel::SINGLE
+            },
         );
-        d.parallel = Parallel {
-            gpus: 4,
-            ulysses: 4,
-            shard: Shard::Hsdp,
-            ..Parallel::SINGLE
-        };
         let rep = estimate(inp, &d).unwrap();
         let mut s = d.clone();
         s.parallel.text_encoder = TeShard::Sharded;

@@ -4,25 +4,18 @@ use super::*;
 use crate::catalog::Catalog;
 use crate::cost::ops::BF16;
 use crate::cost::trace::{CollectiveKind, Hw, Overlap, Trace};
-use crate::deployment::Resolution;
 use crate::estimate::{Inputs, estimate};
 
 fn flux2_dev_tp(gpus: u32, te: TeShard) -> Deployment {
-    let mut d = Deployment::baseline(
-        Resolution {
-            width: 1024,
-            height: 1024,
-        },
-        1,
+    crate::technique::test_deployment(
         28,
-    );
-    d.parallel = Parallel {
-        gpus,
-        tp: gpus,
-        text_encoder: te,
-        ..Parallel::SINGLE
-    };
-    d
+        Parallel {
+            gpus,
+            tp: gpus,
+            text_encoder: te,
+            ..Parallel::SINGLE
+        },
+    )
 }
 
 /// FLUX.2-dev's Mistral-3 on four L20s under cache-dit, TP-4 (RT2's layout): tensor parallel,

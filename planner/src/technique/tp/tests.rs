@@ -6,7 +6,7 @@ use super::*;
 use crate::catalog::{Catalog, Family, TransformerDims};
 use crate::cost::ops::{AttnKernel, BF16};
 use crate::cost::trace::{Collective, Hw};
-use crate::deployment::{Precision, Resolution};
+use crate::deployment::Precision;
 use crate::estimate::{Inputs, estimate};
 use crate::graph::dit::forward;
 use crate::technique::DitPass;
@@ -52,20 +52,14 @@ fn run_on(rt: &str, p: &DitPass) -> (f64, f64) {
 }
 
 fn dep(gpus: u32, tp: u32) -> Deployment {
-    let mut d = Deployment::baseline(
-        Resolution {
-            width: 1024,
-            height: 1024,
-        },
-        1,
+    crate::technique::test_deployment(
         28,
-    );
-    d.parallel = Parallel {
-        gpus,
-        tp,
-        ..Parallel::SINGLE
-    };
-    d
+        Parallel {
+            gpus,
+            tp,
+            ..Parallel::SINGLE
+        },
+    )
 }
 
 /// A ring all-reduce sends `2 (n - 1) / n` of the tensor from each GPU.
