@@ -10,7 +10,7 @@ use std::path::Path;
 // The planner's layering test's import reader, shared (one reader for both crates).
 #[path = "../planner/tests/common/imports.rs"]
 mod imports;
-use imports::{cycles, graph};
+use imports::{graph, layer_problems};
 
 /// The layers, lowest first: a module may name modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
@@ -30,42 +30,12 @@ const LAYERS: &[&[&str]] = &[
     &["cli"],
 ];
 
-fn layer_of(module: &str) -> Option<usize> {
-    LAYERS.iter().position(|l| l.contains(&module))
-}
-
 #[test]
 fn modules_of_src_import_only_lower_layers() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let (modules, edges) = graph(&src, "src");
-    let mut problems = Vec::new();
-    for m in LAYERS.iter().flat_map(|l| l.iter()) {
-        if !modules.contains(*m) {
-            problems.push(format!("LAYERS names `{m}`, which is not a module of src"));
-        }
-    }
-    for m in &modules {
-        if layer_of(m).is_none() {
-            problems.push(format!(
-                "src/{m}: not in tests/layering.rs's LAYERS (add it to a layer)"
-            ));
-        }
-    }
-    for ((from, to), at) in &edges {
-        if !modules.contains(to) {
-            continue; // an item of main.rs (`crate::VERSION`): the root, not a layer
-        }
-        if let (Some(a), Some(b)) = (layer_of(from), layer_of(to))
-            && b >= a
-        {
-            problems.push(format!(
-                "{at}: `{from}` (layer {a}) names `{to}` (layer {b}); a module names only lower layers"
-            ));
-        }
-    }
-    for c in cycles(&modules, &edges) {
-        problems.push(format!("import cycle among: {}", c.join(", ")));
-    }
+    // A name that is not a module is an item of main.rs (`crate::VERSION`): the root, no layer.
+    let problems = layer_problems(LAYERS, "src", "tests/layering.rs", &modules, &edges, None);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // The check sees the imports it is meant to see.
     assert!(edges.contains_key(&("command".into(), "render".into())));

@@ -18,7 +18,7 @@ use std::path::Path;
 mod common {
     pub mod imports;
 }
-use common::imports::{code_only, cycles, graph, named, test_module_paths};
+use common::imports::{code_only, graph, layer_problems, named, test_module_paths};
 
 /// The layers, lowest first: a module may name modules of the layers before its own.
 const LAYERS: &[&[&str]] = &[
@@ -50,10 +50,6 @@ const LAYERS: &[&[&str]] = &[
     &["fleet"],
 ];
 
-fn layer_of(module: &str) -> Option<usize> {
-    LAYERS.iter().position(|l| l.contains(&module))
-}
-
 #[test]
 fn modules_of_the_planner_import_only_lower_layers() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -61,40 +57,14 @@ fn modules_of_the_planner_import_only_lower_layers() {
     for ((a, b), at) in &edges {
         println!("{a} -> {b}   ({at})");
     }
-    let mut problems = Vec::new();
-    for m in LAYERS.iter().flat_map(|l| l.iter()) {
-        if !modules.contains(*m) {
-            problems.push(format!(
-                "LAYERS names `{m}`, which is not a module of planner/src"
-            ));
-        }
-    }
-    for m in &modules {
-        if layer_of(m).is_none() {
-            problems.push(format!(
-                "planner/src/{m}: not in planner/tests/layering.rs's LAYERS (add it to a layer)"
-            ));
-        }
-    }
-    for ((from, to), at) in &edges {
-        if !modules.contains(to) {
-            problems.push(format!(
-                "{at}: `{from}` names `crate::{to}`, which is not a module of planner/src \
-                 (name a type at its real home, not through a re-export of lib.rs)"
-            ));
-            continue;
-        }
-        if let (Some(a), Some(b)) = (layer_of(from), layer_of(to))
-            && b >= a
-        {
-            problems.push(format!(
-                "{at}: `{from}` (layer {a}) names `{to}` (layer {b}); a module names only lower layers"
-            ));
-        }
-    }
-    for c in cycles(&modules, &edges) {
-        problems.push(format!("import cycle among: {}", c.join(", ")));
-    }
+    let problems = layer_problems(
+        LAYERS,
+        "planner/src",
+        "planner/tests/layering.rs",
+        &modules,
+        &edges,
+        Some("name a type at its real home, not through a re-export of lib.rs"),
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // The check sees the imports it is meant to see.
     assert!(edges.contains_key(&("search".into(), "estimate".into())));

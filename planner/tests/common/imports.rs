@@ -384,3 +384,55 @@ pub fn cycles(
     out.sort();
     out
 }
+
+/// What a crate's graph breaks of its layer table (`layers`, lowest first; a module may name
+/// only modules of the layers before its own): a listed module that is not one, a module not
+/// listed (`table` names the test file that holds the table), an edge into the same or a higher
+/// layer, a cycle. A name that is not a module of `label` fails with `unknown`'s reason, or is
+/// let pass when `unknown` is None (the binary's root items, `crate::VERSION`).
+pub fn layer_problems(
+    layers: &[&[&str]],
+    label: &str,
+    table: &str,
+    modules: &BTreeSet<String>,
+    edges: &BTreeMap<(String, String), String>,
+    unknown: Option<&str>,
+) -> Vec<String> {
+    let layer_of = |m: &str| layers.iter().position(|l| l.contains(&m));
+    let mut problems = Vec::new();
+    for m in layers.iter().flat_map(|l| l.iter()) {
+        if !modules.contains(*m) {
+            problems.push(format!(
+                "LAYERS names `{m}`, which is not a module of {label}"
+            ));
+        }
+    }
+    for m in modules {
+        if layer_of(m).is_none() {
+            problems.push(format!(
+                "{label}/{m}: not in {table}'s LAYERS (add it to a layer)"
+            ));
+        }
+    }
+    for ((from, to), at) in edges {
+        if !modules.contains(to) {
+            if let Some(why) = unknown {
+                problems.push(format!(
+                    "{at}: `{from}` names `crate::{to}`, which is not a module of {label} ({why})"
+                ));
+            }
+            continue;
+        }
+        if let (Some(a), Some(b)) = (layer_of(from), layer_of(to))
+            && b >= a
+        {
+            problems.push(format!(
+                "{at}: `{from}` (layer {a}) names `{to}` (layer {b}); a module names only lower layers"
+            ));
+        }
+    }
+    for c in cycles(modules, edges) {
+        problems.push(format!("import cycle among: {}", c.join(", ")));
+    }
+    problems
+}
