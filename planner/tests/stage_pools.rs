@@ -5,7 +5,8 @@
 
 use planner::fleet::candidates::classes;
 use planner::fleet::fleet;
-use planner::fleet::pools::program::{Budget, PoolOption, brute_force, masks, options, solve};
+use planner::fleet::pools::budgets;
+use planner::fleet::pools::program::{PoolOption, brute_force, masks, options, solve};
 use planner::fleet::pools::roles::{LAYOUTS, Role, role_candidates, sent_bytes};
 use planner::memo::Memo;
 use planner::spec::parse;
@@ -67,19 +68,7 @@ fn program_equals_brute_force_cut(
                 )
             })
             .collect();
-        let budget: Vec<Budget> = cl
-            .iter()
-            .map(|c| {
-                let t: f64 = layout[..layout.len() - 1]
-                    .iter()
-                    .map(|&r| s.network.transfer_ms(sent_bytes(&s, r, c)))
-                    .sum();
-                Budget {
-                    p50_ms: c.targets.p50_ms.map(|x| x - t),
-                    p99_ms: c.targets.p99_ms.map(|x| x - t),
-                }
-            })
-            .collect();
+        let budget = budgets(&s, layout, &cl, &vec![1.0; cl.len()]);
         let milp = solve(&slots, &budget, &s.fleet);
         let brute = brute_force(&slots, &budget, &s.fleet);
         match (&milp, brute) {
@@ -129,19 +118,7 @@ fn one_pool_per_role(text: &str) -> Option<f64> {
                     options(&cands, r, &cl, &link, &s.network, max_u, every)
                 })
                 .collect();
-            let budget: Vec<Budget> = cl
-                .iter()
-                .map(|c| {
-                    let t: f64 = layout[..layout.len() - 1]
-                        .iter()
-                        .map(|&r| s.network.transfer_ms(sent_bytes(&s, r, c)))
-                        .sum();
-                    Budget {
-                        p50_ms: c.targets.p50_ms.map(|x| x - t),
-                        p99_ms: c.targets.p99_ms.map(|x| x - t),
-                    }
-                })
-                .collect();
+            let budget = budgets(&s, layout, &cl, &vec![1.0; cl.len()]);
             solve(&slots, &budget, &s.fleet).map(|p| p.total_usd_per_hour)
         })
         .min_by(f64::total_cmp)

@@ -89,10 +89,8 @@ pub(super) fn script(h: &Header, m: &Model, d: &Deployment) -> Result<String, Ve
         max_continuous_cached_steps,
     } = &d.cache
     {
-        if !threshold.is_finite() || *threshold < 0.0 {
-            return Err(vec![format!(
-                "cache dbcache: threshold {threshold} is not a number ≥ 0"
-            )]);
+        if let Some(p) = super::dbcache_threshold_problem(*threshold) {
+            return Err(vec![p]);
         }
         call.push(format!(
             "cache_config=DBCacheConfig(Fn_compute_blocks={compute_blocks}, Bn_compute_blocks={back_blocks}, residual_diff_threshold={threshold}, max_warmup_steps={warmup_steps}, max_continuous_cached_steps={})",

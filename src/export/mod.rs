@@ -114,6 +114,13 @@ pub fn sh_word(s: &str) -> String {
 
 /// `s` as the text of a `#` comment line (Python and shell): control and invisible characters
 /// escaped, so that it cannot end the line.
+/// Why a DBCache threshold cannot be written into an engine's config (NaN, infinite or
+/// negative), if it cannot.
+fn dbcache_threshold_problem(threshold: f64) -> Option<String> {
+    (!threshold.is_finite() || threshold < 0.0)
+        .then(|| format!("cache dbcache: threshold {threshold} is not a number ≥ 0"))
+}
+
 fn comment(s: &str) -> String {
     planner::spec::echo(s, 400)
 }

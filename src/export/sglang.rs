@@ -118,11 +118,12 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
             compute_blocks,
             back_blocks,
             max_continuous_cached_steps,
-        } => match max_continuous_cached_steps {
-            _ if !threshold.is_finite() || *threshold < 0.0 => problems.push(format!(
-                "cache dbcache: threshold {threshold} is not a number ≥ 0"
-            )),
-            Some(mc) => env.extend([
+        } => match (
+            super::dbcache_threshold_problem(*threshold),
+            max_continuous_cached_steps,
+        ) {
+            (Some(p), _) => problems.push(p),
+            (None, Some(mc)) => env.extend([
                 "SGLANG_CACHE_DIT_ENABLED=true".to_string(),
                 format!("SGLANG_CACHE_DIT_FN={compute_blocks}"),
                 format!("SGLANG_CACHE_DIT_BN={back_blocks}"),
@@ -130,7 +131,7 @@ pub(super) fn command(h: &Header, m: &Model, d: &Deployment) -> Result<String, V
                 format!("SGLANG_CACHE_DIT_RDT={threshold}"),
                 format!("SGLANG_CACHE_DIT_MC={mc}"),
             ]),
-            None => problems.push(
+            (None, None) => problems.push(
                 "cache.max_continuous_cached_steps: SGLang caps cached steps in a row at \
                  SGLANG_CACHE_DIT_MC (default 3); an uncapped cache has no value there"
                     .into(),

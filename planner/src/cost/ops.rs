@@ -115,6 +115,21 @@ pub struct AttnShape {
     pub head_dim: u64,
 }
 
+impl AttnShape {
+    /// One head `width` wide over `tokens` tokens attending to themselves, `batch` times: the
+    /// VAE mid-block's attention (too wide for the fused kernels' head sizes).
+    pub fn one_wide_head(batch: u64, tokens: u64, width: u64) -> AttnShape {
+        AttnShape {
+            batch,
+            heads: 1,
+            kv_heads: 1,
+            q_tokens: tokens,
+            kv_tokens: tokens,
+            head_dim: width,
+        }
+    }
+}
+
 impl Trace<'_> {
     /// `out = a @ w^T` with `a` m x k in BF16 and `w` n x k stored in `p`; returns the output (m x n, BF16).
     pub fn gemm(&mut self, m: u64, k: u64, n: u64, p: Precision) -> Buf {

@@ -65,13 +65,7 @@ pub fn multigpu_rows(text: &str, fit_ids: &[&str]) -> Result<Vec<Row>, String> {
             continue;
         }
         let id = r["id"].as_str().unwrap_or("?").to_string();
-        let spec = |v: &Value| -> Result<(String, String, crate::deployment::Deployment), String> {
-            let mut v = v.clone();
-            v["runtime"] = "diffusers".into();
-            let s = crate::spec::parse(&v.to_string()).map_err(|e| format!("{id}: {e}"))?;
-            let gpu = s.estimate_gpu().map_err(|e| format!("{id}: {e}"))?;
-            Ok((s.model.id.clone(), gpu.id.clone(), s.deployment()))
-        };
+        let spec = |v: &Value| super::rows::diffusers_case(&id, v);
         let (model, gpu, deployment) = spec(&r["spec"])?;
         if !r["metric"]
             .as_str()

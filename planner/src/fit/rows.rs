@@ -7,6 +7,16 @@ use super::{Quantity, Row};
 use crate::catalog::Catalog;
 use crate::deployment::{Attention, Deployment, Resolution};
 
+/// A published row's spec (`v`) as the diffusers runtime reads it: its model id, the GPU its
+/// estimate runs on and its deployment; `id` names the row in errors.
+pub(super) fn diffusers_case(id: &str, v: &Value) -> Result<(String, String, Deployment), String> {
+    let mut v = v.clone();
+    v["runtime"] = "diffusers".into();
+    let s = crate::spec::parse(&v.to_string()).map_err(|e| format!("{id}: {e}"))?;
+    let gpu = s.estimate_gpu().map_err(|e| format!("{id}: {e}"))?;
+    Ok((s.model.id.clone(), gpu.id.clone(), s.deployment()))
+}
+
 /// The single-GPU deployment of a calibration row.
 fn baseline(res: u32, batch: u32) -> Deployment {
     Deployment::baseline(
@@ -142,13 +152,7 @@ pub fn published_rows(text: &str, fit_ids: &[&str]) -> Result<Vec<Row>, String> 
             continue;
         }
         let id = r["id"].as_str().unwrap_or("?").to_string();
-        let spec = |v: &Value| -> Result<(String, String, Deployment), String> {
-            let mut v = v.clone();
-            v["runtime"] = "diffusers".into();
-            let s = crate::spec::parse(&v.to_string()).map_err(|e| format!("{id}: {e}"))?;
-            let gpu = s.estimate_gpu().map_err(|e| format!("{id}: {e}"))?;
-            Ok((s.model.id.clone(), gpu.id.clone(), s.deployment()))
-        };
+        let spec = |v: &Value| diffusers_case(&id, v);
         let (model, gpu, deployment) = spec(&r["spec"])?;
         let metric = r["metric"].as_str().unwrap_or("");
         let unit = r["unit"].as_str().unwrap_or("");

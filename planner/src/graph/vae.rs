@@ -83,14 +83,7 @@ fn mid_attention(t: &mut Trace, p: &VaeDecode, c: u64, h: u64, w: u64) {
     let q = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
     let k = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
     let v = t.gemm(b * tokens, c, c, crate::deployment::Precision::Bf16);
-    let shape = AttnShape {
-        batch: b,
-        heads: 1,
-        kv_heads: 1,
-        q_tokens: tokens,
-        kv_tokens: tokens,
-        head_dim: c,
-    };
+    let shape = AttnShape::one_wide_head(b, tokens, c);
     let o = t.attention(shape, p.attn);
     t.free_all([q, k, v, n]);
     let flat = t.ew_new(u, u);

@@ -131,7 +131,7 @@ pub fn resident_bytes(dit_bytes: u64, top_level_bytes: u64, tp: u32) -> u64 {
 /// `block_params` keeps them): all of FLUX.1's under `tp_replicates_adaln`, none otherwise.
 pub fn whole_adaln_bytes(model: &Model, rt: &RuntimeProfile) -> u64 {
     if rt.tp_replicates_adaln {
-        model.transformer.adaln_params() * 2
+        model.transformer.adaln_params() * crate::cost::ops::BF16
     } else {
         0
     }

@@ -83,6 +83,22 @@ fn path_transfer_ms(s: &Spec, layout: &[Role], class: &Class) -> f64 {
         .sum()
 }
 
+/// Per class, the latency targets left to a layout's pools: each target scaled by the class's
+/// `scale`, less the transfers on the layout's path.
+pub fn budgets(s: &Spec, layout: &[Role], classes: &[Class], scale: &[f64]) -> Vec<Budget> {
+    classes
+        .iter()
+        .zip(scale)
+        .map(|(c, f)| {
+            let t = path_transfer_ms(s, layout, c);
+            Budget {
+                p50_ms: c.targets.p50_ms.map(|x| x * f - t),
+                p99_ms: c.targets.p99_ms.map(|x| x * f - t),
+            }
+        })
+        .collect()
+}
+
 /// Every role's pool options of one layout over the class sets `sets` (they do not depend on
 /// the budgets: made once, solved at every repair).
 fn slots_of(
@@ -149,17 +165,7 @@ fn cheapest(s: &Spec, classes: &[Class], prepared: &[Prepared], scale: &[f64]) -
     let mut best: Option<Solution> = None;
     for p in prepared {
         let layout = p.layout;
-        let budget: Vec<Budget> = classes
-            .iter()
-            .zip(scale)
-            .map(|(c, f)| {
-                let t = path_transfer_ms(s, layout, c);
-                Budget {
-                    p50_ms: c.targets.p50_ms.map(|x| x * f - t),
-                    p99_ms: c.targets.p99_ms.map(|x| x * f - t),
-                }
-            })
-            .collect();
+        let budget = budgets(s, layout, classes, scale);
         let solve = |slots: &Vec<Vec<PoolOption>>| {
             program::solve(slots, &budget, &s.fleet).map(|picked| Solution {
                 layout,

@@ -45,14 +45,7 @@ fn vae_attention(t: &mut Trace, b: u64, c: u64, h: u64, w: u64, fused: bool) -> 
         t.gemm(b * tokens, c, c, bf),
     ];
     t.free(seq);
-    let shape = AttnShape {
-        batch: b,
-        heads: 1,
-        kv_heads: 1,
-        q_tokens: tokens,
-        kv_tokens: tokens,
-        head_dim: c,
-    };
+    let shape = AttnShape::one_wide_head(b, tokens, c);
     let a = attention(t, shape, fused, false);
     t.free_all(qkv);
     let o = t.gemm(b * tokens, c, c, bf);
