@@ -11,14 +11,13 @@
 
 use rayon::prelude::*;
 
+// What pools exchange is BF16, as the runtimes keep embeddings and latents.
+use crate::cost::ops::BF16;
 use crate::deployment::{Deployment, Offload, TextEncoderPlacement};
 use crate::estimate::{Estimate, Inputs};
 use crate::fleet::candidates::{Class, ServiceTime};
 use crate::memo::Memo;
 use crate::spec::Spec;
-
-/// Bytes per element of what pools exchange (BF16, as the runtimes keep embeddings and latents).
-pub const BF16: u64 = 2;
 
 pub use crate::pool::Role;
 
