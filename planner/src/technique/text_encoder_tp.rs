@@ -70,7 +70,7 @@ pub fn check(cx: Ctx, d: &Deployment, out: &mut Vec<Violation>) {
     }
     for te in cx.model.text_encoders.iter().filter(|t| splits(t)) {
         let n = n.max(1) as u64;
-        if !te.heads.is_multiple_of(n) || !te.kv_heads.is_multiple_of(n) {
+        if !heads_divide(te, n) {
             out.push(Violation::Parallel {
                 rule: Rule::TextEncoderTpDividesHeads {
                     degree: n as u32,
@@ -90,7 +90,7 @@ pub fn options(model: &Model, layout: Parallel) -> Vec<Parallel> {
         .text_encoders
         .iter()
         .filter(|t| splits(t))
-        .all(|t| t.heads.is_multiple_of(n) && t.kv_heads.is_multiple_of(n));
+        .all(|t| heads_divide(t, n));
     if layout.gpus < 2 || !whole {
         return Vec::new();
     }
@@ -102,6 +102,12 @@ pub fn options(model: &Model, layout: Parallel) -> Vec<Parallel> {
 
 /// Parameters of one layer's split projections (q, k, v, o and the MLP): the layer less its
 /// norms (two RMSNorms, and Qwen3's q/k norms), which stay whole.
+/// Whether `n` GPUs split the encoder's query and key/value heads evenly (transformers
+/// reshapes attention by head).
+fn heads_divide(te: &TextEncoderDims, n: u64) -> bool {
+    te.heads.is_multiple_of(n) && te.kv_heads.is_multiple_of(n)
+}
+
 fn projection_params(te: &TextEncoderDims) -> u64 {
     let norms = 2 * te.hidden + if te.qk_norm { 2 * te.head_dim } else { 0 };
     te.layer_params() - norms
