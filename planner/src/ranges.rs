@@ -48,15 +48,15 @@ pub const MEASURED: Category = Category {
 /// An unmeasured GPU whose architecture has a published eager run the profile was fitted on.
 pub const PUBLISHED_ARCH: Category = Category {
     name: "published architecture",
-    rows: "GPU not measured, its architecture fitted on published eager runs: 1.25 x the out-of-sample MAPE of the published latency (14.5 %) and memory (4.7 %) rows",
+    rows: "GPU not measured, its architecture fitted on published eager runs: 1.25 x the out-of-sample MAPE of the published latency (14.5 %) and memory (2.0 %) rows",
     time: 0.181,
-    memory: 0.059,
+    memory: 0.025,
     time_tail: Tail {
         sigma: 0.1683,
         rows: 4,
     },
     memory_tail: Tail {
-        sigma: 0.0605,
+        sigma: 0.0272,
         rows: 4,
     },
 };

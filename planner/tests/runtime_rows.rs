@@ -28,9 +28,8 @@ const FIT: [&str; 3] = ["RS1", "RS3", "RS5"];
 /// predicted 10-17 % fast; under the FSDP stand-in for TE-P (`sharded`) 1.4 s of layer gathers
 /// the engine never runs hid it (all within 10 % then). The 4-GPU rows (RT1, RT2) are not
 /// fast: what an 8-GPU PCIe node adds is unmodelled (docs/calibration.md).
-const KNOWN_MISS: [(&str, f64); 11] = [
+const KNOWN_MISS: [(&str, f64); 10] = [
     ("RS1", 0.18),
-    ("RS2", 0.21),
     ("RS5", 0.14),
     ("RS7", 0.14),
     ("RT3", 0.13),

@@ -195,15 +195,19 @@ pub fn class_row(c: &ClassLatency) -> Vec<Cell> {
 
 /// What is on the GPU during each stage of `e` (the estimate's own timeline: context, the
 /// weights resident then, the workspace and the buffers held across stages, the transient with
-/// the allocator's slack); the binding stage's bar adds up to the estimate's peak.
+/// the allocator's slack and its free pool); the binding stage's bar adds up to the estimate's
+/// peak.
 pub fn stage_bars(s: &Spec, e: &Estimate) -> Vec<StageBar> {
     let rt = s.runtime;
     let slack = 1.0 + rt.allocator_slack;
     let d = &e.deployment;
     let resident =
         |name: &str| planner::estimate::resident_weights_bytes(s.model, d, s.runtime, name);
-    let transient =
-        |st: &planner::estimate::Stage| (st.activation_peak_bytes as f64 * slack) as u64;
+    // The allocator's free pool is reserved through the whole request (a serving process's
+    // steady state), so it sits in every stage's bar.
+    let transient = |st: &planner::estimate::Stage| {
+        (st.activation_peak_bytes as f64 * slack) as u64 + e.memory.allocator_free_bytes
+    };
     // The buffers held from the text encoder on (embeddings, latents): what the binding stage's
     // peak has beyond its other parts and the workspace.
     let held = e

@@ -66,6 +66,10 @@ pub struct Stage {
     pub bound_shares: BoundShares,
     /// FLOPs per HBM byte at which the stage's precision turns compute-bound on this GPU.
     pub ridge_flops_per_byte: f64,
+    /// The stage's allocations (+bytes) and frees (-bytes) in order, for the caching
+    /// allocator's replay (`cost::allocator`); not printed.
+    #[serde(skip)]
+    pub liveness: std::sync::Arc<[i64]>,
 }
 
 /// A stage's time split by what limits it, as fractions summing to 1: kernels limited by
@@ -134,6 +138,11 @@ pub struct Memory {
     pub context_bytes: u64,
     /// Weights resident at the peak.
     pub resident_weights_bytes: u64,
+    /// Bytes inside `peak_bytes` that PyTorch's caching allocator holds in its pool but no
+    /// tensor uses (`cost::allocator`: blocks earlier allocations freed that later ones could
+    /// not reuse); absent for a stack without that allocator.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub allocator_free_bytes: u64,
     /// Low end of the uncertainty range of `peak_bytes`.
     pub low_bytes: u64,
     /// High end.
@@ -468,6 +477,11 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
     let latents = batch * img_tokens * model.transformer.in_channels * BF16 * 4;
     let resident = |stage: &str| w.resident(d, stage);
     let slack = 1.0 + rt.allocator_slack;
+    let ran = |s: &&Stage| s.name != "text_encoder" || d.text_encoder != TextEncoderPlacement::Drop;
+    let pool_free = pool_free_bytes(
+        rt,
+        [&te_stage, &dn_stage, &vae_stage].into_iter().filter(ran),
+    );
     let mut peak = 0;
     let mut binding = "denoise";
     let mut resident_at_peak = 0;
@@ -485,7 +499,8 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
             + r
             + held
             + rt.gemm_workspace_bytes
-            + (s.activation_peak_bytes as f64 * slack) as u64;
+            + (s.activation_peak_bytes as f64 * slack) as u64
+            + pool_free;
         if p > peak {
             peak = p;
             binding = s.name;
@@ -537,6 +552,7 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
             binding_stage: binding,
             context_bytes: rt.context_bytes,
             resident_weights_bytes: resident_at_peak,
+            allocator_free_bytes: pool_free,
             low_bytes: crate::ranges::range(peak as f64, category.memory).0 as u64,
             high_bytes: crate::ranges::range(peak as f64, category.memory).1.ceil() as u64,
             basis: basis.clone(),
@@ -563,6 +579,24 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
             cache_saved_ms: saved_s * 1e3,
         },
     }
+}
+
+/// What PyTorch's caching allocator holds free at the peak of a serving process running
+/// `stages` in order, request after request (0 for a stack without it): the stages' liveness
+/// replayed by `cost::allocator`.
+pub fn pool_free_bytes<'s>(
+    rt: &RuntimeProfile,
+    stages: impl IntoIterator<Item = &'s Stage>,
+) -> u64 {
+    if !rt.caching_allocator {
+        return 0;
+    }
+    let seqs: Vec<&[i64]> = stages.into_iter().map(|s| &*s.liveness).collect();
+    crate::cost::allocator::free_at_peak(&seqs)
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
 }
 
 /// The spec's fixed deployment on its GPU (what `estimate` and an estimate sweep cost): the GPU,

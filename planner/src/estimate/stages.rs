@@ -401,6 +401,7 @@ pub(crate) fn stage(name: &'static str, weights: u64, trace: &Trace, ridge: f64)
         bound: shares.label(),
         bound_shares: shares,
         ridge_flops_per_byte: ridge,
+        liveness: trace.liveness().into(),
     }
 }
 

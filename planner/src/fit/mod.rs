@@ -76,7 +76,11 @@ impl Quantity {
                     .iter()
                     .find(|s| s.name == e.memory.binding_stage)
                     .map_or(0.0, |s| s.activation_peak_bytes as f64 * rt.allocator_slack);
-                e.memory.peak_bytes.saturating_sub(e.memory.context_bytes) as f64 - slack
+                e.memory
+                    .peak_bytes
+                    .saturating_sub(e.memory.context_bytes + e.memory.allocator_free_bytes)
+                    as f64
+                    - slack
             }
         }
     }

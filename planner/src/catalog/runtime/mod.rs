@@ -209,8 +209,13 @@ pub struct RuntimeProfile {
     pub context_bytes: u64,
     /// GEMM library workspace allocated on first use, bytes.
     pub gemm_workspace_bytes: u64,
-    /// Allocator slack: reserved over allocated at the peak, as a fraction of the peak transient.
+    /// Allocator slack: reserved over allocated at the peak, as a fraction of the peak transient,
+    /// on top of what the caching allocator's replay holds (`caching_allocator`).
     pub allocator_slack: f64,
+    /// Whether the stack allocates through PyTorch's CUDA caching allocator, whose pool of freed
+    /// blocks (`cost::allocator`, replayed over the request's allocations) counts in the peak.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub caching_allocator: bool,
     /// Offload's effective copy rates (`technique::offload`); the fit when absent.
     #[serde(default)]
     pub offload: OffloadProfile,

@@ -426,6 +426,13 @@ impl<'a> Trace<'a> {
         self.mem.live
     }
 
+    /// Every allocation (+bytes) and free (-bytes) so far, in order; repetitions
+    /// (`repeat_since`, `repeat_span`) add none, since a repeated layer reuses the blocks the
+    /// first one freed.
+    pub fn liveness(&self) -> &[i64] {
+        &self.mem.liveness
+    }
+
     /// Summary of the work.
     pub fn summary(&self) -> TraceSummary {
         let c = &self.clock.c;

@@ -98,7 +98,8 @@ fn role_of(
         .map(|x| (x.activation_peak_bytes as f64 * (1.0 + rt.allocator_slack)) as u64)
         .max()
         .unwrap_or(0);
-    let peak = rt.context_bytes + weights + held + rt.gemm_workspace_bytes + transient;
+    let pool_free = crate::estimate::pool_free_bytes(rt, stages.iter().copied());
+    let peak = rt.context_bytes + weights + held + rt.gemm_workspace_bytes + transient + pool_free;
     let peak_at = if mem_f == 1.0 {
         peak
     } else {
