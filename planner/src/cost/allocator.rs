@@ -17,7 +17,7 @@
 //! allocated live block of its size (tensors of one size die in reverse order in a layer's
 //! code). One stream is assumed: every allocation of the traces is on the compute stream.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Every size rounds up to this (`kMinBlockSize`).
 const MIN_BLOCK: u64 = 512;
@@ -51,7 +51,7 @@ pub struct CachingAllocator {
     /// Free blocks: (small pool?, size, address, index).
     free: BTreeSet<(bool, u64, u64, usize)>,
     /// Live blocks by the size asked for, most recent last.
-    live: HashMap<u64, Vec<usize>>,
+    live: BTreeMap<u64, Vec<usize>>,
     /// Next segment's address.
     top: u64,
     /// Sum of segments (`memory_reserved`).
