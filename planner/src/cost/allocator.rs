@@ -17,8 +17,6 @@
 //! allocated live block of its size (tensors of one size die in reverse order in a layer's
 //! code). One stream is assumed: every allocation of the traces is on the compute stream.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 /// Every size rounds up to this (`kMinBlockSize`).
 const MIN_BLOCK: u64 = 512;
 /// The largest small-pool request (`kSmallSize`).
@@ -40,18 +38,23 @@ struct Block {
     size: u64,
     small: bool,
     free: bool,
-    prev: Option<usize>,
-    next: Option<usize>,
+    prev: Option<u32>,
+    next: Option<u32>,
 }
 
-/// The pool's state: blocks, free blocks by (pool, size, address), live blocks by request size.
+/// A free block's place in its pool's list: ordered by size, then address.
+type FreeKey = (u64, u64, u32);
+
+/// The pool's state: blocks, each pool's free blocks in best-fit order, live blocks in
+/// allocation order. A request's pool holds tens of free and live blocks, so sorted vectors
+/// beat trees here (the replay runs once per set of stages a plan costs).
 #[derive(Debug, Default)]
 pub struct CachingAllocator {
     blocks: Vec<Block>,
-    /// Free blocks: (small pool?, size, address, index).
-    free: BTreeSet<(bool, u64, u64, usize)>,
-    /// Live blocks by the size asked for, most recent last.
-    live: BTreeMap<u64, Vec<usize>>,
+    /// Free blocks of the small pool, then of the large pool.
+    free: [Vec<FreeKey>; 2],
+    /// Live blocks: (the size asked for, block), oldest first.
+    live: Vec<(u64, u32)>,
     /// Next segment's address.
     top: u64,
     /// Sum of segments (`memory_reserved`).
@@ -77,44 +80,57 @@ fn segment_size(n: u64) -> u64 {
 }
 
 impl CachingAllocator {
+    fn key(&self, i: u32) -> (usize, FreeKey) {
+        let b = &self.blocks[i as usize];
+        (usize::from(!b.small), (b.size, b.addr, i))
+    }
+
+    fn insert_free(&mut self, i: u32) {
+        let (pool, k) = self.key(i);
+        let list = &mut self.free[pool];
+        let at = list.binary_search(&k).unwrap_or_else(|at| at);
+        list.insert(at, k);
+    }
+
+    fn remove_free(&mut self, i: u32) {
+        let (pool, k) = self.key(i);
+        let list = &mut self.free[pool];
+        if let Ok(at) = list.binary_search(&k) {
+            list.remove(at);
+        }
+    }
+
     /// Allocates `bytes`.
     pub fn alloc(&mut self, bytes: u64) {
         let n = round(bytes);
         let small = n <= SMALL_SIZE;
-        let found = self
-            .free
-            .range((small, n, 0, 0)..=(small, u64::MAX, u64::MAX, usize::MAX))
-            .next()
-            .copied();
-        let i = match found {
-            Some(key) => {
-                self.free.remove(&key);
-                key.3
-            }
-            None => {
-                let size = segment_size(n);
-                self.blocks.push(Block {
-                    addr: self.top,
-                    size,
-                    small,
-                    free: true,
-                    prev: None,
-                    next: None,
-                });
-                self.top += size;
-                self.reserved += size;
-                self.blocks.len() - 1
-            }
+        let list = &mut self.free[usize::from(!small)];
+        let at = list.partition_point(|k| k.0 < n);
+        let i = if at < list.len() {
+            list.remove(at).2
+        } else {
+            let size = segment_size(n);
+            self.blocks.push(Block {
+                addr: self.top,
+                size,
+                small,
+                free: true,
+                prev: None,
+                next: None,
+            });
+            self.top += size;
+            self.reserved += size;
+            (self.blocks.len() - 1) as u32
         };
-        let rest = self.blocks[i].size - n;
+        let b = self.blocks[i as usize];
+        let rest = b.size - n;
         let split = if small {
             rest >= MIN_BLOCK
         } else {
             rest > SMALL_SIZE
         };
         if split {
-            let b = self.blocks[i];
-            let j = self.blocks.len();
+            let j = self.blocks.len() as u32;
             self.blocks.push(Block {
                 addr: b.addr + n,
                 size: rest,
@@ -124,48 +140,57 @@ impl CachingAllocator {
                 next: b.next,
             });
             if let Some(k) = b.next {
-                self.blocks[k].prev = Some(j);
+                self.blocks[k as usize].prev = Some(j);
             }
-            self.blocks[i].next = Some(j);
-            self.blocks[i].size = n;
-            self.free.insert((small, rest, b.addr + n, j));
+            let bi = &mut self.blocks[i as usize];
+            bi.next = Some(j);
+            bi.size = n;
+            self.insert_free(j);
         }
-        self.blocks[i].free = false;
-        self.allocated += self.blocks[i].size;
+        let bi = &mut self.blocks[i as usize];
+        bi.free = false;
+        self.allocated += bi.size;
         self.peak_allocated = self.peak_allocated.max(self.allocated);
-        self.live.entry(bytes).or_default().push(i);
+        self.live.push((bytes, i));
     }
 
     /// Frees the most recent live block allocated for `bytes`; a size with no live block (a
     /// trace that frees what another stage allocated) is ignored.
     pub fn free(&mut self, bytes: u64) {
-        let Some(i) = self.live.get_mut(&bytes).and_then(Vec::pop) else {
+        let Some(at) = self.live.iter().rposition(|l| l.0 == bytes) else {
             return;
         };
-        self.allocated -= self.blocks[i].size;
-        self.blocks[i].free = true;
-        let mut i = i;
+        let mut i = self.live.remove(at).1;
+        let b = &mut self.blocks[i as usize];
+        b.free = true;
+        self.allocated -= b.size;
         // Merge with a free successor, then into a free predecessor.
-        if let Some(j) = self.blocks[i].next.filter(|&j| self.blocks[j].free) {
+        if let Some(j) = self.blocks[i as usize]
+            .next
+            .filter(|&j| self.blocks[j as usize].free)
+        {
+            self.remove_free(j);
             self.absorb(i, j);
         }
-        if let Some(p) = self.blocks[i].prev.filter(|&p| self.blocks[p].free) {
+        if let Some(p) = self.blocks[i as usize]
+            .prev
+            .filter(|&p| self.blocks[p as usize].free)
+        {
+            self.remove_free(p);
             self.absorb(p, i);
             i = p;
         }
-        let b = self.blocks[i];
-        self.free.insert((b.small, b.size, b.addr, i));
+        self.insert_free(i);
     }
 
-    /// Block `a` takes in its free successor `b` (taken out of the free set first).
-    fn absorb(&mut self, a: usize, b: usize) {
-        let (ba, bb) = (self.blocks[a], self.blocks[b]);
-        self.free.remove(&(ba.small, ba.size, ba.addr, a));
-        self.free.remove(&(bb.small, bb.size, bb.addr, b));
-        self.blocks[a].size += bb.size;
-        self.blocks[a].next = bb.next;
+    /// Block `a` takes in its successor `b` (neither in a free list).
+    fn absorb(&mut self, a: u32, b: u32) {
+        let bb = self.blocks[b as usize];
+        let ba = &mut self.blocks[a as usize];
+        ba.size += bb.size;
+        ba.next = bb.next;
         if let Some(k) = bb.next {
-            self.blocks[k].prev = Some(a);
+            self.blocks[k as usize].prev = Some(a);
         }
     }
 

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::marker::PhantomData;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::{Denoised, Inputs, Stage};
+use crate::catalog::RuntimeProfile;
 use crate::deployment::Deployment;
 use crate::ranges::Category;
 
@@ -60,14 +61,20 @@ impl<K, V> Default for Table<K, V> {
 }
 
 impl<K: Hash + Eq, V: Clone> Table<K, V> {
-    /// The value at `key`, computed by `f` (outside the lock) when absent.
+    /// The value at `key`, computed by `f` (outside the lock) when absent. Two threads that
+    /// compute the same key both return the value stored first, so every caller shares what
+    /// the table holds (a stage's liveness, which `StageMemo::pool_free` knows by address).
     pub(crate) fn get_or(&self, key: K, f: impl FnOnce() -> V) -> V {
         if let Some(hit) = self.0.lock().expect("memo lock").get(&key) {
             return hit.clone();
         }
         let v = f();
-        self.0.lock().expect("memo lock").insert(key, v.clone());
-        v
+        self.0
+            .lock()
+            .expect("memo lock")
+            .entry(key)
+            .or_insert(v)
+            .clone()
     }
 }
 
@@ -95,6 +102,12 @@ pub struct StageMemo<'c> {
     denoise: Table<Key, Denoised>,
     vae_decode: Table<Key, Stage>,
     ranges: Table<Key, (Category, String)>,
+    /// Every stage's liveness, one copy per content: stages of different views that allocate
+    /// alike share it.
+    liveness: Table<Arc<[i64]>, Arc<[i64]>>,
+    /// The caching allocator's free pool of a request, by the addresses of its stages' shared
+    /// liveness (`liveness` holds them, so no address is reused while the memo lives).
+    pools: Table<[usize; 3], u64>,
 }
 
 impl<'c> StageMemo<'c> {
@@ -105,7 +118,8 @@ impl<'c> StageMemo<'c> {
         view: &Deployment,
         f: fn(Inputs, &Deployment) -> Stage,
     ) -> Stage {
-        self.text_encoder.get_or(key(inp, view), || f(inp, view))
+        self.text_encoder
+            .get_or(key(inp, view), || self.shared(f(inp, view)))
     }
 
     /// The denoising loop of `view`, costed by `f` once.
@@ -115,7 +129,11 @@ impl<'c> StageMemo<'c> {
         view: &Deployment,
         f: fn(Inputs, &Deployment) -> Denoised,
     ) -> Denoised {
-        self.denoise.get_or(key(inp, view), || f(inp, view))
+        self.denoise.get_or(key(inp, view), || {
+            let mut d = f(inp, view);
+            d.stage = self.shared(d.stage);
+            d
+        })
     }
 
     /// The VAE decode of `view`, costed by `f` once.
@@ -125,11 +143,33 @@ impl<'c> StageMemo<'c> {
         view: &Deployment,
         f: fn(Inputs, &Deployment) -> Stage,
     ) -> Stage {
-        self.vae_decode.get_or(key(inp, view), || f(inp, view))
+        self.vae_decode
+            .get_or(key(inp, view), || self.shared(f(inp, view)))
     }
 }
 
 impl<'c> StageMemo<'c> {
+    /// `s` with its liveness replaced by the memo's copy of the same content.
+    fn shared(&self, mut s: Stage) -> Stage {
+        let l = s.liveness.clone();
+        s.liveness = self.liveness.get_or(l.clone(), || l);
+        s
+    }
+
+    /// What the caching allocator holds free at the peak of `stages` (this memo's own, run in
+    /// order; `estimate::pool_free_bytes`), replayed once per set of stages.
+    pub(crate) fn pool_free(&self, rt: &RuntimeProfile, stages: &[&Stage]) -> u64 {
+        if !rt.caching_allocator {
+            return 0;
+        }
+        let mut key = [0; 3];
+        for (k, s) in key.iter_mut().zip(stages) {
+            *k = Arc::as_ptr(&s.liveness).cast::<i64>() as usize;
+        }
+        self.pools
+            .get_or(key, || super::pool_free_bytes(rt, stages.iter().copied()))
+    }
+
     /// The range category and basis of `view` (`estimate::view::ranges`), from `f` once.
     pub(crate) fn ranges(
         &self,

@@ -478,10 +478,11 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
     let resident = |stage: &str| w.resident(d, stage);
     let slack = 1.0 + rt.allocator_slack;
     let ran = |s: &&Stage| s.name != "text_encoder" || d.text_encoder != TextEncoderPlacement::Drop;
-    let pool_free = pool_free_bytes(
-        rt,
-        [&te_stage, &dn_stage, &vae_stage].into_iter().filter(ran),
-    );
+    let run: Vec<&Stage> = [&te_stage, &dn_stage, &vae_stage]
+        .into_iter()
+        .filter(ran)
+        .collect();
+    let pool_free = memo.pool_free(rt, &run);
     let mut peak = 0;
     let mut binding = "denoise";
     let mut resident_at_peak = 0;
