@@ -18,7 +18,10 @@ Each row is a JSON line in the formats of data/h200-kernels-torch-2.11.jsonl, wi
              for it, and SGLang's e2e leaves room for about 80.
   copy       pinned host-to-device bandwidth over 2 GiB, the rate `stream` is bound by.
   decode     AutoencoderKLFlux2.decode at 1024^2 batch 1 (diffusers' decoder, what SGLang runs by
-             default), NCHW and channels_last: the other half of RS1's gap.
+             default), NCHW and channels_last: the other half of RS1's gap; and (`decode_pool`,
+             on a GPU only) the caching allocator's reserved and allocated bytes of the decode
+             alone at batch 1 and 4, from an empty cache, which the planner's allocator replay
+             predicts (planner/tests/allocator_rows.rs; batch 4 is its known miss).
 
 On the device machine: scripts/gpu-h100-rows.sh (its header has the one `run` call). Here, to
 check the script on the CPU (tiny shapes, no streams; the numbers mean nothing):
@@ -208,6 +211,28 @@ def decode_rows(device, tiny):
             med, lo, hi = timed(lambda: vae.decode(z).sample, device, reps=5, warm=2)
         yield dict(kind="decode", model="flux2-vae", height=side * 8, width=side * 8, batch=1,
                    layout=layout, ms=med, ms_min=lo, ms_max=hi)
+    if device.type != "cuda":
+        return
+    # The caching allocator's pool around the decode alone (planner/tests/allocator_rows.rs):
+    # from an empty cache, a warm-up decode then the measured one, at batch 1 and 4 (the H200
+    # batch-4 row is the replay's known miss). Reserved and allocated above what was there.
+    vae = vae.to(memory_format=torch.contiguous_format)
+    for batch in [1, 4]:
+        zb = torch.randn(batch, vae.config.latent_channels, side, side, device=device,
+                         dtype=torch.bfloat16)
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        alloc0, res0 = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+        with torch.inference_mode():
+            for _ in range(2):
+                vae.decode(zb).sample
+        torch.cuda.synchronize()
+        yield dict(kind="decode_pool", model="flux2-vae", height=side * 8, width=side * 8,
+                   batch=batch, layout="nchw",
+                   peak_above_weights_bytes=torch.cuda.max_memory_allocated() - alloc0,
+                   reserved_above_start_bytes=torch.cuda.max_memory_reserved() - res0)
+        del zb
 
 
 def main():
