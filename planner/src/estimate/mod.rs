@@ -592,9 +592,31 @@ pub fn pool_free_bytes<'s>(
     if !rt.caching_allocator {
         return 0;
     }
-    let seqs: Vec<&[i64]> = stages.into_iter().map(|s| &*s.liveness).collect();
-    crate::cost::allocator::free_at_peak(&seqs)
+    let key: Vec<std::sync::Arc<[i64]>> = stages.into_iter().map(|s| s.liveness.clone()).collect();
+    // A pure function of the stages' contents, answered from a per-thread table (a fit or a
+    // fleet costs the same stages again and again, each time through a fresh memo), bounded
+    // by clearing it when full: a hit is what a fresh replay returns.
+    thread_local! {
+        static POOLS: std::cell::RefCell<std::collections::HashMap<Vec<std::sync::Arc<[i64]>>, u64>> =
+            std::cell::RefCell::default();
+    }
+    if let Some(hit) = POOLS.with(|t| t.borrow().get(&key).copied()) {
+        return hit;
+    }
+    let seqs: Vec<&[i64]> = key.iter().map(|s| &**s).collect();
+    let v = crate::cost::allocator::free_at_peak(&seqs);
+    POOLS.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.len() >= POOL_TABLE_ENTRIES {
+            t.clear();
+        }
+        t.insert(key, v);
+    });
+    v
 }
+
+/// Entries the per-thread table of replayed pools holds before it starts again.
+const POOL_TABLE_ENTRIES: usize = 4096;
 
 fn is_zero(x: &u64) -> bool {
     *x == 0
