@@ -10,6 +10,7 @@ use crate::rules::{self, Violation};
 
 pub mod memo;
 pub(crate) mod placement;
+mod pool;
 mod stages;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ use placement::Placement;
 pub use placement::{
     block_bytes, memory_floor, resident_weights_bytes, top_level_bytes, transformer_weight_bytes,
 };
+pub use pool::pool_free_bytes;
 pub(crate) use stages::Denoised;
 
 /// JSON schema version of estimates and plans.
@@ -581,42 +583,6 @@ fn cost<'c>(inp: Inputs<'c>, d: &Deployment, memo: &StageMemo<'c>) -> Estimate {
         },
     }
 }
-
-/// What PyTorch's caching allocator holds free at the peak of a serving process running
-/// `stages` in order, request after request (0 for a stack without it): the stages' liveness
-/// replayed by `cost::allocator`.
-pub fn pool_free_bytes<'s>(
-    rt: &RuntimeProfile,
-    stages: impl IntoIterator<Item = &'s Stage>,
-) -> u64 {
-    if !rt.caching_allocator {
-        return 0;
-    }
-    let key: Vec<std::sync::Arc<[i64]>> = stages.into_iter().map(|s| s.liveness.clone()).collect();
-    // A pure function of the stages' contents, answered from a per-thread table (a fit or a
-    // fleet costs the same stages again and again, each time through a fresh memo), bounded
-    // by clearing it when full: a hit is what a fresh replay returns.
-    thread_local! {
-        static POOLS: std::cell::RefCell<std::collections::HashMap<Vec<std::sync::Arc<[i64]>>, u64>> =
-            std::cell::RefCell::default();
-    }
-    if let Some(hit) = POOLS.with(|t| t.borrow().get(&key).copied()) {
-        return hit;
-    }
-    let seqs: Vec<&[i64]> = key.iter().map(|s| &**s).collect();
-    let v = crate::cost::allocator::free_at_peak(&seqs);
-    POOLS.with(|t| {
-        let mut t = t.borrow_mut();
-        if t.len() >= POOL_TABLE_ENTRIES {
-            t.clear();
-        }
-        t.insert(key, v);
-    });
-    v
-}
-
-/// Entries the per-thread table of replayed pools holds before it starts again.
-const POOL_TABLE_ENTRIES: usize = 4096;
 
 fn is_zero(x: &u64) -> bool {
     *x == 0
