@@ -1,9 +1,10 @@
 //! The report and every chart rendered by a real browser (headless Chromium, as Debian packages
 //! it; `.ci/run` installs it): no console message and no XML error page, the DOM text holds the
 //! plan's and the fleet's figures, and a screenshot has the asked-for size and shows the charts'
-//! colours (pixels sampled by python3's zlib; the screenshot stays in a temporary folder).
+//! colours (the PNG decoded here; the screenshot stays in a temporary folder). One test per page,
+//! so two run at once.
 //!
-//! Without Chromium the test FAILS: set `KLEIN_SKIP_BROWSER=1` to skip it on purpose (it then
+//! Without Chromium the tests FAIL: set `KLEIN_SKIP_BROWSER=1` to skip them on purpose (each
 //! says so on stderr). `KLEIN_CHROMIUM` names another binary.
 
 mod util;
@@ -117,50 +118,63 @@ fn png_size(png: &[u8]) -> (u32, u32) {
     (be(16), be(20))
 }
 
-/// How many pixels of the screenshot are within 24 of `rgb` in every channel (python3's zlib
-/// decodes it; missing python3 fails the test like the export tests).
+/// How many pixels of the screenshot are within 24 of `rgb` in every channel: the PNG's IDAT
+/// inflated (`miniz_oxide`) and its rows unfiltered as the PNG specification defines them.
 fn pixels_near(png: &Path, rgb: (u8, u8, u8)) -> u64 {
-    const DECODE: &str = r#"
-import struct, sys, zlib
-d = open(sys.argv[1], 'rb').read()
-w, h, depth, ctype = struct.unpack('>IIBB', d[16:26])
-assert depth == 8 and ctype in (2, 6), (depth, ctype)
-bpp = 3 if ctype == 2 else 4
-i, idat = 8, b''
-while i < len(d):
-    n, = struct.unpack('>I', d[i:i+4]); kind = d[i+4:i+8]
-    if kind == b'IDAT': idat += d[i+8:i+8+n]
-    i += 12 + n
-raw = zlib.decompress(idat); stride = w * bpp
-prev = bytearray(stride); r, g, b = (int(x) for x in sys.argv[2:5]); hits = 0; p = 0
-for y in range(h):
-    f = raw[p]; line = bytearray(raw[p+1:p+1+stride]); p += 1 + stride
-    for x in range(stride):
-        a = line[x-bpp] if x >= bpp else 0; up = prev[x]; c = prev[x-bpp] if x >= bpp else 0
-        if f == 1: line[x] = (line[x] + a) & 255
-        elif f == 2: line[x] = (line[x] + up) & 255
-        elif f == 3: line[x] = (line[x] + (a + up) // 2) & 255
-        elif f == 4:
-            q = a + up - c; pa, pb, pc = abs(q-a), abs(q-up), abs(q-c)
-            line[x] = (line[x] + (a if pa <= pb and pa <= pc else up if pb <= pc else c)) & 255
-    for x in range(0, stride, bpp):
-        if abs(line[x]-r) <= 24 and abs(line[x+1]-g) <= 24 and abs(line[x+2]-b) <= 24: hits += 1
-    prev = line
-print(hits)
-"#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(DECODE)
-        .arg(png)
-        .args([rgb.0.to_string(), rgb.1.to_string(), rgb.2.to_string()])
-        .output()
-        .expect("python3 is needed to sample the screenshot's pixels (this test fails without it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    let d = std::fs::read(png).unwrap();
+    let be = |i: usize| u32::from_be_bytes(d[i..i + 4].try_into().unwrap()) as usize;
+    let (w, h, depth, ctype) = (be(16), be(20), d[24], d[25]);
+    assert!(depth == 8 && (ctype == 2 || ctype == 6), "{depth} {ctype}");
+    let bpp = if ctype == 2 { 3 } else { 4 };
+    let (mut i, mut idat) = (8, Vec::new());
+    while i < d.len() {
+        let n = be(i);
+        if &d[i + 4..i + 8] == b"IDAT" {
+            idat.extend_from_slice(&d[i + 8..i + 8 + n]);
+        }
+        i += 12 + n;
+    }
+    let raw = miniz_oxide::inflate::decompress_to_vec_zlib(&idat).expect("inflate the IDAT");
+    let stride = w * bpp;
+    assert_eq!(raw.len(), h * (stride + 1), "{}", png.display());
+    let (mut prev, mut hits) = (vec![0u8; stride], 0);
+    for row in raw.chunks(stride + 1) {
+        let mut line = row[1..].to_vec();
+        for x in 0..stride {
+            let a = if x >= bpp { line[x - bpp] } else { 0 };
+            let (up, c) = (prev[x], if x >= bpp { prev[x - bpp] } else { 0 });
+            let add = match row[0] {
+                0 => 0,
+                1 => a,
+                2 => up,
+                3 => ((a as u16 + up as u16) / 2) as u8,
+                4 => {
+                    let q = a as i16 + up as i16 - c as i16;
+                    let (pa, pb, pc) = (
+                        (q - a as i16).abs(),
+                        (q - up as i16).abs(),
+                        (q - c as i16).abs(),
+                    );
+                    if pa <= pb && pa <= pc {
+                        a
+                    } else if pb <= pc {
+                        up
+                    } else {
+                        c
+                    }
+                }
+                f => panic!("PNG filter {f}"),
+            };
+            line[x] = line[x].wrapping_add(add);
+        }
+        let near = |v: u8, t: u8| v.abs_diff(t) <= 24;
+        hits += line
+            .chunks(bpp)
+            .filter(|p| near(p[0], rgb.0) && near(p[1], rgb.1) && near(p[2], rgb.2))
+            .count() as u64;
+        prev = line;
+    }
+    hits
 }
 
 /// Every figure of `figures` is somewhere in `text`.
@@ -173,127 +187,152 @@ fn holds_all(what: &str, text: &str, figures: &[String]) {
     }
 }
 
-#[test]
-fn the_report_and_every_chart_render_in_chromium() {
+/// A report rendered: its DOM holds the plan's and the fleet's figures (from their JSON) and an
+/// inline chart, and a screenshot of its top has the asked-for size and the charts' blue.
+fn report_renders(spec: &str) {
     let Some(chrome) = chromium() else { return };
     let dir = Dir::new("browser");
-    for f in [
-        "specs/prod.yaml",
-        "specs/fleet.yaml",
-        "specs/estimate-contract.yaml",
-        "specs/throughput-batch.yaml",
-        "specs/stage-pools-sizes.yaml",
-    ] {
-        dir.copy_from_repo(f);
-    }
+    let spec = dir
+        .copy_from_repo(&format!("specs/{spec}"))
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let d = dir.path();
-    // The reports, and the figures their DOM must hold (from the JSON of plan and fleet).
-    for (spec, fleet) in [
-        ("prod.yaml", true),
-        ("fleet.yaml", true),
-        ("stage-pools-sizes.yaml", true),
-    ] {
-        let html = format!("{spec}.html");
-        dir.command(["report", spec, "-o", &html])
-            .run()
-            .expect_code(0);
-        let plan = dir.command(["plan", spec, "--format", "json"]).run().json();
-        let chosen = &plan["chosen"];
-        let mut figures = vec![
-            format!("${:.2}/h", chosen["cost_per_hour"].as_f64().unwrap()),
-            format!("${:.3}", chosen["cost_per_1000_images"].as_f64().unwrap()),
-            format!("{} x {}", chosen["gpus"], chosen["gpu"].as_str().unwrap()),
-        ];
-        for c in chosen["classes"].as_array().unwrap() {
-            figures.push(c["size"].as_str().unwrap().to_string());
-        }
-        if fleet {
-            let f = dir
-                .command(["fleet", spec, "--format", "json"])
-                .run()
-                .json();
-            if let Some(t) = f["total_usd_per_hour"].as_f64() {
-                figures.push(format!("${t:.2}/h"));
-            }
-            for p in f["pools"].as_array().unwrap() {
-                figures.push(format!("{} x {}", p["count"], p["gpu"].as_str().unwrap()));
-            }
-        }
-        let page = d.join(&html);
-        let r = render(&chrome, d, &page, None);
-        let text = util::html_text(&r.dom);
-        holds_all(spec, &text, &figures);
-        assert!(r.dom.contains("<svg"), "{spec}: no inline chart");
-        let _ = r.log;
-        // A screenshot of the top of the report: its size as asked, the charts' blue drawn.
-        let png = d.join(format!("{spec}.png"));
-        render(&chrome, d, &page, Some((&png, 1280, 2400)));
-        let bytes = std::fs::read(&png).unwrap();
-        assert_eq!(png_size(&bytes), (1280, 2400), "{spec}");
-        assert!(
-            pixels_near(&png, (0x1f, 0x77, 0xb4)) > 500,
-            "{spec}: no chart colour on the page"
-        );
-    }
-    // Each SVG alone: fleet --svg, sweep --svg (a key varied, and a plan's front).
-    let charts: [(&str, Vec<&str>); 3] = [
-        (
-            "fleet.svg",
-            vec!["fleet", "fleet.yaml", "--svg", "fleet.svg"],
-        ),
-        (
-            "sweep.svg",
-            vec![
-                "sweep",
-                "estimate-contract.yaml",
-                "--vary",
-                "weights=bf16,fp8",
-                "--vary",
-                "gpu=h200,rtx-4090",
-                "--svg",
-                "sweep.svg",
-            ],
-        ),
-        (
-            "front.svg",
-            vec!["sweep", "throughput-batch.yaml", "--svg", "front.svg"],
-        ),
+    let html = format!("{spec}.html");
+    dir.command(["report", &spec, "-o", &html])
+        .run()
+        .expect_code(0);
+    let plan = dir
+        .command(["plan", &spec, "--format", "json"])
+        .run()
+        .json();
+    let chosen = &plan["chosen"];
+    let mut figures = vec![
+        format!("${:.2}/h", chosen["cost_per_hour"].as_f64().unwrap()),
+        format!("${:.3}", chosen["cost_per_1000_images"].as_f64().unwrap()),
+        format!("{} x {}", chosen["gpus"], chosen["gpu"].as_str().unwrap()),
     ];
-    for (file, args) in charts {
-        let out = dir.command(&args).run();
-        assert!(out.code == 0 || out.code == 1, "{args:?}: {}", out.stderr);
-        let page = d.join(file);
-        let svg = std::fs::read_to_string(&page).unwrap();
-        let r = render(&chrome, d, &page, None);
-        // An SVG Chromium cannot parse comes back as an error page.
-        assert!(
-            !r.dom.contains("This page contains the following errors"),
-            "{file}: {}",
-            r.dom
-        );
-        // Every text of the file is in the DOM the browser built.
-        let doc = roxmltree::Document::parse(&svg).unwrap();
-        let texts: Vec<String> = doc
-            .descendants()
-            .filter(|n| n.has_tag_name("text"))
-            .map(|n| {
-                n.descendants()
-                    .filter(|t| t.is_text())
-                    .filter_map(|t| t.text())
-                    .collect()
-            })
-            .collect();
-        holds_all(file, &util::html_text(&r.dom), &texts);
-        let png = d.join(format!("{file}.png"));
-        render(&chrome, d, &page, Some((&png, 1200, 800)));
-        assert_eq!(
-            png_size(&std::fs::read(&png).unwrap()),
-            (1200, 800),
-            "{file}"
-        );
-        assert!(
-            pixels_near(&png, (0x1f, 0x77, 0xb4)) > 50,
-            "{file}: no chart colour drawn"
-        );
+    for c in chosen["classes"].as_array().unwrap() {
+        figures.push(c["size"].as_str().unwrap().to_string());
     }
+    let f = dir
+        .command(["fleet", &spec, "--format", "json"])
+        .run()
+        .json();
+    if let Some(t) = f["total_usd_per_hour"].as_f64() {
+        figures.push(format!("${t:.2}/h"));
+    }
+    for p in f["pools"].as_array().unwrap() {
+        figures.push(format!("{} x {}", p["count"], p["gpu"].as_str().unwrap()));
+    }
+    let page = d.join(&html);
+    let r = render(&chrome, d, &page, None);
+    let text = util::html_text(&r.dom);
+    holds_all(&spec, &text, &figures);
+    assert!(r.dom.contains("<svg"), "{spec}: no inline chart");
+    let _ = r.log;
+    let png = d.join(format!("{spec}.png"));
+    render(&chrome, d, &page, Some((&png, 1280, 2400)));
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(png_size(&bytes), (1280, 2400), "{spec}");
+    assert!(
+        pixels_near(&png, (0x1f, 0x77, 0xb4)) > 500,
+        "{spec}: no chart colour on the page"
+    );
+}
+
+#[test]
+fn the_prod_report_renders_in_chromium() {
+    report_renders("prod.yaml");
+}
+
+#[test]
+fn the_fleet_report_renders_in_chromium() {
+    report_renders("fleet.yaml");
+}
+
+#[test]
+fn the_stage_pools_report_renders_in_chromium() {
+    report_renders("stage-pools-sizes.yaml");
+}
+
+/// An SVG alone, written by `args` on `spec`: Chromium parses it (no XML error page), every text
+/// of the file is in the DOM it built, and a screenshot has its size and the charts' blue.
+fn chart_renders(spec: &str, file: &str, args: &[&str]) {
+    let Some(chrome) = chromium() else { return };
+    let dir = Dir::new("browser");
+    dir.copy_from_repo(&format!("specs/{spec}"));
+    let d = dir.path();
+    let out = dir.command(args).run();
+    assert!(out.code == 0 || out.code == 1, "{args:?}: {}", out.stderr);
+    let page = d.join(file);
+    let svg = std::fs::read_to_string(&page).unwrap();
+    let r = render(&chrome, d, &page, None);
+    // An SVG Chromium cannot parse comes back as an error page.
+    assert!(
+        !r.dom.contains("This page contains the following errors"),
+        "{file}: {}",
+        r.dom
+    );
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .map(|n| {
+            n.descendants()
+                .filter(|t| t.is_text())
+                .filter_map(|t| t.text())
+                .collect()
+        })
+        .collect();
+    holds_all(file, &util::html_text(&r.dom), &texts);
+    let png = d.join(format!("{file}.png"));
+    render(&chrome, d, &page, Some((&png, 1200, 800)));
+    assert_eq!(
+        png_size(&std::fs::read(&png).unwrap()),
+        (1200, 800),
+        "{file}"
+    );
+    assert!(
+        pixels_near(&png, (0x1f, 0x77, 0xb4)) > 50,
+        "{file}: no chart colour drawn"
+    );
+}
+
+#[test]
+fn the_fleet_chart_renders_in_chromium() {
+    chart_renders(
+        "fleet.yaml",
+        "fleet.svg",
+        &["fleet", "fleet.yaml", "--svg", "fleet.svg"],
+    );
+}
+
+#[test]
+fn the_sweep_chart_renders_in_chromium() {
+    chart_renders(
+        "estimate-contract.yaml",
+        "sweep.svg",
+        &[
+            "sweep",
+            "estimate-contract.yaml",
+            "--vary",
+            "weights=bf16,fp8",
+            "--vary",
+            "gpu=h200,rtx-4090",
+            "--svg",
+            "sweep.svg",
+        ],
+    );
+}
+
+#[test]
+fn the_front_chart_renders_in_chromium() {
+    chart_renders(
+        "throughput-batch.yaml",
+        "front.svg",
+        &["sweep", "throughput-batch.yaml", "--svg", "front.svg"],
+    );
 }
