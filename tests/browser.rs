@@ -280,12 +280,7 @@ fn chart_renders(spec: &str, file: &str, args: &[&str]) {
     let texts: Vec<String> = doc
         .descendants()
         .filter(|n| n.has_tag_name("text"))
-        .map(|n| {
-            n.descendants()
-                .filter(|t| t.is_text())
-                .filter_map(|t| t.text())
-                .collect()
-        })
+        .map(util::node_text)
         .collect();
     holds_all(file, &util::html_text(&r.dom), &texts);
     let png = d.join(format!("{file}.png"));

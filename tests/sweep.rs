@@ -194,12 +194,7 @@ fn the_svg_draws_latency_and_memory_against_the_key_with_axes_and_units() {
         let legend: Vec<String> = p
             .descendants()
             .filter(|n| n.attribute("class") == Some("legend"))
-            .map(|n| {
-                n.descendants()
-                    .filter(|t| t.is_text())
-                    .filter_map(|t| t.text())
-                    .collect()
-            })
+            .map(util::node_text)
             .collect();
         assert_eq!(legend, ["gpu=h200", "gpu=rtx-4090"]);
     }

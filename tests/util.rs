@@ -300,3 +300,12 @@ allow:
   weights: [bf16]
   batch: [1]
 ";
+
+/// The text an XML node holds, its descendants' text nodes in document order (an SVG `<text>`
+/// or a legend group).
+pub fn node_text(n: roxmltree::Node) -> String {
+    n.descendants()
+        .filter(|t| t.is_text())
+        .filter_map(|t| t.text())
+        .collect()
+}
