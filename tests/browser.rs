@@ -192,22 +192,13 @@ fn holds_all(what: &str, text: &str, figures: &[String]) {
 fn report_renders(spec: &str) {
     let Some(chrome) = chromium() else { return };
     let dir = Dir::new("browser");
-    let spec = dir
-        .copy_from_repo(&format!("specs/{spec}"))
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
+    dir.copy_from_repo(&format!("specs/{spec}"));
     let d = dir.path();
     let html = format!("{spec}.html");
-    dir.command(["report", &spec, "-o", &html])
+    dir.command(["report", spec, "-o", &html])
         .run()
         .expect_code(0);
-    let plan = dir
-        .command(["plan", &spec, "--format", "json"])
-        .run()
-        .json();
+    let plan = dir.command(["plan", spec, "--format", "json"]).run().json();
     let chosen = &plan["chosen"];
     let mut figures = vec![
         format!("${:.2}/h", chosen["cost_per_hour"].as_f64().unwrap()),
@@ -218,7 +209,7 @@ fn report_renders(spec: &str) {
         figures.push(c["size"].as_str().unwrap().to_string());
     }
     let f = dir
-        .command(["fleet", &spec, "--format", "json"])
+        .command(["fleet", spec, "--format", "json"])
         .run()
         .json();
     if let Some(t) = f["total_usd_per_hour"].as_f64() {
@@ -230,7 +221,7 @@ fn report_renders(spec: &str) {
     let page = d.join(&html);
     let r = render(&chrome, d, &page, None);
     let text = util::html_text(&r.dom);
-    holds_all(&spec, &text, &figures);
+    holds_all(spec, &text, &figures);
     assert!(r.dom.contains("<svg"), "{spec}: no inline chart");
     let _ = r.log;
     let png = d.join(format!("{spec}.png"));
